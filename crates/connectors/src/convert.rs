@@ -1,0 +1,579 @@
+//! The conversion step shared by every source format: columns as read (text for CSV and JSON,
+//! typed for Parquet) become exactly the declared schema; rows that do not convert become
+//! rejects and are removed from the batch.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::timezone::Tz;
+use arrow::array::{
+    Array, ArrayRef, BooleanArray, BooleanBuilder, Date32Array, Date64Array, PrimitiveArray,
+    RecordBatch, RecordBatchOptions, StringArray,
+};
+use arrow::buffer::NullBuffer;
+use arrow::compute::{cast_with_options, CastOptions, FilterBuilder};
+use arrow::datatypes::{
+    ArrowTimestampType, DataType, Date32Type, Date64Type, SchemaRef, TimeUnit,
+    TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
+    TimestampSecondType,
+};
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone};
+use datafusion::scalar::ScalarValue;
+use flowline_core::{Error, Reject, RejectReason, Result, TableDef};
+
+use crate::source::Decoded;
+
+/// Why one row failed before or during conversion.
+pub(crate) struct Failure {
+    pub reason: RejectReason,
+    pub detail: String,
+}
+
+/// The failed rows of one batch, by row index. Allocates nothing while no row fails.
+#[derive(Default)]
+pub(crate) struct Failures {
+    slots: Vec<Option<Failure>>,
+    count: usize,
+}
+
+impl Failures {
+    /// Records a failure for `row` unless the row already failed (the first reason wins).
+    pub(crate) fn set(&mut self, row: usize, reason: RejectReason, detail: String) {
+        if row >= self.slots.len() {
+            self.slots.resize_with(row + 1, || None);
+        }
+        if self.slots[row].is_none() {
+            self.slots[row] = Some(Failure { reason, detail });
+            self.count += 1;
+        }
+    }
+
+    pub(crate) fn is_failed(&self, row: usize) -> bool {
+        self.slots.get(row).is_some_and(Option::is_some)
+    }
+}
+
+/// Whether `dt` is a string type (an empty text field is a value, not NULL, for these).
+pub(crate) fn is_string_type(dt: &DataType) -> bool {
+    matches!(dt, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+}
+
+fn is_time_type(dt: &DataType) -> bool {
+    matches!(
+        dt,
+        DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64
+    )
+}
+
+/// Whether text can be converted to `dt` at all (checked when a CSV/JSON table is opened).
+pub(crate) fn text_convertible(dt: &DataType) -> bool {
+    arrow::compute::can_cast_types(&DataType::Utf8, dt)
+}
+
+/// A user-given `timestamp-format` (a chrono strftime pattern).
+struct TimestampFormat {
+    pattern: String,
+    /// The pattern contains a UTC offset, so values are instants rather than local times.
+    with_offset: bool,
+}
+
+impl TimestampFormat {
+    /// Parses `s` as a date-time; a date-only pattern gives midnight.
+    fn parse_naive(&self, s: &str) -> Option<NaiveDateTime> {
+        if self.with_offset {
+            if let Ok(t) = DateTime::parse_from_str(s, &self.pattern) {
+                return Some(t.naive_utc());
+            }
+        }
+        if let Ok(t) = NaiveDateTime::parse_from_str(s, &self.pattern) {
+            return Some(t);
+        }
+        NaiveDate::parse_from_str(s, &self.pattern)
+            .ok()
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+    }
+
+    /// Parses `s` as a date; a date-time pattern gives its date.
+    fn parse_date(&self, s: &str) -> Option<NaiveDate> {
+        NaiveDate::parse_from_str(s, &self.pattern)
+            .ok()
+            .or_else(|| self.parse_naive(s).map(|t| t.date()))
+    }
+}
+
+/// Converts columns of one table to its declared schema.
+pub(crate) struct Converter {
+    table: String,
+    schema: SchemaRef,
+    timestamp_format: Option<TimestampFormat>,
+    /// Index of the watermark (event-time) column.
+    watermark: Option<usize>,
+    cast_options: CastOptions<'static>,
+}
+
+impl Converter {
+    pub(crate) fn new(def: &TableDef, timestamp_format: Option<&str>) -> Result<Self> {
+        let schema = def.schema();
+        let watermark = match &def.watermark {
+            None => None,
+            Some(w) => Some(
+                def.columns
+                    .iter()
+                    .position(|c| c.name == w.column)
+                    .or_else(|| {
+                        def.columns
+                            .iter()
+                            .position(|c| c.name.eq_ignore_ascii_case(&w.column))
+                    })
+                    .ok_or_else(|| {
+                        Error::option(
+                            &def.name,
+                            format!("watermark column `{}` is not a declared column", w.column),
+                        )
+                    })?,
+            ),
+        };
+        let timestamp_format = timestamp_format.map(|p| TimestampFormat {
+            pattern: p.to_string(),
+            with_offset: p.contains("%z") || p.contains("%:z") || p.contains("%#z"),
+        });
+        Ok(Converter {
+            table: def.name.clone(),
+            schema,
+            timestamp_format,
+            watermark,
+            cast_options: CastOptions {
+                safe: true,
+                format_options: FormatOptions::default(),
+            },
+        })
+    }
+
+    pub(crate) fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// Converts one column to `target`. Values that do not convert become NULL; the caller
+    /// finds them by comparing nulls. Errors only when the conversion is not possible at all.
+    fn convert_column(
+        &self,
+        input: &ArrayRef,
+        target: &DataType,
+    ) -> std::result::Result<ArrayRef, arrow::error::ArrowError> {
+        if input.data_type() == target {
+            return Ok(Arc::clone(input));
+        }
+        let special = matches!(target, DataType::Boolean)
+            || (self.timestamp_format.is_some() && is_time_type(target));
+        if special && is_string_type(input.data_type()) {
+            let utf8 = if input.data_type() == &DataType::Utf8 {
+                Arc::clone(input)
+            } else {
+                cast_with_options(input, &DataType::Utf8, &self.cast_options)?
+            };
+            let strings = utf8
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .expect("cast to Utf8 gives a StringArray");
+            return Ok(match target {
+                DataType::Boolean => parse_booleans(strings),
+                _ => self.parse_times(strings, target),
+            });
+        }
+        cast_with_options(input, target, &self.cast_options)
+    }
+
+    /// Converts one text value (a partition folder value) to a typed scalar, or `None` when it
+    /// does not convert.
+    pub(crate) fn constant(&self, value: Option<&str>, target: &DataType) -> Option<ScalarValue> {
+        let value = value.filter(|v| is_string_type(target) || !v.trim().is_empty());
+        let input: ArrayRef = Arc::new(StringArray::from(vec![value]));
+        let out = self.convert_column(&input, target).ok()?;
+        if value.is_some() && out.logical_null_count() > 0 {
+            return None;
+        }
+        ScalarValue::try_from_array(&out, 0).ok()
+    }
+
+    fn parse_times(&self, strings: &StringArray, target: &DataType) -> ArrayRef {
+        let format = self
+            .timestamp_format
+            .as_ref()
+            .expect("parse_times is only used with a timestamp format");
+        match target {
+            DataType::Date32 => Arc::new(
+                strings
+                    .iter()
+                    .map(|v| v.and_then(|s| format.parse_date(s.trim())))
+                    .map(|d| d.map(Date32Type::from_naive_date))
+                    .collect::<Date32Array>(),
+            ),
+            DataType::Date64 => Arc::new(
+                strings
+                    .iter()
+                    .map(|v| v.and_then(|s| format.parse_date(s.trim())))
+                    .map(|d| d.map(Date64Type::from_naive_date))
+                    .collect::<Date64Array>(),
+            ),
+            DataType::Timestamp(unit, tz) => {
+                let tz: Option<Tz> = tz.as_deref().and_then(|t| t.parse().ok());
+                match unit {
+                    TimeUnit::Second => {
+                        timestamps::<TimestampSecondType>(strings, format, tz, target)
+                    }
+                    TimeUnit::Millisecond => {
+                        timestamps::<TimestampMillisecondType>(strings, format, tz, target)
+                    }
+                    TimeUnit::Microsecond => {
+                        timestamps::<TimestampMicrosecondType>(strings, format, tz, target)
+                    }
+                    TimeUnit::Nanosecond => {
+                        timestamps::<TimestampNanosecondType>(strings, format, tz, target)
+                    }
+                }
+            }
+            other => unreachable!("parse_times called for {other}"),
+        }
+    }
+
+    /// Converts `columns` (one per declared column, `rows` long, any type) to the declared
+    /// schema, and returns the good rows as a batch and the others as rejects.
+    ///
+    /// `failures` holds rows that already failed while being read (their cells are NULL).
+    /// `meta(row)` gives the 1-based line and the raw text of a row; it is only called for
+    /// rejected rows.
+    pub(crate) fn finish(
+        &self,
+        columns: Vec<ArrayRef>,
+        rows: usize,
+        mut failures: Failures,
+        path: &Path,
+        meta: &mut dyn FnMut(usize) -> (u64, String),
+    ) -> Result<Decoded> {
+        debug_assert_eq!(columns.len(), self.schema.fields().len());
+        let mut converted = Vec::with_capacity(columns.len());
+        for (input, field) in columns.iter().zip(self.schema.fields()) {
+            let target = field.data_type();
+            let out = self.convert_column(input, target).map_err(|e| Error::Input {
+                path: path.to_path_buf(),
+                message: format!(
+                    "column `{}`: cannot convert {} to {target}: {e}",
+                    field.name(),
+                    input.data_type()
+                ),
+            })?;
+            if out.logical_null_count() > input.logical_null_count() {
+                let in_nulls = input.logical_nulls();
+                let out_nulls = out.logical_nulls();
+                let reason = if is_time_type(target) {
+                    RejectReason::BadTimestamp
+                } else {
+                    RejectReason::BadValue
+                };
+                for row in 0..rows {
+                    if is_null(&out_nulls, row)
+                        && !is_null(&in_nulls, row)
+                        && !failures.is_failed(row)
+                    {
+                        let value = render_value(input, row);
+                        failures.set(
+                            row,
+                            reason,
+                            format!(
+                                "column `{}`: cannot convert '{value}' to {target}",
+                                field.name()
+                            ),
+                        );
+                    }
+                }
+            }
+            converted.push(out);
+        }
+
+        if let Some(w) = self.watermark {
+            let column = &converted[w];
+            if column.logical_null_count() > 0 {
+                let nulls = column.logical_nulls();
+                for row in 0..rows {
+                    if is_null(&nulls, row) && !failures.is_failed(row) {
+                        failures.set(
+                            row,
+                            RejectReason::MissingEventTime,
+                            format!(
+                                "column `{}`: the event time is empty",
+                                self.schema.field(w).name()
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+
+        for (column, field) in converted.iter().zip(self.schema.fields()) {
+            if !field.is_nullable() && column.logical_null_count() > 0 {
+                let nulls = column.logical_nulls();
+                for row in 0..rows {
+                    if is_null(&nulls, row) && !failures.is_failed(row) {
+                        failures.set(
+                            row,
+                            RejectReason::BadValue,
+                            format!("column `{}`: NULL in a NOT NULL column", field.name()),
+                        );
+                    }
+                }
+            }
+        }
+
+        let options = RecordBatchOptions::new().with_row_count(Some(rows));
+        if failures.count == 0 {
+            let batch =
+                RecordBatch::try_new_with_options(Arc::clone(&self.schema), converted, &options)?;
+            return Ok(Decoded {
+                batch,
+                rejects: Vec::new(),
+            });
+        }
+
+        let file = path.display().to_string();
+        let mut rejects = Vec::with_capacity(failures.count);
+        let mut keep = BooleanBuilder::with_capacity(rows);
+        for row in 0..rows {
+            match failures.slots.get_mut(row).and_then(Option::take) {
+                Some(f) => {
+                    keep.append_value(false);
+                    let (line, raw) = meta(row);
+                    rejects.push(Reject {
+                        reason: f.reason,
+                        detail: f.detail,
+                        table: self.table.clone(),
+                        file: Some(file.clone()),
+                        line: Some(line),
+                        raw,
+                        window: None,
+                        watermark: None,
+                    });
+                }
+                None => keep.append_value(true),
+            }
+        }
+        let keep: BooleanArray = keep.finish();
+        let predicate = FilterBuilder::new(&keep).optimize().build();
+        let kept = keep.true_count();
+        let columns = converted
+            .iter()
+            .map(|c| predicate.filter(c))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let batch = RecordBatch::try_new_with_options(
+            Arc::clone(&self.schema),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(kept)),
+        )?;
+        Ok(Decoded { batch, rejects })
+    }
+}
+
+fn is_null(nulls: &Option<NullBuffer>, row: usize) -> bool {
+    nulls.as_ref().is_some_and(|n| n.is_null(row))
+}
+
+/// Renders one value of `array` for a reject's detail.
+fn render_value(array: &ArrayRef, row: usize) -> String {
+    if let Some(s) = array.as_any().downcast_ref::<StringArray>() {
+        return s.value(row).to_string();
+    }
+    ArrayFormatter::try_new(array.as_ref(), &FormatOptions::default())
+        .map(|f| f.value(row).to_string())
+        .unwrap_or_else(|_| "?".to_string())
+}
+
+/// `true` / `false` / `1` / `0`, case-insensitive, surrounding spaces ignored. Anything else
+/// becomes NULL (and so a reject).
+fn parse_booleans(strings: &StringArray) -> ArrayRef {
+    Arc::new(
+        strings
+            .iter()
+            .map(|v| {
+                v.and_then(|s| {
+                    let s = s.trim();
+                    if s.eq_ignore_ascii_case("true") || s == "1" {
+                        Some(true)
+                    } else if s.eq_ignore_ascii_case("false") || s == "0" {
+                        Some(false)
+                    } else {
+                        None
+                    }
+                })
+            })
+            .collect::<BooleanArray>(),
+    )
+}
+
+fn timestamps<T: ArrowTimestampType>(
+    strings: &StringArray,
+    format: &TimestampFormat,
+    tz: Option<Tz>,
+    target: &DataType,
+) -> ArrayRef {
+    let tz_name = match target {
+        DataType::Timestamp(_, tz) => tz.clone(),
+        _ => None,
+    };
+    let values = strings
+        .iter()
+        .map(|v| {
+            let naive = format.parse_naive(v?.trim())?;
+            // A local time in a zoned column is read in that zone (as arrow's cast does).
+            let utc = match (&tz, format.with_offset) {
+                (Some(tz), false) => tz.from_local_datetime(&naive).earliest()?.naive_utc(),
+                _ => naive,
+            };
+            T::from_naive_datetime(utc, None)
+        })
+        .collect::<PrimitiveArray<T>>();
+    Arc::new(values.with_timezone_opt(tz_name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{AsArray, Int32Array};
+    use arrow::datatypes::Int32Type;
+    use flowline_core::{ColumnDef, WatermarkDef};
+    use std::collections::BTreeMap;
+
+    fn def(columns: &[(&str, DataType, bool)], watermark: Option<&str>) -> TableDef {
+        TableDef {
+            name: "t".into(),
+            columns: columns
+                .iter()
+                .map(|(n, t, nullable)| ColumnDef {
+                    name: n.to_string(),
+                    data_type: t.clone(),
+                    nullable: *nullable,
+                })
+                .collect(),
+            watermark: watermark.map(|c| WatermarkDef {
+                column: c.into(),
+                delay_ms: 0,
+            }),
+            primary_key: vec![],
+            options: BTreeMap::new(),
+            line: 1,
+        }
+    }
+
+    fn strings(v: &[Option<&str>]) -> ArrayRef {
+        Arc::new(StringArray::from(v.to_vec()))
+    }
+
+    #[test]
+    fn converts_and_rejects() {
+        let d = def(
+            &[
+                ("id", DataType::Int32, false),
+                ("ok", DataType::Boolean, true),
+                ("ts", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+            ],
+            Some("ts"),
+        );
+        let conv = Converter::new(&d, None).unwrap();
+        let columns = vec![
+            strings(&[Some("1"), Some("x"), Some("3"), None, Some("5")]),
+            strings(&[Some("TRUE"), Some("0"), Some("yes"), Some("1"), None]),
+            strings(&[
+                Some("2026-03-17 10:00:00"),
+                Some("2026-03-17T10:00:00.123Z"),
+                Some("2026-03-17"),
+                Some("2026-03-17 10:00:00"),
+                None,
+            ]),
+        ];
+        let out = conv
+            .finish(columns, 5, Failures::default(), Path::new("f"), &mut |r| {
+                (r as u64 + 1, format!("row{r}"))
+            })
+            .unwrap();
+        assert_eq!(out.batch.num_rows(), 1);
+        assert_eq!(
+            out.batch.column(0).as_primitive::<Int32Type>(),
+            &Int32Array::from(vec![1])
+        );
+        let reasons: Vec<_> = out
+            .rejects
+            .iter()
+            .map(|r| (r.line.unwrap(), r.reason, r.detail.as_str()))
+            .collect();
+        assert_eq!(
+            reasons,
+            vec![
+                (
+                    2,
+                    RejectReason::BadValue,
+                    "column `id`: cannot convert 'x' to Int32"
+                ),
+                (
+                    3,
+                    RejectReason::BadValue,
+                    "column `ok`: cannot convert 'yes' to Boolean"
+                ),
+                (
+                    4,
+                    RejectReason::BadValue,
+                    "column `id`: NULL in a NOT NULL column"
+                ),
+                (
+                    5,
+                    RejectReason::MissingEventTime,
+                    "column `ts`: the event time is empty"
+                ),
+            ]
+        );
+        assert_eq!(out.rejects[0].raw, "row1");
+    }
+
+    #[test]
+    fn timestamp_format() {
+        let d = def(
+            &[
+                ("ts", DataType::Timestamp(TimeUnit::Second, None), true),
+                ("d", DataType::Date32, true),
+            ],
+            None,
+        );
+        let conv = Converter::new(&d, Some("%d/%m/%Y %H:%M")).unwrap();
+        let out = conv
+            .finish(
+                vec![
+                    strings(&[Some("17/03/2026 10:30"), Some("2026-03-17 10:30:00")]),
+                    strings(&[Some("17/03/2026 10:30"), Some("17/03/2026 00:00")]),
+                ],
+                2,
+                Failures::default(),
+                Path::new("f"),
+                &mut |r| (r as u64, String::new()),
+            )
+            .unwrap();
+        assert_eq!(out.batch.num_rows(), 1);
+        let ts = out.batch.column(0).as_primitive::<TimestampSecondType>();
+        assert_eq!(ts.value(0), 1_773_743_400);
+        assert_eq!(out.rejects.len(), 1);
+        assert_eq!(out.rejects[0].reason, RejectReason::BadTimestamp);
+
+        let date_only = Converter::new(&d, Some("%Y%m%d")).unwrap();
+        let out = date_only
+            .finish(
+                vec![strings(&[Some("20260317")]), strings(&[Some("20260317")])],
+                1,
+                Failures::default(),
+                Path::new("f"),
+                &mut |r| (r as u64, String::new()),
+            )
+            .unwrap();
+        assert_eq!(out.rejects, vec![]);
+        let ts = out.batch.column(0).as_primitive::<TimestampSecondType>();
+        assert_eq!(ts.value(0), 1_773_705_600);
+        let d = out.batch.column(1).as_primitive::<Date32Type>();
+        assert_eq!(d.value(0), 20_529);
+    }
+}

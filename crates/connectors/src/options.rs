@@ -1,0 +1,146 @@
+//! Helpers to validate `WITH (...)` options. Every error names the option and lists the valid
+//! choices.
+
+use flowline_core::{Error, Result, TableDef};
+
+/// The file formats shared by file sources and file sinks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FileFormat {
+    Csv,
+    Json,
+    Parquet,
+}
+
+impl FileFormat {
+    pub(crate) fn extension(self) -> &'static str {
+        match self {
+            FileFormat::Csv => "csv",
+            FileFormat::Json => "json",
+            FileFormat::Parquet => "parquet",
+        }
+    }
+}
+
+/// Quotes and joins names for messages: `'a', 'b'`.
+pub(crate) fn quoted_list(items: &[&str]) -> String {
+    items
+        .iter()
+        .map(|s| format!("'{s}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Rejects any option not in `allowed`.
+pub(crate) fn check_known(def: &TableDef, allowed: &[&str]) -> Result<()> {
+    for key in def.options.keys() {
+        if !allowed.contains(&key.as_str()) {
+            return Err(Error::option(
+                &def.name,
+                format!(
+                    "unknown option `{key}` (valid options: {})",
+                    quoted_list(allowed)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Rejects the `csv.*` options when the format is not CSV.
+pub(crate) fn check_no_csv_options(def: &TableDef, format: &str) -> Result<()> {
+    if let Some(key) = def.options.keys().find(|k| k.starts_with("csv.")) {
+        return Err(Error::option(
+            &def.name,
+            format!("option `{key}` only applies to format 'csv', not '{format}'"),
+        ));
+    }
+    Ok(())
+}
+
+/// The value of a required option.
+pub(crate) fn required<'a>(def: &'a TableDef, key: &str) -> Result<&'a str> {
+    def.option(key)
+        .ok_or_else(|| Error::option(&def.name, format!("missing required option `{key}`")))
+}
+
+/// Checks that `connector` is one of `valid` and returns it.
+pub(crate) fn connector<'a>(def: &'a TableDef, valid: &[&str]) -> Result<&'a str> {
+    match def.connector() {
+        Some(c) if valid.contains(&c) => Ok(c),
+        Some(c) => Err(Error::option(
+            &def.name,
+            format!(
+                "unknown connector '{c}' in option `connector` (valid connectors: {})",
+                quoted_list(valid)
+            ),
+        )),
+        None => Err(Error::option(
+            &def.name,
+            format!(
+                "missing required option `connector` (valid connectors: {})",
+                quoted_list(valid)
+            ),
+        )),
+    }
+}
+
+/// Parses the `format` option of a file table.
+pub(crate) fn file_format(def: &TableDef) -> Result<FileFormat> {
+    const VALID: &[&str] = &["csv", "json", "parquet"];
+    let value = def.option("format").ok_or_else(|| {
+        Error::option(
+            &def.name,
+            format!(
+                "missing required option `format` (valid formats: {})",
+                quoted_list(VALID)
+            ),
+        )
+    })?;
+    match value.to_ascii_lowercase().as_str() {
+        "csv" => Ok(FileFormat::Csv),
+        "json" | "jsonl" | "ndjson" => Ok(FileFormat::Json),
+        "parquet" => Ok(FileFormat::Parquet),
+        _ => Err(Error::option(
+            &def.name,
+            format!(
+                "unknown format '{value}' in option `format` (valid formats: {})",
+                quoted_list(VALID)
+            ),
+        )),
+    }
+}
+
+/// Parses a boolean option (`true` / `false`, case-insensitive).
+pub(crate) fn bool_option(def: &TableDef, key: &str, default: bool) -> Result<bool> {
+    match def.option(key) {
+        None => Ok(default),
+        Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
+        Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
+        Some(v) => Err(Error::option(
+            &def.name,
+            format!("invalid value '{v}' for option `{key}` (valid values: 'true', 'false')"),
+        )),
+    }
+}
+
+/// Parses a one-character option (an ASCII character; `\t` is accepted for a tab).
+pub(crate) fn char_option(def: &TableDef, key: &str, default: u8) -> Result<u8> {
+    let Some(v) = def.option(key) else {
+        return Ok(default);
+    };
+    let byte = match v {
+        "\\t" => Some(b'\t'),
+        _ if v.len() == 1 && v.is_ascii() => Some(v.as_bytes()[0]),
+        _ => None,
+    };
+    match byte {
+        Some(b) if b != b'\n' && b != b'\r' => Ok(b),
+        _ => Err(Error::option(
+            &def.name,
+            format!(
+                "invalid value '{v}' for option `{key}`: expected a single ASCII character \
+                 other than a line break"
+            ),
+        )),
+    }
+}

@@ -1,0 +1,706 @@
+//! File sources (`connector = 'files'`): list the files under a path, then decode each file
+//! (CSV, JSON lines or Parquet) into batches of the declared schema plus rejects.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, RecordBatch, StringArray, StringBuilder};
+use arrow::datatypes::SchemaRef;
+use chrono::format::{Item, StrftimeItems};
+use datafusion::scalar::ScalarValue;
+use flowline_core::{Error, Reject, RejectReason, Result, TableDef};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ProjectionMask;
+use serde_json::Value;
+
+use crate::convert::{is_string_type, text_convertible, Converter, Failures};
+use crate::hive;
+use crate::options::{self, FileFormat};
+
+/// The options a file source accepts.
+const SOURCE_OPTIONS: &[&str] = &[
+    "connector",
+    "path",
+    "format",
+    "csv.header",
+    "csv.field-delimiter",
+    "csv.quote-character",
+    "csv.null-literal",
+    "timestamp-format",
+];
+
+/// One input file of a source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceFile {
+    pub path: PathBuf,
+    pub size: u64,
+    /// Last modification time, RFC 3339 in UTC.
+    pub modified: String,
+    /// Hive `key=value` pairs from the folders between the source root and the file, in
+    /// order, values percent-decoded.
+    pub partitions: Vec<(String, String)>,
+}
+
+/// One decoded batch: the good rows in exactly the declared schema, and the rows that failed.
+#[derive(Debug, Clone)]
+pub struct Decoded {
+    pub batch: RecordBatch,
+    pub rejects: Vec<Reject>,
+}
+
+#[derive(Debug, Clone)]
+struct CsvOptions {
+    header: bool,
+    delimiter: u8,
+    quote: u8,
+    /// `csv.null-literal` when given explicitly.
+    null_literal: Option<String>,
+}
+
+/// A file source: the declared table and the files it reads. `Send + Sync`, so reader threads
+/// can share it and decode different files at the same time.
+pub struct FileSource {
+    name: String,
+    format: FileFormat,
+    csv: CsvOptions,
+    converter: Converter,
+    files: Vec<SourceFile>,
+}
+
+/// Where one declared column's values come from in a given file.
+#[derive(Debug, Clone)]
+enum ColumnSource {
+    /// A field of the file: CSV field position, Parquet root column index.
+    Field(usize),
+    /// The Hive partition value from the file's path (`None` for the default partition).
+    Partition(Option<String>),
+}
+
+impl FileSource {
+    /// Validates the WITH options, resolves `path` relative to `base_dir` when relative, lists
+    /// files.
+    pub fn open(def: &TableDef, base_dir: &Path) -> Result<FileSource> {
+        options::check_known(def, SOURCE_OPTIONS)?;
+        options::connector(def, &["files"])?;
+        let path = options::required(def, "path")?;
+        let format = options::file_format(def)?;
+        if format != FileFormat::Csv {
+            options::check_no_csv_options(def, format.extension())?;
+        }
+        let csv = CsvOptions {
+            header: options::bool_option(def, "csv.header", true)?,
+            delimiter: options::char_option(def, "csv.field-delimiter", b',')?,
+            quote: options::char_option(def, "csv.quote-character", b'"')?,
+            null_literal: def.option("csv.null-literal").map(str::to_string),
+        };
+        let timestamp_format = def.option("timestamp-format");
+        if let Some(f) = timestamp_format {
+            if f.is_empty() || StrftimeItems::new(f).any(|i| matches!(i, Item::Error)) {
+                return Err(Error::option(
+                    &def.name,
+                    format!(
+                        "invalid value '{f}' for option `timestamp-format`: expected a chrono \
+                         strftime pattern such as '%Y-%m-%d %H:%M:%S'"
+                    ),
+                ));
+            }
+        }
+        if format != FileFormat::Parquet {
+            if let Some(c) = def
+                .columns
+                .iter()
+                .find(|c| !text_convertible(&c.data_type))
+            {
+                return Err(Error::option(
+                    &def.name,
+                    format!(
+                        "column `{}` has type {}, which format '{}' cannot read",
+                        c.name,
+                        c.data_type,
+                        format.extension()
+                    ),
+                ));
+            }
+        }
+        let converter = Converter::new(def, timestamp_format)?;
+
+        let root = if Path::new(path).is_absolute() {
+            PathBuf::from(path)
+        } else {
+            base_dir.join(path)
+        };
+        let files = list_files(&root)?;
+        Ok(FileSource {
+            name: def.name.clone(),
+            format,
+            csv,
+            converter,
+            files,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The declared schema: every decoded batch has exactly this schema.
+    pub fn schema(&self) -> SchemaRef {
+        Arc::clone(self.converter.schema())
+    }
+
+    pub fn files(&self) -> &[SourceFile] {
+        &self.files
+    }
+
+    /// Decode file `index` into batches of at most `batch_size` rows in exactly `schema()`;
+    /// rows that fail go to `Decoded::rejects` (never an error). Calls `emit` per batch, in file
+    /// order. Stops early and returns the error if `emit` returns Err.
+    pub fn read_file(
+        &self,
+        index: usize,
+        batch_size: usize,
+        emit: &mut dyn FnMut(Decoded) -> Result<()>,
+    ) -> Result<()> {
+        let file = self.files.get(index).ok_or_else(|| {
+            Error::Internal(format!(
+                "source `{}` has {} files, no file number {index}",
+                self.name,
+                self.files.len()
+            ))
+        })?;
+        let batch_size = batch_size.max(1);
+        match self.format {
+            FileFormat::Csv => self.read_csv(file, batch_size, emit),
+            FileFormat::Json => self.read_json(file, batch_size, emit),
+            FileFormat::Parquet => self.read_parquet(file, batch_size, emit),
+        }
+    }
+
+    fn partition_value(file: &SourceFile, column: &str) -> Option<Option<String>> {
+        file.partitions
+            .iter()
+            .rev()
+            .find(|(k, _)| k == column)
+            .or_else(|| {
+                file.partitions
+                    .iter()
+                    .rev()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(column))
+            })
+            .map(|(_, v)| (v != hive::DEFAULT_PARTITION).then(|| v.clone()))
+    }
+
+    fn missing_column(file: &SourceFile, column: &str, found: &[String]) -> Error {
+        Error::Input {
+            path: file.path.clone(),
+            message: format!(
+                "declared column `{column}` is missing from the file and is not a partition \
+                 folder (columns in the file: {})",
+                found.join(", ")
+            ),
+        }
+    }
+
+    // ---------------------------------------------------------------- CSV
+
+    fn read_csv(
+        &self,
+        file: &SourceFile,
+        batch_size: usize,
+        emit: &mut dyn FnMut(Decoded) -> Result<()>,
+    ) -> Result<()> {
+        let data = fs::read(&file.path).map_err(|e| Error::io("read", &file.path, e))?;
+        let body = data.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&data);
+        let csv_error = |e: csv::Error| Error::Input {
+            path: file.path.clone(),
+            message: e.to_string(),
+        };
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .delimiter(self.csv.delimiter)
+            .quote(self.csv.quote)
+            .from_reader(body);
+        let mut record = csv::ByteRecord::new();
+        let schema = Arc::clone(self.converter.schema());
+        let fields = schema.fields();
+
+        // Where each declared column comes from, and how many fields a record must have.
+        let (sources, expected) = if self.csv.header {
+            if !reader.read_byte_record(&mut record).map_err(csv_error)? {
+                return Ok(()); // an empty file: no header, no rows
+            }
+            let header: Vec<String> = record
+                .iter()
+                .map(|h| String::from_utf8_lossy(h).trim().to_string())
+                .collect();
+            let mut sources = Vec::with_capacity(fields.len());
+            for field in fields {
+                let name = field.name();
+                let pos = header
+                    .iter()
+                    .position(|h| h == name)
+                    .or_else(|| header.iter().position(|h| h.eq_ignore_ascii_case(name)));
+                sources.push(match (pos, Self::partition_value(file, name)) {
+                    (Some(p), _) => ColumnSource::Field(p),
+                    (None, Some(v)) => ColumnSource::Partition(v),
+                    (None, None) => return Err(Self::missing_column(file, name, &header)),
+                });
+            }
+            (sources, header.len())
+        } else {
+            let mut next = 0;
+            let sources: Vec<_> = fields
+                .iter()
+                .map(|f| match Self::partition_value(file, f.name()) {
+                    Some(v) => ColumnSource::Partition(v),
+                    None => {
+                        next += 1;
+                        ColumnSource::Field(next - 1)
+                    }
+                })
+                .collect();
+            (sources, next)
+        };
+        let is_string: Vec<bool> = fields
+            .iter()
+            .map(|f| is_string_type(f.data_type()))
+            .collect();
+        let null_literal = self.csv.null_literal.as_deref();
+
+        let mut batch = TextBatch::new(fields.len(), batch_size);
+        loop {
+            let more = reader.read_byte_record(&mut record).map_err(csv_error)?;
+            if more {
+                let (mut start, mut line) = record
+                    .position()
+                    .map_or((0, 1), |p| (p.byte() as usize, p.line()));
+                let mut end = (reader.position().byte() as usize).min(body.len());
+                // Blank lines skipped before the record belong to no record.
+                while start < end && matches!(body[start], b'\n' | b'\r') {
+                    line += u64::from(body[start] == b'\n');
+                    start += 1;
+                }
+                while end > start && matches!(body[end - 1], b'\n' | b'\r') {
+                    end -= 1;
+                }
+                let row = batch.spans.len();
+                batch.spans.push((line, start, end));
+
+                let failure = if record.len() != expected {
+                    Some((
+                        RejectReason::MalformedCsv,
+                        format!("expected {expected} fields, found {}", record.len()),
+                    ))
+                } else {
+                    sources.iter().zip(fields).find_map(|(s, f)| match s {
+                        ColumnSource::Field(i) => std::str::from_utf8(&record[*i])
+                            .err()
+                            .map(|e| {
+                                (
+                                    RejectReason::BadValue,
+                                    format!("column `{}`: invalid UTF-8: {e}", f.name()),
+                                )
+                            }),
+                        _ => None,
+                    })
+                };
+                match failure {
+                    Some((reason, detail)) => {
+                        batch.failures.set(row, reason, detail);
+                        batch.append_nulls();
+                    }
+                    None => {
+                        for (c, source) in sources.iter().enumerate() {
+                            let builder = &mut batch.builders[c];
+                            match source {
+                                ColumnSource::Field(i) => {
+                                    let text = std::str::from_utf8(&record[*i]).unwrap_or("");
+                                    builder.append_option(csv_cell(
+                                        text,
+                                        is_string[c],
+                                        null_literal,
+                                    ));
+                                }
+                                ColumnSource::Partition(v) => builder.append_option(v.as_deref()),
+                            }
+                        }
+                    }
+                }
+            }
+            if batch.spans.len() >= batch_size || (!more && !batch.spans.is_empty()) {
+                let decoded = batch.finish(&self.converter, &file.path, body)?;
+                emit(decoded)?;
+            }
+            if !more {
+                return Ok(());
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- JSON lines
+
+    fn read_json(
+        &self,
+        file: &SourceFile,
+        batch_size: usize,
+        emit: &mut dyn FnMut(Decoded) -> Result<()>,
+    ) -> Result<()> {
+        let data = fs::read(&file.path).map_err(|e| Error::io("read", &file.path, e))?;
+        let schema = Arc::clone(self.converter.schema());
+        let fields = schema.fields();
+        // JSON has no header: every column is read from the object, or else from the
+        // partition folder, or else is NULL.
+        let partitions: Vec<Option<Option<String>>> = fields
+            .iter()
+            .map(|f| Self::partition_value(file, f.name()))
+            .collect();
+        let is_string: Vec<bool> = fields
+            .iter()
+            .map(|f| is_string_type(f.data_type()))
+            .collect();
+
+        let mut batch = TextBatch::new(fields.len(), batch_size);
+        let mut offset = 0usize;
+        let mut line_no = 0u64;
+        let bom = data.starts_with(b"\xEF\xBB\xBF");
+        while offset < data.len() {
+            line_no += 1;
+            let line_end = memchr_newline(&data[offset..]).map_or(data.len(), |i| offset + i);
+            let mut start = offset;
+            if line_no == 1 && bom {
+                start += 3;
+            }
+            let mut end = line_end;
+            if end > start && data[end - 1] == b'\r' {
+                end -= 1;
+            }
+            offset = line_end + 1;
+            let text = &data[start..end];
+            if text.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let row = batch.spans.len();
+            batch.spans.push((line_no, start, end));
+
+            let parsed = match serde_json::from_slice::<Value>(text) {
+                Ok(Value::Object(map)) => Ok(map),
+                Ok(other) => Err(format!(
+                    "expected a JSON object, found {}",
+                    json_kind(&other)
+                )),
+                Err(e) => Err(e.to_string()),
+            };
+            let object = match parsed {
+                Ok(o) => o,
+                Err(detail) => {
+                    batch.failures.set(row, RejectReason::InvalidJson, detail);
+                    batch.append_nulls();
+                    continue;
+                }
+            };
+            let lookup = |name: &str| -> Option<&Value> {
+                object.get(name).or_else(|| {
+                    object
+                        .iter()
+                        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                        .map(|(_, v)| v)
+                })
+            };
+            // A nested value only fits a string column.
+            let nested = fields.iter().zip(&is_string).find_map(|(f, s)| {
+                match lookup(f.name()) {
+                    Some(v @ (Value::Array(_) | Value::Object(_))) if !s => Some(format!(
+                        "column `{}`: cannot convert {v} to {}",
+                        f.name(),
+                        f.data_type()
+                    )),
+                    _ => None,
+                }
+            });
+            if let Some(detail) = nested {
+                batch.failures.set(row, RejectReason::BadValue, detail);
+                batch.append_nulls();
+                continue;
+            }
+            for (c, field) in fields.iter().enumerate() {
+                let builder = &mut batch.builders[c];
+                match lookup(field.name()) {
+                    None => match &partitions[c] {
+                        Some(v) => builder.append_option(v.as_deref()),
+                        None => builder.append_null(),
+                    },
+                    Some(Value::Null) => builder.append_null(),
+                    Some(Value::Bool(b)) => builder.append_value(if *b { "true" } else { "false" }),
+                    Some(Value::Number(n)) => {
+                        let _ = write!(builder, "{n}");
+                        builder.append_value("");
+                    }
+                    Some(Value::String(s)) => {
+                        if is_string[c] {
+                            builder.append_value(s);
+                        } else {
+                            let t = s.trim();
+                            if t.is_empty() {
+                                builder.append_null();
+                            } else {
+                                builder.append_value(t);
+                            }
+                        }
+                    }
+                    Some(v) => {
+                        let _ = write!(builder, "{v}");
+                        builder.append_value("");
+                    }
+                }
+            }
+            if batch.spans.len() >= batch_size {
+                let decoded = batch.finish(&self.converter, &file.path, &data)?;
+                emit(decoded)?;
+            }
+        }
+        if !batch.spans.is_empty() {
+            let decoded = batch.finish(&self.converter, &file.path, &data)?;
+            emit(decoded)?;
+        }
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- Parquet
+
+    fn read_parquet(
+        &self,
+        file: &SourceFile,
+        batch_size: usize,
+        emit: &mut dyn FnMut(Decoded) -> Result<()>,
+    ) -> Result<()> {
+        let input_error = |e: &dyn std::fmt::Display| Error::Input {
+            path: file.path.clone(),
+            message: e.to_string(),
+        };
+        let handle = fs::File::open(&file.path).map_err(|e| Error::io("read", &file.path, e))?;
+        let builder =
+            ParquetRecordBatchReaderBuilder::try_new(handle).map_err(|e| input_error(&e))?;
+        let file_schema = Arc::clone(builder.schema());
+        let file_names: Vec<String> = file_schema
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        let schema = Arc::clone(self.converter.schema());
+
+        let mut sources = Vec::with_capacity(schema.fields().len());
+        let mut roots = Vec::new();
+        for field in schema.fields() {
+            let name = field.name();
+            let pos = file_names
+                .iter()
+                .position(|n| n == name)
+                .or_else(|| file_names.iter().position(|n| n.eq_ignore_ascii_case(name)));
+            sources.push(match (pos, Self::partition_value(file, name)) {
+                (Some(p), _) => {
+                    roots.push(p);
+                    ColumnSource::Field(p)
+                }
+                (None, Some(v)) => ColumnSource::Partition(v),
+                (None, None) => return Err(Self::missing_column(file, name, &file_names)),
+            });
+        }
+        roots.sort_unstable();
+        roots.dedup();
+        // Partition values are converted once per file when they convert; otherwise they go
+        // through the row-by-row conversion (and every row of the file is rejected).
+        let constants: Vec<Option<ScalarValue>> = sources
+            .iter()
+            .zip(schema.fields())
+            .map(|(s, f)| match s {
+                ColumnSource::Partition(v) => self.converter.constant(v.as_deref(), f.data_type()),
+                _ => None,
+            })
+            .collect();
+
+        let mask = ProjectionMask::roots(builder.parquet_schema(), roots.iter().copied());
+        let reader = builder
+            .with_projection(mask)
+            .with_batch_size(batch_size)
+            .build()
+            .map_err(|e| input_error(&e))?;
+        let mut rows_before = 0u64;
+        for batch in reader {
+            let batch = batch.map_err(|e| input_error(&e))?;
+            let n = batch.num_rows();
+            let mut columns: Vec<ArrayRef> = Vec::with_capacity(sources.len());
+            for (c, source) in sources.iter().enumerate() {
+                columns.push(match source {
+                    ColumnSource::Field(p) => {
+                        let at = roots.binary_search(p).expect("projected root");
+                        Arc::clone(batch.column(at))
+                    }
+                    ColumnSource::Partition(v) => match &constants[c] {
+                        Some(scalar) => scalar.to_array_of_size(n)?,
+                        None => Arc::new(StringArray::from_iter(std::iter::repeat_n(
+                            v.as_deref(),
+                            n,
+                        ))),
+                    },
+                });
+            }
+            let decoded = self.converter.finish(
+                columns,
+                n,
+                Failures::default(),
+                &file.path,
+                &mut |row| (rows_before + row as u64 + 1, row_as_json(&batch, row)),
+            )?;
+            rows_before += n as u64;
+            emit(decoded)?;
+        }
+        Ok(())
+    }
+}
+
+/// Text columns of one batch being read from CSV or JSON.
+struct TextBatch {
+    /// One builder per declared column.
+    builders: Vec<StringBuilder>,
+    /// Per row: 1-based line, byte range of the raw text.
+    spans: Vec<(u64, usize, usize)>,
+    failures: Failures,
+}
+
+impl TextBatch {
+    fn new(columns: usize, capacity: usize) -> Self {
+        let capacity = capacity.min(8192);
+        TextBatch {
+            builders: (0..columns)
+                .map(|_| StringBuilder::with_capacity(capacity, capacity * 8))
+                .collect(),
+            spans: Vec::with_capacity(capacity),
+            failures: Failures::default(),
+        }
+    }
+
+    fn append_nulls(&mut self) {
+        for b in &mut self.builders {
+            b.append_null();
+        }
+    }
+
+    /// Converts the rows read so far and starts a new batch.
+    fn finish(&mut self, converter: &Converter, path: &Path, body: &[u8]) -> Result<Decoded> {
+        let rows = self.spans.len();
+        let columns = self
+            .builders
+            .iter_mut()
+            .map(|b| Arc::new(b.finish()) as ArrayRef)
+            .collect();
+        let spans = std::mem::take(&mut self.spans);
+        let failures = std::mem::take(&mut self.failures);
+        converter.finish(columns, rows, failures, path, &mut |row| {
+            let (line, start, end) = spans[row];
+            (line, String::from_utf8_lossy(&body[start..end]).into_owned())
+        })
+    }
+}
+
+/// A CSV field as text for its column, or `None` for NULL. For non-string columns surrounding
+/// spaces are ignored and an empty field is NULL; for string columns a field is NULL only when
+/// it equals an explicit `csv.null-literal`.
+fn csv_cell<'a>(text: &'a str, is_string: bool, null_literal: Option<&str>) -> Option<&'a str> {
+    if is_string {
+        return (Some(text) != null_literal).then_some(text);
+    }
+    let t = text.trim();
+    (!t.is_empty() && Some(t) != null_literal).then_some(t)
+}
+
+fn memchr_newline(bytes: &[u8]) -> Option<usize> {
+    bytes.iter().position(|&b| b == b'\n')
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Renders one row of a batch as a JSON object (the raw text of a rejected Parquet row).
+fn row_as_json(batch: &RecordBatch, row: usize) -> String {
+    let slice = batch.slice(row, 1);
+    let mut buf = Vec::new();
+    let mut writer = arrow::json::LineDelimitedWriter::new(&mut buf);
+    if writer.write(&slice).is_err() || writer.finish().is_err() {
+        return String::new();
+    }
+    drop(writer);
+    String::from_utf8_lossy(&buf).trim_end().to_string()
+}
+
+/// Lists the files of a source: `root` itself when it is a file, else every file below it,
+/// sorted by path, skipping names that start with `.` or `_`.
+fn list_files(root: &Path) -> Result<Vec<SourceFile>> {
+    let meta = fs::metadata(root).map_err(|e| Error::io("read", root, e))?;
+    let mut files = Vec::new();
+    if meta.is_file() {
+        files.push(source_file(root.to_path_buf(), &meta, Vec::new()));
+    } else {
+        walk(root, &mut Vec::new(), &mut files)?;
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+    }
+    Ok(files)
+}
+
+fn walk(
+    dir: &Path,
+    partitions: &mut Vec<(String, String)>,
+    files: &mut Vec<SourceFile>,
+) -> Result<()> {
+    let entries = fs::read_dir(dir).map_err(|e| Error::io("read", dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("read", dir, e))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') || name.starts_with('_') {
+            continue;
+        }
+        let path = entry.path();
+        let meta = fs::metadata(&path).map_err(|e| Error::io("read", &path, e))?;
+        if meta.is_dir() {
+            let pushed = match hive::parse_segment(&name) {
+                Some(kv) => {
+                    partitions.push(kv);
+                    true
+                }
+                None => false,
+            };
+            walk(&path, partitions, files)?;
+            if pushed {
+                partitions.pop();
+            }
+        } else if meta.is_file() {
+            files.push(source_file(path, &meta, partitions.clone()));
+        }
+    }
+    Ok(())
+}
+
+fn source_file(path: PathBuf, meta: &fs::Metadata, partitions: Vec<(String, String)>) -> SourceFile {
+    let modified = meta
+        .modified()
+        .map(chrono::DateTime::<chrono::Utc>::from)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default();
+    SourceFile {
+        path,
+        size: meta.len(),
+        modified,
+        partitions,
+    }
+}

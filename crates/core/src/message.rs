@@ -1,0 +1,68 @@
+//! What flows between operators, and the operator contract.
+
+use arrow::record_batch::RecordBatch;
+
+use crate::{Reject, Result};
+
+/// Event time in milliseconds since the Unix epoch. A watermark `w` promises that no more rows
+/// with event time `<= w` will arrive (Flink's definition).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct Watermark(pub i64);
+
+impl Watermark {
+    /// Before any input: nothing is known.
+    pub const MIN: Watermark = Watermark(i64::MIN);
+    /// End of a bounded input: every window may fire.
+    pub const MAX: Watermark = Watermark(i64::MAX);
+
+    /// Renders the watermark as an ISO-8601 UTC instant, or `-inf` / `+inf`.
+    pub fn display(self) -> String {
+        match self.0 {
+            i64::MIN => "-inf".into(),
+            i64::MAX => "+inf".into(),
+            ms => chrono::DateTime::from_timestamp_millis(ms)
+                .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3f").to_string())
+                .unwrap_or_else(|| ms.to_string()),
+        }
+    }
+}
+
+/// A message on an edge of the dataflow. Control travels in-band with the data.
+#[derive(Debug, Clone)]
+pub enum Message {
+    Data(RecordBatch),
+    Watermark(Watermark),
+    /// The input is exhausted. Always preceded by `Watermark(Watermark::MAX)`.
+    EndOfInput,
+}
+
+/// Where an operator puts what it produces.
+#[derive(Debug, Default)]
+pub struct Output {
+    pub messages: Vec<Message>,
+    pub rejects: Vec<Reject>,
+}
+
+impl Output {
+    pub fn emit(&mut self, message: Message) {
+        self.messages.push(message);
+    }
+    pub fn reject(&mut self, reject: Reject) {
+        self.rejects.push(reject);
+    }
+}
+
+/// A synchronous dataflow operator. It receives every message of its input in order and
+/// writes what it produces to `out`. Operators that do not care about control messages
+/// forward them unchanged.
+pub trait Operator: Send {
+    fn process(&mut self, message: Message, out: &mut Output) -> Result<()>;
+
+    /// A short name for plans and summaries.
+    fn name(&self) -> &'static str;
+
+    /// Approximate bytes of state held (open windows, groups). Stateless operators hold none.
+    fn state_bytes(&self) -> usize {
+        0
+    }
+}

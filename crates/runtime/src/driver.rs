@@ -1,0 +1,706 @@
+//! The driver: one loop for every mode. The mode only decides batch sizes, reader parallelism
+//! and whether watermarks advance during the input (stream) or only at its end (batch).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use arrow::array::RecordBatch;
+use arrow::compute::cast;
+use arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::datasource::empty::EmptyTable;
+use flowline_connectors::{open_sink, validate_sink_options, FileSource, Sink, SinkCommit};
+use flowline_core::plan::{InsertPlan, Node, WindowKind};
+use flowline_core::{Error, Message, Operator, Output, Result, TableDef, Watermark};
+use flowline_sql::lower::PlanningBinder;
+use flowline_sql::{bind, lower_insert, new_session, BoundInsert, Mode, PipelineDef};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::operators::{self, window::millis};
+use crate::reader::SourceReader;
+use crate::rejects::RejectBin;
+use crate::{fallback, manifest};
+
+/// Settings a pipeline file may `SET`.
+const SETTINGS: &[&str] = &[
+    "execution.mode",
+    "execution.batch-size",
+    "rejects.path",
+    "state.dir",
+    "pipeline.name",
+];
+
+/// Command-line overrides; each falls back to the file's `SET`, then to a default.
+#[derive(Default, Clone)]
+pub struct RunOptions {
+    pub mode: Option<Mode>,
+    pub batch_size: Option<usize>,
+    pub rejects_path: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
+    /// Where `print` sinks write; `None` is the process's stdout.
+    pub stdout: Option<Arc<Mutex<Vec<u8>>>>,
+}
+
+/// What a run did, as also recorded in the manifest.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub run_id: String,
+    pub mode: Mode,
+    pub rows_read: BTreeMap<String, u64>,
+    pub rows_written: BTreeMap<String, u64>,
+    pub rejects: BTreeMap<String, u64>,
+    pub rejects_path: PathBuf,
+    pub manifest_path: PathBuf,
+    pub record: serde_json::Value,
+}
+
+impl RunReport {
+    /// The end-of-run summary printed by the CLI.
+    pub fn summary(&self) -> String {
+        let mut s = format!("run {} ({} mode)\n", self.run_id, self.mode);
+        for (t, n) in &self.rows_read {
+            s += &format!("  read     {n:>10} rows from {t}\n");
+        }
+        for (t, n) in &self.rows_written {
+            s += &format!("  wrote    {n:>10} rows to {t}\n");
+        }
+        if self.rejects.is_empty() {
+            s += "  rejected          0 rows\n";
+        }
+        for (reason, n) in &self.rejects {
+            s += &format!("  rejected {n:>10} rows: {reason}\n");
+        }
+        if !self.rejects.is_empty() {
+            s += &format!("  rejects are in {}\n", self.rejects_path.display());
+        }
+        s
+    }
+}
+
+enum Planned {
+    Dataflow(InsertPlan),
+    /// Batch only: the query runs on DataFusion, for the reason given.
+    DataFusion { bound: BoundInsert, reason: String },
+}
+
+/// A parsed, validated and planned pipeline: everything that can fail before data moves.
+pub struct OpenedPipeline {
+    pub path: PathBuf,
+    pub def: PipelineDef,
+    pub mode: Mode,
+    pub batch_size: usize,
+    pub base_dir: PathBuf,
+    pub rejects_path: PathBuf,
+    pub manifest_path: PathBuf,
+    hash: String,
+    sources: BTreeMap<String, Arc<FileSource>>,
+    planned: Vec<Planned>,
+    /// Sink name → schema of the rows it receives.
+    sink_schemas: BTreeMap<String, SchemaRef>,
+    stdout: Option<Arc<Mutex<Vec<u8>>>>,
+}
+
+/// Parses, plans and runs a pipeline file.
+pub async fn run_pipeline(path: &Path, options: RunOptions) -> Result<RunReport> {
+    OpenedPipeline::open(path, options).await?.run().await
+}
+
+impl OpenedPipeline {
+    pub async fn open(path: &Path, options: RunOptions) -> Result<OpenedPipeline> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io("read pipeline", path, e))?;
+        let def = PipelineDef::parse(&text)?;
+        let base_dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        for key in def.settings.keys() {
+            if !SETTINGS.contains(&key.as_str()) {
+                return Err(Error::option(
+                    "SET",
+                    format!("unknown setting '{key}' (known: {})", SETTINGS.join(", ")),
+                ));
+            }
+        }
+        let mode = match options.mode {
+            Some(m) => m,
+            None => match def.settings.get("execution.mode") {
+                Some(m) => m.parse().map_err(|e| Error::option("SET 'execution.mode'", e))?,
+                None => Mode::Batch,
+            },
+        };
+        let batch_size = match options.batch_size {
+            Some(n) => n,
+            None => match def.settings.get("execution.batch-size") {
+                Some(n) => n.parse().map_err(|_| {
+                    Error::option("SET 'execution.batch-size'", format!("'{n}' is not a number"))
+                })?,
+                None => match mode {
+                    Mode::Batch => 65_536,
+                    Mode::Stream => 1_024,
+                },
+            },
+        };
+        if batch_size == 0 {
+            return Err(Error::option("SET 'execution.batch-size'", "must be at least 1"));
+        }
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_else(|| "pipeline".into());
+        let name = def.settings.get("pipeline.name").cloned().unwrap_or(stem);
+        let resolve = |p: &str| {
+            let p = PathBuf::from(p);
+            if p.is_absolute() {
+                p
+            } else {
+                base_dir.join(p)
+            }
+        };
+        let state_dir = options
+            .state_dir
+            .clone()
+            .or_else(|| def.settings.get("state.dir").map(|s| resolve(s)))
+            .unwrap_or_else(|| base_dir.join(".flowline").join(&name));
+        let rejects_path = options
+            .rejects_path
+            .clone()
+            .or_else(|| def.settings.get("rejects.path").map(|s| resolve(s)))
+            .unwrap_or_else(|| state_dir.join("rejects.jsonl"));
+        let manifest_path = state_dir.join("manifest.jsonl");
+
+        // Tables: sinks are INSERT targets, every other table is a source.
+        let mut sink_names = BTreeSet::new();
+        for stmt in &def.statements {
+            if let flowline_sql::Statement::Insert { sink, line, .. } = stmt {
+                let Some(table) = def.table(sink) else {
+                    return Err(Error::Plan(format!(
+                        "line {line}: INSERT INTO unknown table `{sink}` (declared tables: {})",
+                        table_list(&def)
+                    )));
+                };
+                validate_sink_options(table)?;
+                sink_names.insert(table.name.clone());
+            }
+        }
+        let mut sources = BTreeMap::new();
+        for table in &def.tables {
+            if sink_names.contains(&table.name) {
+                continue;
+            }
+            sources.insert(table.name.clone(), Arc::new(FileSource::open(table, &base_dir)?));
+        }
+
+        // Plan every INSERT.
+        let ctx = new_session();
+        for (name, source) in &sources {
+            ctx.register_table(name.as_str(), Arc::new(EmptyTable::new(source.schema())))?;
+        }
+        let binder = PlanningBinder::default();
+        let bound = bind(&def, &ctx, &binder).await?;
+        let state = ctx.state();
+        let mut planned = vec![];
+        let mut sink_schemas: BTreeMap<String, SchemaRef> = BTreeMap::new();
+        for insert in bound {
+            let table = def
+                .table(&insert.sink)
+                .ok_or_else(|| Error::Internal("sink vanished".into()))?;
+            if sources.contains_key(&table.name) {
+                return Err(Error::Plan(format!("line {}: `{}` is a source", insert.line, table.name)));
+            }
+            let query_schema = Arc::new(insert.plan.schema().as_arrow().clone());
+            let schema = sink_schema(table, &query_schema, insert.line)?;
+            if let Some(prev) = sink_schemas.get(&table.name) {
+                if prev.fields().len() != schema.fields().len() {
+                    return Err(Error::Plan(format!(
+                        "line {}: INSERT INTO {} writes {} columns, an earlier INSERT wrote {}",
+                        insert.line,
+                        table.name,
+                        schema.fields().len(),
+                        prev.fields().len()
+                    )));
+                }
+            } else {
+                sink_schemas.insert(table.name.clone(), schema);
+            }
+            match lower_insert(&def, &insert, &binder, &state, mode) {
+                Ok(plan) => planned.push(Planned::Dataflow(plan)),
+                Err(Error::Unsupported { construct, hint, .. }) if mode == Mode::Batch => {
+                    planned.push(Planned::DataFusion {
+                        bound: insert,
+                        reason: format!("{construct}: {hint}"),
+                    })
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if planned.is_empty() {
+            return Err(Error::Plan("the pipeline has no INSERT INTO statement: nothing to run".into()));
+        }
+        let hash = hex::encode(Sha256::digest(text.as_bytes()));
+        Ok(OpenedPipeline {
+            path: path.to_path_buf(),
+            def,
+            mode,
+            batch_size,
+            base_dir,
+            rejects_path,
+            manifest_path,
+            hash,
+            sources,
+            planned,
+            sink_schemas,
+            stdout: options.stdout,
+        })
+    }
+
+    /// A readable description of how each INSERT runs.
+    pub fn explain(&self) -> String {
+        let mut s = format!("pipeline {} ({} mode, batch size {})\n", self.path.display(), self.mode, self.batch_size);
+        for p in &self.planned {
+            match p {
+                Planned::Dataflow(plan) => {
+                    s += &format!("INSERT INTO {}: Flowline dataflow\n  source {}\n", plan.sink, plan.source);
+                    for node in &plan.nodes {
+                        s += &format!("  → {}\n", describe(node));
+                    }
+                    s += &format!("  → sink {}\n", plan.sink);
+                }
+                Planned::DataFusion { bound, reason } => {
+                    s += &format!(
+                        "INSERT INTO {}: runs on DataFusion in batch mode ({reason})\n{}\n",
+                        bound.sink,
+                        indent(&bound.plan.display_indent().to_string())
+                    );
+                }
+            }
+        }
+        s
+    }
+
+    pub async fn run(self) -> Result<RunReport> {
+        let run_id = new_run_id();
+        let started = chrono::Utc::now();
+        let clock = Instant::now();
+        let mut bin = RejectBin::new(self.rejects_path.clone(), &run_id);
+        let mut state = RunState::default();
+        let result = self.execute(&run_id, &mut bin, &mut state).await;
+        let flushed = bin.flush();
+        let ended = chrono::Utc::now();
+        let inputs: Vec<_> = self
+            .sources
+            .iter()
+            .filter(|(name, _)| state.read_sources.contains(*name))
+            .map(|(name, s)| {
+                json!({
+                    "table": name,
+                    "files": s.files().iter().map(|f| json!({
+                        "path": f.path.display().to_string(), "size": f.size, "modified": f.modified,
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let outputs: Vec<_> = state
+            .commits
+            .iter()
+            .map(|(name, c)| {
+                json!({
+                    "table": name,
+                    "rows": c.rows,
+                    "files": c.files.iter().map(|f| json!({"path": f.path, "rows": f.rows, "bytes": f.bytes})).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let error = match (&result, &flushed) {
+            (Err(e), _) | (Ok(()), Err(e)) => Some(e.to_string()),
+            _ => None,
+        };
+        let record = json!({
+            "run_id": run_id,
+            "pipeline": self.path.display().to_string(),
+            "pipeline_hash": self.hash,
+            "mode": self.mode.to_string(),
+            "batch_size": self.batch_size,
+            "started_at": started.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "ended_at": ended.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "duration_ms": clock.elapsed().as_millis() as u64,
+            "status": if error.is_none() { "ok" } else { "failed" },
+            "error": error,
+            "inputs": inputs,
+            "rows_read": state.rows_read,
+            "outputs": outputs,
+            "rows_written": state.rows_written,
+            "rejects": bin.counts(),
+            "rejects_path": self.rejects_path.display().to_string(),
+            "watermarks": state.watermarks,
+            "max_event_time": state.max_event_time,
+            "peak_state_bytes": state.peak_state,
+        });
+        manifest::append(&self.manifest_path, &record)?;
+        result?;
+        flushed?;
+        Ok(RunReport {
+            run_id,
+            mode: self.mode,
+            rows_read: state.rows_read,
+            rows_written: state.rows_written,
+            rejects: bin.counts().clone(),
+            rejects_path: self.rejects_path.clone(),
+            manifest_path: self.manifest_path.clone(),
+            record,
+        })
+    }
+
+    async fn execute(&self, run_id: &str, bin: &mut RejectBin, state: &mut RunState) -> Result<()> {
+        let mut sinks: BTreeMap<String, SinkSlot> = BTreeMap::new();
+        for (name, schema) in &self.sink_schemas {
+            let table = self
+                .def
+                .table(name)
+                .ok_or_else(|| Error::Internal("sink vanished".into()))?;
+            let out: Box<dyn Write + Send> = match &self.stdout {
+                Some(buf) => Box::new(SharedBuf(buf.clone())),
+                None => Box::new(std::io::stdout()),
+            };
+            let sink = open_sink(table, schema.clone(), &self.base_dir, run_id, out)?;
+            sinks.insert(
+                name.clone(),
+                SinkSlot {
+                    sink,
+                    schema: schema.clone(),
+                    rows: 0,
+                },
+            );
+            state.rows_written.insert(name.clone(), 0);
+        }
+        let mut chains = vec![];
+        let mut datafusion_sources = BTreeSet::new();
+        for p in &self.planned {
+            match p {
+                Planned::Dataflow(plan) => {
+                    let ops = plan
+                        .nodes
+                        .iter()
+                        .map(|n| operators::build(n, &plan.source))
+                        .collect::<Result<Vec<_>>>()?;
+                    chains.push(Chain {
+                        source: plan.source.clone(),
+                        sink: self
+                            .def
+                            .table(&plan.sink)
+                            .map(|t| t.name.clone())
+                            .unwrap_or_default(),
+                        ops,
+                    });
+                }
+                Planned::DataFusion { .. } => {
+                    // DataFusion may read any source; keep all of them.
+                    datafusion_sources.extend(self.sources.keys().cloned());
+                }
+            }
+        }
+        let mut buffered: BTreeMap<String, Vec<RecordBatch>> = BTreeMap::new();
+        let workers = match self.mode {
+            Mode::Batch => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            Mode::Stream => 1,
+        };
+        for (name, source) in &self.sources {
+            let feeds_chain = chains.iter().any(|c| &c.source == name);
+            let buffer = datafusion_sources.contains(name);
+            if !feeds_chain && !buffer {
+                continue;
+            }
+            state.read_sources.insert(name.clone());
+            let table = self.def.table(name).ok_or_else(|| Error::Internal("source".into()))?;
+            let mut tracker = WatermarkTracker::new(table, &source.schema())?;
+            let mut reader = SourceReader::start(source.clone(), self.batch_size, workers);
+            let mut read = 0u64;
+            while let Some((_, decoded)) = reader.next_batch()? {
+                bin.write(&decoded.rejects)?;
+                let batch = decoded.batch;
+                if batch.num_rows() == 0 {
+                    continue;
+                }
+                read += batch.num_rows() as u64;
+                if buffer {
+                    buffered.entry(name.clone()).or_default().push(batch.clone());
+                }
+                let advanced = tracker.observe(&batch)?;
+                for chain in chains.iter_mut().filter(|c| &c.source == name) {
+                    chain.push(Message::Data(batch.clone()), &mut sinks, bin)?;
+                }
+                if self.mode == Mode::Stream {
+                    if let Some(w) = advanced {
+                        let mut st = 0;
+                        for chain in chains.iter_mut().filter(|c| &c.source == name) {
+                            st += chain.state_bytes();
+                            chain.push(Message::Watermark(w), &mut sinks, bin)?;
+                        }
+                        state.peak_state = state.peak_state.max(st);
+                    }
+                }
+            }
+            let st: usize = chains.iter().filter(|c| &c.source == name).map(Chain::state_bytes).sum();
+            state.peak_state = state.peak_state.max(st);
+            for chain in chains.iter_mut().filter(|c| &c.source == name) {
+                chain.push(Message::Watermark(Watermark::MAX), &mut sinks, bin)?;
+                chain.push(Message::EndOfInput, &mut sinks, bin)?;
+            }
+            state.rows_read.insert(name.clone(), read);
+            state.watermarks.insert(name.clone(), Watermark::MAX.display());
+            if let Some(t) = tracker.max_seen {
+                state.max_event_time.insert(name.clone(), Watermark(t).display());
+            }
+        }
+        let on_datafusion: Vec<&BoundInsert> = self
+            .planned
+            .iter()
+            .filter_map(|p| match p {
+                Planned::DataFusion { bound, .. } => Some(bound),
+                _ => None,
+            })
+            .collect();
+        if !on_datafusion.is_empty() {
+            let schemas = self.sources.iter().map(|(n, s)| (n.clone(), s.schema())).collect();
+            let results = fallback::execute(&self.def, &schemas, buffered, &on_datafusion, bin).await?;
+            for (sink, batches) in results {
+                let name = self.def.table(&sink).map(|t| t.name.clone()).unwrap_or(sink);
+                let slot = sinks
+                    .get_mut(&name)
+                    .ok_or_else(|| Error::Internal(format!("no sink {name}")))?;
+                for b in batches {
+                    slot.write(&b)?;
+                }
+            }
+        }
+        for (name, slot) in sinks.iter_mut() {
+            let commit = slot.sink.commit()?;
+            state.rows_written.insert(name.clone(), slot.rows);
+            state.commits.insert(name.clone(), commit);
+        }
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct RunState {
+    read_sources: BTreeSet<String>,
+    rows_read: BTreeMap<String, u64>,
+    rows_written: BTreeMap<String, u64>,
+    commits: BTreeMap<String, SinkCommit>,
+    watermarks: BTreeMap<String, String>,
+    max_event_time: BTreeMap<String, String>,
+    peak_state: usize,
+}
+
+struct SinkSlot {
+    sink: Box<dyn Sink>,
+    schema: SchemaRef,
+    rows: u64,
+}
+
+impl SinkSlot {
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let columns = batch
+            .columns()
+            .iter()
+            .zip(self.schema.fields())
+            .map(|(c, f)| {
+                if c.data_type() == f.data_type() {
+                    Ok(c.clone())
+                } else {
+                    cast(c, f.data_type()).map_err(|e| {
+                        Error::Execution(format!("column `{}` cannot be written as {}: {e}", f.name(), f.data_type()))
+                    })
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let batch = RecordBatch::try_new(self.schema.clone(), columns)?;
+        self.sink.write(&batch)?;
+        self.rows += batch.num_rows() as u64;
+        Ok(())
+    }
+}
+
+struct Chain {
+    source: String,
+    sink: String,
+    ops: Vec<Box<dyn Operator>>,
+}
+
+impl Chain {
+    fn push(&mut self, message: Message, sinks: &mut BTreeMap<String, SinkSlot>, bin: &mut RejectBin) -> Result<()> {
+        let slot = sinks
+            .get_mut(&self.sink)
+            .ok_or_else(|| Error::Internal(format!("no sink {}", self.sink)))?;
+        push(&mut self.ops, message, slot, bin)
+    }
+
+    fn state_bytes(&self) -> usize {
+        self.ops.iter().map(|o| o.state_bytes()).sum()
+    }
+}
+
+fn push(ops: &mut [Box<dyn Operator>], message: Message, sink: &mut SinkSlot, bin: &mut RejectBin) -> Result<()> {
+    match ops.split_first_mut() {
+        None => match message {
+            Message::Data(batch) => sink.write(&batch),
+            Message::Watermark(_) | Message::EndOfInput => Ok(()),
+        },
+        Some((op, rest)) => {
+            let mut out = Output::default();
+            op.process(message, &mut out)?;
+            bin.write(&out.rejects)?;
+            for m in out.messages {
+                push(rest, m, sink, bin)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Watermark = max event time seen − declared delay − 1 ms (Flink's bounded out-of-orderness),
+/// so a row at most `delay` behind the newest row is never late.
+struct WatermarkTracker {
+    column: Option<usize>,
+    delay: i64,
+    max_seen: Option<i64>,
+    current: Watermark,
+}
+
+impl WatermarkTracker {
+    fn new(table: &TableDef, schema: &Schema) -> Result<Self> {
+        let (column, delay) = match &table.watermark {
+            Some(w) => (Some(schema.index_of(&w.column)?), w.delay_ms),
+            None => (None, 0),
+        };
+        Ok(WatermarkTracker {
+            column,
+            delay,
+            max_seen: None,
+            current: Watermark::MIN,
+        })
+    }
+
+    fn observe(&mut self, batch: &RecordBatch) -> Result<Option<Watermark>> {
+        let Some(column) = self.column else {
+            return Ok(None);
+        };
+        let ms = millis(batch.column(column))?;
+        let Some(max) = arrow::compute::max(&ms) else {
+            return Ok(None);
+        };
+        self.max_seen = Some(self.max_seen.map_or(max, |m| m.max(max)));
+        let w = Watermark(self.max_seen.unwrap_or(max).saturating_sub(self.delay).saturating_sub(1));
+        if w > self.current {
+            self.current = w;
+            Ok(Some(w))
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+/// The schema written to a sink: its declared columns, or the query's.
+fn sink_schema(table: &TableDef, query: &SchemaRef, line: u64) -> Result<SchemaRef> {
+    if table.columns.is_empty() {
+        return Ok(Arc::new(Schema::new(
+            query
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect::<Vec<_>>(),
+        )));
+    }
+    if table.columns.len() != query.fields().len() {
+        return Err(Error::Plan(format!(
+            "line {line}: INSERT INTO {} produces {} columns ({}), but the table declares {} ({})",
+            table.name,
+            query.fields().len(),
+            query.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", "),
+            table.columns.len(),
+            table.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", "),
+        )));
+    }
+    for (c, f) in table.columns.iter().zip(query.fields()) {
+        if !arrow::compute::can_cast_types(f.data_type(), &c.data_type) {
+            return Err(Error::Plan(format!(
+                "line {line}: INSERT INTO {}: column `{}` is {} but the query gives {} (`{}`)",
+                table.name,
+                c.name,
+                c.data_type,
+                f.data_type(),
+                f.name()
+            )));
+        }
+    }
+    Ok(Arc::new(Schema::new(
+        table
+            .columns
+            .iter()
+            .map(|c| Field::new(&c.name, c.data_type.clone(), true))
+            .collect::<Vec<_>>(),
+    )))
+}
+
+fn describe(node: &Node) -> String {
+    let window = |k: &WindowKind| match k {
+        WindowKind::Tumble { size } => format!("TUMBLE {size} ms"),
+        WindowKind::Hop { size, slide } => format!("HOP size {size} ms, slide {slide} ms"),
+    };
+    match node {
+        Node::Filter { predicate } => format!("filter {predicate}"),
+        Node::Project { exprs, .. } => format!(
+            "project {}",
+            exprs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", ")
+        ),
+        Node::WindowAssign(spec) => format!(
+            "window-assign {} on {}",
+            window(&spec.kind),
+            spec.schema.field(spec.time_column).name()
+        ),
+        Node::WindowAggregate(spec) => format!(
+            "window-aggregate {} group by [{}] compute [{}]",
+            window(&spec.window),
+            spec.group_exprs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", "),
+            spec.calls
+                .iter()
+                .map(|c| format!("{:?}{}({})", c.function, if c.distinct { " DISTINCT" } else { "" }, c.arg))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+fn indent(s: &str) -> String {
+    s.lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")
+}
+
+fn table_list(def: &PipelineDef) -> String {
+    def.tables.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+fn new_run_id() -> String {
+    let now = chrono::Utc::now();
+    format!("{}-{:04x}", now.format("%Y%m%dT%H%M%S%.3fZ"), std::process::id() & 0xffff)
+}
+
+struct SharedBuf(Arc<Mutex<Vec<u8>>>);
+
+impl Write for SharedBuf {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .map_err(|_| std::io::Error::other("poisoned"))?
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,36 @@
+//! The manifest: one JSON line per run, appended when the run ends (successfully or not).
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+
+use flowline_core::{Error, Result};
+
+pub fn append(path: &Path, record: &serde_json::Value) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
+    }
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| Error::io("open manifest", path, e))?;
+    writeln!(f, "{record}").map_err(|e| Error::io("write manifest", path, e))?;
+    f.sync_data().map_err(|e| Error::io("sync manifest", path, e))
+}
+
+pub fn read(path: &Path) -> Result<Vec<serde_json::Value>> {
+    let f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => return Err(Error::io("read", path, e)),
+    };
+    let mut out = vec![];
+    for line in BufReader::new(f).lines() {
+        let line = line.map_err(|e| Error::io("read", path, e))?;
+        if let Ok(v) = serde_json::from_str(&line) {
+            out.push(v);
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,624 @@
+//! The window aggregate: `GROUP BY window_start, window_end, keys...` with COUNT,
+//! COUNT(DISTINCT), SUM, MIN, MAX, AVG.
+//!
+//! State is one hash table of groups keyed by (window start, key row), where the key row is the
+//! group keys in Arrow's row format, plus one vector per aggregate indexed by group id. Updates
+//! are vectorized: each batch is mapped to group ids once, then every accumulator folds its
+//! input column over those ids.
+//!
+//! Invariants:
+//! * A window `[start, end)` fires exactly once, when the watermark reaches `end - 1`; its groups
+//!   are emitted sorted by key (so every mode and batch size writes the same rows in the same
+//!   order) and their state is freed.
+//! * A row whose window has already fired is late: it is rejected with reason `late` and the
+//!   window it missed, never silently dropped, and never changes an emitted result.
+
+use std::sync::Arc;
+
+use ahash::RandomState;
+use arrow::array::{
+    new_null_array, Array, ArrayRef, AsArray, BooleanArray, Decimal128Array, Float64Array,
+    Int64Array, RecordBatch, TimestampMillisecondArray,
+};
+use arrow::compute::{cast, filter_record_batch};
+use arrow::datatypes::{DataType, Decimal128Type, Float64Type, Int64Type, SchemaRef};
+use arrow::row::{OwnedRow, RowConverter, SortField};
+use flowline_core::plan::{AggregateFunction, AggregateSpec};
+use flowline_core::{Error, Message, Operator, Output, Reject, RejectReason, Result, Watermark};
+use hashbrown::hash_table::{Entry, HashTable};
+use hashbrown::HashSet;
+
+use crate::operators::window::millis;
+use crate::rows::rows_as_json;
+
+/// Group bookkeeping, indexed by group id.
+#[derive(Default)]
+struct Groups {
+    hashes: Vec<u64>,
+    window: Vec<i64>,
+    keys: Vec<Box<[u8]>>,
+    free: Vec<u32>,
+}
+
+pub struct WindowAggregate {
+    spec: AggregateSpec,
+    table_name: String,
+    /// Positions in `spec.group_exprs` of the non-window keys.
+    key_positions: Vec<usize>,
+    converter: RowConverter,
+    hasher: RandomState,
+    table: HashTable<u32>,
+    groups: Groups,
+    /// Open windows: start → group ids.
+    windows: std::collections::BTreeMap<i64, Vec<u32>>,
+    accumulators: Vec<Accumulator>,
+    watermark: Watermark,
+    size: i64,
+}
+
+impl WindowAggregate {
+    pub fn new(spec: AggregateSpec, table_name: &str) -> Result<Self> {
+        let key_positions: Vec<usize> = (0..spec.group_exprs.len())
+            .filter(|&i| i != spec.window_start && i != spec.window_end)
+            .collect();
+        let key_fields = key_positions
+            .iter()
+            .map(|&i| {
+                Ok(SortField::new(
+                    spec.group_exprs[i].data_type(&spec.input_schema)?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let converter = RowConverter::new(key_fields)?;
+        let n_groups = spec.group_exprs.len();
+        let accumulators = spec
+            .calls
+            .iter()
+            .enumerate()
+            .map(|(i, call)| {
+                let input = call.arg.data_type(&spec.input_schema)?;
+                let output = spec.schema.field(n_groups + i).data_type().clone();
+                Accumulator::new(call.function, call.distinct, &input, output)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(WindowAggregate {
+            size: spec.window.size(),
+            spec,
+            table_name: table_name.to_string(),
+            key_positions,
+            converter,
+            hasher: RandomState::with_seeds(0x5eed, 0xf10e, 0x11e, 0xa66),
+            table: HashTable::new(),
+            groups: Groups::default(),
+            windows: Default::default(),
+            accumulators,
+            watermark: Watermark::MIN,
+        })
+    }
+
+    fn on_batch(&mut self, batch: RecordBatch, out: &mut Output) -> Result<()> {
+        let n = batch.num_rows();
+        let start_col = self.spec.group_exprs[self.spec.window_start]
+            .evaluate(&batch)?
+            .into_array(n)?;
+        let starts = millis(&start_col)?;
+        // Late rows: their window [start, start + size) fired when the watermark reached end - 1.
+        let wm = self.watermark.0;
+        let late: Vec<usize> = if wm == i64::MIN {
+            vec![]
+        } else {
+            (0..n)
+                .filter(|&i| starts.value(i).saturating_add(self.size - 1) <= wm)
+                .collect()
+        };
+        let batch = if late.is_empty() {
+            batch
+        } else {
+            for (&i, raw) in late.iter().zip(rows_as_json(&batch, &late)?) {
+                let start = starts.value(i);
+                out.reject(Reject {
+                    reason: RejectReason::Late,
+                    detail: format!(
+                        "the window closed when the watermark passed {}",
+                        Watermark(start + self.size - 1).display()
+                    ),
+                    table: self.table_name.clone(),
+                    file: None,
+                    line: None,
+                    raw,
+                    window: Some([
+                        Watermark(start).display(),
+                        Watermark(start + self.size).display(),
+                    ]),
+                    watermark: Some(self.watermark.display()),
+                });
+            }
+            let keep: BooleanArray = (0..n)
+                .map(|i| Some(starts.value(i).saturating_add(self.size - 1) > wm))
+                .collect();
+            filter_record_batch(&batch, &keep)?
+        };
+        let n = batch.num_rows();
+        if n == 0 {
+            return Ok(());
+        }
+        let starts = if late.is_empty() {
+            starts
+        } else {
+            millis(
+                &self.spec.group_exprs[self.spec.window_start]
+                    .evaluate(&batch)?
+                    .into_array(n)?,
+            )?
+        };
+        let keys = self
+            .key_positions
+            .iter()
+            .map(|&i| self.spec.group_exprs[i].evaluate(&batch)?.into_array(n))
+            .collect::<Result<Vec<_>, _>>()?;
+        let rows = self.converter.convert_columns(&keys)?;
+        let mut ids = Vec::with_capacity(n);
+        for i in 0..n {
+            let start = starts.value(i);
+            let key = rows.row(i);
+            let key = key.as_ref();
+            let hash = self.hasher.hash_one((start, key));
+            let groups = &mut self.groups;
+            let id = match self.table.entry(
+                hash,
+                |&g| groups.window[g as usize] == start && &*groups.keys[g as usize] == key,
+                |&g| groups.hashes[g as usize],
+            ) {
+                Entry::Occupied(e) => *e.get(),
+                Entry::Vacant(e) => {
+                    let id = match groups.free.pop() {
+                        Some(id) => {
+                            groups.hashes[id as usize] = hash;
+                            groups.window[id as usize] = start;
+                            groups.keys[id as usize] = key.into();
+                            id
+                        }
+                        None => {
+                            groups.hashes.push(hash);
+                            groups.window.push(start);
+                            groups.keys.push(key.into());
+                            (groups.hashes.len() - 1) as u32
+                        }
+                    };
+                    e.insert(id);
+                    self.windows.entry(start).or_default().push(id);
+                    id
+                }
+            };
+            ids.push(id);
+        }
+        let n_groups = self.groups.hashes.len();
+        for (acc, call) in self.accumulators.iter_mut().zip(&self.spec.calls) {
+            acc.resize(n_groups);
+            let values = call.arg.evaluate(&batch)?.into_array(n)?;
+            let mask = match &call.filter {
+                Some(f) => Some(f.evaluate(&batch)?.into_array(n)?.as_boolean().clone()),
+                None => None,
+            };
+            acc.update(&ids, &values, mask.as_ref())?;
+        }
+        Ok(())
+    }
+
+    /// Emits every window whose end - 1 is at or before the watermark.
+    fn fire(&mut self, out: &mut Output) -> Result<()> {
+        let wm = self.watermark.0;
+        let mut ids = vec![];
+        while let Some((&start, _)) = self.windows.first_key_value() {
+            if start.saturating_add(self.size - 1) > wm {
+                break;
+            }
+            let (_, mut window_ids) = self.windows.pop_first().unwrap_or_default();
+            window_ids.sort_by(|&a, &b| self.groups.keys[a as usize].cmp(&self.groups.keys[b as usize]));
+            ids.extend(window_ids);
+        }
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let schema: SchemaRef = self.spec.schema.clone();
+        let mut columns: Vec<Option<ArrayRef>> = vec![None; schema.fields().len()];
+        let starts: Vec<i64> = ids.iter().map(|&g| self.groups.window[g as usize]).collect();
+        let ends: Vec<i64> = starts.iter().map(|s| s + self.size).collect();
+        columns[self.spec.window_start] = Some(Arc::new(TimestampMillisecondArray::from(starts)));
+        columns[self.spec.window_end] = Some(Arc::new(TimestampMillisecondArray::from(ends)));
+        let parser = self.converter.parser();
+        let key_columns = self.converter.convert_rows(
+            ids.iter().map(|&g| parser.parse(&self.groups.keys[g as usize])),
+        )?;
+        for (&pos, col) in self.key_positions.iter().zip(key_columns) {
+            columns[pos] = Some(col);
+        }
+        let n_groups = self.spec.group_exprs.len();
+        for (i, acc) in self.accumulators.iter_mut().enumerate() {
+            columns[n_groups + i] = Some(acc.finish(&ids)?);
+        }
+        let columns = columns
+            .into_iter()
+            .zip(schema.fields())
+            .map(|(c, f)| {
+                let c = c.ok_or_else(|| Error::Internal("aggregate column not built".into()))?;
+                if c.data_type() == f.data_type() {
+                    Ok(c)
+                } else {
+                    Ok(cast(&c, f.data_type())?)
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let schema = if schema.fields().iter().zip(&columns).any(|(f, c)| !f.is_nullable() && c.null_count() > 0) {
+            Arc::new(arrow::datatypes::Schema::new(
+                schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>(),
+            ))
+        } else {
+            schema
+        };
+        let batch = RecordBatch::try_new(schema, columns)?;
+        // Free the fired groups for reuse.
+        for &id in &ids {
+            let hash = self.groups.hashes[id as usize];
+            if let Ok(e) = self.table.find_entry(hash, |&g| g == id) {
+                e.remove();
+            }
+            self.groups.keys[id as usize] = Box::new([]);
+            self.groups.free.push(id);
+            for acc in &mut self.accumulators {
+                acc.reset(id as usize);
+            }
+        }
+        out.emit(Message::Data(batch));
+        Ok(())
+    }
+}
+
+impl Operator for WindowAggregate {
+    fn process(&mut self, message: Message, out: &mut Output) -> Result<()> {
+        match message {
+            Message::Data(batch) => self.on_batch(batch, out)?,
+            Message::Watermark(w) => {
+                if w > self.watermark {
+                    self.watermark = w;
+                    self.fire(out)?;
+                }
+                out.emit(Message::Watermark(w));
+            }
+            Message::EndOfInput => out.emit(Message::EndOfInput),
+        }
+        Ok(())
+    }
+
+    fn name(&self) -> &'static str {
+        "window-aggregate"
+    }
+
+    fn state_bytes(&self) -> usize {
+        let groups = self.groups.hashes.len() - self.groups.free.len();
+        let keys: usize = self.groups.keys.iter().map(|k| k.len()).sum();
+        let accs: usize = self.accumulators.iter().map(|a| a.state_bytes()).sum();
+        keys + groups * (8 + 8 + 16 + 4) + accs
+    }
+}
+
+/// How an accumulator holds its values.
+enum Values {
+    I64(Vec<i64>),
+    I128(Vec<i128>),
+    F64(Vec<f64>),
+    Rows(Vec<Option<OwnedRow>>, RowConverter),
+    Distinct(Vec<HashSet<Box<[u8]>>>, RowConverter),
+    None,
+}
+
+/// One aggregate's state for every group: `values` plus a count of accepted inputs (also the
+/// "has a value" flag for SUM/MIN/MAX, which are NULL over no input).
+struct Accumulator {
+    function: AggregateFunction,
+    /// The type input values are cast to before folding.
+    input: DataType,
+    output: DataType,
+    values: Values,
+    counts: Vec<i64>,
+}
+
+impl Accumulator {
+    fn new(function: AggregateFunction, distinct: bool, input: &DataType, output: DataType) -> Result<Self> {
+        use AggregateFunction::*;
+        let numeric = |dt: &DataType| -> Option<DataType> {
+            match dt {
+                DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64
+                | DataType::UInt8 | DataType::UInt16 | DataType::UInt32 | DataType::UInt64
+                | DataType::Null | DataType::Boolean => Some(DataType::Int64),
+                DataType::Float16 | DataType::Float32 | DataType::Float64 => Some(DataType::Float64),
+                DataType::Decimal128(p, s) => Some(DataType::Decimal128(*p, *s)),
+                _ => None,
+            }
+        };
+        let unsupported = || Error::Plan(format!("{function:?} over {input} is not supported"));
+        let (canonical, values) = match (function, distinct) {
+            (Count, false) => (input.clone(), Values::None),
+            (Count, true) => (
+                input.clone(),
+                Values::Distinct(vec![], RowConverter::new(vec![SortField::new(input.clone())])?),
+            ),
+            (Sum | Avg, _) => {
+                let c = numeric(input).ok_or_else(unsupported)?;
+                let v = match c {
+                    DataType::Int64 | DataType::Decimal128(..) => Values::I128(vec![]),
+                    _ => Values::F64(vec![]),
+                };
+                (c, v)
+            }
+            (Min | Max, _) => match numeric(input) {
+                Some(DataType::Int64) if input != &DataType::UInt64 => (DataType::Int64, Values::I64(vec![])),
+                Some(DataType::Float64) => (DataType::Float64, Values::F64(vec![])),
+                _ => (
+                    input.clone(),
+                    Values::Rows(vec![], RowConverter::new(vec![SortField::new(input.clone())])?),
+                ),
+            },
+        };
+        Ok(Accumulator {
+            function,
+            input: canonical,
+            output,
+            values,
+            counts: vec![],
+        })
+    }
+
+    fn resize(&mut self, n: usize) {
+        if self.counts.len() >= n {
+            return;
+        }
+        self.counts.resize(n, 0);
+        let init_f = match self.function {
+            AggregateFunction::Min => f64::INFINITY,
+            AggregateFunction::Max => f64::NEG_INFINITY,
+            _ => 0.0,
+        };
+        let init_i = match self.function {
+            AggregateFunction::Min => i64::MAX,
+            AggregateFunction::Max => i64::MIN,
+            _ => 0,
+        };
+        match &mut self.values {
+            Values::I64(v) => v.resize(n, init_i),
+            Values::I128(v) => v.resize(n, 0),
+            Values::F64(v) => v.resize(n, init_f),
+            Values::Rows(v, _) => v.resize(n, None),
+            Values::Distinct(v, _) => v.resize_with(n, HashSet::new),
+            Values::None => {}
+        }
+    }
+
+    fn reset(&mut self, g: usize) {
+        self.counts[g] = 0;
+        match &mut self.values {
+            Values::I64(v) => {
+                v[g] = match self.function {
+                    AggregateFunction::Min => i64::MAX,
+                    AggregateFunction::Max => i64::MIN,
+                    _ => 0,
+                }
+            }
+            Values::I128(v) => v[g] = 0,
+            Values::F64(v) => {
+                v[g] = match self.function {
+                    AggregateFunction::Min => f64::INFINITY,
+                    AggregateFunction::Max => f64::NEG_INFINITY,
+                    _ => 0.0,
+                }
+            }
+            Values::Rows(v, _) => v[g] = None,
+            Values::Distinct(v, _) => v[g] = HashSet::new(),
+            Values::None => {}
+        }
+    }
+
+    fn update(&mut self, ids: &[u32], values: &ArrayRef, mask: Option<&BooleanArray>) -> Result<()> {
+        let values = if values.data_type() == &self.input {
+            values.clone()
+        } else {
+            cast(values, &self.input)?
+        };
+        let accept = |i: usize| -> bool {
+            values.is_valid(i) && mask.is_none_or(|m| m.is_valid(i) && m.value(i))
+        };
+        let all = values.null_count() == 0 && mask.is_none();
+        let is_min = self.function == AggregateFunction::Min;
+        match &mut self.values {
+            Values::None => {
+                if all {
+                    for &g in ids {
+                        self.counts[g as usize] += 1;
+                    }
+                } else {
+                    for (i, &g) in ids.iter().enumerate() {
+                        if accept(i) {
+                            self.counts[g as usize] += 1;
+                        }
+                    }
+                }
+            }
+            Values::I128(acc) => {
+                let add = |acc: &mut Vec<i128>, counts: &mut Vec<i64>, i: usize, g: u32, v: i128| {
+                    if accept(i) {
+                        acc[g as usize] += v;
+                        counts[g as usize] += 1;
+                    }
+                };
+                match values.data_type() {
+                    DataType::Int64 => {
+                        let a = values.as_primitive::<Int64Type>();
+                        for (i, (&g, &v)) in ids.iter().zip(a.values()).enumerate() {
+                            add(acc, &mut self.counts, i, g, v as i128);
+                        }
+                    }
+                    _ => {
+                        let a = values.as_primitive::<Decimal128Type>();
+                        for (i, (&g, &v)) in ids.iter().zip(a.values()).enumerate() {
+                            add(acc, &mut self.counts, i, g, v);
+                        }
+                    }
+                }
+            }
+            Values::F64(acc) => {
+                let a = values.as_primitive::<Float64Type>();
+                let function = self.function;
+                for (i, (&g, &v)) in ids.iter().zip(a.values()).enumerate() {
+                    if !accept(i) {
+                        continue;
+                    }
+                    let slot = &mut acc[g as usize];
+                    *slot = match function {
+                        AggregateFunction::Min => slot.min(v),
+                        AggregateFunction::Max => slot.max(v),
+                        _ => *slot + v,
+                    };
+                    self.counts[g as usize] += 1;
+                }
+            }
+            Values::I64(acc) => {
+                let a = values.as_primitive::<Int64Type>();
+                for (i, (&g, &v)) in ids.iter().zip(a.values()).enumerate() {
+                    if !accept(i) {
+                        continue;
+                    }
+                    let slot = &mut acc[g as usize];
+                    *slot = if is_min { (*slot).min(v) } else { (*slot).max(v) };
+                    self.counts[g as usize] += 1;
+                }
+            }
+            Values::Rows(acc, converter) => {
+                let rows = converter.convert_columns(&[values.clone()])?;
+                for (i, &g) in ids.iter().enumerate() {
+                    if !accept(i) {
+                        continue;
+                    }
+                    let row = rows.row(i);
+                    let slot = &mut acc[g as usize];
+                    let better = match slot {
+                        None => true,
+                        Some(cur) => {
+                            if is_min {
+                                row < cur.row()
+                            } else {
+                                row > cur.row()
+                            }
+                        }
+                    };
+                    if better {
+                        *slot = Some(row.owned());
+                    }
+                    self.counts[g as usize] += 1;
+                }
+            }
+            Values::Distinct(sets, converter) => {
+                let rows = converter.convert_columns(&[values.clone()])?;
+                for (i, &g) in ids.iter().enumerate() {
+                    if accept(i) {
+                        let set = &mut sets[g as usize];
+                        let row = rows.row(i);
+                        if !set.contains(row.as_ref()) {
+                            set.insert(row.as_ref().into());
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The results for groups `ids`, in that order, in the output type.
+    fn finish(&mut self, ids: &[u32]) -> Result<ArrayRef> {
+        use AggregateFunction::*;
+        let has = |g: u32| self.counts[g as usize] > 0;
+        let array: ArrayRef = match (&self.values, self.function) {
+            (Values::None, _) => Arc::new(Int64Array::from_iter_values(
+                ids.iter().map(|&g| self.counts[g as usize]),
+            )),
+            (Values::Distinct(sets, _), _) => Arc::new(Int64Array::from_iter_values(
+                ids.iter().map(|&g| sets[g as usize].len() as i64),
+            )),
+            (Values::I128(acc), Sum) => match &self.input {
+                DataType::Decimal128(_, s) => Arc::new(
+                    Decimal128Array::from_iter(ids.iter().map(|&g| has(g).then(|| acc[g as usize])))
+                        .with_precision_and_scale(38, *s)?,
+                ),
+                _ => Arc::new(Int64Array::from_iter(
+                    ids.iter().map(|&g| has(g).then(|| acc[g as usize] as i64)),
+                )),
+            },
+            (Values::I128(acc), _avg) => match (&self.input, &self.output) {
+                (DataType::Decimal128(_, s), DataType::Decimal128(p, out_s)) => {
+                    let mul = 10i128.pow((*out_s as i32 - *s as i32).max(0) as u32);
+                    Arc::new(
+                        Decimal128Array::from_iter(ids.iter().map(|&g| {
+                            has(g).then(|| acc[g as usize] * mul / self.counts[g as usize] as i128)
+                        }))
+                        .with_precision_and_scale(*p, *out_s)?,
+                    )
+                }
+                _ => Arc::new(Float64Array::from_iter(ids.iter().map(|&g| {
+                    has(g).then(|| acc[g as usize] as f64 / self.counts[g as usize] as f64)
+                }))),
+            },
+            (Values::F64(acc), Avg) => Arc::new(Float64Array::from_iter(ids.iter().map(|&g| {
+                has(g).then(|| acc[g as usize] / self.counts[g as usize] as f64)
+            }))),
+            (Values::F64(acc), _) => Arc::new(Float64Array::from_iter(
+                ids.iter().map(|&g| has(g).then(|| acc[g as usize])),
+            )),
+            (Values::I64(acc), _) => Arc::new(Int64Array::from_iter(
+                ids.iter().map(|&g| has(g).then(|| acc[g as usize])),
+            )),
+            (Values::Rows(acc, converter), _) => {
+                if ids.iter().all(|&g| acc[g as usize].is_some()) {
+                    let mut cols = converter.convert_rows(
+                        ids.iter().filter_map(|&g| acc[g as usize].as_ref().map(|r| r.row())),
+                    )?;
+                    cols.pop().ok_or_else(|| Error::Internal("min/max decode".into()))?
+                } else {
+                    // Some groups saw only NULLs: decode the others and place them.
+                    let present: Vec<usize> = (0..ids.len()).filter(|&i| acc[ids[i] as usize].is_some()).collect();
+                    let mut cols = converter.convert_rows(
+                        present.iter().filter_map(|&i| acc[ids[i] as usize].as_ref().map(|r| r.row())),
+                    )?;
+                    let decoded = cols.pop().ok_or_else(|| Error::Internal("min/max decode".into()))?;
+                    let mut take_idx: Vec<Option<u32>> = vec![None; ids.len()];
+                    for (k, &i) in present.iter().enumerate() {
+                        take_idx[i] = Some(k as u32);
+                    }
+                    if decoded.is_empty() {
+                        new_null_array(&self.input, ids.len())
+                    } else {
+                        arrow::compute::take(&decoded, &arrow::array::UInt32Array::from(take_idx), None)?
+                    }
+                }
+            }
+        };
+        if array.data_type() == &self.output {
+            Ok(array)
+        } else {
+            Ok(cast(&array, &self.output)?)
+        }
+    }
+
+    fn state_bytes(&self) -> usize {
+        let n = self.counts.len();
+        n * 8
+            + match &self.values {
+                Values::I64(_) | Values::F64(_) => n * 8,
+                Values::I128(_) => n * 16,
+                Values::Rows(v, _) => v.iter().flatten().map(|r| r.row().as_ref().len() + 24).sum(),
+                Values::Distinct(v, _) => v
+                    .iter()
+                    .map(|s| s.iter().map(|k| k.len() + 24).sum::<usize>())
+                    .sum(),
+                Values::None => 0,
+            }
+    }
+}

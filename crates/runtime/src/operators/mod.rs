@@ -1,0 +1,23 @@
+//! Synchronous operators over Arrow record batches. Each implements
+//! [`flowline_core::Operator`]; [`build`] instantiates one from a plan node.
+
+mod aggregate;
+mod stateless;
+pub(crate) mod window;
+
+use flowline_core::plan::Node;
+use flowline_core::{Operator, Result};
+
+pub use aggregate::WindowAggregate;
+pub use stateless::{Filter, Project};
+pub use window::{assign_windows, WindowAssign};
+
+/// Instantiates the operator for a plan node. `table` names the pipeline's source, for rejects.
+pub fn build(node: &Node, table: &str) -> Result<Box<dyn Operator>> {
+    Ok(match node {
+        Node::Filter { predicate } => Box::new(Filter::new(predicate.clone())),
+        Node::Project { exprs, schema } => Box::new(Project::new(exprs.clone(), schema.clone())),
+        Node::WindowAssign(spec) => Box::new(WindowAssign::new(spec.clone(), table)),
+        Node::WindowAggregate(spec) => Box::new(WindowAggregate::new(spec.clone(), table)?),
+    })
+}

@@ -1,0 +1,113 @@
+//! Filter and projection: DataFusion physical expressions evaluated per batch.
+
+use std::sync::Arc;
+
+use arrow::array::{AsArray, RecordBatch, RecordBatchOptions};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::SchemaRef;
+use datafusion::physical_expr::PhysicalExpr;
+use flowline_core::{Error, Message, Operator, Output, Result};
+
+pub struct Filter {
+    predicate: Arc<dyn PhysicalExpr>,
+}
+
+impl Filter {
+    pub fn new(predicate: Arc<dyn PhysicalExpr>) -> Self {
+        Filter { predicate }
+    }
+}
+
+impl Operator for Filter {
+    fn process(&mut self, message: Message, out: &mut Output) -> Result<()> {
+        match message {
+            Message::Data(batch) => {
+                let mask = self
+                    .predicate
+                    .evaluate(&batch)?
+                    .into_array(batch.num_rows())?;
+                let mask = mask
+                    .as_boolean_opt()
+                    .ok_or_else(|| Error::Plan(format!("filter `{}` is not a boolean", self.predicate)))?;
+                // A NULL predicate keeps nothing, as in SQL.
+                let kept = filter_record_batch(&batch, mask)?;
+                if kept.num_rows() > 0 {
+                    out.emit(Message::Data(kept));
+                }
+            }
+            other => out.emit(other),
+        }
+        Ok(())
+    }
+
+    fn name(&self) -> &'static str {
+        "filter"
+    }
+}
+
+pub struct Project {
+    exprs: Vec<Arc<dyn PhysicalExpr>>,
+    schema: SchemaRef,
+}
+
+impl Project {
+    pub fn new(exprs: Vec<Arc<dyn PhysicalExpr>>, schema: SchemaRef) -> Self {
+        Project { exprs, schema }
+    }
+}
+
+impl Operator for Project {
+    fn process(&mut self, message: Message, out: &mut Output) -> Result<()> {
+        match message {
+            Message::Data(batch) => {
+                let n = batch.num_rows();
+                let columns = self
+                    .exprs
+                    .iter()
+                    .zip(self.schema.fields())
+                    .map(|(e, f)| {
+                        let a = e.evaluate(&batch)?.into_array(n)?;
+                        if a.data_type() == f.data_type() {
+                            Ok(a)
+                        } else {
+                            Ok(arrow::compute::cast(&a, f.data_type())?)
+                        }
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let options = RecordBatchOptions::new().with_row_count(Some(n));
+                let projected = RecordBatch::try_new_with_options(
+                    relaxed(&self.schema, &columns),
+                    columns,
+                    &options,
+                )?;
+                out.emit(Message::Data(projected));
+            }
+            other => out.emit(other),
+        }
+        Ok(())
+    }
+
+    fn name(&self) -> &'static str {
+        "project"
+    }
+}
+
+/// DataFusion may declare a column non-nullable that a function still fills with nulls;
+/// relax nullability where the data disagrees rather than failing the run.
+fn relaxed(schema: &SchemaRef, columns: &[arrow::array::ArrayRef]) -> SchemaRef {
+    if schema
+        .fields()
+        .iter()
+        .zip(columns)
+        .all(|(f, c)| f.is_nullable() || c.null_count() == 0)
+    {
+        return schema.clone();
+    }
+    Arc::new(arrow::datatypes::Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect::<Vec<_>>(),
+    ))
+}

@@ -1,0 +1,186 @@
+//! Window assignment: each row gets `window_start`, `window_end` and `window_time` (end - 1 ms)
+//! for every window it belongs to (one for TUMBLE, size/slide for HOP). Windows are aligned
+//! to the Unix epoch.
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, AsArray, RecordBatch, TimestampMillisecondArray, UInt32Array};
+use arrow::compute::{cast, take};
+use arrow::datatypes::{DataType, TimeUnit, TimestampMillisecondType};
+use flowline_core::plan::{WindowKind, WindowSpec};
+use flowline_core::{Message, Operator, Output, Reject, RejectReason, Result};
+
+use crate::rows::rows_as_json;
+
+/// Event times of `column` in milliseconds (NULL stays NULL).
+pub fn millis(column: &ArrayRef) -> Result<arrow::array::PrimitiveArray<TimestampMillisecondType>> {
+    let ms = cast(column, &DataType::Timestamp(TimeUnit::Millisecond, None))?;
+    Ok(ms.as_primitive::<TimestampMillisecondType>().clone())
+}
+
+/// The start of the latest window of `kind` containing `ts`.
+pub fn last_window_start(kind: WindowKind, ts: i64) -> i64 {
+    let step = match kind {
+        WindowKind::Tumble { size } => size,
+        WindowKind::Hop { slide, .. } => slide,
+    };
+    ts - ts.rem_euclid(step)
+}
+
+/// Adds the window columns to `batch` (replicating rows for HOP). Returns the windowed batch
+/// and the indices of rows dropped because their event time is NULL.
+pub fn assign_windows(batch: &RecordBatch, spec: &WindowSpec) -> Result<(RecordBatch, Vec<usize>)> {
+    let ts = millis(batch.column(spec.time_column))?;
+    let size = spec.kind.size();
+    let step = match spec.kind {
+        WindowKind::Tumble { size } => size,
+        WindowKind::Hop { slide, .. } => slide,
+    };
+    let per_row = (size / step) as usize;
+    let mut indices = Vec::with_capacity(batch.num_rows() * per_row);
+    let mut starts = Vec::with_capacity(batch.num_rows() * per_row);
+    let mut nulls = vec![];
+    for (i, t) in ts.iter().enumerate() {
+        let Some(t) = t else {
+            nulls.push(i);
+            continue;
+        };
+        let last = last_window_start(spec.kind, t);
+        for k in (0..per_row as i64).rev() {
+            indices.push(i as u32);
+            starts.push(last - k * step);
+        }
+    }
+    let columns: Vec<ArrayRef> = if nulls.is_empty() && per_row == 1 {
+        batch.columns().to_vec()
+    } else {
+        let idx = UInt32Array::from(indices);
+        batch
+            .columns()
+            .iter()
+            .map(|c| take(c.as_ref(), &idx, None))
+            .collect::<Result<_, _>>()?
+    };
+    let ends: Vec<i64> = starts.iter().map(|s| s + size).collect();
+    let times: Vec<i64> = ends.iter().map(|e| e - 1).collect();
+    let mut columns = columns;
+    columns.push(Arc::new(TimestampMillisecondArray::from(starts)));
+    columns.push(Arc::new(TimestampMillisecondArray::from(ends)));
+    columns.push(Arc::new(TimestampMillisecondArray::from(times)));
+    let out = RecordBatch::try_new(spec.schema.clone(), columns)?;
+    Ok((out, nulls))
+}
+
+pub struct WindowAssign {
+    spec: WindowSpec,
+    table: String,
+}
+
+impl WindowAssign {
+    pub fn new(spec: WindowSpec, table: &str) -> Self {
+        WindowAssign {
+            spec,
+            table: table.to_string(),
+        }
+    }
+}
+
+impl Operator for WindowAssign {
+    fn process(&mut self, message: Message, out: &mut Output) -> Result<()> {
+        match message {
+            Message::Data(batch) => {
+                let (windowed, nulls) = assign_windows(&batch, &self.spec)?;
+                if !nulls.is_empty() {
+                    let column = self.spec.schema.field(self.spec.time_column).name().clone();
+                    for raw in rows_as_json(&batch, &nulls)? {
+                        out.reject(Reject {
+                            reason: RejectReason::MissingEventTime,
+                            detail: format!("column `{column}` is NULL, so the row belongs to no window"),
+                            table: self.table.clone(),
+                            file: None,
+                            line: None,
+                            raw,
+                            window: None,
+                            watermark: None,
+                        });
+                    }
+                }
+                if windowed.num_rows() > 0 {
+                    out.emit(Message::Data(windowed));
+                }
+            }
+            other => out.emit(other),
+        }
+        Ok(())
+    }
+
+    fn name(&self) -> &'static str {
+        "window-assign"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Int64Array;
+    use arrow::datatypes::{Field, Schema};
+
+    fn spec(kind: WindowKind) -> WindowSpec {
+        let ts = DataType::Timestamp(TimeUnit::Millisecond, None);
+        WindowSpec {
+            kind,
+            time_column: 1,
+            schema: Arc::new(Schema::new(vec![
+                Field::new("v", DataType::Int64, false),
+                Field::new("ts", ts.clone(), true),
+                Field::new("window_start", ts.clone(), false),
+                Field::new("window_end", ts.clone(), false),
+                Field::new("window_time", ts, false),
+            ])),
+        }
+    }
+
+    fn input(ts: Vec<Option<i64>>) -> RecordBatch {
+        let n = ts.len() as i64;
+        RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new("v", DataType::Int64, false),
+                Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+            ])),
+            vec![
+                Arc::new(Int64Array::from((0..n).collect::<Vec<_>>())),
+                Arc::new(TimestampMillisecondArray::from(ts)),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn starts(b: &RecordBatch) -> Vec<i64> {
+        b.column(2)
+            .as_primitive::<TimestampMillisecondType>()
+            .values()
+            .to_vec()
+    }
+
+    #[test]
+    fn tumble_aligns_to_epoch_including_negative_times() {
+        let (b, nulls) =
+            assign_windows(&input(vec![Some(0), Some(999), Some(1000), Some(-1), None]), &spec(WindowKind::Tumble { size: 1000 }))
+                .unwrap();
+        assert_eq!(starts(&b), vec![0, 0, 1000, -1000]);
+        assert_eq!(nulls, vec![4]);
+        let ends = b.column(3).as_primitive::<TimestampMillisecondType>().values().to_vec();
+        assert_eq!(ends, vec![1000, 1000, 2000, 0]);
+    }
+
+    #[test]
+    fn hop_replicates_rows_into_every_window() {
+        let (b, _) = assign_windows(
+            &input(vec![Some(2500)]),
+            &spec(WindowKind::Hop { size: 3000, slide: 1000 }),
+        )
+        .unwrap();
+        assert_eq!(starts(&b), vec![0, 1000, 2000]);
+        assert_eq!(b.num_rows(), 3);
+    }
+}

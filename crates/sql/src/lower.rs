@@ -1,0 +1,411 @@
+//! DataFusion logical plan → Flowline dataflow chain.
+//!
+//! The streaming dataflow supports, per `INSERT`: one source (a table or views over it),
+//! projections and filters with any DataFusion scalar expression, one window TVF (TUMBLE, HOP)
+//! and one windowed aggregate (COUNT, COUNT DISTINCT, SUM, MIN, MAX, AVG, with FILTER), and
+//! stateless projections and filters after it. Anything else is reported as
+//! [`Error::Unsupported`] naming the construct; batch mode then runs the query on DataFusion.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use arrow::datatypes::{Schema, SchemaRef};
+use datafusion::catalog::TableProvider;
+use datafusion::datasource::empty::EmptyTable;
+use datafusion::datasource::{source_as_provider, ViewTable};
+use datafusion::execution::SessionState;
+use datafusion::logical_expr::expr::AggregateFunction as DfAggregate;
+use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::prelude::SessionContext;
+use flowline_core::plan::{AggregateCall, AggregateFunction, AggregateSpec, InsertPlan, Node, WindowKind, WindowSpec};
+use flowline_core::{Error, Result};
+
+use crate::bind::{BoundInsert, BoxFuture, TvfBinder};
+use crate::parse::{PipelineDef, TvfCall};
+
+/// How a pipeline runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Bounded: read everything, fire every window at the end, write, exit.
+    Batch,
+    /// Continuous: small batches, the watermark advances as data arrives.
+    Stream,
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Batch => "batch",
+            Mode::Stream => "stream",
+        })
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "batch" => Ok(Mode::Batch),
+            "stream" | "streaming" => Ok(Mode::Stream),
+            other => Err(format!("unknown mode '{other}': expected batch or stream")),
+        }
+    }
+}
+
+/// A [`TvfBinder`] for planning: registers schema-only relations and remembers each TVF's input
+/// plan for [`lower_insert`].
+#[derive(Default)]
+pub struct PlanningBinder {
+    inputs: Mutex<HashMap<String, LogicalPlan>>,
+}
+
+impl PlanningBinder {
+    pub fn input(&self, tvf: &str) -> Option<LogicalPlan> {
+        self.inputs.lock().ok()?.get(tvf).cloned()
+    }
+}
+
+impl TvfBinder for PlanningBinder {
+    fn bind<'a>(
+        &'a self,
+        _ctx: &'a SessionContext,
+        call: &'a TvfCall,
+        input: LogicalPlan,
+        schema: SchemaRef,
+    ) -> BoxFuture<'a, Result<Arc<dyn TableProvider>>> {
+        Box::pin(async move {
+            self.inputs
+                .lock()
+                .map_err(|_| Error::Internal("planning binder poisoned".into()))?
+                .insert(call.name.clone(), input);
+            Ok(Arc::new(EmptyTable::new(schema)) as Arc<dyn TableProvider>)
+        })
+    }
+}
+
+struct Chain {
+    source: String,
+    nodes: Vec<Node>,
+    window: Option<WindowKind>,
+    aggregated: bool,
+}
+
+struct Lowering<'a> {
+    def: &'a PipelineDef,
+    binder: &'a PlanningBinder,
+    state: &'a SessionState,
+    mode: Mode,
+}
+
+/// Lowers one bound insert to a dataflow chain, or explains what is not supported.
+pub fn lower_insert(
+    def: &PipelineDef,
+    insert: &BoundInsert,
+    binder: &PlanningBinder,
+    state: &SessionState,
+    mode: Mode,
+) -> Result<InsertPlan> {
+    let l = Lowering {
+        def,
+        binder,
+        state,
+        mode,
+    };
+    let chain = l.lower(&insert.plan).map_err(|e| match e {
+        Error::Unsupported {
+            construct,
+            mode,
+            hint,
+        } => Error::Unsupported {
+            construct: format!("{construct} (INSERT INTO {} at line {})", insert.sink, insert.line),
+            mode,
+            hint,
+        },
+        other => other,
+    })?;
+    Ok(InsertPlan {
+        sink: insert.sink.clone(),
+        source: chain.source,
+        nodes: chain.nodes,
+        schema: Arc::new(insert.plan.schema().as_arrow().clone()),
+    })
+}
+
+impl Lowering<'_> {
+    fn unsupported(&self, construct: &str, hint: &str) -> Error {
+        Error::Unsupported {
+            construct: construct.to_string(),
+            mode: self.mode.to_string(),
+            hint: hint.to_string(),
+        }
+    }
+
+    fn physical(&self, expr: &Expr, input: &LogicalPlan) -> Result<Arc<dyn PhysicalExpr>> {
+        if let Some(sub) = find_subquery(expr) {
+            return Err(self.unsupported(
+                &format!("subquery `{sub}`"),
+                "rewrite it as a join, or run with --mode batch",
+            ));
+        }
+        self.state
+            .create_physical_expr(expr.clone(), input.schema())
+            .map_err(|e| Error::Plan(format!("expression `{expr}`: {e}")))
+    }
+
+    fn lower(&self, plan: &LogicalPlan) -> Result<Chain> {
+        match plan {
+            LogicalPlan::TableScan(scan) => {
+                let name = scan.table_name.table();
+                let mut chain = if let Some(call) = self.def.tvfs.iter().find(|c| c.name == name) {
+                    self.lower_tvf(call)?
+                } else if self.def.table(name).is_some() {
+                    Chain {
+                        source: self.def.table(name).map(|t| t.name.clone()).unwrap_or_default(),
+                        nodes: vec![],
+                        window: None,
+                        aggregated: false,
+                    }
+                } else {
+                    let provider = source_as_provider(&scan.source)?;
+                    match provider.downcast_ref::<ViewTable>() {
+                        Some(view) => self.lower(view.logical_plan())?,
+                        None => {
+                            return Err(Error::Internal(format!("relation `{name}` has no definition")))
+                        }
+                    }
+                };
+                if scan.fetch.is_some() {
+                    return Err(self.unsupported("LIMIT", "run with --mode batch"));
+                }
+                if let Some(projection) = &scan.projection {
+                    let source_schema = scan.source.schema();
+                    let exprs = projection
+                        .iter()
+                        .map(|&i| {
+                            Arc::new(datafusion::physical_expr::expressions::Column::new(
+                                source_schema.field(i).name(),
+                                i,
+                            )) as Arc<dyn PhysicalExpr>
+                        })
+                        .collect();
+                    chain.nodes.push(Node::Project {
+                        exprs,
+                        schema: Arc::new(scan.projected_schema.as_arrow().clone()),
+                    });
+                }
+                for filter in &scan.filters {
+                    let predicate = self
+                        .state
+                        .create_physical_expr(filter.clone(), &scan.projected_schema)?;
+                    chain.nodes.push(Node::Filter { predicate });
+                }
+                Ok(chain)
+            }
+            LogicalPlan::SubqueryAlias(a) => self.lower(&a.input),
+            LogicalPlan::Projection(p) => {
+                let mut chain = self.lower(&p.input)?;
+                let exprs = p
+                    .expr
+                    .iter()
+                    .map(|e| self.physical(e, &p.input))
+                    .collect::<Result<Vec<_>>>()?;
+                chain.nodes.push(Node::Project {
+                    exprs,
+                    schema: Arc::new(p.schema.as_arrow().clone()),
+                });
+                Ok(chain)
+            }
+            LogicalPlan::Filter(f) => {
+                let mut chain = self.lower(&f.input)?;
+                let predicate = self.physical(&f.predicate, &f.input)?;
+                chain.nodes.push(Node::Filter { predicate });
+                Ok(chain)
+            }
+            LogicalPlan::Aggregate(a) => {
+                let mut chain = self.lower(&a.input)?;
+                let no_window = "GROUP BY without a window";
+                let hint = "group by window_start, window_end of a TUMBLE or HOP window, or run with --mode batch (unbounded GROUP BY needs the update output mode)";
+                let Some(window) = chain.window else {
+                    return Err(self.unsupported(no_window, hint));
+                };
+                if chain.aggregated {
+                    return Err(self.unsupported(
+                        "an aggregate over an aggregate",
+                        "run with --mode batch",
+                    ));
+                }
+                let column_pos = |name: &str| {
+                    a.group_expr.iter().position(
+                        |e| matches!(e, Expr::Column(c) if c.name.eq_ignore_ascii_case(name)),
+                    )
+                };
+                let (Some(window_start), Some(window_end)) =
+                    (column_pos("window_start"), column_pos("window_end"))
+                else {
+                    return Err(self.unsupported(no_window, hint));
+                };
+                if a.group_expr.iter().any(|e| matches!(e, Expr::GroupingSet(_))) {
+                    return Err(self.unsupported("GROUPING SETS / ROLLUP / CUBE", "run with --mode batch"));
+                }
+                let group_exprs = a
+                    .group_expr
+                    .iter()
+                    .map(|e| self.physical(e, &a.input))
+                    .collect::<Result<Vec<_>>>()?;
+                let calls = a
+                    .aggr_expr
+                    .iter()
+                    .map(|e| self.aggregate_call(e, &a.input))
+                    .collect::<Result<Vec<_>>>()?;
+                chain.nodes.push(Node::WindowAggregate(AggregateSpec {
+                    group_exprs,
+                    window_start,
+                    window_end,
+                    window,
+                    calls,
+                    input_schema: Arc::new(a.input.schema().as_arrow().clone()),
+                    schema: Arc::new(a.schema.as_arrow().clone()),
+                }));
+                chain.aggregated = true;
+                Ok(chain)
+            }
+            other => {
+                let (construct, hint) = match other {
+                    LogicalPlan::Join(_) => ("JOIN", "stream joins are planned; run with --mode batch"),
+                    LogicalPlan::Sort(_) => ("ORDER BY", "a stream has no end to sort by; run with --mode batch"),
+                    LogicalPlan::Limit(_) => ("LIMIT", "run with --mode batch"),
+                    LogicalPlan::Distinct(_) => ("SELECT DISTINCT", "group by window_start, window_end and the columns instead"),
+                    LogicalPlan::Union(_) => ("UNION", "write one INSERT per input"),
+                    LogicalPlan::Window(_) => ("OVER windows", "run with --mode batch"),
+                    LogicalPlan::Values(_) => ("VALUES", "run with --mode batch"),
+                    LogicalPlan::EmptyRelation(_) => ("a query without FROM", "run with --mode batch"),
+                    LogicalPlan::Subquery(_) => ("subqueries", "run with --mode batch"),
+                    LogicalPlan::Unnest(_) => ("UNNEST", "run with --mode batch"),
+                    LogicalPlan::RecursiveQuery(_) => ("recursive CTEs", "run with --mode batch"),
+                    _ => ("this query shape", "run with --mode batch"),
+                };
+                Err(self.unsupported(construct, hint))
+            }
+        }
+    }
+
+    fn lower_tvf(&self, call: &TvfCall) -> Result<Chain> {
+        let input = self
+            .binder
+            .input(&call.name)
+            .ok_or_else(|| Error::Internal(format!("window `{}` was not bound", call.name)))?;
+        let mut chain = self.lower(&input)?;
+        if chain.window.is_some() || chain.aggregated {
+            return Err(self.unsupported(
+                "a window over a windowed or aggregated input",
+                "run with --mode batch",
+            ));
+        }
+        if self.mode == Mode::Stream {
+            let source = self.def.table(&chain.source);
+            match source.and_then(|t| t.watermark.as_ref()) {
+                Some(w) if w.column.eq_ignore_ascii_case(&call.time_column) => {}
+                Some(w) => {
+                    return Err(self.unsupported(
+                        &format!("a window on `{}` (line {})", call.time_column, call.line),
+                        &format!(
+                            "table `{}` declares its watermark on `{}`; windows must use the watermarked column",
+                            chain.source, w.column
+                        ),
+                    ))
+                }
+                None => {
+                    return Err(self.unsupported(
+                        &format!("a window over table `{}` without a WATERMARK (line {})", chain.source, call.line),
+                        &format!(
+                            "declare `WATERMARK FOR {0} AS {0} - INTERVAL '5' SECOND` in CREATE TABLE {1}",
+                            call.time_column, chain.source
+                        ),
+                    ))
+                }
+            }
+        }
+        let input_schema: &Schema = input.schema().as_arrow();
+        let time_column = input_schema.index_of(&call.time_column)?;
+        let mut fields: Vec<_> = input_schema.fields().iter().cloned().collect();
+        for name in crate::bind::WINDOW_COLUMNS {
+            fields.push(Arc::new(arrow::datatypes::Field::new(
+                name,
+                arrow::datatypes::DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, None),
+                false,
+            )));
+        }
+        chain.nodes.push(Node::WindowAssign(WindowSpec {
+            kind: call.kind,
+            time_column,
+            schema: Arc::new(Schema::new(fields)),
+        }));
+        chain.window = Some(call.kind);
+        Ok(chain)
+    }
+
+    fn aggregate_call(&self, expr: &Expr, input: &LogicalPlan) -> Result<AggregateCall> {
+        let inner = match expr {
+            Expr::Alias(a) => a.expr.as_ref(),
+            e => e,
+        };
+        let Expr::AggregateFunction(DfAggregate { func, params }) = inner else {
+            return Err(self.unsupported(&format!("aggregate `{expr}`"), "run with --mode batch"));
+        };
+        let function = match func.name().to_ascii_lowercase().as_str() {
+            "count" => AggregateFunction::Count,
+            "sum" => AggregateFunction::Sum,
+            "min" => AggregateFunction::Min,
+            "max" => AggregateFunction::Max,
+            "avg" | "mean" => AggregateFunction::Avg,
+            other => {
+                return Err(self.unsupported(
+                    &format!("aggregate function `{other}`"),
+                    "COUNT, COUNT(DISTINCT), SUM, MIN, MAX and AVG are supported; run with --mode batch",
+                ))
+            }
+        };
+        if !params.order_by.is_empty() || params.null_treatment.is_some() || params.args.len() > 1 {
+            return Err(self.unsupported(&format!("aggregate `{expr}`"), "run with --mode batch"));
+        }
+        if params.distinct && function != AggregateFunction::Count {
+            return Err(self.unsupported(
+                &format!("{}(DISTINCT ...)", func.name().to_ascii_uppercase()),
+                "only COUNT(DISTINCT ...) is supported; run with --mode batch",
+            ));
+        }
+        let arg = match params.args.first() {
+            Some(a) => self.physical(a, input)?,
+            None => self.physical(&datafusion::logical_expr::lit(1i64), input)?,
+        };
+        let filter = params
+            .filter
+            .as_ref()
+            .map(|f| self.physical(f, input))
+            .transpose()?;
+        Ok(AggregateCall {
+            function,
+            arg,
+            distinct: params.distinct,
+            filter,
+        })
+    }
+}
+
+fn find_subquery(expr: &Expr) -> Option<String> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    let mut found = None;
+    let _ = expr.apply(|e| {
+        if matches!(
+            e,
+            Expr::ScalarSubquery(_) | Expr::InSubquery(_) | Expr::Exists(_)
+        ) {
+            found = Some(e.to_string());
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found
+}

@@ -1,0 +1,732 @@
+//! Pipeline text → statements. Flink DDL (`CREATE TABLE` with `WATERMARK`, `PRIMARY KEY ...
+//! NOT ENFORCED`, `WITH`), `SET`, and window table functions are parsed here; queries are parsed
+//! by sqlparser (DataFusion's parser) from the same token stream, so every error position is a
+//! position in the pipeline file.
+
+use std::collections::BTreeMap;
+
+use datafusion::sql::sqlparser::ast::{BinaryOperator, Expr, Query};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::parser::{Parser, ParserError};
+use datafusion::sql::sqlparser::tokenizer::{Location, Span, Token, TokenWithSpan, Tokenizer};
+use flowline_core::plan::WindowKind;
+use flowline_core::{ColumnDef, Error, Result, TableDef, WatermarkDef};
+
+use crate::types::{interval_ms, parse_type};
+
+/// A parsed pipeline file.
+#[derive(Debug, Clone)]
+pub struct PipelineDef {
+    /// `SET 'key' = 'value'` settings, keys lower-cased.
+    pub settings: BTreeMap<String, String>,
+    pub tables: Vec<TableDef>,
+    /// Views and inserts, in file order.
+    pub statements: Vec<Statement>,
+    /// Window table function calls, replaced in the queries by references to `TvfCall::name`.
+    pub tvfs: Vec<TvfCall>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Statement {
+    View {
+        name: String,
+        query: Box<Query>,
+        line: u64,
+    },
+    Insert {
+        sink: String,
+        query: Box<Query>,
+        line: u64,
+    },
+}
+
+impl Statement {
+    pub fn line(&self) -> u64 {
+        match self {
+            Statement::View { line, .. } | Statement::Insert { line, .. } => *line,
+        }
+    }
+}
+
+/// `TABLE(TUMBLE(TABLE input, DESCRIPTOR(time_column), ...))`, as a generated relation `name`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TvfCall {
+    pub name: String,
+    pub input: String,
+    pub time_column: String,
+    pub kind: WindowKind,
+    pub line: u64,
+    /// Index into [`PipelineDef::statements`] of the statement it appears in.
+    pub statement: usize,
+}
+
+impl PipelineDef {
+    pub fn parse(text: &str) -> Result<PipelineDef> {
+        let dialect = GenericDialect {};
+        let tokens = Tokenizer::new(&dialect, text)
+            .tokenize_with_location()
+            .map_err(|e| Error::Syntax {
+                message: e.message,
+                line: e.location.line,
+                column: e.location.column,
+            })?;
+        let mut def = PipelineDef {
+            settings: BTreeMap::new(),
+            tables: vec![],
+            statements: vec![],
+            tvfs: vec![],
+        };
+        let mut current = vec![];
+        for tok in tokens {
+            if tok.token == Token::SemiColon {
+                def.statement(std::mem::take(&mut current))?;
+            } else {
+                current.push(tok);
+            }
+        }
+        def.statement(current)?;
+        Ok(def)
+    }
+
+    pub fn table(&self, name: &str) -> Option<&TableDef> {
+        self.tables
+            .iter()
+            .find(|t| t.name.eq_ignore_ascii_case(name))
+    }
+
+    fn statement(&mut self, tokens: Vec<TokenWithSpan>) -> Result<()> {
+        let Some(first) = tokens.iter().find(|t| !is_space(&t.token)).cloned() else {
+            return Ok(());
+        };
+        let line = first.span.start.line;
+        let tokens = self.rewrite_tvfs(tokens)?;
+        let mut p = Parser::new(&GenericDialect {}).with_tokens_with_locations(tokens);
+        let loc = first.span.start;
+        if p.parse_keyword(Keyword::SET) {
+            let key = parse_key(&mut p).map_err(|e| syntax(e, loc))?;
+            p.expect_token(&Token::Eq).map_err(|e| syntax(e, loc))?;
+            let value = match p.next_token().token {
+                Token::SingleQuotedString(s) | Token::Number(s, _) => s,
+                Token::Word(w) => w.value,
+                _ => return Err(syntax_at("expected a value after `=` in SET", loc)),
+            };
+            self.settings.insert(key.to_ascii_lowercase(), value);
+        } else if p.parse_keyword(Keyword::CREATE) {
+            let _ = p.parse_keyword(Keyword::TEMPORARY);
+            if p.parse_keyword(Keyword::TABLE) {
+                let table = create_table(&mut p, line).map_err(|e| self.reloc(e, loc))?;
+                if self.table(&table.name).is_some() {
+                    return Err(Error::Plan(format!(
+                        "line {line}: table `{}` is declared twice",
+                        table.name
+                    )));
+                }
+                self.tables.push(table);
+            } else if p.parse_keyword(Keyword::VIEW) {
+                let name = parse_name(&mut p).map_err(|e| syntax(e, loc))?;
+                p.expect_keyword(Keyword::AS).map_err(|e| syntax(e, loc))?;
+                let query = p.parse_query().map_err(|e| syntax(e, loc))?;
+                self.statements.push(Statement::View { name, query, line });
+            } else {
+                let found = p.peek_token();
+                return Err(syntax(
+                    p.expected::<()>("TABLE or VIEW after CREATE", found)
+                        .unwrap_err(),
+                    loc,
+                ));
+            }
+        } else if p.parse_keywords(&[Keyword::INSERT, Keyword::INTO]) {
+            let sink = parse_name(&mut p).map_err(|e| syntax(e, loc))?;
+            let query = p.parse_query().map_err(|e| syntax(e, loc))?;
+            self.statements.push(Statement::Insert { sink, query, line });
+        } else if p.parse_keywords(&[Keyword::BEGIN, Keyword::STATEMENT, Keyword::SET])
+            || p.parse_keyword(Keyword::END)
+        {
+            // Flink's `BEGIN STATEMENT SET; ... END;`: every pipeline file already runs as one job.
+        } else {
+            let found = p.peek_token();
+            return Err(syntax(
+                p.expected::<()>(
+                    "SET, CREATE TABLE, CREATE VIEW, INSERT INTO or BEGIN STATEMENT SET",
+                    found,
+                )
+                .unwrap_err(),
+                loc,
+            ));
+        }
+        let rest = p.peek_token();
+        if rest.token != Token::EOF {
+            return Err(syntax(
+                p.expected::<()>("end of statement (`;`)", rest).unwrap_err(),
+                loc,
+            ));
+        }
+        Ok(())
+    }
+
+    fn reloc(&self, e: DdlError, loc: Location) -> Error {
+        match e {
+            DdlError::Parser(e) => syntax(e, loc),
+            DdlError::Flowline(e) => e,
+        }
+    }
+
+    /// Replaces each `TABLE(TUMBLE|HOP|...(...))` by a word token naming a generated relation.
+    fn rewrite_tvfs(&mut self, tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>> {
+        let sig: Vec<usize> = (0..tokens.len())
+            .filter(|&i| !is_space(&tokens[i].token))
+            .collect();
+        let mut out = Vec::with_capacity(tokens.len());
+        let mut next = 0; // next index of `tokens` not yet copied
+        let mut s = 0;
+        while s < sig.len() {
+            let at = |k: usize| sig.get(s + k).map(|&i| &tokens[i].token);
+            let is_tvf = is_word(at(0), "TABLE")
+                && at(1) == Some(&Token::LParen)
+                && ["TUMBLE", "HOP", "CUMULATE", "SESSION"]
+                    .iter()
+                    .any(|w| is_word(at(2), w))
+                && at(3) == Some(&Token::LParen);
+            if !is_tvf {
+                s += 1;
+                continue;
+            }
+            let start = &tokens[sig[s]];
+            let loc = start.span.start;
+            let func = word(at(2)).unwrap_or_default().to_ascii_uppercase();
+            // Find the closing parenthesis of the function call, then of TABLE(...).
+            let mut depth = 0usize;
+            let mut args: Vec<Vec<TokenWithSpan>> = vec![vec![]];
+            let mut k = s + 3;
+            loop {
+                let Some(&i) = sig.get(k) else {
+                    return Err(syntax_at(&format!("unclosed {func}(...)"), loc));
+                };
+                let t = &tokens[i];
+                match t.token {
+                    Token::LParen => {
+                        depth += 1;
+                        if depth > 1 {
+                            args.last_mut().unwrap().push(t.clone());
+                        }
+                    }
+                    Token::RParen => {
+                        depth -= 1;
+                        if depth == 0 {
+                            break;
+                        }
+                        args.last_mut().unwrap().push(t.clone());
+                    }
+                    Token::Comma if depth == 1 => args.push(vec![]),
+                    _ => args.last_mut().unwrap().push(t.clone()),
+                }
+                k += 1;
+            }
+            if sig.get(k + 1).map(|&i| &tokens[i].token) != Some(&Token::RParen) {
+                return Err(syntax_at(
+                    &format!("expected `)` closing TABLE({func}(...))"),
+                    loc,
+                ));
+            }
+            let end = sig[k + 1];
+            let call = self.tvf_call(&func, args, loc)?;
+            out.extend(tokens[next..sig[s]].iter().cloned());
+            out.push(TokenWithSpan::new(
+                Token::make_word(&call.name, None),
+                Span::new(loc, tokens[end].span.end),
+            ));
+            self.tvfs.push(call);
+            next = end + 1;
+            s = sig.partition_point(|&i| i <= end);
+        }
+        out.extend(tokens[next..].iter().cloned());
+        Ok(out)
+    }
+
+    fn tvf_call(
+        &self,
+        func: &str,
+        args: Vec<Vec<TokenWithSpan>>,
+        loc: Location,
+    ) -> Result<TvfCall> {
+        if func == "CUMULATE" || func == "SESSION" {
+            return Err(Error::Unsupported {
+                construct: format!("the {func} window table function (line {})", loc.line),
+                mode: "any".into(),
+                hint: "TUMBLE and HOP are supported; SESSION and CUMULATE are planned".into(),
+            });
+        }
+        let mut named: BTreeMap<String, Vec<TokenWithSpan>> = BTreeMap::new();
+        let positional = match func {
+            "TUMBLE" => ["DATA", "TIMECOL", "SIZE", "OFFSET"].as_slice(),
+            _ => ["DATA", "TIMECOL", "SLIDE", "SIZE", "OFFSET"].as_slice(),
+        };
+        for (i, arg) in args.into_iter().enumerate() {
+            let sig: Vec<TokenWithSpan> =
+                arg.into_iter().filter(|t| !is_space(&t.token)).collect();
+            let (name, rest) = match (sig.first(), sig.get(1)) {
+                (Some(TokenWithSpan { token: Token::Word(w), .. }), Some(t))
+                    if t.token == Token::RArrow =>
+                {
+                    (w.value.to_ascii_uppercase(), sig[2..].to_vec())
+                }
+                _ => match positional.get(i) {
+                    Some(n) => (n.to_string(), sig),
+                    None => {
+                        return Err(syntax_at(
+                            &format!("too many arguments to {func}"),
+                            loc,
+                        ))
+                    }
+                },
+            };
+            named.insert(name, rest);
+        }
+        let get = |n: &str| {
+            named
+                .get(n)
+                .ok_or_else(|| syntax_at(&format!("{func} needs a {n} argument"), loc))
+        };
+        let data = get("DATA")?;
+        let input = match data.first().map(|t| &t.token) {
+            Some(t) if is_word(Some(t), "TABLE") => data[1..]
+                .iter()
+                .map(|t| match &t.token {
+                    Token::Word(w) => w.value.clone(),
+                    other => other.to_string(),
+                })
+                .collect::<String>(),
+            _ => {
+                return Err(syntax_at(
+                    &format!("the first argument of {func} must be `TABLE name`"),
+                    loc,
+                ))
+            }
+        };
+        let timecol = get("TIMECOL")?;
+        let time_column = match timecol.iter().map(|t| &t.token).collect::<Vec<_>>()[..] {
+            [d, Token::LParen, Token::Word(w), Token::RParen] if is_word(Some(d), "DESCRIPTOR") => {
+                w.value.clone()
+            }
+            _ => {
+                return Err(syntax_at(
+                    &format!("the second argument of {func} must be `DESCRIPTOR(column)`"),
+                    loc,
+                ))
+            }
+        };
+        let interval = |n: &str| -> Result<i64> {
+            let toks = get(n)?.clone();
+            let at = toks.first().map(|t| t.span.start).unwrap_or(loc);
+            let expr = Parser::new(&GenericDialect {})
+                .with_tokens_with_locations(toks)
+                .parse_expr()
+                .map_err(|e| syntax(e, at))?;
+            match interval_ms(&expr) {
+                Some(ms) if ms > 0 => Ok(ms),
+                _ => Err(syntax_at(
+                    &format!(
+                        "{func} {n} must be a positive interval such as INTERVAL '1' HOUR, found `{expr}`"
+                    ),
+                    at,
+                )),
+            }
+        };
+        if named.contains_key("OFFSET") {
+            return Err(Error::Unsupported {
+                construct: format!("the OFFSET argument of {func} (line {})", loc.line),
+                mode: "any".into(),
+                hint: "windows are aligned to the Unix epoch".into(),
+            });
+        }
+        let kind = if func == "TUMBLE" {
+            WindowKind::Tumble {
+                size: interval("SIZE")?,
+            }
+        } else {
+            let (slide, size) = (interval("SLIDE")?, interval("SIZE")?);
+            if size % slide != 0 {
+                return Err(syntax_at(
+                    &format!("HOP size ({size} ms) must be a multiple of its slide ({slide} ms)"),
+                    loc,
+                ));
+            }
+            WindowKind::Hop { size, slide }
+        };
+        Ok(TvfCall {
+            name: format!("__flowline_window_{}", self.tvfs.len()),
+            input,
+            time_column,
+            kind,
+            line: loc.line,
+            statement: self.statements.len(),
+        })
+    }
+}
+
+enum DdlError {
+    Parser(ParserError),
+    Flowline(Error),
+}
+
+impl From<ParserError> for DdlError {
+    fn from(e: ParserError) -> Self {
+        DdlError::Parser(e)
+    }
+}
+
+fn create_table(p: &mut Parser<'_>, line: u64) -> Result<TableDef, DdlError> {
+    let _ = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+    let name = parse_name(p)?;
+    let mut table = TableDef {
+        name: name.clone(),
+        columns: vec![],
+        watermark: None,
+        primary_key: vec![],
+        options: BTreeMap::new(),
+        line,
+    };
+    let user = |m: String| DdlError::Flowline(Error::Plan(format!("line {line}: table `{name}`: {m}")));
+    let mut watermark: Option<(String, Expr)> = None;
+    if p.consume_token(&Token::LParen) {
+        loop {
+            if is_word(Some(&p.peek_token().token), "WATERMARK") {
+                p.next_token();
+                p.expect_keyword(Keyword::FOR)?;
+                let col = p.parse_identifier()?.value;
+                p.expect_keyword(Keyword::AS)?;
+                watermark = Some((col, p.parse_expr()?));
+            } else if p.parse_keyword(Keyword::CONSTRAINT) || p.peek_keyword(Keyword::PRIMARY) {
+                if !p.peek_keyword(Keyword::PRIMARY) {
+                    p.parse_identifier()?;
+                }
+                p.expect_keywords(&[Keyword::PRIMARY, Keyword::KEY])?;
+                p.expect_token(&Token::LParen)?;
+                table.primary_key = p.parse_comma_separated(|p| Ok(p.parse_identifier()?.value))?;
+                p.expect_token(&Token::RParen)?;
+                let _ = p.parse_keywords(&[Keyword::NOT, Keyword::ENFORCED]);
+            } else {
+                let col = p.parse_identifier()?.value;
+                if p.peek_keyword(Keyword::AS) {
+                    return Err(DdlError::Flowline(Error::Unsupported {
+                        construct: format!("computed column `{col}` in table `{name}` (line {line})"),
+                        mode: "any".into(),
+                        hint: "compute it in a view or in the SELECT".into(),
+                    }));
+                }
+                let ty = p.parse_data_type()?;
+                let data_type = parse_type(&ty.to_string()).ok_or_else(|| {
+                    user(format!("column `{col}` has unsupported type {ty}"))
+                })?;
+                let mut nullable = true;
+                if p.parse_keywords(&[Keyword::NOT, Keyword::NULL]) {
+                    nullable = false;
+                } else {
+                    let _ = p.parse_keyword(Keyword::NULL);
+                }
+                if table.columns.iter().any(|c| c.name.eq_ignore_ascii_case(&col)) {
+                    return Err(user(format!("column `{col}` is declared twice")));
+                }
+                table.columns.push(ColumnDef {
+                    name: col,
+                    data_type,
+                    nullable,
+                });
+            }
+            if p.consume_token(&Token::Comma) {
+                continue;
+            }
+            p.expect_token(&Token::RParen)?;
+            break;
+        }
+    }
+    if p.parse_keyword(Keyword::COMMENT) {
+        p.parse_literal_string()?;
+    }
+    if p.parse_keywords(&[Keyword::PARTITIONED, Keyword::BY]) {
+        p.expect_token(&Token::LParen)?;
+        let cols = p.parse_comma_separated(|p| Ok(p.parse_identifier()?.value))?;
+        p.expect_token(&Token::RParen)?;
+        table.options.insert("partition-by".into(), cols.join(","));
+    }
+    p.expect_keyword(Keyword::WITH)?;
+    p.expect_token(&Token::LParen)?;
+    loop {
+        let key = parse_key(p)?.to_ascii_lowercase();
+        p.expect_token(&Token::Eq)?;
+        let value = match p.next_token() {
+            TokenWithSpan {
+                token: Token::SingleQuotedString(s) | Token::Number(s, _),
+                ..
+            } => s,
+            other => p.expected("a quoted option value", other)?,
+        };
+        if table.options.insert(key.clone(), value).is_some() {
+            return Err(user(format!("option '{key}' is given twice")));
+        }
+        if !p.consume_token(&Token::Comma) {
+            break;
+        }
+    }
+    p.expect_token(&Token::RParen)?;
+
+    if let Some((column, expr)) = watermark {
+        let Some(col) = table
+            .columns
+            .iter()
+            .find(|c| c.name.eq_ignore_ascii_case(&column))
+        else {
+            return Err(user(format!(
+                "WATERMARK FOR `{column}`: no such column (columns: {})",
+                column_list(&table)
+            )));
+        };
+        if !matches!(col.data_type, arrow::datatypes::DataType::Timestamp(..)) {
+            return Err(user(format!(
+                "WATERMARK FOR `{column}`: the column must be a TIMESTAMP, it is {}",
+                col.data_type
+            )));
+        }
+        let is_col = |e: &Expr| match e {
+            Expr::Identifier(id) => id.value.eq_ignore_ascii_case(&column),
+            _ => false,
+        };
+        let delay_ms = match &expr {
+            e if is_col(e) => 0,
+            Expr::BinaryOp {
+                left,
+                op: BinaryOperator::Minus,
+                right,
+            } if is_col(left) => interval_ms(right).filter(|ms| *ms >= 0).ok_or_else(|| {
+                user(format!(
+                    "watermark delay must be an interval such as INTERVAL '5' SECOND, found `{right}`"
+                ))
+            })?,
+            other => {
+                return Err(user(format!(
+                    "unsupported watermark expression `{other}`: use `{column}` or `{column} - INTERVAL '5' SECOND`"
+                )))
+            }
+        };
+        table.watermark = Some(WatermarkDef {
+            column: col.name.clone(),
+            delay_ms,
+        });
+    }
+    for key in &table.primary_key {
+        if !table.columns.iter().any(|c| c.name.eq_ignore_ascii_case(key)) {
+            return Err(user(format!("PRIMARY KEY column `{key}` is not declared")));
+        }
+    }
+    Ok(table)
+}
+
+fn column_list(t: &TableDef) -> String {
+    t.columns
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `'a.b'` or `a.b`.
+fn parse_key(p: &mut Parser<'_>) -> Result<String, ParserError> {
+    match p.peek_token().token {
+        Token::SingleQuotedString(s) => {
+            p.next_token();
+            Ok(s)
+        }
+        _ => {
+            let mut parts = vec![p.parse_identifier()?.value];
+            while p.consume_token(&Token::Period) {
+                parts.push(p.parse_identifier()?.value);
+            }
+            Ok(parts.join("."))
+        }
+    }
+}
+
+fn parse_name(p: &mut Parser<'_>) -> Result<String, ParserError> {
+    let mut parts = vec![p.parse_identifier()?.value];
+    while p.consume_token(&Token::Period) {
+        parts.push(p.parse_identifier()?.value);
+    }
+    // Catalog and database qualifiers are accepted and ignored: a pipeline has one namespace.
+    Ok(parts.pop().unwrap_or_default())
+}
+
+fn is_space(t: &Token) -> bool {
+    matches!(t, Token::Whitespace(_))
+}
+
+fn word(t: Option<&Token>) -> Option<String> {
+    match t {
+        Some(Token::Word(w)) if w.quote_style.is_none() => Some(w.value.clone()),
+        _ => None,
+    }
+}
+
+fn is_word(t: Option<&Token>, w: &str) -> bool {
+    word(t).is_some_and(|v| v.eq_ignore_ascii_case(w))
+}
+
+fn syntax_at(message: &str, loc: Location) -> Error {
+    Error::Syntax {
+        message: message.to_string(),
+        line: loc.line,
+        column: loc.column,
+    }
+}
+
+/// Turns a sqlparser error into [`Error::Syntax`], taking the position from its message
+/// (`... at Line: 3, Column: 14`) or else the statement start.
+fn syntax(e: ParserError, fallback: Location) -> Error {
+    let msg = match e {
+        ParserError::ParserError(m) | ParserError::TokenizerError(m) => m,
+        ParserError::RecursionLimitExceeded => "statement nested too deeply".to_string(),
+    };
+    if let Some(i) = msg.rfind(" at Line: ") {
+        let pos = &msg[i + " at Line: ".len()..];
+        let mut it = pos.split(", Column: ");
+        let line = it.next().and_then(|l| l.trim().parse().ok());
+        let column = it.next().and_then(|c| c.trim().parse().ok());
+        if let (Some(line), Some(column)) = (line, column) {
+            return Error::Syntax {
+                message: msg[..i].to_string(),
+                line,
+                column,
+            };
+        }
+    }
+    Error::Syntax {
+        message: msg,
+        line: fallback.line,
+        column: fallback.column,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::datatypes::{DataType, TimeUnit};
+
+    const ORDERS: &str = "
+-- a comment
+SET 'execution.mode' = 'stream';
+CREATE TABLE orders (
+  order_id BIGINT NOT NULL,
+  store_id VARCHAR,
+  amount DECIMAL(10,2),
+  event_time TIMESTAMP(3),
+  WATERMARK FOR event_time AS event_time - INTERVAL '5' MINUTE,
+  PRIMARY KEY (order_id) NOT ENFORCED
+) WITH ('connector' = 'files', 'path' = 'data/orders/', 'format' = 'csv');
+CREATE TABLE out WITH ('connector' = 'print');
+INSERT INTO out
+SELECT window_start, store_id, SUM(amount) AS revenue
+FROM TABLE(TUMBLE(TABLE orders, DESCRIPTOR(event_time), INTERVAL '1' HOUR))
+GROUP BY window_start, window_end, store_id;
+";
+
+    #[test]
+    fn parses_flink_ddl() {
+        let def = PipelineDef::parse(ORDERS).unwrap();
+        assert_eq!(def.settings["execution.mode"], "stream");
+        let orders = def.table("orders").unwrap();
+        assert_eq!(orders.columns.len(), 4);
+        assert!(!orders.columns[0].nullable);
+        assert_eq!(orders.columns[2].data_type, DataType::Decimal128(10, 2));
+        assert_eq!(
+            orders.columns[3].data_type,
+            DataType::Timestamp(TimeUnit::Millisecond, None)
+        );
+        assert_eq!(
+            orders.watermark,
+            Some(WatermarkDef {
+                column: "event_time".into(),
+                delay_ms: 300_000
+            })
+        );
+        assert_eq!(orders.primary_key, vec!["order_id"]);
+        assert_eq!(orders.option("path"), Some("data/orders/"));
+        assert_eq!(orders.line, 4);
+        assert!(def.table("out").unwrap().columns.is_empty());
+        assert_eq!(def.statements.len(), 1);
+        assert_eq!(
+            def.tvfs,
+            vec![TvfCall {
+                name: "__flowline_window_0".into(),
+                input: "orders".into(),
+                time_column: "event_time".into(),
+                kind: WindowKind::Tumble { size: 3_600_000 },
+                line: 15,
+                statement: 0,
+            }]
+        );
+        let Statement::Insert { sink, query, line } = &def.statements[0] else {
+            panic!()
+        };
+        assert_eq!(sink, "out");
+        assert_eq!(*line, 12);
+        assert!(query.to_string().contains("FROM __flowline_window_0"));
+    }
+
+    #[test]
+    fn hop_takes_slide_then_size_and_named_args() {
+        let def = PipelineDef::parse(
+            "INSERT INTO o SELECT * FROM TABLE(HOP(TABLE t, DESCRIPTOR(ts), INTERVAL '5' MINUTE, INTERVAL '1' HOUR)) AS w;
+             INSERT INTO o SELECT * FROM TABLE(TUMBLE(DATA => TABLE t, TIMECOL => DESCRIPTOR(ts), SIZE => INTERVAL '10' SECONDS))",
+        )
+        .unwrap();
+        assert_eq!(
+            def.tvfs[0].kind,
+            WindowKind::Hop {
+                size: 3_600_000,
+                slide: 300_000
+            }
+        );
+        assert_eq!(def.tvfs[1].kind, WindowKind::Tumble { size: 10_000 });
+        assert_eq!(def.tvfs[1].statement, 1);
+    }
+
+    #[test]
+    fn syntax_errors_have_file_positions() {
+        let err = PipelineDef::parse("SET 'a' = 'b';\n\nINSERT INTO o SELEC x FROM t;").unwrap_err();
+        match err {
+            Error::Syntax { line, column, .. } => {
+                assert_eq!(line, 3);
+                assert_eq!(column, 15);
+            }
+            other => panic!("{other:?}"),
+        }
+        let err = PipelineDef::parse("CREATE TABLE t (\n  a BIGINT,\n  b BIGINT BOGUS\n) WITH ('connector'='files')")
+            .unwrap_err();
+        assert!(matches!(err, Error::Syntax { line: 3, .. }), "{err}");
+        let err = PipelineDef::parse("CREATE TABLE t (a MAP<STRING,INT>) WITH ('connector'='files')").unwrap_err();
+        assert!(err.to_string().contains("unsupported type"), "{err}");
+    }
+
+    #[test]
+    fn bad_watermarks_are_explained() {
+        let err = PipelineDef::parse(
+            "CREATE TABLE t (a BIGINT, WATERMARK FOR ts AS ts) WITH ('connector'='files')",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("no such column"), "{err}");
+        let err = PipelineDef::parse(
+            "CREATE TABLE t (a BIGINT, WATERMARK FOR a AS a) WITH ('connector'='files')",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("must be a TIMESTAMP"), "{err}");
+    }
+
+    #[test]
+    fn session_windows_are_named_as_unsupported() {
+        let err = PipelineDef::parse(
+            "INSERT INTO o SELECT * FROM TABLE(SESSION(TABLE t, DESCRIPTOR(ts), INTERVAL '5' MINUTE))",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("SESSION"), "{err}");
+    }
+}
