@@ -1,1 +1,185 @@
-fn main() {}
+//! `flowline`: run SQL pipelines as batch or stream, inspect their runs and rejects, generate
+//! example data, benchmark.
+
+mod bench;
+mod generate;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use flowline_runtime::{manifest, rejects, Mode, OpenedPipeline, RunOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "flowline",
+    version,
+    about = "One SQL pipeline, as batch or as stream, with the same answer"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct PipelineArgs {
+    /// The pipeline file (Flink SQL).
+    pipeline: PathBuf,
+    /// batch or stream (default: the file's `SET 'execution.mode'`, else batch).
+    #[arg(long)]
+    mode: Option<Mode>,
+    /// Rows per batch read from a source (default: 65536 in batch, 1024 in stream mode).
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Where rejected rows go (default: <state dir>/rejects.jsonl).
+    #[arg(long)]
+    rejects: Option<PathBuf>,
+    /// Where the manifest and rejects live (default: .flowline/<pipeline name>/ beside the file).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+}
+
+impl PipelineArgs {
+    fn options(&self) -> RunOptions {
+        RunOptions {
+            mode: self.mode,
+            batch_size: self.batch_size,
+            rejects_path: self.rejects.clone(),
+            state_dir: self.state_dir.clone(),
+            stdout: None,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a pipeline: read its sources, write its sinks, append a manifest record.
+    Run {
+        #[command(flatten)]
+        args: PipelineArgs,
+        /// Do not print the end-of-run summary.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Show how each INSERT of a pipeline runs, without reading any data.
+    Explain {
+        #[command(flatten)]
+        args: PipelineArgs,
+    },
+    /// List the runs of a pipeline from its manifest.
+    Runs {
+        #[command(flatten)]
+        args: PipelineArgs,
+        /// Print the raw JSON records.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the rejected rows of a pipeline (by default of its last run).
+    Rejects {
+        #[command(flatten)]
+        args: PipelineArgs,
+        /// A run id, or `all`.
+        #[arg(long)]
+        run: Option<String>,
+    },
+    /// Generate example data.
+    Generate {
+        #[command(subcommand)]
+        what: generate::Dataset,
+    },
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        what: bench::Bench,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Run { args, quiet } => {
+            let pipeline = OpenedPipeline::open(&args.pipeline, args.options()).await?;
+            let report = pipeline.run().await?;
+            if !quiet {
+                eprint!("{}", report.summary());
+            }
+        }
+        Command::Explain { args } => {
+            let pipeline = OpenedPipeline::open(&args.pipeline, args.options()).await?;
+            print!("{}", pipeline.explain());
+        }
+        Command::Runs { args, json } => {
+            let pipeline = OpenedPipeline::open(&args.pipeline, args.options()).await?;
+            let records = manifest::read(&pipeline.manifest_path)?;
+            if json {
+                for r in &records {
+                    println!("{r}");
+                }
+            } else {
+                print_runs(&records);
+            }
+        }
+        Command::Rejects { args, run } => {
+            let pipeline = OpenedPipeline::open(&args.pipeline, args.options()).await?;
+            let run = match run.as_deref() {
+                Some("all") => None,
+                Some(id) => Some(id.to_string()),
+                None => manifest::read(&pipeline.manifest_path)?
+                    .last()
+                    .and_then(|r| r["run_id"].as_str().map(str::to_string)),
+            };
+            for r in rejects::read_rejects(&pipeline.rejects_path, run.as_deref())? {
+                println!("{r}");
+            }
+        }
+        Command::Generate { what } => what.run().context("generating data")?,
+        Command::Bench { what } => what.run().await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_runs(records: &[serde_json::Value]) {
+    println!(
+        "{:<30} {:<7} {:<7} {:>9} {:>10} {:>10} {:>9}  error",
+        "run", "mode", "status", "ms", "read", "written", "rejected"
+    );
+    let sum = |v: &serde_json::Value| -> u64 {
+        v.as_object()
+            .map(|o| o.values().filter_map(|x| x.as_u64()).sum())
+            .unwrap_or(0)
+    };
+    for r in records {
+        println!(
+            "{:<30} {:<7} {:<7} {:>9} {:>10} {:>10} {:>9}  {}",
+            r["run_id"].as_str().unwrap_or("?"),
+            r["mode"].as_str().unwrap_or("?"),
+            r["status"].as_str().unwrap_or("?"),
+            r["duration_ms"].as_u64().unwrap_or(0),
+            sum(&r["rows_read"]),
+            sum(&r["rows_written"]),
+            sum(&r["rejects"]),
+            r["error"].as_str().unwrap_or(""),
+        );
+    }
+}

@@ -56,7 +56,10 @@ impl Failures {
 
 /// Whether `dt` is a string type (an empty text field is a value, not NULL, for these).
 pub(crate) fn is_string_type(dt: &DataType) -> bool {
-    matches!(dt, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+    matches!(
+        dt,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+    )
 }
 
 fn is_time_type(dt: &DataType) -> bool {
@@ -255,14 +258,16 @@ impl Converter {
         let mut converted = Vec::with_capacity(columns.len());
         for (input, field) in columns.iter().zip(self.schema.fields()) {
             let target = field.data_type();
-            let out = self.convert_column(input, target).map_err(|e| Error::Input {
-                path: path.to_path_buf(),
-                message: format!(
-                    "column `{}`: cannot convert {} to {target}: {e}",
-                    field.name(),
-                    input.data_type()
-                ),
-            })?;
+            let out = self
+                .convert_column(input, target)
+                .map_err(|e| Error::Input {
+                    path: path.to_path_buf(),
+                    message: format!(
+                        "column `{}`: cannot convert {} to {target}: {e}",
+                        field.name(),
+                        input.data_type()
+                    ),
+                })?;
             if out.logical_null_count() > input.logical_null_count() {
                 let in_nulls = input.logical_nulls();
                 let out_nulls = out.logical_nulls();

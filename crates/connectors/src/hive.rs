@@ -76,7 +76,15 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        for v in ["2026-03-17T10:00:00", "a/b=c%d\\e#f?g", "plain", "", "é:\n", "%", "%4"] {
+        for v in [
+            "2026-03-17T10:00:00",
+            "a/b=c%d\\e#f?g",
+            "plain",
+            "",
+            "é:\n",
+            "%",
+            "%4",
+        ] {
             assert_eq!(decode(&encode(v)), v, "value {v:?}");
         }
         assert_eq!(encode("10:00"), "10%3A00");

@@ -242,7 +242,8 @@ impl Sink for PrintSink {
         }
         match self.format {
             PrintFormat::Table => {
-                let table = arrow::util::pretty::pretty_format_batches(std::slice::from_ref(batch))?;
+                let table =
+                    arrow::util::pretty::pretty_format_batches(std::slice::from_ref(batch))?;
                 writeln!(self.out, "{table}").map_err(Self::io)?;
             }
             PrintFormat::Json => {
@@ -358,6 +359,8 @@ struct FileSink {
     /// Positions of the other columns, and their schema (what goes into the files).
     data_cols: Vec<usize>,
     data_schema: SchemaRef,
+    /// Number of columns of the written rows.
+    columns: usize,
     /// Open writers by partition folder (`a=1/b=x`; empty when unpartitioned).
     writers: BTreeMap<String, PartWriter>,
     rows: u64,
@@ -409,7 +412,13 @@ impl FileSink {
         check_creatable(&root)?;
         let safe_run_id: String = run_id
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         let staging = root.join(format!(".staging-{safe_run_id}"));
         if staging.exists() {
@@ -425,6 +434,7 @@ impl FileSink {
             partition_cols,
             data_cols,
             data_schema,
+            columns: names.len(),
             writers: BTreeMap::new(),
             rows: 0,
             committed: false,
@@ -458,7 +468,10 @@ impl FileSink {
             .iter()
             .map(|&i| Arc::clone(batch.column(i)))
             .collect();
-        Ok(RecordBatch::try_new(Arc::clone(&self.data_schema), columns)?)
+        Ok(RecordBatch::try_new(
+            Arc::clone(&self.data_schema),
+            columns,
+        )?)
     }
 
     /// Moves the staged files into place.
@@ -494,8 +507,7 @@ impl FileSink {
                 published.push(file_name.clone());
                 files.push((target, *rows));
             }
-            let entries =
-                fs::read_dir(&self.root).map_err(|e| Error::io("read", &self.root, e))?;
+            let entries = fs::read_dir(&self.root).map_err(|e| Error::io("read", &self.root, e))?;
             for entry in entries {
                 let entry = entry.map_err(|e| Error::io("read", &self.root, e))?;
                 let name = entry.file_name().to_string_lossy().into_owned();
@@ -561,6 +573,13 @@ impl Sink for FileSink {
     fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         if self.committed {
             return Err(Error::Internal("write after commit".into()));
+        }
+        if batch.num_columns() != self.columns {
+            return Err(Error::Internal(format!(
+                "sink got a batch of {} columns, expected {}",
+                batch.num_columns(),
+                self.columns
+            )));
         }
         let data = self.data_batch(batch)?;
         if self.partition_cols.is_empty() {

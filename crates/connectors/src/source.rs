@@ -1,6 +1,7 @@
 //! File sources (`connector = 'files'`): list the files under a path, then decode each file
 //! (CSV, JSON lines or Parquet) into batches of the declared schema plus rejects.
 
+use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -108,11 +109,7 @@ impl FileSource {
             }
         }
         if format != FileFormat::Parquet {
-            if let Some(c) = def
-                .columns
-                .iter()
-                .find(|c| !text_convertible(&c.data_type))
-            {
+            if let Some(c) = def.columns.iter().find(|c| !text_convertible(&c.data_type)) {
                 return Err(Error::option(
                     &def.name,
                     format!(
@@ -296,14 +293,12 @@ impl FileSource {
                     ))
                 } else {
                     sources.iter().zip(fields).find_map(|(s, f)| match s {
-                        ColumnSource::Field(i) => std::str::from_utf8(&record[*i])
-                            .err()
-                            .map(|e| {
-                                (
-                                    RejectReason::BadValue,
-                                    format!("column `{}`: invalid UTF-8: {e}", f.name()),
-                                )
-                            }),
+                        ColumnSource::Field(i) => std::str::from_utf8(&record[*i]).err().map(|e| {
+                            (
+                                RejectReason::BadValue,
+                                format!("column `{}`: invalid UTF-8: {e}", f.name()),
+                            )
+                        }),
                         _ => None,
                     })
                 };
@@ -410,16 +405,17 @@ impl FileSource {
                 })
             };
             // A nested value only fits a string column.
-            let nested = fields.iter().zip(&is_string).find_map(|(f, s)| {
-                match lookup(f.name()) {
+            let nested = fields
+                .iter()
+                .zip(&is_string)
+                .find_map(|(f, s)| match lookup(f.name()) {
                     Some(v @ (Value::Array(_) | Value::Object(_))) if !s => Some(format!(
                         "column `{}`: cannot convert {v} to {}",
                         f.name(),
                         f.data_type()
                     )),
                     _ => None,
-                }
-            });
+                });
             if let Some(detail) = nested {
                 batch.failures.set(row, RejectReason::BadValue, detail);
                 batch.append_nulls();
@@ -540,20 +536,17 @@ impl FileSource {
                     }
                     ColumnSource::Partition(v) => match &constants[c] {
                         Some(scalar) => scalar.to_array_of_size(n)?,
-                        None => Arc::new(StringArray::from_iter(std::iter::repeat_n(
-                            v.as_deref(),
-                            n,
-                        ))),
+                        None => {
+                            Arc::new(StringArray::from_iter(std::iter::repeat_n(v.as_deref(), n)))
+                        }
                     },
                 });
             }
-            let decoded = self.converter.finish(
-                columns,
-                n,
-                Failures::default(),
-                &file.path,
-                &mut |row| (rows_before + row as u64 + 1, row_as_json(&batch, row)),
-            )?;
+            let decoded =
+                self.converter
+                    .finish(columns, n, Failures::default(), &file.path, &mut |row| {
+                        (rows_before + row as u64 + 1, row_as_json(&batch, row))
+                    })?;
             rows_before += n as u64;
             emit(decoded)?;
         }
@@ -600,7 +593,10 @@ impl TextBatch {
         let failures = std::mem::take(&mut self.failures);
         converter.finish(columns, rows, failures, path, &mut |row| {
             let (line, start, end) = spans[row];
-            (line, String::from_utf8_lossy(&body[start..end]).into_owned())
+            (
+                line,
+                String::from_utf8_lossy(&body[start..end]).into_owned(),
+            )
         })
     }
 }
@@ -651,7 +647,8 @@ fn list_files(root: &Path) -> Result<Vec<SourceFile>> {
     if meta.is_file() {
         files.push(source_file(root.to_path_buf(), &meta, Vec::new()));
     } else {
-        walk(root, &mut Vec::new(), &mut files)?;
+        let mut visited = HashSet::new();
+        walk(root, &mut Vec::new(), &mut visited, &mut files)?;
         files.sort_by(|a, b| a.path.cmp(&b.path));
     }
     Ok(files)
@@ -660,8 +657,15 @@ fn list_files(root: &Path) -> Result<Vec<SourceFile>> {
 fn walk(
     dir: &Path,
     partitions: &mut Vec<(String, String)>,
+    visited: &mut HashSet<PathBuf>,
     files: &mut Vec<SourceFile>,
 ) -> Result<()> {
+    // A symbolic link back to a folder being read would otherwise loop forever.
+    if let Ok(real) = fs::canonicalize(dir) {
+        if !visited.insert(real) {
+            return Ok(());
+        }
+    }
     let entries = fs::read_dir(dir).map_err(|e| Error::io("read", dir, e))?;
     for entry in entries {
         let entry = entry.map_err(|e| Error::io("read", dir, e))?;
@@ -680,7 +684,7 @@ fn walk(
                 }
                 None => false,
             };
-            walk(&path, partitions, files)?;
+            walk(&path, partitions, visited, files)?;
             if pushed {
                 partitions.pop();
             }
@@ -691,7 +695,11 @@ fn walk(
     Ok(())
 }
 
-fn source_file(path: PathBuf, meta: &fs::Metadata, partitions: Vec<(String, String)>) -> SourceFile {
+fn source_file(
+    path: PathBuf,
+    meta: &fs::Metadata,
+    partitions: Vec<(String, String)>,
+) -> SourceFile {
     let modified = meta
         .modified()
         .map(chrono::DateTime::<chrono::Utc>::from)

@@ -99,7 +99,16 @@ fn partitioned_sink_replaces_only_the_partitions_it_writes() {
     let paths: Vec<_> = commit
         .files
         .iter()
-        .map(|f| (Path::new(&f.path).strip_prefix(&root).unwrap().display().to_string(), f.rows))
+        .map(|f| {
+            (
+                Path::new(&f.path)
+                    .strip_prefix(&root)
+                    .unwrap()
+                    .display()
+                    .to_string(),
+                f.rows,
+            )
+        })
         .collect();
     assert_eq!(
         paths,
@@ -114,7 +123,10 @@ fn partitioned_sink_replaces_only_the_partitions_it_writes() {
     let first = snapshot(&root);
     assert_eq!(
         first.keys().cloned().collect::<Vec<_>>(),
-        vec!["day=2026-03-16/part-00000.csv", "day=2026-03-17/part-00000.csv"]
+        vec![
+            "day=2026-03-16/part-00000.csv",
+            "day=2026-03-17/part-00000.csv"
+        ]
     );
     assert_eq!(
         String::from_utf8_lossy(&first["day=2026-03-17/part-00000.csv"]),
@@ -132,7 +144,10 @@ fn partitioned_sink_replaces_only_the_partitions_it_writes() {
     let second = snapshot(&root);
     assert_eq!(
         second.keys().cloned().collect::<Vec<_>>(),
-        vec!["day=2026-03-16/part-00000.csv", "day=2026-03-17/part-00000.csv"],
+        vec![
+            "day=2026-03-16/part-00000.csv",
+            "day=2026-03-17/part-00000.csv"
+        ],
         "the written partition is replaced as a whole, staging leftovers are gone"
     );
     assert_eq!(
@@ -179,7 +194,12 @@ fn unpartitioned_sink_is_replaced_as_a_whole() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("out/table");
     let def = files_sink("csv", None);
-    let commit = run(&def, dir.path(), "a", &[rows(&[D16, D17], &["x", "y"], &[1, 2])]);
+    let commit = run(
+        &def,
+        dir.path(),
+        "a",
+        &[rows(&[D16, D17], &["x", "y"], &[1, 2])],
+    );
     assert_eq!(commit.rows, 2);
     assert_eq!(commit.files.len(), 1);
     assert_eq!(
@@ -191,7 +211,11 @@ fn unpartitioned_sink_is_replaced_as_a_whole() {
         "day,city,n\n2026-03-16,x,1\n2026-03-17,y,2\n"
     );
     // An older run wrote more files; a non-data file is left alone.
-    std::fs::write(root.join("part-00001.csv"), "day,city,n\n2026-01-01,old,0\n").unwrap();
+    std::fs::write(
+        root.join("part-00001.csv"),
+        "day,city,n\n2026-01-01,old,0\n",
+    )
+    .unwrap();
     std::fs::write(root.join("README"), "keep").unwrap();
 
     // A run that writes nothing leaves an empty table that still has its header.
@@ -208,8 +232,16 @@ fn unpartitioned_sink_is_replaced_as_a_whole() {
 
     let source_def = table(
         "back",
-        &[("day", DataType::Date32), ("city", DataType::Utf8), ("n", DataType::Int64)],
-        &[("connector", "files"), ("path", "out/table/part-00000.csv"), ("format", "csv")],
+        &[
+            ("day", DataType::Date32),
+            ("city", DataType::Utf8),
+            ("n", DataType::Int64),
+        ],
+        &[
+            ("connector", "files"),
+            ("path", "out/table/part-00000.csv"),
+            ("format", "csv"),
+        ],
     );
     let (batch, rejects) = read_all(&open(&source_def, dir.path()), 10);
     assert_eq!(batch.num_rows(), 0);
@@ -226,7 +258,11 @@ fn unpartitioned_sink_is_replaced_as_a_whole() {
     let source_def = table(
         "back",
         &[("day", DataType::Date32), ("n", DataType::Int64)],
-        &[("connector", "files"), ("path", "out/table"), ("format", "parquet")],
+        &[
+            ("connector", "files"),
+            ("path", "out/table"),
+            ("format", "parquet"),
+        ],
     );
     let source = open(&source_def, dir.path());
     assert_eq!(source.files().len(), 2); // README is a file too, but it is not read here
@@ -245,7 +281,8 @@ fn abandoned_sink_leaves_no_staging() {
     let dir = tempfile::tempdir().unwrap();
     let def = files_sink("json", None);
     {
-        let mut sink = open_sink(&def, schema(), dir.path(), "x", Box::new(std::io::sink())).unwrap();
+        let mut sink =
+            open_sink(&def, schema(), dir.path(), "x", Box::new(std::io::sink())).unwrap();
         sink.write(&rows(&[D16], &["a"], &[1])).unwrap();
         assert!(dir.path().join("out/table/.staging-x").exists());
     }
@@ -267,21 +304,36 @@ fn all_types() -> RecordBatch {
         schema,
         vec![
             Arc::new(Int64Array::from(vec![Some(1), None, Some(3), Some(4)])) as ArrayRef,
-            Arc::new(Float64Array::from(vec![Some(1.5), Some(-2.25), None, Some(1e10)])),
+            Arc::new(Float64Array::from(vec![
+                Some(1.5),
+                Some(-2.25),
+                None,
+                Some(1e10),
+            ])),
             Arc::new(StringArray::from(vec![
                 "plain",
                 "with, comma",
                 "quote \" and\nnewline",
                 "ünïcode",
             ])),
-            Arc::new(BooleanArray::from(vec![Some(true), Some(false), None, Some(true)])),
+            Arc::new(BooleanArray::from(vec![
+                Some(true),
+                Some(false),
+                None,
+                Some(true),
+            ])),
             Arc::new(TimestampMillisecondArray::from(vec![
                 Some(1_773_741_600_000),
                 Some(1_773_741_600_123),
                 None,
                 Some(0),
             ])),
-            Arc::new(Date32Array::from(vec![Some(20529), None, Some(0), Some(-1)])),
+            Arc::new(Date32Array::from(vec![
+                Some(20529),
+                None,
+                Some(0),
+                Some(-1),
+            ])),
             Arc::new(
                 Decimal128Array::from(vec![Some(1250), Some(-1), None, Some(99_999_999)])
                     .with_precision_and_scale(10, 2)
@@ -330,7 +382,11 @@ fn round_trip_sink_to_source() {
             let source_def = table(
                 "back",
                 &columns,
-                &[("connector", "files"), ("path", "out/table"), ("format", format)],
+                &[
+                    ("connector", "files"),
+                    ("path", "out/table"),
+                    ("format", format),
+                ],
             );
             let source = open(&source_def, dir.path());
             let (batch, rejects) = read_all(&source, 3);
@@ -353,7 +409,10 @@ fn sink_option_errors() {
 
     let def = table("s", &[], &[("connector", "kafka")]);
     let msg = validate_sink_options(&def).unwrap_err().to_string();
-    assert!(msg.contains("'kafka'") && msg.contains("'files', 'print'"), "{msg}");
+    assert!(
+        msg.contains("'kafka'") && msg.contains("'files', 'print'"),
+        "{msg}"
+    );
     assert!(open(&def).is_err());
 
     let def = files_sink("csv", Some("day,nope"));
@@ -361,12 +420,18 @@ fn sink_option_errors() {
     let err = open(&def).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, Error::Option { .. }));
-    assert!(msg.contains("`nope`") && msg.contains("day, city, n"), "{msg}");
+    assert!(
+        msg.contains("`nope`") && msg.contains("day, city, n"),
+        "{msg}"
+    );
 
     let mut def = files_sink("csv", None);
     def.options.insert("compression".into(), "gzip".into());
     let msg = validate_sink_options(&def).unwrap_err().to_string();
-    assert!(msg.contains("`compression`") && msg.contains("'partition-by'"), "{msg}");
+    assert!(
+        msg.contains("`compression`") && msg.contains("'partition-by'"),
+        "{msg}"
+    );
 
     let def = files_sink("avro", None);
     let msg = validate_sink_options(&def).unwrap_err().to_string();
@@ -374,7 +439,10 @@ fn sink_option_errors() {
 
     let def = table("p", &[], &[("connector", "print"), ("format", "xml")]);
     let msg = validate_sink_options(&def).unwrap_err().to_string();
-    assert!(msg.contains("'xml'") && msg.contains("'table', 'json'"), "{msg}");
+    assert!(
+        msg.contains("'xml'") && msg.contains("'table', 'json'"),
+        "{msg}"
+    );
 
     // A file where a folder must go.
     std::fs::write(dir.path().join("blocker"), "x").unwrap();
@@ -382,7 +450,11 @@ fn sink_option_errors() {
     let def = table(
         "s",
         &[],
-        &[("connector", "files"), ("path", path.to_str().unwrap()), ("format", "csv")],
+        &[
+            ("connector", "files"),
+            ("path", path.to_str().unwrap()),
+            ("format", "csv"),
+        ],
     );
     let err = validate_sink_options(&def).unwrap_err();
     assert!(matches!(err, Error::Io { .. }), "{err:?}");

@@ -6,9 +6,8 @@ use std::fs::File;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Date32Array, Decimal128Array, Float64Array,
-    Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
-    TimestampMillisecondArray,
+    Array, ArrayRef, AsArray, BooleanArray, Date32Array, Decimal128Array, Float64Array, Int32Array,
+    Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray, TimestampMillisecondArray,
 };
 use arrow::datatypes::{
     DataType, Date32Type, Field, Float64Type, Int32Type, Int64Type, Schema, TimeUnit,
@@ -96,11 +95,7 @@ fn csv_good_rows_and_every_kind_of_reject() {
     assert_eq!(
         got,
         vec![
-            (
-                RejectReason::BadValue,
-                3,
-                "2,abc,2026-03-17 10:01:00,bob"
-            ),
+            (RejectReason::BadValue, 3, "2,abc,2026-03-17 10:01:00,bob"),
             (RejectReason::BadTimestamp, 4, "3,1.00,not-a-time,carol"),
             (RejectReason::MalformedCsv, 5, "4,2.00,2026-03-17 10:02:00"),
             (RejectReason::MissingEventTime, 6, "5,3.00,,dave"),
@@ -216,7 +211,11 @@ fn csv_empty_string_field_is_null_only_when_null_literal_is_explicit() {
     let mut def = table(
         "t",
         &[("s", DataType::Utf8), ("n", DataType::Int32)],
-        &[("connector", "files"), ("path", "in.csv"), ("format", "csv")],
+        &[
+            ("connector", "files"),
+            ("path", "in.csv"),
+            ("format", "csv"),
+        ],
     );
     let (batch, rejects) = read_all(&open(&def, dir.path()), 10);
     assert!(rejects.is_empty());
@@ -250,7 +249,8 @@ fn csv_quoted_newlines_keep_line_numbers_right() {
             "y,\"multi",
             "line\"",
             "",
-            "5,last",
+            "z,last",
+            "",
         ];
         write(&dir.path().join("q.csv"), &lines.join(newline));
         let def = table(
@@ -266,7 +266,7 @@ fn csv_quoted_newlines_keep_line_numbers_right() {
         let (batch, rejects) = read_all(&open(&def, dir.path()), 2);
         assert_eq!(
             batch.column(0).as_primitive::<Int32Type>(),
-            &Int32Array::from(vec![1, 3, 5])
+            &Int32Array::from(vec![1, 3])
         );
         assert_eq!(
             batch.column(1).as_string::<i32>().value(0),
@@ -281,6 +281,7 @@ fn csv_quoted_newlines_keep_line_numbers_right() {
             vec![
                 (4, "x,after".to_string()),
                 (6, format!("y,\"multi{newline}line\"")),
+                (9, "z,last".to_string()),
             ],
             "newline {newline:?}"
         );
@@ -290,7 +291,10 @@ fn csv_quoted_newlines_keep_line_numbers_right() {
 #[test]
 fn csv_header_is_matched_by_name_and_missing_column_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
-    write(&dir.path().join("a.csv"), "Extra,NAME,Id\nz,ann,7\n");
+    write(
+        &dir.path().join("a.csv"),
+        "\u{feff}Id,NAME,Extra\n7,ann,z\n",
+    );
     let def = table(
         "people",
         &[("id", DataType::Int32), ("name", DataType::Utf8)],
@@ -307,7 +311,9 @@ fn csv_header_is_matched_by_name_and_missing_column_is_an_error() {
         &[("connector", "files"), ("path", "a.csv"), ("format", "csv")],
     );
     let source = open(&def, dir.path());
-    let err = source.read_file(0, 10, &mut |_| panic!("no data")).unwrap_err();
+    let err = source
+        .read_file(0, 10, &mut |_| panic!("no data"))
+        .unwrap_err();
     let Error::Input { path, message } = &err else {
         panic!("{err:?}")
     };
@@ -504,7 +510,10 @@ fn parquet_projects_casts_and_rejects() {
             (RejectReason::MissingEventTime, 4)
         ]
     );
-    assert_eq!(rejects[0].detail, "column `code`: cannot convert 'x' to Int32");
+    assert_eq!(
+        rejects[0].detail,
+        "column `code`: cannot convert 'x' to Int32"
+    );
     let raw: serde_json::Value = serde_json::from_str(&rejects[0].raw).unwrap();
     assert_eq!(raw["id"], 2);
     assert_eq!(raw["code"], "x");
@@ -568,14 +577,8 @@ fn parquet_same_types_pass_through_and_missing_column_is_an_error() {
 fn listing_skips_hidden_files_sorts_and_reads_hive_partitions() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("logs");
-    write(
-        &root.join("date=2026-03-17/hour=10%3A00/b.csv"),
-        "v\n3\n",
-    );
-    write(
-        &root.join("date=2026-03-17/hour=10%3A00/a.csv"),
-        "v\n2\n",
-    );
+    write(&root.join("date=2026-03-17/hour=10%3A00/b.csv"), "v\n3\n");
+    write(&root.join("date=2026-03-17/hour=10%3A00/a.csv"), "v\n2\n");
     write(&root.join("date=2026-03-16/hour=09%3A00/z.csv"), "v\n1\n");
     write(&root.join("_SUCCESS"), "");
     write(&root.join(".staging-abc/date=2026-03-18/x.csv"), "v\n9\n");
@@ -623,7 +626,11 @@ fn listing_skips_hidden_files_sorts_and_reads_hive_partitions() {
     };
     assert_eq!(
         batch.column(0).as_primitive::<Date32Type>(),
-        &Date32Array::from(vec![day("2026-03-16"), day("2026-03-17"), day("2026-03-17")])
+        &Date32Array::from(vec![
+            day("2026-03-16"),
+            day("2026-03-17"),
+            day("2026-03-17")
+        ])
     );
     assert_eq!(
         batch.column(1).as_string::<i32>(),
@@ -646,7 +653,10 @@ fn partition_values_fill_parquet_and_json_columns() {
     )
     .unwrap();
     write_parquet(&root.join("day=2026-03-17/n=5/p.parquet"), &batch);
-    write_parquet(&root.join("day=not-a-date/n=__HIVE_DEFAULT_PARTITION__/p.parquet"), &batch);
+    write_parquet(
+        &root.join("day=not-a-date/n=__HIVE_DEFAULT_PARTITION__/p.parquet"),
+        &batch,
+    );
     let def = table(
         "t",
         &[
@@ -669,10 +679,17 @@ fn partition_values_fill_parquet_and_json_columns() {
     assert_eq!(rejects[0].line, Some(1));
 
     let jroot = dir.path().join("j");
-    write(&jroot.join("k=a%2Fb/x.json"), "{\"v\": 1}\n{\"v\": 2, \"k\": \"own\"}\n");
+    write(
+        &jroot.join("k=a%2Fb/x.json"),
+        "{\"v\": 1}\n{\"v\": 2, \"k\": \"own\"}\n",
+    );
     let def = table(
         "j",
-        &[("k", DataType::Utf8), ("v", DataType::Int32), ("none", DataType::Utf8)],
+        &[
+            ("k", DataType::Utf8),
+            ("v", DataType::Int32),
+            ("none", DataType::Utf8),
+        ],
         &[("connector", "files"), ("path", "j"), ("format", "json")],
     );
     let (out, rejects) = read_all(&open(&def, dir.path()), 10);
@@ -752,7 +769,10 @@ fn option_errors_name_the_problem() {
         ("csv.header", "false"),
     ])
     .to_string();
-    assert!(msg.contains("`csv.header`") && msg.contains("'json'"), "{msg}");
+    assert!(
+        msg.contains("`csv.header`") && msg.contains("'json'"),
+        "{msg}"
+    );
 
     let mut o = base.to_vec();
     o.push(("csv.field-delimiter", "::"));
@@ -762,9 +782,24 @@ fn option_errors_name_the_problem() {
     let mut o = base.to_vec();
     o.push(("csv.header", "yes"));
     let msg = open_err(&o).to_string();
-    assert!(msg.contains("`csv.header`") && msg.contains("'true'"), "{msg}");
+    assert!(
+        msg.contains("`csv.header`") && msg.contains("'true'"),
+        "{msg}"
+    );
 
-    let err = open_err(&[("connector", "files"), ("path", "missing"), ("format", "csv")]);
+    let mut o = base.to_vec();
+    o.push(("timestamp-format", "%Q"));
+    let msg = open_err(&o).to_string();
+    assert!(
+        msg.contains("`timestamp-format`") && msg.contains("'%Q'"),
+        "{msg}"
+    );
+
+    let err = open_err(&[
+        ("connector", "files"),
+        ("path", "missing"),
+        ("format", "csv"),
+    ]);
     let Error::Io { path, .. } = &err else {
         panic!("{err:?}")
     };

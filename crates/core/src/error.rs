@@ -36,12 +36,11 @@ pub enum Error {
     #[error("table `{table}`: {message}")]
     Option { table: String, message: String },
     /// A file or folder that cannot be read or written.
-    #[error("{action} `{}`: {source}", path.display())]
+    #[error("cannot {action} `{}`: {cause}", path.display())]
     Io {
         action: &'static str,
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A whole input that cannot be decoded at all (not a Parquet file, unreadable header).
     #[error("cannot read `{}`: {message}", path.display())]
@@ -71,7 +70,7 @@ impl Error {
         Error::Io {
             action,
             path: path.into(),
-            source,
+            cause: source,
         }
     }
 

@@ -83,7 +83,10 @@ impl RunReport {
 enum Planned {
     Dataflow(InsertPlan),
     /// Batch only: the query runs on DataFusion, for the reason given.
-    DataFusion { bound: BoundInsert, reason: String },
+    DataFusion {
+        bound: BoundInsert,
+        reason: String,
+    },
 }
 
 /// A parsed, validated and planned pipeline: everything that can fail before data moves.
@@ -110,7 +113,8 @@ pub async fn run_pipeline(path: &Path, options: RunOptions) -> Result<RunReport>
 
 impl OpenedPipeline {
     pub async fn open(path: &Path, options: RunOptions) -> Result<OpenedPipeline> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io("read pipeline", path, e))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| Error::io("read pipeline", path, e))?;
         let def = PipelineDef::parse(&text)?;
         let base_dir = path
             .parent()
@@ -127,7 +131,9 @@ impl OpenedPipeline {
         let mode = match options.mode {
             Some(m) => m,
             None => match def.settings.get("execution.mode") {
-                Some(m) => m.parse().map_err(|e| Error::option("SET 'execution.mode'", e))?,
+                Some(m) => m
+                    .parse()
+                    .map_err(|e| Error::option("SET 'execution.mode'", e))?,
                 None => Mode::Batch,
             },
         };
@@ -135,7 +141,10 @@ impl OpenedPipeline {
             Some(n) => n,
             None => match def.settings.get("execution.batch-size") {
                 Some(n) => n.parse().map_err(|_| {
-                    Error::option("SET 'execution.batch-size'", format!("'{n}' is not a number"))
+                    Error::option(
+                        "SET 'execution.batch-size'",
+                        format!("'{n}' is not a number"),
+                    )
                 })?,
                 None => match mode {
                     Mode::Batch => 65_536,
@@ -144,7 +153,10 @@ impl OpenedPipeline {
             },
         };
         if batch_size == 0 {
-            return Err(Error::option("SET 'execution.batch-size'", "must be at least 1"));
+            return Err(Error::option(
+                "SET 'execution.batch-size'",
+                "must be at least 1",
+            ));
         }
         let stem = path
             .file_stem()
@@ -190,7 +202,10 @@ impl OpenedPipeline {
             if sink_names.contains(&table.name) {
                 continue;
             }
-            sources.insert(table.name.clone(), Arc::new(FileSource::open(table, &base_dir)?));
+            sources.insert(
+                table.name.clone(),
+                Arc::new(FileSource::open(table, &base_dir)?),
+            );
         }
 
         // Plan every INSERT.
@@ -208,7 +223,10 @@ impl OpenedPipeline {
                 .table(&insert.sink)
                 .ok_or_else(|| Error::Internal("sink vanished".into()))?;
             if sources.contains_key(&table.name) {
-                return Err(Error::Plan(format!("line {}: `{}` is a source", insert.line, table.name)));
+                return Err(Error::Plan(format!(
+                    "line {}: `{}` is a source",
+                    insert.line, table.name
+                )));
             }
             let query_schema = Arc::new(insert.plan.schema().as_arrow().clone());
             let schema = sink_schema(table, &query_schema, insert.line)?;
@@ -227,17 +245,19 @@ impl OpenedPipeline {
             }
             match lower_insert(&def, &insert, &binder, &state, mode) {
                 Ok(plan) => planned.push(Planned::Dataflow(plan)),
-                Err(Error::Unsupported { construct, hint, .. }) if mode == Mode::Batch => {
-                    planned.push(Planned::DataFusion {
-                        bound: insert,
-                        reason: format!("{construct}: {hint}"),
-                    })
-                }
+                Err(Error::Unsupported {
+                    construct, hint, ..
+                }) if mode == Mode::Batch => planned.push(Planned::DataFusion {
+                    bound: insert,
+                    reason: format!("{construct}: {hint}"),
+                }),
                 Err(e) => return Err(e),
             }
         }
         if planned.is_empty() {
-            return Err(Error::Plan("the pipeline has no INSERT INTO statement: nothing to run".into()));
+            return Err(Error::Plan(
+                "the pipeline has no INSERT INTO statement: nothing to run".into(),
+            ));
         }
         let hash = hex::encode(Sha256::digest(text.as_bytes()));
         Ok(OpenedPipeline {
@@ -258,11 +278,19 @@ impl OpenedPipeline {
 
     /// A readable description of how each INSERT runs.
     pub fn explain(&self) -> String {
-        let mut s = format!("pipeline {} ({} mode, batch size {})\n", self.path.display(), self.mode, self.batch_size);
+        let mut s = format!(
+            "pipeline {} ({} mode, batch size {})\n",
+            self.path.display(),
+            self.mode,
+            self.batch_size
+        );
         for p in &self.planned {
             match p {
                 Planned::Dataflow(plan) => {
-                    s += &format!("INSERT INTO {}: Flowline dataflow\n  source {}\n", plan.sink, plan.source);
+                    s += &format!(
+                        "INSERT INTO {}: Flowline dataflow\n  source {}\n",
+                        plan.sink, plan.source
+                    );
                     for node in &plan.nodes {
                         s += &format!("  → {}\n", describe(node));
                     }
@@ -403,7 +431,9 @@ impl OpenedPipeline {
         }
         let mut buffered: BTreeMap<String, Vec<RecordBatch>> = BTreeMap::new();
         let workers = match self.mode {
-            Mode::Batch => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            Mode::Batch => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
             Mode::Stream => 1,
         };
         for (name, source) in &self.sources {
@@ -413,7 +443,10 @@ impl OpenedPipeline {
                 continue;
             }
             state.read_sources.insert(name.clone());
-            let table = self.def.table(name).ok_or_else(|| Error::Internal("source".into()))?;
+            let table = self
+                .def
+                .table(name)
+                .ok_or_else(|| Error::Internal("source".into()))?;
             let mut tracker = WatermarkTracker::new(table, &source.schema())?;
             let mut reader = SourceReader::start(source.clone(), self.batch_size, workers);
             let mut read = 0u64;
@@ -425,7 +458,10 @@ impl OpenedPipeline {
                 }
                 read += batch.num_rows() as u64;
                 if buffer {
-                    buffered.entry(name.clone()).or_default().push(batch.clone());
+                    buffered
+                        .entry(name.clone())
+                        .or_default()
+                        .push(batch.clone());
                 }
                 let advanced = tracker.observe(&batch)?;
                 for chain in chains.iter_mut().filter(|c| &c.source == name) {
@@ -442,16 +478,24 @@ impl OpenedPipeline {
                     }
                 }
             }
-            let st: usize = chains.iter().filter(|c| &c.source == name).map(Chain::state_bytes).sum();
+            let st: usize = chains
+                .iter()
+                .filter(|c| &c.source == name)
+                .map(Chain::state_bytes)
+                .sum();
             state.peak_state = state.peak_state.max(st);
             for chain in chains.iter_mut().filter(|c| &c.source == name) {
                 chain.push(Message::Watermark(Watermark::MAX), &mut sinks, bin)?;
                 chain.push(Message::EndOfInput, &mut sinks, bin)?;
             }
             state.rows_read.insert(name.clone(), read);
-            state.watermarks.insert(name.clone(), Watermark::MAX.display());
+            state
+                .watermarks
+                .insert(name.clone(), Watermark::MAX.display());
             if let Some(t) = tracker.max_seen {
-                state.max_event_time.insert(name.clone(), Watermark(t).display());
+                state
+                    .max_event_time
+                    .insert(name.clone(), Watermark(t).display());
             }
         }
         let on_datafusion: Vec<&BoundInsert> = self
@@ -463,10 +507,19 @@ impl OpenedPipeline {
             })
             .collect();
         if !on_datafusion.is_empty() {
-            let schemas = self.sources.iter().map(|(n, s)| (n.clone(), s.schema())).collect();
-            let results = fallback::execute(&self.def, &schemas, buffered, &on_datafusion, bin).await?;
+            let schemas = self
+                .sources
+                .iter()
+                .map(|(n, s)| (n.clone(), s.schema()))
+                .collect();
+            let results =
+                fallback::execute(&self.def, &schemas, buffered, &on_datafusion, bin).await?;
             for (sink, batches) in results {
-                let name = self.def.table(&sink).map(|t| t.name.clone()).unwrap_or(sink);
+                let name = self
+                    .def
+                    .table(&sink)
+                    .map(|t| t.name.clone())
+                    .unwrap_or(sink);
                 let slot = sinks
                     .get_mut(&name)
                     .ok_or_else(|| Error::Internal(format!("no sink {name}")))?;
@@ -515,7 +568,11 @@ impl SinkSlot {
                     Ok(c.clone())
                 } else {
                     cast(c, f.data_type()).map_err(|e| {
-                        Error::Execution(format!("column `{}` cannot be written as {}: {e}", f.name(), f.data_type()))
+                        Error::Execution(format!(
+                            "column `{}` cannot be written as {}: {e}",
+                            f.name(),
+                            f.data_type()
+                        ))
                     })
                 }
             })
@@ -534,7 +591,12 @@ struct Chain {
 }
 
 impl Chain {
-    fn push(&mut self, message: Message, sinks: &mut BTreeMap<String, SinkSlot>, bin: &mut RejectBin) -> Result<()> {
+    fn push(
+        &mut self,
+        message: Message,
+        sinks: &mut BTreeMap<String, SinkSlot>,
+        bin: &mut RejectBin,
+    ) -> Result<()> {
         let slot = sinks
             .get_mut(&self.sink)
             .ok_or_else(|| Error::Internal(format!("no sink {}", self.sink)))?;
@@ -546,7 +608,12 @@ impl Chain {
     }
 }
 
-fn push(ops: &mut [Box<dyn Operator>], message: Message, sink: &mut SinkSlot, bin: &mut RejectBin) -> Result<()> {
+fn push(
+    ops: &mut [Box<dyn Operator>],
+    message: Message,
+    sink: &mut SinkSlot,
+    bin: &mut RejectBin,
+) -> Result<()> {
     match ops.split_first_mut() {
         None => match message {
             Message::Data(batch) => sink.write(&batch),
@@ -596,7 +663,12 @@ impl WatermarkTracker {
             return Ok(None);
         };
         self.max_seen = Some(self.max_seen.map_or(max, |m| m.max(max)));
-        let w = Watermark(self.max_seen.unwrap_or(max).saturating_sub(self.delay).saturating_sub(1));
+        let w = Watermark(
+            self.max_seen
+                .unwrap_or(max)
+                .saturating_sub(self.delay)
+                .saturating_sub(1),
+        );
         if w > self.current {
             self.current = w;
             Ok(Some(w))
@@ -622,9 +694,19 @@ fn sink_schema(table: &TableDef, query: &SchemaRef, line: u64) -> Result<SchemaR
             "line {line}: INSERT INTO {} produces {} columns ({}), but the table declares {} ({})",
             table.name,
             query.fields().len(),
-            query.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", "),
+            query
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
             table.columns.len(),
-            table.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", "),
+            table
+                .columns
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
         )));
     }
     for (c, f) in table.columns.iter().zip(query.fields()) {
@@ -657,7 +739,11 @@ fn describe(node: &Node) -> String {
         Node::Filter { predicate } => format!("filter {predicate}"),
         Node::Project { exprs, .. } => format!(
             "project {}",
-            exprs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", ")
+            exprs
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
         Node::WindowAssign(spec) => format!(
             "window-assign {} on {}",
@@ -667,10 +753,19 @@ fn describe(node: &Node) -> String {
         Node::WindowAggregate(spec) => format!(
             "window-aggregate {} group by [{}] compute [{}]",
             window(&spec.window),
-            spec.group_exprs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", "),
+            spec.group_exprs
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
             spec.calls
                 .iter()
-                .map(|c| format!("{:?}{}({})", c.function, if c.distinct { " DISTINCT" } else { "" }, c.arg))
+                .map(|c| format!(
+                    "{:?}{}({})",
+                    c.function,
+                    if c.distinct { " DISTINCT" } else { "" },
+                    c.arg
+                ))
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
@@ -678,16 +773,27 @@ fn describe(node: &Node) -> String {
 }
 
 fn indent(s: &str) -> String {
-    s.lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")
+    s.lines()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn table_list(def: &PipelineDef) -> String {
-    def.tables.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ")
+    def.tables
+        .iter()
+        .map(|t| t.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn new_run_id() -> String {
     let now = chrono::Utc::now();
-    format!("{}-{:04x}", now.format("%Y%m%dT%H%M%S%.3fZ"), std::process::id() & 0xffff)
+    format!(
+        "{}-{:04x}",
+        now.format("%Y%m%dT%H%M%S%.3fZ"),
+        std::process::id() & 0xffff
+    )
 }
 
 struct SharedBuf(Arc<Mutex<Vec<u8>>>);

@@ -41,7 +41,12 @@ pub async fn execute(
     }
     let binder = Materialize::default();
     let bound = bind(def, &ctx, &binder).await?;
-    let rejects = std::mem::take(&mut *binder.rejects.lock().map_err(|_| Error::Internal("poisoned".into()))?);
+    let rejects = std::mem::take(
+        &mut *binder
+            .rejects
+            .lock()
+            .map_err(|_| Error::Internal("poisoned".into()))?,
+    );
     bin.write(&rejects)?;
     let mut out = vec![];
     for insert in inserts {
@@ -49,7 +54,11 @@ pub async fn execute(
             .iter()
             .find(|b| b.line == insert.line && b.sink == insert.sink)
             .ok_or_else(|| Error::Internal("insert not re-bound".into()))?;
-        let batches = ctx.execute_logical_plan(plan.plan.clone()).await?.collect().await?;
+        let batches = ctx
+            .execute_logical_plan(plan.plan.clone())
+            .await?
+            .collect()
+            .await?;
         out.push((insert.sink.clone(), batches));
     }
     Ok(out)
@@ -87,11 +96,17 @@ impl TvfBinder for Materialize {
                 )?;
                 let (w, nulls) = assign_windows(&b, &spec)?;
                 if !nulls.is_empty() {
-                    let mut rejects = self.rejects.lock().map_err(|_| Error::Internal("poisoned".into()))?;
+                    let mut rejects = self
+                        .rejects
+                        .lock()
+                        .map_err(|_| Error::Internal("poisoned".into()))?;
                     for raw in rows_as_json(&b, &nulls)? {
                         rejects.push(Reject {
                             reason: RejectReason::MissingEventTime,
-                            detail: format!("column `{}` is NULL, so the row belongs to no window", call.time_column),
+                            detail: format!(
+                                "column `{}` is NULL, so the row belongs to no window",
+                                call.time_column
+                            ),
                             table: call.input.clone(),
                             file: None,
                             line: None,

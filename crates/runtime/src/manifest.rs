@@ -16,7 +16,8 @@ pub fn append(path: &Path, record: &serde_json::Value) -> Result<()> {
         .open(path)
         .map_err(|e| Error::io("open manifest", path, e))?;
     writeln!(f, "{record}").map_err(|e| Error::io("write manifest", path, e))?;
-    f.sync_data().map_err(|e| Error::io("sync manifest", path, e))
+    f.sync_data()
+        .map_err(|e| Error::io("sync manifest", path, e))
 }
 
 pub fn read(path: &Path) -> Result<Vec<serde_json::Value>> {

@@ -43,14 +43,20 @@ impl RejectBin {
                 .map_err(|e| Error::io("open reject bin", &self.path, e))?;
             self.writer = Some(BufWriter::new(f));
         }
-        let w = self.writer.as_mut().ok_or_else(|| Error::Internal("reject bin".into()))?;
+        let w = self
+            .writer
+            .as_mut()
+            .ok_or_else(|| Error::Internal("reject bin".into()))?;
         for r in rejects {
             let mut v = serde_json::to_value(r).map_err(|e| Error::Internal(e.to_string()))?;
             if let Some(o) = v.as_object_mut() {
                 o.insert("run_id".into(), self.run_id.clone().into());
             }
             writeln!(w, "{v}").map_err(|e| Error::io("write reject bin", &self.path, e))?;
-            *self.counts.entry(r.reason.as_str().to_string()).or_default() += 1;
+            *self
+                .counts
+                .entry(r.reason.as_str().to_string())
+                .or_default() += 1;
         }
         Ok(())
     }
@@ -61,7 +67,8 @@ impl RejectBin {
 
     pub fn flush(&mut self) -> Result<()> {
         if let Some(w) = self.writer.as_mut() {
-            w.flush().map_err(|e| Error::io("write reject bin", &self.path, e))?;
+            w.flush()
+                .map_err(|e| Error::io("write reject bin", &self.path, e))?;
         }
         Ok(())
     }

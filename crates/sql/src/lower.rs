@@ -19,7 +19,9 @@ use datafusion::logical_expr::expr::AggregateFunction as DfAggregate;
 use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionContext;
-use flowline_core::plan::{AggregateCall, AggregateFunction, AggregateSpec, InsertPlan, Node, WindowKind, WindowSpec};
+use flowline_core::plan::{
+    AggregateCall, AggregateFunction, AggregateSpec, InsertPlan, Node, WindowKind, WindowSpec,
+};
 use flowline_core::{Error, Result};
 
 use crate::bind::{BoundInsert, BoxFuture, TvfBinder};
@@ -119,7 +121,10 @@ pub fn lower_insert(
             mode,
             hint,
         } => Error::Unsupported {
-            construct: format!("{construct} (INSERT INTO {} at line {})", insert.sink, insert.line),
+            construct: format!(
+                "{construct} (INSERT INTO {} at line {})",
+                insert.sink, insert.line
+            ),
             mode,
             hint,
         },
@@ -162,7 +167,11 @@ impl Lowering<'_> {
                     self.lower_tvf(call)?
                 } else if self.def.table(name).is_some() {
                     Chain {
-                        source: self.def.table(name).map(|t| t.name.clone()).unwrap_or_default(),
+                        source: self
+                            .def
+                            .table(name)
+                            .map(|t| t.name.clone())
+                            .unwrap_or_default(),
                         nodes: vec![],
                         window: None,
                         aggregated: false,
@@ -172,7 +181,9 @@ impl Lowering<'_> {
                     match provider.downcast_ref::<ViewTable>() {
                         Some(view) => self.lower(view.logical_plan())?,
                         None => {
-                            return Err(Error::Internal(format!("relation `{name}` has no definition")))
+                            return Err(Error::Internal(format!(
+                                "relation `{name}` has no definition"
+                            )))
                         }
                     }
                 };
@@ -231,10 +242,9 @@ impl Lowering<'_> {
                     return Err(self.unsupported(no_window, hint));
                 };
                 if chain.aggregated {
-                    return Err(self.unsupported(
-                        "an aggregate over an aggregate",
-                        "run with --mode batch",
-                    ));
+                    return Err(
+                        self.unsupported("an aggregate over an aggregate", "run with --mode batch")
+                    );
                 }
                 let column_pos = |name: &str| {
                     a.group_expr.iter().position(
@@ -246,8 +256,13 @@ impl Lowering<'_> {
                 else {
                     return Err(self.unsupported(no_window, hint));
                 };
-                if a.group_expr.iter().any(|e| matches!(e, Expr::GroupingSet(_))) {
-                    return Err(self.unsupported("GROUPING SETS / ROLLUP / CUBE", "run with --mode batch"));
+                if a.group_expr
+                    .iter()
+                    .any(|e| matches!(e, Expr::GroupingSet(_)))
+                {
+                    return Err(
+                        self.unsupported("GROUPING SETS / ROLLUP / CUBE", "run with --mode batch")
+                    );
                 }
                 let group_exprs = a
                     .group_expr
@@ -273,14 +288,24 @@ impl Lowering<'_> {
             }
             other => {
                 let (construct, hint) = match other {
-                    LogicalPlan::Join(_) => ("JOIN", "stream joins are planned; run with --mode batch"),
-                    LogicalPlan::Sort(_) => ("ORDER BY", "a stream has no end to sort by; run with --mode batch"),
+                    LogicalPlan::Join(_) => {
+                        ("JOIN", "stream joins are planned; run with --mode batch")
+                    }
+                    LogicalPlan::Sort(_) => (
+                        "ORDER BY",
+                        "a stream has no end to sort by; run with --mode batch",
+                    ),
                     LogicalPlan::Limit(_) => ("LIMIT", "run with --mode batch"),
-                    LogicalPlan::Distinct(_) => ("SELECT DISTINCT", "group by window_start, window_end and the columns instead"),
+                    LogicalPlan::Distinct(_) => (
+                        "SELECT DISTINCT",
+                        "group by window_start, window_end and the columns instead",
+                    ),
                     LogicalPlan::Union(_) => ("UNION", "write one INSERT per input"),
                     LogicalPlan::Window(_) => ("OVER windows", "run with --mode batch"),
                     LogicalPlan::Values(_) => ("VALUES", "run with --mode batch"),
-                    LogicalPlan::EmptyRelation(_) => ("a query without FROM", "run with --mode batch"),
+                    LogicalPlan::EmptyRelation(_) => {
+                        ("a query without FROM", "run with --mode batch")
+                    }
                     LogicalPlan::Subquery(_) => ("subqueries", "run with --mode batch"),
                     LogicalPlan::Unnest(_) => ("UNNEST", "run with --mode batch"),
                     LogicalPlan::RecursiveQuery(_) => ("recursive CTEs", "run with --mode batch"),
@@ -333,7 +358,10 @@ impl Lowering<'_> {
         for name in crate::bind::WINDOW_COLUMNS {
             fields.push(Arc::new(arrow::datatypes::Field::new(
                 name,
-                arrow::datatypes::DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, None),
+                arrow::datatypes::DataType::Timestamp(
+                    arrow::datatypes::TimeUnit::Millisecond,
+                    None,
+                ),
                 false,
             )));
         }

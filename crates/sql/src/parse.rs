@@ -139,7 +139,8 @@ impl PipelineDef {
         } else if p.parse_keywords(&[Keyword::INSERT, Keyword::INTO]) {
             let sink = parse_name(&mut p).map_err(|e| syntax(e, loc))?;
             let query = p.parse_query().map_err(|e| syntax(e, loc))?;
-            self.statements.push(Statement::Insert { sink, query, line });
+            self.statements
+                .push(Statement::Insert { sink, query, line });
         } else if p.parse_keywords(&[Keyword::BEGIN, Keyword::STATEMENT, Keyword::SET])
             || p.parse_keyword(Keyword::END)
         {
@@ -158,7 +159,8 @@ impl PipelineDef {
         let rest = p.peek_token();
         if rest.token != Token::EOF {
             return Err(syntax(
-                p.expected::<()>("end of statement (`;`)", rest).unwrap_err(),
+                p.expected::<()>("end of statement (`;`)", rest)
+                    .unwrap_err(),
                 loc,
             ));
         }
@@ -263,22 +265,18 @@ impl PipelineDef {
             _ => ["DATA", "TIMECOL", "SLIDE", "SIZE", "OFFSET"].as_slice(),
         };
         for (i, arg) in args.into_iter().enumerate() {
-            let sig: Vec<TokenWithSpan> =
-                arg.into_iter().filter(|t| !is_space(&t.token)).collect();
+            let sig: Vec<TokenWithSpan> = arg.into_iter().filter(|t| !is_space(&t.token)).collect();
             let (name, rest) = match (sig.first(), sig.get(1)) {
-                (Some(TokenWithSpan { token: Token::Word(w), .. }), Some(t))
-                    if t.token == Token::RArrow =>
-                {
-                    (w.value.to_ascii_uppercase(), sig[2..].to_vec())
-                }
+                (
+                    Some(TokenWithSpan {
+                        token: Token::Word(w),
+                        ..
+                    }),
+                    Some(t),
+                ) if t.token == Token::RArrow => (w.value.to_ascii_uppercase(), sig[2..].to_vec()),
                 _ => match positional.get(i) {
                     Some(n) => (n.to_string(), sig),
-                    None => {
-                        return Err(syntax_at(
-                            &format!("too many arguments to {func}"),
-                            loc,
-                        ))
-                    }
+                    None => return Err(syntax_at(&format!("too many arguments to {func}"), loc)),
                 },
             };
             named.insert(name, rest);
@@ -387,7 +385,8 @@ fn create_table(p: &mut Parser<'_>, line: u64) -> Result<TableDef, DdlError> {
         options: BTreeMap::new(),
         line,
     };
-    let user = |m: String| DdlError::Flowline(Error::Plan(format!("line {line}: table `{name}`: {m}")));
+    let user =
+        |m: String| DdlError::Flowline(Error::Plan(format!("line {line}: table `{name}`: {m}")));
     let mut watermark: Option<(String, Expr)> = None;
     if p.consume_token(&Token::LParen) {
         loop {
@@ -410,22 +409,27 @@ fn create_table(p: &mut Parser<'_>, line: u64) -> Result<TableDef, DdlError> {
                 let col = p.parse_identifier()?.value;
                 if p.peek_keyword(Keyword::AS) {
                     return Err(DdlError::Flowline(Error::Unsupported {
-                        construct: format!("computed column `{col}` in table `{name}` (line {line})"),
+                        construct: format!(
+                            "computed column `{col}` in table `{name}` (line {line})"
+                        ),
                         mode: "any".into(),
                         hint: "compute it in a view or in the SELECT".into(),
                     }));
                 }
                 let ty = p.parse_data_type()?;
-                let data_type = parse_type(&ty.to_string()).ok_or_else(|| {
-                    user(format!("column `{col}` has unsupported type {ty}"))
-                })?;
+                let data_type = parse_type(&ty.to_string())
+                    .ok_or_else(|| user(format!("column `{col}` has unsupported type {ty}")))?;
                 let mut nullable = true;
                 if p.parse_keywords(&[Keyword::NOT, Keyword::NULL]) {
                     nullable = false;
                 } else {
                     let _ = p.parse_keyword(Keyword::NULL);
                 }
-                if table.columns.iter().any(|c| c.name.eq_ignore_ascii_case(&col)) {
+                if table
+                    .columns
+                    .iter()
+                    .any(|c| c.name.eq_ignore_ascii_case(&col))
+                {
                     return Err(user(format!("column `{col}` is declared twice")));
                 }
                 table.columns.push(ColumnDef {
@@ -515,7 +519,11 @@ fn create_table(p: &mut Parser<'_>, line: u64) -> Result<TableDef, DdlError> {
         });
     }
     for key in &table.primary_key {
-        if !table.columns.iter().any(|c| c.name.eq_ignore_ascii_case(key)) {
+        if !table
+            .columns
+            .iter()
+            .any(|c| c.name.eq_ignore_ascii_case(key))
+        {
             return Err(user(format!("PRIMARY KEY column `{key}` is not declared")));
         }
     }
@@ -692,7 +700,8 @@ GROUP BY window_start, window_end, store_id;
 
     #[test]
     fn syntax_errors_have_file_positions() {
-        let err = PipelineDef::parse("SET 'a' = 'b';\n\nINSERT INTO o SELEC x FROM t;").unwrap_err();
+        let err =
+            PipelineDef::parse("SET 'a' = 'b';\n\nINSERT INTO o SELEC x FROM t;").unwrap_err();
         match err {
             Error::Syntax { line, column, .. } => {
                 assert_eq!(line, 3);
@@ -700,10 +709,14 @@ GROUP BY window_start, window_end, store_id;
             }
             other => panic!("{other:?}"),
         }
-        let err = PipelineDef::parse("CREATE TABLE t (\n  a BIGINT,\n  b BIGINT BOGUS\n) WITH ('connector'='files')")
-            .unwrap_err();
+        let err = PipelineDef::parse(
+            "CREATE TABLE t (\n  a BIGINT,\n  b BIGINT BOGUS\n) WITH ('connector'='files')",
+        )
+        .unwrap_err();
         assert!(matches!(err, Error::Syntax { line: 3, .. }), "{err}");
-        let err = PipelineDef::parse("CREATE TABLE t (a MAP<STRING,INT>) WITH ('connector'='files')").unwrap_err();
+        let err =
+            PipelineDef::parse("CREATE TABLE t (a MAP<STRING,INT>) WITH ('connector'='files')")
+                .unwrap_err();
         assert!(err.to_string().contains("unsupported type"), "{err}");
     }
 

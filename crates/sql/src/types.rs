@@ -46,7 +46,9 @@ pub fn parse_type(text: &str) -> Option<DataType> {
         "TIMESTAMP" | "TIMESTAMP WITHOUT TIME ZONE" | "DATETIME" => {
             DataType::Timestamp(ts_unit(args.first()), None)
         }
-        "TIMESTAMP_LTZ" | "TIMESTAMP WITH LOCAL TIME ZONE" | "TIMESTAMPTZ"
+        "TIMESTAMP_LTZ"
+        | "TIMESTAMP WITH LOCAL TIME ZONE"
+        | "TIMESTAMPTZ"
         | "TIMESTAMP WITH TIME ZONE" => {
             DataType::Timestamp(ts_unit(args.first()), Some("UTC".into()))
         }
@@ -108,7 +110,10 @@ mod tests {
     #[test]
     fn types() {
         assert_eq!(parse_type("BIGINT"), Some(DataType::Int64));
-        assert_eq!(parse_type("decimal(10,2)"), Some(DataType::Decimal128(10, 2)));
+        assert_eq!(
+            parse_type("decimal(10,2)"),
+            Some(DataType::Decimal128(10, 2))
+        );
         assert_eq!(
             parse_type("TIMESTAMP(3)"),
             Some(DataType::Timestamp(TimeUnit::Millisecond, None))

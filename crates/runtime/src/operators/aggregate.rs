@@ -156,12 +156,17 @@ impl WindowAggregate {
             .iter()
             .map(|&i| self.spec.group_exprs[i].evaluate(&batch)?.into_array(n))
             .collect::<Result<Vec<_>, _>>()?;
-        let rows = self.converter.convert_columns(&keys)?;
+        // Without keys (a global aggregate per window) every row has the empty key.
+        let rows = if keys.is_empty() {
+            None
+        } else {
+            Some(self.converter.convert_columns(&keys)?)
+        };
         let mut ids = Vec::with_capacity(n);
         for i in 0..n {
             let start = starts.value(i);
-            let key = rows.row(i);
-            let key = key.as_ref();
+            let row = rows.as_ref().map(|r| r.row(i));
+            let key: &[u8] = row.as_ref().map_or(&[], |r| r.as_ref());
             let hash = self.hasher.hash_one((start, key));
             let groups = &mut self.groups;
             let id = match self.table.entry(
@@ -214,7 +219,8 @@ impl WindowAggregate {
                 break;
             }
             let (_, mut window_ids) = self.windows.pop_first().unwrap_or_default();
-            window_ids.sort_by(|&a, &b| self.groups.keys[a as usize].cmp(&self.groups.keys[b as usize]));
+            window_ids
+                .sort_by(|&a, &b| self.groups.keys[a as usize].cmp(&self.groups.keys[b as usize]));
             ids.extend(window_ids);
         }
         if ids.is_empty() {
@@ -222,14 +228,22 @@ impl WindowAggregate {
         }
         let schema: SchemaRef = self.spec.schema.clone();
         let mut columns: Vec<Option<ArrayRef>> = vec![None; schema.fields().len()];
-        let starts: Vec<i64> = ids.iter().map(|&g| self.groups.window[g as usize]).collect();
+        let starts: Vec<i64> = ids
+            .iter()
+            .map(|&g| self.groups.window[g as usize])
+            .collect();
         let ends: Vec<i64> = starts.iter().map(|s| s + self.size).collect();
         columns[self.spec.window_start] = Some(Arc::new(TimestampMillisecondArray::from(starts)));
         columns[self.spec.window_end] = Some(Arc::new(TimestampMillisecondArray::from(ends)));
         let parser = self.converter.parser();
-        let key_columns = self.converter.convert_rows(
-            ids.iter().map(|&g| parser.parse(&self.groups.keys[g as usize])),
-        )?;
+        let key_columns = if self.key_positions.is_empty() {
+            vec![]
+        } else {
+            self.converter.convert_rows(
+                ids.iter()
+                    .map(|&g| parser.parse(&self.groups.keys[g as usize])),
+            )?
+        };
         for (&pos, col) in self.key_positions.iter().zip(key_columns) {
             columns[pos] = Some(col);
         }
@@ -249,9 +263,18 @@ impl WindowAggregate {
                 }
             })
             .collect::<Result<Vec<_>>>()?;
-        let schema = if schema.fields().iter().zip(&columns).any(|(f, c)| !f.is_nullable() && c.null_count() > 0) {
+        let schema = if schema
+            .fields()
+            .iter()
+            .zip(&columns)
+            .any(|(f, c)| !f.is_nullable() && c.null_count() > 0)
+        {
             Arc::new(arrow::datatypes::Schema::new(
-                schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>(),
+                schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.as_ref().clone().with_nullable(true))
+                    .collect::<Vec<_>>(),
             ))
         } else {
             schema
@@ -324,14 +347,28 @@ struct Accumulator {
 }
 
 impl Accumulator {
-    fn new(function: AggregateFunction, distinct: bool, input: &DataType, output: DataType) -> Result<Self> {
+    fn new(
+        function: AggregateFunction,
+        distinct: bool,
+        input: &DataType,
+        output: DataType,
+    ) -> Result<Self> {
         use AggregateFunction::*;
         let numeric = |dt: &DataType| -> Option<DataType> {
             match dt {
-                DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64
-                | DataType::UInt8 | DataType::UInt16 | DataType::UInt32 | DataType::UInt64
-                | DataType::Null | DataType::Boolean => Some(DataType::Int64),
-                DataType::Float16 | DataType::Float32 | DataType::Float64 => Some(DataType::Float64),
+                DataType::Int8
+                | DataType::Int16
+                | DataType::Int32
+                | DataType::Int64
+                | DataType::UInt8
+                | DataType::UInt16
+                | DataType::UInt32
+                | DataType::UInt64
+                | DataType::Null
+                | DataType::Boolean => Some(DataType::Int64),
+                DataType::Float16 | DataType::Float32 | DataType::Float64 => {
+                    Some(DataType::Float64)
+                }
                 DataType::Decimal128(p, s) => Some(DataType::Decimal128(*p, *s)),
                 _ => None,
             }
@@ -341,7 +378,10 @@ impl Accumulator {
             (Count, false) => (input.clone(), Values::None),
             (Count, true) => (
                 input.clone(),
-                Values::Distinct(vec![], RowConverter::new(vec![SortField::new(input.clone())])?),
+                Values::Distinct(
+                    vec![],
+                    RowConverter::new(vec![SortField::new(input.clone())])?,
+                ),
             ),
             (Sum | Avg, _) => {
                 let c = numeric(input).ok_or_else(unsupported)?;
@@ -352,11 +392,16 @@ impl Accumulator {
                 (c, v)
             }
             (Min | Max, _) => match numeric(input) {
-                Some(DataType::Int64) if input != &DataType::UInt64 => (DataType::Int64, Values::I64(vec![])),
+                Some(DataType::Int64) if input != &DataType::UInt64 => {
+                    (DataType::Int64, Values::I64(vec![]))
+                }
                 Some(DataType::Float64) => (DataType::Float64, Values::F64(vec![])),
                 _ => (
                     input.clone(),
-                    Values::Rows(vec![], RowConverter::new(vec![SortField::new(input.clone())])?),
+                    Values::Rows(
+                        vec![],
+                        RowConverter::new(vec![SortField::new(input.clone())])?,
+                    ),
                 ),
             },
         };
@@ -418,7 +463,12 @@ impl Accumulator {
         }
     }
 
-    fn update(&mut self, ids: &[u32], values: &ArrayRef, mask: Option<&BooleanArray>) -> Result<()> {
+    fn update(
+        &mut self,
+        ids: &[u32],
+        values: &ArrayRef,
+        mask: Option<&BooleanArray>,
+    ) -> Result<()> {
         let values = if values.data_type() == &self.input {
             values.clone()
         } else {
@@ -444,12 +494,13 @@ impl Accumulator {
                 }
             }
             Values::I128(acc) => {
-                let add = |acc: &mut Vec<i128>, counts: &mut Vec<i64>, i: usize, g: u32, v: i128| {
-                    if accept(i) {
-                        acc[g as usize] += v;
-                        counts[g as usize] += 1;
-                    }
-                };
+                let add =
+                    |acc: &mut Vec<i128>, counts: &mut Vec<i64>, i: usize, g: u32, v: i128| {
+                        if accept(i) {
+                            acc[g as usize] += v;
+                            counts[g as usize] += 1;
+                        }
+                    };
                 match values.data_type() {
                     DataType::Int64 => {
                         let a = values.as_primitive::<Int64Type>();
@@ -488,7 +539,11 @@ impl Accumulator {
                         continue;
                     }
                     let slot = &mut acc[g as usize];
-                    *slot = if is_min { (*slot).min(v) } else { (*slot).max(v) };
+                    *slot = if is_min {
+                        (*slot).min(v)
+                    } else {
+                        (*slot).max(v)
+                    };
                     self.counts[g as usize] += 1;
                 }
             }
@@ -545,8 +600,10 @@ impl Accumulator {
             )),
             (Values::I128(acc), Sum) => match &self.input {
                 DataType::Decimal128(_, s) => Arc::new(
-                    Decimal128Array::from_iter(ids.iter().map(|&g| has(g).then(|| acc[g as usize])))
-                        .with_precision_and_scale(38, *s)?,
+                    Decimal128Array::from_iter(
+                        ids.iter().map(|&g| has(g).then(|| acc[g as usize])),
+                    )
+                    .with_precision_and_scale(38, *s)?,
                 ),
                 _ => Arc::new(Int64Array::from_iter(
                     ids.iter().map(|&g| has(g).then(|| acc[g as usize] as i64)),
@@ -566,9 +623,11 @@ impl Accumulator {
                     has(g).then(|| acc[g as usize] as f64 / self.counts[g as usize] as f64)
                 }))),
             },
-            (Values::F64(acc), Avg) => Arc::new(Float64Array::from_iter(ids.iter().map(|&g| {
-                has(g).then(|| acc[g as usize] / self.counts[g as usize] as f64)
-            }))),
+            (Values::F64(acc), Avg) => {
+                Arc::new(Float64Array::from_iter(ids.iter().map(|&g| {
+                    has(g).then(|| acc[g as usize] / self.counts[g as usize] as f64)
+                })))
+            }
             (Values::F64(acc), _) => Arc::new(Float64Array::from_iter(
                 ids.iter().map(|&g| has(g).then(|| acc[g as usize])),
             )),
@@ -578,16 +637,24 @@ impl Accumulator {
             (Values::Rows(acc, converter), _) => {
                 if ids.iter().all(|&g| acc[g as usize].is_some()) {
                     let mut cols = converter.convert_rows(
-                        ids.iter().filter_map(|&g| acc[g as usize].as_ref().map(|r| r.row())),
+                        ids.iter()
+                            .filter_map(|&g| acc[g as usize].as_ref().map(|r| r.row())),
                     )?;
-                    cols.pop().ok_or_else(|| Error::Internal("min/max decode".into()))?
+                    cols.pop()
+                        .ok_or_else(|| Error::Internal("min/max decode".into()))?
                 } else {
                     // Some groups saw only NULLs: decode the others and place them.
-                    let present: Vec<usize> = (0..ids.len()).filter(|&i| acc[ids[i] as usize].is_some()).collect();
+                    let present: Vec<usize> = (0..ids.len())
+                        .filter(|&i| acc[ids[i] as usize].is_some())
+                        .collect();
                     let mut cols = converter.convert_rows(
-                        present.iter().filter_map(|&i| acc[ids[i] as usize].as_ref().map(|r| r.row())),
+                        present
+                            .iter()
+                            .filter_map(|&i| acc[ids[i] as usize].as_ref().map(|r| r.row())),
                     )?;
-                    let decoded = cols.pop().ok_or_else(|| Error::Internal("min/max decode".into()))?;
+                    let decoded = cols
+                        .pop()
+                        .ok_or_else(|| Error::Internal("min/max decode".into()))?;
                     let mut take_idx: Vec<Option<u32>> = vec![None; ids.len()];
                     for (k, &i) in present.iter().enumerate() {
                         take_idx[i] = Some(k as u32);
@@ -595,7 +662,11 @@ impl Accumulator {
                     if decoded.is_empty() {
                         new_null_array(&self.input, ids.len())
                     } else {
-                        arrow::compute::take(&decoded, &arrow::array::UInt32Array::from(take_idx), None)?
+                        arrow::compute::take(
+                            &decoded,
+                            &arrow::array::UInt32Array::from(take_idx),
+                            None,
+                        )?
                     }
                 }
             }
@@ -613,7 +684,11 @@ impl Accumulator {
             + match &self.values {
                 Values::I64(_) | Values::F64(_) => n * 8,
                 Values::I128(_) => n * 16,
-                Values::Rows(v, _) => v.iter().flatten().map(|r| r.row().as_ref().len() + 24).sum(),
+                Values::Rows(v, _) => v
+                    .iter()
+                    .flatten()
+                    .map(|r| r.row().as_ref().len() + 24)
+                    .sum(),
                 Values::Distinct(v, _) => v
                     .iter()
                     .map(|s| s.iter().map(|k| k.len() + 24).sum::<usize>())

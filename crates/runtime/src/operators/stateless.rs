@@ -26,9 +26,9 @@ impl Operator for Filter {
                     .predicate
                     .evaluate(&batch)?
                     .into_array(batch.num_rows())?;
-                let mask = mask
-                    .as_boolean_opt()
-                    .ok_or_else(|| Error::Plan(format!("filter `{}` is not a boolean", self.predicate)))?;
+                let mask = mask.as_boolean_opt().ok_or_else(|| {
+                    Error::Plan(format!("filter `{}` is not a boolean", self.predicate))
+                })?;
                 // A NULL predicate keeps nothing, as in SQL.
                 let kept = filter_record_batch(&batch, mask)?;
                 if kept.num_rows() > 0 {

@@ -95,7 +95,9 @@ impl Operator for WindowAssign {
                     for raw in rows_as_json(&batch, &nulls)? {
                         out.reject(Reject {
                             reason: RejectReason::MissingEventTime,
-                            detail: format!("column `{column}` is NULL, so the row belongs to no window"),
+                            detail: format!(
+                                "column `{column}` is NULL, so the row belongs to no window"
+                            ),
                             table: self.table.clone(),
                             file: None,
                             line: None,
@@ -164,12 +166,18 @@ mod tests {
 
     #[test]
     fn tumble_aligns_to_epoch_including_negative_times() {
-        let (b, nulls) =
-            assign_windows(&input(vec![Some(0), Some(999), Some(1000), Some(-1), None]), &spec(WindowKind::Tumble { size: 1000 }))
-                .unwrap();
+        let (b, nulls) = assign_windows(
+            &input(vec![Some(0), Some(999), Some(1000), Some(-1), None]),
+            &spec(WindowKind::Tumble { size: 1000 }),
+        )
+        .unwrap();
         assert_eq!(starts(&b), vec![0, 0, 1000, -1000]);
         assert_eq!(nulls, vec![4]);
-        let ends = b.column(3).as_primitive::<TimestampMillisecondType>().values().to_vec();
+        let ends = b
+            .column(3)
+            .as_primitive::<TimestampMillisecondType>()
+            .values()
+            .to_vec();
         assert_eq!(ends, vec![1000, 1000, 2000, 0]);
     }
 
@@ -177,7 +185,10 @@ mod tests {
     fn hop_replicates_rows_into_every_window() {
         let (b, _) = assign_windows(
             &input(vec![Some(2500)]),
-            &spec(WindowKind::Hop { size: 3000, slide: 1000 }),
+            &spec(WindowKind::Hop {
+                size: 3000,
+                slide: 1000,
+            }),
         )
         .unwrap();
         assert_eq!(starts(&b), vec![0, 1000, 2000]);
