@@ -1,7 +1,7 @@
 //! The manifest: one JSON line per run, appended when the run ends (successfully or not).
 
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::fs::OpenOptions;
+use std::io::Write;
 use std::path::Path;
 
 use flowline_core::{Error, Result};
@@ -21,17 +21,5 @@ pub fn append(path: &Path, record: &serde_json::Value) -> Result<()> {
 }
 
 pub fn read(path: &Path) -> Result<Vec<serde_json::Value>> {
-    let f = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
-        Err(e) => return Err(Error::io("read", path, e)),
-    };
-    let mut out = vec![];
-    for line in BufReader::new(f).lines() {
-        let line = line.map_err(|e| Error::io("read", path, e))?;
-        if let Ok(v) = serde_json::from_str(&line) {
-            out.push(v);
-        }
-    }
-    Ok(out)
+    crate::rows::read_json_lines(path)
 }

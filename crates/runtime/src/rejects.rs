@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use flowline_core::{Error, Reject, Result};
@@ -76,20 +76,7 @@ impl RejectBin {
 
 /// Reads the reject bin, optionally only the rejects of one run.
 pub fn read_rejects(path: &Path, run_id: Option<&str>) -> Result<Vec<serde_json::Value>> {
-    let f = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
-        Err(e) => return Err(Error::io("read", path, e)),
-    };
-    let mut out = vec![];
-    for line in BufReader::new(f).lines() {
-        let line = line.map_err(|e| Error::io("read", path, e))?;
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
-            continue;
-        };
-        if run_id.is_none_or(|id| v["run_id"] == id) {
-            out.push(v);
-        }
-    }
-    Ok(out)
+    let mut all = crate::rows::read_json_lines(path)?;
+    all.retain(|v| run_id.is_none_or(|id| v["run_id"] == id));
+    Ok(all)
 }

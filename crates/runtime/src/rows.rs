@@ -17,3 +17,45 @@ pub fn rows_as_json(batch: &RecordBatch, indices: &[usize]) -> Result<Vec<String
     let text = String::from_utf8_lossy(&buf);
     Ok(text.lines().map(str::to_string).collect())
 }
+
+/// DataFusion may declare a column non-nullable that a function still fills with NULLs (or a
+/// window that saw only NULLs): relax nullability where the data disagrees instead of failing.
+pub fn relax_nullability(
+    schema: &arrow::datatypes::SchemaRef,
+    columns: &[arrow::array::ArrayRef],
+) -> arrow::datatypes::SchemaRef {
+    if schema
+        .fields()
+        .iter()
+        .zip(columns)
+        .all(|(f, c)| f.is_nullable() || c.null_count() == 0)
+    {
+        return schema.clone();
+    }
+    std::sync::Arc::new(arrow::datatypes::Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// Reads a JSON-lines file (manifest, reject bin); a missing file is empty; unparseable lines
+/// (a torn last line) are skipped.
+pub fn read_json_lines(path: &std::path::Path) -> flowline_core::Result<Vec<serde_json::Value>> {
+    use std::io::BufRead;
+    let f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => return Err(flowline_core::Error::io("read", path, e)),
+    };
+    let mut out = vec![];
+    for line in std::io::BufReader::new(f).lines() {
+        let line = line.map_err(|e| flowline_core::Error::io("read", path, e))?;
+        if let Ok(v) = serde_json::from_str(&line) {
+            out.push(v);
+        }
+    }
+    Ok(out)
+}

@@ -263,22 +263,7 @@ impl WindowAggregate {
                 }
             })
             .collect::<Result<Vec<_>>>()?;
-        let schema = if schema
-            .fields()
-            .iter()
-            .zip(&columns)
-            .any(|(f, c)| !f.is_nullable() && c.null_count() > 0)
-        {
-            Arc::new(arrow::datatypes::Schema::new(
-                schema
-                    .fields()
-                    .iter()
-                    .map(|f| f.as_ref().clone().with_nullable(true))
-                    .collect::<Vec<_>>(),
-            ))
-        } else {
-            schema
-        };
+        let schema = crate::rows::relax_nullability(&schema, &columns);
         let batch = RecordBatch::try_new(schema, columns)?;
         // Free the fired groups for reuse.
         for &id in &ids {
@@ -548,7 +533,7 @@ impl Accumulator {
                 }
             }
             Values::Rows(acc, converter) => {
-                let rows = converter.convert_columns(&[values.clone()])?;
+                let rows = converter.convert_columns(std::slice::from_ref(&values))?;
                 for (i, &g) in ids.iter().enumerate() {
                     if !accept(i) {
                         continue;
@@ -572,7 +557,7 @@ impl Accumulator {
                 }
             }
             Values::Distinct(sets, converter) => {
-                let rows = converter.convert_columns(&[values.clone()])?;
+                let rows = converter.convert_columns(std::slice::from_ref(&values))?;
                 for (i, &g) in ids.iter().enumerate() {
                     if accept(i) {
                         let set = &mut sets[g as usize];

@@ -76,7 +76,7 @@ impl Operator for Project {
                     .collect::<Result<Vec<_>>>()?;
                 let options = RecordBatchOptions::new().with_row_count(Some(n));
                 let projected = RecordBatch::try_new_with_options(
-                    relaxed(&self.schema, &columns),
+                    crate::rows::relax_nullability(&self.schema, &columns),
                     columns,
                     &options,
                 )?;
@@ -90,24 +90,4 @@ impl Operator for Project {
     fn name(&self) -> &'static str {
         "project"
     }
-}
-
-/// DataFusion may declare a column non-nullable that a function still fills with nulls;
-/// relax nullability where the data disagrees rather than failing the run.
-fn relaxed(schema: &SchemaRef, columns: &[arrow::array::ArrayRef]) -> SchemaRef {
-    if schema
-        .fields()
-        .iter()
-        .zip(columns)
-        .all(|(f, c)| f.is_nullable() || c.null_count() == 0)
-    {
-        return schema.clone();
-    }
-    Arc::new(arrow::datatypes::Schema::new(
-        schema
-            .fields()
-            .iter()
-            .map(|f| f.as_ref().clone().with_nullable(true))
-            .collect::<Vec<_>>(),
-    ))
 }
