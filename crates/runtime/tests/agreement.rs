@@ -1,0 +1,1012 @@
+//! Batch/stream agreement of window aggregates, as property tests.
+//!
+//! Every case writes CSV input files and a pipeline into a temporary folder, then runs the same
+//! pipeline in batch mode and in stream mode (random batch size 1..=50), each with its own state
+//! folder, and reads the CSV sinks back.
+//!
+//! * `in_order_input_agrees`: input shuffled only within the watermark delay gives identical
+//!   TUMBLE and HOP aggregates in both modes (and equal to a simple model), with no rejects.
+//! * `late_rows_are_accounted_for`: with rows injected later than the delay, stream output plus
+//!   the rejected `late` rows re-aggregated equals the batch output; rows that are certainly
+//!   late are rejected, rows that cannot be late are not.
+//! * Both check that every sink file lists each (window, key) once, in (window, key) order,
+//!   which also means the watermark never went backwards.
+//!
+//! The plain `#[test]`s pin edge cases: a row exactly `delay` behind the newest is not late,
+//! windows fire at `end - 1`, negative times and values, empty input.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, NaiveDateTime};
+use flowline_runtime::rejects::read_rejects;
+use flowline_runtime::{run_pipeline, Mode, RunOptions, RunReport};
+use proptest::prelude::*;
+use proptest::sample::Index;
+use proptest::test_runner::FileFailurePersistence;
+use serde_json::Value;
+use tokio::runtime::Runtime;
+
+/// 2026-03-16T00:00:00Z in milliseconds.
+const BASE: i64 = 1_773_619_200_000;
+const MINUTE: i64 = 60_000;
+/// Group keys; one needs quoting in CSV.
+const KEYS: &[&str] = &["a", "b", "b2", "x,y"];
+const CUSTOMERS: usize = 6;
+/// Rows in the same file this far apart (or more) are always in different stream batches.
+const MAX_BATCH: usize = 50;
+
+// ------------------------------------------------------------------------------------- input
+
+#[derive(Debug, Clone)]
+struct Event {
+    key: usize,
+    cust: usize,
+    qty: i64,
+    /// `amount` in hundredths (DECIMAL(10, 2)).
+    cents: i64,
+    /// Event time, ms since the epoch.
+    t: i64,
+}
+
+fn ts_text(ms: i64) -> String {
+    DateTime::from_timestamp_millis(ms)
+        .expect("time in range")
+        .format("%Y-%m-%d %H:%M:%S%.3f")
+        .to_string()
+}
+
+fn cents_text(c: i64) -> String {
+    let sign = if c < 0 { "-" } else { "" };
+    format!("{sign}{}.{:02}", c.abs() / 100, c.abs() % 100)
+}
+
+/// Writes `events` (in arrival order) as `in/000.csv`, `in/001.csv`, ..., split at `cuts`
+/// (sorted positions; equal cuts give empty files). The row id is the arrival position.
+fn write_inputs(dir: &Path, events: &[Event], cuts: &[usize]) {
+    let input = dir.join("in");
+    fs::create_dir_all(&input).unwrap();
+    let mut bounds = vec![0];
+    bounds.extend(cuts.iter().copied());
+    bounds.push(events.len());
+    for (f, w) in bounds.windows(2).enumerate() {
+        let mut out = csv::Writer::from_path(input.join(format!("{f:03}.csv"))).unwrap();
+        out.write_record(["id", "k", "cust", "qty", "amount", "ts"])
+            .unwrap();
+        for (id, e) in events.iter().enumerate().take(w[1]).skip(w[0]) {
+            out.write_record([
+                id.to_string(),
+                KEYS[e.key].to_string(),
+                format!("c{}", e.cust),
+                e.qty.to_string(),
+                cents_text(e.cents),
+                ts_text(e.t),
+            ])
+            .unwrap();
+        }
+        out.flush().unwrap();
+    }
+}
+
+/// TUMBLE(`tumble_s`) and HOP(slide, size) aggregates of the same source, sizes in seconds.
+fn write_pipeline(dir: &Path, delay_s: i64, tumble_s: i64, hop_s: (i64, i64)) {
+    let watermark = if delay_s == 0 {
+        "ts".to_string()
+    } else {
+        format!("ts - INTERVAL '{delay_s}' SECOND")
+    };
+    let (slide, size) = hop_s;
+    let sql = format!(
+        "CREATE TABLE events (
+  id BIGINT,
+  k VARCHAR,
+  cust VARCHAR,
+  qty BIGINT,
+  amount DECIMAL(10, 2),
+  ts TIMESTAMP(3),
+  WATERMARK FOR ts AS {watermark}
+) WITH ('connector' = 'files', 'path' = 'in', 'format' = 'csv');
+
+CREATE TABLE tumble_out WITH ('connector' = 'files', 'path' = 'out/tumble', 'format' = 'csv');
+CREATE TABLE hop_out WITH ('connector' = 'files', 'path' = 'out/hop', 'format' = 'csv');
+
+INSERT INTO tumble_out
+SELECT window_start, window_end, k, COUNT(*) AS n, SUM(qty) AS qty, SUM(amount) AS amount,
+       MIN(amount) AS min_amount, MAX(qty) AS max_qty, COUNT(DISTINCT cust) AS customers
+FROM TABLE(TUMBLE(TABLE events, DESCRIPTOR(ts), INTERVAL '{tumble_s}' SECOND))
+GROUP BY window_start, window_end, k;
+
+INSERT INTO hop_out
+SELECT window_start, window_end, k, COUNT(*) AS n, SUM(qty) AS qty, SUM(amount) AS amount,
+       MIN(qty) AS min_qty, MAX(amount) AS max_amount, COUNT(DISTINCT cust) AS customers
+FROM TABLE(HOP(TABLE events, DESCRIPTOR(ts), INTERVAL '{slide}' SECOND, INTERVAL '{size}' SECOND))
+GROUP BY window_start, window_end, k;
+"
+    );
+    fs::write(dir.join("pipeline.sql"), sql).unwrap();
+}
+
+// ------------------------------------------------------------------------------------- runs
+
+/// What one run produced: the report, the sink rows in file order, this run's rejects.
+struct Outcome {
+    report: RunReport,
+    tumble: Vec<Vec<String>>,
+    hop: Vec<Vec<String>>,
+    rejects: Vec<Value>,
+}
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The rows of every `part-*.csv` under `dir` (sorted by name), without headers.
+fn read_sink(dir: &Path) -> Vec<Vec<String>> {
+    let mut files: Vec<_> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name.starts_with("part-") && name.ends_with(".csv")
+        })
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no part files in {}", dir.display());
+    let mut rows = vec![];
+    for f in files {
+        let mut reader = csv::Reader::from_path(&f).unwrap();
+        for r in reader.records() {
+            rows.push(r.unwrap().iter().map(str::to_string).collect());
+        }
+    }
+    rows
+}
+
+fn run(rt: &Runtime, dir: &Path, mode: Mode, batch_size: Option<usize>, tag: &str) -> Outcome {
+    let options = RunOptions {
+        mode: Some(mode),
+        batch_size,
+        state_dir: Some(dir.join(format!("state-{tag}"))),
+        stdout: Some(Arc::new(Mutex::new(Vec::new()))),
+        ..RunOptions::default()
+    };
+    let report = rt
+        .block_on(run_pipeline(&dir.join("pipeline.sql"), options))
+        .unwrap_or_else(|e| panic!("{tag} run failed: {e}"));
+    // Read the sinks now: the next run replaces them.
+    let tumble = read_sink(&dir.join("out/tumble"));
+    let hop = read_sink(&dir.join("out/hop"));
+    let rejects = read_rejects(&report.rejects_path, Some(&report.run_id)).unwrap();
+    assert_eq!(
+        report.rows_written.get("tumble_out"),
+        Some(&(tumble.len() as u64))
+    );
+    assert_eq!(
+        report.rows_written.get("hop_out"),
+        Some(&(hop.len() as u64))
+    );
+    let counted: u64 = report.rejects.values().sum();
+    assert_eq!(counted, rejects.len() as u64, "{tag}: reject count vs bin");
+    Outcome {
+        report,
+        tumble,
+        hop,
+        rejects,
+    }
+}
+
+// ------------------------------------------------------------------------------------- output
+
+/// (window_start, window_end, key), times in ms.
+type Group = (i64, i64, String);
+/// The six aggregate columns; decimals in hundredths.
+type Aggs = [i128; 6];
+
+/// Which aggregate columns are DECIMAL, per sink.
+const TUMBLE_DECIMALS: [bool; 6] = [false, false, true, true, false, false];
+const HOP_DECIMALS: [bool; 6] = [false, false, true, false, true, false];
+
+fn parse_ts(s: &str) -> i64 {
+    NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
+        .or_else(|_| NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f"))
+        .unwrap_or_else(|e| panic!("timestamp '{s}': {e}"))
+        .and_utc()
+        .timestamp_millis()
+}
+
+/// A decimal with at most two significant fraction digits, in hundredths.
+fn parse_cents(s: &str) -> i128 {
+    let (negative, digits) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s),
+    };
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    let frac = frac.trim_end_matches('0');
+    assert!(
+        frac.len() <= 2,
+        "decimal '{s}' has more than 2 fraction digits"
+    );
+    let v = int
+        .parse::<i128>()
+        .unwrap_or_else(|e| panic!("decimal '{s}': {e}"))
+        * 100
+        + format!("{frac:0<2}").parse::<i128>().unwrap();
+    if negative {
+        -v
+    } else {
+        v
+    }
+}
+
+fn parse_row(row: &[String], decimals: &[bool; 6]) -> (Group, Aggs) {
+    assert_eq!(row.len(), 9, "row {row:?}");
+    let mut aggs = [0i128; 6];
+    for (i, a) in aggs.iter_mut().enumerate() {
+        let cell = &row[3 + i];
+        *a = if decimals[i] {
+            parse_cents(cell)
+        } else {
+            cell.parse()
+                .unwrap_or_else(|e| panic!("column {}: '{cell}': {e}", 3 + i))
+        };
+    }
+    ((parse_ts(&row[0]), parse_ts(&row[1]), row[2].clone()), aggs)
+}
+
+fn parse_rows(rows: &[Vec<String>], decimals: &[bool; 6]) -> BTreeMap<Group, Aggs> {
+    let mut out = BTreeMap::new();
+    for row in rows {
+        let (g, a) = parse_row(row, decimals);
+        assert!(
+            out.insert(g.clone(), a).is_none(),
+            "group {g:?} written twice"
+        );
+    }
+    out
+}
+
+fn sorted(rows: &[Vec<String>]) -> Vec<Vec<String>> {
+    let mut rows = rows.to_vec();
+    rows.sort();
+    rows
+}
+
+/// Each (window, key) appears once, and rows come in (window_start, key) order: windows fire
+/// in order of their end (the watermark never goes backwards) and each fired window lists its
+/// groups sorted by key.
+fn check_emission_order(rows: &[Vec<String>], what: &str) -> Result<(), TestCaseError> {
+    let mut prev: Option<(i64, i64, String)> = None;
+    for row in rows {
+        let cur = (parse_ts(&row[0]), parse_ts(&row[1]), row[2].clone());
+        if let Some(p) = &prev {
+            prop_assert!(
+                (p.1, &p.2) < (cur.1, &cur.2),
+                "{}: row {:?} follows {:?} (window emitted twice or out of order)",
+                what,
+                cur,
+                p
+            );
+        }
+        prev = Some(cur);
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------- model
+
+#[derive(Default)]
+struct Acc {
+    n: i128,
+    qty: i128,
+    cents: i128,
+    min_qty: i128,
+    max_qty: i128,
+    min_cents: i128,
+    max_cents: i128,
+    customers: BTreeSet<usize>,
+}
+
+/// Window starts of a row at `t` (epoch-aligned; TUMBLE when `slide == size`).
+fn window_starts(t: i64, slide: i64, size: i64) -> Vec<i64> {
+    let last = t - t.rem_euclid(slide);
+    (0..size / slide).map(|k| last - k * slide).collect()
+}
+
+/// The expected sink rows: the aggregates of every (row, window) that `keep` accepts.
+/// `tumble` selects the tumble sink's MIN/MAX columns, else the hop sink's.
+fn model(
+    events: &[Event],
+    slide: i64,
+    size: i64,
+    tumble: bool,
+    keep: impl Fn(usize, i64) -> bool,
+) -> BTreeMap<Group, Aggs> {
+    let mut groups: BTreeMap<Group, Acc> = BTreeMap::new();
+    for (id, e) in events.iter().enumerate() {
+        for start in window_starts(e.t, slide, size) {
+            if !keep(id, start) {
+                continue;
+            }
+            let acc = groups
+                .entry((start, start + size, KEYS[e.key].to_string()))
+                .or_insert_with(|| Acc {
+                    min_qty: i128::MAX,
+                    max_qty: i128::MIN,
+                    min_cents: i128::MAX,
+                    max_cents: i128::MIN,
+                    ..Acc::default()
+                });
+            acc.n += 1;
+            acc.qty += e.qty as i128;
+            acc.cents += e.cents as i128;
+            acc.min_qty = acc.min_qty.min(e.qty as i128);
+            acc.max_qty = acc.max_qty.max(e.qty as i128);
+            acc.min_cents = acc.min_cents.min(e.cents as i128);
+            acc.max_cents = acc.max_cents.max(e.cents as i128);
+            acc.customers.insert(e.cust);
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(g, a)| {
+            let (min, max) = if tumble {
+                (a.min_cents, a.max_qty)
+            } else {
+                (a.min_qty, a.max_cents)
+            };
+            (
+                g,
+                [a.n, a.qty, a.cents, min, max, a.customers.len() as i128],
+            )
+        })
+        .collect()
+}
+
+/// COUNT and SUMs only.
+fn counts_and_sums(m: &BTreeMap<Group, Aggs>) -> BTreeMap<Group, [i128; 3]> {
+    m.iter()
+        .map(|(g, a)| (g.clone(), [a[0], a[1], a[2]]))
+        .collect()
+}
+
+/// One rejected (row, window): the window, the row's key, qty, amount and id.
+#[derive(Debug, Clone)]
+struct LateRow {
+    start: i64,
+    end: i64,
+    key: String,
+    qty: i128,
+    cents: i128,
+    id: usize,
+}
+
+fn late_rows(rejects: &[Value]) -> Vec<LateRow> {
+    rejects
+        .iter()
+        .map(|r| {
+            assert_eq!(r["reason"], "late", "unexpected reject {r}");
+            let window = r["window"].as_array().expect("late reject has a window");
+            assert_eq!(window.len(), 2, "{r}");
+            // `raw` is the aggregate's input row as a JSON object (or its JSON text).
+            let raw: Value = match &r["raw"] {
+                Value::String(s) => serde_json::from_str(s).expect("raw is JSON"),
+                v => v.clone(),
+            };
+            let cents = match &raw["amount"] {
+                Value::Number(n) => (n.as_f64().unwrap() * 100.0).round() as i128,
+                Value::String(s) => parse_cents(s),
+                v => panic!("amount {v} in {r}"),
+            };
+            LateRow {
+                start: parse_ts(window[0].as_str().unwrap()),
+                end: parse_ts(window[1].as_str().unwrap()),
+                key: raw["k"].as_str().expect("raw has k").to_string(),
+                qty: raw["qty"].as_i64().expect("raw has qty") as i128,
+                cents,
+                id: raw["id"].as_u64().expect("raw has id") as usize,
+            }
+        })
+        .collect()
+}
+
+// ------------------------------------------------------------------------------------- cases
+
+#[derive(Debug, Clone)]
+struct Scenario {
+    delay_s: i64,
+    tumble_min: i64,
+    /// HOP (slide, size) in minutes; the size never equals a TUMBLE size, so a reject's window
+    /// length tells which aggregate rejected it.
+    hop_min: (i64, i64),
+    /// In arrival order.
+    events: Vec<Event>,
+    /// File boundaries (sorted positions into `events`).
+    cuts: Vec<usize>,
+    batch_size: usize,
+}
+
+impl Scenario {
+    fn delay_ms(&self) -> i64 {
+        self.delay_s * 1000
+    }
+    fn tumble_ms(&self) -> i64 {
+        self.tumble_min * MINUTE
+    }
+}
+
+/// Events within a few hours, presented so that every row's time is at least the maximum time
+/// of the rows before it minus the delay: sorted by time, then re-sorted by time plus a random
+/// jitter in [0, delay] (if row j follows row i, t_j + d_j >= t_i + d_i, so t_j >= t_i - delay).
+fn in_order(events: std::ops::Range<usize>) -> impl Strategy<Value = Scenario> {
+    (
+        prop::sample::select(vec![0i64, 1, 7, 30, 120, 300]),
+        prop::sample::select(vec![10i64, 60, 180]),
+        prop::sample::select(vec![1i64, 5, 10, 20, 60]),
+        prop::sample::select(vec![(1i64, 3i64), (5, 15), (10, 30), (15, 45)]),
+        1usize..=MAX_BATCH,
+        prop::collection::vec(any::<Index>(), 0..4),
+    )
+        .prop_flat_map(
+            move |(delay_s, span_min, tumble_min, hop_min, batch, cuts)| {
+                let span = span_min * MINUTE;
+                let time = prop_oneof![
+                    2 => 0..span,
+                    // On and next to minute boundaries (window edges).
+                    1 => (0..=span_min, -1i64..=1).prop_map(|(m, d)| m * MINUTE + d),
+                    // On whole seconds, so that some rows are exactly `delay` apart.
+                    1 => (0..=span_min * 60, -1i64..=1).prop_map(|(s, d)| s * 1000 + d),
+                ];
+                let delay = delay_s * 1000;
+                let jitter = prop_oneof![
+                    1 => Just(0),
+                    1 => Just(delay),
+                    2 => 0..=delay,
+                ];
+                let event = (
+                    0..KEYS.len(),
+                    0..CUSTOMERS,
+                    -20i64..=200,
+                    -5_000i64..=50_000,
+                    time,
+                    jitter,
+                );
+                (
+                    Just((delay_s, tumble_min, hop_min, batch, cuts)),
+                    prop::collection::vec(event, events.clone()),
+                )
+            },
+        )
+        .prop_map(|((delay_s, tumble_min, hop_min, batch_size, cuts), raw)| {
+            let mut rows: Vec<(Event, i64)> = raw
+                .into_iter()
+                .map(|(key, cust, qty, cents, t, jitter)| {
+                    (
+                        Event {
+                            key,
+                            cust,
+                            qty,
+                            cents,
+                            t: BASE + t,
+                        },
+                        jitter,
+                    )
+                })
+                .collect();
+            // Newest first among equal sort keys, so a row can follow one exactly `delay` newer.
+            rows.sort_by_key(|(e, _)| std::cmp::Reverse(e.t));
+            rows.sort_by_key(|(e, jitter)| e.t + jitter);
+            let events: Vec<Event> = rows.into_iter().map(|(e, _)| e).collect();
+            let mut cuts: Vec<usize> = cuts.iter().map(|i| i.index(events.len() + 1)).collect();
+            cuts.sort();
+            Scenario {
+                delay_s,
+                tumble_min,
+                hop_min,
+                events,
+                cuts,
+                batch_size,
+            }
+        })
+}
+
+/// Rows whose time is more than the delay behind an earlier row: the only ones that may be late.
+fn possibly_late(events: &[Event], delay_ms: i64) -> BTreeSet<usize> {
+    let mut max = i64::MIN;
+    let mut out = BTreeSet::new();
+    for (i, e) in events.iter().enumerate() {
+        if max != i64::MIN && e.t < max - delay_ms {
+            out.insert(i);
+        }
+        max = max.max(e.t);
+    }
+    out
+}
+
+/// Rows certainly late for a TUMBLE of `size` ms at any batch size <= MAX_BATCH: rows at
+/// least MAX_BATCH positions earlier were in an earlier batch (of the same file, or of an
+/// earlier file), so the watermark had reached their maximum - delay - 1 >= window end - 1.
+fn certainly_late(events: &[Event], delay_ms: i64, size: i64) -> BTreeSet<usize> {
+    let mut out = BTreeSet::new();
+    let mut max = i64::MIN;
+    for p in MAX_BATCH..events.len() {
+        max = max.max(events[p - MAX_BATCH].t);
+        let t = events[p].t;
+        let end = t - t.rem_euclid(size) + size;
+        if end <= max - delay_ms {
+            out.insert(p);
+        }
+    }
+    out
+}
+
+/// An in-order scenario plus rows older than the delay allows: one "anchor" at position >= 50
+/// older than (the max of the rows 50 positions earlier) - delay - window size, so certainly
+/// late, and a few more at random positions with random ages (late or not, depending on the
+/// batches).
+fn with_late_rows() -> impl Strategy<Value = Scenario> {
+    type Injection = (Index, i64, usize, i64);
+    let injection = || {
+        (
+            any::<Index>(),
+            // -1: exactly `delay` behind (on time), 0: 1 ms too late.
+            prop_oneof![1 => -1i64..=1, 3 => 0i64..=90 * MINUTE],
+            0..KEYS.len(),
+            -20i64..=200,
+        )
+    };
+    (
+        in_order(60..160),
+        injection(),
+        prop::collection::vec(injection(), 0..6),
+    )
+        .prop_map(
+            |(mut s, anchor, extra): (Scenario, Injection, Vec<Injection>)| {
+                let delay = s.delay_ms();
+                let make = |(_, age, key, qty): Injection, newest: i64, margin: i64| Event {
+                    key,
+                    cust: (qty.rem_euclid(CUSTOMERS as i64)) as usize,
+                    qty,
+                    cents: qty * 37 - 250,
+                    t: newest - delay - margin - 1 - age,
+                };
+                let n = s.events.len();
+                let p = MAX_BATCH + anchor.0.index(n - MAX_BATCH + 1);
+                let newest = s.events[..=p - MAX_BATCH]
+                    .iter()
+                    .map(|e| e.t)
+                    .max()
+                    .unwrap();
+                s.events.insert(p, make(anchor, newest, s.tumble_ms()));
+                for inj in extra {
+                    let p = inj.0.index(s.events.len() + 1);
+                    let newest = s.events[..p].iter().map(|e| e.t).max().unwrap_or(BASE);
+                    s.events.insert(p, make(inj, newest, 0));
+                }
+                // Files are cut at the same relative places.
+                let len = s.events.len();
+                for c in &mut s.cuts {
+                    *c = (*c * len / n).min(len);
+                }
+                s
+            },
+        )
+}
+
+fn prepare(s: &Scenario) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write_inputs(dir.path(), &s.events, &s.cuts);
+    write_pipeline(
+        dir.path(),
+        s.delay_s,
+        s.tumble_min * 60,
+        (s.hop_min.0 * 60, s.hop_min.1 * 60),
+    );
+    dir
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 48,
+        // Integration tests have no lib.rs beside them, so the default (SourceParallel) would
+        // fall back to tests/agreement.proptest-regressions; tests run in the crate folder.
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+            "proptest-regressions/agreement.txt"
+        ))),
+        ..ProptestConfig::default()
+    })]
+
+    /// Property 1: shuffled within the watermark delay, stream mode equals batch mode (and the
+    /// model) for TUMBLE and HOP, and nothing is late.
+    #[test]
+    fn in_order_input_agrees(s in in_order(0..160)) {
+        let delay = s.delay_ms();
+        let mut max = i64::MIN;
+        for e in &s.events {
+            prop_assert!(max == i64::MIN || e.t >= max - delay, "generator broke the delay bound");
+            max = max.max(e.t);
+        }
+        let dir = prepare(&s);
+        let rt = runtime();
+        let batch = run(&rt, dir.path(), Mode::Batch, None, "batch");
+        let stream = run(&rt, dir.path(), Mode::Stream, Some(s.batch_size), "stream");
+
+        prop_assert!(batch.rejects.is_empty(), "batch rejects: {:?}", batch.rejects);
+        prop_assert!(stream.rejects.is_empty(), "stream rejects: {:?}", stream.rejects);
+        prop_assert!(stream.report.rejects.is_empty());
+        for (o, mode) in [(&batch, "batch"), (&stream, "stream")] {
+            check_emission_order(&o.tumble, &format!("{mode} tumble"))?;
+            check_emission_order(&o.hop, &format!("{mode} hop"))?;
+        }
+        prop_assert_eq!(sorted(&stream.tumble), sorted(&batch.tumble), "TUMBLE stream vs batch");
+        prop_assert_eq!(sorted(&stream.hop), sorted(&batch.hop), "HOP stream vs batch");
+
+        let (t, (slide, size)) = (s.tumble_ms(), s.hop_min);
+        let all = |_: usize, _: i64| true;
+        prop_assert_eq!(
+            parse_rows(&batch.tumble, &TUMBLE_DECIMALS),
+            model(&s.events, t, t, true, all),
+            "TUMBLE batch vs model"
+        );
+        prop_assert_eq!(
+            parse_rows(&batch.hop, &HOP_DECIMALS),
+            model(&s.events, slide * MINUTE, size * MINUTE, false, all),
+            "HOP batch vs model"
+        );
+    }
+
+    /// Property 2: rows later than the delay are rejected in stream mode; stream output plus the
+    /// rejected rows re-aggregated by their `window` equals the batch output.
+    #[test]
+    fn late_rows_are_accounted_for(s in with_late_rows()) {
+        let delay = s.delay_ms();
+        let tumble_ms = s.tumble_ms();
+        let (hop_slide, hop_size) = (s.hop_min.0 * MINUTE, s.hop_min.1 * MINUTE);
+        let certain = certainly_late(&s.events, delay, tumble_ms);
+        prop_assert!(!certain.is_empty(), "the generator must produce a certainly late row");
+        let possible = possibly_late(&s.events, delay);
+
+        let dir = prepare(&s);
+        let rt = runtime();
+        let batch = run(&rt, dir.path(), Mode::Batch, None, "batch");
+        let stream = run(&rt, dir.path(), Mode::Stream, Some(s.batch_size), "stream");
+        prop_assert!(batch.rejects.is_empty(), "batch rejects: {:?}", batch.rejects);
+        for (o, mode) in [(&batch, "batch"), (&stream, "stream")] {
+            check_emission_order(&o.tumble, &format!("{mode} tumble"))?;
+            check_emission_order(&o.hop, &format!("{mode} hop"))?;
+        }
+
+        // Batch sees everything.
+        let batch_tumble = parse_rows(&batch.tumble, &TUMBLE_DECIMALS);
+        let batch_hop = parse_rows(&batch.hop, &HOP_DECIMALS);
+        let all = |_: usize, _: i64| true;
+        prop_assert_eq!(&batch_tumble, &model(&s.events, tumble_ms, tumble_ms, true, all));
+        prop_assert_eq!(&batch_hop, &model(&s.events, hop_slide, hop_size, false, all));
+
+        // Which (row, window) pairs stream mode rejected, per aggregate.
+        let late = late_rows(&stream.rejects);
+        prop_assert_eq!(
+            stream.report.rejects.get("late").copied().unwrap_or(0),
+            late.len() as u64
+        );
+        let mut rejected_tumble = BTreeSet::new();
+        let mut rejected_hop = BTreeSet::new();
+        for r in &late {
+            prop_assert!(possible.contains(&r.id), "row {} was rejected but is within the delay", r.id);
+            let e = &s.events[r.id];
+            prop_assert_eq!(&r.key, KEYS[e.key]);
+            prop_assert!(r.start <= e.t && e.t < r.end, "row {} is not in its reject window", r.id);
+            if r.end - r.start == tumble_ms {
+                prop_assert!(rejected_tumble.insert((r.id, r.start)), "rejected twice: {:?}", r);
+            } else {
+                prop_assert_eq!(r.end - r.start, hop_size);
+                prop_assert!(rejected_hop.insert((r.id, r.start)), "rejected twice: {:?}", r);
+            }
+        }
+        let tumble_ids: BTreeSet<usize> = rejected_tumble.iter().map(|&(id, _)| id).collect();
+        prop_assert!(
+            certain.is_subset(&tumble_ids),
+            "certainly late rows {:?} not all rejected (rejected: {:?})",
+            certain,
+            tumble_ids
+        );
+
+        // Stream output + rejects re-aggregated = batch output (COUNT and SUMs).
+        for (rows, decimals, size, batch_rows, what) in [
+            (&stream.tumble, &TUMBLE_DECIMALS, tumble_ms, &batch_tumble, "TUMBLE"),
+            (&stream.hop, &HOP_DECIMALS, hop_size, &batch_hop, "HOP"),
+        ] {
+            let mut merged = counts_and_sums(&parse_rows(rows, decimals));
+            for r in late.iter().filter(|r| r.end - r.start == size) {
+                let slot = merged.entry((r.start, r.end, r.key.clone())).or_insert([0; 3]);
+                slot[0] += 1;
+                slot[1] += r.qty;
+                slot[2] += r.cents;
+            }
+            prop_assert_eq!(&merged, &counts_and_sums(batch_rows), "{} stream + rejects vs batch", what);
+        }
+
+        // And every stream aggregate (MIN, MAX, COUNT DISTINCT too) is that of the accepted rows.
+        prop_assert_eq!(
+            parse_rows(&stream.tumble, &TUMBLE_DECIMALS),
+            model(&s.events, tumble_ms, tumble_ms, true, |id, w| !rejected_tumble.contains(&(id, w))),
+            "TUMBLE stream vs model of accepted rows"
+        );
+        prop_assert_eq!(
+            parse_rows(&stream.hop, &HOP_DECIMALS),
+            model(&s.events, hop_slide, hop_size, false, |id, w| !rejected_hop.contains(&(id, w))),
+            "HOP stream vs model of accepted rows"
+        );
+    }
+}
+
+// ------------------------------------------------------------------------------------- edge cases
+
+fn at(hms: &str) -> i64 {
+    parse_ts(&format!("2026-03-16T{hms}"))
+}
+
+fn ev(key: usize, qty: i64, cents: i64, t: i64) -> Event {
+    Event {
+        key,
+        cust: key,
+        qty,
+        cents,
+        t,
+    }
+}
+
+/// (window start, end, key, COUNT(*)) of a sink's rows, in file order.
+fn counts(rows: &[Vec<String>]) -> Vec<(i64, i64, String, i64)> {
+    rows.iter()
+        .map(|r| {
+            (
+                parse_ts(&r[0]),
+                parse_ts(&r[1]),
+                r[2].clone(),
+                r[3].parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn windows_of(rejects: &[Value]) -> Vec<(String, String)> {
+    let mut w: Vec<_> = rejects
+        .iter()
+        .map(|r| {
+            assert_eq!(r["reason"], "late");
+            (
+                r["window"][0].as_str().unwrap().to_string(),
+                r["window"][1].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    w.sort();
+    w
+}
+
+/// Delay 5 s, TUMBLE 1 min: a row exactly 5 s behind the newest is on time even in a window
+/// about to fire; 5.001 s behind, after the window fired, it is late.
+#[test]
+fn row_exactly_delay_behind_is_not_late() {
+    let events = vec![
+        ev(0, 1, 100, at("00:00:10.000")),
+        ev(0, 1, 100, at("00:01:04.999")), // watermark 00:00:59.998
+        ev(0, 1, 100, at("00:00:59.999")), // exactly 5 s behind: on time
+        ev(0, 1, 100, at("00:01:05.000")), // watermark 00:00:59.999: [00:00, 00:01) fires
+        ev(0, 1, 100, at("00:00:59.999")), // 5.001 s behind: late
+        ev(0, 1, 100, at("00:01:00.000")), // exactly 5 s behind: on time
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    write_inputs(dir.path(), &events, &[]);
+    write_pipeline(dir.path(), 5, 60, (60, 180));
+    let rt = runtime();
+    let (w0, w1, w2) = (at("00:00:00"), at("00:01:00"), at("00:02:00"));
+
+    let batch = run(&rt, dir.path(), Mode::Batch, None, "batch");
+    assert!(batch.rejects.is_empty());
+    assert_eq!(
+        counts(&batch.tumble),
+        vec![(w0, w1, "a".into(), 3), (w1, w2, "a".into(), 3)]
+    );
+    // Batch sizes 1 and 2 both put row 4 in a batch before row 5.
+    for size in [1, 2] {
+        let stream = run(
+            &rt,
+            dir.path(),
+            Mode::Stream,
+            Some(size),
+            &format!("s{size}"),
+        );
+        assert_eq!(
+            counts(&stream.tumble),
+            vec![(w0, w1, "a".into(), 2), (w1, w2, "a".into(), 3)],
+            "batch size {size}"
+        );
+        let tumble_rejects: Vec<_> = windows_of(&stream.rejects)
+            .into_iter()
+            .filter(|(s, e)| parse_ts(e) - parse_ts(s) == MINUTE)
+            .collect();
+        assert_eq!(
+            tumble_rejects,
+            vec![(
+                "2026-03-16T00:00:00.000".to_string(),
+                "2026-03-16T00:01:00.000".to_string()
+            )],
+            "batch size {size}"
+        );
+        let late = late_rows(&stream.rejects);
+        assert!(late.iter().all(|r| r.id == 4), "{late:?}");
+    }
+}
+
+/// Delay 0: a window [start, end) fires when the watermark reaches end - 1, i.e. on the first
+/// row at `end`; a row at end - 1 is in [start, end), and late once that window fired. For HOP
+/// (slide 30 s, size 1 min), the same row is late for one window and on time for the other.
+#[test]
+fn windows_fire_at_end_minus_one() {
+    let events = vec![
+        ev(0, 1, 100, at("00:00:30.000")),
+        ev(0, 2, 100, at("00:00:59.999")), // end - 1 of [00:00, 00:01): not yet fired
+        ev(0, 4, 100, at("00:00:59.999")), // equal to the newest: on time
+        ev(0, 8, 100, at("00:01:00.000")), // watermark 00:00:59.999: [00:00, 00:01) fires
+        ev(0, 16, 100, at("00:01:00.000")),
+        ev(0, 32, 100, at("00:00:59.999")), // 1 ms behind, its tumble window fired: late
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    write_inputs(dir.path(), &events, &[]);
+    let dir_path = dir.path();
+    write_pipeline(dir_path, 0, 60, (30, 60));
+    let rt = runtime();
+    let (w0, w30, w1, w90, w2) = (
+        at("00:00:00"),
+        at("00:00:30"),
+        at("00:01:00"),
+        at("00:01:30"),
+        at("00:02:00"),
+    );
+    let a = || "a".to_string();
+
+    let batch = run(&rt, dir_path, Mode::Batch, None, "batch");
+    assert!(batch.rejects.is_empty());
+    assert_eq!(
+        counts(&batch.tumble),
+        vec![(w0, w1, a(), 4), (w1, w2, a(), 2)]
+    );
+    assert_eq!(
+        counts(&batch.hop),
+        vec![(w0, w1, a(), 4), (w30, w90, a(), 6), (w1, w2, a(), 2)]
+    );
+    // Sum of qty tells exactly which rows landed where.
+    assert_eq!(batch.tumble[0][4], "39");
+
+    for size in [1, 2] {
+        let stream = run(&rt, dir_path, Mode::Stream, Some(size), &format!("s{size}"));
+        assert_eq!(
+            counts(&stream.tumble),
+            vec![(w0, w1, a(), 3), (w1, w2, a(), 2)],
+            "batch size {size}"
+        );
+        assert_eq!(stream.tumble[0][4], "7", "batch size {size}");
+        assert_eq!(
+            counts(&stream.hop),
+            vec![(w0, w1, a(), 3), (w30, w90, a(), 6), (w1, w2, a(), 2)],
+            "batch size {size}"
+        );
+        // Late for the tumble window and the first hop window, both [00:00, 00:01).
+        let w = (
+            "2026-03-16T00:00:00.000".to_string(),
+            "2026-03-16T00:01:00.000".to_string(),
+        );
+        assert_eq!(
+            windows_of(&stream.rejects),
+            vec![w.clone(), w],
+            "batch size {size}"
+        );
+        assert!(late_rows(&stream.rejects)
+            .iter()
+            .all(|r| r.id == 5 && r.qty == 32));
+    }
+}
+
+/// Times before the epoch (negative milliseconds), negative amounts, and empty input files:
+/// both modes agree with the expected windows.
+#[test]
+fn negative_times_values_and_empty_files() {
+    let t = |s: &str| parse_ts(s);
+    let events = vec![
+        ev(2, 7, -99_999, t("1969-12-31T23:58:59.999")),
+        ev(1, -3, -150, t("1969-12-31T23:59:00.000")),
+        ev(1, -5, -1, t("1969-12-31T23:59:59.999")),
+        ev(1, 0, 0, t("1970-01-01T00:00:00.000")),
+    ];
+    let rt = runtime();
+    let expected_tumble = vec![
+        vec![
+            "1969-12-31T23:58:00",
+            "1969-12-31T23:59:00",
+            "b2",
+            "1",
+            "7",
+            "-999.99",
+            "-999.99",
+            "7",
+            "1",
+        ],
+        vec![
+            "1969-12-31T23:59:00",
+            "1970-01-01T00:00:00",
+            "b",
+            "2",
+            "-8",
+            "-1.51",
+            "-1.50",
+            "-3",
+            "1",
+        ],
+        vec![
+            "1970-01-01T00:00:00",
+            "1970-01-01T00:01:00",
+            "b",
+            "1",
+            "0",
+            "0.00",
+            "0.00",
+            "0",
+            "1",
+        ],
+    ];
+    let expected_model = model(&events, MINUTE, MINUTE, true, |_, _| true);
+
+    // All rows in one file between two empty ones, then split one per file.
+    for (case, cuts) in [("one", vec![0, 4]), ("split", vec![1, 2, 3])] {
+        let dir = tempfile::tempdir().unwrap();
+        write_inputs(dir.path(), &events, &cuts);
+        // A zero-byte file too: no header, no rows.
+        fs::write(dir.path().join("in/zzz.csv"), "").unwrap();
+        write_pipeline(dir.path(), 1, 60, (60, 180));
+        let batch = run(&rt, dir.path(), Mode::Batch, None, "batch");
+        for (mode, o) in [
+            ("batch", batch),
+            (
+                "stream",
+                run(&rt, dir.path(), Mode::Stream, Some(1), "stream"),
+            ),
+        ] {
+            assert!(o.rejects.is_empty(), "{case} {mode}: {:?}", o.rejects);
+            assert_eq!(o.report.rows_read.get("events"), Some(&4), "{case} {mode}");
+            assert_eq!(
+                parse_rows(&o.tumble, &TUMBLE_DECIMALS),
+                expected_model,
+                "{case} {mode}"
+            );
+            let got: Vec<Vec<&str>> = o
+                .tumble
+                .iter()
+                .map(|r| r.iter().map(String::as_str).collect())
+                .collect();
+            assert_eq!(got, expected_tumble, "{case} {mode}");
+            assert_eq!(
+                parse_rows(&o.hop, &HOP_DECIMALS),
+                model(&events, MINUTE, 3 * MINUTE, false, |_, _| true),
+                "{case} {mode}"
+            );
+        }
+    }
+
+    // No rows at all: header-only and zero-byte files.
+    let dir = tempfile::tempdir().unwrap();
+    write_inputs(dir.path(), &[], &[0]);
+    fs::write(dir.path().join("in/zzz.csv"), "").unwrap();
+    write_pipeline(dir.path(), 0, 60, (60, 180));
+    for (mode, size) in [(Mode::Batch, None), (Mode::Stream, Some(1))] {
+        let o = run(&rt, dir.path(), mode, size, &format!("{mode}"));
+        assert!(o.rejects.is_empty());
+        assert!(o.tumble.is_empty() && o.hop.is_empty(), "{mode}");
+        assert_eq!(o.report.rows_read.get("events"), Some(&0), "{mode}");
+    }
+}
