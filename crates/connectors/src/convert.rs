@@ -352,6 +352,7 @@ impl Converter {
                         reason: f.reason,
                         detail: f.detail,
                         table: self.table.clone(),
+                        sink: None,
                         file: Some(file.clone()),
                         line: Some(line),
                         raw,

@@ -347,6 +347,7 @@ impl PartWriter {
 }
 
 struct FileSink {
+    created_dirs: Vec<PathBuf>,
     config: FileConfig,
     /// The table's folder.
     root: PathBuf,
@@ -420,6 +421,12 @@ impl FileSink {
                 }
             })
             .collect();
+        // Folders this sink creates, deepest first: an abandoned run removes them again.
+        let created_dirs: Vec<PathBuf> = root
+            .ancestors()
+            .take_while(|p| !p.as_os_str().is_empty() && !p.exists())
+            .map(Path::to_path_buf)
+            .collect();
         let staging = root.join(format!(".staging-{safe_run_id}"));
         if staging.exists() {
             fs::remove_dir_all(&staging).map_err(|e| Error::io("remove", &staging, e))?;
@@ -428,6 +435,7 @@ impl FileSink {
         fs::create_dir_all(&data_dir).map_err(|e| Error::io("create", &data_dir, e))?;
         Ok(FileSink {
             config,
+            created_dirs,
             root,
             staging,
             data_dir,
@@ -666,6 +674,10 @@ impl Drop for FileSink {
             // An abandoned run leaves nothing behind (a crash leaves the staging folder, which
             // the next commit removes).
             let _ = fs::remove_dir_all(&self.staging);
+            for dir in &self.created_dirs {
+                // remove_dir only removes empty folders: nothing else is touched.
+                let _ = fs::remove_dir(dir);
+            }
         }
     }
 }

@@ -286,7 +286,8 @@ fn abandoned_sink_leaves_no_staging() {
         sink.write(&rows(&[D16], &["a"], &[1])).unwrap();
         assert!(dir.path().join("out/table/.staging-x").exists());
     }
-    assert!(snapshot(&dir.path().join("out/table")).is_empty());
+    // The folders this sink created are removed again: a failed run leaves nothing behind.
+    assert!(!dir.path().join("out").exists());
 }
 
 fn all_types() -> RecordBatch {

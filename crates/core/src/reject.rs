@@ -40,6 +40,10 @@ pub struct Reject {
     pub detail: String,
     /// The table the row was read from.
     pub table: String,
+    /// For rows rejected by an operator (late, missing event time): the sink of the INSERT
+    /// whose operator rejected it. Source rejects (parse errors) concern every INSERT.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sink: Option<String>,
     /// The file the row came from, when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,

@@ -71,6 +71,7 @@ impl RunReport {
             s += "  rejected          0 rows\n";
         }
         for (reason, n) in &self.rejects {
+            // Late rows are counted per INSERT that missed them (and per missed HOP window).
             s += &format!("  rejected {n:>10} rows: {reason}\n");
         }
         if !self.rejects.is_empty() {
@@ -396,6 +397,7 @@ impl OpenedPipeline {
             sinks.insert(
                 name.clone(),
                 SinkSlot {
+                    name: name.clone(),
                     sink,
                     schema: schema.clone(),
                     rows: 0,
@@ -549,6 +551,7 @@ struct RunState {
 }
 
 struct SinkSlot {
+    name: String,
     sink: Box<dyn Sink>,
     schema: SchemaRef,
     rows: u64,
@@ -622,6 +625,9 @@ fn push(
         Some((op, rest)) => {
             let mut out = Output::default();
             op.process(message, &mut out)?;
+            for r in &mut out.rejects {
+                r.sink.get_or_insert_with(|| sink.name.clone());
+            }
             bin.write(&out.rejects)?;
             for m in out.messages {
                 push(rest, m, sink, bin)?;

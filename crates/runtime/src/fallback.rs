@@ -108,6 +108,7 @@ impl TvfBinder for Materialize {
                                 call.time_column
                             ),
                             table: call.input.clone(),
+                            sink: None,
                             file: None,
                             line: None,
                             raw,

@@ -154,8 +154,20 @@ impl Lowering<'_> {
                 "rewrite it as a join, or run with --mode batch",
             ));
         }
+        // Some DataFusion functions (coalesce, nvl2, arrow_cast, ...) only exist until the
+        // simplifier rewrites them, so simplify first, as DataFusion's own planner does.
+        let context = datafusion::logical_expr::simplify::SimplifyContext::builder()
+            .with_schema(input.schema().clone())
+            .with_config_options(self.state.config_options().clone())
+            .with_query_execution_start_time(
+                self.state.execution_props().query_execution_start_time,
+            )
+            .build();
+        let simplified = datafusion::optimizer::simplify_expressions::ExprSimplifier::new(context)
+            .simplify(expr.clone())
+            .map_err(|e| Error::Plan(format!("expression `{expr}`: {e}")))?;
         self.state
-            .create_physical_expr(expr.clone(), input.schema())
+            .create_physical_expr(simplified, input.schema())
             .map_err(|e| Error::Plan(format!("expression `{expr}`: {e}")))
     }
 

@@ -123,6 +123,7 @@ impl WindowAggregate {
                         Watermark(start + self.size - 1).display()
                     ),
                     table: self.table_name.clone(),
+                    sink: None,
                     file: None,
                     line: None,
                     raw,

@@ -99,6 +99,7 @@ impl Operator for WindowAssign {
                                 "column `{column}` is NULL, so the row belongs to no window"
                             ),
                             table: self.table.clone(),
+                            sink: None,
                             file: None,
                             line: None,
                             raw,

@@ -1,0 +1,344 @@
+//! End to end through the `flowline` binary: generate the example orders, run the example
+//! pipeline in batch and in stream mode, compare the outputs byte for byte, and inspect the
+//! summary, the reject bin and the run list.
+//!
+//! Every command runs from an unrelated working directory: paths in the pipeline resolve
+//! against the pipeline file's folder.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn example_pipeline() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/orders/pipeline.sql")
+}
+
+/// Runs `flowline args...` from `cwd`.
+fn flowline(cwd: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_flowline"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("start flowline")
+}
+
+/// Runs `flowline args...`, which must succeed; returns (stdout, stderr).
+fn ok(cwd: &Path, args: &[&str]) -> (String, String) {
+    let out = flowline(cwd, args);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "flowline {args:?} failed ({}):\n{stderr}",
+        out.status
+    );
+    (stdout, stderr)
+}
+
+/// A copy of the example pipeline in a fresh folder, with generated orders in `data/orders`.
+struct Example {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    pipeline: String,
+    /// An empty folder to run commands from.
+    cwd: PathBuf,
+}
+
+fn example(extra_generate_args: &[&str]) -> Example {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("orders");
+    let cwd = tmp.path().join("elsewhere");
+    fs::create_dir_all(&dir).unwrap();
+    fs::create_dir_all(&cwd).unwrap();
+    fs::copy(example_pipeline(), dir.join("pipeline.sql")).unwrap();
+    let data = dir.join("data/orders");
+    let mut args = vec![
+        "generate",
+        "orders",
+        data.to_str().unwrap(),
+        "--rows",
+        "2000",
+        "--days",
+        "2",
+        "--format",
+        "csv",
+    ];
+    args.extend_from_slice(extra_generate_args);
+    ok(&cwd, &args);
+    Example {
+        pipeline: dir.join("pipeline.sql").to_str().unwrap().to_string(),
+        _tmp: tmp,
+        dir,
+        cwd,
+    }
+}
+
+/// Every file under `root` (relative path → bytes).
+fn files(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    fn go(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+        for entry in fs::read_dir(dir).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_dir() {
+                go(root, &entry.path(), out);
+            } else {
+                out.insert(
+                    entry.path().strip_prefix(root).unwrap().to_path_buf(),
+                    fs::read(entry.path()).unwrap(),
+                );
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    go(root, root, &mut out);
+    out
+}
+
+fn json_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// The row count of `rejected N rows: <reason>` in a run summary (0 when absent).
+fn summary_rejects(summary: &str, reason: &str) -> u64 {
+    summary
+        .lines()
+        .find(|l| l.trim_end().ends_with(&format!("rows: {reason}")))
+        .map(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("cannot read the count in `{l}`"))
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn batch_and_stream_write_identical_files() {
+    let ex = example(&[]);
+    let p = ex.pipeline.as_str();
+
+    let (_, batch_summary) = ok(&ex.cwd, &["run", p, "--mode", "batch"]);
+    let daily = ex.dir.join("out/daily_revenue");
+    let hourly = ex.dir.join("out/hourly_orders");
+    let batch_daily = files(&daily);
+    let batch_hourly = files(&hourly);
+    assert!(
+        batch_daily.keys().any(|k| k.starts_with("day=2026-03-16")),
+        "daily_revenue files: {:?}",
+        batch_daily.keys()
+    );
+    assert!(
+        batch_daily.keys().any(|k| k.starts_with("day=2026-03-17")),
+        "daily_revenue files: {:?}",
+        batch_daily.keys()
+    );
+    assert_eq!(
+        batch_hourly.keys().collect::<Vec<_>>(),
+        vec![Path::new("part-00000.parquet")]
+    );
+
+    let (_, stream_summary) = ok(
+        &ex.cwd,
+        &["run", p, "--mode", "stream", "--batch-size", "7"],
+    );
+    let stream_daily = files(&daily);
+    let stream_hourly = files(&hourly);
+    assert_eq!(
+        batch_daily.keys().collect::<Vec<_>>(),
+        stream_daily.keys().collect::<Vec<_>>(),
+        "daily_revenue has different files in batch and stream mode"
+    );
+    for (path, bytes) in &batch_daily {
+        assert!(
+            &stream_daily[path] == bytes,
+            "daily_revenue/{} differs between batch and stream mode:\n--- batch\n{}\n--- stream\n{}",
+            path.display(),
+            String::from_utf8_lossy(bytes),
+            String::from_utf8_lossy(&stream_daily[path])
+        );
+    }
+    assert!(
+        batch_hourly == stream_hourly,
+        "hourly_orders/part-00000.parquet differs between batch and stream mode"
+    );
+
+    // The summaries mention the rejects and where they are.
+    let rejects_path = ex.dir.join(".flowline/pipeline/rejects.jsonl");
+    for (mode, summary) in [("batch", &batch_summary), ("stream", &stream_summary)] {
+        assert!(summary.contains(&format!("({mode} mode)")), "{summary}");
+        assert!(summary.contains("rows from orders"), "{summary}");
+        for reason in ["malformed-csv", "bad-value", "bad-timestamp"] {
+            assert_eq!(
+                summary_rejects(summary, reason),
+                1,
+                "{mode} summary, {reason}:\n{summary}"
+            );
+        }
+        assert_eq!(summary_rejects(summary, "late"), 0, "{summary}");
+        assert!(
+            summary.contains(&format!("rejects are in {}", rejects_path.display())),
+            "{summary}"
+        );
+    }
+
+    // The reject bin: a malformed CSV record with its line number and raw text, which is the
+    // text of that line of the input file.
+    let rejects = json_lines(&fs::read_to_string(&rejects_path).unwrap());
+    assert_eq!(rejects.len(), 6, "3 rejects per run: {rejects:#?}");
+    let malformed: Vec<&Value> = rejects
+        .iter()
+        .filter(|r| r["reason"] == "malformed-csv")
+        .collect();
+    assert_eq!(malformed.len(), 2, "one per run: {malformed:#?}");
+    for r in malformed {
+        assert_eq!(r["table"], "orders");
+        let line = r["line"].as_u64().expect("a line number") as usize;
+        let raw = r["raw"].as_str().expect("the raw text");
+        assert!(!raw.is_empty());
+        let file = r["file"].as_str().expect("the file");
+        let text = fs::read_to_string(file).unwrap();
+        assert_eq!(
+            text.lines().nth(line - 1),
+            Some(raw),
+            "line {line} of {file} is not the raw text of the reject"
+        );
+        assert_eq!(raw.split(',').count(), 4, "{raw}");
+    }
+
+    // `flowline rejects` shows the last run's rejects.
+    let (out, _) = ok(&ex.cwd, &["rejects", p]);
+    let last = json_lines(&out);
+    assert_eq!(last.len(), 3, "{out}");
+    assert!(last.iter().any(|r| r["reason"] == "malformed-csv"), "{out}");
+
+    // `flowline runs` lists both runs.
+    let (out, _) = ok(&ex.cwd, &["runs", p]);
+    let runs: Vec<&str> = out
+        .lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    assert_eq!(runs.len(), 2, "{out}");
+    let modes: Vec<&str> = runs
+        .iter()
+        .map(|l| l.split_whitespace().nth(1).unwrap())
+        .collect();
+    assert_eq!(modes, ["batch", "stream"], "{out}");
+    assert!(
+        runs.iter()
+            .all(|l| l.split_whitespace().nth(2) == Some("ok")),
+        "{out}"
+    );
+    let (out, _) = ok(&ex.cwd, &["runs", p, "--json"]);
+    let records = json_lines(&out);
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[1]["batch_size"], 7);
+    assert_eq!(records[0]["rows_written"], records[1]["rows_written"]);
+}
+
+#[test]
+fn syntax_error_exits_non_zero_with_its_position() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = "-- a pipeline with a typo\n\
+                CREATE TABLE t (a BIGINT) WITH (\n  'connector' = 'files',\n  'path' = 'x.csv',\n  'format' = 'csv'\n);\n\
+                CREATE TABLE o WITH ('connector' = 'print');\n\
+                INSERT INTO o\nSELECT a,\n  CAST(a AS ) AS b FROM t;\n";
+    let file = tmp.path().join("bad.sql");
+    fs::write(&file, text).unwrap();
+    // The position of the unexpected `)`, computed from the text.
+    let at = text.find(") AS b").unwrap();
+    let line = text[..at].matches('\n').count() + 1;
+    let column = at - text[..at].rfind('\n').unwrap();
+
+    for args in [
+        vec!["run", file.to_str().unwrap()],
+        vec!["run", file.to_str().unwrap(), "--mode", "stream"],
+        vec!["explain", file.to_str().unwrap()],
+    ] {
+        let out = flowline(tmp.path(), &args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(
+            stderr.contains(&format!("line {line}, column {column}")),
+            "{args:?}: expected `line {line}, column {column}` in:\n{stderr}"
+        );
+    }
+    assert_eq!(
+        fs::read_dir(tmp.path()).unwrap().count(),
+        1,
+        "a failed parse wrote files"
+    );
+}
+
+#[test]
+fn late_rows_are_rejected_in_stream_mode_only() {
+    let ex = example(&["--late-rows", "3"]);
+    let p = ex.pipeline.as_str();
+
+    let (_, summary) = ok(&ex.cwd, &["run", p, "--mode", "batch"]);
+    assert_eq!(summary_rejects(&summary, "late"), 0, "{summary}");
+    let (out, _) = ok(&ex.cwd, &["rejects", p]);
+    let batch = json_lines(&out);
+    assert!(
+        batch.iter().all(|r| r["reason"] != "late"),
+        "batch mode rejected late rows: {out}"
+    );
+    assert_eq!(batch.len(), 3, "{out}");
+
+    let (_, summary) = ok(
+        &ex.cwd,
+        &["run", p, "--mode", "stream", "--batch-size", "7"],
+    );
+    let (out, _) = ok(&ex.cwd, &["rejects", p]);
+    let stream = json_lines(&out);
+    let late: Vec<&Value> = stream.iter().filter(|r| r["reason"] == "late").collect();
+    // The generator's late rows are order ids rows + 1_000_000 + k.
+    let mut late_ids: Vec<i64> = late
+        .iter()
+        .map(|r| {
+            let raw: Value = serde_json::from_str(r["raw"].as_str().unwrap()).unwrap();
+            raw["order_id"].as_i64().unwrap()
+        })
+        .collect();
+    late_ids.sort();
+    late_ids.dedup();
+    assert_eq!(late_ids, [1_002_000, 1_002_001, 1_002_002], "{out}");
+    for r in &late {
+        assert!(r["window"].is_array() && r["watermark"].is_string(), "{r}");
+    }
+    // Each INSERT that windows the orders misses the three late rows, and says so: one reject
+    // per (row, INSERT), tagged with the sink, so each output can be corrected on its own.
+    let mut per_sink: std::collections::BTreeMap<String, Vec<i64>> = Default::default();
+    for r in &late {
+        let raw: Value = serde_json::from_str(r["raw"].as_str().unwrap()).unwrap();
+        per_sink
+            .entry(
+                r["sink"]
+                    .as_str()
+                    .expect("late rejects name their sink")
+                    .to_string(),
+            )
+            .or_default()
+            .push(raw["order_id"].as_i64().unwrap());
+    }
+    assert_eq!(
+        per_sink.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["daily_revenue", "daily_totals", "hourly_orders"],
+        "{out}"
+    );
+    for ids in per_sink.values_mut() {
+        ids.sort();
+        assert_eq!(ids, &[1_002_000, 1_002_001, 1_002_002], "{out}");
+    }
+    assert_eq!(
+        summary_rejects(&summary, "late"),
+        9,
+        "3 late rows x 3 windowed INSERTs, but the summary says:\n{summary}"
+    );
+    assert_eq!(late.len(), 9, "late rejects in the bin:\n{out}");
+}

@@ -1,0 +1,528 @@
+//! Errors a user makes in a pipeline file: each must be reported before any data moves, with a
+//! message that names the problem and where it is (table, option, column, line), and must leave
+//! the pipeline's folder exactly as it was: no output folder, no state folder, no rejects.
+//!
+//! Expected line and column numbers are computed from the pipeline text itself (`pos_of`), not
+//! taken from Flowline.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use flowline_core::Error;
+use flowline_runtime::{run_pipeline, Mode, OpenedPipeline, RunOptions};
+
+const ORDERS_CSV: &str = "order_id,store_id,amount,ordered_at
+1,s1,10.00,2026-03-16 10:00:00
+2,s2,20.00,2026-03-16 10:05:00
+3,s1,5.00,2026-03-16 11:00:00
+";
+
+const STORES_JSONL: &str = r#"{"store_id": "s1", "city": "Lyon"}
+{"store_id": "s2", "city": "Paris"}
+"#;
+
+/// A valid source table; tests append sinks and inserts, or replace parts of it.
+const ORDERS: &str = "CREATE TABLE orders (
+  order_id   BIGINT,
+  store_id   STRING,
+  amount     DECIMAL(10, 2),
+  ordered_at TIMESTAMP(3),
+  WATERMARK FOR ordered_at AS ordered_at - INTERVAL '1' MINUTE
+) WITH (
+  'connector' = 'files',
+  'path' = 'input/orders.csv',
+  'format' = 'csv'
+);
+";
+
+const STORES: &str = "CREATE TABLE stores (
+  store_id STRING,
+  city     STRING
+) WITH (
+  'connector' = 'files',
+  'path' = 'input/stores.jsonl',
+  'format' = 'json'
+);
+";
+
+const OUT: &str = "CREATE TABLE out WITH (
+  'connector' = 'files',
+  'path' = 'out/result',
+  'format' = 'csv'
+);
+";
+
+/// 1-based line and column of the first occurrence of `needle` in `text`.
+fn pos_of(text: &str, needle: &str) -> (u64, u64) {
+    let at = text
+        .find(needle)
+        .unwrap_or_else(|| panic!("`{needle}` is not in the pipeline"));
+    let before = &text[..at];
+    let line = before.matches('\n').count() as u64 + 1;
+    let column = before.rsplit('\n').next().unwrap().chars().count() as u64 + 1;
+    (line, column)
+}
+
+fn line_of(text: &str, needle: &str) -> u64 {
+    pos_of(text, needle).0
+}
+
+/// Every path under `dir`, relative to it.
+fn tree(dir: &Path) -> BTreeSet<PathBuf> {
+    fn go(root: &Path, dir: &Path, out: &mut BTreeSet<PathBuf>) {
+        for entry in fs::read_dir(dir).unwrap() {
+            let entry = entry.unwrap();
+            out.insert(entry.path().strip_prefix(root).unwrap().to_path_buf());
+            if entry.file_type().unwrap().is_dir() {
+                go(root, &entry.path(), out);
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    go(dir, dir, &mut out);
+    out
+}
+
+/// A pipeline folder with `input/orders.csv`, `input/stores.jsonl` and `pipeline.sql`.
+fn project(pipeline: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir_all(dir.path().join("input")).unwrap();
+    fs::write(dir.path().join("input/orders.csv"), ORDERS_CSV).unwrap();
+    fs::write(dir.path().join("input/stores.jsonl"), STORES_JSONL).unwrap();
+    fs::write(dir.path().join("pipeline.sql"), pipeline).unwrap();
+    dir
+}
+
+/// Runs `pipeline` in `mode`; it must fail, and leave its folder untouched.
+async fn fails(pipeline: &str, mode: Mode) -> Error {
+    let dir = project(pipeline);
+    let before = tree(dir.path());
+    let options = RunOptions {
+        mode: Some(mode),
+        ..Default::default()
+    };
+    let result = run_pipeline(&dir.path().join("pipeline.sql"), options).await;
+    let after = tree(dir.path());
+    let err = match result {
+        Ok(report) => panic!("the pipeline ran ({:?}):\n{pipeline}", report.rows_written),
+        Err(e) => e,
+    };
+    eprintln!("error, as reported: {err}");
+    assert_eq!(
+        after,
+        before,
+        "the failed run ({err}) changed the pipeline folder: created {:?}",
+        after.difference(&before).collect::<Vec<_>>()
+    );
+    assert!(
+        !dir.path().join("out").exists(),
+        "an output folder was created"
+    );
+    err
+}
+
+fn assert_mentions(err: &Error, needles: &[&str]) {
+    let msg = err.to_string();
+    for needle in needles {
+        assert!(
+            msg.contains(needle),
+            "the error does not mention `{needle}`:\n{msg}"
+        );
+    }
+}
+
+// ------------------------------------------------------------------ unknown names
+
+#[tokio::test]
+async fn unknown_table_in_from() {
+    let p = format!("{ORDERS}{OUT}INSERT INTO out\nSELECT order_id, amount FROM ordrs;\n");
+    let err = fails(&p, Mode::Batch).await;
+    assert!(matches!(err, Error::Plan(_)), "{err:?}");
+    let line = line_of(&p, "INSERT INTO out");
+    assert_mentions(&err, &["ordrs", &format!("line {line}")]);
+}
+
+#[tokio::test]
+async fn unknown_table_in_insert_into() {
+    let p = format!("{ORDERS}{OUT}INSERT INTO outt\nSELECT order_id, amount FROM orders;\n");
+    let err = fails(&p, Mode::Batch).await;
+    assert!(matches!(err, Error::Plan(_)), "{err:?}");
+    let line = line_of(&p, "INSERT INTO outt");
+    assert_mentions(&err, &["`outt`", &format!("line {line}"), "unknown table"]);
+}
+
+#[tokio::test]
+async fn unknown_column() {
+    let p = format!("{ORDERS}{OUT}INSERT INTO out\nSELECT order_id, amout FROM orders;\n");
+    let err = fails(&p, Mode::Batch).await;
+    assert!(matches!(err, Error::Plan(_)), "{err:?}");
+    let line = line_of(&p, "INSERT INTO out");
+    assert_mentions(&err, &["amout", &format!("line {line}")]);
+}
+
+#[tokio::test]
+async fn unknown_column_in_window_descriptor() {
+    let p = format!(
+        "{ORDERS}{OUT}INSERT INTO out\nSELECT window_start, COUNT(*) AS n\n\
+         FROM TABLE(TUMBLE(TABLE orders, DESCRIPTOR(order_time), INTERVAL '1' HOUR))\n\
+         GROUP BY window_start, window_end;\n"
+    );
+    let err = fails(&p, Mode::Stream).await;
+    let line = line_of(&p, "FROM TABLE(TUMBLE");
+    assert_mentions(&err, &["order_time", "orders", &format!("line {line}")]);
+}
+
+// ------------------------------------------------------------------ WITH options
+
+#[tokio::test]
+async fn unknown_connector() {
+    let source = ORDERS.replace("'connector' = 'files'", "'connector' = 'kafka'");
+    let p = format!("{source}{OUT}INSERT INTO out SELECT order_id FROM orders;\n");
+    let err = fails(&p, Mode::Batch).await;
+    assert!(
+        matches!(&err, Error::Option { table, .. } if table == "orders"),
+        "{err:?}"
+    );
+    assert_mentions(&err, &["`orders`", "'kafka'", "connector"]);
+
+    let sink = OUT.replace("'connector' = 'files'", "'connector' = 'jdbc'");
+    let p = format!("{ORDERS}{sink}INSERT INTO out SELECT order_id FROM orders;\n");
+    let err = fails(&p, Mode::Stream).await;
+    assert!(
+        matches!(&err, Error::Option { table, .. } if table == "out"),
+        "{err:?}"
+    );
+    assert_mentions(&err, &["`out`", "'jdbc'", "connector"]);
+}
+
+#[tokio::test]
+async fn unknown_option() {
+    let source = ORDERS.replace(
+        "'format' = 'csv'",
+        "'format' = 'csv',\n  'csv.delimiter' = ';'",
+    );
+    let p = format!("{source}{OUT}INSERT INTO out SELECT order_id FROM orders;\n");
+    let err = fails(&p, Mode::Batch).await;
+    assert!(
+        matches!(&err, Error::Option { table, .. } if table == "orders"),
+        "{err:?}"
+    );
+    assert_mentions(&err, &["`orders`", "unknown option", "csv.delimiter"]);
+
+    let sink = OUT.replace(
+        "'format' = 'csv'",
+        "'format' = 'csv',\n  'sink.rolling-policy.file-size' = '1MB'",
+    );
+    let p = format!("{ORDERS}{sink}INSERT INTO out SELECT order_id FROM orders;\n");
+    let err = fails(&p, Mode::Stream).await;
+    assert!(
+        matches!(&err, Error::Option { table, .. } if table == "out"),
+        "{err:?}"
+    );
+    assert_mentions(
+        &err,
+        &["`out`", "unknown option", "sink.rolling-policy.file-size"],
+    );
+}
+
+#[tokio::test]
+async fn unknown_format() {
+    let source = ORDERS.replace("'format' = 'csv'", "'format' = 'avro'");
+    let p = format!("{source}{OUT}INSERT INTO out SELECT order_id FROM orders;\n");
+    let err = fails(&p, Mode::Batch).await;
+    assert!(
+        matches!(&err, Error::Option { table, .. } if table == "orders"),
+        "{err:?}"
+    );
+    assert_mentions(&err, &["`orders`", "'avro'", "format"]);
+
+    let sink = OUT.replace("'format' = 'csv'", "'format' = 'xlsx'");
+    let p = format!("{ORDERS}{sink}INSERT INTO out SELECT order_id FROM orders;\n");
+    let err = fails(&p, Mode::Batch).await;
+    assert!(
+        matches!(&err, Error::Option { table, .. } if table == "out"),
+        "{err:?}"
+    );
+    assert_mentions(&err, &["`out`", "'xlsx'", "format"]);
+}
+
+// ------------------------------------------------------------------ source paths
+
+#[tokio::test]
+async fn missing_source_path() {
+    let source = ORDERS.replace("input/orders.csv", "input/no-such-orders.csv");
+    let p = format!("{source}{OUT}INSERT INTO out SELECT order_id FROM orders;\n");
+    let err = fails(&p, Mode::Batch).await;
+    assert!(matches!(err, Error::Io { .. }), "{err:?}");
+    assert_mentions(&err, &["input/no-such-orders.csv"]);
+}
+
+#[tokio::test]
+async fn unreadable_source_path() {
+    // A path that goes through a file cannot be listed.
+    let source = ORDERS.replace("input/orders.csv", "input/orders.csv/part-0.csv");
+    let p = format!("{source}{OUT}INSERT INTO out SELECT order_id FROM orders;\n");
+    let err = fails(&p, Mode::Stream).await;
+    assert!(matches!(err, Error::Io { .. }), "{err:?}");
+    assert_mentions(&err, &["input/orders.csv/part-0.csv"]);
+}
+
+#[tokio::test]
+async fn undecodable_parquet_source_writes_no_output() {
+    // A file that is not Parquet at all can only be found out by reading it; the run must
+    // still fail without publishing or creating any output.
+    let dir = project("");
+    fs::write(
+        dir.path().join("input/orders.parquet"),
+        "this is not parquet\n",
+    )
+    .unwrap();
+    let source = ORDERS
+        .replace("input/orders.csv", "input/orders.parquet")
+        .replace("'format' = 'csv'", "'format' = 'parquet'");
+    let p = format!("{source}{OUT}INSERT INTO out SELECT order_id FROM orders;\n");
+    fs::write(dir.path().join("pipeline.sql"), &p).unwrap();
+    let options = RunOptions {
+        mode: Some(Mode::Batch),
+        ..Default::default()
+    };
+    let err = run_pipeline(&dir.path().join("pipeline.sql"), options)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Input { .. }), "{err:?}");
+    assert_mentions(&err, &["orders.parquet"]);
+    assert!(
+        !dir.path().join("out/result").exists(),
+        "a failed run left the output folder out/result behind: {:?}",
+        tree(dir.path())
+    );
+}
+
+// ------------------------------------------------------------------ syntax
+
+#[tokio::test]
+async fn syntax_error_reports_line_and_column() {
+    // A misspelled keyword at the start of a line.
+    let p = format!("{ORDERS}{OUT}INSERT INTO out\nSELEC order_id FROM orders;\n");
+    let err = fails(&p, Mode::Batch).await;
+    let (line, column) = pos_of(&p, "SELEC ");
+    assert!(
+        matches!(err, Error::Syntax { line: l, column: c, .. } if l == line && c == column),
+        "expected a syntax error at line {line}, column {column}: {err:?}"
+    );
+    assert_mentions(&err, &[&format!("line {line}, column {column}"), "SELEC"]);
+
+    // An operator missing its operand, in the middle of a line.
+    let p =
+        format!("{ORDERS}{OUT}INSERT INTO out\nSELECT order_id FROM orders WHERE amount > > 5;\n");
+    let err = fails(&p, Mode::Stream).await;
+    let (line, column) = pos_of(&p, "> 5");
+    assert!(
+        matches!(err, Error::Syntax { line: l, column: c, .. } if l == line && c == column),
+        "expected a syntax error at line {line}, column {column}: {err:?}"
+    );
+    assert_mentions(&err, &[&format!("line {line}, column {column}")]);
+
+    // A missing comma between two column definitions of a CREATE TABLE.
+    let source = ORDERS.replace("amount     DECIMAL(10, 2),", "amount     DECIMAL(10, 2)");
+    let p = format!("{source}{OUT}INSERT INTO out SELECT order_id FROM orders;\n");
+    let err = fails(&p, Mode::Batch).await;
+    let (line, column) = pos_of(&p, "ordered_at TIMESTAMP");
+    assert!(
+        matches!(err, Error::Syntax { line: l, column: c, .. } if l == line && c == column),
+        "expected a syntax error at line {line}, column {column}: {err:?}"
+    );
+    assert_mentions(
+        &err,
+        &[&format!("line {line}, column {column}"), "ordered_at"],
+    );
+}
+
+// ------------------------------------------------------------------ DDL and SET
+
+#[tokio::test]
+async fn bad_watermark_column() {
+    let source = ORDERS.replace(
+        "WATERMARK FOR ordered_at AS ordered_at",
+        "WATERMARK FOR order_time AS order_time",
+    );
+    let p = format!("{source}{OUT}INSERT INTO out SELECT order_id FROM orders;\n");
+    let err = fails(&p, Mode::Stream).await;
+    let line = line_of(&p, "CREATE TABLE orders");
+    assert_mentions(
+        &err,
+        &[
+            "`orders`",
+            "WATERMARK",
+            "order_time",
+            "no such column",
+            &format!("line {line}"),
+        ],
+    );
+
+    // A watermark on a column that is not a timestamp.
+    let source = ORDERS.replace(
+        "WATERMARK FOR ordered_at AS ordered_at - INTERVAL '1' MINUTE",
+        "WATERMARK FOR order_id AS order_id",
+    );
+    let p = format!("{source}{OUT}INSERT INTO out SELECT order_id FROM orders;\n");
+    let err = fails(&p, Mode::Batch).await;
+    assert_mentions(
+        &err,
+        &["`orders`", "order_id", "TIMESTAMP", &format!("line {line}")],
+    );
+}
+
+#[tokio::test]
+async fn unknown_set_key() {
+    let p = format!(
+        "SET 'execution.mode' = 'stream';\nSET 'execution.mod' = 'batch';\n{ORDERS}{OUT}\
+         INSERT INTO out SELECT order_id FROM orders;\n"
+    );
+    let err = fails(&p, Mode::Batch).await;
+    assert!(matches!(err, Error::Option { .. }), "{err:?}");
+    assert_mentions(
+        &err,
+        &["unknown setting", "'execution.mod'", "execution.mode"],
+    );
+
+    // A known key with a value it does not take.
+    let p = format!(
+        "SET 'execution.mode' = 'realtime';\n{ORDERS}{OUT}\
+         INSERT INTO out SELECT order_id FROM orders;\n"
+    );
+    let dir = project(&p);
+    let before = tree(dir.path());
+    let err = match run_pipeline(&dir.path().join("pipeline.sql"), RunOptions::default()).await {
+        Ok(_) => panic!("SET 'execution.mode' = 'realtime' was accepted"),
+        Err(e) => e,
+    };
+    assert_eq!(tree(dir.path()), before);
+    assert_mentions(&err, &["execution.mode", "realtime"]);
+}
+
+#[tokio::test]
+async fn insert_column_count_mismatch() {
+    let sink = "CREATE TABLE totals (
+  store_id STRING,
+  revenue  DECIMAL(12, 2),
+  orders   BIGINT
+) WITH (
+  'connector' = 'files',
+  'path' = 'out/totals',
+  'format' = 'csv'
+);
+";
+    let p = format!(
+        "{ORDERS}{sink}INSERT INTO totals\n\
+         SELECT window_start, SUM(amount) AS revenue\n\
+         FROM TABLE(TUMBLE(TABLE orders, DESCRIPTOR(ordered_at), INTERVAL '1' HOUR))\n\
+         GROUP BY window_start, window_end;\n"
+    );
+    let err = fails(&p, Mode::Stream).await;
+    assert!(matches!(err, Error::Plan(_)), "{err:?}");
+    let line = line_of(&p, "INSERT INTO totals");
+    assert_mentions(
+        &err,
+        &[
+            "totals",
+            "2 columns",
+            "declares 3",
+            "store_id, revenue, orders",
+            &format!("line {line}"),
+        ],
+    );
+}
+
+// ------------------------------------------------------------------ stream-mode refusals
+
+/// `pipeline` must be refused in stream mode naming `construct` and its INSERT, while batch
+/// mode accepts it.
+async fn refused_in_stream_mode(pipeline: &str, construct: &str, sink: &str) {
+    let err = fails(pipeline, Mode::Stream).await;
+    match &err {
+        Error::Unsupported {
+            construct: c, mode, ..
+        } => {
+            assert!(c.contains(construct), "construct `{c}` is not {construct}");
+            assert_eq!(mode, "stream");
+        }
+        other => panic!("expected Error::Unsupported naming {construct}, got {other:?}"),
+    }
+    let line = line_of(pipeline, &format!("INSERT INTO {sink}"));
+    assert_mentions(
+        &err,
+        &[
+            construct,
+            &format!("INSERT INTO {sink} at line {line}"),
+            "stream mode",
+        ],
+    );
+
+    // The same pipeline plans in batch mode (it runs on DataFusion there).
+    let dir = project(pipeline);
+    let options = RunOptions {
+        mode: Some(Mode::Batch),
+        ..Default::default()
+    };
+    if let Err(e) = OpenedPipeline::open(&dir.path().join("pipeline.sql"), options).await {
+        panic!("batch mode refused it too: {e}");
+    }
+}
+
+#[tokio::test]
+async fn stream_mode_refuses_join() {
+    let p = format!(
+        "{ORDERS}{STORES}{OUT}INSERT INTO out\n\
+         SELECT o.order_id, s.city\n\
+         FROM orders o JOIN stores s ON o.store_id = s.store_id;\n"
+    );
+    refused_in_stream_mode(&p, "JOIN", "out").await;
+}
+
+#[tokio::test]
+async fn stream_mode_refuses_order_by() {
+    let p = format!(
+        "{ORDERS}{OUT}INSERT INTO out\n\
+         SELECT order_id, amount FROM orders\n\
+         ORDER BY amount DESC;\n"
+    );
+    refused_in_stream_mode(&p, "ORDER BY", "out").await;
+}
+
+#[tokio::test]
+async fn stream_mode_refuses_plain_group_by() {
+    let p = format!(
+        "{ORDERS}{OUT}INSERT INTO out\n\
+         SELECT store_id, SUM(amount) AS revenue FROM orders\n\
+         GROUP BY store_id;\n"
+    );
+    refused_in_stream_mode(&p, "GROUP BY", "out").await;
+}
+
+#[tokio::test]
+async fn stream_mode_refuses_a_window_without_watermark() {
+    let source = ORDERS.replace(
+        "  WATERMARK FOR ordered_at AS ordered_at - INTERVAL '1' MINUTE\n",
+        "",
+    );
+    let source = source.replace("ordered_at TIMESTAMP(3),", "ordered_at TIMESTAMP(3)");
+    let p = format!(
+        "{source}{OUT}INSERT INTO out\n\
+         SELECT window_start, COUNT(*) AS n\n\
+         FROM TABLE(TUMBLE(TABLE orders, DESCRIPTOR(ordered_at), INTERVAL '1' HOUR))\n\
+         GROUP BY window_start, window_end;\n"
+    );
+    let err = fails(&p, Mode::Stream).await;
+    assert!(matches!(err, Error::Unsupported { .. }), "{err:?}");
+    let line = line_of(&p, "INSERT INTO out");
+    assert_mentions(
+        &err,
+        &[
+            "WATERMARK",
+            "orders",
+            &format!("INSERT INTO out at line {line}"),
+        ],
+    );
+}

@@ -1,0 +1,763 @@
+//! Golden tests: every folder under `tests/golden/` is a pipeline with its input and the output
+//! it must produce.
+//!
+//! A case folder holds:
+//!
+//! * `pipeline.sql`: the pipeline. Relative paths resolve against the case folder.
+//! * `input/`: hand-written CSV / JSON lines inputs. CSV files under `input/_parquet_src/<rel>`
+//!   are converted by the runner to Parquet files at `input/<rel>.parquet`, typed with the
+//!   declared schema of the Parquet table whose path holds them (folders starting with `_` are
+//!   never read by a source).
+//! * `expected/<sink>.csv`: the rows every file sink must hold, with a header. For a
+//!   partitioned sink the partition columns are columns of the expected file (their value is
+//!   taken from the `key=value` folders; Hive's default partition is NULL, written as an empty
+//!   field).
+//! * optional `expected/<sink>.partitions`: the exact partition folders of a partitioned sink.
+//! * optional `expected/ordered.txt`: sinks whose rows are compared in file order instead of
+//!   sorted.
+//! * optional `expected/rejects.jsonl`: one JSON object per expected reject; every key is
+//!   compared with the reject's field (`file` relative to the case folder), except
+//!   `detail_contains`, a substring of the reject's detail. Without this file a case must
+//!   reject nothing.
+//! * optional `expected/report.json`: `rows_read`, `rows_written` and `rejects` (exact maps),
+//!   `manifest_path` / `rejects_path` (relative to the case folder), and for the run without a
+//!   mode on the command line `default_mode` and `default_batch_size`.
+//! * optional `expected/stream_error.txt`: the case is batch only. Stream mode must refuse it
+//!   at plan time with `Error::Unsupported` whose message contains every line of the file, and
+//!   leave no output folder and no state behind.
+//!
+//! Each case runs five times, each in a fresh copy of its folder: batch mode, stream mode with
+//! batch sizes 1, 7 and 1000, and with no mode given (the file's `SET`, else batch). Every run
+//! must produce exactly the expected rows.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::datatypes::{Field, Schema};
+use flowline_core::Error;
+use flowline_runtime::{run_pipeline, Mode, RunOptions, RunReport};
+use flowline_sql::{PipelineDef, Statement};
+use serde_json::Value;
+
+macro_rules! golden_cases {
+    ($($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                run_case(stringify!($case)).await;
+            }
+        )*
+        const CASES: &[&str] = &[$(stringify!($case)),*];
+    };
+}
+
+golden_cases!(
+    tumble_revenue,
+    hop_windows,
+    aggregates_parquet,
+    stateless_functions,
+    view_two_sinks,
+    partitioned_sink,
+    rejects_csv_json,
+    filter_aggregate,
+    set_mode,
+    batch_only_join,
+    csv_options,
+);
+
+#[test]
+fn every_case_folder_has_a_test() {
+    let on_disk: BTreeSet<String> = fs::read_dir(golden_dir())
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().unwrap().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let listed: BTreeSet<String> = CASES.iter().map(|s| s.to_string()).collect();
+    assert_eq!(
+        on_disk, listed,
+        "golden case folders and golden_cases!(...) differ"
+    );
+}
+
+fn golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+}
+
+// ------------------------------------------------------------------ expectations
+
+/// Rows of a CSV table with its header.
+#[derive(Debug, Clone)]
+struct Rows {
+    header: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+struct Expected {
+    sinks: BTreeMap<String, Rows>,
+    partitions: BTreeMap<String, BTreeSet<String>>,
+    ordered: BTreeSet<String>,
+    rejects: Vec<Value>,
+    report: serde_json::Map<String, Value>,
+    stream_error: Option<Vec<String>>,
+}
+
+fn load_expected(case: &Path) -> Expected {
+    let dir = case.join("expected");
+    let mut sinks = BTreeMap::new();
+    let mut partitions = BTreeMap::new();
+    for entry in fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if let Some(sink) = name.strip_suffix(".csv") {
+            let mut reader = csv::ReaderBuilder::new()
+                .has_headers(true)
+                .from_path(&path)
+                .unwrap();
+            let header = reader.headers().unwrap().iter().map(String::from).collect();
+            let rows = reader
+                .records()
+                .map(|r| r.unwrap().iter().map(String::from).collect())
+                .collect();
+            sinks.insert(sink.to_string(), Rows { header, rows });
+        } else if let Some(sink) = name.strip_suffix(".partitions") {
+            let set = fs::read_to_string(&path)
+                .unwrap()
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(String::from)
+                .collect();
+            partitions.insert(sink.to_string(), set);
+        }
+    }
+    let lines = |file: &str| -> Option<Vec<String>> {
+        let text = fs::read_to_string(dir.join(file)).ok()?;
+        Some(
+            text.lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(String::from)
+                .collect(),
+        )
+    };
+    let ordered = lines("ordered.txt")
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    let rejects = lines("rejects.jsonl")
+        .unwrap_or_default()
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("rejects.jsonl"))
+        .collect();
+    let report = match fs::read_to_string(dir.join("report.json")) {
+        Ok(text) => match serde_json::from_str(&text).expect("report.json") {
+            Value::Object(m) => m,
+            other => panic!("report.json must be an object, not {other}"),
+        },
+        Err(_) => Default::default(),
+    };
+    Expected {
+        sinks,
+        partitions,
+        ordered,
+        rejects,
+        report,
+        stream_error: lines("stream_error.txt"),
+    }
+}
+
+// ------------------------------------------------------------------ the runner
+
+struct Run {
+    label: String,
+    mode: Option<Mode>,
+    batch_size: Option<usize>,
+}
+
+fn runs() -> Vec<Run> {
+    let mut runs = vec![Run {
+        label: "batch".into(),
+        mode: Some(Mode::Batch),
+        batch_size: None,
+    }];
+    for n in [1, 7, 1000] {
+        runs.push(Run {
+            label: format!("stream, batch size {n}"),
+            mode: Some(Mode::Stream),
+            batch_size: Some(n),
+        });
+    }
+    runs.push(Run {
+        label: "no mode given".into(),
+        mode: None,
+        batch_size: None,
+    });
+    runs
+}
+
+/// A file sink of the pipeline, as the runner needs it to read the output.
+struct SinkSpec {
+    path: String,
+    partition_by: Vec<String>,
+    header: bool,
+    delimiter: u8,
+}
+
+fn sink_specs(def: &PipelineDef) -> BTreeMap<String, SinkSpec> {
+    let mut specs = BTreeMap::new();
+    for stmt in &def.statements {
+        let Statement::Insert { sink, .. } = stmt else {
+            continue;
+        };
+        let table = def.table(sink).expect("sink declared");
+        assert_eq!(table.option("connector"), Some("files"), "{}", table.name);
+        assert_eq!(
+            table.option("format"),
+            Some("csv"),
+            "golden sinks are CSV: {}",
+            table.name
+        );
+        specs.insert(
+            table.name.clone(),
+            SinkSpec {
+                path: table.option("path").expect("sink path").to_string(),
+                partition_by: table
+                    .option("partition-by")
+                    .map(|p| p.split(',').map(|s| s.trim().to_string()).collect())
+                    .unwrap_or_default(),
+                header: table
+                    .option("csv.header")
+                    .is_none_or(|h| h.eq_ignore_ascii_case("true")),
+                delimiter: table
+                    .option("csv.field-delimiter")
+                    .map_or(b',', |d| d.as_bytes()[0]),
+            },
+        );
+    }
+    specs
+}
+
+async fn run_case(name: &str) {
+    let case = golden_dir().join(name);
+    let text = fs::read_to_string(case.join("pipeline.sql")).unwrap();
+    let def = PipelineDef::parse(&text).unwrap();
+    let sinks = sink_specs(&def);
+    let expected = load_expected(&case);
+    assert_eq!(
+        sinks.keys().collect::<Vec<_>>(),
+        expected.sinks.keys().collect::<Vec<_>>(),
+        "{name}: every sink needs an expected/<sink>.csv and vice versa"
+    );
+
+    let mut failures: Vec<String> = vec![];
+    for run in runs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join(name);
+        copy_dir(&case, &dir);
+        fs::remove_dir_all(dir.join("expected")).unwrap();
+        write_parquet_inputs(&dir, &def);
+        let before = list_tree(&dir);
+        let options = RunOptions {
+            mode: run.mode,
+            batch_size: run.batch_size,
+            ..Default::default()
+        };
+        let result = run_pipeline(&dir.join("pipeline.sql"), options).await;
+        let mut fail = |m: String| failures.push(format!("[{name}, {}] {m}", run.label));
+
+        if let (Some(needles), Some(Mode::Stream)) = (&expected.stream_error, run.mode) {
+            match result {
+                Err(e @ Error::Unsupported { .. }) => {
+                    let msg = e.to_string();
+                    for needle in needles {
+                        if !msg.contains(needle.as_str()) {
+                            fail(format!("the refusal `{msg}` does not mention `{needle}`"));
+                        }
+                    }
+                }
+                Err(other) => fail(format!("expected Error::Unsupported, got {other:?}")),
+                Ok(_) => fail("stream mode ran a batch-only pipeline".into()),
+            }
+            let after = list_tree(&dir);
+            if after != before {
+                let created: Vec<_> = after.difference(&before).collect();
+                fail(format!("the refused run created files: {created:?}"));
+            }
+            continue;
+        }
+
+        let report = match result {
+            Ok(r) => r,
+            Err(e) => {
+                fail(format!("run failed: {e}"));
+                continue;
+            }
+        };
+        let mut messages = vec![];
+        check_run(&dir, &run, &report, &sinks, &expected, &mut messages);
+        for m in messages {
+            fail(m);
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "golden case {name} failed:\n{}",
+        failures.join("\n")
+    );
+}
+
+fn check_run(
+    dir: &Path,
+    run: &Run,
+    report: &RunReport,
+    sinks: &BTreeMap<String, SinkSpec>,
+    expected: &Expected,
+    out: &mut Vec<String>,
+) {
+    if let Some(mode) = run.mode {
+        if report.mode != mode {
+            out.push(format!("ran in {} mode, asked for {mode}", report.mode));
+        }
+    }
+    if let Some(n) = run.batch_size {
+        if report.record["batch_size"] != n {
+            out.push(format!(
+                "ran with batch size {}, asked for {n}",
+                report.record["batch_size"]
+            ));
+        }
+    }
+    // Each source is read once: it is listed once among the run's inputs.
+    let inputs: Vec<&str> = report.record["inputs"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|i| i["table"].as_str()).collect())
+        .unwrap_or_default();
+    let unique: BTreeSet<&str> = inputs.iter().copied().collect();
+    if unique.len() != inputs.len() {
+        out.push(format!(
+            "a source is listed twice among the inputs: {inputs:?}"
+        ));
+    }
+    // Output rows.
+    for (sink, spec) in sinks {
+        let want = &expected.sinks[sink];
+        let root = dir.join(&spec.path);
+        match read_sink(&root, spec, &want.header) {
+            Err(e) => out.push(format!("sink {sink}: {e}")),
+            Ok((mut rows, partitions)) => {
+                let mut want_rows = want.rows.clone();
+                if !expected.ordered.contains(sink) {
+                    rows.sort();
+                    want_rows.sort();
+                }
+                if rows != want_rows {
+                    out.push(format!(
+                        "sink {sink}: rows differ\n  expected:\n{}\n  actual:\n{}\n{}",
+                        render(&want.header, &want_rows),
+                        render(&want.header, &rows),
+                        row_diff(&want_rows, &rows)
+                    ));
+                }
+                if let Some(want_parts) = expected.partitions.get(sink) {
+                    if &partitions != want_parts {
+                        out.push(format!(
+                            "sink {sink}: partition folders {partitions:?}, expected {want_parts:?}"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+
+    // Rejects.
+    let actual_rejects = read_jsonl(&report.rejects_path);
+    check_rejects(dir, &actual_rejects, &expected.rejects, out);
+    let counts_from_spec = {
+        let mut m: BTreeMap<String, u64> = BTreeMap::new();
+        for r in &expected.rejects {
+            *m.entry(r["reason"].as_str().unwrap().to_string())
+                .or_default() += 1;
+        }
+        m
+    };
+    if report.rejects != counts_from_spec {
+        out.push(format!(
+            "report.rejects is {:?}, the expected rejects count {:?}",
+            report.rejects, counts_from_spec
+        ));
+    }
+
+    // The report.
+    let r = &expected.report;
+    let map = |v: &Value| -> BTreeMap<String, u64> {
+        v.as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_u64().unwrap()))
+            .collect()
+    };
+    for (key, actual) in [
+        ("rows_read", &report.rows_read),
+        ("rows_written", &report.rows_written),
+        ("rejects", &report.rejects),
+    ] {
+        if let Some(want) = r.get(key) {
+            if &map(want) != actual {
+                out.push(format!("report.{key} is {actual:?}, expected {want}"));
+            }
+        }
+    }
+    for (key, actual) in [
+        ("manifest_path", &report.manifest_path),
+        ("rejects_path", &report.rejects_path),
+    ] {
+        if let Some(want) = r.get(key).and_then(Value::as_str) {
+            if actual != &dir.join(want) {
+                out.push(format!(
+                    "report.{key} is {}, expected {}",
+                    actual.display(),
+                    dir.join(want).display()
+                ));
+            }
+        }
+    }
+    if run.mode.is_none() {
+        let want_mode = r
+            .get("default_mode")
+            .and_then(Value::as_str)
+            .unwrap_or("batch");
+        if report.mode.to_string() != want_mode {
+            out.push(format!(
+                "without --mode the run was {}, expected {want_mode}",
+                report.mode
+            ));
+        }
+        if let Some(n) = r.get("default_batch_size") {
+            if &report.record["batch_size"] != n {
+                out.push(format!(
+                    "without --batch-size the batch size was {}, expected {n}",
+                    report.record["batch_size"]
+                ));
+            }
+        }
+    }
+    // The manifest records this run.
+    let manifest = read_jsonl(&report.manifest_path);
+    match manifest.last() {
+        Some(last) if last["run_id"] == report.run_id.as_str() && last["status"] == "ok" => {}
+        other => out.push(format!("manifest's last record is {other:?}")),
+    }
+}
+
+// ------------------------------------------------------------------ reading outputs
+
+/// Reads every CSV file under a sink's folder. Returns the rows in the order of `header`
+/// (partition columns filled from the folder names) and the partition folders found.
+fn read_sink(
+    root: &Path,
+    spec: &SinkSpec,
+    header: &[String],
+) -> Result<(Vec<Vec<String>>, BTreeSet<String>), String> {
+    if !root.is_dir() {
+        return Err(format!("no output folder {}", root.display()));
+    }
+    let mut files = vec![];
+    walk_files(root, &mut files);
+    let mut rows = vec![];
+    let mut partitions = BTreeSet::new();
+    for file in files {
+        let rel = file.strip_prefix(root).unwrap();
+        let name = rel.file_name().unwrap().to_string_lossy().into_owned();
+        if rel
+            .components()
+            .any(|c| c.as_os_str().to_string_lossy().starts_with(".staging-"))
+        {
+            return Err(format!("staging left behind: {}", rel.display()));
+        }
+        if !(name.starts_with("part-") && name.ends_with(".csv")) {
+            return Err(format!("unexpected file {}", rel.display()));
+        }
+        let mut values: Vec<(String, String)> = vec![];
+        let folders: Vec<String> = rel
+            .parent()
+            .map(|p| {
+                p.components()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !folders.is_empty() {
+            partitions.insert(folders.join("/"));
+        }
+        for folder in &folders {
+            let (k, v) = folder
+                .split_once('=')
+                .ok_or_else(|| format!("folder `{folder}` is not key=value"))?;
+            let v = if v == "__HIVE_DEFAULT_PARTITION__" {
+                String::new()
+            } else {
+                percent_decode(v)
+            };
+            values.push((percent_decode(k), v));
+        }
+        let keys: Vec<&str> = values.iter().map(|(k, _)| k.as_str()).collect();
+        if keys != spec.partition_by {
+            return Err(format!(
+                "{}: partition folders {keys:?}, the sink partitions by {:?}",
+                rel.display(),
+                spec.partition_by
+            ));
+        }
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .delimiter(spec.delimiter)
+            .from_path(&file)
+            .map_err(|e| e.to_string())?;
+        let mut records = reader.records();
+        let columns: Vec<String> = if spec.header {
+            match records.next() {
+                Some(h) => h
+                    .map_err(|e| e.to_string())?
+                    .iter()
+                    .map(String::from)
+                    .collect(),
+                None => return Err(format!("{}: empty file, no header", rel.display())),
+            }
+        } else {
+            header
+                .iter()
+                .filter(|h| !spec.partition_by.contains(h))
+                .cloned()
+                .collect()
+        };
+        let mut names: Vec<&String> = columns
+            .iter()
+            .chain(values.iter().map(|(k, _)| k))
+            .collect();
+        names.sort();
+        let mut want: Vec<&String> = header.iter().collect();
+        want.sort();
+        if names != want {
+            return Err(format!(
+                "{}: columns {columns:?} + partitions {keys:?}, expected {header:?}",
+                rel.display()
+            ));
+        }
+        for record in records {
+            let record = record.map_err(|e| e.to_string())?;
+            if record.len() != columns.len() {
+                return Err(format!("{}: ragged record {record:?}", rel.display()));
+            }
+            let mut by_name: BTreeMap<&str, String> = columns
+                .iter()
+                .map(String::as_str)
+                .zip(record.iter().map(String::from))
+                .collect();
+            for (k, v) in &values {
+                by_name.insert(k.as_str(), v.clone());
+            }
+            rows.push(header.iter().map(|h| by_name[h.as_str()].clone()).collect());
+        }
+    }
+    Ok((rows, partitions))
+}
+
+fn check_rejects(dir: &Path, actual: &[Value], expected: &[Value], out: &mut Vec<String>) {
+    let prefix = format!("{}/", dir.display());
+    let mut left: Vec<Value> = actual
+        .iter()
+        .map(|r| {
+            let mut r = r.clone();
+            if let Some(f) = r["file"].as_str() {
+                r["file"] = Value::from(f.strip_prefix(&prefix).unwrap_or(f));
+            }
+            r
+        })
+        .collect();
+    let mut missing = vec![];
+    for want in expected {
+        let matches = |got: &Value| {
+            want.as_object().unwrap().iter().all(|(k, v)| {
+                if k == "detail_contains" {
+                    got["detail"]
+                        .as_str()
+                        .is_some_and(|d| d.contains(v.as_str().unwrap()))
+                } else {
+                    &got[k.as_str()] == v
+                }
+            })
+        };
+        match left.iter().position(matches) {
+            Some(i) => {
+                left.remove(i);
+            }
+            None => missing.push(want.to_string()),
+        }
+    }
+    if !missing.is_empty() || !left.is_empty() {
+        out.push(format!(
+            "rejects differ\n  expected but not found:\n    {}\n  found but not expected:\n    {}",
+            missing.join("\n    "),
+            left.iter()
+                .map(Value::to_string)
+                .collect::<Vec<_>>()
+                .join("\n    ")
+        ));
+    }
+}
+
+/// The rows only one side has, as a multiset difference.
+fn row_diff(expected: &[Vec<String>], actual: &[Vec<String>]) -> String {
+    let mut unexpected: Vec<&Vec<String>> = actual.iter().collect();
+    let mut missing = vec![];
+    for row in expected {
+        match unexpected.iter().position(|r| *r == row) {
+            Some(i) => {
+                unexpected.remove(i);
+            }
+            None => missing.push(row.join(",")),
+        }
+    }
+    let unexpected: Vec<String> = unexpected.iter().map(|r| r.join(",")).collect();
+    format!(
+        "  missing:    {}\n  unexpected: {}",
+        missing.join(" | "),
+        unexpected.join(" | ")
+    )
+}
+
+fn render(header: &[String], rows: &[Vec<String>]) -> String {
+    std::iter::once(header.join(","))
+        .chain(rows.iter().map(|r| r.join(",")))
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn read_jsonl(path: &Path) -> Vec<Value> {
+    match fs::read_to_string(path) {
+        Ok(text) => text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect(),
+        Err(_) => vec![],
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = |b: u8| (b as char).to_digit(16);
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8(out).unwrap()
+}
+
+// ------------------------------------------------------------------ files
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+fn walk_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let mut entries: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap()).collect();
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        if entry.file_type().unwrap().is_dir() {
+            walk_files(&entry.path(), out);
+        } else {
+            out.push(entry.path());
+        }
+    }
+}
+
+/// Every path under `dir`, files and folders, relative to it.
+fn list_tree(dir: &Path) -> BTreeSet<PathBuf> {
+    fn go(root: &Path, dir: &Path, out: &mut BTreeSet<PathBuf>) {
+        for entry in fs::read_dir(dir).unwrap() {
+            let entry = entry.unwrap();
+            out.insert(entry.path().strip_prefix(root).unwrap().to_path_buf());
+            if entry.file_type().unwrap().is_dir() {
+                go(root, &entry.path(), out);
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    go(dir, dir, &mut out);
+    out
+}
+
+/// Converts `input/_parquet_src/<rel>.csv` to `input/<rel>.parquet`, typed with the declared
+/// schema of the Parquet source table whose path holds the target.
+fn write_parquet_inputs(dir: &Path, def: &PipelineDef) {
+    let src_root = dir.join("input/_parquet_src");
+    if !src_root.is_dir() {
+        return;
+    }
+    let mut files = vec![];
+    walk_files(&src_root, &mut files);
+    for file in files
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "csv"))
+    {
+        let rel = file.strip_prefix(&src_root).unwrap();
+        let target = dir.join("input").join(rel).with_extension("parquet");
+        let table = def
+            .tables
+            .iter()
+            .find(|t| {
+                t.option("format") == Some("parquet")
+                    && t.option("path")
+                        .is_some_and(|p| target.starts_with(dir.join(p)))
+            })
+            .unwrap_or_else(|| panic!("no parquet table reads {}", target.display()));
+        let text = fs::read_to_string(file).unwrap();
+        let header: Vec<&str> = text.lines().next().unwrap().split(',').collect();
+        let schema = Arc::new(Schema::new(
+            header
+                .iter()
+                .map(|h| {
+                    let c = table
+                        .columns
+                        .iter()
+                        .find(|c| c.name == *h)
+                        .unwrap_or_else(|| panic!("{h} is not a column of {}", table.name));
+                    Field::new(&c.name, c.data_type.clone(), true)
+                })
+                .collect::<Vec<_>>(),
+        ));
+        let reader = arrow::csv::ReaderBuilder::new(schema.clone())
+            .with_header(true)
+            .build(fs::File::open(file).unwrap())
+            .unwrap();
+        fs::create_dir_all(target.parent().unwrap()).unwrap();
+        let mut writer =
+            parquet::arrow::ArrowWriter::try_new(fs::File::create(&target).unwrap(), schema, None)
+                .unwrap();
+        for batch in reader {
+            writer.write(&batch.unwrap()).unwrap();
+        }
+        writer.close().unwrap();
+    }
+}
