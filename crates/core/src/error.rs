@@ -33,8 +33,13 @@ pub enum Error {
         hint: String,
     },
     /// A bad `WITH (...)` option or `SET` value.
-    #[error("table `{table}`: {message}")]
-    Option { table: String, message: String },
+    #[error("{}: {message}", option_place(table, *line))]
+    Option {
+        table: String,
+        message: String,
+        /// Line of the `CREATE TABLE` or `SET` in the pipeline file, when known.
+        line: Option<u64>,
+    },
     /// A file or folder that cannot be read or written.
     #[error("cannot {action} `{}`: {cause}", path.display())]
     Io {
@@ -78,6 +83,7 @@ impl Error {
         Error::Option {
             table: table.into(),
             message: message.into(),
+            line: None,
         }
     }
 }
@@ -102,6 +108,19 @@ impl From<datafusion::error::DataFusionError> for Error {
             },
             other => Error::Execution(other.to_string()),
         }
+    }
+}
+
+/// "table `t` (line 4)" or, for settings, "SET 'k' (line 2)".
+fn option_place(table: &str, line: Option<u64>) -> String {
+    let what = if table.starts_with("SET") {
+        table.to_string()
+    } else {
+        format!("table `{table}`")
+    };
+    match line {
+        Some(l) => format!("{what} (line {l})"),
+        None => what,
     }
 }
 

@@ -121,10 +121,15 @@ impl OpenedPipeline {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
+        let setting_error = |key: &str, message: String| Error::Option {
+            table: format!("SET '{key}'"),
+            message,
+            line: def.setting_lines.get(key).copied(),
+        };
         for key in def.settings.keys() {
             if !SETTINGS.contains(&key.as_str()) {
-                return Err(Error::option(
-                    "SET",
+                return Err(setting_error(
+                    key,
                     format!("unknown setting '{key}' (known: {})", SETTINGS.join(", ")),
                 ));
             }
@@ -132,9 +137,7 @@ impl OpenedPipeline {
         let mode = match options.mode {
             Some(m) => m,
             None => match def.settings.get("execution.mode") {
-                Some(m) => m
-                    .parse()
-                    .map_err(|e| Error::option("SET 'execution.mode'", e))?,
+                Some(m) => m.parse().map_err(|e| setting_error("execution.mode", e))?,
                 None => Mode::Batch,
             },
         };
@@ -142,10 +145,7 @@ impl OpenedPipeline {
             Some(n) => n,
             None => match def.settings.get("execution.batch-size") {
                 Some(n) => n.parse().map_err(|_| {
-                    Error::option(
-                        "SET 'execution.batch-size'",
-                        format!("'{n}' is not a number"),
-                    )
+                    setting_error("execution.batch-size", format!("'{n}' is not a number"))
                 })?,
                 None => match mode {
                     Mode::Batch => 65_536,
@@ -154,9 +154,9 @@ impl OpenedPipeline {
             },
         };
         if batch_size == 0 {
-            return Err(Error::option(
-                "SET 'execution.batch-size'",
-                "must be at least 1",
+            return Err(setting_error(
+                "execution.batch-size",
+                "must be at least 1".into(),
             ));
         }
         let stem = path
@@ -194,7 +194,7 @@ impl OpenedPipeline {
                         table_list(&def)
                     )));
                 };
-                validate_sink_options(table)?;
+                validate_sink_options(table).map_err(|e| at_line(e, table.line))?;
                 sink_names.insert(table.name.clone());
             }
         }
@@ -205,7 +205,7 @@ impl OpenedPipeline {
             }
             sources.insert(
                 table.name.clone(),
-                Arc::new(FileSource::open(table, &base_dir)?),
+                Arc::new(FileSource::open(table, &base_dir).map_err(|e| at_line(e, table.line))?),
             );
         }
 
@@ -783,6 +783,18 @@ fn indent(s: &str) -> String {
         .map(|l| format!("    {l}"))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// Adds the line of the table's `CREATE TABLE` to option errors.
+fn at_line(e: Error, line: u64) -> Error {
+    match e {
+        Error::Option { table, message, .. } => Error::Option {
+            table,
+            message,
+            line: Some(line),
+        },
+        other => other,
+    }
 }
 
 fn table_list(def: &PipelineDef) -> String {

@@ -20,6 +20,8 @@ use crate::types::{interval_ms, parse_type};
 pub struct PipelineDef {
     /// `SET 'key' = 'value'` settings, keys lower-cased.
     pub settings: BTreeMap<String, String>,
+    /// Line of each setting's `SET`, for error messages.
+    pub setting_lines: BTreeMap<String, u64>,
     pub tables: Vec<TableDef>,
     /// Views and inserts, in file order.
     pub statements: Vec<Statement>,
@@ -73,6 +75,7 @@ impl PipelineDef {
             })?;
         let mut def = PipelineDef {
             settings: BTreeMap::new(),
+            setting_lines: BTreeMap::new(),
             tables: vec![],
             statements: vec![],
             tvfs: vec![],
@@ -111,6 +114,7 @@ impl PipelineDef {
                 Token::Word(w) => w.value,
                 _ => return Err(syntax_at("expected a value after `=` in SET", loc)),
             };
+            self.setting_lines.insert(key.to_ascii_lowercase(), line);
             self.settings.insert(key.to_ascii_lowercase(), value);
         } else if p.parse_keyword(Keyword::CREATE) {
             let _ = p.parse_keyword(Keyword::TEMPORARY);
