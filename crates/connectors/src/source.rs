@@ -77,6 +77,8 @@ enum ColumnSource {
     Field(usize),
     /// The Hive partition value from the file's path (`None` for the default partition).
     Partition(Option<String>),
+    /// Not needed by the pipeline: NULLs (Parquet only).
+    Skipped,
 }
 
 impl FileSource {
@@ -160,6 +162,20 @@ impl FileSource {
         batch_size: usize,
         emit: &mut dyn FnMut(Decoded) -> Result<()>,
     ) -> Result<()> {
+        self.read_file_projected(index, batch_size, None, emit)
+    }
+
+    /// Like [`read_file`](Self::read_file), reading only the declared columns whose flag in
+    /// `needed` is true. Parquet does not decode the others; they arrive as NULLs, unless the
+    /// column is `NOT NULL`, which is always read. CSV and JSON lines still convert every
+    /// column, so which rows are rejected never depends on the query.
+    pub fn read_file_projected(
+        &self,
+        index: usize,
+        batch_size: usize,
+        needed: Option<&[bool]>,
+        emit: &mut dyn FnMut(Decoded) -> Result<()>,
+    ) -> Result<()> {
         let file = self.files.get(index).ok_or_else(|| {
             Error::Internal(format!(
                 "source `{}` has {} files, no file number {index}",
@@ -171,7 +187,7 @@ impl FileSource {
         match self.format {
             FileFormat::Csv => self.read_csv(file, batch_size, emit),
             FileFormat::Json => self.read_json(file, batch_size, emit),
-            FileFormat::Parquet => self.read_parquet(file, batch_size, emit),
+            FileFormat::Parquet => self.read_parquet(file, batch_size, needed, emit),
         }
     }
 
@@ -320,6 +336,7 @@ impl FileSource {
                                     ));
                                 }
                                 ColumnSource::Partition(v) => builder.append_option(v.as_deref()),
+                                ColumnSource::Skipped => builder.append_null(),
                             }
                         }
                     }
@@ -470,6 +487,7 @@ impl FileSource {
         &self,
         file: &SourceFile,
         batch_size: usize,
+        needed: Option<&[bool]>,
         emit: &mut dyn FnMut(Decoded) -> Result<()>,
     ) -> Result<()> {
         let input_error = |e: &dyn std::fmt::Display| Error::Input {
@@ -489,8 +507,12 @@ impl FileSource {
 
         let mut sources = Vec::with_capacity(schema.fields().len());
         let mut roots = Vec::new();
-        for field in schema.fields() {
+        for (i, field) in schema.fields().iter().enumerate() {
             let name = field.name();
+            if field.is_nullable() && needed.is_some_and(|n| !n.get(i).copied().unwrap_or(true)) {
+                sources.push(ColumnSource::Skipped);
+                continue;
+            }
             let pos = file_names
                 .iter()
                 .position(|n| n == name)
@@ -533,6 +555,9 @@ impl FileSource {
                     ColumnSource::Field(p) => {
                         let at = roots.binary_search(p).expect("projected root");
                         Arc::clone(batch.column(at))
+                    }
+                    ColumnSource::Skipped => {
+                        arrow::array::new_null_array(schema.field(c).data_type(), n)
                     }
                     ColumnSource::Partition(v) => match &constants[c] {
                         Some(scalar) => scalar.to_array_of_size(n)?,

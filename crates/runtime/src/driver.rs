@@ -416,6 +416,7 @@ impl OpenedPipeline {
                         .map(|n| operators::build(n, &plan.source))
                         .collect::<Result<Vec<_>>>()?;
                     chains.push(Chain {
+                        used_columns: used_columns(plan),
                         source: plan.source.clone(),
                         sink: self
                             .def
@@ -450,7 +451,27 @@ impl OpenedPipeline {
                 .table(name)
                 .ok_or_else(|| Error::Internal("source".into()))?;
             let mut tracker = WatermarkTracker::new(table, &source.schema())?;
-            let mut reader = SourceReader::start(source.clone(), self.batch_size, workers);
+            // Read only the columns some INSERT uses (DataFusion queries may use any).
+            let needed = if buffer {
+                None
+            } else {
+                let width = source.schema().fields().len();
+                let mut needed = vec![false; width];
+                if let Some(c) = tracker.column {
+                    needed[c] = true;
+                }
+                for chain in chains.iter().filter(|c| &c.source == name) {
+                    match &chain.used_columns {
+                        Some(used) => used
+                            .iter()
+                            .filter(|&&i| i < width)
+                            .for_each(|&i| needed[i] = true),
+                        None => needed.iter_mut().for_each(|n| *n = true),
+                    }
+                }
+                Some(needed)
+            };
+            let mut reader = SourceReader::start(source.clone(), self.batch_size, workers, needed);
             let mut read = 0u64;
             while let Some((_, decoded)) = reader.next_batch()? {
                 bin.write(&decoded.rejects)?;
@@ -588,6 +609,8 @@ impl SinkSlot {
 }
 
 struct Chain {
+    /// Source columns the chain reads (`None`: all).
+    used_columns: Option<BTreeSet<usize>>,
     source: String,
     sink: String,
     ops: Vec<Box<dyn Operator>>,
@@ -635,6 +658,44 @@ fn push(
             Ok(())
         }
     }
+}
+
+/// The source columns an INSERT's chain reads, or `None` when it passes every column through.
+fn used_columns(plan: &InsertPlan) -> Option<BTreeSet<usize>> {
+    use datafusion::physical_expr::utils::collect_columns;
+    let mut used = BTreeSet::new();
+    let mut add = |e: &std::sync::Arc<dyn datafusion::physical_expr::PhysicalExpr>| {
+        used.extend(collect_columns(e).iter().map(|c| c.index()));
+    };
+    for node in &plan.nodes {
+        match node {
+            Node::Filter { predicate } => add(predicate),
+            Node::WindowAssign(spec) => {
+                // Appends the window columns after the source's: source indices stay valid.
+                add(
+                    &(std::sync::Arc::new(datafusion::physical_expr::expressions::Column::new(
+                        "time",
+                        spec.time_column,
+                    )) as _),
+                );
+            }
+            Node::Project { exprs, .. } => {
+                exprs.iter().for_each(&mut add);
+                return Some(used);
+            }
+            Node::WindowAggregate(spec) => {
+                spec.group_exprs.iter().for_each(&mut add);
+                for call in &spec.calls {
+                    add(&call.arg);
+                    if let Some(f) = &call.filter {
+                        add(f);
+                    }
+                }
+                return Some(used);
+            }
+        }
+    }
+    None
 }
 
 /// Watermark = max event time seen − declared delay − 1 ms (Flink's bounded out-of-orderness),

@@ -23,7 +23,14 @@ pub struct SourceReader {
 }
 
 impl SourceReader {
-    pub fn start(source: Arc<FileSource>, batch_size: usize, workers: usize) -> SourceReader {
+    /// `needed`: the declared columns the pipeline uses (`None`: all of them).
+    pub fn start(
+        source: Arc<FileSource>,
+        batch_size: usize,
+        workers: usize,
+        needed: Option<Vec<bool>>,
+    ) -> SourceReader {
+        let needed = needed.map(Arc::new);
         let files = source.files().len();
         let workers = workers.clamp(1, files.max(1));
         let mut receivers = vec![];
@@ -32,9 +39,11 @@ impl SourceReader {
             let (tx, rx) = sync_channel::<Item>(4);
             receivers.push(rx);
             let source = source.clone();
+            let needed = needed.clone();
             threads.push(std::thread::spawn(move || {
                 for index in (w..files).step_by(workers) {
-                    let result = source.read_file(index, batch_size, &mut |d| {
+                    let needed = needed.as_deref().map(Vec::as_slice);
+                    let result = source.read_file_projected(index, batch_size, needed, &mut |d| {
                         tx.send(Item::Batch(d))
                             .map_err(|_| Error::Internal("reader stopped".into()))
                     });

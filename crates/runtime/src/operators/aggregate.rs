@@ -20,6 +20,7 @@ use arrow::array::{
     new_null_array, Array, ArrayRef, AsArray, BooleanArray, Decimal128Array, Float64Array,
     Int64Array, RecordBatch, TimestampMillisecondArray,
 };
+use arrow::buffer::BooleanBuffer;
 use arrow::compute::{cast, filter_record_batch};
 use arrow::datatypes::{DataType, Decimal128Type, Float64Type, Int64Type, SchemaRef};
 use arrow::row::{OwnedRow, RowConverter, SortField};
@@ -314,7 +315,10 @@ impl Operator for WindowAggregate {
 /// How an accumulator holds its values.
 enum Values {
     I64(Vec<i64>),
+    /// SUM and AVG of integers and decimals (exact).
     I128(Vec<i128>),
+    /// MIN and MAX of decimals.
+    MinMax128(Vec<i128>),
     F64(Vec<f64>),
     Rows(Vec<Option<OwnedRow>>, RowConverter),
     Distinct(Vec<HashSet<Box<[u8]>>>, RowConverter),
@@ -381,6 +385,7 @@ impl Accumulator {
                 Some(DataType::Int64) if input != &DataType::UInt64 => {
                     (DataType::Int64, Values::I64(vec![]))
                 }
+                Some(d @ DataType::Decimal128(..)) => (d, Values::MinMax128(vec![])),
                 Some(DataType::Float64) => (DataType::Float64, Values::F64(vec![])),
                 _ => (
                     input.clone(),
@@ -418,6 +423,7 @@ impl Accumulator {
         match &mut self.values {
             Values::I64(v) => v.resize(n, init_i),
             Values::I128(v) => v.resize(n, 0),
+            Values::MinMax128(v) => v.resize(n, init_i128(self.function)),
             Values::F64(v) => v.resize(n, init_f),
             Values::Rows(v, _) => v.resize(n, None),
             Values::Distinct(v, _) => v.resize_with(n, HashSet::new),
@@ -436,6 +442,7 @@ impl Accumulator {
                 }
             }
             Values::I128(v) => v[g] = 0,
+            Values::MinMax128(v) => v[g] = init_i128(self.function),
             Values::F64(v) => {
                 v[g] = match self.function {
                     AggregateFunction::Min => f64::INFINITY,
@@ -460,77 +467,67 @@ impl Accumulator {
         } else {
             cast(values, &self.input)?
         };
-        let accept = |i: usize| -> bool {
-            values.is_valid(i) && mask.is_none_or(|m| m.is_valid(i) && m.value(i))
-        };
-        let all = values.null_count() == 0 && mask.is_none();
-        let is_min = self.function == AggregateFunction::Min;
-        match &mut self.values {
-            Values::None => {
-                if all {
-                    for &g in ids {
-                        self.counts[g as usize] += 1;
-                    }
-                } else {
-                    for (i, &g) in ids.iter().enumerate() {
-                        if accept(i) {
-                            self.counts[g as usize] += 1;
-                        }
-                    }
-                }
+        // Rows this aggregate takes: non-NULL input, and FILTER (WHERE ...) true.
+        let mut accepted: Option<BooleanBuffer> = values.logical_nulls().map(|n| n.into_inner());
+        if let Some(m) = mask {
+            let mut keep = m.values().clone();
+            if let Some(n) = m.nulls() {
+                keep = &keep & n.inner();
             }
-            Values::I128(acc) => {
-                let add =
-                    |acc: &mut Vec<i128>, counts: &mut Vec<i64>, i: usize, g: u32, v: i128| {
-                        if accept(i) {
-                            acc[g as usize] += v;
-                            counts[g as usize] += 1;
-                        }
-                    };
-                match values.data_type() {
-                    DataType::Int64 => {
-                        let a = values.as_primitive::<Int64Type>();
-                        for (i, (&g, &v)) in ids.iter().zip(a.values()).enumerate() {
-                            add(acc, &mut self.counts, i, g, v as i128);
-                        }
-                    }
-                    _ => {
-                        let a = values.as_primitive::<Decimal128Type>();
-                        for (i, (&g, &v)) in ids.iter().zip(a.values()).enumerate() {
-                            add(acc, &mut self.counts, i, g, v);
-                        }
-                    }
+            accepted = Some(match accepted {
+                Some(a) => &a & &keep,
+                None => keep,
+            });
+        }
+        let accept = |i: usize| accepted.as_ref().is_none_or(|a| a.value(i));
+        let accepted = accepted.as_ref();
+        let is_min = self.function == AggregateFunction::Min;
+        let counts = &mut self.counts;
+        match &mut self.values {
+            Values::None => fold(
+                &mut [],
+                counts,
+                ids,
+                &vec![(); ids.len()],
+                accepted,
+                |_: &mut (), _| {},
+            ),
+            Values::I128(acc) => match values.data_type() {
+                DataType::Int64 => {
+                    let v = values.as_primitive::<Int64Type>().values();
+                    fold(acc, counts, ids, v, accepted, |a, v| *a += v as i128)
+                }
+                _ => {
+                    let v = values.as_primitive::<Decimal128Type>().values();
+                    fold(acc, counts, ids, v, accepted, |a, v| *a += v)
+                }
+            },
+            Values::MinMax128(acc) => {
+                let v = values.as_primitive::<Decimal128Type>().values();
+                if is_min {
+                    fold(acc, counts, ids, v, accepted, |a, v| *a = (*a).min(v))
+                } else {
+                    fold(acc, counts, ids, v, accepted, |a, v| *a = (*a).max(v))
                 }
             }
             Values::F64(acc) => {
-                let a = values.as_primitive::<Float64Type>();
-                let function = self.function;
-                for (i, (&g, &v)) in ids.iter().zip(a.values()).enumerate() {
-                    if !accept(i) {
-                        continue;
+                let v = values.as_primitive::<Float64Type>().values();
+                match self.function {
+                    AggregateFunction::Min => {
+                        fold(acc, counts, ids, v, accepted, |a, v| *a = a.min(v))
                     }
-                    let slot = &mut acc[g as usize];
-                    *slot = match function {
-                        AggregateFunction::Min => slot.min(v),
-                        AggregateFunction::Max => slot.max(v),
-                        _ => *slot + v,
-                    };
-                    self.counts[g as usize] += 1;
+                    AggregateFunction::Max => {
+                        fold(acc, counts, ids, v, accepted, |a, v| *a = a.max(v))
+                    }
+                    _ => fold(acc, counts, ids, v, accepted, |a, v| *a += v),
                 }
             }
             Values::I64(acc) => {
-                let a = values.as_primitive::<Int64Type>();
-                for (i, (&g, &v)) in ids.iter().zip(a.values()).enumerate() {
-                    if !accept(i) {
-                        continue;
-                    }
-                    let slot = &mut acc[g as usize];
-                    *slot = if is_min {
-                        (*slot).min(v)
-                    } else {
-                        (*slot).max(v)
-                    };
-                    self.counts[g as usize] += 1;
+                let v = values.as_primitive::<Int64Type>().values();
+                if is_min {
+                    fold(acc, counts, ids, v, accepted, |a, v| *a = (*a).min(v))
+                } else {
+                    fold(acc, counts, ids, v, accepted, |a, v| *a = (*a).max(v))
                 }
             }
             Values::Rows(acc, converter) => {
@@ -554,7 +551,7 @@ impl Accumulator {
                     if better {
                         *slot = Some(row.owned());
                     }
-                    self.counts[g as usize] += 1;
+                    counts[g as usize] += 1;
                 }
             }
             Values::Distinct(sets, converter) => {
@@ -617,6 +614,17 @@ impl Accumulator {
             (Values::F64(acc), _) => Arc::new(Float64Array::from_iter(
                 ids.iter().map(|&g| has(g).then(|| acc[g as usize])),
             )),
+            (Values::MinMax128(acc), _) => {
+                let DataType::Decimal128(p, sc) = self.input else {
+                    return Err(Error::Internal("decimal min/max over a non-decimal".into()));
+                };
+                Arc::new(
+                    Decimal128Array::from_iter(
+                        ids.iter().map(|&g| has(g).then(|| acc[g as usize])),
+                    )
+                    .with_precision_and_scale(p, sc)?,
+                )
+            }
             (Values::I64(acc), _) => Arc::new(Int64Array::from_iter(
                 ids.iter().map(|&g| has(g).then(|| acc[g as usize])),
             )),
@@ -669,7 +677,7 @@ impl Accumulator {
         n * 8
             + match &self.values {
                 Values::I64(_) | Values::F64(_) => n * 8,
-                Values::I128(_) => n * 16,
+                Values::I128(_) | Values::MinMax128(_) => n * 16,
                 Values::Rows(v, _) => v
                     .iter()
                     .flatten()
@@ -681,5 +689,46 @@ impl Accumulator {
                     .sum(),
                 Values::None => 0,
             }
+    }
+}
+
+fn init_i128(function: AggregateFunction) -> i128 {
+    match function {
+        AggregateFunction::Min => i128::MAX,
+        AggregateFunction::Max => i128::MIN,
+        _ => 0,
+    }
+}
+
+/// Folds `values` into the accumulator slots `acc[ids[i]]` for the accepted rows, counting
+/// them per group. The hot loop of every numeric aggregate.
+fn fold<T, V: Copy>(
+    acc: &mut [T],
+    counts: &mut [i64],
+    ids: &[u32],
+    values: &[V],
+    accepted: Option<&BooleanBuffer>,
+    f: impl Fn(&mut T, V),
+) {
+    let has_acc = !acc.is_empty();
+    match accepted {
+        None => {
+            for (&g, &v) in ids.iter().zip(values) {
+                if has_acc {
+                    f(&mut acc[g as usize], v);
+                }
+                counts[g as usize] += 1;
+            }
+        }
+        Some(keep) => {
+            for ((&g, &v), k) in ids.iter().zip(values).zip(keep.iter()) {
+                if k {
+                    if has_acc {
+                        f(&mut acc[g as usize], v);
+                    }
+                    counts[g as usize] += 1;
+                }
+            }
+        }
     }
 }

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, AsArray, RecordBatch, TimestampMillisecondArray, UInt32Array};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, TimestampMillisecondArray, UInt32Array};
 use arrow::compute::{cast, take};
 use arrow::datatypes::{DataType, TimeUnit, TimestampMillisecondType};
 use flowline_core::plan::{WindowKind, WindowSpec};
@@ -37,6 +37,17 @@ pub fn assign_windows(batch: &RecordBatch, spec: &WindowSpec) -> Result<(RecordB
         WindowKind::Hop { slide, .. } => slide,
     };
     let per_row = (size / step) as usize;
+    if per_row == 1 && ts.null_count() == 0 {
+        // TUMBLE without NULLs: one window per row, computed column-wise.
+        let starts: TimestampMillisecondArray = ts.unary(|t| t - t.rem_euclid(step));
+        let ends: TimestampMillisecondArray = starts.unary(|s| s + size);
+        let times: TimestampMillisecondArray = ends.unary(|e| e - 1);
+        let mut columns = batch.columns().to_vec();
+        columns.push(Arc::new(starts));
+        columns.push(Arc::new(ends));
+        columns.push(Arc::new(times));
+        return Ok((RecordBatch::try_new(spec.schema.clone(), columns)?, vec![]));
+    }
     let mut indices = Vec::with_capacity(batch.num_rows() * per_row);
     let mut starts = Vec::with_capacity(batch.num_rows() * per_row);
     let mut nulls = vec![];
@@ -51,19 +62,14 @@ pub fn assign_windows(batch: &RecordBatch, spec: &WindowSpec) -> Result<(RecordB
             starts.push(last - k * step);
         }
     }
-    let columns: Vec<ArrayRef> = if nulls.is_empty() && per_row == 1 {
-        batch.columns().to_vec()
-    } else {
-        let idx = UInt32Array::from(indices);
-        batch
-            .columns()
-            .iter()
-            .map(|c| take(c.as_ref(), &idx, None))
-            .collect::<Result<_, _>>()?
-    };
+    let idx = UInt32Array::from(indices);
+    let mut columns: Vec<ArrayRef> = batch
+        .columns()
+        .iter()
+        .map(|c| take(c.as_ref(), &idx, None))
+        .collect::<Result<_, _>>()?;
     let ends: Vec<i64> = starts.iter().map(|s| s + size).collect();
     let times: Vec<i64> = ends.iter().map(|e| e - 1).collect();
-    let mut columns = columns;
     columns.push(Arc::new(TimestampMillisecondArray::from(starts)));
     columns.push(Arc::new(TimestampMillisecondArray::from(ends)));
     columns.push(Arc::new(TimestampMillisecondArray::from(times)));
