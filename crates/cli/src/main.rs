@@ -3,6 +3,7 @@
 
 mod bench;
 mod generate;
+mod log_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -93,6 +94,11 @@ enum Command {
         #[command(subcommand)]
         what: bench::Bench,
     },
+    /// The embedded log: create topics, produce, consume, describe.
+    Log {
+        #[command(subcommand)]
+        command: log_cmd::LogCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -155,6 +161,7 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
         }
         Command::Generate { what } => what.run().context("generating data")?,
         Command::Bench { what } => what.run().await?,
+        Command::Log { command } => command.run()?,
     }
     Ok(ExitCode::SUCCESS)
 }
