@@ -346,7 +346,10 @@ fn produce_json(input: Box<dyn BufRead>, sink: &mut ProduceStats) -> Result<()> 
             Ok(other) => {
                 sink.skip(
                     line_no,
-                    format!("not a JSON object but {}", json_kind(&other)),
+                    format!(
+                        "not a JSON object but {}",
+                        flowline_connectors::json_kind(&other)
+                    ),
                 );
                 continue;
             }
@@ -363,17 +366,6 @@ fn produce_json(input: Box<dyn BufRead>, sink: &mut ProduceStats) -> Result<()> 
         sink.append(key.as_deref(), &line)?;
     }
     Ok(())
-}
-
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 /// CSV with a header: each row is stored as a JSON object of header → string value, in header

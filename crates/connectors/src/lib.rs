@@ -30,4 +30,4 @@ pub mod sink;
 pub mod source;
 
 pub use sink::{open_sink, validate_sink_options, Sink, SinkCommit, WrittenFile};
-pub use source::{Decoded, FileSource, SourceFile};
+pub use source::{json_kind, Decoded, FileSource, SourceFile};

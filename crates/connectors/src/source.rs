@@ -641,7 +641,8 @@ fn memchr_newline(bytes: &[u8]) -> Option<usize> {
     bytes.iter().position(|&b| b == b'\n')
 }
 
-fn json_kind(v: &Value) -> &'static str {
+/// "a number", "an array", ...: what a JSON value is, for error messages.
+pub fn json_kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
