@@ -19,7 +19,7 @@ use flowline_sql::{bind, lower_insert, new_session, BoundInsert, Mode, PipelineD
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::operators::{self, window::millis};
+use crate::operators::{self, window::millis, WindowAggregate};
 use crate::reader::SourceReader;
 use crate::rejects::RejectBin;
 use crate::{fallback, manifest};
@@ -416,6 +416,11 @@ impl OpenedPipeline {
                         .map(|n| operators::build(n, &plan.source))
                         .collect::<Result<Vec<_>>>()?;
                     chains.push(Chain {
+                        nodes: plan.nodes.clone(),
+                        aggregate_at: plan
+                            .nodes
+                            .iter()
+                            .position(|n| matches!(n, Node::WindowAggregate(_))),
                         used_columns: used_columns(plan),
                         source: plan.source.clone(),
                         sink: self
@@ -471,36 +476,60 @@ impl OpenedPipeline {
                 }
                 Some(needed)
             };
-            let mut reader = SourceReader::start(source.clone(), self.batch_size, workers, needed);
-            let mut read = 0u64;
-            while let Some((_, decoded)) = reader.next_batch()? {
-                bin.write(&decoded.rejects)?;
-                let batch = decoded.batch;
-                if batch.num_rows() == 0 {
-                    continue;
-                }
-                read += batch.num_rows() as u64;
-                if buffer {
-                    buffered
-                        .entry(name.clone())
-                        .or_default()
-                        .push(batch.clone());
-                }
-                let advanced = tracker.observe(&batch)?;
-                for chain in chains.iter_mut().filter(|c| &c.source == name) {
-                    chain.push(Message::Data(batch.clone()), &mut sinks, bin)?;
-                }
-                if self.mode == Mode::Stream {
-                    if let Some(w) = advanced {
-                        let mut st = 0;
-                        for chain in chains.iter_mut().filter(|c| &c.source == name) {
-                            st += chain.state_bytes();
-                            chain.push(Message::Watermark(w), &mut sinks, bin)?;
+            // Batch mode over several files, when every INSERT on this source aggregates:
+            // each worker aggregates its share of the files, then the states are merged.
+            let parallel = self.mode == Mode::Batch
+                && !buffer
+                && workers > 1
+                && source.files().len() > 1
+                && chains
+                    .iter()
+                    .filter(|c| &c.source == name)
+                    .all(|c| c.aggregate_at.is_some());
+            let read = if parallel {
+                self.aggregate_in_parallel(
+                    source,
+                    table,
+                    needed,
+                    workers,
+                    &mut chains,
+                    bin,
+                    &mut tracker,
+                )?
+            } else {
+                let mut reader =
+                    SourceReader::start(source.clone(), self.batch_size, workers, needed);
+                let mut read = 0u64;
+                while let Some((_, decoded)) = reader.next_batch()? {
+                    bin.write(&decoded.rejects)?;
+                    let batch = decoded.batch;
+                    if batch.num_rows() == 0 {
+                        continue;
+                    }
+                    read += batch.num_rows() as u64;
+                    if buffer {
+                        buffered
+                            .entry(name.clone())
+                            .or_default()
+                            .push(batch.clone());
+                    }
+                    let advanced = tracker.observe(&batch)?;
+                    for chain in chains.iter_mut().filter(|c| &c.source == name) {
+                        chain.push(Message::Data(batch.clone()), &mut sinks, bin)?;
+                    }
+                    if self.mode == Mode::Stream {
+                        if let Some(w) = advanced {
+                            let mut st = 0;
+                            for chain in chains.iter_mut().filter(|c| &c.source == name) {
+                                st += chain.state_bytes();
+                                chain.push(Message::Watermark(w), &mut sinks, bin)?;
+                            }
+                            state.peak_state = state.peak_state.max(st);
                         }
-                        state.peak_state = state.peak_state.max(st);
                     }
                 }
-            }
+                read
+            };
             let st: usize = chains
                 .iter()
                 .filter(|c| &c.source == name)
@@ -560,6 +589,164 @@ impl OpenedPipeline {
     }
 }
 
+impl OpenedPipeline {
+    /// Parallel partial aggregation: worker `w` decodes files `w, w + workers, ...` and runs
+    /// each chain up to its window aggregate; the main thread merges the aggregates, writes the
+    /// rejects in file order and puts the merged aggregates back into the chains, ready for the
+    /// end-of-input watermark. Returns the rows read.
+    #[allow(clippy::too_many_arguments)]
+    fn aggregate_in_parallel(
+        &self,
+        source: &Arc<FileSource>,
+        table: &TableDef,
+        needed: Option<Vec<bool>>,
+        workers: usize,
+        chains: &mut [Chain],
+        bin: &mut RejectBin,
+        tracker: &mut WatermarkTracker,
+    ) -> Result<u64> {
+        let name = source.name().to_string();
+        let mine: Vec<usize> = (0..chains.len())
+            .filter(|&i| chains[i].source == name)
+            .collect();
+        let plans: Vec<(Vec<Node>, usize, String)> = mine
+            .iter()
+            .map(|&i| {
+                let c = &chains[i];
+                (
+                    c.nodes.clone(),
+                    c.aggregate_at.unwrap_or_default(),
+                    c.sink.clone(),
+                )
+            })
+            .collect();
+        let files = source.files().len();
+        let batch_size = self.batch_size;
+        let results: Vec<Result<PartialRun>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..workers)
+                .map(|w| {
+                    let (plans, needed, source, name) =
+                        (&plans, needed.as_deref(), source.clone(), name.as_str());
+                    scope.spawn(move || -> Result<PartialRun> {
+                        let mut parts = vec![];
+                        for (nodes, k, sink) in plans {
+                            let prefix = nodes[..*k]
+                                .iter()
+                                .map(|n| operators::build(n, name))
+                                .collect::<Result<Vec<_>>>()?;
+                            let Node::WindowAggregate(spec) = &nodes[*k] else {
+                                return Err(Error::Internal("no aggregate to parallelize".into()));
+                            };
+                            parts.push((
+                                prefix,
+                                WindowAggregate::new(spec.clone(), name)?,
+                                sink.clone(),
+                            ));
+                        }
+                        let mut run = PartialRun {
+                            aggregates: vec![],
+                            rejects: BTreeMap::new(),
+                            rows: 0,
+                            tracker: WatermarkTracker::new(table, &source.schema())?,
+                        };
+                        for index in (w..files).step_by(workers) {
+                            let mut rejects = vec![];
+                            source.read_file_projected(index, batch_size, needed, &mut |d| {
+                                rejects.extend(d.rejects);
+                                if d.batch.num_rows() == 0 {
+                                    return Ok(());
+                                }
+                                run.rows += d.batch.num_rows() as u64;
+                                run.tracker.observe(&d.batch)?;
+                                for (prefix, aggregate, sink) in parts.iter_mut() {
+                                    let mut out = vec![];
+                                    feed(
+                                        prefix,
+                                        aggregate,
+                                        Message::Data(d.batch.clone()),
+                                        &mut out,
+                                    )?;
+                                    for mut r in out {
+                                        r.sink.get_or_insert_with(|| sink.clone());
+                                        rejects.push(r);
+                                    }
+                                }
+                                Ok(())
+                            })?;
+                            run.rejects.insert(index, rejects);
+                        }
+                        run.aggregates = parts.into_iter().map(|(_, a, _)| a).collect();
+                        Ok(run)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(Error::Internal("aggregation worker panicked".into()))
+                    })
+                })
+                .collect()
+        });
+        let mut runs = results.into_iter().collect::<Result<Vec<_>>>()?;
+        let mut rejects = BTreeMap::new();
+        let mut rows = 0;
+        for run in &mut runs {
+            rejects.append(&mut run.rejects);
+            rows += run.rows;
+            if let Some(t) = run.tracker.max_seen {
+                tracker.max_seen = Some(tracker.max_seen.map_or(t, |m| m.max(t)));
+            }
+        }
+        for file_rejects in rejects.values() {
+            bin.write(file_rejects)?;
+        }
+        let mut runs = runs.into_iter();
+        let mut merged = runs.next().map(|r| r.aggregates).unwrap_or_default();
+        for run in runs {
+            for (into, from) in merged.iter_mut().zip(run.aggregates) {
+                into.merge(from)?;
+            }
+        }
+        for (&i, aggregate) in mine.iter().zip(merged) {
+            let k = chains[i].aggregate_at.unwrap_or_default();
+            chains[i].ops[k] = Box::new(aggregate);
+        }
+        Ok(rows)
+    }
+}
+
+/// What one parallel aggregation worker produced.
+struct PartialRun {
+    aggregates: Vec<WindowAggregate>,
+    /// Rejects per file index, so they are written in file order.
+    rejects: BTreeMap<usize, Vec<flowline_core::Reject>>,
+    rows: u64,
+    tracker: WatermarkTracker,
+}
+
+/// Pushes `message` through stateless `prefix` operators into `aggregate`, collecting rejects.
+fn feed(
+    prefix: &mut [Box<dyn Operator>],
+    aggregate: &mut WindowAggregate,
+    message: Message,
+    rejects: &mut Vec<flowline_core::Reject>,
+) -> Result<()> {
+    let mut out = Output::default();
+    match prefix.split_first_mut() {
+        None => aggregate.process(message, &mut out)?,
+        Some((op, rest)) => {
+            op.process(message, &mut out)?;
+            for m in std::mem::take(&mut out.messages) {
+                feed(rest, aggregate, m, rejects)?;
+            }
+        }
+    }
+    rejects.append(&mut out.rejects);
+    Ok(())
+}
+
 #[derive(Default)]
 struct RunState {
     read_sources: BTreeSet<String>,
@@ -609,6 +796,9 @@ impl SinkSlot {
 }
 
 struct Chain {
+    nodes: Vec<Node>,
+    /// Position of the window aggregate among `nodes`, if any.
+    aggregate_at: Option<usize>,
     /// Source columns the chain reads (`None`: all).
     used_columns: Option<BTreeSet<usize>>,
     source: String,

@@ -170,33 +170,14 @@ impl WindowAggregate {
             let row = rows.as_ref().map(|r| r.row(i));
             let key: &[u8] = row.as_ref().map_or(&[], |r| r.as_ref());
             let hash = self.hasher.hash_one((start, key));
-            let groups = &mut self.groups;
-            let id = match self.table.entry(
+            let id = find_or_insert(
+                &mut self.table,
+                &mut self.groups,
+                &mut self.windows,
                 hash,
-                |&g| groups.window[g as usize] == start && &*groups.keys[g as usize] == key,
-                |&g| groups.hashes[g as usize],
-            ) {
-                Entry::Occupied(e) => *e.get(),
-                Entry::Vacant(e) => {
-                    let id = match groups.free.pop() {
-                        Some(id) => {
-                            groups.hashes[id as usize] = hash;
-                            groups.window[id as usize] = start;
-                            groups.keys[id as usize] = key.into();
-                            id
-                        }
-                        None => {
-                            groups.hashes.push(hash);
-                            groups.window.push(start);
-                            groups.keys.push(key.into());
-                            (groups.hashes.len() - 1) as u32
-                        }
-                    };
-                    e.insert(id);
-                    self.windows.entry(start).or_default().push(id);
-                    id
-                }
-            };
+                start,
+                key,
+            );
             ids.push(id);
         }
         let n_groups = self.groups.hashes.len();
@@ -208,6 +189,32 @@ impl WindowAggregate {
                 None => None,
             };
             acc.update(&ids, &values, mask.as_ref())?;
+        }
+        Ok(())
+    }
+
+    /// Folds the open groups of `other`, an instance of the same plan node that saw other
+    /// rows, into this one: parallel partial aggregation in batch mode. Merging is exact for
+    /// every aggregate (sums of floats may differ in the last bits, as any reordering does).
+    pub fn merge(&mut self, other: WindowAggregate) -> Result<()> {
+        let mut mapping = vec![u32::MAX; other.groups.hashes.len()];
+        for (&start, ids) in &other.windows {
+            for &id in ids {
+                let g = find_or_insert(
+                    &mut self.table,
+                    &mut self.groups,
+                    &mut self.windows,
+                    other.groups.hashes[id as usize],
+                    start,
+                    &other.groups.keys[id as usize],
+                );
+                mapping[id as usize] = g;
+            }
+        }
+        let n = self.groups.hashes.len();
+        for (acc, theirs) in self.accumulators.iter_mut().zip(other.accumulators) {
+            acc.resize(n);
+            acc.merge(theirs, &mapping)?;
         }
         Ok(())
     }
@@ -570,6 +577,73 @@ impl Accumulator {
         Ok(())
     }
 
+    /// Adds `other`'s state for its group `o` into group `mapping[o]` (skipped: `u32::MAX`).
+    fn merge(&mut self, other: Accumulator, mapping: &[u32]) -> Result<()> {
+        let is_min = self.function == AggregateFunction::Min;
+        let is_sum = matches!(
+            self.function,
+            AggregateFunction::Sum | AggregateFunction::Avg
+        );
+        for (o, &g) in mapping.iter().enumerate() {
+            if g == u32::MAX
+                || other.counts.get(o).is_none_or(|&c| c == 0)
+                    && !matches!(other.values, Values::Distinct(..))
+            {
+                continue;
+            }
+            let g = g as usize;
+            self.counts[g] += other.counts[o];
+            match (&mut self.values, &other.values) {
+                (Values::None, Values::None) => {}
+                (Values::I128(a), Values::I128(b)) => a[g] += b[o],
+                (Values::MinMax128(a), Values::MinMax128(b)) => {
+                    a[g] = if is_min {
+                        a[g].min(b[o])
+                    } else {
+                        a[g].max(b[o])
+                    }
+                }
+                (Values::I64(a), Values::I64(b)) => {
+                    a[g] = if is_min {
+                        a[g].min(b[o])
+                    } else {
+                        a[g].max(b[o])
+                    }
+                }
+                (Values::F64(a), Values::F64(b)) => {
+                    a[g] = if is_sum {
+                        a[g] + b[o]
+                    } else if is_min {
+                        a[g].min(b[o])
+                    } else {
+                        a[g].max(b[o])
+                    }
+                }
+                (Values::Rows(a, converter), Values::Rows(b, _)) => {
+                    if let Some(theirs) = &b[o] {
+                        // Rows belong to their converter: re-parse the bytes with ours.
+                        let parser = converter.parser();
+                        let bytes = theirs.row();
+                        let theirs = parser.parse(bytes.data());
+                        let better = match &a[g] {
+                            None => true,
+                            Some(mine) if is_min => theirs < mine.row(),
+                            Some(mine) => theirs > mine.row(),
+                        };
+                        if better {
+                            a[g] = Some(theirs.owned());
+                        }
+                    }
+                }
+                (Values::Distinct(a, _), Values::Distinct(b, _)) => {
+                    a[g].extend(b[o].iter().cloned());
+                }
+                _ => return Err(Error::Internal("merging different aggregates".into())),
+            }
+        }
+        Ok(())
+    }
+
     /// The results for groups `ids`, in that order, in the output type.
     fn finish(&mut self, ids: &[u32]) -> Result<ArrayRef> {
         use AggregateFunction::*;
@@ -689,6 +763,43 @@ impl Accumulator {
                     .sum(),
                 Values::None => 0,
             }
+    }
+}
+
+/// The group id of (window `start`, `key`), creating the group if it is new.
+fn find_or_insert(
+    table: &mut HashTable<u32>,
+    groups: &mut Groups,
+    windows: &mut std::collections::BTreeMap<i64, Vec<u32>>,
+    hash: u64,
+    start: i64,
+    key: &[u8],
+) -> u32 {
+    match table.entry(
+        hash,
+        |&g| groups.window[g as usize] == start && &*groups.keys[g as usize] == key,
+        |&g| groups.hashes[g as usize],
+    ) {
+        Entry::Occupied(e) => *e.get(),
+        Entry::Vacant(e) => {
+            let id = match groups.free.pop() {
+                Some(id) => {
+                    groups.hashes[id as usize] = hash;
+                    groups.window[id as usize] = start;
+                    groups.keys[id as usize] = key.into();
+                    id
+                }
+                None => {
+                    groups.hashes.push(hash);
+                    groups.window.push(start);
+                    groups.keys.push(key.into());
+                    (groups.hashes.len() - 1) as u32
+                }
+            };
+            e.insert(id);
+            windows.entry(start).or_default().push(id);
+            id
+        }
     }
 }
 
