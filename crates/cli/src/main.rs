@@ -30,7 +30,7 @@ struct PipelineArgs {
     /// batch or stream (default: the file's `SET 'execution.mode'`, else batch).
     #[arg(long)]
     mode: Option<Mode>,
-    /// Rows per batch read from a source (default: 65536 in batch, 1024 in stream mode).
+    /// Rows per batch read from a source (default: 32768 in batch, 1024 in stream mode).
     #[arg(long)]
     batch_size: Option<usize>,
     /// Where rejected rows go (default: <state dir>/rejects.jsonl).

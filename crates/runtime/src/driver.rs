@@ -148,7 +148,9 @@ impl OpenedPipeline {
                     setting_error("execution.batch-size", format!("'{n}' is not a number"))
                 })?,
                 None => match mode {
-                    Mode::Batch => 65_536,
+                    // Large enough to amortize per-batch work, small enough that batch buffers are
+                    // reused by the allocator instead of being mapped and unmapped every time.
+                    Mode::Batch => 32_768,
                     Mode::Stream => 1_024,
                 },
             },
