@@ -843,3 +843,127 @@ fn fold<T, V: Copy>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{StringArray, TimestampMillisecondArray};
+    use arrow::datatypes::{Field, Schema, TimeUnit};
+    use datafusion::physical_expr::expressions::{col, lit};
+    use flowline_core::plan::{AggregateCall, WindowKind};
+
+    fn spec() -> AggregateSpec {
+        let ts = DataType::Timestamp(TimeUnit::Millisecond, None);
+        let input = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Utf8, true),
+            Field::new("v", DataType::Int64, true),
+            Field::new("window_start", ts.clone(), false),
+            Field::new("window_end", ts.clone(), false),
+        ]));
+        let call = |function, arg, distinct| AggregateCall {
+            function,
+            arg,
+            distinct,
+            filter: None,
+        };
+        let k = col("k", &input).unwrap();
+        let v = col("v", &input).unwrap();
+        AggregateSpec {
+            group_exprs: vec![
+                col("window_start", &input).unwrap(),
+                col("window_end", &input).unwrap(),
+                k.clone(),
+            ],
+            window_start: 0,
+            window_end: 1,
+            window: WindowKind::Tumble { size: 10 },
+            calls: vec![
+                call(AggregateFunction::Count, lit(1i64), false),
+                call(AggregateFunction::Sum, v.clone(), false),
+                call(AggregateFunction::Min, v.clone(), false),
+                call(AggregateFunction::Max, k.clone(), false),
+                call(AggregateFunction::Avg, v.clone(), false),
+                call(AggregateFunction::Count, v, true),
+            ],
+            input_schema: input,
+            schema: Arc::new(Schema::new(vec![
+                Field::new("window_start", ts.clone(), false),
+                Field::new("window_end", ts, false),
+                Field::new("k", DataType::Utf8, true),
+                Field::new("n", DataType::Int64, false),
+                Field::new("s", DataType::Int64, true),
+                Field::new("mn", DataType::Int64, true),
+                Field::new("mx", DataType::Utf8, true),
+                Field::new("avg", DataType::Float64, true),
+                Field::new("d", DataType::Int64, false),
+            ])),
+        }
+    }
+
+    fn batch(rows: &[(Option<&str>, Option<i64>, i64)]) -> RecordBatch {
+        let spec = spec();
+        let starts: Vec<i64> = rows.iter().map(|r| r.2 - r.2.rem_euclid(10)).collect();
+        RecordBatch::try_new(
+            spec.input_schema.clone(),
+            vec![
+                Arc::new(StringArray::from(
+                    rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+                )),
+                Arc::new(Int64Array::from(
+                    rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+                )),
+                Arc::new(TimestampMillisecondArray::from(starts.clone())),
+                Arc::new(TimestampMillisecondArray::from(
+                    starts.iter().map(|s| s + 10).collect::<Vec<_>>(),
+                )),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn finish(mut op: WindowAggregate) -> Vec<RecordBatch> {
+        let mut out = Output::default();
+        op.process(Message::Watermark(Watermark::MAX), &mut out)
+            .unwrap();
+        out.messages
+            .into_iter()
+            .filter_map(|m| match m {
+                Message::Data(b) => Some(b),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn merged_partial_aggregates_equal_one_aggregate_over_all_rows() {
+        let rows: Vec<(Option<&str>, Option<i64>, i64)> = (0..200)
+            .map(|i: i64| {
+                let k = [Some("a"), Some("b"), None, Some("c")][(i % 4) as usize];
+                let v = (i % 7 != 0).then_some((i * 37) % 23 - 11);
+                (k, v, (i * 13) % 50)
+            })
+            .collect();
+        let mut whole = WindowAggregate::new(spec(), "t").unwrap();
+        let mut out = Output::default();
+        whole
+            .process(Message::Data(batch(&rows)), &mut out)
+            .unwrap();
+        let expected = finish(whole);
+
+        // Three partial aggregates over interleaved shares, merged.
+        let mut parts: Vec<WindowAggregate> = (0..3)
+            .map(|_| WindowAggregate::new(spec(), "t").unwrap())
+            .collect();
+        for (i, chunk) in rows.chunks(17).enumerate() {
+            parts[i % 3]
+                .process(Message::Data(batch(chunk)), &mut out)
+                .unwrap();
+        }
+        let mut merged = parts.remove(0);
+        for p in parts {
+            merged.merge(p).unwrap();
+        }
+        assert_eq!(finish(merged), expected);
+        assert!(out.rejects.is_empty() && out.messages.is_empty());
+    }
+}
