@@ -8,8 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use arrow::array::RecordBatch;
-use arrow::compute::cast;
-use arrow::datatypes::{Field, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::datasource::empty::EmptyTable;
 use flowline_connectors::{open_sink, validate_sink_options, FileSource, Sink, SinkCommit};
 use flowline_core::plan::{InsertPlan, Node, WindowKind};
@@ -202,7 +201,8 @@ impl OpenedPipeline {
         }
         let mut sources = BTreeMap::new();
         for table in &def.tables {
-            if sink_names.contains(&table.name) {
+            // A print table is only ever a sink; one no INSERT writes is simply unused.
+            if sink_names.contains(&table.name) || table.connector() == Some("print") {
                 continue;
             }
             sources.insert(
@@ -234,6 +234,24 @@ impl OpenedPipeline {
             let query_schema = Arc::new(insert.plan.schema().as_arrow().clone());
             let schema = sink_schema(table, &query_schema, insert.line)?;
             if let Some(prev) = sink_schemas.get(&table.name) {
+                let types = |s: &SchemaRef| {
+                    s.fields()
+                        .iter()
+                        .map(|f| f.data_type().clone())
+                        .collect::<Vec<_>>()
+                };
+                if table.columns.is_empty()
+                    && prev.fields().len() == schema.fields().len()
+                    && types(prev) != types(&schema)
+                {
+                    return Err(Error::Plan(format!(
+                        "line {}: INSERT INTO {} writes columns of types ({}), an earlier INSERT wrote ({}); declare the sink's columns or cast",
+                        insert.line,
+                        table.name,
+                        types(&schema).iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", "),
+                        types(prev).iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", "),
+                    )));
+                }
                 if prev.fields().len() != schema.fields().len() {
                     return Err(Error::Plan(format!(
                         "line {}: INSERT INTO {} writes {} columns, an earlier INSERT wrote {}",
@@ -250,10 +268,23 @@ impl OpenedPipeline {
                 Ok(plan) => planned.push(Planned::Dataflow(plan)),
                 Err(Error::Unsupported {
                     construct, hint, ..
-                }) if mode == Mode::Batch => planned.push(Planned::DataFusion {
-                    bound: insert,
-                    reason: format!("{construct}: {hint}"),
-                }),
+                }) if mode == Mode::Batch => {
+                    // Optimize and plan it physically now, so DataFusion's own plan errors
+                    // also come before any data moves.
+                    state.create_physical_plan(&insert.plan).await.map_err(
+                        |e| match Error::from(e) {
+                            Error::Plan(m) => Error::Plan(format!("line {}: {m}", insert.line)),
+                            Error::Execution(m) => {
+                                Error::Plan(format!("line {}: {m}", insert.line))
+                            }
+                            other => other,
+                        },
+                    )?;
+                    planned.push(Planned::DataFusion {
+                        bound: insert,
+                        reason: format!("{construct}: {hint}"),
+                    })
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -780,7 +811,13 @@ impl SinkSlot {
                 if c.data_type() == f.data_type() {
                     Ok(c.clone())
                 } else {
-                    cast(c, f.data_type()).map_err(|e| {
+                    // Strict: a value that does not fit the sink's column stops the run (nothing
+                    // is published) instead of silently becoming NULL.
+                    let strict = arrow::compute::CastOptions {
+                        safe: false,
+                        ..Default::default()
+                    };
+                    arrow::compute::cast_with_options(c, f.data_type(), &strict).map_err(|e| {
                         Error::Execution(format!(
                             "column `{}` cannot be written as {}: {e}",
                             f.name(),
@@ -969,7 +1006,14 @@ fn sink_schema(table: &TableDef, query: &SchemaRef, line: u64) -> Result<SchemaR
         )));
     }
     for (c, f) in table.columns.iter().zip(query.fields()) {
-        if !arrow::compute::can_cast_types(f.data_type(), &c.data_type) {
+        let text_to_other = matches!(
+            f.data_type(),
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+        ) && !matches!(
+            c.data_type,
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+        );
+        if text_to_other || !arrow::compute::can_cast_types(f.data_type(), &c.data_type) {
             return Err(Error::Plan(format!(
                 "line {line}: INSERT INTO {}: column `{}` is {} but the query gives {} (`{}`)",
                 table.name,

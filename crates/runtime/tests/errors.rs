@@ -526,3 +526,86 @@ async fn stream_mode_refuses_a_window_without_watermark() {
         ],
     );
 }
+
+// ---- Regressions from review: wrong answers that must be refused at plan time instead.
+
+#[tokio::test]
+async fn stream_mode_refuses_a_window_on_a_computed_time_column_of_the_same_name() {
+    // The watermark is computed on `orders.ordered_at`; a view that shifts the column but keeps
+    // its name must not be windowed as if it were watermarked.
+    let p = format!(
+        "{ORDERS}{OUT}CREATE VIEW shifted AS SELECT order_id, amount, ordered_at - INTERVAL '2' MINUTE AS ordered_at FROM orders;\n\
+         INSERT INTO out SELECT window_start, COUNT(*) AS n\n\
+         FROM TABLE(TUMBLE(TABLE shifted, DESCRIPTOR(ordered_at), INTERVAL '1' HOUR))\n\
+         GROUP BY window_start, window_end;\n"
+    );
+    let err = fails(&p, Mode::Stream).await;
+    assert!(matches!(err, Error::Unsupported { .. }), "{err:?}");
+    assert_mentions(&err, &["ordered_at", "unchanged"]);
+}
+
+#[tokio::test]
+async fn a_renamed_watermark_column_may_be_windowed_in_stream_mode() {
+    let p = format!(
+        "{ORDERS}{OUT}CREATE VIEW renamed AS SELECT order_id, ordered_at AS t FROM orders;\n\
+         INSERT INTO out SELECT window_start, COUNT(*) AS n\n\
+         FROM TABLE(TUMBLE(TABLE renamed, DESCRIPTOR(t), INTERVAL '1' HOUR))\n\
+         GROUP BY window_start, window_end;\n"
+    );
+    let dir = project(&p);
+    let options = RunOptions {
+        mode: Some(Mode::Stream),
+        ..Default::default()
+    };
+    let report = run_pipeline(&dir.path().join("pipeline.sql"), options)
+        .await
+        .unwrap();
+    assert_eq!(report.rows_written["out"], 2);
+}
+
+#[tokio::test]
+async fn stream_mode_refuses_grouping_by_a_computed_window_start() {
+    let p = format!(
+        "{ORDERS}{OUT}CREATE VIEW w AS SELECT amount, window_start - INTERVAL '5' MINUTE AS window_start, window_end\n\
+         FROM TABLE(TUMBLE(TABLE orders, DESCRIPTOR(ordered_at), INTERVAL '1' HOUR));\n\
+         INSERT INTO out SELECT window_start, window_end, COUNT(*) AS n FROM w GROUP BY window_start, window_end;\n"
+    );
+    let err = fails(&p, Mode::Stream).await;
+    assert!(matches!(err, Error::Unsupported { .. }), "{err:?}");
+    assert_mentions(&err, &["computed `window_start`"]);
+}
+
+#[tokio::test]
+async fn inserts_into_one_sink_must_agree_on_types() {
+    let p = format!(
+        "{ORDERS}{OUT}INSERT INTO out SELECT order_id, amount FROM orders;\n\
+         INSERT INTO out SELECT store_id, ordered_at FROM orders;\n"
+    );
+    let line = line_of(&p, "INSERT INTO out SELECT store_id");
+    let err = fails(&p, Mode::Batch).await;
+    assert_mentions(&err, &["INSERT INTO out", "types", &format!("line {line}")]);
+}
+
+#[tokio::test]
+async fn text_into_a_typed_sink_column_is_refused_at_plan_time() {
+    let out = OUT.replace(
+        "CREATE TABLE out WITH",
+        "CREATE TABLE out (id BIGINT, n INT) WITH",
+    );
+    let p = format!("{ORDERS}{out}INSERT INTO out SELECT order_id, store_id FROM orders;\n");
+    let err = fails(&p, Mode::Batch).await;
+    assert_mentions(&err, &["`n`", "Int32", "Utf8"]);
+}
+
+#[tokio::test]
+async fn datafusion_plan_errors_come_before_data_moves() {
+    // DataFusion's optimizer rejects this query; the error must come at open, not after reading.
+    let p = format!(
+        "{ORDERS}{OUT}INSERT INTO out SELECT window_start, CAST(window_start AS DATE), COUNT(*) AS n\n\
+         FROM TABLE(TUMBLE(TABLE orders, DESCRIPTOR(ordered_at), INTERVAL '1' HOUR))\n\
+         GROUP BY window_start, window_end, CAST(window_start AS DATE) ORDER BY 1;\n"
+    );
+    let line = line_of(&p, "INSERT INTO out SELECT window_start, CAST");
+    let err = fails(&p, Mode::Batch).await;
+    assert_mentions(&err, &[&format!("line {line}")]);
+}

@@ -268,6 +268,23 @@ impl Lowering<'_> {
                 else {
                     return Err(self.unsupported(no_window, hint));
                 };
+                // Firing and lateness are derived from the window the TVF assigned: the grouped
+                // window columns must be those columns, not values computed from them.
+                for pos in [window_start, window_end] {
+                    let Expr::Column(c) = &a.group_expr[pos] else {
+                        continue;
+                    };
+                    let from_tvf =
+                        trace_column(&a.input, &c.name).is_some_and(|(table, column)| {
+                            self.def.tvfs.iter().any(|t| t.name == table) && column == c.name
+                        });
+                    if !from_tvf {
+                        return Err(self.unsupported(
+                            &format!("GROUP BY a computed `{}`", c.name),
+                            "group by the window_start and window_end of the window table function as they are",
+                        ));
+                    }
+                }
                 if a.group_expr
                     .iter()
                     .any(|e| matches!(e, Expr::GroupingSet(_)))
@@ -342,13 +359,19 @@ impl Lowering<'_> {
         }
         if self.mode == Mode::Stream {
             let source = self.def.table(&chain.source);
+            // The watermark is computed on the source's column: the window must use that very
+            // column, passed through views unchanged (a renamed copy is fine, a computed one not).
+            let origin = trace_column(&input, &call.time_column);
             match source.and_then(|t| t.watermark.as_ref()) {
-                Some(w) if w.column.eq_ignore_ascii_case(&call.time_column) => {}
+                Some(w)
+                    if origin.as_ref().is_some_and(|(table, column)| {
+                        table == &chain.source && column == &w.column
+                    }) => {}
                 Some(w) => {
                     return Err(self.unsupported(
                         &format!("a window on `{}` (line {})", call.time_column, call.line),
                         &format!(
-                            "table `{}` declares its watermark on `{}`; windows must use the watermarked column",
+                            "table `{}` declares its watermark on `{}`; windows must use that column unchanged (not computed in a view)",
                             chain.source, w.column
                         ),
                     ))
@@ -431,6 +454,35 @@ impl Lowering<'_> {
             distinct: params.distinct,
             filter,
         })
+    }
+}
+
+/// Follows output column `name` of `plan` down through projections that pass a column through
+/// (possibly renamed), filters, aliases and views, to the relation that produces it: returns
+/// (table or window relation name, column name there), or `None` if the column is computed.
+fn trace_column(plan: &LogicalPlan, name: &str) -> Option<(String, String)> {
+    match plan {
+        LogicalPlan::Projection(p) => {
+            let i = p.schema.fields().iter().position(|f| f.name() == name)?;
+            let mut e = &p.expr[i];
+            while let Expr::Alias(a) = e {
+                e = &a.expr;
+            }
+            match e {
+                Expr::Column(c) => trace_column(&p.input, &c.name),
+                _ => None,
+            }
+        }
+        LogicalPlan::Filter(f) => trace_column(&f.input, name),
+        LogicalPlan::SubqueryAlias(a) => trace_column(&a.input, name),
+        LogicalPlan::TableScan(scan) => {
+            let provider = source_as_provider(&scan.source).ok()?;
+            match provider.downcast_ref::<ViewTable>() {
+                Some(view) => trace_column(view.logical_plan(), name),
+                None => Some((scan.table_name.table().to_string(), name.to_string())),
+            }
+        }
+        _ => None,
     }
 }
 

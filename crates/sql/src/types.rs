@@ -97,7 +97,8 @@ pub fn interval_ms(expr: &Expr) -> Option<i64> {
     };
     let amount: f64 = amount.parse().ok()?;
     let ms = amount * ms_per;
-    if !ms.is_finite() || ms.fract().abs() > 1e-9 {
+    // Beyond about 30 000 years, window arithmetic would overflow.
+    if !ms.is_finite() || ms.fract().abs() > 1e-9 || ms.abs() > 1e15 {
         return None;
     }
     Some(ms as i64)

@@ -12,10 +12,35 @@ use flowline_core::{Message, Operator, Output, Reject, RejectReason, Result};
 
 use crate::rows::rows_as_json;
 
-/// Event times of `column` in milliseconds (NULL stays NULL).
+/// Event times of `column` in milliseconds, rounded down (also before 1970); NULL stays NULL.
 pub fn millis(column: &ArrayRef) -> Result<arrow::array::PrimitiveArray<TimestampMillisecondType>> {
-    let ms = cast(column, &DataType::Timestamp(TimeUnit::Millisecond, None))?;
-    Ok(ms.as_primitive::<TimestampMillisecondType>().clone())
+    use arrow::datatypes::{
+        TimestampMicrosecondType, TimestampNanosecondType, TimestampSecondType,
+    };
+    let per_ms = match column.data_type() {
+        DataType::Timestamp(TimeUnit::Microsecond, _) => 1_000,
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => 1_000_000,
+        _ => 1,
+    };
+    Ok(match column.data_type() {
+        DataType::Timestamp(TimeUnit::Millisecond, _) => column
+            .as_primitive::<TimestampMillisecondType>()
+            .clone()
+            .with_timezone_opt(None::<String>),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => column
+            .as_primitive::<TimestampMicrosecondType>()
+            .unary(|t| t.div_euclid(per_ms)),
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => column
+            .as_primitive::<TimestampNanosecondType>()
+            .unary(|t| t.div_euclid(per_ms)),
+        DataType::Timestamp(TimeUnit::Second, _) => column
+            .as_primitive::<TimestampSecondType>()
+            .unary(|t| t.saturating_mul(1_000)),
+        _ => {
+            let ms = cast(column, &DataType::Timestamp(TimeUnit::Millisecond, None))?;
+            ms.as_primitive::<TimestampMillisecondType>().clone()
+        }
+    })
 }
 
 /// The start of the latest window of `kind` containing `ts`.
@@ -186,6 +211,21 @@ mod tests {
             .values()
             .to_vec();
         assert_eq!(ends, vec![1000, 1000, 2000, 0]);
+    }
+
+    #[test]
+    fn sub_millisecond_times_round_down_also_before_1970() {
+        let us: ArrayRef = Arc::new(arrow::array::TimestampMicrosecondArray::from(vec![
+            Some(-500),
+            Some(1_500),
+            None,
+        ]));
+        let ms = millis(&us).unwrap();
+        assert_eq!(ms.iter().collect::<Vec<_>>(), vec![Some(-1), Some(1), None]);
+        assert_eq!(
+            last_window_start(WindowKind::Tumble { size: 1000 }, -1),
+            -1000
+        );
     }
 
     #[test]
