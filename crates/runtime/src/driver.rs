@@ -540,6 +540,7 @@ impl OpenedPipeline {
                         continue;
                     }
                     read += batch.num_rows() as u64;
+                    state.rows_read.insert(name.clone(), read);
                     if buffer {
                         buffered
                             .entry(name.clone())
@@ -855,7 +856,11 @@ impl Chain {
         let slot = sinks
             .get_mut(&self.sink)
             .ok_or_else(|| Error::Internal(format!("no sink {}", self.sink)))?;
-        push(&mut self.ops, message, slot, bin)
+        push(&mut self.ops, message, slot, bin).map_err(|e| match e {
+            // Name the INSERT whose expressions failed (division by zero, overflow, ...).
+            Error::Execution(m) => Error::Execution(format!("INSERT INTO {}: {m}", self.sink)),
+            other => other,
+        })
     }
 
     fn state_bytes(&self) -> usize {
