@@ -1,7 +1,7 @@
 //! [`Topic`]: one topic's configuration, partitions, consumer groups and description.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
@@ -275,13 +275,7 @@ impl Topic {
         // Commits of one group are serialized, so that two members committing different
         // partitions do not lose each other's offsets.
         let lock_path = dir.join(format!("{group}.lock"));
-        let lock = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&lock_path)
-            .map_err(|e| Error::io("open", &lock_path, e))?;
+        let lock = crate::segment::open_lock_file(&lock_path)?;
         lock.lock().map_err(|e| Error::io("lock", &lock_path, e))?;
 
         let mut all = self.committed(group)?;

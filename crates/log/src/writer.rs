@@ -65,13 +65,7 @@ impl PartitionWriter {
     pub(crate) fn open(topic: &Topic, partition: u32) -> Result<PartitionWriter> {
         let dir = topic.partition_dir(partition)?;
         let lock_path = dir.join(WRITER_LOCK);
-        let lock = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&lock_path)
-            .map_err(|e| Error::io("open", &lock_path, e))?;
+        let lock = crate::segment::open_lock_file(&lock_path)?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {

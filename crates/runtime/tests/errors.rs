@@ -5,9 +5,9 @@
 //! Expected line and column numbers are computed from the pipeline text itself (`pos_of`), not
 //! taken from Flowline.
 
-use std::collections::BTreeSet;
+mod common;
+
 use std::fs;
-use std::path::{Path, PathBuf};
 
 use flowline_core::Error;
 use flowline_runtime::{run_pipeline, Mode, OpenedPipeline, RunOptions};
@@ -68,22 +68,6 @@ fn line_of(text: &str, needle: &str) -> u64 {
     pos_of(text, needle).0
 }
 
-/// Every path under `dir`, relative to it.
-fn tree(dir: &Path) -> BTreeSet<PathBuf> {
-    fn go(root: &Path, dir: &Path, out: &mut BTreeSet<PathBuf>) {
-        for entry in fs::read_dir(dir).unwrap() {
-            let entry = entry.unwrap();
-            out.insert(entry.path().strip_prefix(root).unwrap().to_path_buf());
-            if entry.file_type().unwrap().is_dir() {
-                go(root, &entry.path(), out);
-            }
-        }
-    }
-    let mut out = BTreeSet::new();
-    go(dir, dir, &mut out);
-    out
-}
-
 /// A pipeline folder with `input/orders.csv`, `input/stores.jsonl` and `pipeline.sql`.
 fn project(pipeline: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -97,13 +81,13 @@ fn project(pipeline: &str) -> tempfile::TempDir {
 /// Runs `pipeline` in `mode`; it must fail, and leave its folder untouched.
 async fn fails(pipeline: &str, mode: Mode) -> Error {
     let dir = project(pipeline);
-    let before = tree(dir.path());
+    let before = common::list_tree(dir.path());
     let options = RunOptions {
         mode: Some(mode),
         ..Default::default()
     };
     let result = run_pipeline(&dir.path().join("pipeline.sql"), options).await;
-    let after = tree(dir.path());
+    let after = common::list_tree(dir.path());
     let err = match result {
         Ok(report) => panic!("the pipeline ran ({:?}):\n{pipeline}", report.rows_written),
         Err(e) => e,
@@ -295,7 +279,7 @@ async fn undecodable_parquet_source_writes_no_output() {
     assert!(
         !dir.path().join("out/result").exists(),
         "a failed run left the output folder out/result behind: {:?}",
-        tree(dir.path())
+        common::list_tree(dir.path())
     );
 }
 
@@ -393,12 +377,12 @@ async fn unknown_set_key() {
          INSERT INTO out SELECT order_id FROM orders;\n"
     );
     let dir = project(&p);
-    let before = tree(dir.path());
+    let before = common::list_tree(dir.path());
     let err = match run_pipeline(&dir.path().join("pipeline.sql"), RunOptions::default()).await {
         Ok(_) => panic!("SET 'execution.mode' = 'realtime' was accepted"),
         Err(e) => e,
     };
-    assert_eq!(tree(dir.path()), before);
+    assert_eq!(common::list_tree(dir.path()), before);
     assert_mentions(&err, &["execution.mode", "realtime"]);
 }
 

@@ -30,6 +30,8 @@
 //! batch sizes 1, 7 and 1000, and with no mode given (the file's `SET`, else batch). Every run
 //! must produce exactly the expected rows.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -257,7 +259,7 @@ async fn run_case(name: &str) {
         copy_dir(&case, &dir);
         fs::remove_dir_all(dir.join("expected")).unwrap();
         write_parquet_inputs(&dir, &def);
-        let before = list_tree(&dir);
+        let before = common::list_tree(&dir);
         let options = RunOptions {
             mode: run.mode,
             batch_size: run.batch_size,
@@ -279,7 +281,7 @@ async fn run_case(name: &str) {
                 Err(other) => fail(format!("expected Error::Unsupported, got {other:?}")),
                 Ok(_) => fail("stream mode ran a batch-only pipeline".into()),
             }
-            let after = list_tree(&dir);
+            let after = common::list_tree(&dir);
             if after != before {
                 let created: Vec<_> = after.difference(&before).collect();
                 fail(format!("the refused run created files: {created:?}"));
@@ -690,22 +692,6 @@ fn walk_files(dir: &Path, out: &mut Vec<PathBuf>) {
             out.push(entry.path());
         }
     }
-}
-
-/// Every path under `dir`, files and folders, relative to it.
-fn list_tree(dir: &Path) -> BTreeSet<PathBuf> {
-    fn go(root: &Path, dir: &Path, out: &mut BTreeSet<PathBuf>) {
-        for entry in fs::read_dir(dir).unwrap() {
-            let entry = entry.unwrap();
-            out.insert(entry.path().strip_prefix(root).unwrap().to_path_buf());
-            if entry.file_type().unwrap().is_dir() {
-                go(root, &entry.path(), out);
-            }
-        }
-    }
-    let mut out = BTreeSet::new();
-    go(dir, dir, &mut out);
-    out
 }
 
 /// Converts `input/_parquet_src/<rel>.csv` to `input/<rel>.parquet`, typed with the declared
