@@ -244,6 +244,18 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Opens (creating if needed) a lock file: the writer lock of a partition, or a group's commit
+/// lock. The file holds nothing; the OS lock taken on it is what counts.
+pub(crate) fn open_lock_file(path: &std::path::Path) -> flowline_core::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| flowline_core::Error::io("open", path, e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,16 +268,4 @@ mod tests {
         assert_eq!(parse_segment_name("0000000000000000004x.log"), None);
         assert_eq!(parse_segment_name("00000000000000000042.tmp"), None);
     }
-}
-
-/// Opens (creating if needed) a lock file: the writer lock of a partition, or a group's commit
-/// lock. The file holds nothing; the OS lock taken on it is what counts.
-pub(crate) fn open_lock_file(path: &std::path::Path) -> flowline_core::Result<std::fs::File> {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .map_err(|e| flowline_core::Error::io("open", path, e))
 }
