@@ -18,7 +18,8 @@ pub fn parse_type(text: &str) -> Option<DataType> {
         None => (t.clone(), vec![]),
     };
     let ts_unit = |p: Option<&u8>| match p.copied().unwrap_or(6) {
-        0..=3 => TimeUnit::Millisecond,
+        0 => TimeUnit::Second,
+        1..=3 => TimeUnit::Millisecond,
         4..=6 => TimeUnit::Microsecond,
         _ => TimeUnit::Nanosecond,
     };
@@ -118,6 +119,10 @@ mod tests {
         assert_eq!(
             parse_type("TIMESTAMP(3)"),
             Some(DataType::Timestamp(TimeUnit::Millisecond, None))
+        );
+        assert_eq!(
+            parse_type("TIMESTAMP(0)"),
+            Some(DataType::Timestamp(TimeUnit::Second, None))
         );
         assert_eq!(parse_type("STRING"), Some(DataType::Utf8));
         assert_eq!(parse_type("VARCHAR(20)"), Some(DataType::Utf8));
