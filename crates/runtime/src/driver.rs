@@ -897,32 +897,28 @@ fn push(
 /// The source columns an INSERT's chain reads, or `None` when it passes every column through.
 fn used_columns(plan: &InsertPlan) -> Option<BTreeSet<usize>> {
     use datafusion::physical_expr::utils::collect_columns;
+    use datafusion::physical_expr::PhysicalExpr;
     let mut used = BTreeSet::new();
-    let mut add = |e: &std::sync::Arc<dyn datafusion::physical_expr::PhysicalExpr>| {
+    let add = |e: &Arc<dyn PhysicalExpr>, used: &mut BTreeSet<usize>| {
         used.extend(collect_columns(e).iter().map(|c| c.index()));
     };
     for node in &plan.nodes {
         match node {
-            Node::Filter { predicate } => add(predicate),
+            Node::Filter { predicate } => add(predicate, &mut used),
+            // Appends the window columns after the source's: source indices stay valid.
             Node::WindowAssign(spec) => {
-                // Appends the window columns after the source's: source indices stay valid.
-                add(
-                    &(std::sync::Arc::new(datafusion::physical_expr::expressions::Column::new(
-                        "time",
-                        spec.time_column,
-                    )) as _),
-                );
+                used.insert(spec.time_column);
             }
             Node::Project { exprs, .. } => {
-                exprs.iter().for_each(&mut add);
+                exprs.iter().for_each(|e| add(e, &mut used));
                 return Some(used);
             }
             Node::WindowAggregate(spec) => {
-                spec.group_exprs.iter().for_each(&mut add);
+                spec.group_exprs.iter().for_each(|e| add(e, &mut used));
                 for call in &spec.calls {
-                    add(&call.arg);
+                    add(&call.arg, &mut used);
                     if let Some(f) = &call.filter {
-                        add(f);
+                        add(f, &mut used);
                     }
                 }
                 return Some(used);

@@ -39,6 +39,8 @@ struct Groups {
     window: Vec<i64>,
     keys: Vec<Box<[u8]>>,
     free: Vec<u32>,
+    /// Bytes of the live keys, kept up to date so state size is O(1) to report.
+    key_bytes: usize,
 }
 
 pub struct WindowAggregate {
@@ -112,8 +114,8 @@ impl WindowAggregate {
                 .filter(|&i| starts.value(i).saturating_add(self.size - 1) <= wm)
                 .collect()
         };
-        let batch = if late.is_empty() {
-            batch
+        let (batch, starts) = if late.is_empty() {
+            (batch, starts)
         } else {
             for (&i, raw) in late.iter().zip(rows_as_json(&batch, &late)?) {
                 let start = starts.value(i);
@@ -138,21 +140,17 @@ impl WindowAggregate {
             let keep: BooleanArray = (0..n)
                 .map(|i| Some(starts.value(i).saturating_add(self.size - 1) > wm))
                 .collect();
-            filter_record_batch(&batch, &keep)?
+            let kept = arrow::compute::filter(&starts, &keep)?;
+            (
+                filter_record_batch(&batch, &keep)?,
+                kept.as_primitive::<arrow::datatypes::TimestampMillisecondType>()
+                    .clone(),
+            )
         };
         let n = batch.num_rows();
         if n == 0 {
             return Ok(());
         }
-        let starts = if late.is_empty() {
-            starts
-        } else {
-            millis(
-                &self.spec.group_exprs[self.spec.window_start]
-                    .evaluate(&batch)?
-                    .into_array(n)?,
-            )?
-        };
         let keys = self
             .key_positions
             .iter()
@@ -280,7 +278,8 @@ impl WindowAggregate {
             if let Ok(e) = self.table.find_entry(hash, |&g| g == id) {
                 e.remove();
             }
-            self.groups.keys[id as usize] = Box::new([]);
+            let key = std::mem::take(&mut self.groups.keys[id as usize]);
+            self.groups.key_bytes -= key.len();
             self.groups.free.push(id);
             for acc in &mut self.accumulators {
                 acc.reset(id as usize);
@@ -313,9 +312,8 @@ impl Operator for WindowAggregate {
 
     fn state_bytes(&self) -> usize {
         let groups = self.groups.hashes.len() - self.groups.free.len();
-        let keys: usize = self.groups.keys.iter().map(|k| k.len()).sum();
         let accs: usize = self.accumulators.iter().map(|a| a.state_bytes()).sum();
-        keys + groups * (8 + 8 + 16 + 4) + accs
+        self.groups.key_bytes + groups * (8 + 8 + 16 + 4) + accs
     }
 }
 
@@ -341,6 +339,8 @@ struct Accumulator {
     output: DataType,
     values: Values,
     counts: Vec<i64>,
+    /// Bytes held outside the per-group vectors (MIN/MAX rows, DISTINCT sets), kept up to date.
+    heap_bytes: usize,
 }
 
 impl Accumulator {
@@ -409,6 +409,7 @@ impl Accumulator {
             output,
             values,
             counts: vec![],
+            heap_bytes: 0,
         })
     }
 
@@ -457,8 +458,15 @@ impl Accumulator {
                     _ => 0.0,
                 }
             }
-            Values::Rows(v, _) => v[g] = None,
-            Values::Distinct(v, _) => v[g] = HashSet::new(),
+            Values::Rows(v, _) => {
+                if let Some(r) = v[g].take() {
+                    self.heap_bytes -= r.row().as_ref().len() + 24;
+                }
+            }
+            Values::Distinct(v, _) => {
+                let set = std::mem::take(&mut v[g]);
+                self.heap_bytes -= set.iter().map(|k| k.len() + 24).sum::<usize>();
+            }
             Values::None => {}
         }
     }
@@ -491,14 +499,13 @@ impl Accumulator {
         let is_min = self.function == AggregateFunction::Min;
         let counts = &mut self.counts;
         match &mut self.values {
-            Values::None => fold(
-                &mut [],
-                counts,
-                ids,
-                &vec![(); ids.len()],
-                accepted,
-                |_: &mut (), _| {},
-            ),
+            Values::None => {
+                for (i, &g) in ids.iter().enumerate() {
+                    if accept(i) {
+                        counts[g as usize] += 1;
+                    }
+                }
+            }
             Values::I128(acc) => match values.data_type() {
                 DataType::Int64 => {
                     let v = values.as_primitive::<Int64Type>().values();
@@ -556,7 +563,11 @@ impl Accumulator {
                         }
                     };
                     if better {
-                        *slot = Some(row.owned());
+                        let new = row.owned();
+                        self.heap_bytes += new.row().as_ref().len() + 24;
+                        if let Some(old) = slot.replace(new) {
+                            self.heap_bytes -= old.row().as_ref().len() + 24;
+                        }
                     }
                     counts[g as usize] += 1;
                 }
@@ -568,6 +579,7 @@ impl Accumulator {
                         let set = &mut sets[g as usize];
                         let row = rows.row(i);
                         if !set.contains(row.as_ref()) {
+                            self.heap_bytes += row.as_ref().len() + 24;
                             set.insert(row.as_ref().into());
                         }
                     }
@@ -631,12 +643,21 @@ impl Accumulator {
                             Some(mine) => theirs > mine.row(),
                         };
                         if better {
-                            a[g] = Some(theirs.owned());
+                            let new = theirs.owned();
+                            self.heap_bytes += new.row().as_ref().len() + 24;
+                            if let Some(old) = a[g].replace(new) {
+                                self.heap_bytes -= old.row().as_ref().len() + 24;
+                            }
                         }
                     }
                 }
                 (Values::Distinct(a, _), Values::Distinct(b, _)) => {
-                    a[g].extend(b[o].iter().cloned());
+                    for k in &b[o] {
+                        if !a[g].contains(k) {
+                            self.heap_bytes += k.len() + 24;
+                            a[g].insert(k.clone());
+                        }
+                    }
                 }
                 _ => return Err(Error::Internal("merging different aggregates".into())),
             }
@@ -748,21 +769,12 @@ impl Accumulator {
 
     fn state_bytes(&self) -> usize {
         let n = self.counts.len();
-        n * 8
-            + match &self.values {
-                Values::I64(_) | Values::F64(_) => n * 8,
-                Values::I128(_) | Values::MinMax128(_) => n * 16,
-                Values::Rows(v, _) => v
-                    .iter()
-                    .flatten()
-                    .map(|r| r.row().as_ref().len() + 24)
-                    .sum(),
-                Values::Distinct(v, _) => v
-                    .iter()
-                    .map(|s| s.iter().map(|k| k.len() + 24).sum::<usize>())
-                    .sum(),
-                Values::None => 0,
-            }
+        let per_group = match &self.values {
+            Values::I64(_) | Values::F64(_) => 8,
+            Values::I128(_) | Values::MinMax128(_) => 16,
+            Values::Rows(..) | Values::Distinct(..) | Values::None => 0,
+        };
+        n * (8 + per_group) + self.heap_bytes
     }
 }
 
@@ -782,6 +794,7 @@ fn find_or_insert(
     ) {
         Entry::Occupied(e) => *e.get(),
         Entry::Vacant(e) => {
+            groups.key_bytes += key.len();
             let id = match groups.free.pop() {
                 Some(id) => {
                     groups.hashes[id as usize] = hash;
@@ -821,22 +834,17 @@ fn fold<T, V: Copy>(
     accepted: Option<&BooleanBuffer>,
     f: impl Fn(&mut T, V),
 ) {
-    let has_acc = !acc.is_empty();
     match accepted {
         None => {
             for (&g, &v) in ids.iter().zip(values) {
-                if has_acc {
-                    f(&mut acc[g as usize], v);
-                }
+                f(&mut acc[g as usize], v);
                 counts[g as usize] += 1;
             }
         }
         Some(keep) => {
             for ((&g, &v), k) in ids.iter().zip(values).zip(keep.iter()) {
                 if k {
-                    if has_acc {
-                        f(&mut acc[g as usize], v);
-                    }
+                    f(&mut acc[g as usize], v);
                     counts[g as usize] += 1;
                 }
             }
