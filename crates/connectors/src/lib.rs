@@ -26,6 +26,7 @@
 mod convert;
 mod hive;
 mod options;
+pub use options::log_dir;
 pub mod sink;
 pub mod source;
 

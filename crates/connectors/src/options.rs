@@ -144,3 +144,18 @@ pub(crate) fn char_option(def: &TableDef, key: &str, default: u8) -> Result<u8> 
         )),
     }
 }
+
+/// The log folder a `connector = 'log'` table uses: its `log.dir` option (relative to the
+/// pipeline's folder), else `default` (the runtime passes `SET 'log.dir'`, else
+/// `$FLOWLINE_LOG_DIR`, else `.flowline/log` in the current directory, as `flowline log` does).
+pub fn log_dir(
+    def: &TableDef,
+    base_dir: &std::path::Path,
+    default: &std::path::Path,
+) -> std::path::PathBuf {
+    match def.option("log.dir") {
+        Some(dir) if std::path::Path::new(dir).is_absolute() => std::path::PathBuf::from(dir),
+        Some(dir) => base_dir.join(dir),
+        None => default.to_path_buf(),
+    }
+}

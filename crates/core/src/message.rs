@@ -65,4 +65,26 @@ pub trait Operator: Send {
     fn state_bytes(&self) -> usize {
         0
     }
+
+    /// Appends the operator's state to `out` at a checkpoint: everything needed to continue
+    /// after a restart as if nothing happened (open windows, aggregates, the watermark seen).
+    /// Stateless operators write nothing.
+    fn snapshot(&self, out: &mut Vec<u8>) -> Result<()> {
+        let _ = out;
+        Ok(())
+    }
+
+    /// Replaces the operator's state with one written by [`snapshot`](Self::snapshot) of an
+    /// operator of the same plan node. Stateless operators accept only an empty state.
+    fn restore(&mut self, state: &[u8]) -> Result<()> {
+        if state.is_empty() {
+            Ok(())
+        } else {
+            Err(crate::Error::Internal(format!(
+                "operator {} holds no state but the checkpoint has {} bytes for it",
+                self.name(),
+                state.len()
+            )))
+        }
+    }
 }
