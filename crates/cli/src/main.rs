@@ -7,10 +7,13 @@ mod log_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use flowline_runtime::{manifest, rejects, Mode, OpenedPipeline, RunOptions};
+use flowline_runtime::{manifest, rejects, Mode, OpenedPipeline, RunOptions, Trigger};
 
 #[derive(Parser)]
 #[command(
@@ -27,9 +30,18 @@ struct Cli {
 struct PipelineArgs {
     /// The pipeline file (Flink SQL).
     pipeline: PathBuf,
-    /// batch or stream (default: the file's `SET 'execution.mode'`, else batch).
+    /// batch, stream or micro-batch (default: the file's `SET 'execution.mode'`, else batch).
     #[arg(long)]
-    mode: Option<Mode>,
+    mode: Option<String>,
+    /// Micro-batch trigger over log sources: an interval (30s), once, or available-now.
+    #[arg(long)]
+    trigger: Option<Trigger>,
+    /// Stream mode over log sources: time between checkpoints, e.g. 2s (default 2s).
+    #[arg(long)]
+    checkpoint_interval: Option<String>,
+    /// The embedded log's folder (default: $FLOWLINE_LOG_DIR, else .flowline/log).
+    #[arg(long)]
+    log_dir: Option<PathBuf>,
     /// Rows per batch read from a source (default: 32768 in batch, 1024 in stream mode).
     #[arg(long)]
     batch_size: Option<usize>,
@@ -42,15 +54,74 @@ struct PipelineArgs {
 }
 
 impl PipelineArgs {
-    fn options(&self) -> RunOptions {
-        RunOptions {
-            mode: self.mode,
+    fn options(&self) -> Result<RunOptions> {
+        let (mode, trigger) = match self.mode.as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None => (None, self.trigger),
+            Some("micro-batch" | "microbatch") => (
+                Some(Mode::Stream),
+                Some(self.trigger.unwrap_or(Trigger::Interval(10_000))),
+            ),
+            Some(m) => {
+                let mode: Mode = m.parse().map_err(|e: String| {
+                    anyhow::anyhow!("{e} (or micro-batch)")
+                })?;
+                if mode == Mode::Batch && self.trigger.is_some() {
+                    anyhow::bail!("--trigger applies to micro-batch mode, not batch");
+                }
+                (Some(mode), self.trigger)
+            }
+        };
+        let mode = if trigger.is_some() && mode.is_none() {
+            Some(Mode::Stream)
+        } else {
+            mode
+        };
+        let checkpoint_interval = match &self.checkpoint_interval {
+            None => None,
+            Some(t) => match flowline_log::parse_duration_ms(t) {
+                Ok(ms) if ms > 0 => Some(Duration::from_millis(ms as u64)),
+                _ => anyhow::bail!("--checkpoint-interval: '{t}' is not a duration such as 2s"),
+            },
+        };
+        Ok(RunOptions {
+            mode,
             batch_size: self.batch_size,
             rejects_path: self.rejects.clone(),
             state_dir: self.state_dir.clone(),
             stdout: None,
-        }
+            trigger,
+            checkpoint_interval,
+            log_dir: self.log_dir.clone(),
+            stop: None,
+        })
     }
+}
+
+/// SIGINT and SIGTERM ask a running job to take a final checkpoint and exit.
+fn stop_on_signals() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        eprintln!("stopping: taking a final checkpoint (signal again to abort)");
+        flag.store(true, Ordering::SeqCst);
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        std::process::exit(130);
+    });
+    stop
 }
 
 #[derive(Subcommand)]
@@ -104,6 +175,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
     {
@@ -125,18 +197,20 @@ fn main() -> ExitCode {
 async fn dispatch(command: Command) -> Result<ExitCode> {
     match command {
         Command::Run { args, quiet } => {
-            let pipeline = OpenedPipeline::open(&args.pipeline, args.options()).await?;
+            let mut options = args.options()?;
+            options.stop = Some(stop_on_signals());
+            let pipeline = OpenedPipeline::open(&args.pipeline, options).await?;
             let report = pipeline.run().await?;
             if !quiet {
                 eprint!("{}", report.summary());
             }
         }
         Command::Explain { args } => {
-            let pipeline = OpenedPipeline::open(&args.pipeline, args.options()).await?;
+            let pipeline = OpenedPipeline::open(&args.pipeline, args.options()?).await?;
             print!("{}", pipeline.explain());
         }
         Command::Runs { args, json } => {
-            let pipeline = OpenedPipeline::open(&args.pipeline, args.options()).await?;
+            let pipeline = OpenedPipeline::open(&args.pipeline, args.options()?).await?;
             let records = manifest::read(&pipeline.manifest_path)?;
             if json {
                 for r in &records {
@@ -147,7 +221,7 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
             }
         }
         Command::Rejects { args, run } => {
-            let pipeline = OpenedPipeline::open(&args.pipeline, args.options()).await?;
+            let pipeline = OpenedPipeline::open(&args.pipeline, args.options()?).await?;
             let run = match run.as_deref() {
                 Some("all") => None,
                 Some(id) => Some(id.to_string()),

@@ -1,9 +1,32 @@
 //! Sinks: where the rows of an `INSERT` go.
 //!
 //! * `connector = 'files'`: CSV, JSON lines or Parquet files, optionally in Hive partition
-//!   folders (`partition-by`). Files are written into `<path>/.staging-<run_id>/` as batches
-//!   arrive and published atomically by [`Sink::commit`].
+//!   folders (`partition-by`). Files are written into a hidden staging folder inside the table's
+//!   folder as batches arrive and renamed into place when published.
+//! * `connector = 'log'`: records of a topic of the embedded log (`log_sink.rs`).
 //! * `connector = 'print'`: a pretty table or JSON lines on standard output.
+//!
+//! # Two phases
+//!
+//! Every sink publishes in two steps: [`Sink::prepare`] makes what was written since the last
+//! prepare durable but invisible and describes it as a [`Prepared`] (which the runtime stores in
+//! its checkpoint); [`Sink::publish`] makes it visible, idempotently. [`SinkMode`] says how the
+//! sink is used:
+//!
+//! * [`SinkMode::Run`] (batch): one [`Sink::commit`] at the end of the run. A files sink
+//!   *replaces* what it writes: `<path>/.staging-<run_id>/` holds the run's files, and each
+//!   written partition folder (or, unpartitioned, the table's `part-*` files as a whole) is
+//!   replaced at commit, with deterministic names (`part-00000.<ext>`).
+//! * [`SinkMode::Epochs`] (stream, exactly-once): output is cut into checkpoint epochs and
+//!   *appended*. A files sink writes into `<path>/.staging-<job>/` and publishes each epoch's
+//!   files as `part-<epoch:010>-0.<ext>` (in their partition folder), by rename; it never deletes
+//!   or replaces a file of another epoch. A log sink stages each epoch's encoded records in a
+//!   file in the job's `staging` folder and appends them at publish, checking each partition's
+//!   end offset so that a publish repeated after a crash appends only what is missing.
+//!   [`open_sink`] first publishes the `resume` epoch (the last completed checkpoint), then
+//!   removes every other staged output of the job: epochs after the checkpoint are replayed by
+//!   the runtime under the same numbers. Dropping an `Epochs` sink is like a crash: what it
+//!   staged stays for the next [`open_sink`] to publish or remove.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -19,11 +42,13 @@ use flowline_core::{Error, Result, TableDef};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
+use serde::{Deserialize, Serialize};
 
 use crate::hive;
+use crate::log_sink::{self, LogConfig, LogSink};
 use crate::options::{self, FileFormat};
 
-const CONNECTORS: &[&str] = &["files", "print"];
+const CONNECTORS: &[&str] = &["files", "print", "log"];
 const FILE_SINK_OPTIONS: &[&str] = &[
     "connector",
     "path",
@@ -51,10 +76,162 @@ pub struct SinkCommit {
     pub files: Vec<WrittenFile>,
 }
 
+/// One staged file of a prepared files epoch. Paths are relative to the table's folder (the
+/// sink's `path`), with `/` separators.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreparedFile {
+    /// Where the file waits, e.g. `.staging-<job>/e0000000007-0.csv`.
+    pub staged: String,
+    /// Where it is published, e.g. `day=2026-03-16/part-0000000007-0.csv`.
+    pub target: String,
+    pub rows: u64,
+}
+
+/// The records a prepared log epoch appends to one partition: offsets
+/// `base_offset .. base_offset + records`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreparedPartition {
+    pub partition: u32,
+    pub base_offset: u64,
+    pub records: u64,
+}
+
+/// What [`Sink::prepare`] staged: enough to publish it, idempotently, from a newly opened sink
+/// after a crash. Stored by the runtime in its (JSON) checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "sink", rename_all = "snake_case")]
+pub enum Prepared {
+    /// A print sink: the rows are on standard output already (print is not exactly-once).
+    Print { epoch: u64, rows: u64 },
+    /// A files sink: the epoch's staged files and where they go (none for an empty epoch).
+    Files { epoch: u64, files: Vec<PreparedFile> },
+    /// A log sink: the file (a name in the sink's staging folder) holding the epoch's encoded
+    /// records, and where each partition's records go. `staged` is `None` for an empty epoch.
+    Log {
+        epoch: u64,
+        topic: String,
+        staged: Option<String>,
+        partitions: Vec<PreparedPartition>,
+    },
+}
+
+impl Prepared {
+    /// The checkpoint epoch this output belongs to.
+    pub fn epoch(&self) -> u64 {
+        match self {
+            Prepared::Print { epoch, .. }
+            | Prepared::Files { epoch, .. }
+            | Prepared::Log { epoch, .. } => *epoch,
+        }
+    }
+
+    /// Rows (records) of the epoch.
+    pub fn rows(&self) -> u64 {
+        match self {
+            Prepared::Print { rows, .. } => *rows,
+            Prepared::Files { files, .. } => files.iter().map(|f| f.rows).sum(),
+            Prepared::Log { partitions, .. } => partitions.iter().map(|p| p.records).sum(),
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Prepared::Print { .. } => "print",
+            Prepared::Files { .. } => "files",
+            Prepared::Log { .. } => "log",
+        }
+    }
+}
+
+/// Where and how a sink is opened.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SinkContext {
+    /// The pipeline's folder; relative paths resolve against it.
+    pub base_dir: PathBuf,
+    /// The default log folder of `connector = 'log'` tables without `log.dir` (see
+    /// [`crate::log_dir`]).
+    pub log_dir: PathBuf,
+    pub mode: SinkMode,
+}
+
+/// How the runtime drives a sink.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SinkMode {
+    /// Batch: one commit at the end of the run; file sinks replace what they write.
+    Run { run_id: String },
+    /// Stream / micro-batch, exactly-once: output is published per checkpoint epoch and
+    /// appended. `job` names the pipeline (unique staging names); `staging` is a private folder
+    /// under the job's state directory the sink may use; `resume` is the [`Prepared`] of the last
+    /// completed checkpoint, which [`open_sink`] publishes (idempotently) before anything else,
+    /// after which it removes every other leftover staged output of this job (epochs after the
+    /// checkpoint, written before a crash).
+    Epochs {
+        job: String,
+        staging: PathBuf,
+        resume: Option<Prepared>,
+    },
+}
+
 pub trait Sink: Send {
     fn write(&mut self, batch: &RecordBatch) -> Result<()>;
-    /// Publish everything written (atomically for files). Called once, at the end.
-    fn commit(&mut self) -> Result<SinkCommit>;
+    /// Makes everything written since the last prepare durable but not yet visible, as the
+    /// output of checkpoint `epoch`. The runtime stores the returned value in the checkpoint.
+    fn prepare(&mut self, epoch: u64) -> Result<Prepared>;
+    /// Makes a prepared epoch visible. Idempotent: after a crash the runtime calls it again, on
+    /// a newly opened sink, with the `Prepared` read back from the last checkpoint.
+    fn publish(&mut self, prepared: &Prepared) -> Result<SinkCommit>;
+    /// Whole-run commit (batch): prepare then publish.
+    fn commit(&mut self) -> Result<SinkCommit> {
+        let p = self.prepare(0)?;
+        self.publish(&p)
+    }
+}
+
+/// An error for a `Prepared` of another kind of sink than the one it is given to.
+pub(crate) fn wrong_prepared(table: &str, expected: &str, got: &Prepared) -> Error {
+    Error::Internal(format!(
+        "sink `{table}` is a {expected} sink but was given the prepared output of a {} sink \
+         (epoch {}); was the table's connector changed while a job was stopped?",
+        got.kind(),
+        got.epoch()
+    ))
+}
+
+/// Letters, digits, `-` and `_` of `name`, others replaced by `_` (for file names).
+pub(crate) fn safe_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Syncs a folder, so that the names created or renamed in it survive a crash.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        File::open(dir)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io("sync", dir, e))?;
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
+/// Renames, with an error naming both paths.
+fn rename(from: &Path, to: &Path) -> Result<()> {
+    fs::rename(from, to).map_err(|e| {
+        Error::io(
+            "rename",
+            from,
+            std::io::Error::new(e.kind(), format!("to `{}`: {e}", to.display())),
+        )
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +253,7 @@ struct FileConfig {
 enum SinkConfig {
     Files(FileConfig),
     Print(PrintFormat),
+    Log(LogConfig),
 }
 
 fn parse_sink(def: &TableDef) -> Result<SinkConfig> {
@@ -99,6 +277,7 @@ fn parse_sink(def: &TableDef) -> Result<SinkConfig> {
             };
             Ok(SinkConfig::Print(format))
         }
+        "log" => Ok(SinkConfig::Log(log_sink::parse(def)?)),
         _ => {
             options::check_known(def, FILE_SINK_OPTIONS)?;
             let path = options::required(def, "path")?.to_string();
@@ -183,12 +362,13 @@ fn check_creatable(root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Checks connector, options and (for files) that the parent of `path` can be created, before
-/// any data moves.
+/// Checks connector and options and (for files) that the parent of `path` can be created,
+/// before any data moves.
 ///
 /// A relative `path` is relative to the pipeline's base folder, which this function does not
 /// know: for it only the options are checked here, and [`open_sink`] checks the folder (before
-/// any data is written).
+/// any data is written). Likewise a log table's topic is looked up by [`open_sink`], which knows
+/// the log folder.
 pub fn validate_sink_options(def: &TableDef) -> Result<()> {
     if let SinkConfig::Files(config) = parse_sink(def)? {
         let path = Path::new(&config.path);
@@ -199,33 +379,47 @@ pub fn validate_sink_options(def: &TableDef) -> Result<()> {
     Ok(())
 }
 
-/// `schema` is the schema of the rows the pipeline will write. `run_id` makes staging names
-/// unique. `stdout` is where the print sink writes (the runtime passes std::io::stdout(); tests
-/// pass a buffer).
+/// Opens the sink of table `def`. `schema` is the schema of the rows the pipeline will write.
+/// `stdout` is where the print sink writes (the runtime passes std::io::stdout(); tests pass a
+/// buffer).
+///
+/// Everything that can be wrong with the options, the paths or the topic fails here, before any
+/// data moves. In [`SinkMode::Epochs`] this also publishes `resume` and removes the job's other
+/// staged output.
 pub fn open_sink(
     def: &TableDef,
     schema: SchemaRef,
-    base_dir: &Path,
-    run_id: &str,
+    ctx: &SinkContext,
     stdout: Box<dyn std::io::Write + Send>,
 ) -> Result<Box<dyn Sink>> {
     match parse_sink(def)? {
-        SinkConfig::Print(format) => Ok(Box::new(PrintSink {
-            out: stdout,
-            format,
-            rows: 0,
-        })),
-        SinkConfig::Files(config) => Ok(Box::new(FileSink::open(
-            def, config, schema, base_dir, run_id,
-        )?)),
+        SinkConfig::Print(format) => {
+            if let SinkMode::Epochs {
+                resume: Some(p @ (Prepared::Files { .. } | Prepared::Log { .. })),
+                ..
+            } = &ctx.mode
+            {
+                return Err(wrong_prepared(&def.name, "print", p));
+            }
+            Ok(Box::new(PrintSink {
+                table: def.name.clone(),
+                out: stdout,
+                format,
+                rows: 0,
+            }))
+        }
+        SinkConfig::Files(config) => Ok(Box::new(FileSink::open(def, config, schema, ctx)?)),
+        SinkConfig::Log(config) => Ok(Box::new(LogSink::open(def, config, schema, ctx)?)),
     }
 }
 
 // -------------------------------------------------------------------- print
 
 struct PrintSink {
+    table: String,
     out: Box<dyn Write + Send>,
     format: PrintFormat,
+    /// Rows written since the last prepare.
     rows: u64,
 }
 
@@ -257,12 +451,22 @@ impl Sink for PrintSink {
         Ok(())
     }
 
-    fn commit(&mut self) -> Result<SinkCommit> {
+    fn prepare(&mut self, epoch: u64) -> Result<Prepared> {
         self.out.flush().map_err(Self::io)?;
-        Ok(SinkCommit {
-            rows: self.rows,
-            files: Vec::new(),
+        Ok(Prepared::Print {
+            epoch,
+            rows: std::mem::take(&mut self.rows),
         })
+    }
+
+    fn publish(&mut self, prepared: &Prepared) -> Result<SinkCommit> {
+        match prepared {
+            Prepared::Print { rows, .. } => Ok(SinkCommit {
+                rows: *rows,
+                files: Vec::new(),
+            }),
+            other => Err(wrong_prepared(&self.table, "print", other)),
+        }
     }
 }
 
@@ -278,6 +482,8 @@ enum FormatWriter {
 struct PartWriter {
     /// Where the file is being written (inside the staging folder).
     path: PathBuf,
+    /// `path` relative to the table's folder, `/`-separated.
+    rel: String,
     writer: FormatWriter,
     rows: u64,
 }
@@ -287,7 +493,8 @@ fn write_error(path: &Path, e: impl std::fmt::Display) -> Error {
 }
 
 impl PartWriter {
-    fn create(path: PathBuf, config: &FileConfig, schema: &SchemaRef) -> Result<Self> {
+    fn create(root: &Path, rel: String, config: &FileConfig, schema: &SchemaRef) -> Result<Self> {
+        let path = root.join(&rel);
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, e))?;
         }
@@ -312,6 +519,7 @@ impl PartWriter {
         };
         Ok(PartWriter {
             path,
+            rel,
             writer,
             rows: 0,
         })
@@ -346,15 +554,38 @@ impl PartWriter {
     }
 }
 
+/// `a/b` joined with `/`, or `b` alone when `a` is empty.
+fn join_rel(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_string()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+enum FileMode {
+    /// Batch: `<staging>/data` holds the run's files, laid out as they will be published.
+    Run {
+        /// Folders this sink created, deepest first: an abandoned run removes them again.
+        created_dirs: Vec<PathBuf>,
+        prepared: bool,
+        committed: bool,
+    },
+    /// Stream: `<staging>/w-<n>.<ext>` are the files of the epoch being written; prepare renames
+    /// them to `<staging>/e<epoch:010>-<n>.<ext>`.
+    Epochs { next_file: u64 },
+}
+
 struct FileSink {
-    created_dirs: Vec<PathBuf>,
+    table: String,
     config: FileConfig,
+    mode: FileMode,
     /// The table's folder.
     root: PathBuf,
-    /// `<root>/.staging-<run_id>`.
+    /// `.staging-<run_id>` (run) or `.staging-<job>` (epochs): a hidden folder in `root`.
+    staging_name: String,
+    /// `<root>/<staging_name>`.
     staging: PathBuf,
-    /// `<staging>/data`: the new files, laid out as they will be published.
-    data_dir: PathBuf,
     /// Positions of the partition columns in the written rows.
     partition_cols: Vec<usize>,
     /// Positions of the other columns, and their schema (what goes into the files).
@@ -364,8 +595,6 @@ struct FileSink {
     columns: usize,
     /// Open writers by partition folder (`a=1/b=x`; empty when unpartitioned).
     writers: BTreeMap<String, PartWriter>,
-    rows: u64,
-    committed: bool,
 }
 
 impl FileSink {
@@ -373,8 +602,7 @@ impl FileSink {
         def: &TableDef,
         config: FileConfig,
         schema: SchemaRef,
-        base_dir: &Path,
-        run_id: &str,
+        ctx: &SinkContext,
     ) -> Result<FileSink> {
         let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
         let mut partition_cols = Vec::with_capacity(config.partition_by.len());
@@ -408,59 +636,77 @@ impl FileSink {
         let root = if path.is_absolute() {
             path.to_path_buf()
         } else {
-            base_dir.join(path)
+            ctx.base_dir.join(path)
         };
         check_creatable(&root)?;
-        let safe_run_id: String = run_id
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        // Folders this sink creates, deepest first: an abandoned run removes them again.
         let created_dirs: Vec<PathBuf> = root
             .ancestors()
             .take_while(|p| !p.as_os_str().is_empty() && !p.exists())
             .map(Path::to_path_buf)
             .collect();
-        let staging = root.join(format!(".staging-{safe_run_id}"));
-        if staging.exists() {
-            fs::remove_dir_all(&staging).map_err(|e| Error::io("remove", &staging, e))?;
-        }
-        let data_dir = staging.join("data");
-        fs::create_dir_all(&data_dir).map_err(|e| Error::io("create", &data_dir, e))?;
-        Ok(FileSink {
+        let (staging_name, mode) = match &ctx.mode {
+            SinkMode::Run { run_id } => (
+                format!(".staging-{}", safe_name(run_id)),
+                FileMode::Run {
+                    created_dirs,
+                    prepared: false,
+                    committed: false,
+                },
+            ),
+            SinkMode::Epochs { job, .. } => (
+                format!(".staging-{}", safe_name(job)),
+                FileMode::Epochs { next_file: 0 },
+            ),
+        };
+        let staging = root.join(&staging_name);
+        let mut sink = FileSink {
+            table: def.name.clone(),
             config,
-            created_dirs,
+            mode,
             root,
+            staging_name,
             staging,
-            data_dir,
             partition_cols,
             data_cols,
             data_schema,
             columns: names.len(),
             writers: BTreeMap::new(),
-            rows: 0,
-            committed: false,
-        })
-    }
-
-    fn file_name(&self) -> String {
-        format!("part-00000.{}", self.config.format.extension())
+        };
+        match &ctx.mode {
+            SinkMode::Run { .. } => {
+                if sink.staging.exists() {
+                    fs::remove_dir_all(&sink.staging)
+                        .map_err(|e| Error::io("remove", &sink.staging, e))?;
+                }
+                let data_dir = sink.staging.join("data");
+                fs::create_dir_all(&data_dir).map_err(|e| Error::io("create", &data_dir, e))?;
+            }
+            SinkMode::Epochs { resume, .. } => {
+                fs::create_dir_all(&sink.staging)
+                    .map_err(|e| Error::io("create", &sink.staging, e))?;
+                if let Some(prepared) = resume {
+                    sink.publish_epoch(prepared)?;
+                }
+                sink.clear_staging()?;
+            }
+        }
+        Ok(sink)
     }
 
     fn write_part(&mut self, key: &str, batch: &RecordBatch) -> Result<()> {
         if !self.writers.contains_key(key) {
-            let mut path = self.data_dir.clone();
-            if !key.is_empty() {
-                path.push(key);
-            }
-            path.push(self.file_name());
-            let writer = PartWriter::create(path, &self.config, &self.data_schema)?;
+            let ext = self.config.format.extension();
+            let rel = match &mut self.mode {
+                FileMode::Run { .. } => {
+                    let data = format!("{}/data", self.staging_name);
+                    join_rel(&join_rel(&data, key), &format!("part-00000.{ext}"))
+                }
+                FileMode::Epochs { next_file } => {
+                    *next_file += 1;
+                    format!("{}/w-{:06}.{ext}", self.staging_name, *next_file - 1)
+                }
+            };
+            let writer = PartWriter::create(&self.root, rel, &self.config, &self.data_schema)?;
             self.writers.insert(key.to_string(), writer);
         }
         self.writers
@@ -482,38 +728,50 @@ impl FileSink {
         )?)
     }
 
-    /// Moves the staged files into place.
-    fn publish(&mut self) -> Result<Vec<WrittenFile>> {
+    /// Closes (and syncs) the open files: (partition folder, staged file, rows).
+    fn close_writers(&mut self) -> Result<Vec<(String, String, u64)>> {
         let writers = std::mem::take(&mut self.writers);
-        let mut staged = Vec::with_capacity(writers.len());
+        let mut closed = Vec::with_capacity(writers.len());
         for (key, writer) in writers {
             let rows = writer.rows;
+            let rel = writer.rel.clone();
             writer.close()?;
-            staged.push((key, rows));
+            closed.push((key, rel, rows));
         }
-        fs::create_dir_all(&self.root).map_err(|e| Error::io("create", &self.root, e))?;
-        let file_name = self.file_name();
-        let old_dir = self.staging.join("old");
-        let rename = |from: &Path, to: &Path| {
-            fs::rename(from, to).map_err(|e| {
-                Error::io(
-                    "rename",
-                    from,
-                    std::io::Error::new(e.kind(), format!("to `{}`: {e}", to.display())),
-                )
+        Ok(closed)
+    }
+
+    fn written(&self, files: &[PreparedFile]) -> Result<Vec<WrittenFile>> {
+        files
+            .iter()
+            .map(|f| {
+                let path = self.root.join(&f.target);
+                let bytes = fs::metadata(&path)
+                    .map_err(|e| Error::io("read", &path, e))?
+                    .len();
+                Ok(WrittenFile {
+                    path: path.display().to_string(),
+                    rows: f.rows,
+                    bytes,
+                })
             })
-        };
-        let mut files = Vec::with_capacity(staged.len());
+            .collect()
+    }
+
+    // ------------------------------------------------------------ run mode
+
+    /// Moves the run's staged files into place: each written partition folder replaces the
+    /// folder of the same name; unpartitioned, the new files replace the table's `part-*` files.
+    fn publish_run(&mut self, files: &[PreparedFile]) -> Result<Vec<WrittenFile>> {
+        fs::create_dir_all(&self.root).map_err(|e| Error::io("create", &self.root, e))?;
+        let old_dir = self.staging.join("old");
         if self.partition_cols.is_empty() {
             // The new files replace the old ones by rename (atomic per file), then old data
             // files without a new counterpart are removed.
             let mut published = Vec::new();
-            for (key, rows) in &staged {
-                debug_assert!(key.is_empty());
-                let target = self.root.join(&file_name);
-                rename(&self.data_dir.join(&file_name), &target)?;
-                published.push(file_name.clone());
-                files.push((target, *rows));
+            for f in files {
+                rename(&self.root.join(&f.staged), &self.root.join(&f.target))?;
+                published.push(f.target.clone());
             }
             let entries = fs::read_dir(&self.root).map_err(|e| Error::io("read", &self.root, e))?;
             for entry in entries {
@@ -530,32 +788,26 @@ impl FileSink {
         } else {
             // Each written partition folder replaces the folder of the same name; the others
             // are left as they are.
-            for (i, (key, rows)) in staged.iter().enumerate() {
-                let target = self.root.join(key);
-                if fs::symlink_metadata(&target).is_ok() {
+            for (i, f) in files.iter().enumerate() {
+                let staged = self.root.join(&f.staged);
+                let target = self.root.join(&f.target);
+                let (Some(staged_dir), Some(target_dir)) = (staged.parent(), target.parent())
+                else {
+                    return Err(Error::Internal(format!(
+                        "partitioned file without folder: {f:?}"
+                    )));
+                };
+                if fs::symlink_metadata(target_dir).is_ok() {
                     fs::create_dir_all(&old_dir).map_err(|e| Error::io("create", &old_dir, e))?;
-                    rename(&target, &old_dir.join(i.to_string()))?;
+                    rename(target_dir, &old_dir.join(i.to_string()))?;
                 }
-                if let Some(parent) = target.parent() {
+                if let Some(parent) = target_dir.parent() {
                     fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, e))?;
                 }
-                rename(&self.data_dir.join(key), &target)?;
-                files.push((target.join(&file_name), *rows));
+                rename(staged_dir, target_dir)?;
             }
         }
-        files
-            .into_iter()
-            .map(|(path, rows)| {
-                let bytes = fs::metadata(&path)
-                    .map_err(|e| Error::io("read", &path, e))?
-                    .len();
-                Ok(WrittenFile {
-                    path: path.display().to_string(),
-                    rows,
-                    bytes,
-                })
-            })
-            .collect()
+        self.written(files)
     }
 
     /// Removes this run's staging folder and any left by earlier runs that crashed.
@@ -575,12 +827,96 @@ impl FileSink {
         }
         Ok(())
     }
+
+    // ------------------------------------------------------------ epochs mode
+
+    /// Renames an epoch's staged files into place. A file whose target exists and whose staged
+    /// file is gone was published before (a crash after part of a publish): skipped.
+    fn publish_epoch(&mut self, prepared: &Prepared) -> Result<Vec<WrittenFile>> {
+        let Prepared::Files { epoch, files } = prepared else {
+            return Err(wrong_prepared(&self.table, "files", prepared));
+        };
+        let mut renamed_into: Vec<PathBuf> = Vec::new();
+        for f in files {
+            let staged = self.root.join(&f.staged);
+            let target = self.root.join(&f.target);
+            let staged_exists = fs::symlink_metadata(&staged).is_ok();
+            let target_exists = fs::symlink_metadata(&target).is_ok();
+            match (staged_exists, target_exists) {
+                (true, false) => {
+                    let parent = target.parent().unwrap_or(&self.root).to_path_buf();
+                    fs::create_dir_all(&parent).map_err(|e| Error::io("create", &parent, e))?;
+                    rename(&staged, &target)?;
+                    if !renamed_into.contains(&parent) {
+                        renamed_into.push(parent);
+                    }
+                }
+                (false, true) => {} // published before a crash
+                (true, true) => return Err(self.target_exists(*epoch, &target)),
+                (false, false) => {
+                    return Err(Error::io(
+                        "publish",
+                        &staged,
+                        std::io::Error::new(
+                            std::io::ErrorKind::NotFound,
+                            format!(
+                                "the staged file of epoch {epoch} of table `{}` is gone and its \
+                                 target `{}` does not exist: the output of this checkpoint is \
+                                 lost (was the table's folder or `path` changed?)",
+                                self.table,
+                                target.display()
+                            ),
+                        ),
+                    ))
+                }
+            }
+        }
+        for dir in &renamed_into {
+            sync_dir(dir)?;
+        }
+        if !renamed_into.is_empty() {
+            sync_dir(&self.staging)?;
+        }
+        self.written(files)
+    }
+
+    fn target_exists(&self, epoch: u64, target: &Path) -> Error {
+        Error::Plan(format!(
+            "cannot publish epoch {epoch} of table `{}`: `{}` already exists. It was written by \
+             another run of this job whose checkpoints are gone; files of other epochs are never \
+             replaced: move the old output away or write to another `path`",
+            self.table,
+            target.display()
+        ))
+    }
+
+    /// Removes everything in the job's staging folder.
+    fn clear_staging(&self) -> Result<()> {
+        let entries =
+            fs::read_dir(&self.staging).map_err(|e| Error::io("read", &self.staging, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("read", &self.staging, e))?;
+            let path = entry.path();
+            let removed = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+            removed.map_err(|e| Error::io("remove", &path, e))?;
+        }
+        sync_dir(&self.staging)
+    }
 }
 
 impl Sink for FileSink {
     fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        if self.committed {
-            return Err(Error::Internal("write after commit".into()));
+        match &self.mode {
+            FileMode::Run { prepared: true, .. } => {
+                return Err(Error::Internal("write after commit".into()))
+            }
+            // An empty epoch publishes no files.
+            FileMode::Epochs { .. } if batch.num_rows() == 0 => return Ok(()),
+            _ => {}
         }
         if batch.num_columns() != self.columns {
             return Err(Error::Internal(format!(
@@ -591,9 +927,7 @@ impl Sink for FileSink {
         }
         let data = self.data_batch(batch)?;
         if self.partition_cols.is_empty() {
-            self.write_part("", &data)?;
-            self.rows += batch.num_rows() as u64;
-            return Ok(());
+            return self.write_part("", &data);
         }
         if batch.num_rows() == 0 {
             return Ok(());
@@ -645,24 +979,83 @@ impl Sink for FileSink {
                 self.write_part(&key, &part)?;
             }
         }
-        self.rows += batch.num_rows() as u64;
         Ok(())
     }
 
-    fn commit(&mut self) -> Result<SinkCommit> {
-        if self.committed {
-            return Err(Error::Internal("sink committed twice".into()));
+    fn prepare(&mut self, epoch: u64) -> Result<Prepared> {
+        let ext = self.config.format.extension();
+        match &self.mode {
+            FileMode::Run { prepared, .. } => {
+                if *prepared {
+                    return Err(Error::Internal(
+                        "a run-mode sink is prepared once, at the end of the run".into(),
+                    ));
+                }
+                if self.partition_cols.is_empty() && self.writers.is_empty() {
+                    // An empty table still gets a valid file, so readers see its schema.
+                    let empty = RecordBatch::new_empty(Arc::clone(&self.data_schema));
+                    self.write_part("", &empty)?;
+                }
+                let files = self
+                    .close_writers()?
+                    .into_iter()
+                    .map(|(key, staged, rows)| PreparedFile {
+                        staged,
+                        target: join_rel(&key, &format!("part-00000.{ext}")),
+                        rows,
+                    })
+                    .collect();
+                if let FileMode::Run { prepared, .. } = &mut self.mode {
+                    *prepared = true;
+                }
+                Ok(Prepared::Files { epoch, files })
+            }
+            FileMode::Epochs { .. } => {
+                let mut files = Vec::new();
+                for (n, (key, written, rows)) in self.close_writers()?.into_iter().enumerate() {
+                    let target = join_rel(&key, &format!("part-{epoch:010}-0.{ext}"));
+                    let path = self.root.join(&target);
+                    if fs::symlink_metadata(&path).is_ok() {
+                        return Err(self.target_exists(epoch, &path));
+                    }
+                    // Named by epoch: a newer sink never reuses the staged name of a checkpoint
+                    // it may be asked to resume (it only prepares later epochs).
+                    let staged = format!("{}/e{epoch:010}-{n}.{ext}", self.staging_name);
+                    rename(&self.root.join(&written), &self.root.join(&staged))?;
+                    files.push(PreparedFile {
+                        staged,
+                        target,
+                        rows,
+                    });
+                }
+                if !files.is_empty() {
+                    sync_dir(&self.staging)?;
+                }
+                Ok(Prepared::Files { epoch, files })
+            }
         }
-        if self.partition_cols.is_empty() && self.writers.is_empty() {
-            // An empty table still gets a valid file, so readers see its schema.
-            let empty = RecordBatch::new_empty(Arc::clone(&self.data_schema));
-            self.write_part("", &empty)?;
-        }
-        let files = self.publish()?;
-        self.committed = true;
-        self.remove_staging()?;
+    }
+
+    fn publish(&mut self, prepared: &Prepared) -> Result<SinkCommit> {
+        let files = match &self.mode {
+            FileMode::Run { committed, .. } => {
+                let Prepared::Files { files, .. } = prepared else {
+                    return Err(wrong_prepared(&self.table, "files", prepared));
+                };
+                if *committed {
+                    return Err(Error::Internal("sink committed twice".into()));
+                }
+                let written = self.publish_run(files)?;
+                if let FileMode::Run { committed, .. } = &mut self.mode {
+                    *committed = true;
+                }
+                self.remove_staging()?;
+                written
+            }
+            FileMode::Epochs { .. } => self.publish_epoch(prepared)?,
+        };
         Ok(SinkCommit {
-            rows: self.rows,
+            rows: files.iter().map(|f| f.rows).sum(),
             files,
         })
     }
@@ -670,11 +1063,17 @@ impl Sink for FileSink {
 
 impl Drop for FileSink {
     fn drop(&mut self) {
-        if !self.committed {
+        // Epochs: like a crash, the staged files stay for the next open to publish or remove.
+        if let FileMode::Run {
+            committed: false,
+            created_dirs,
+            ..
+        } = &self.mode
+        {
             // An abandoned run leaves nothing behind (a crash leaves the staging folder, which
             // the next commit removes).
             let _ = fs::remove_dir_all(&self.staging);
-            for dir in &self.created_dirs {
+            for dir in created_dirs {
                 // remove_dir only removes empty folders: nothing else is touched.
                 let _ = fs::remove_dir(dir);
             }

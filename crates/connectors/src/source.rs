@@ -394,81 +394,8 @@ impl FileSource {
             if text.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            let row = batch.spans.len();
             batch.spans.push((line_no, start, end));
-
-            let parsed = match serde_json::from_slice::<Value>(text) {
-                Ok(Value::Object(map)) => Ok(map),
-                Ok(other) => Err(format!(
-                    "expected a JSON object, found {}",
-                    json_kind(&other)
-                )),
-                Err(e) => Err(e.to_string()),
-            };
-            let object = match parsed {
-                Ok(o) => o,
-                Err(detail) => {
-                    batch.failures.set(row, RejectReason::InvalidJson, detail);
-                    batch.append_nulls();
-                    continue;
-                }
-            };
-            let lookup = |name: &str| -> Option<&Value> {
-                object.get(name).or_else(|| {
-                    object
-                        .iter()
-                        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                        .map(|(_, v)| v)
-                })
-            };
-            // A nested value only fits a string column.
-            let nested = fields
-                .iter()
-                .zip(&is_string)
-                .find_map(|(f, s)| match lookup(f.name()) {
-                    Some(v @ (Value::Array(_) | Value::Object(_))) if !s => Some(format!(
-                        "column `{}`: cannot convert {v} to {}",
-                        f.name(),
-                        f.data_type()
-                    )),
-                    _ => None,
-                });
-            if let Some(detail) = nested {
-                batch.failures.set(row, RejectReason::BadValue, detail);
-                batch.append_nulls();
-                continue;
-            }
-            for (c, field) in fields.iter().enumerate() {
-                let builder = &mut batch.builders[c];
-                match lookup(field.name()) {
-                    None => match &partitions[c] {
-                        Some(v) => builder.append_option(v.as_deref()),
-                        None => builder.append_null(),
-                    },
-                    Some(Value::Null) => builder.append_null(),
-                    Some(Value::Bool(b)) => builder.append_value(if *b { "true" } else { "false" }),
-                    Some(Value::Number(n)) => {
-                        let _ = write!(builder, "{n}");
-                        builder.append_value("");
-                    }
-                    Some(Value::String(s)) => {
-                        if is_string[c] {
-                            builder.append_value(s);
-                        } else {
-                            let t = s.trim();
-                            if t.is_empty() {
-                                builder.append_null();
-                            } else {
-                                builder.append_value(t);
-                            }
-                        }
-                    }
-                    Some(v) => {
-                        let _ = write!(builder, "{v}");
-                        builder.append_value("");
-                    }
-                }
-            }
+            json_row(&mut batch, text, fields, &is_string, &partitions);
             if batch.spans.len() >= batch_size {
                 let decoded = batch.finish(&self.converter, &file.path, &data)?;
                 emit(decoded)?;
@@ -580,16 +507,16 @@ impl FileSource {
 }
 
 /// Text columns of one batch being read from CSV or JSON.
-struct TextBatch {
+pub(crate) struct TextBatch {
     /// One builder per declared column.
-    builders: Vec<StringBuilder>,
-    /// Per row: 1-based line, byte range of the raw text.
-    spans: Vec<(u64, usize, usize)>,
-    failures: Failures,
+    pub(crate) builders: Vec<StringBuilder>,
+    /// Per row: 1-based line (a log record's offset), byte range of the raw text.
+    pub(crate) spans: Vec<(u64, usize, usize)>,
+    pub(crate) failures: Failures,
 }
 
 impl TextBatch {
-    fn new(columns: usize, capacity: usize) -> Self {
+    pub(crate) fn new(columns: usize, capacity: usize) -> Self {
         let capacity = capacity.min(8192);
         TextBatch {
             builders: (0..columns)
@@ -600,14 +527,19 @@ impl TextBatch {
         }
     }
 
-    fn append_nulls(&mut self) {
+    pub(crate) fn append_nulls(&mut self) {
         for b in &mut self.builders {
             b.append_null();
         }
     }
 
     /// Converts the rows read so far and starts a new batch.
-    fn finish(&mut self, converter: &Converter, path: &Path, body: &[u8]) -> Result<Decoded> {
+    pub(crate) fn finish(
+        &mut self,
+        converter: &Converter,
+        path: &Path,
+        body: &[u8],
+    ) -> Result<Decoded> {
         let rows = self.spans.len();
         let columns = self
             .builders
@@ -626,10 +558,99 @@ impl TextBatch {
     }
 }
 
+/// Decodes one JSON object (one line of a file, one log record) into the next row of `batch`.
+/// The caller has pushed the row's span; a row that fails is recorded in `batch.failures`.
+pub(crate) fn json_row(
+    batch: &mut TextBatch,
+    text: &[u8],
+    fields: &arrow::datatypes::Fields,
+    is_string: &[bool],
+    partitions: &[Option<Option<String>>],
+) {
+    let row = batch.spans.len() - 1;
+
+    let parsed = match serde_json::from_slice::<Value>(text) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(other) => Err(format!(
+            "expected a JSON object, found {}",
+            json_kind(&other)
+        )),
+        Err(e) => Err(e.to_string()),
+    };
+    let object = match parsed {
+        Ok(o) => o,
+        Err(detail) => {
+            batch.failures.set(row, RejectReason::InvalidJson, detail);
+            batch.append_nulls();
+            return;
+        }
+    };
+    let lookup = |name: &str| -> Option<&Value> {
+        object.get(name).or_else(|| {
+            object
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v)
+        })
+    };
+    // A nested value only fits a string column.
+    let nested = fields
+        .iter()
+        .zip(is_string)
+        .find_map(|(f, s)| match lookup(f.name()) {
+            Some(v @ (Value::Array(_) | Value::Object(_))) if !s => Some(format!(
+                "column `{}`: cannot convert {v} to {}",
+                f.name(),
+                f.data_type()
+            )),
+            _ => None,
+        });
+    if let Some(detail) = nested {
+        batch.failures.set(row, RejectReason::BadValue, detail);
+        batch.append_nulls();
+        return;
+    }
+    for (c, field) in fields.iter().enumerate() {
+        let builder = &mut batch.builders[c];
+        match lookup(field.name()) {
+            None => match &partitions[c] {
+                Some(v) => builder.append_option(v.as_deref()),
+                None => builder.append_null(),
+            },
+            Some(Value::Null) => builder.append_null(),
+            Some(Value::Bool(b)) => builder.append_value(if *b { "true" } else { "false" }),
+            Some(Value::Number(n)) => {
+                let _ = write!(builder, "{n}");
+                builder.append_value("");
+            }
+            Some(Value::String(s)) => {
+                if is_string[c] {
+                    builder.append_value(s);
+                } else {
+                    let t = s.trim();
+                    if t.is_empty() {
+                        builder.append_null();
+                    } else {
+                        builder.append_value(t);
+                    }
+                }
+            }
+            Some(v) => {
+                let _ = write!(builder, "{v}");
+                builder.append_value("");
+            }
+        }
+    }
+}
+
 /// A CSV field as text for its column, or `None` for NULL. For non-string columns surrounding
 /// spaces are ignored and an empty field is NULL; for string columns a field is NULL only when
 /// it equals an explicit `csv.null-literal`.
-fn csv_cell<'a>(text: &'a str, is_string: bool, null_literal: Option<&str>) -> Option<&'a str> {
+pub(crate) fn csv_cell<'a>(
+    text: &'a str,
+    is_string: bool,
+    null_literal: Option<&str>,
+) -> Option<&'a str> {
     if is_string {
         return (Some(text) != null_literal).then_some(text);
     }

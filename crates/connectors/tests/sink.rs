@@ -14,7 +14,9 @@ use arrow::array::{
 use arrow::compute::{lexsort_to_indices, take_record_batch, SortColumn};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use common::{open, read_all, table};
-use flowline_connectors::{open_sink, validate_sink_options, SinkCommit};
+use flowline_connectors::{
+    open_sink, validate_sink_options, Prepared, PreparedFile, SinkCommit, SinkContext, SinkMode,
+};
 use flowline_core::{Error, TableDef};
 
 fn schema() -> SchemaRef {
@@ -49,9 +51,20 @@ fn files_sink(format: &str, partition_by: Option<&str>) -> TableDef {
     table("out", &[], &options)
 }
 
+/// A batch (run mode) context.
+fn run_ctx(base: &Path, run_id: &str) -> SinkContext {
+    SinkContext {
+        base_dir: base.to_path_buf(),
+        log_dir: base.join("log"),
+        mode: SinkMode::Run {
+            run_id: run_id.into(),
+        },
+    }
+}
+
 fn run(def: &TableDef, base: &Path, run_id: &str, batches: &[RecordBatch]) -> SinkCommit {
     let schema = batches.first().map_or_else(schema, |b| b.schema());
-    let mut sink = open_sink(def, schema, base, run_id, Box::new(std::io::sink())).unwrap();
+    let mut sink = open_sink(def, schema, &run_ctx(base, run_id), Box::new(std::io::sink())).unwrap();
     for b in batches {
         sink.write(b).unwrap();
     }
@@ -219,7 +232,7 @@ fn unpartitioned_sink_is_replaced_as_a_whole() {
     std::fs::write(root.join("README"), "keep").unwrap();
 
     // A run that writes nothing leaves an empty table that still has its header.
-    let mut sink = open_sink(&def, schema(), dir.path(), "b", Box::new(std::io::sink())).unwrap();
+    let mut sink = open_sink(&def, schema(), &run_ctx(dir.path(), "b"), Box::new(std::io::sink())).unwrap();
     let commit = sink.commit().unwrap();
     assert_eq!(commit.rows, 0);
     assert_eq!(commit.files.len(), 1);
@@ -282,7 +295,7 @@ fn abandoned_sink_leaves_no_staging() {
     let def = files_sink("json", None);
     {
         let mut sink =
-            open_sink(&def, schema(), dir.path(), "x", Box::new(std::io::sink())).unwrap();
+            open_sink(&def, schema(), &run_ctx(dir.path(), "x"), Box::new(std::io::sink())).unwrap();
         sink.write(&rows(&[D16], &["a"], &[1])).unwrap();
         assert!(dir.path().join("out/table/.staging-x").exists());
     }
@@ -405,7 +418,7 @@ fn round_trip_sink_to_source() {
 fn sink_option_errors() {
     let dir = tempfile::tempdir().unwrap();
     let open = |def: &TableDef| {
-        open_sink(def, schema(), dir.path(), "r", Box::new(std::io::sink())).map(|_| ())
+        open_sink(def, schema(), &run_ctx(dir.path(), "r"), Box::new(std::io::sink())).map(|_| ())
     };
 
     let def = table("s", &[], &[("connector", "kafka")]);
@@ -489,7 +502,7 @@ fn print_sink_table_and_json() {
 
     let out = Buffer::default();
     let def = table("p", &[], &[("connector", "print")]);
-    let mut sink = open_sink(&def, schema(), dir.path(), "r", Box::new(out.clone())).unwrap();
+    let mut sink = open_sink(&def, schema(), &run_ctx(dir.path(), "r"), Box::new(out.clone())).unwrap();
     sink.write(&batch).unwrap();
     assert_eq!(
         out.text(),
@@ -506,7 +519,7 @@ fn print_sink_table_and_json() {
 
     let out = Buffer::default();
     let def = table("p", &[], &[("connector", "print"), ("format", "json")]);
-    let mut sink = open_sink(&def, schema(), dir.path(), "r", Box::new(out.clone())).unwrap();
+    let mut sink = open_sink(&def, schema(), &run_ctx(dir.path(), "r"), Box::new(out.clone())).unwrap();
     sink.write(&batch).unwrap();
     sink.write(&rows(&[D16], &["oslo"], &[3])).unwrap();
     assert_eq!(
@@ -518,4 +531,319 @@ fn print_sink_table_and_json() {
     assert_eq!(sink.commit().unwrap().rows, 3);
     // Nothing was written to the base folder.
     assert!(snapshot(dir.path()).is_empty());
+}
+
+// ------------------------------------------------------------------ epochs (exactly-once)
+
+/// A stream (epochs mode) context for job `job`.
+fn epochs_ctx(base: &Path, job: &str, resume: Option<Prepared>) -> SinkContext {
+    SinkContext {
+        base_dir: base.to_path_buf(),
+        log_dir: base.join("log"),
+        mode: SinkMode::Epochs {
+            job: job.into(),
+            staging: base.join("state/staging"),
+            resume,
+        },
+    }
+}
+
+fn open_epochs(def: &TableDef, base: &Path, resume: Option<Prepared>) -> Box<dyn flowline_connectors::Sink> {
+    open_sink(def, schema(), &epochs_ctx(base, "job", resume), Box::new(std::io::sink())).unwrap()
+}
+
+/// The files a reader of `dir` sees: no hidden (staging) names.
+fn visible(dir: &Path) -> BTreeMap<String, String> {
+    snapshot(dir)
+        .into_iter()
+        .filter(|(k, _)| !k.split('/').any(|part| part.starts_with('.')))
+        .map(|(k, v)| (k, String::from_utf8(v).unwrap()))
+        .collect()
+}
+
+fn staged_files(root: &Path) -> Vec<String> {
+    let staging = root.join(".staging-job");
+    if !staging.exists() {
+        return Vec::new();
+    }
+    snapshot(&staging).into_keys().collect()
+}
+
+#[test]
+fn epochs_files_publish_each_epoch_exactly_once_across_crashes() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path();
+    let root = base.join("out/table");
+    let def = files_sink("csv", None);
+
+    // Epoch 1: prepared files are invisible until published.
+    let mut sink = open_epochs(&def, base, None);
+    sink.write(&rows(&[D16, D17], &["a", "b"], &[1, 2])).unwrap();
+    assert!(visible(&root).is_empty(), "nothing visible while writing");
+    let p1 = sink.prepare(1).unwrap();
+    let Prepared::Files { epoch: 1, files } = &p1 else {
+        panic!("{p1:?}")
+    };
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0].target, "part-0000000001-0.csv");
+    assert_eq!(files[0].rows, 2);
+    assert!(files[0].staged.starts_with(".staging-job/"), "{files:?}");
+    assert!(visible(&root).is_empty(), "nothing visible after prepare");
+    let commit = sink.publish(&p1).unwrap();
+    assert_eq!(commit.rows, 2);
+    assert_eq!(
+        commit.files[0].path,
+        root.join("part-0000000001-0.csv").display().to_string()
+    );
+    assert_eq!(
+        std::fs::metadata(&commit.files[0].path).unwrap().len(),
+        commit.files[0].bytes
+    );
+    let after_1 = visible(&root);
+    assert_eq!(
+        after_1,
+        BTreeMap::from([(
+            "part-0000000001-0.csv".to_string(),
+            "day,city,n\n2026-03-16,a,1\n2026-03-17,b,2\n".to_string()
+        )])
+    );
+
+    // Epoch 2 prepared (and checkpointed by the runtime), then a crash before its publish;
+    // epoch 3 was being written.
+    sink.write(&rows(&[D17], &["c"], &[3])).unwrap();
+    let p2 = sink.prepare(2).unwrap();
+    assert_eq!(p2.epoch(), 2);
+    assert_eq!(p2.rows(), 1);
+    sink.write(&rows(&[D17], &["lost"], &[4])).unwrap();
+    drop(sink);
+    assert_eq!(visible(&root), after_1, "epoch 2 is not visible before its publish");
+    assert_eq!(staged_files(&root).len(), 2, "epoch 2 prepared, epoch 3 unprepared");
+
+    // The checkpoint survives in JSON.
+    let json = serde_json::to_string(&p2).unwrap();
+    let p2: Prepared = serde_json::from_str(&json).unwrap();
+
+    // Restart: epoch 2 is published, epoch 3's leftover is removed.
+    let sink = open_epochs(&def, base, Some(p2.clone()));
+    let after_2 = visible(&root);
+    assert_eq!(after_2.len(), 2);
+    assert_eq!(after_2["part-0000000001-0.csv"], after_1["part-0000000001-0.csv"]);
+    assert_eq!(after_2["part-0000000002-0.csv"], "day,city,n\n2026-03-17,c,3\n");
+    assert!(staged_files(&root).is_empty(), "{:?}", staged_files(&root));
+    drop(sink);
+
+    // A second crash before the next checkpoint: the same resume is published again, idempotently.
+    let mut sink = open_epochs(&def, base, Some(p2.clone()));
+    assert_eq!(visible(&root), after_2);
+    // Publishing it once more on the open sink changes nothing either.
+    let again = sink.publish(&p2).unwrap();
+    assert_eq!(again.rows, 1);
+    assert_eq!(visible(&root), after_2);
+
+    // The runtime replays from epoch 3: an empty epoch publishes nothing.
+    let empty = sink.prepare(3).unwrap();
+    assert_eq!(
+        empty,
+        Prepared::Files {
+            epoch: 3,
+            files: vec![]
+        }
+    );
+    assert_eq!(sink.publish(&empty).unwrap(), SinkCommit::default());
+    sink.write(&rows(&[D16], &["d"], &[5])).unwrap();
+    let p4 = sink.prepare(4).unwrap();
+    sink.publish(&p4).unwrap();
+    let end = visible(&root);
+    assert_eq!(
+        end.keys().cloned().collect::<Vec<_>>(),
+        vec![
+            "part-0000000001-0.csv",
+            "part-0000000002-0.csv",
+            "part-0000000004-0.csv"
+        ]
+    );
+
+    // A reader of the folder sees every row exactly once.
+    let source_def = table(
+        "back",
+        &[
+            ("day", DataType::Date32),
+            ("city", DataType::Utf8),
+            ("n", DataType::Int64),
+        ],
+        &[
+            ("connector", "files"),
+            ("path", "out/table"),
+            ("format", "csv"),
+        ],
+    );
+    let (batch, rejects) = read_all(&open(&source_def, base), 10);
+    assert!(rejects.is_empty());
+    let n = batch
+        .column(2)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap();
+    let mut n: Vec<i64> = n.iter().map(Option::unwrap).collect();
+    n.sort();
+    assert_eq!(n, vec![1, 2, 3, 5]);
+}
+
+#[test]
+fn epochs_partitioned_files_survive_a_crash_in_the_middle_of_a_publish() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path();
+    let root = base.join("out/table");
+    let def = files_sink("json", Some("day"));
+
+    let mut sink = open_epochs(&def, base, None);
+    sink.write(&rows(&[D16, D17], &["a", "b"], &[1, 2])).unwrap();
+    let p1 = sink.prepare(1).unwrap();
+    sink.publish(&p1).unwrap();
+    let after_1 = visible(&root);
+    assert_eq!(
+        after_1.keys().cloned().collect::<Vec<_>>(),
+        vec![
+            "day=2026-03-16/part-0000000001-0.json",
+            "day=2026-03-17/part-0000000001-0.json"
+        ]
+    );
+
+    // Epoch 2 writes both partitions; the crash comes after the first file was renamed.
+    sink.write(&rows(&[D17, D16, D17], &["c", "d", "e"], &[3, 4, 5]))
+        .unwrap();
+    let p2 = sink.prepare(2).unwrap();
+    let Prepared::Files { files, .. } = &p2 else {
+        panic!("{p2:?}")
+    };
+    let targets: Vec<(&str, u64)> = files.iter().map(|f| (f.target.as_str(), f.rows)).collect();
+    assert_eq!(
+        targets,
+        vec![
+            ("day=2026-03-16/part-0000000002-0.json", 1),
+            ("day=2026-03-17/part-0000000002-0.json", 2)
+        ]
+    );
+    let first: &PreparedFile = &files[0];
+    std::fs::rename(root.join(&first.staged), root.join(&first.target)).unwrap();
+    // Epoch 3 was being written into a new partition.
+    sink.write(&rows(&[20530], &["lost"], &[6])).unwrap();
+    drop(sink);
+
+    let sink = open_epochs(&def, base, Some(p2.clone()));
+    drop(sink);
+    let sink = open_epochs(&def, base, Some(p2.clone()));
+    drop(sink);
+    let after_2 = visible(&root);
+    assert_eq!(
+        after_2.keys().cloned().collect::<Vec<_>>(),
+        vec![
+            "day=2026-03-16/part-0000000001-0.json",
+            "day=2026-03-16/part-0000000002-0.json",
+            "day=2026-03-17/part-0000000001-0.json",
+            "day=2026-03-17/part-0000000002-0.json"
+        ],
+        "epoch 3's partition never appears"
+    );
+    for (k, v) in &after_1 {
+        assert_eq!(&after_2[k], v, "files of other epochs are untouched");
+    }
+    assert_eq!(
+        after_2["day=2026-03-16/part-0000000002-0.json"],
+        "{\"city\":\"d\",\"n\":4}\n"
+    );
+    assert_eq!(
+        after_2["day=2026-03-17/part-0000000002-0.json"],
+        "{\"city\":\"c\",\"n\":3}\n{\"city\":\"e\",\"n\":5}\n"
+    );
+    assert!(staged_files(&root).is_empty());
+    assert!(!root.join("day=2026-03-18").exists());
+}
+
+#[test]
+fn epochs_files_never_replace_output_of_another_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path();
+    let root = base.join("out/table");
+    let def = files_sink("csv", None);
+    let mut sink = open_epochs(&def, base, None);
+    sink.write(&rows(&[D16], &["a"], &[1])).unwrap();
+    let p1 = sink.prepare(1).unwrap();
+    sink.publish(&p1).unwrap();
+    drop(sink);
+    let before = visible(&root);
+
+    // The job's checkpoints are lost: it starts over at epoch 1 over the old output.
+    let mut sink = open_epochs(&def, base, None);
+    sink.write(&rows(&[D17], &["b"], &[2])).unwrap();
+    let msg = sink.prepare(1).unwrap_err().to_string();
+    assert!(
+        msg.contains("part-0000000001-0.csv") && msg.contains("already exists"),
+        "{msg}"
+    );
+    drop(sink);
+    assert_eq!(visible(&root), before);
+
+    // A checkpoint of another kind of sink is refused.
+    let wrong = Prepared::Print { epoch: 1, rows: 0 };
+    let err = open_sink(
+        &def,
+        schema(),
+        &epochs_ctx(base, "job", Some(wrong)),
+        Box::new(std::io::sink()),
+    )
+    .map(|_| ())
+    .unwrap_err();
+    assert!(err.to_string().contains("files sink"), "{err}");
+
+    // A lost staged file of an unpublished epoch is an error, not silence.
+    let lost = Prepared::Files {
+        epoch: 9,
+        files: vec![PreparedFile {
+            staged: ".staging-job/e0000000009-0.csv".into(),
+            target: "part-0000000009-0.csv".into(),
+            rows: 1,
+        }],
+    };
+    let err = open_sink(
+        &def,
+        schema(),
+        &epochs_ctx(base, "job", Some(lost)),
+        Box::new(std::io::sink()),
+    )
+    .map(|_| ())
+    .unwrap_err();
+    assert!(err.to_string().contains("epoch 9"), "{err}");
+}
+
+/// A crash after new data was staged but before the next checkpoint: the resumed (older)
+/// checkpoint's staged names are not confused with the newer staged files.
+#[test]
+fn epochs_files_resume_an_already_published_checkpoint_after_more_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path();
+    let root = base.join("out/table");
+    let def = files_sink("csv", Some("city"));
+    let mut sink = open_epochs(&def, base, None);
+    sink.write(&rows(&[D16], &["a"], &[1])).unwrap();
+    let p1 = sink.prepare(1).unwrap();
+    sink.publish(&p1).unwrap();
+    drop(sink);
+
+    // Restarted from checkpoint 1 (already published): epoch 2 is written and prepared, but
+    // the crash comes before checkpoint 2 completes.
+    let mut sink = open_epochs(&def, base, Some(p1.clone()));
+    sink.write(&rows(&[D17], &["a"], &[2])).unwrap();
+    sink.prepare(2).unwrap();
+    drop(sink);
+    let before = visible(&root);
+
+    let sink = open_epochs(&def, base, Some(p1));
+    drop(sink);
+    assert_eq!(visible(&root), before);
+    assert_eq!(
+        before.keys().cloned().collect::<Vec<_>>(),
+        vec!["city=a/part-0000000001-0.csv"]
+    );
+    assert!(staged_files(&root).is_empty());
 }

@@ -4,13 +4,17 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::datasource::empty::EmptyTable;
-use flowline_connectors::{open_sink, validate_sink_options, FileSource, Sink, SinkCommit};
+use flowline_connectors::sink::{SinkContext, SinkMode};
+use flowline_connectors::{
+    open_sink, validate_sink_options, FileSource, LogSource, Sink, SinkCommit,
+};
 use flowline_core::plan::{InsertPlan, Node, WindowKind};
 use flowline_core::{Error, Message, Operator, Output, Result, TableDef, Watermark};
 use flowline_sql::lower::PlanningBinder;
@@ -21,6 +25,7 @@ use sha2::{Digest, Sha256};
 use crate::operators::{self, window::millis, WindowAggregate};
 use crate::reader::SourceReader;
 use crate::rejects::RejectBin;
+use crate::stream::{JobReport, JobSettings, Trigger};
 use crate::{fallback, manifest};
 
 /// Settings a pipeline file may `SET`.
@@ -30,6 +35,10 @@ const SETTINGS: &[&str] = &[
     "rejects.path",
     "state.dir",
     "pipeline.name",
+    "log.dir",
+    "execution.trigger",
+    "execution.checkpointing.interval",
+    "execution.max-records-per-batch",
 ];
 
 /// Command-line overrides; each falls back to the file's `SET`, then to a default.
@@ -41,6 +50,15 @@ pub struct RunOptions {
     pub state_dir: Option<PathBuf>,
     /// Where `print` sinks write; `None` is the process's stdout.
     pub stdout: Option<Arc<Mutex<Vec<u8>>>>,
+    /// Jobs over log sources: when to read and commit (stream mode: continuous).
+    pub trigger: Option<Trigger>,
+    /// Stream mode: time between checkpoints (default 2 s).
+    pub checkpoint_interval: Option<Duration>,
+    /// The default folder of the embedded log (else `SET 'log.dir'`, `$FLOWLINE_LOG_DIR`,
+    /// `.flowline/log`).
+    pub log_dir: Option<PathBuf>,
+    /// Set to stop a continuous or interval job: it takes a final checkpoint and returns.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 /// What a run did, as also recorded in the manifest.
@@ -98,12 +116,18 @@ pub struct OpenedPipeline {
     pub base_dir: PathBuf,
     pub rejects_path: PathBuf,
     pub manifest_path: PathBuf,
+    /// The pipeline's name (`SET 'pipeline.name'`, else the file's stem).
+    pub name: String,
+    pub state_dir: PathBuf,
     hash: String,
     sources: BTreeMap<String, Arc<FileSource>>,
+    pub(crate) log_sources: BTreeMap<String, Arc<LogSource>>,
     planned: Vec<Planned>,
     /// Sink name → schema of the rows it receives.
-    sink_schemas: BTreeMap<String, SchemaRef>,
+    pub(crate) sink_schemas: BTreeMap<String, SchemaRef>,
     stdout: Option<Arc<Mutex<Vec<u8>>>>,
+    /// Set for jobs over log sources.
+    job: Option<JobSettings>,
 }
 
 /// Parses, plans and runs a pipeline file.
@@ -199,10 +223,27 @@ impl OpenedPipeline {
                 sink_names.insert(table.name.clone());
             }
         }
+        let log_dir = options
+            .log_dir
+            .clone()
+            .or_else(|| def.settings.get("log.dir").map(|s| resolve(s)))
+            .or_else(|| std::env::var_os("FLOWLINE_LOG_DIR").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from(".flowline").join("log"));
         let mut sources = BTreeMap::new();
+        let mut log_sources = BTreeMap::new();
         for table in &def.tables {
             // A print table is only ever a sink; one no INSERT writes is simply unused.
             if sink_names.contains(&table.name) || table.connector() == Some("print") {
+                continue;
+            }
+            if table.connector() == Some("log") {
+                log_sources.insert(
+                    table.name.clone(),
+                    Arc::new(
+                        LogSource::open(table, &base_dir, &log_dir)
+                            .map_err(|e| at_line(e, table.line))?,
+                    ),
+                );
                 continue;
             }
             sources.insert(
@@ -210,10 +251,66 @@ impl OpenedPipeline {
                 Arc::new(FileSource::open(table, &base_dir).map_err(|e| at_line(e, table.line))?),
             );
         }
+        if let (Some(file), Some(log)) = (sources.keys().next(), log_sources.keys().next()) {
+            return Err(Error::Unsupported {
+                construct: format!("reading the file table `{file}` and the log table `{log}` in one pipeline"),
+                mode: mode.to_string(),
+                hint: "a pipeline reads either files or logs for now; load the files into a topic with `flowline log produce`".into(),
+            });
+        }
+        let trigger = match options.trigger {
+            Some(t) => Some(t),
+            None => match def.settings.get("execution.trigger") {
+                Some(t) => Some(t.parse().map_err(|e| setting_error("execution.trigger", e))?),
+                None => None,
+            },
+        };
+        if trigger.is_some() && log_sources.is_empty() {
+            return Err(Error::Plan(
+                "a trigger (micro-batch mode) needs log sources (`'connector' = 'log'`); file \
+                 pipelines run as one batch or one bounded stream"
+                    .into(),
+            ));
+        }
+        let checkpoint_interval = match options.checkpoint_interval {
+            Some(d) => d,
+            None => match def.settings.get("execution.checkpointing.interval") {
+                Some(t) => match flowline_log::parse_duration_ms(t) {
+                    Ok(ms) if ms > 0 => Duration::from_millis(ms as u64),
+                    _ => {
+                        return Err(setting_error(
+                            "execution.checkpointing.interval",
+                            format!("'{t}' is not a duration such as 2s or 500ms"),
+                        ))
+                    }
+                },
+                None => Duration::from_secs(2),
+            },
+        };
+        let max_records_per_batch = match def.settings.get("execution.max-records-per-batch") {
+            Some(n) => n.parse::<u64>().ok().filter(|&n| n > 0).ok_or_else(|| {
+                setting_error(
+                    "execution.max-records-per-batch",
+                    format!("'{n}' is not a positive number"),
+                )
+            })?,
+            None => 100_000,
+        };
+        let job = (!log_sources.is_empty()).then(|| JobSettings {
+            trigger: trigger.unwrap_or(Trigger::Continuous),
+            checkpoint_interval,
+            max_records_per_batch,
+            state_dir: state_dir.clone(),
+            log_dir: log_dir.clone(),
+            stop: options.stop.clone().unwrap_or_default(),
+        });
 
         // Plan every INSERT.
         let ctx = new_session();
         for (name, source) in &sources {
+            ctx.register_table(name.as_str(), Arc::new(EmptyTable::new(source.schema())))?;
+        }
+        for (name, source) in &log_sources {
             ctx.register_table(name.as_str(), Arc::new(EmptyTable::new(source.schema())))?;
         }
         let binder = PlanningBinder::default();
@@ -225,7 +322,7 @@ impl OpenedPipeline {
             let table = def
                 .table(&insert.sink)
                 .ok_or_else(|| Error::Internal("sink vanished".into()))?;
-            if sources.contains_key(&table.name) {
+            if sources.contains_key(&table.name) || log_sources.contains_key(&table.name) {
                 return Err(Error::Plan(format!(
                     "line {}: `{}` is a source",
                     insert.line, table.name
@@ -268,7 +365,7 @@ impl OpenedPipeline {
                 Ok(plan) => planned.push(Planned::Dataflow(plan)),
                 Err(Error::Unsupported {
                     construct, hint, ..
-                }) if mode == Mode::Batch => {
+                }) if mode == Mode::Batch && log_sources.is_empty() => {
                     // Optimize and plan it physically now, so DataFusion's own plan errors
                     // also come before any data moves.
                     state.create_physical_plan(&insert.plan).await.map_err(
@@ -302,11 +399,15 @@ impl OpenedPipeline {
             base_dir,
             rejects_path,
             manifest_path,
+            name,
+            state_dir,
             hash,
             sources,
+            log_sources,
             planned,
             sink_schemas,
             stdout: options.stdout,
+            job,
         })
     }
 
@@ -348,7 +449,14 @@ impl OpenedPipeline {
         let clock = Instant::now();
         let mut bin = RejectBin::new(self.rejects_path.clone(), &run_id);
         let mut state = RunState::default();
-        let result = self.execute(&run_id, &mut bin, &mut state).await;
+        let mut job = JobReport::default();
+        let result = match &self.job {
+            Some(settings) => {
+                self.run_log_job(&run_id, settings, &mut bin, &mut state, &mut job)
+                    .await
+            }
+            None => self.execute(&run_id, &mut bin, &mut state).await,
+        };
         let flushed = bin.flush();
         let ended = chrono::Utc::now();
         let inputs: Vec<_> = self
@@ -364,6 +472,29 @@ impl OpenedPipeline {
                 })
             })
             .collect();
+        let inputs: Vec<_> = inputs
+            .into_iter()
+            .chain(self.log_sources.iter().map(|(name, s)| {
+                json!({
+                    "table": name,
+                    "topic": s.topic().name(),
+                    "end_offsets": s.end_offsets().ok(),
+                })
+            }))
+            .collect();
+        let checkpoints = self.job.as_ref().map(|settings| {
+            json!({
+                "trigger": settings.trigger.to_string(),
+                "restored_from_epoch": job.restored_from,
+                "skipped_corrupt": job.skipped_corrupt.iter().map(|(e, why)| json!({"epoch": e, "why": why})).collect::<Vec<_>>(),
+                "restore_ms": job.restore_ms,
+                "epochs": job.epochs,
+                "first_epoch": job.first_epoch,
+                "last_epoch": job.last_epoch,
+                "checkpoint_ms_max": job.checkpoint_ms.iter().max(),
+                "directory": settings.state_dir.join("checkpoints").display().to_string(),
+            })
+        });
         let outputs: Vec<_> = state
             .commits
             .iter()
@@ -399,6 +530,7 @@ impl OpenedPipeline {
             "watermarks": state.watermarks,
             "max_event_time": state.max_event_time,
             "peak_state_bytes": state.peak_state,
+            "checkpoints": checkpoints,
         });
         manifest::append(&self.manifest_path, &record)?;
         result?;
@@ -422,11 +554,14 @@ impl OpenedPipeline {
                 .def
                 .table(name)
                 .ok_or_else(|| Error::Internal("sink vanished".into()))?;
-            let out: Box<dyn Write + Send> = match &self.stdout {
-                Some(buf) => Box::new(SharedBuf(buf.clone())),
-                None => Box::new(std::io::stdout()),
+            let ctx = SinkContext {
+                base_dir: self.base_dir.clone(),
+                log_dir: PathBuf::from(".flowline").join("log"),
+                mode: SinkMode::Run {
+                    run_id: run_id.to_string(),
+                },
             };
-            let sink = open_sink(table, schema.clone(), &self.base_dir, run_id, out)?;
+            let sink = open_sink(table, schema.clone(), &ctx, self.print_output())?;
             sinks.insert(
                 name.clone(),
                 SinkSlot {
@@ -438,37 +573,15 @@ impl OpenedPipeline {
             );
             state.rows_written.insert(name.clone(), 0);
         }
-        let mut chains = vec![];
+        let mut chains = self.build_chains()?;
         let mut datafusion_sources = BTreeSet::new();
-        for p in &self.planned {
-            match p {
-                Planned::Dataflow(plan) => {
-                    let ops = plan
-                        .nodes
-                        .iter()
-                        .map(|n| operators::build(n, &plan.source))
-                        .collect::<Result<Vec<_>>>()?;
-                    chains.push(Chain {
-                        nodes: plan.nodes.clone(),
-                        aggregate_at: plan
-                            .nodes
-                            .iter()
-                            .position(|n| matches!(n, Node::WindowAggregate(_))),
-                        used_columns: used_columns(plan),
-                        source: plan.source.clone(),
-                        sink: self
-                            .def
-                            .table(&plan.sink)
-                            .map(|t| t.name.clone())
-                            .unwrap_or_default(),
-                        ops,
-                    });
-                }
-                Planned::DataFusion { .. } => {
-                    // DataFusion may read any source; keep all of them.
-                    datafusion_sources.extend(self.sources.keys().cloned());
-                }
-            }
+        if self
+            .planned
+            .iter()
+            .any(|p| matches!(p, Planned::DataFusion { .. }))
+        {
+            // DataFusion may read any source; keep all of them.
+            datafusion_sources.extend(self.sources.keys().cloned());
         }
         let mut buffered: BTreeMap<String, Vec<RecordBatch>> = BTreeMap::new();
         let workers = match self.mode {
@@ -624,6 +737,44 @@ impl OpenedPipeline {
 }
 
 impl OpenedPipeline {
+    /// Where `print` sinks write.
+    pub(crate) fn print_output(&self) -> Box<dyn Write + Send> {
+        match &self.stdout {
+            Some(buf) => Box::new(SharedBuf(buf.clone())),
+            None => Box::new(std::io::stdout()),
+        }
+    }
+
+    /// One chain of operators per INSERT that runs on the dataflow, in plan order.
+    pub(crate) fn build_chains(&self) -> Result<Vec<Chain>> {
+        let mut chains = vec![];
+        for p in &self.planned {
+            if let Planned::Dataflow(plan) = p {
+                let ops = plan
+                    .nodes
+                    .iter()
+                    .map(|n| operators::build(n, &plan.source))
+                    .collect::<Result<Vec<_>>>()?;
+                chains.push(Chain {
+                    nodes: plan.nodes.clone(),
+                    aggregate_at: plan
+                        .nodes
+                        .iter()
+                        .position(|n| matches!(n, Node::WindowAggregate(_))),
+                    used_columns: used_columns(plan),
+                    source: plan.source.clone(),
+                    sink: self
+                        .def
+                        .table(&plan.sink)
+                        .map(|t| t.name.clone())
+                        .unwrap_or_default(),
+                    ops,
+                });
+            }
+        }
+        Ok(chains)
+    }
+
     /// Parallel partial aggregation: worker `w` decodes files `w, w + workers, ...` and runs
     /// each chain up to its window aggregate; the main thread merges the aggregates, writes the
     /// rejects in file order and puts the merged aggregates back into the chains, ready for the
@@ -782,21 +933,21 @@ fn feed(
 }
 
 #[derive(Default)]
-struct RunState {
-    read_sources: BTreeSet<String>,
-    rows_read: BTreeMap<String, u64>,
-    rows_written: BTreeMap<String, u64>,
-    commits: BTreeMap<String, SinkCommit>,
-    watermarks: BTreeMap<String, String>,
-    max_event_time: BTreeMap<String, String>,
-    peak_state: usize,
+pub(crate) struct RunState {
+    pub(crate) read_sources: BTreeSet<String>,
+    pub(crate) rows_read: BTreeMap<String, u64>,
+    pub(crate) rows_written: BTreeMap<String, u64>,
+    pub(crate) commits: BTreeMap<String, SinkCommit>,
+    pub(crate) watermarks: BTreeMap<String, String>,
+    pub(crate) max_event_time: BTreeMap<String, String>,
+    pub(crate) peak_state: usize,
 }
 
-struct SinkSlot {
-    name: String,
-    sink: Box<dyn Sink>,
-    schema: SchemaRef,
-    rows: u64,
+pub(crate) struct SinkSlot {
+    pub(crate) name: String,
+    pub(crate) sink: Box<dyn Sink>,
+    pub(crate) schema: SchemaRef,
+    pub(crate) rows: u64,
 }
 
 impl SinkSlot {
@@ -835,19 +986,19 @@ impl SinkSlot {
     }
 }
 
-struct Chain {
+pub(crate) struct Chain {
     nodes: Vec<Node>,
     /// Position of the window aggregate among `nodes`, if any.
     aggregate_at: Option<usize>,
     /// Source columns the chain reads (`None`: all).
     used_columns: Option<BTreeSet<usize>>,
-    source: String,
-    sink: String,
-    ops: Vec<Box<dyn Operator>>,
+    pub(crate) source: String,
+    pub(crate) sink: String,
+    pub(crate) ops: Vec<Box<dyn Operator>>,
 }
 
 impl Chain {
-    fn push(
+    pub(crate) fn push(
         &mut self,
         message: Message,
         sinks: &mut BTreeMap<String, SinkSlot>,
@@ -863,7 +1014,7 @@ impl Chain {
         })
     }
 
-    fn state_bytes(&self) -> usize {
+    pub(crate) fn state_bytes(&self) -> usize {
         self.ops.iter().map(|o| o.state_bytes()).sum()
     }
 }

@@ -11,6 +11,8 @@
 //! backwards; every rejected row is written to the reject bin with its reason; sinks publish
 //! only at commit, so a failed run leaves the previous output in place.
 
+pub mod codec;
+pub mod checkpoint;
 mod driver;
 mod fallback;
 pub mod manifest;
@@ -18,6 +20,8 @@ pub mod operators;
 mod reader;
 pub mod rejects;
 mod rows;
+mod stream;
 
 pub use driver::{run_pipeline, OpenedPipeline, RunOptions, RunReport};
 pub use flowline_sql::Mode;
+pub use stream::Trigger;

@@ -12,6 +12,22 @@
 //!   order) and their state is freed.
 //! * A row whose window has already fired is late: it is rejected with reason `late` and the
 //!   window it missed, never silently dropped, and never changes an emitted result.
+//!
+//! Checkpoints ([`Operator::snapshot`]/[`Operator::restore`]) hold the watermark and the live
+//! groups only, in a frame of the [`codec`](crate::codec) (tag `FWAG`, version 1, length,
+//! checksum). Payload, all integers little-endian:
+//!
+//! ```text
+//! layout     bytes   "window 10 ms; keys [Utf8]; Count(Int64) count, ..." (refused if different)
+//! watermark  i64
+//! windows    u64 W, then W × { start i64, groups u64 n, n × key bytes (row format) }
+//! aggregates u32 A, then A × { kind u8, counts G × i64, values }   G = live groups, in the
+//!            order above; values by kind: count: none; i64/i128/f64: G × value;
+//!            rows (MIN/MAX): G × { u8 0 | u8 1, bytes }; distinct: G × { u64 m, m × bytes }
+//! ```
+//!
+//! Row-format bytes (keys, MIN/MAX rows, DISTINCT values) are stored as they are and re-parsed
+//! with this operator's converters on restore; group ids are renumbered densely.
 
 use std::sync::Arc;
 
@@ -29,8 +45,16 @@ use flowline_core::{Error, Message, Operator, Output, Reject, RejectReason, Resu
 use hashbrown::hash_table::{Entry, HashTable};
 use hashbrown::HashSet;
 
+use crate::codec::{Decoder, Encoder, FRAME_HEADER};
 use crate::operators::window::millis;
 use crate::rows::rows_as_json;
+
+/// Tag of a window-aggregate checkpoint.
+const MAGIC: [u8; 4] = *b"FWAG";
+/// Version of the checkpoint payload described in the module documentation.
+const VERSION: u8 = 1;
+/// Names the blob in decoding errors.
+const CHECKPOINT: &str = "window-aggregate checkpoint";
 
 /// Group bookkeeping, indexed by group id.
 #[derive(Default)]
@@ -57,6 +81,9 @@ pub struct WindowAggregate {
     accumulators: Vec<Accumulator>,
     watermark: Watermark,
     size: i64,
+    /// What a checkpoint's state depends on (window size, key types, aggregates), written into
+    /// every snapshot so that a state for another plan is refused.
+    layout: String,
 }
 
 impl WindowAggregate {
@@ -64,15 +91,11 @@ impl WindowAggregate {
         let key_positions: Vec<usize> = (0..spec.group_exprs.len())
             .filter(|&i| i != spec.window_start && i != spec.window_end)
             .collect();
-        let key_fields = key_positions
+        let key_types = key_positions
             .iter()
-            .map(|&i| {
-                Ok(SortField::new(
-                    spec.group_exprs[i].data_type(&spec.input_schema)?,
-                ))
-            })
+            .map(|&i| Ok(spec.group_exprs[i].data_type(&spec.input_schema)?))
             .collect::<Result<Vec<_>>>()?;
-        let converter = RowConverter::new(key_fields)?;
+        let converter = RowConverter::new(key_types.iter().cloned().map(SortField::new).collect())?;
         let n_groups = spec.group_exprs.len();
         let accumulators = spec
             .calls
@@ -84,7 +107,22 @@ impl WindowAggregate {
                 Accumulator::new(call.function, call.distinct, &input, output)
             })
             .collect::<Result<Vec<_>>>()?;
+        let layout = format!(
+            "window {} ms; keys [{}]; {}",
+            spec.window.size(),
+            key_types
+                .iter()
+                .map(|t| t.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            accumulators
+                .iter()
+                .map(|a| format!("{:?}({}) {}", a.function, a.input, a.values.kind().1))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         Ok(WindowAggregate {
+            layout,
             size: spec.window.size(),
             spec,
             table_name: table_name.to_string(),
@@ -315,6 +353,119 @@ impl Operator for WindowAggregate {
         let accs: usize = self.accumulators.iter().map(|a| a.state_bytes()).sum();
         self.groups.key_bytes + groups * (8 + 8 + 16 + 4) + accs
     }
+
+    /// Writes the watermark and the live groups (see the module documentation for the layout).
+    /// O(state): one pass over the open windows, then one per aggregate.
+    fn snapshot(&self, out: &mut Vec<u8>) -> Result<()> {
+        let at = out.len();
+        let result = self.write_state(out);
+        if result.is_err() {
+            out.truncate(at);
+        }
+        result
+    }
+
+    /// Replaces the state with one written by [`snapshot`](Self::snapshot). The whole blob is
+    /// checked and decoded before anything is replaced: on error the operator is unchanged.
+    fn restore(&mut self, state: &[u8]) -> Result<()> {
+        let mut d = Decoder::new(state, CHECKPOINT).frame(MAGIC, VERSION)?;
+        let layout = d.bytes()?;
+        if layout != self.layout.as_bytes() {
+            return Err(Error::Internal(format!(
+                "{CHECKPOINT} was written for another plan: it holds `{}`, this operator is `{}`",
+                String::from_utf8_lossy(layout),
+                self.layout
+            )));
+        }
+        let watermark = Watermark(d.i64()?);
+        let mut table = HashTable::new();
+        let mut groups = Groups::default();
+        let mut windows = std::collections::BTreeMap::new();
+        let n_windows = d.len_prefix(16)?;
+        let mut previous = None;
+        for _ in 0..n_windows {
+            let start = d.i64()?;
+            if previous.is_some_and(|p| p >= start) {
+                return Err(d.error("window starts are not increasing"));
+            }
+            previous = Some(start);
+            let n = d.len_prefix(4)?;
+            if groups.hashes.len() + n >= u32::MAX as usize {
+                return Err(d.error("more groups than group ids"));
+            }
+            groups.hashes.reserve(n);
+            groups.window.reserve(n);
+            groups.keys.reserve(n);
+            for _ in 0..n {
+                let key = d.bytes()?;
+                let hash = self.hasher.hash_one((start, key));
+                let before = groups.hashes.len();
+                find_or_insert(&mut table, &mut groups, &mut windows, hash, start, key);
+                if groups.hashes.len() == before {
+                    return Err(d.error(format!("a group of window {start} appears twice")));
+                }
+            }
+        }
+        let n_accumulators = d.u32()? as usize;
+        if n_accumulators != self.accumulators.len() {
+            return Err(d.error(format!(
+                "{n_accumulators} aggregates, this operator has {}",
+                self.accumulators.len()
+            )));
+        }
+        let n = groups.hashes.len();
+        let accumulators = self
+            .accumulators
+            .iter()
+            .map(|acc| acc.read_state(&mut d, n))
+            .collect::<Result<Vec<_>>>()?;
+        d.finish()?;
+        for (acc, state) in self.accumulators.iter_mut().zip(accumulators) {
+            acc.install(state);
+        }
+        self.table = table;
+        self.groups = groups;
+        self.windows = windows;
+        self.watermark = watermark;
+        Ok(())
+    }
+}
+
+impl WindowAggregate {
+    fn write_state(&self, out: &mut Vec<u8>) -> Result<()> {
+        // Live groups in checkpoint order: by window, then as listed in the window.
+        let order: Vec<u32> = self.windows.values().flatten().copied().collect();
+        if let Some(acc) = self
+            .accumulators
+            .iter()
+            .find(|a| a.counts.len() < self.groups.hashes.len())
+        {
+            return Err(Error::Internal(format!(
+                "aggregate state has {} groups, the group table {}",
+                acc.counts.len(),
+                self.groups.hashes.len()
+            )));
+        }
+        let mut e = Encoder::new(out);
+        e.reserve(FRAME_HEADER + self.layout.len() + 64 + self.state_bytes());
+        let frame = e.begin_frame(MAGIC, VERSION);
+        e.bytes(self.layout.as_bytes())?;
+        e.i64(self.watermark.0);
+        e.len_prefix(self.windows.len());
+        for (&start, ids) in &self.windows {
+            e.i64(start);
+            e.len_prefix(ids.len());
+            for &id in ids {
+                e.bytes(&self.groups.keys[id as usize])?;
+            }
+        }
+        e.u32(self.accumulators.len() as u32);
+        for acc in &self.accumulators {
+            acc.write_state(&order, &mut e)?;
+        }
+        e.end_frame(frame);
+        Ok(())
+    }
 }
 
 /// How an accumulator holds its values.
@@ -328,6 +479,38 @@ enum Values {
     Rows(Vec<Option<OwnedRow>>, RowConverter),
     Distinct(Vec<HashSet<Box<[u8]>>>, RowConverter),
     None,
+}
+
+impl Values {
+    /// The checkpoint tag and name of this kind of state.
+    fn kind(&self) -> (u8, &'static str) {
+        match self {
+            Values::None => (0, "count"),
+            Values::I64(_) => (1, "i64"),
+            Values::I128(_) => (2, "i128"),
+            Values::MinMax128(_) => (3, "min/max i128"),
+            Values::F64(_) => (4, "f64"),
+            Values::Rows(..) => (5, "rows"),
+            Values::Distinct(..) => (6, "distinct"),
+        }
+    }
+}
+
+/// One accumulator's state read from a checkpoint, not yet installed.
+struct RestoredAccumulator {
+    counts: Vec<i64>,
+    values: RestoredValues,
+    heap_bytes: usize,
+}
+
+enum RestoredValues {
+    None,
+    I64(Vec<i64>),
+    /// For both `Values::I128` and `Values::MinMax128`.
+    I128(Vec<i128>),
+    F64(Vec<f64>),
+    Rows(Vec<Option<OwnedRow>>),
+    Distinct(Vec<HashSet<Box<[u8]>>>),
 }
 
 /// One aggregate's state for every group: `values` plus a count of accepted inputs (also the
@@ -411,6 +594,112 @@ impl Accumulator {
             counts: vec![],
             heap_bytes: 0,
         })
+    }
+
+    /// Writes the state of groups `order` (each id below `counts.len()`), in that order.
+    fn write_state(&self, order: &[u32], e: &mut Encoder<'_>) -> Result<()> {
+        e.u8(self.values.kind().0);
+        e.i64s(order.iter().map(|&g| self.counts[g as usize]));
+        match &self.values {
+            Values::None => {}
+            Values::I64(v) => e.i64s(order.iter().map(|&g| v[g as usize])),
+            Values::I128(v) | Values::MinMax128(v) => e.i128s(order.iter().map(|&g| v[g as usize])),
+            Values::F64(v) => e.f64s(order.iter().map(|&g| v[g as usize])),
+            Values::Rows(v, _) => {
+                for &g in order {
+                    match &v[g as usize] {
+                        None => e.u8(0),
+                        Some(row) => {
+                            e.u8(1);
+                            e.bytes(row.row().as_ref())?;
+                        }
+                    }
+                }
+            }
+            Values::Distinct(v, _) => {
+                for &g in order {
+                    let set = &v[g as usize];
+                    e.len_prefix(set.len());
+                    for value in set {
+                        e.bytes(value)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads what [`write_state`](Self::write_state) wrote for `n` groups, re-parsing rows with
+    /// this accumulator's converter.
+    fn read_state(&self, d: &mut Decoder<'_>, n: usize) -> Result<RestoredAccumulator> {
+        let (tag, kind) = self.values.kind();
+        let found = d.u8()?;
+        if found != tag {
+            return Err(d.error(format!(
+                "aggregate state of kind {found}, expected {tag} ({kind})"
+            )));
+        }
+        let counts = d.i64s(n)?;
+        let mut heap_bytes = 0;
+        let values = match &self.values {
+            Values::None => RestoredValues::None,
+            Values::I64(_) => RestoredValues::I64(d.i64s(n)?),
+            Values::I128(_) | Values::MinMax128(_) => RestoredValues::I128(d.i128s(n)?),
+            Values::F64(_) => RestoredValues::F64(d.f64s(n)?),
+            Values::Rows(_, converter) => {
+                let parser = converter.parser();
+                let mut rows = Vec::with_capacity(n.min(d.remaining()));
+                for _ in 0..n {
+                    rows.push(match d.u8()? {
+                        0 => None,
+                        1 => {
+                            let bytes = d.bytes()?;
+                            heap_bytes += bytes.len() + 24;
+                            Some(parser.parse(bytes).owned())
+                        }
+                        other => return Err(d.error(format!("row flag {other}"))),
+                    });
+                }
+                RestoredValues::Rows(rows)
+            }
+            Values::Distinct(..) => {
+                let mut sets = Vec::with_capacity(n.min(d.remaining() / 8));
+                for _ in 0..n {
+                    let m = d.len_prefix(4)?;
+                    let mut set = HashSet::with_capacity(m);
+                    for _ in 0..m {
+                        let value = d.bytes()?;
+                        heap_bytes += value.len() + 24;
+                        if !set.insert(Box::from(value)) {
+                            return Err(d.error("a DISTINCT value appears twice"));
+                        }
+                    }
+                    sets.push(set);
+                }
+                RestoredValues::Distinct(sets)
+            }
+        };
+        Ok(RestoredAccumulator {
+            counts,
+            values,
+            heap_bytes,
+        })
+    }
+
+    /// Replaces the state with one from [`read_state`](Self::read_state) of this accumulator.
+    fn install(&mut self, state: RestoredAccumulator) {
+        self.counts = state.counts;
+        self.heap_bytes = state.heap_bytes;
+        match (&mut self.values, state.values) {
+            (Values::None, RestoredValues::None) => {}
+            (Values::I64(v), RestoredValues::I64(r)) => *v = r,
+            (Values::I128(v) | Values::MinMax128(v), RestoredValues::I128(r)) => *v = r,
+            (Values::F64(v), RestoredValues::F64(r)) => *v = r,
+            (Values::Rows(v, _), RestoredValues::Rows(r)) => *v = r,
+            (Values::Distinct(v, _), RestoredValues::Distinct(r)) => *v = r,
+            // `read_state` builds the kind of `self.values`; nothing else can arrive.
+            _ => {}
+        }
     }
 
     fn resize(&mut self, n: usize) {
@@ -859,6 +1148,7 @@ mod tests {
     use arrow::datatypes::{Field, Schema, TimeUnit};
     use datafusion::physical_expr::expressions::{col, lit};
     use flowline_core::plan::{AggregateCall, WindowKind};
+    use proptest::prelude::*;
 
     fn spec() -> AggregateSpec {
         let ts = DataType::Timestamp(TimeUnit::Millisecond, None);
@@ -973,5 +1263,414 @@ mod tests {
         }
         assert_eq!(finish(merged), expected);
         assert!(out.rejects.is_empty() && out.messages.is_empty());
+    }
+
+    // ------------------------------------------------------------------------- checkpoints
+
+    /// One input row of [`rich_spec`]: `k`, `v`, `f`, `d` (hundredths), event time.
+    type RichRow = (
+        Option<&'static str>,
+        Option<i64>,
+        Option<f64>,
+        Option<i128>,
+        i64,
+    );
+
+    /// Every kind of accumulator state: COUNT, COUNT(DISTINCT) of a string and of an integer,
+    /// SUM/AVG of integers (i128), floats (f64) and decimals (i128), MIN/MAX of integers,
+    /// floats, decimals and strings (rows). Grouped by `k`, or only by window.
+    fn rich_spec(keyed: bool) -> AggregateSpec {
+        use AggregateFunction::*;
+        let ts = DataType::Timestamp(TimeUnit::Millisecond, None);
+        let dec = DataType::Decimal128(10, 2);
+        let input = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Utf8, true),
+            Field::new("v", DataType::Int64, true),
+            Field::new("f", DataType::Float64, true),
+            Field::new("d", dec.clone(), true),
+            Field::new("window_start", ts.clone(), false),
+            Field::new("window_end", ts.clone(), false),
+        ]));
+        let c = |name: &str| col(name, &input).unwrap();
+        let (i64t, f64t, utf8) = (DataType::Int64, DataType::Float64, DataType::Utf8);
+        let calls = vec![
+            (Count, lit(1i64), false, i64t.clone()),
+            (Count, c("v"), false, i64t.clone()),
+            (Count, c("k"), true, i64t.clone()),
+            (Count, c("v"), true, i64t.clone()),
+            (Sum, c("v"), false, i64t.clone()),
+            (Sum, c("f"), false, f64t.clone()),
+            (Sum, c("d"), false, DataType::Decimal128(38, 2)),
+            (Avg, c("v"), false, f64t.clone()),
+            (Avg, c("f"), false, f64t.clone()),
+            (Avg, c("d"), false, DataType::Decimal128(38, 6)),
+            (Min, c("v"), false, i64t.clone()),
+            (Max, c("v"), false, i64t),
+            (Min, c("f"), false, f64t.clone()),
+            (Max, c("f"), false, f64t),
+            (Min, c("d"), false, dec.clone()),
+            (Max, c("d"), false, dec),
+            (Min, c("k"), false, utf8.clone()),
+            (Max, c("k"), false, utf8.clone()),
+        ];
+        let mut group_exprs = vec![c("window_start"), c("window_end")];
+        let mut fields = vec![
+            Field::new("window_start", ts.clone(), false),
+            Field::new("window_end", ts, false),
+        ];
+        if keyed {
+            group_exprs.push(c("k"));
+            fields.push(Field::new("k", utf8, true));
+        }
+        for (i, (.., output)) in calls.iter().enumerate() {
+            fields.push(Field::new(format!("a{i}"), output.clone(), true));
+        }
+        AggregateSpec {
+            group_exprs,
+            window_start: 0,
+            window_end: 1,
+            window: WindowKind::Tumble { size: 10 },
+            calls: calls
+                .into_iter()
+                .map(|(function, arg, distinct, _)| AggregateCall {
+                    function,
+                    arg,
+                    distinct,
+                    filter: None,
+                })
+                .collect(),
+            input_schema: input,
+            schema: Arc::new(Schema::new(fields)),
+        }
+    }
+
+    fn rich_batch(rows: &[RichRow]) -> RecordBatch {
+        let starts: Vec<i64> = rows.iter().map(|r| r.4 - r.4.rem_euclid(10)).collect();
+        RecordBatch::try_new(
+            rich_spec(true).input_schema,
+            vec![
+                Arc::new(StringArray::from_iter(rows.iter().map(|r| r.0))),
+                Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.1))),
+                Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.2))),
+                Arc::new(
+                    Decimal128Array::from_iter(rows.iter().map(|r| r.3))
+                        .with_precision_and_scale(10, 2)
+                        .unwrap(),
+                ),
+                Arc::new(TimestampMillisecondArray::from(starts.clone())),
+                Arc::new(TimestampMillisecondArray::from_iter_values(
+                    starts.iter().map(|s| s + 10),
+                )),
+            ],
+        )
+        .unwrap()
+    }
+
+    /// A stream run: batches of `batch` rows, each followed by a watermark `lag` behind the
+    /// newest event time seen, then the end of input.
+    fn stream(rows: &[RichRow], batch: usize, lag: i64) -> Vec<Message> {
+        let mut messages = vec![];
+        let mut newest = i64::MIN;
+        for chunk in rows.chunks(batch) {
+            messages.push(Message::Data(rich_batch(chunk)));
+            newest = chunk.iter().map(|r| r.4).fold(newest, i64::max);
+            messages.push(Message::Watermark(Watermark(newest - lag)));
+        }
+        messages.push(Message::Watermark(Watermark::MAX));
+        messages.push(Message::EndOfInput);
+        messages
+    }
+
+    /// Everything an operator produced, in order.
+    #[derive(Debug, PartialEq)]
+    enum Produced {
+        Data(RecordBatch),
+        Watermark(Watermark),
+        End,
+        Reject(Reject),
+    }
+
+    fn run(op: &mut WindowAggregate, messages: &[Message]) -> Vec<Produced> {
+        let mut produced = vec![];
+        for message in messages {
+            let mut out = Output::default();
+            op.process(message.clone(), &mut out).unwrap();
+            produced.extend(out.rejects.into_iter().map(Produced::Reject));
+            produced.extend(out.messages.into_iter().map(|m| match m {
+                Message::Data(b) => Produced::Data(b),
+                Message::Watermark(w) => Produced::Watermark(w),
+                Message::EndOfInput => Produced::End,
+            }));
+        }
+        produced
+    }
+
+    /// The tracked state sizes: key bytes, and heap bytes per accumulator.
+    fn counters(op: &WindowAggregate) -> (usize, Vec<usize>) {
+        let heap = op.accumulators.iter().map(|a| a.heap_bytes).collect();
+        (op.groups.key_bytes, heap)
+    }
+
+    /// The same sizes, recounted from the live groups.
+    fn recount(op: &WindowAggregate) -> (usize, Vec<usize>) {
+        let live: Vec<usize> = op.windows.values().flatten().map(|&g| g as usize).collect();
+        let keys = live.iter().map(|&g| op.groups.keys[g].len()).sum();
+        let heap = op
+            .accumulators
+            .iter()
+            .map(|a| match &a.values {
+                Values::Rows(rows, _) => live
+                    .iter()
+                    .filter_map(|&g| rows[g].as_ref())
+                    .map(|r| r.row().as_ref().len() + 24)
+                    .sum(),
+                Values::Distinct(sets, _) => live
+                    .iter()
+                    .flat_map(|&g| &sets[g])
+                    .map(|v| v.len() + 24)
+                    .sum(),
+                _ => 0,
+            })
+            .collect();
+        (keys, heap)
+    }
+
+    fn snapshot(op: &WindowAggregate) -> Vec<u8> {
+        let mut blob = vec![];
+        op.snapshot(&mut blob).unwrap();
+        blob
+    }
+
+    fn rich_row() -> impl Strategy<Value = RichRow> {
+        (
+            prop::option::weighted(
+                0.9,
+                prop::sample::select(vec!["a", "b", "c", "", "é", "zz"]),
+            ),
+            prop::option::weighted(0.9, -50i64..50),
+            prop::option::weighted(0.9, (-400i32..400).prop_map(|x| f64::from(x) / 8.0)),
+            prop::option::weighted(0.9, (-10_000i64..10_000).prop_map(i128::from)),
+            -20i64..30,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 64,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        /// Snapshot at any point of a stream, restore into a new operator, continue: the
+        /// output (batches, watermarks, late rejects) is that of an uninterrupted run.
+        #[test]
+        fn restored_operator_continues_like_an_uninterrupted_one(
+            keyed in any::<bool>(),
+            jittered in prop::collection::vec(rich_row(), 0..120),
+            batch in 1usize..30,
+            lag in 0i64..30,
+            cut in any::<prop::sample::Index>(),
+        ) {
+            // Event times grow with the row number, jittered, so rows are sometimes late.
+            let rows: Vec<RichRow> = jittered
+                .into_iter()
+                .enumerate()
+                .map(|(i, (k, v, f, d, jitter))| (k, v, f, d, i as i64 * 2 + jitter))
+                .collect();
+            let messages = stream(&rows, batch, lag);
+            let mut whole = WindowAggregate::new(rich_spec(keyed), "t").unwrap();
+            let expected = run(&mut whole, &messages);
+
+            let cut = cut.index(messages.len() + 1);
+            let mut before = WindowAggregate::new(rich_spec(keyed), "t").unwrap();
+            let mut produced = run(&mut before, &messages[..cut]);
+            let blob = snapshot(&before);
+            let mut after = WindowAggregate::new(rich_spec(keyed), "t").unwrap();
+            after.restore(&blob).unwrap();
+            prop_assert_eq!(after.watermark, before.watermark);
+            prop_assert_eq!(counters(&before), recount(&before));
+            prop_assert_eq!(counters(&after), counters(&before));
+            prop_assert_eq!(counters(&after), recount(&after));
+            // The restored state holds no freed group slots.
+            prop_assert!(after.state_bytes() <= before.state_bytes());
+            produced.extend(run(&mut after, &messages[cut..]));
+            prop_assert_eq!(produced, expected);
+        }
+    }
+
+    #[test]
+    fn restored_watermark_still_rejects_late_rows() {
+        let mut op = WindowAggregate::new(spec(), "t").unwrap();
+        let mut out = Output::default();
+        let early = [(Some("a"), Some(1), 5), (Some("b"), Some(2), 25)];
+        op.process(Message::Data(batch(&early)), &mut out).unwrap();
+        // Fires [0, 10) and closes [10, 20); [20, 30) stays open.
+        op.process(Message::Watermark(Watermark(19)), &mut out)
+            .unwrap();
+        assert_eq!(out.messages.len(), 2);
+        let blob = snapshot(&op);
+
+        let mut restored = WindowAggregate::new(spec(), "t").unwrap();
+        restored.restore(&blob).unwrap();
+        let mut out = Output::default();
+        let later = [
+            (Some("a"), Some(7), 3),
+            (Some("c"), Some(1), 15),
+            (Some("b"), Some(3), 26),
+        ];
+        restored
+            .process(Message::Data(batch(&later)), &mut out)
+            .unwrap();
+        assert_eq!(out.rejects.len(), 2, "{:?}", out.rejects);
+        for (reject, window) in out.rejects.iter().zip([[0, 10], [10, 20]]) {
+            assert_eq!(reject.reason, RejectReason::Late);
+            assert_eq!(reject.watermark, Some(Watermark(19).display()));
+            assert_eq!(reject.window, Some(window.map(|t| Watermark(t).display())));
+        }
+        // An older watermark neither re-fires nor moves the watermark back.
+        restored
+            .process(Message::Watermark(Watermark(12)), &mut out)
+            .unwrap();
+        assert!(!out.messages.iter().any(|m| matches!(m, Message::Data(_))));
+        assert_eq!(restored.watermark, Watermark(19));
+
+        // The open window holds the row from before the snapshot and the one after it.
+        let mut uninterrupted = WindowAggregate::new(spec(), "t").unwrap();
+        let mut out = Output::default();
+        for m in [
+            Message::Data(batch(&early)),
+            Message::Watermark(Watermark(19)),
+            Message::Data(batch(&later)),
+        ] {
+            uninterrupted.process(m, &mut out).unwrap();
+        }
+        let fired = finish(restored);
+        assert_eq!(fired, finish(uninterrupted));
+        assert_eq!(fired.len(), 1);
+        assert_eq!(fired[0].num_rows(), 1);
+        assert_eq!(fired[0].column(4).as_primitive::<Int64Type>().value(0), 5);
+    }
+
+    #[test]
+    fn corrupt_truncated_or_foreign_checkpoints_are_refused_without_panicking() {
+        let rows: Vec<(Option<&str>, Option<i64>, i64)> = (0..40)
+            .map(|i: i64| {
+                let k = [Some("a"), Some("bb"), None, Some("ccc")][(i % 4) as usize];
+                (k, (i % 5 != 0).then_some(i * 7 % 13), i % 30)
+            })
+            .collect();
+        let mut op = WindowAggregate::new(spec(), "t").unwrap();
+        let mut out = Output::default();
+        op.process(Message::Data(batch(&rows)), &mut out).unwrap();
+        op.process(Message::Watermark(Watermark(9)), &mut out)
+            .unwrap();
+        let blob = snapshot(&op);
+        let expected = finish(op);
+
+        // `target` holds a good state; no failed restore may change it.
+        let mut target = WindowAggregate::new(spec(), "t").unwrap();
+        target.restore(&blob).unwrap();
+        let mut error = |bytes: &[u8]| match target.restore(bytes) {
+            Ok(()) => panic!("accepted a bad checkpoint of {} bytes", bytes.len()),
+            Err(e) => e.to_string(),
+        };
+        for cut in 0..blob.len() {
+            assert!(error(&blob[..cut]).contains(CHECKPOINT), "cut at {cut}");
+        }
+        for i in 0..blob.len() {
+            let mut bad = blob.clone();
+            bad[i] ^= 0x41;
+            assert!(error(&bad).contains(CHECKPOINT), "byte {i} changed");
+        }
+        let mut extended = blob.clone();
+        extended.extend_from_slice(b"more");
+        error(&extended);
+        assert!(error(b"").contains("truncated"));
+        let wrong = error(b"not a checkpoint at all");
+        assert!(
+            wrong.contains("window-aggregate") && wrong.contains("tag"),
+            "{wrong}"
+        );
+        let mut newer = blob.clone();
+        newer[4] = VERSION + 1;
+        assert!(error(&newer).contains("version"));
+        let foreign = snapshot(&WindowAggregate::new(rich_spec(true), "t").unwrap());
+        assert!(error(&foreign).contains("another plan"));
+        // Garbage, with and without a valid frame around it.
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let frame = |payload: &[u8]| {
+            let mut framed = vec![];
+            let mut e = Encoder::new(&mut framed);
+            let f = e.begin_frame(MAGIC, VERSION);
+            e.raw(payload);
+            e.end_frame(f);
+            framed
+        };
+        for len in 0..200 {
+            let garbage: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            error(&garbage);
+            error(&frame(&garbage));
+        }
+        // Payloads cut short behind a valid checksum are refused too.
+        let payload = &blob[FRAME_HEADER..];
+        for cut in 0..payload.len() {
+            error(&frame(&payload[..cut]));
+        }
+        // Altered payloads behind a valid checksum (a forged blob, not corruption) may restore
+        // to other values, but never panic.
+        for i in 0..payload.len() {
+            for flip in [0x01, 0x80, 0xff] {
+                let mut altered = payload.to_vec();
+                altered[i] ^= flip;
+                let mut probe = WindowAggregate::new(spec(), "t").unwrap();
+                let _ = probe.restore(&frame(&altered));
+            }
+        }
+        assert_eq!(finish(target), expected);
+    }
+
+    #[test]
+    fn the_state_of_a_fresh_operator_restores_to_an_empty_one() {
+        let blob = snapshot(&WindowAggregate::new(spec(), "t").unwrap());
+        let rows = [
+            (Some("a"), Some(1), 5),
+            (None, Some(2), 7),
+            (Some("b"), None, 130),
+        ];
+        let mut reference = WindowAggregate::new(spec(), "t").unwrap();
+        let mut out = Output::default();
+        reference
+            .process(Message::Data(batch(&rows)), &mut out)
+            .unwrap();
+        let expected = finish(reference);
+
+        let mut fresh = WindowAggregate::new(spec(), "t").unwrap();
+        fresh.restore(&blob).unwrap();
+        assert_eq!(fresh.state_bytes(), 0);
+        assert_eq!(snapshot(&fresh), blob);
+
+        // Restoring it into an operator with state and a watermark empties it.
+        let mut used = WindowAggregate::new(spec(), "t").unwrap();
+        used.process(Message::Data(batch(&rows)), &mut out).unwrap();
+        used.process(Message::Watermark(Watermark(100)), &mut out)
+            .unwrap();
+        assert!(used.state_bytes() > 0);
+        used.restore(&blob).unwrap();
+        assert_eq!(used.state_bytes(), 0);
+        assert_eq!(counters(&used), (0, vec![0; 6]));
+        assert_eq!(used.watermark, Watermark::MIN);
+
+        for mut op in [fresh, used] {
+            let mut out = Output::default();
+            op.process(Message::Data(batch(&rows)), &mut out).unwrap();
+            assert!(out.rejects.is_empty());
+            assert_eq!(finish(op), expected);
+        }
     }
 }
