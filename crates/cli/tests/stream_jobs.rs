@@ -405,3 +405,95 @@ fn trigger_once_then_available_now_resume_where_they_stopped() {
     assert_eq!(count, want.len());
     assert_exact(&rows, &want);
 }
+
+fn rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_slow_sink_holds_the_source_back_and_memory_stays_bounded() {
+    use std::io::Read;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    create_topic(dir);
+    let sql = dir.join("slow.sql");
+    std::fs::write(
+        &sql,
+        "CREATE TABLE events (user_id STRING, amount BIGINT, ts TIMESTAMP(3))
+           WITH ('connector' = 'log', 'topic' = 'events', 'log.dir' = 'log',
+                 'properties.group.id' = 'slow');
+         CREATE TABLE shown WITH ('connector' = 'print', 'format' = 'json');
+         INSERT INTO shown SELECT user_id, amount, ts FROM events;\n",
+    )
+    .unwrap();
+    let mut child = flowline(
+        dir,
+        &[
+            "run",
+            sql.to_str().unwrap(),
+            "--mode",
+            "stream",
+            "--checkpoint-interval",
+            "200ms",
+            "--state-dir",
+            "state",
+            "--quiet",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let baseline = rss_kb(child.id());
+    assert!(baseline > 0, "cannot read the job's memory");
+
+    // The sink (our end of its stdout pipe) reads nothing while ~45 MB of events arrive.
+    const EVENTS: u64 = 500_000;
+    let started = Instant::now();
+    produce(dir, 0..EVENTS);
+    let mut peak = baseline;
+    while started.elapsed() < Duration::from_secs(4) {
+        peak = peak.max(rss_kb(child.id()));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = Log::open(dir.join("log")).unwrap();
+    let topic = log.topic("events").unwrap();
+    let lag: u64 = topic.lag("slow").unwrap().values().sum();
+    assert!(
+        lag > EVENTS / 2,
+        "the job was held back by its sink: most events are still unread (lag {lag})"
+    );
+    let growth_mb = (peak - baseline) / 1024;
+    eprintln!("baseline {baseline} kB, peak {peak} kB, lag {lag} of {EVENTS} events");
+    assert!(
+        growth_mb < 40,
+        "memory grew by {growth_mb} MB while the sink was blocked (baseline {} MB)",
+        baseline / 1024
+    );
+
+    // Now the sink drains: every event arrives, once.
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut lines = 0u64;
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = stdout.read(&mut buf).unwrap();
+            if n == 0 {
+                return lines;
+            }
+            lines += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while topic.lag("slow").unwrap().values().sum::<u64>() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    terminate(&mut child);
+    assert_eq!(reader.join().unwrap(), EVENTS);
+}

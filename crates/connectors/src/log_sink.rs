@@ -68,10 +68,19 @@ pub(crate) struct LogConfig {
 pub(crate) fn parse(def: &TableDef) -> Result<LogConfig> {
     options::check_known(def, LOG_SINK_OPTIONS)?;
     let topic = options::required(def, "topic")?.trim().to_string();
-    if topic.is_empty() {
+    let valid_name = !topic.is_empty()
+        && topic.len() <= 200
+        && !topic.starts_with('.')
+        && topic
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+    if !valid_name {
         return Err(Error::option(
             &def.name,
-            "option `topic` is empty: name a topic of the log",
+            format!(
+                "invalid value '{topic}' for option `topic`: a topic name is 1 to 200 letters, \
+                 digits, `.`, `_` or `-`, not starting with `.`"
+            ),
         ));
     }
     let format = match def.option("format") {
@@ -160,11 +169,7 @@ fn encode_rows(batch: &RecordBatch, format: LogFormat) -> Result<Vec<Vec<u8>>> {
             writer.write(batch)?;
             writer.finish()?;
             // JSON escapes line breaks inside strings: every line is one row.
-            values.extend(
-                buf.split(|b| *b == b'\n')
-                    .take(rows)
-                    .map(<[u8]>::to_vec),
-            );
+            values.extend(buf.split(|b| *b == b'\n').take(rows).map(<[u8]>::to_vec));
         }
         LogFormat::Csv => {
             // A CSV value may hold a line break: write row by row (the writer flushes after every
@@ -484,11 +489,11 @@ fn staged_mismatch(path: &Path, epoch: u64) -> Error {
     )
 }
 
+/// A staged record: partition, key, value.
+type StagedRecord = (u32, Option<Vec<u8>>, Vec<u8>);
+
 /// Reads one staged record; `None` at the end of the file.
-fn read_record(
-    reader: &mut BufReader<File>,
-    path: &Path,
-) -> Result<Option<(u32, Option<Vec<u8>>, Vec<u8>)>> {
+fn read_record(reader: &mut BufReader<File>, path: &Path) -> Result<Option<StagedRecord>> {
     let io = |e: std::io::Error| Error::io("read", path, e);
     if reader.fill_buf().map_err(io)?.is_empty() {
         return Ok(None);
@@ -535,7 +540,9 @@ fn open_topic(def: &TableDef, name: &str, ctx: &SinkContext) -> Result<Topic> {
         .map_err(|e| {
             Error::option(
                 &def.name,
-                format!("option `topic` names topic `{name}`, which cannot be opened: {e}; {create}"),
+                format!(
+                    "option `topic` names topic `{name}`, which cannot be opened: {e}; {create}"
+                ),
             )
         })
 }
@@ -571,7 +578,10 @@ impl Sink for LogSink {
         let path = self.staged_path(PENDING);
         let table = self.table.clone();
         let out = self.pending_writer()?;
-        let mut put = |bytes: &[u8]| out.write_all(bytes).map_err(|e| Error::io("write", &path, e));
+        let mut put = |bytes: &[u8]| {
+            out.write_all(bytes)
+                .map_err(|e| Error::io("write", &path, e))
+        };
         for (row, value) in values.iter().enumerate() {
             let key = keys.as_ref().and_then(|k| k[row].as_deref());
             let partition = match key {
@@ -663,10 +673,13 @@ impl Sink for LogSink {
 
 impl Drop for LogSink {
     fn drop(&mut self) {
-        // Epochs: like a crash, staged epochs stay for the next open to publish or remove.
+        self.pending = None;
         if self.temporary {
-            self.pending = None;
             let _ = fs::remove_dir_all(&self.staging);
+        } else {
+            // Epochs: like a crash, staged epochs stay for the next open to publish or remove;
+            // only an empty staging folder is removed (remove_dir fails on anything else).
+            let _ = fs::remove_dir(&self.staging);
         }
     }
 }

@@ -104,7 +104,10 @@ pub enum Prepared {
     /// A print sink: the rows are on standard output already (print is not exactly-once).
     Print { epoch: u64, rows: u64 },
     /// A files sink: the epoch's staged files and where they go (none for an empty epoch).
-    Files { epoch: u64, files: Vec<PreparedFile> },
+    Files {
+        epoch: u64,
+        files: Vec<PreparedFile>,
+    },
     /// A log sink: the file (a name in the sink's staging folder) holding the epoch's encoded
     /// records, and where each partition's records go. `staged` is `None` for an empty epoch.
     Log {
@@ -1063,7 +1066,12 @@ impl Sink for FileSink {
 
 impl Drop for FileSink {
     fn drop(&mut self) {
-        // Epochs: like a crash, the staged files stay for the next open to publish or remove.
+        if let FileMode::Epochs { .. } = self.mode {
+            // Like a crash: staged files stay for the next open to publish or remove. Only an
+            // empty staging folder is removed (remove_dir fails on anything else).
+            self.writers.clear();
+            let _ = fs::remove_dir(&self.staging);
+        }
         if let FileMode::Run {
             committed: false,
             created_dirs,

@@ -64,7 +64,13 @@ fn run_ctx(base: &Path, run_id: &str) -> SinkContext {
 
 fn run(def: &TableDef, base: &Path, run_id: &str, batches: &[RecordBatch]) -> SinkCommit {
     let schema = batches.first().map_or_else(schema, |b| b.schema());
-    let mut sink = open_sink(def, schema, &run_ctx(base, run_id), Box::new(std::io::sink())).unwrap();
+    let mut sink = open_sink(
+        def,
+        schema,
+        &run_ctx(base, run_id),
+        Box::new(std::io::sink()),
+    )
+    .unwrap();
     for b in batches {
         sink.write(b).unwrap();
     }
@@ -232,7 +238,13 @@ fn unpartitioned_sink_is_replaced_as_a_whole() {
     std::fs::write(root.join("README"), "keep").unwrap();
 
     // A run that writes nothing leaves an empty table that still has its header.
-    let mut sink = open_sink(&def, schema(), &run_ctx(dir.path(), "b"), Box::new(std::io::sink())).unwrap();
+    let mut sink = open_sink(
+        &def,
+        schema(),
+        &run_ctx(dir.path(), "b"),
+        Box::new(std::io::sink()),
+    )
+    .unwrap();
     let commit = sink.commit().unwrap();
     assert_eq!(commit.rows, 0);
     assert_eq!(commit.files.len(), 1);
@@ -294,8 +306,13 @@ fn abandoned_sink_leaves_no_staging() {
     let dir = tempfile::tempdir().unwrap();
     let def = files_sink("json", None);
     {
-        let mut sink =
-            open_sink(&def, schema(), &run_ctx(dir.path(), "x"), Box::new(std::io::sink())).unwrap();
+        let mut sink = open_sink(
+            &def,
+            schema(),
+            &run_ctx(dir.path(), "x"),
+            Box::new(std::io::sink()),
+        )
+        .unwrap();
         sink.write(&rows(&[D16], &["a"], &[1])).unwrap();
         assert!(dir.path().join("out/table/.staging-x").exists());
     }
@@ -418,7 +435,13 @@ fn round_trip_sink_to_source() {
 fn sink_option_errors() {
     let dir = tempfile::tempdir().unwrap();
     let open = |def: &TableDef| {
-        open_sink(def, schema(), &run_ctx(dir.path(), "r"), Box::new(std::io::sink())).map(|_| ())
+        open_sink(
+            def,
+            schema(),
+            &run_ctx(dir.path(), "r"),
+            Box::new(std::io::sink()),
+        )
+        .map(|_| ())
     };
 
     let def = table("s", &[], &[("connector", "kafka")]);
@@ -502,7 +525,13 @@ fn print_sink_table_and_json() {
 
     let out = Buffer::default();
     let def = table("p", &[], &[("connector", "print")]);
-    let mut sink = open_sink(&def, schema(), &run_ctx(dir.path(), "r"), Box::new(out.clone())).unwrap();
+    let mut sink = open_sink(
+        &def,
+        schema(),
+        &run_ctx(dir.path(), "r"),
+        Box::new(out.clone()),
+    )
+    .unwrap();
     sink.write(&batch).unwrap();
     assert_eq!(
         out.text(),
@@ -519,7 +548,13 @@ fn print_sink_table_and_json() {
 
     let out = Buffer::default();
     let def = table("p", &[], &[("connector", "print"), ("format", "json")]);
-    let mut sink = open_sink(&def, schema(), &run_ctx(dir.path(), "r"), Box::new(out.clone())).unwrap();
+    let mut sink = open_sink(
+        &def,
+        schema(),
+        &run_ctx(dir.path(), "r"),
+        Box::new(out.clone()),
+    )
+    .unwrap();
     sink.write(&batch).unwrap();
     sink.write(&rows(&[D16], &["oslo"], &[3])).unwrap();
     assert_eq!(
@@ -548,8 +583,18 @@ fn epochs_ctx(base: &Path, job: &str, resume: Option<Prepared>) -> SinkContext {
     }
 }
 
-fn open_epochs(def: &TableDef, base: &Path, resume: Option<Prepared>) -> Box<dyn flowline_connectors::Sink> {
-    open_sink(def, schema(), &epochs_ctx(base, "job", resume), Box::new(std::io::sink())).unwrap()
+fn open_epochs(
+    def: &TableDef,
+    base: &Path,
+    resume: Option<Prepared>,
+) -> Box<dyn flowline_connectors::Sink> {
+    open_sink(
+        def,
+        schema(),
+        &epochs_ctx(base, "job", resume),
+        Box::new(std::io::sink()),
+    )
+    .unwrap()
 }
 
 /// The files a reader of `dir` sees: no hidden (staging) names.
@@ -578,7 +623,8 @@ fn epochs_files_publish_each_epoch_exactly_once_across_crashes() {
 
     // Epoch 1: prepared files are invisible until published.
     let mut sink = open_epochs(&def, base, None);
-    sink.write(&rows(&[D16, D17], &["a", "b"], &[1, 2])).unwrap();
+    sink.write(&rows(&[D16, D17], &["a", "b"], &[1, 2]))
+        .unwrap();
     assert!(visible(&root).is_empty(), "nothing visible while writing");
     let p1 = sink.prepare(1).unwrap();
     let Prepared::Files { epoch: 1, files } = &p1 else {
@@ -616,8 +662,16 @@ fn epochs_files_publish_each_epoch_exactly_once_across_crashes() {
     assert_eq!(p2.rows(), 1);
     sink.write(&rows(&[D17], &["lost"], &[4])).unwrap();
     drop(sink);
-    assert_eq!(visible(&root), after_1, "epoch 2 is not visible before its publish");
-    assert_eq!(staged_files(&root).len(), 2, "epoch 2 prepared, epoch 3 unprepared");
+    assert_eq!(
+        visible(&root),
+        after_1,
+        "epoch 2 is not visible before its publish"
+    );
+    assert_eq!(
+        staged_files(&root).len(),
+        2,
+        "epoch 2 prepared, epoch 3 unprepared"
+    );
 
     // The checkpoint survives in JSON.
     let json = serde_json::to_string(&p2).unwrap();
@@ -627,8 +681,14 @@ fn epochs_files_publish_each_epoch_exactly_once_across_crashes() {
     let sink = open_epochs(&def, base, Some(p2.clone()));
     let after_2 = visible(&root);
     assert_eq!(after_2.len(), 2);
-    assert_eq!(after_2["part-0000000001-0.csv"], after_1["part-0000000001-0.csv"]);
-    assert_eq!(after_2["part-0000000002-0.csv"], "day,city,n\n2026-03-17,c,3\n");
+    assert_eq!(
+        after_2["part-0000000001-0.csv"],
+        after_1["part-0000000001-0.csv"]
+    );
+    assert_eq!(
+        after_2["part-0000000002-0.csv"],
+        "day,city,n\n2026-03-17,c,3\n"
+    );
     assert!(staged_files(&root).is_empty(), "{:?}", staged_files(&root));
     drop(sink);
 
@@ -697,7 +757,8 @@ fn epochs_partitioned_files_survive_a_crash_in_the_middle_of_a_publish() {
     let def = files_sink("json", Some("day"));
 
     let mut sink = open_epochs(&def, base, None);
-    sink.write(&rows(&[D16, D17], &["a", "b"], &[1, 2])).unwrap();
+    sink.write(&rows(&[D16, D17], &["a", "b"], &[1, 2]))
+        .unwrap();
     let p1 = sink.prepare(1).unwrap();
     sink.publish(&p1).unwrap();
     let after_1 = visible(&root);
@@ -846,4 +907,7 @@ fn epochs_files_resume_an_already_published_checkpoint_after_more_writes() {
         vec!["city=a/part-0000000001-0.csv"]
     );
     assert!(staged_files(&root).is_empty());
+    // A sink dropped with nothing staged leaves no staging folder behind.
+    assert_eq!(snapshot(&root).len(), 1);
+    assert!(!root.join(".staging-job").exists());
 }
