@@ -497,3 +497,86 @@ fn a_slow_sink_holds_the_source_back_and_memory_stays_bounded() {
     terminate(&mut child);
     assert_eq!(reader.join().unwrap(), EVENTS);
 }
+
+#[test]
+fn a_log_sink_gets_each_result_once_through_kills_and_the_group_shows_true_lag() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    create_topic(dir);
+    let log = Log::open(dir.join("log")).unwrap();
+    log.create_topic(
+        "totals",
+        TopicConfig {
+            partitions: 2,
+            ..TopicConfig::default()
+        },
+    )
+    .unwrap();
+    let sql = dir.join("to_log.sql");
+    std::fs::write(
+        &sql,
+        "CREATE TABLE events (user_id STRING, amount BIGINT, ts TIMESTAMP(3),
+             WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+           WITH ('connector' = 'log', 'topic' = 'events', 'log.dir' = 'log',
+                 'properties.group.id' = 'totals-job');
+         CREATE TABLE totals WITH ('connector' = 'log', 'topic' = 'totals', 'log.dir' = 'log',
+                                   'key.fields' = 'user_id');
+         INSERT INTO totals
+         SELECT window_start, user_id, COUNT(*) AS n, SUM(amount) AS total
+         FROM TABLE(TUMBLE(TABLE events, DESCRIPTOR(ts), INTERVAL '1' SECOND))
+         GROUP BY window_start, window_end, user_id;\n",
+    )
+    .unwrap();
+    let producer_dir = dir.to_path_buf();
+    const EVENTS: u64 = 3000;
+    let producer = std::thread::spawn(move || {
+        for start in (0..EVENTS).step_by(300) {
+            produce(&producer_dir, start..start + 300);
+            std::thread::sleep(Duration::from_millis(80));
+        }
+    });
+    let mut rng = Lcg(7);
+    let mut child = start_stream(dir, &sql, "state");
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(150 + rng.below(400)));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        child = start_stream(dir, &sql, "state");
+    }
+    producer.join().unwrap();
+    close_windows(dir);
+    let want = expected(EVENTS);
+    let totals = log.topic("totals").unwrap();
+    let count = |t: &flowline_log::Topic| -> u64 {
+        (0..2).map(|p| t.offsets(p).unwrap().1).sum()
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while count(&totals) < want.len() as u64 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    terminate(&mut child);
+
+    let mut got = Results::new();
+    for p in 0..2 {
+        let mut reader = totals.reader(p).unwrap();
+        for r in reader.read(0, usize::MAX, usize::MAX).unwrap() {
+            let v: Value = serde_json::from_slice(&r.value).unwrap();
+            let user = v["user_id"].as_str().unwrap().to_string();
+            assert_eq!(r.key.as_deref(), Some(user.as_bytes()), "keyed by user_id");
+            assert_eq!(p, totals.partition_for_key(user.as_bytes()));
+            let start = v["window_start"].as_str().unwrap().trim_end_matches(".000");
+            let key = (start.to_string(), user);
+            let value = (v["n"].as_i64().unwrap(), v["total"].as_i64().unwrap());
+            assert!(got.insert(key.clone(), value).is_none(), "{key:?} twice");
+        }
+    }
+    assert_exact(&got, &want);
+    // Offsets were committed to the group after the sinks committed: no lag is left.
+    let events = log.topic("events").unwrap();
+    let lag: u64 = events.lag("totals-job").unwrap().values().sum();
+    assert_eq!(lag, 0);
+    let described = run(dir, &["log", "describe", "events", "--log-dir", "log", "--json"]);
+    let described = String::from_utf8_lossy(&described.stdout);
+    assert!(described.contains("totals-job"), "{described}");
+}
