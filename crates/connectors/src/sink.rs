@@ -689,6 +689,9 @@ impl FileSink {
                     .map_err(|e| Error::io("create", &sink.staging, e))?;
                 if let Some(prepared) = resume {
                     sink.publish_epoch(prepared)?;
+                    // Published epochs after the resumed checkpoint exist only when the job fell
+                    // back past a corrupt newest checkpoint: the replay writes them again.
+                    remove_epochs_after(&sink.root, prepared.epoch())?;
                 }
                 sink.clear_staging()?;
             }
@@ -1087,4 +1090,35 @@ impl Drop for FileSink {
             }
         }
     }
+}
+
+/// Removes published epoch files (`part-<epoch>-<n>.<ext>`, any partition folder) of epochs
+/// after `epoch`. Hidden folders (staging) are skipped.
+fn remove_epochs_after(root: &Path, epoch: u64) -> Result<()> {
+    let entries = match fs::read_dir(root) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io("read", root, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("read", root, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_epochs_after(&path, epoch)?;
+            continue;
+        }
+        let file_epoch = name
+            .strip_prefix("part-")
+            .and_then(|rest| rest.split('-').next())
+            .filter(|digits| digits.len() == 10)
+            .and_then(|digits| digits.parse::<u64>().ok());
+        if file_epoch.is_some_and(|e| e > epoch) {
+            fs::remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
+        }
+    }
+    Ok(())
 }
