@@ -649,3 +649,21 @@ fn a_corrupt_newest_checkpoint_falls_back_and_a_torn_log_tail_is_cut() {
     assert_eq!(count, want.len());
     assert_exact(&rows, &want);
 }
+
+#[test]
+fn batch_mode_reads_a_topic_to_its_end_and_closes_every_window() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    create_topic(dir);
+    produce(dir, 0..2000);
+    let sql = pipeline(dir, "job", "out", "1");
+    let out = run(dir, &["run", sql.to_str().unwrap(), "--mode", "batch"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // A bounded read ends with the maximum watermark: the last windows close too.
+    let (rows, count) = results(&dir.join("out"));
+    let want = expected(2000);
+    assert_eq!(count, want.len());
+    assert_exact(&rows, &want);
+    let summary = String::from_utf8_lossy(&out.stderr);
+    assert!(summary.contains("2000 rows from events"), "{summary}");
+}

@@ -119,6 +119,8 @@ pub struct OpenedPipeline {
     /// The pipeline's name (`SET 'pipeline.name'`, else the file's stem).
     pub name: String,
     pub state_dir: PathBuf,
+    /// The default folder of the embedded log.
+    pub log_dir: PathBuf,
     hash: String,
     sources: BTreeMap<String, Arc<FileSource>>,
     pub(crate) log_sources: BTreeMap<String, Arc<LogSource>>,
@@ -401,6 +403,7 @@ impl OpenedPipeline {
             manifest_path,
             name,
             state_dir,
+            log_dir,
             hash,
             sources,
             log_sources,
@@ -556,7 +559,7 @@ impl OpenedPipeline {
                 .ok_or_else(|| Error::Internal("sink vanished".into()))?;
             let ctx = SinkContext {
                 base_dir: self.base_dir.clone(),
-                log_dir: PathBuf::from(".flowline").join("log"),
+                log_dir: self.log_dir.clone(),
                 mode: SinkMode::Run {
                     run_id: run_id.to_string(),
                 },

@@ -101,6 +101,9 @@ enum Item {
     },
     /// Nothing new was found.
     Tick,
+    /// A partition that has never had a record is read to its end: it holds no watermark back
+    /// until a record arrives.
+    Empty { source: usize, partition: u32 },
     /// Checkpoint here. `last`: then stop.
     Barrier { last: bool },
     /// Every source is bounded and has been read to its bound.
@@ -114,6 +117,8 @@ struct SourceClock {
     idle_timeout: Option<Duration>,
     max_seen: Vec<Option<i64>>,
     last_active: Vec<Instant>,
+    /// Partitions known to hold no record at all.
+    empty: Vec<bool>,
     current: Watermark,
 }
 
@@ -131,6 +136,7 @@ impl SourceClock {
             idle_timeout: source.idle_timeout_ms.map(|ms| Duration::from_millis(ms as u64)),
             max_seen: vec![None; n],
             last_active: vec![Instant::now(); n],
+            empty: vec![false; n],
             current: Watermark::MIN,
         })
     }
@@ -138,6 +144,7 @@ impl SourceClock {
     fn observe(&mut self, partition: u32, batch: &arrow::array::RecordBatch) -> Result<()> {
         let p = partition as usize;
         self.last_active[p] = Instant::now();
+        self.empty[p] = false;
         let Some(column) = self.column else {
             return Ok(());
         };
@@ -148,8 +155,9 @@ impl SourceClock {
     }
 
     /// The new watermark, if it advanced: the minimum over active partitions of their largest
-    /// event time − delay − 1 ms. A partition with no row yet holds the watermark back until it
-    /// is idle; when every partition is idle the watermark stays.
+    /// event time − delay − 1 ms. A partition with unread rows but none read yet holds the
+    /// watermark back; an empty partition (read to its end, never a record) and an idle one (no
+    /// record for the idle timeout) do not. When no partition counts, the watermark stays.
     fn advance(&mut self) -> Option<Watermark> {
         self.column?;
         let now = Instant::now();
@@ -158,7 +166,7 @@ impl SourceClock {
             let idle = self
                 .idle_timeout
                 .is_some_and(|t| now.duration_since(self.last_active[p]) >= t);
-            if idle {
+            if idle || (self.empty[p] && seen.is_none()) {
                 continue;
             }
             let w = match seen {
@@ -182,6 +190,8 @@ struct SourceTask {
     positions: Vec<Vec<u64>>,
     /// Per source, per partition: the offset a bounded source stops at.
     bounds: Vec<Option<Vec<u64>>>,
+    /// Per source, per partition: a record was read, or the partition was reported empty.
+    reported: Vec<Vec<bool>>,
     batch_size: usize,
     settings: JobSettings,
     tx: SyncSender<Result<Item>>,
@@ -219,14 +229,23 @@ impl SourceTask {
         if let Some(u) = until {
             end = end.min(u);
         }
-        if pos >= end {
-            return Ok(0);
-        }
-        let max = (end - pos).min(limit as u64) as usize;
-        let records = self.readers[s][p].read(pos, max, MAX_READ_BYTES)?;
+        let records = if pos >= end {
+            vec![]
+        } else {
+            let max = (end - pos).min(limit as u64) as usize;
+            self.readers[s][p].read(pos, max, MAX_READ_BYTES)?
+        };
         let Some(last) = records.last() else {
+            if !self.reported[s][p] && (until.is_none() || pos >= end) {
+                self.reported[s][p] = true;
+                self.send(Item::Empty {
+                    source: s,
+                    partition: p as u32,
+                })?;
+            }
             return Ok(0);
         };
+        self.reported[s][p] = true;
         let next = last.offset + 1;
         let n = records.len() as u64;
         self.positions[s][p] = next;
@@ -546,6 +565,10 @@ impl OpenedPipeline {
 
         let (tx, rx) = sync_channel::<Result<Item>>(4);
         let task = SourceTask {
+            reported: clocks
+                .iter()
+                .map(|c| c.max_seen.iter().map(Option::is_some).collect())
+                .collect(),
             sources: sources.clone(),
             readers,
             positions: positions.clone(),
@@ -644,6 +667,10 @@ impl Job {
                             chain.push(Message::Data(batch.clone()), &mut self.sinks, bin)?;
                         }
                     }
+                    self.advance(source, bin, state)?;
+                }
+                Item::Empty { source, partition } => {
+                    self.clocks[source].empty[partition as usize] = true;
                     self.advance(source, bin, state)?;
                 }
                 Item::Tick => {
