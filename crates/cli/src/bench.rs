@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use flowline_runtime::{run_pipeline, Mode, RunOptions};
 
+use crate::bench_stream;
 use crate::generate::{orders_batch, orders_for_day, Rng, BASE_MS};
 
 #[derive(clap::Subcommand)]
@@ -26,24 +27,98 @@ pub enum Bench {
         #[arg(long, default_value_t = 1024)]
         stream_batch_size: usize,
     },
+    /// Events/s from a log topic to a files sink: a stateless and a windowed pipeline, each
+    /// `--trigger available-now` from scratch.
+    Log {
+        #[arg(long, default_value_t = 2_000_000)]
+        events: u64,
+        #[arg(long, default_value_t = 4)]
+        partitions: u32,
+        /// Working folder for the log, pipelines, state and outputs.
+        #[arg(long, default_value = "target/bench-log")]
+        dir: PathBuf,
+        /// Runs per pipeline; the best and the median are reported.
+        #[arg(long, default_value_t = 3)]
+        repeat: u32,
+    },
+    /// Append → sink latency of a stream job (a child process) fed at a fixed rate.
+    Latency {
+        /// Events per second.
+        #[arg(long, default_value_t = 20_000)]
+        rate: u64,
+        /// Seconds of measurement per sink.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 4)]
+        partitions: u32,
+        #[arg(long, default_value = "1s")]
+        checkpoint_interval: String,
+        #[arg(long, default_value = "target/bench-latency")]
+        dir: PathBuf,
+        /// Measure the print sink only (not also a files sink, visible at each checkpoint).
+        #[arg(long)]
+        print_only: bool,
+    },
+    /// Checkpoint duration and size, and restart time, of a large open window state.
+    Checkpoint {
+        /// Distinct keys (groups) in the one open window.
+        #[arg(long, default_value_t = 3_000_000)]
+        keys: u64,
+        #[arg(long, default_value_t = 4)]
+        partitions: u32,
+        #[arg(long, default_value = "target/bench-checkpoint")]
+        dir: PathBuf,
+    },
 }
 
 const FILES: u64 = 4;
 
 impl Bench {
     pub async fn run(self) -> Result<()> {
-        let Bench::Window {
-            rows,
-            dir,
-            repeat,
-            stream_batch_size,
-        } = self;
-        let data = dir.join(format!("orders-{rows}"));
-        if !data.exists() {
-            generate(&data, rows).context("generating benchmark data")?;
+        match self {
+            Bench::Window {
+                rows,
+                dir,
+                repeat,
+                stream_batch_size,
+            } => window(rows, &dir, repeat, stream_batch_size).await,
+            Bench::Log {
+                events,
+                partitions,
+                dir,
+                repeat,
+            } => bench_stream::log(events, partitions, &dir, repeat).await,
+            Bench::Latency {
+                rate,
+                seconds,
+                partitions,
+                checkpoint_interval,
+                dir,
+                print_only,
+            } => bench_stream::latency(
+                rate,
+                seconds,
+                partitions,
+                &checkpoint_interval,
+                &dir,
+                !print_only,
+            ),
+            Bench::Checkpoint {
+                keys,
+                partitions,
+                dir,
+            } => bench_stream::checkpoint(keys, partitions, &dir).await,
         }
-        let pipeline = dir.join("window.sql");
-        std::fs::write(
+    }
+}
+
+async fn window(rows: u64, dir: &Path, repeat: u32, stream_batch_size: usize) -> Result<()> {
+    let data = dir.join(format!("orders-{rows}"));
+    if !data.exists() {
+        generate(&data, rows).context("generating benchmark data")?;
+    }
+    let pipeline = dir.join("window.sql");
+    std::fs::write(
             &pipeline,
             format!(
                 "CREATE TABLE orders (order_id BIGINT, store_id STRING, customer_id STRING, amount DECIMAL(10, 2), event_time TIMESTAMP(3),
@@ -57,66 +132,65 @@ impl Bench {
                 data.file_name().and_then(|n| n.to_str()).unwrap_or_default()
             ),
         )?;
-        let cores = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1);
-        println!("tumbling-window aggregation over {rows} Parquet rows ({FILES} files), {cores} cores, best of {repeat}");
-        let mut results = vec![];
-        for (label, mode, batch) in [
-            ("flowline batch", Mode::Batch, None),
-            ("flowline stream", Mode::Stream, Some(stream_batch_size)),
-        ] {
-            let mut best = f64::MAX;
-            let mut out_rows = 0;
-            for _ in 0..repeat {
-                let options = RunOptions {
-                    mode: Some(mode),
-                    batch_size: batch,
-                    state_dir: Some(dir.join("state")),
-                    ..Default::default()
-                };
-                let start = Instant::now();
-                let report = run_pipeline(&pipeline, options).await?;
-                best = best.min(start.elapsed().as_secs_f64());
-                out_rows = report.rows_written.values().sum::<u64>();
-            }
-            results.push((label, best, out_rows));
-        }
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    println!("tumbling-window aggregation over {rows} Parquet rows ({FILES} files), {cores} cores, best of {repeat}");
+    let mut results = vec![];
+    for (label, mode, batch) in [
+        ("flowline batch", Mode::Batch, None),
+        ("flowline stream", Mode::Stream, Some(stream_batch_size)),
+    ] {
         let mut best = f64::MAX;
         let mut out_rows = 0;
         for _ in 0..repeat {
-            let ctx = SessionContext::new();
+            let options = RunOptions {
+                mode: Some(mode),
+                batch_size: batch,
+                state_dir: Some(dir.join("state")),
+                ..Default::default()
+            };
             let start = Instant::now();
-            ctx.register_parquet(
-                "orders",
-                data.to_string_lossy().as_ref(),
-                ParquetReadOptions::default(),
-            )
-            .await?;
-            let batches = ctx
+            let report = run_pipeline(&pipeline, options).await?;
+            best = best.min(start.elapsed().as_secs_f64());
+            out_rows = report.rows_written.values().sum::<u64>();
+        }
+        results.push((label, best, out_rows));
+    }
+    let mut best = f64::MAX;
+    let mut out_rows = 0;
+    for _ in 0..repeat {
+        let ctx = SessionContext::new();
+        let start = Instant::now();
+        ctx.register_parquet(
+            "orders",
+            data.to_string_lossy().as_ref(),
+            ParquetReadOptions::default(),
+        )
+        .await?;
+        let batches = ctx
                 .sql("SELECT date_bin(INTERVAL '1 hour', event_time) AS window_start, store_id, COUNT(*), SUM(amount), MAX(amount) FROM orders GROUP BY 1, 2")
                 .await?
                 .collect()
                 .await?;
-            best = best.min(start.elapsed().as_secs_f64());
-            out_rows = batches.iter().map(|b| b.num_rows() as u64).sum();
-        }
-        results.push(("datafusion GROUP BY", best, out_rows));
-        let reference = results.last().map(|r| r.1).unwrap_or(1.0);
-        println!(
-            "{:<22} {:>9} {:>14} {:>16} {:>12} {:>9}",
-            "engine", "seconds", "rows/s", "rows/s/core", "result rows", "vs DF"
-        );
-        for (label, secs, out) in &results {
-            let rate = rows as f64 / secs;
-            println!(
-                "{label:<22} {secs:>9.3} {rate:>14.0} {:>16.0} {out:>12} {:>8.2}x",
-                rate / cores as f64,
-                reference / secs
-            );
-        }
-        Ok(())
+        best = best.min(start.elapsed().as_secs_f64());
+        out_rows = batches.iter().map(|b| b.num_rows() as u64).sum();
     }
+    results.push(("datafusion GROUP BY", best, out_rows));
+    let reference = results.last().map(|r| r.1).unwrap_or(1.0);
+    println!(
+        "{:<22} {:>9} {:>14} {:>16} {:>12} {:>9}",
+        "engine", "seconds", "rows/s", "rows/s/core", "result rows", "vs DF"
+    );
+    for (label, secs, out) in &results {
+        let rate = rows as f64 / secs;
+        println!(
+            "{label:<22} {secs:>9.3} {rate:>14.0} {:>16.0} {out:>12} {:>8.2}x",
+            rate / cores as f64,
+            reference / secs
+        );
+    }
+    Ok(())
 }
 
 fn generate(dir: &Path, rows: u64) -> Result<()> {

@@ -168,13 +168,25 @@ pub async fn log(events: u64, partitions: u32, dir: &Path, repeat: u32) -> Resul
             "filled the topic in {secs:.2} s ({:.0} events/s, one producer thread)",
             events as f64 / secs
         ),
-        None => println!("topic already filled (remove {} to refill)", dir.join("log.filled").display()),
+        None => println!(
+            "topic already filled (remove {} to refill)",
+            dir.join("log.filled").display()
+        ),
     }
     println!();
     println!(
         "{:<10} {:<34} {:>7} {:>7} {:>11} {:>11} {:>6} {:>6} {:>11} {:>9} {:>6}",
-        "pipeline", "query", "best s", "med s", "ev/s best", "ev/s med", "cpu s", "cores",
-        "ev/cpu-s", "rows out", "epochs"
+        "pipeline",
+        "query",
+        "best s",
+        "med s",
+        "ev/s best",
+        "ev/s med",
+        "cpu s",
+        "cores",
+        "ev/cpu-s",
+        "rows out",
+        "epochs"
     );
     for (name, query_label, insert) in pipelines {
         let pipeline = dir.join(format!("{name}.sql"));
@@ -297,7 +309,11 @@ pub fn latency(
         "sink", "rows", "events/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "lost"
     );
     for (sink, label) in sinks {
-        let name = if sink == LatencySink::Print { "print" } else { "files" };
+        let name = if sink == LatencySink::Print {
+            "print"
+        } else {
+            "files"
+        };
         let r = measure_latency(
             &dir.join(name),
             sink,
@@ -614,23 +630,44 @@ pub async fn checkpoint(keys: u64, partitions: u32, dir: &Path) -> Result<()> {
                 mb(first.record["peak_state_bytes"].as_u64().unwrap_or(0))
             ),
         ),
-        ("checkpoint size (state.bin)", format!("{:.1} MB", mb(state_bytes))),
-        ("first run: wall time (read, aggregate, checkpoint)", format!("{first_secs:.2} s")),
-        ("first run: checkpoint duration (checkpoint_ms_max)", format!("{checkpoint_ms} ms")),
+        (
+            "checkpoint size (state.bin)",
+            format!("{:.1} MB", mb(state_bytes)),
+        ),
+        (
+            "first run: wall time (read, aggregate, checkpoint)",
+            format!("{first_secs:.2} s"),
+        ),
+        (
+            "first run: checkpoint duration (checkpoint_ms_max)",
+            format!("{checkpoint_ms} ms"),
+        ),
         (
             "first run: checkpoint write rate",
-            format!("{:.0} MB/s", mb(state_bytes) / (checkpoint_ms.max(1) as f64 / 1000.0)),
+            format!(
+                "{:.0} MB/s",
+                mb(state_bytes) / (checkpoint_ms.max(1) as f64 / 1000.0)
+            ),
         ),
-        ("restart (no new data): restore_ms", format!("{restore_ms} ms")),
+        (
+            "restart (no new data): restore_ms",
+            format!("{restore_ms} ms"),
+        ),
         (
             "restart: restore rate",
-            format!("{:.0} MB/s", mb(state_bytes) / (restore_ms.max(1) as f64 / 1000.0)),
+            format!(
+                "{:.0} MB/s",
+                mb(state_bytes) / (restore_ms.max(1) as f64 / 1000.0)
+            ),
         ),
         (
             "restart: its own final checkpoint (checkpoint_ms_max)",
             format!("{} ms", cp(&second, "checkpoint_ms_max")),
         ),
-        ("restart: wall time of the run", format!("{second_secs:.2} s")),
+        (
+            "restart: wall time of the run",
+            format!("{second_secs:.2} s"),
+        ),
     ];
     println!();
     for (what, value) in rows {

@@ -2,6 +2,7 @@
 //! example data, benchmark.
 
 mod bench;
+mod bench_stream;
 mod generate;
 mod log_cmd;
 
@@ -62,9 +63,9 @@ impl PipelineArgs {
                 Some(self.trigger.unwrap_or(Trigger::Interval(10_000))),
             ),
             Some(m) => {
-                let mode: Mode = m.parse().map_err(|e: String| {
-                    anyhow::anyhow!("{e} (or micro-batch)")
-                })?;
+                let mode: Mode = m
+                    .parse()
+                    .map_err(|e: String| anyhow::anyhow!("{e} (or micro-batch)"))?;
                 if mode == Mode::Batch && self.trigger.is_some() {
                     anyhow::bail!("--trigger applies to micro-batch mode, not batch");
                 }

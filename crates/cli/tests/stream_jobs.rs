@@ -223,7 +223,10 @@ fn terminate(child: &mut Child) {
                 use std::io::Read;
                 let _ = e.read_to_string(&mut err);
             }
-            assert!(status.success(), "stream job failed on SIGTERM ({status}):\n{err}");
+            assert!(
+                status.success(),
+                "stream job failed on SIGTERM ({status}):\n{err}"
+            );
             return;
         }
         assert!(
@@ -299,7 +302,11 @@ fn kill_9_at_random_moments_loses_and_doubles_nothing() {
     std::thread::sleep(Duration::from_millis(600));
     terminate(&mut child);
     let (rows, count) = results(&dir.join("out"));
-    assert_eq!(count, want.len(), "rows written (saw {got} before the last kill)");
+    assert_eq!(
+        count,
+        want.len(),
+        "rows written (saw {got} before the last kill)"
+    );
     assert_exact(&rows, &want);
     // The output was committed over many checkpoints (files are named by epoch), so the kills
     // really interrupted a job that was making progress.
@@ -311,7 +318,11 @@ fn kill_9_at_random_moments_loses_and_doubles_nothing() {
             Some(name.strip_prefix("part-")?.split('-').next()?.to_string())
         })
         .collect();
-    assert!(epochs.len() >= 5, "output of only {} epochs: {epochs:?}", epochs.len());
+    assert!(
+        epochs.len() >= 5,
+        "output of only {} epochs: {epochs:?}",
+        epochs.len()
+    );
 
     // The same topic with `--trigger available-now`, from scratch: the same results.
     let sql2 = pipeline(dir, "again", "out2", "1");
@@ -328,7 +339,11 @@ fn kill_9_at_random_moments_loses_and_doubles_nothing() {
             "state2",
         ],
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (rows2, count2) = results(&dir.join("out2"));
     assert_eq!(count2, want.len());
     assert_exact(&rows2, &want);
@@ -359,7 +374,11 @@ fn a_changed_plan_is_refused_with_an_explanation() {
     };
     let a = args(&sql);
     let out = run(dir, &a.iter().map(String::as_str).collect::<Vec<_>>());
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Two-second windows: the checkpoint's state does not fit.
     let sql = pipeline(dir, "job", "out", "2");
     let a = args(&sql);
@@ -367,7 +386,10 @@ fn a_changed_plan_is_refused_with_an_explanation() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("different plan"), "{err}");
-    assert!(err.contains("TUMBLE 2000 ms") && err.contains("TUMBLE 1000 ms"), "{err}");
+    assert!(
+        err.contains("TUMBLE 2000 ms") && err.contains("TUMBLE 1000 ms"),
+        "{err}"
+    );
     assert!(err.contains("state directory"), "{err}");
 }
 
@@ -391,12 +413,19 @@ fn trigger_once_then_available_now_resume_where_they_stopped() {
                 "state",
             ],
         );
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     produce(dir, 0..1000);
     micro("once");
     let (_, first) = results(&dir.join("out"));
-    assert!(first > 0, "windows closed by the first 1000 events are written");
+    assert!(
+        first > 0,
+        "windows closed by the first 1000 events are written"
+    );
     produce(dir, 1000..3000);
     micro("available-now");
     close_windows(dir);
@@ -548,9 +577,7 @@ fn a_log_sink_gets_each_result_once_through_kills_and_the_group_shows_true_lag()
     close_windows(dir);
     let want = expected(EVENTS);
     let totals = log.topic("totals").unwrap();
-    let count = |t: &flowline_log::Topic| -> u64 {
-        (0..2).map(|p| t.offsets(p).unwrap().1).sum()
-    };
+    let count = |t: &flowline_log::Topic| -> u64 { (0..2).map(|p| t.offsets(p).unwrap().1).sum() };
     let deadline = Instant::now() + Duration::from_secs(120);
     while count(&totals) < want.len() as u64 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
@@ -577,7 +604,10 @@ fn a_log_sink_gets_each_result_once_through_kills_and_the_group_shows_true_lag()
     let events = log.topic("events").unwrap();
     let lag: u64 = events.lag("totals-job").unwrap().values().sum();
     assert_eq!(lag, 0);
-    let described = run(dir, &["log", "describe", "events", "--log-dir", "log", "--json"]);
+    let described = run(
+        dir,
+        &["log", "describe", "events", "--log-dir", "log", "--json"],
+    );
     let described = String::from_utf8_lossy(&described.stdout);
     assert!(described.contains("totals-job"), "{described}");
 }
@@ -596,7 +626,11 @@ fn micro_once(dir: &Path, sql: &Path) -> Output {
             "state",
         ],
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }
 
@@ -626,7 +660,10 @@ fn a_corrupt_newest_checkpoint_falls_back_and_a_torn_log_tail_is_cut() {
         .filter(|p| p.extension().is_some_and(|x| x == "log"))
         .max()
         .unwrap();
-    let mut f = std::fs::OpenOptions::new().append(true).open(&segment).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&segment)
+        .unwrap();
     std::io::Write::write_all(&mut f, &[0x00, 0x00, 0x01, 0x20, 0xde, 0xad, 0xbe]).unwrap();
     drop(f);
 
@@ -659,7 +696,11 @@ fn batch_mode_reads_a_topic_to_its_end_and_closes_every_window() {
     produce(dir, 0..2000);
     let sql = pipeline(dir, "job", "out", "1");
     let out = run(dir, &["run", sql.to_str().unwrap(), "--mode", "batch"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // A bounded read ends with the maximum watermark: the last windows close too.
     let (rows, count) = results(&dir.join("out"));
     let want = expected(2000);

@@ -53,9 +53,9 @@ pub use options::log_dir;
 pub mod sink;
 pub mod source;
 
+pub use log_source::{LogSource, Startup};
 pub use sink::{
     open_sink, validate_sink_options, Prepared, PreparedFile, PreparedPartition, Sink, SinkCommit,
     SinkContext, SinkMode, WrittenFile,
 };
-pub use log_source::{LogSource, Startup};
 pub use source::{json_kind, Decoded, FileSource, SourceFile};

@@ -148,8 +148,8 @@ impl CheckpointStore {
             }
             Err(e) => return Err(e.to_string()),
         };
-        let meta: CheckpointMeta = serde_json::from_slice(&bytes)
-            .map_err(|e| format!("meta.json does not parse: {e}"))?;
+        let meta: CheckpointMeta =
+            serde_json::from_slice(&bytes).map_err(|e| format!("meta.json does not parse: {e}"))?;
         if meta.version != VERSION {
             return Err(format!(
                 "written by checkpoint format {}, this Flowline reads format {VERSION}",

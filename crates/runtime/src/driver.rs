@@ -263,7 +263,10 @@ impl OpenedPipeline {
         let trigger = match options.trigger {
             Some(t) => Some(t),
             None => match def.settings.get("execution.trigger") {
-                Some(t) => Some(t.parse().map_err(|e| setting_error("execution.trigger", e))?),
+                Some(t) => Some(
+                    t.parse()
+                        .map_err(|e| setting_error("execution.trigger", e))?,
+                ),
                 None => None,
             },
         };

@@ -11,8 +11,8 @@
 //! backwards; every rejected row is written to the reject bin with its reason; sinks publish
 //! only at commit, so a failed run leaves the previous output in place.
 
-pub mod codec;
 pub mod checkpoint;
+pub mod codec;
 mod driver;
 mod fallback;
 pub mod manifest;

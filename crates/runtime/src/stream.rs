@@ -54,7 +54,9 @@ impl std::fmt::Display for Trigger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Trigger::Continuous => f.write_str("continuous"),
-            Trigger::Interval(ms) => write!(f, "every {}", flowline_log::format_duration_ms(*ms as i64)),
+            Trigger::Interval(ms) => {
+                write!(f, "every {}", flowline_log::format_duration_ms(*ms as i64))
+            }
             Trigger::Once => f.write_str("once"),
             Trigger::AvailableNow => f.write_str("available-now"),
         }
@@ -133,7 +135,9 @@ impl SourceClock {
         Ok(SourceClock {
             column,
             delay,
-            idle_timeout: source.idle_timeout_ms.map(|ms| Duration::from_millis(ms as u64)),
+            idle_timeout: source
+                .idle_timeout_ms
+                .map(|ms| Duration::from_millis(ms as u64)),
             max_seen: vec![None; n],
             last_active: vec![Instant::now(); n],
             empty: vec![false; n],
@@ -213,8 +217,11 @@ impl SourceTask {
 
     fn all_bounded_done(&self) -> bool {
         self.bounds.iter().enumerate().all(|(s, b)| {
-            b.as_ref()
-                .is_some_and(|b| b.iter().zip(&self.positions[s]).all(|(end, pos)| pos >= end))
+            b.as_ref().is_some_and(|b| {
+                b.iter()
+                    .zip(&self.positions[s])
+                    .all(|(end, pos)| pos >= end)
+            })
         })
     }
 
@@ -306,9 +313,9 @@ impl SourceTask {
                 _ => u64::MAX,
             };
             let mut more = false;
-            for s in 0..self.sources.len() {
+            for (s, ends) in ends.iter().enumerate() {
                 for p in 0..self.positions[s].len() {
-                    let end = ends[s].get(&(p as u32)).copied().unwrap_or(0);
+                    let end = ends.get(&(p as u32)).copied().unwrap_or(0);
                     let until = end.min(self.positions[s][p].saturating_add(cap));
                     while self.positions[s][p] < until {
                         if self.read_once(s, p, Some(until), self.batch_size)? == 0 {
@@ -349,7 +356,11 @@ pub(crate) fn fingerprint(pipeline: &OpenedPipeline) -> (String, String) {
     use sha2::{Digest, Sha256};
     let mut plan = String::new();
     for (name, source) in &pipeline.log_sources {
-        plan += &format!("source {name} topic {} ({})\n", source.topic().name(), source.schema());
+        plan += &format!(
+            "source {name} topic {} ({})\n",
+            source.topic().name(),
+            source.schema()
+        );
     }
     for line in pipeline.explain().lines().skip(1) {
         plan += line;
@@ -474,7 +485,9 @@ impl OpenedPipeline {
                 SinkMode::Epochs {
                     job: self.name.clone(),
                     staging: settings.state_dir.join("staging").join(name),
-                    resume: checkpoint.as_ref().and_then(|c| c.meta.sinks.get(name).cloned()),
+                    resume: checkpoint
+                        .as_ref()
+                        .and_then(|c| c.meta.sinks.get(name).cloned()),
                 }
             };
             let ctx = SinkContext {
@@ -503,8 +516,8 @@ impl OpenedPipeline {
         if let Some(c) = &checkpoint {
             for (ci, chain) in chains.iter_mut().enumerate() {
                 for (oi, op) in chain.ops.iter_mut().enumerate() {
-                    op.restore(c.operator_state(ci, oi)).map_err(|e| {
-                        Error::Input {
+                    op.restore(c.operator_state(ci, oi))
+                        .map_err(|e| Error::Input {
                             path: store.dir().to_path_buf(),
                             message: format!(
                                 "checkpoint {}: state of operator {} of INSERT INTO {}: {e}",
@@ -512,8 +525,7 @@ impl OpenedPipeline {
                                 op.name(),
                                 chain.sink
                             ),
-                        }
-                    })?;
+                        })?;
                 }
             }
         }
@@ -543,12 +555,19 @@ impl OpenedPipeline {
                     None => pos.push(start.get(&p).copied().unwrap_or(0)),
                 }
             }
-            if let Some(w) = checkpoint.as_ref().and_then(|c| c.meta.watermarks.get(name)) {
+            if let Some(w) = checkpoint
+                .as_ref()
+                .and_then(|c| c.meta.watermarks.get(name))
+            {
                 clock.current = Watermark(*w);
             }
             bounds.push(if batch || source.bounded {
                 let ends = source.end_offsets()?;
-                Some((0..source.partitions()).map(|p| ends.get(&p).copied().unwrap_or(0)).collect())
+                Some(
+                    (0..source.partitions())
+                        .map(|p| ends.get(&p).copied().unwrap_or(0))
+                        .collect(),
+                )
             } else {
                 None
             });
@@ -596,7 +615,18 @@ impl OpenedPipeline {
             changed: checkpoint.is_none(),
         };
         let result = job
-            .drive(rx, &store, &plan_text, &fp, &mut epoch, bin, state, report, checkpoints, self)
+            .drive(
+                rx,
+                &store,
+                &plan_text,
+                &fp,
+                &mut epoch,
+                bin,
+                state,
+                report,
+                checkpoints,
+                self,
+            )
             .await;
         drop(job);
         let _ = handle.join();
@@ -683,7 +713,9 @@ impl Job {
                         let clock = Instant::now();
                         self.checkpoint(store, plan, fingerprint, *epoch, bin, state, pipeline)
                             .await?;
-                        report.checkpoint_ms.push(clock.elapsed().as_millis() as u64);
+                        report
+                            .checkpoint_ms
+                            .push(clock.elapsed().as_millis() as u64);
                         report.first_epoch.get_or_insert(*epoch);
                         report.last_epoch = Some(*epoch);
                         report.epochs += 1;
@@ -722,7 +754,9 @@ impl Job {
         }
         for (s, name) in self.names.iter().enumerate() {
             let clock = &self.clocks[s];
-            state.watermarks.insert(name.clone(), clock.current.display());
+            state
+                .watermarks
+                .insert(name.clone(), clock.current.display());
             if let Some(t) = clock.max_seen.iter().flatten().max() {
                 state
                     .max_event_time
@@ -803,8 +837,11 @@ impl Job {
             );
             watermarks.insert(name.clone(), clock.current.0);
         }
-        let rows_written: BTreeMap<String, u64> =
-            self.sinks.iter().map(|(n, s)| (n.clone(), s.rows)).collect();
+        let rows_written: BTreeMap<String, u64> = self
+            .sinks
+            .iter()
+            .map(|(n, s)| (n.clone(), s.rows))
+            .collect();
         let meta = CheckpointMeta {
             version: 0,
             epoch,
