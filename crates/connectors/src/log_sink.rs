@@ -98,35 +98,12 @@ pub(crate) fn parse(def: &TableDef) -> Result<LogConfig> {
             ))
         }
     };
-    let mut key_fields: Vec<String> = Vec::new();
-    if let Some(list) = def.option("key.fields") {
-        for name in list.split([';', ',']).map(str::trim) {
-            if name.is_empty() {
-                return Err(Error::option(
-                    &def.name,
-                    format!(
-                        "invalid value '{list}' for option `key.fields`: expected column names \
-                         separated by ';' or ','"
-                    ),
-                ));
-            }
-            if key_fields.iter().any(|k| k.eq_ignore_ascii_case(name)) {
-                return Err(Error::option(
-                    &def.name,
-                    format!("option `key.fields` names column `{name}` twice"),
-                ));
-            }
-            key_fields.push(name.to_string());
-        }
-    }
-    if !def.columns.is_empty() {
-        let names: Vec<&str> = def.columns.iter().map(|c| c.name.as_str()).collect();
-        for k in &key_fields {
-            if !names.iter().any(|n| n.eq_ignore_ascii_case(k)) {
-                return Err(unknown_key_field(def, k, &names));
-            }
-        }
-    }
+    let key_fields = options::column_list(
+        def,
+        "key.fields",
+        &[';', ','],
+        "column names separated by ';' or ','",
+    )?;
     Ok(LogConfig {
         topic,
         format,

@@ -24,7 +24,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
-use chrono::format::{Item, StrftimeItems};
 use flowline_core::{Error, RejectReason, Result, TableDef};
 use flowline_log::{Log, Record, Topic};
 
@@ -173,18 +172,7 @@ impl LogSource {
                 (ms > 0).then_some(ms)
             }
         };
-        let timestamp_format = def.option("timestamp-format");
-        if let Some(f) = timestamp_format {
-            if f.is_empty() || StrftimeItems::new(f).any(|i| matches!(i, Item::Error)) {
-                return Err(Error::option(
-                    &def.name,
-                    format!(
-                        "invalid value '{f}' for option `timestamp-format`: expected a chrono \
-                         strftime pattern such as '%Y-%m-%d %H:%M:%S'"
-                    ),
-                ));
-            }
-        }
+        let timestamp_format = options::timestamp_format(def)?;
         let converter = Converter::new(def, timestamp_format)?;
         let dir = options::log_dir(def, base_dir, default_log_dir);
         let log = Log::open(&dir)?;

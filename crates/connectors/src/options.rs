@@ -159,3 +159,67 @@ pub fn log_dir(
         None => default.to_path_buf(),
     }
 }
+
+/// The `timestamp-format` option, checked to be a valid chrono strftime pattern.
+pub(crate) fn timestamp_format(def: &TableDef) -> Result<Option<&str>> {
+    use chrono::format::{Item, StrftimeItems};
+    let Some(f) = def.option("timestamp-format") else {
+        return Ok(None);
+    };
+    if f.is_empty() || StrftimeItems::new(f).any(|i| matches!(i, Item::Error)) {
+        return Err(Error::option(
+            &def.name,
+            format!(
+                "invalid value '{f}' for option `timestamp-format`: expected a chrono strftime \
+                 pattern such as '%Y-%m-%d %H:%M:%S'"
+            ),
+        ));
+    }
+    Ok(Some(f))
+}
+
+/// The column names listed in option `key` (separated by any of `separators`, described as
+/// `expected` in errors), each once; with declared columns, each must be one of them.
+pub(crate) fn column_list(
+    def: &TableDef,
+    key: &str,
+    separators: &[char],
+    expected: &str,
+) -> Result<Vec<String>> {
+    let mut names: Vec<String> = Vec::new();
+    let Some(list) = def.option(key) else {
+        return Ok(names);
+    };
+    for name in list.split(separators).map(str::trim) {
+        if name.is_empty() {
+            return Err(Error::option(
+                &def.name,
+                format!("invalid value '{list}' for option `{key}`: expected {expected}"),
+            ));
+        }
+        if names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+            return Err(Error::option(
+                &def.name,
+                format!("option `{key}` names column `{name}` twice"),
+            ));
+        }
+        names.push(name.to_string());
+    }
+    if !def.columns.is_empty() {
+        let declared: Vec<&str> = def.columns.iter().map(|c| c.name.as_str()).collect();
+        if let Some(unknown) = names
+            .iter()
+            .find(|n| !declared.iter().any(|d| d.eq_ignore_ascii_case(n)))
+        {
+            return Err(Error::option(
+                &def.name,
+                format!(
+                    "option `{key}` names column `{unknown}`, which is not a column of the table \
+                     (columns: {})",
+                    declared.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(names)
+}

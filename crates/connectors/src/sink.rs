@@ -288,35 +288,8 @@ fn parse_sink(def: &TableDef) -> Result<SinkConfig> {
             if format != FileFormat::Csv {
                 options::check_no_csv_options(def, format.extension())?;
             }
-            let mut partition_by: Vec<String> = Vec::new();
-            if let Some(list) = def.option("partition-by") {
-                for name in list.split(',').map(str::trim) {
-                    if name.is_empty() {
-                        return Err(Error::option(
-                            &def.name,
-                            format!(
-                                "invalid value '{list}' for option `partition-by`: expected \
-                                 comma-separated column names"
-                            ),
-                        ));
-                    }
-                    if partition_by.iter().any(|p| p.eq_ignore_ascii_case(name)) {
-                        return Err(Error::option(
-                            &def.name,
-                            format!("option `partition-by` names column `{name}` twice"),
-                        ));
-                    }
-                    partition_by.push(name.to_string());
-                }
-            }
-            if !def.columns.is_empty() {
-                let names: Vec<&str> = def.columns.iter().map(|c| c.name.as_str()).collect();
-                for p in &partition_by {
-                    if !names.iter().any(|n| n.eq_ignore_ascii_case(p)) {
-                        return Err(unknown_partition_column(def, p, &names));
-                    }
-                }
-            }
+            let partition_by =
+                options::column_list(def, "partition-by", &[','], "comma-separated column names")?;
             Ok(SinkConfig::Files(FileConfig {
                 path,
                 format,

@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, RecordBatch, StringArray, StringBuilder};
 use arrow::datatypes::SchemaRef;
-use chrono::format::{Item, StrftimeItems};
 use datafusion::scalar::ScalarValue;
 use flowline_core::{Error, Reject, RejectReason, Result, TableDef};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -98,18 +97,7 @@ impl FileSource {
             quote: options::char_option(def, "csv.quote-character", b'"')?,
             null_literal: def.option("csv.null-literal").map(str::to_string),
         };
-        let timestamp_format = def.option("timestamp-format");
-        if let Some(f) = timestamp_format {
-            if f.is_empty() || StrftimeItems::new(f).any(|i| matches!(i, Item::Error)) {
-                return Err(Error::option(
-                    &def.name,
-                    format!(
-                        "invalid value '{f}' for option `timestamp-format`: expected a chrono \
-                         strftime pattern such as '%Y-%m-%d %H:%M:%S'"
-                    ),
-                ));
-            }
-        }
+        let timestamp_format = options::timestamp_format(def)?;
         if format != FileFormat::Parquet {
             if let Some(c) = def.columns.iter().find(|c| !text_convertible(&c.data_type)) {
                 return Err(Error::option(
