@@ -337,7 +337,7 @@ pub fn latency(
             pct(0.95),
             pct(0.99),
             pct(1.0),
-            r.produced - r.latencies.len() as u64,
+            r.produced.saturating_sub(r.latencies.len() as u64),
         );
     }
     Ok(())
