@@ -326,31 +326,27 @@ fn kill_9_at_random_moments_loses_and_doubles_nothing() {
 
     // The same topic with `--trigger available-now`, from scratch: the same results.
     let sql2 = pipeline(dir, "again", "out2", "1");
-    let out = run(
-        dir,
-        &[
-            "run",
-            sql2.to_str().unwrap(),
-            "--mode",
-            "micro-batch",
-            "--trigger",
-            "available-now",
-            "--state-dir",
-            "state2",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    micro_ok(dir, &sql2, "available-now", "state2");
     let (rows2, count2) = results(&dir.join("out2"));
     assert_eq!(count2, want.len());
     assert_exact(&rows2, &want);
 
-    // The consumer group is not used here, but the manifest records every run's checkpoints.
+    // Killed runs write no manifest record; the last, stopped by SIGTERM, restored a
+    // checkpoint and read every record of the topic.
     let manifest = std::fs::read_to_string(dir.join("state/manifest.jsonl")).unwrap();
-    assert!(manifest.lines().count() >= 1);
+    let last: Value = serde_json::from_str(manifest.lines().last().unwrap()).unwrap();
+    assert_eq!(last["status"], "ok", "{last}");
+    assert!(
+        last["checkpoints"]["restored_from_epoch"].is_u64(),
+        "{last}"
+    );
+    let read: u64 = last["inputs"][0]["positions"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(read, EVENTS + u64::from(PARTITIONS), "{last}");
 }
 
 #[test]
@@ -360,29 +356,10 @@ fn a_changed_plan_is_refused_with_an_explanation() {
     create_topic(dir);
     produce(dir, 0..500);
     let sql = pipeline(dir, "job", "out", "1");
-    let args = |sql: &Path| {
-        vec![
-            "run".to_string(),
-            sql.display().to_string(),
-            "--mode".into(),
-            "micro-batch".into(),
-            "--trigger".into(),
-            "once".into(),
-            "--state-dir".into(),
-            "state".into(),
-        ]
-    };
-    let a = args(&sql);
-    let out = run(dir, &a.iter().map(String::as_str).collect::<Vec<_>>());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    micro_ok(dir, &sql, "once", "state");
     // Two-second windows: the checkpoint's state does not fit.
     let sql = pipeline(dir, "job", "out", "2");
-    let a = args(&sql);
-    let out = run(dir, &a.iter().map(String::as_str).collect::<Vec<_>>());
+    let out = micro(dir, &sql, "once", "state");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("different plan"), "{err}");
@@ -399,37 +376,17 @@ fn trigger_once_then_available_now_resume_where_they_stopped() {
     let dir = tmp.path();
     create_topic(dir);
     let sql = pipeline(dir, "job", "out", "1");
-    let micro = |trigger: &str| {
-        let out = run(
-            dir,
-            &[
-                "run",
-                sql.to_str().unwrap(),
-                "--mode",
-                "micro-batch",
-                "--trigger",
-                trigger,
-                "--state-dir",
-                "state",
-            ],
-        );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
     produce(dir, 0..1000);
-    micro("once");
+    micro_ok(dir, &sql, "once", "state");
     let (_, first) = results(&dir.join("out"));
     assert!(
         first > 0,
         "windows closed by the first 1000 events are written"
     );
     produce(dir, 1000..3000);
-    micro("available-now");
+    micro_ok(dir, &sql, "available-now", "state");
     close_windows(dir);
-    micro("once");
+    micro_ok(dir, &sql, "once", "state");
     let (rows, count) = results(&dir.join("out"));
     let want = expected(3000);
     assert_eq!(count, want.len());
@@ -612,8 +569,9 @@ fn a_log_sink_gets_each_result_once_through_kills_and_the_group_shows_true_lag()
     assert!(described.contains("totals-job"), "{described}");
 }
 
-fn micro_once(dir: &Path, sql: &Path) -> Output {
-    let out = run(
+/// `flowline run SQL --mode micro-batch --trigger TRIGGER --state-dir STATE`.
+fn micro(dir: &Path, sql: &Path, trigger: &str, state: &str) -> Output {
+    run(
         dir,
         &[
             "run",
@@ -621,11 +579,16 @@ fn micro_once(dir: &Path, sql: &Path) -> Output {
             "--mode",
             "micro-batch",
             "--trigger",
-            "once",
+            trigger,
             "--state-dir",
-            "state",
+            state,
         ],
-    );
+    )
+}
+
+/// [`micro`], which must succeed.
+fn micro_ok(dir: &Path, sql: &Path, trigger: &str, state: &str) -> Output {
+    let out = micro(dir, sql, trigger, state);
     assert!(
         out.status.success(),
         "{}",
@@ -641,9 +604,9 @@ fn a_corrupt_newest_checkpoint_falls_back_and_a_torn_log_tail_is_cut() {
     create_topic(dir);
     let sql = pipeline(dir, "job", "out", "1");
     produce(dir, 0..1000);
-    micro_once(dir, &sql); // checkpoint 1
+    micro_ok(dir, &sql, "once", "state"); // checkpoint 1
     produce(dir, 1000..2000);
-    micro_once(dir, &sql); // checkpoint 2, its windows published
+    micro_ok(dir, &sql, "once", "state"); // checkpoint 2, its windows published
     let published_before = results(&dir.join("out")).1;
 
     // Bit rot in the newest checkpoint's state.
@@ -669,7 +632,7 @@ fn a_corrupt_newest_checkpoint_falls_back_and_a_torn_log_tail_is_cut() {
 
     // The job falls back to checkpoint 1, takes back epoch 2's files and replays its range;
     // the torn tail is not read as data.
-    micro_once(dir, &sql);
+    micro_ok(dir, &sql, "once", "state");
     let manifest = std::fs::read_to_string(dir.join("state/manifest.jsonl")).unwrap();
     let last: Value = serde_json::from_str(manifest.lines().last().unwrap()).unwrap();
     assert_eq!(last["status"], "ok", "{last}");
@@ -681,7 +644,7 @@ fn a_corrupt_newest_checkpoint_falls_back_and_a_torn_log_tail_is_cut() {
     // A new producer cuts the torn tail and appends after it; the job reads on.
     produce(dir, 2000..3000);
     close_windows(dir);
-    micro_once(dir, &sql);
+    micro_ok(dir, &sql, "once", "state");
     let (rows, count) = results(&dir.join("out"));
     let want = expected(3000);
     assert_eq!(count, want.len());

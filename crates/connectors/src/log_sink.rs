@@ -111,17 +111,6 @@ pub(crate) fn parse(def: &TableDef) -> Result<LogConfig> {
     })
 }
 
-fn unknown_key_field(def: &TableDef, column: &str, columns: &[&str]) -> Error {
-    Error::option(
-        &def.name,
-        format!(
-            "option `key.fields` names column `{column}`, which is not a column of the table \
-             (columns: {})",
-            columns.join(", ")
-        ),
-    )
-}
-
 /// A `Write` into a buffer the caller can take from between writes.
 struct Shared(Rc<RefCell<Vec<u8>>>);
 
@@ -243,15 +232,7 @@ impl LogSink {
         ctx: &SinkContext,
     ) -> Result<LogSink> {
         let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-        let mut key_cols = Vec::with_capacity(config.key_fields.len());
-        for k in &config.key_fields {
-            let pos = names
-                .iter()
-                .position(|n| n == k)
-                .or_else(|| names.iter().position(|n| n.eq_ignore_ascii_case(k)))
-                .ok_or_else(|| unknown_key_field(def, k, &names))?;
-            key_cols.push(pos);
-        }
+        let key_cols = options::column_positions(def, "key.fields", &config.key_fields, &names)?;
         let key_schema = Arc::new(Schema::new(
             key_cols
                 .iter()

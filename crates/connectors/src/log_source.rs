@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
 use flowline_core::{Error, RejectReason, Result, TableDef};
-use flowline_log::{Log, Record, Topic};
+use flowline_log::{Log, PartitionReader, Record, Topic};
 
 use crate::convert::{is_string_type, text_convertible, Converter};
 use crate::options;
@@ -223,30 +223,37 @@ impl LogSource {
         self.topic.partitions()
     }
 
-    /// The offsets a job without a checkpoint starts at, by partition.
-    pub fn start_offsets(&self) -> Result<BTreeMap<u32, u64>> {
+    /// A reader per partition. Kept open, a reader finds the partition's end incrementally
+    /// (a new one scans the newest segment), so jobs ask their readers, not the topic.
+    pub fn readers(&self) -> Result<Vec<PartitionReader>> {
+        (0..self.partitions())
+            .map(|p| self.topic.reader(p))
+            .collect()
+    }
+
+    /// The offsets a job without a checkpoint starts at, one per partition, given the
+    /// partitions' `(start, end)` offsets.
+    pub fn start_offsets(&self, ranges: &[(u64, u64)]) -> Result<Vec<u64>> {
         let committed = match (&self.group, self.startup) {
             (Some(g), Startup::GroupOffsets) => self.topic.committed(g)?,
             _ => BTreeMap::new(),
         };
-        let mut out = BTreeMap::new();
-        for p in 0..self.partitions() {
-            let (start, end) = self.topic.offsets(p)?;
-            let at = match self.startup {
-                Startup::Earliest => start,
-                Startup::Latest => end,
-                Startup::GroupOffsets => committed.get(&p).copied().unwrap_or(start).max(start),
-            };
-            out.insert(p, at.min(end));
-        }
-        Ok(out)
-    }
-
-    /// The current end offset (next offset to be written) of every partition.
-    pub fn end_offsets(&self) -> Result<BTreeMap<u32, u64>> {
-        (0..self.partitions())
-            .map(|p| Ok((p, self.topic.offsets(p)?.1)))
-            .collect()
+        Ok(ranges
+            .iter()
+            .enumerate()
+            .map(|(p, &(start, end))| {
+                let at = match self.startup {
+                    Startup::Earliest => start,
+                    Startup::Latest => end,
+                    Startup::GroupOffsets => committed
+                        .get(&(p as u32))
+                        .copied()
+                        .unwrap_or(start)
+                        .max(start),
+                };
+                at.min(end)
+            })
+            .collect())
     }
 
     /// Commits `offsets` (next offsets to read) for the source's consumer group, if it has one.

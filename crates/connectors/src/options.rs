@@ -207,19 +207,36 @@ pub(crate) fn column_list(
     }
     if !def.columns.is_empty() {
         let declared: Vec<&str> = def.columns.iter().map(|c| c.name.as_str()).collect();
-        if let Some(unknown) = names
-            .iter()
-            .find(|n| !declared.iter().any(|d| d.eq_ignore_ascii_case(n)))
-        {
-            return Err(Error::option(
-                &def.name,
-                format!(
-                    "option `{key}` names column `{unknown}`, which is not a column of the table \
-                     (columns: {})",
-                    declared.join(", ")
-                ),
-            ));
-        }
+        column_positions(def, key, &names, &declared)?;
     }
     Ok(names)
+}
+
+/// The positions among `columns` of the columns named by option `key` (exact name first, then
+/// ignoring case); an error names the first one that is not there.
+pub(crate) fn column_positions(
+    def: &TableDef,
+    key: &str,
+    wanted: &[String],
+    columns: &[&str],
+) -> Result<Vec<usize>> {
+    wanted
+        .iter()
+        .map(|w| {
+            columns
+                .iter()
+                .position(|c| c == w)
+                .or_else(|| columns.iter().position(|c| c.eq_ignore_ascii_case(w)))
+                .ok_or_else(|| {
+                    Error::option(
+                        &def.name,
+                        format!(
+                            "option `{key}` names column `{w}`, which is not a column of the \
+                             table (columns: {})",
+                            columns.join(", ")
+                        ),
+                    )
+                })
+        })
+        .collect()
 }

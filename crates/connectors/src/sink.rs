@@ -301,17 +301,6 @@ fn parse_sink(def: &TableDef) -> Result<SinkConfig> {
     }
 }
 
-fn unknown_partition_column(def: &TableDef, column: &str, columns: &[&str]) -> Error {
-    Error::option(
-        &def.name,
-        format!(
-            "option `partition-by` names column `{column}`, which is not a column of the table \
-             (columns: {})",
-            columns.join(", ")
-        ),
-    )
-}
-
 /// Fails unless a folder can be created at `root`: every part of the path that already exists
 /// must be a folder.
 fn check_creatable(root: &Path) -> Result<()> {
@@ -581,15 +570,8 @@ impl FileSink {
         ctx: &SinkContext,
     ) -> Result<FileSink> {
         let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-        let mut partition_cols = Vec::with_capacity(config.partition_by.len());
-        for p in &config.partition_by {
-            let pos = names
-                .iter()
-                .position(|n| n == p)
-                .or_else(|| names.iter().position(|n| n.eq_ignore_ascii_case(p)))
-                .ok_or_else(|| unknown_partition_column(def, p, &names))?;
-            partition_cols.push(pos);
-        }
+        let partition_cols =
+            options::column_positions(def, "partition-by", &config.partition_by, &names)?;
         let data_cols: Vec<usize> = (0..names.len())
             .filter(|i| !partition_cols.contains(i))
             .collect();

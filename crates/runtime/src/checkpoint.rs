@@ -3,7 +3,7 @@
 //!
 //! A checkpoint `chk-<epoch>` is two objects: `state.bin` (every operator's snapshot, one after
 //! the other) and `meta.json` (source positions, watermark trackers, what each sink prepared, the
-//! reject bin's length, the plan fingerprint, and the SHA-256 of `state.bin`).
+//! reject bin's length, the plan fingerprint, and the XXH64 checksum of `state.bin`).
 //!
 //! Invariants:
 //! * `meta.json` is written last, and each object is written atomically (temporary object, then
@@ -23,7 +23,6 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 /// Format version of `meta.json`.
 const VERSION: u32 = 1;
@@ -69,7 +68,8 @@ pub struct CheckpointMeta {
     pub rows_written: BTreeMap<String, u64>,
     pub operators: Vec<OperatorState>,
     pub state_bytes: u64,
-    pub state_sha256: String,
+    /// XXH64 of `state.bin` ([`crate::codec::checksum`]), in hex.
+    pub state_checksum: String,
 }
 
 /// A complete checkpoint read back.
@@ -79,13 +79,16 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    /// The state bytes of one operator.
+    /// The state bytes of one operator (empty when the checkpoint holds none for it).
     pub fn operator_state(&self, chain: usize, operator: usize) -> &[u8] {
         self.meta
             .operators
             .iter()
             .find(|o| o.chain == chain && o.operator == operator)
-            .map(|o| &self.state[o.offset as usize..(o.offset + o.len) as usize])
+            .and_then(|o| {
+                let end = o.offset.checked_add(o.len)?;
+                self.state.get(o.offset as usize..end as usize)
+            })
             .unwrap_or(&[])
     }
 }
@@ -166,14 +169,14 @@ impl CheckpointStore {
             .await
             .map_err(|e| format!("state.bin: {e}"))?
             .to_vec();
-        let sha = hex::encode(Sha256::digest(&state));
-        if state.len() as u64 != meta.state_bytes || sha != meta.state_sha256 {
+        let sum = format!("{:016x}", crate::codec::checksum(&state));
+        if state.len() as u64 != meta.state_bytes || sum != meta.state_checksum {
             return Err(format!(
-                "state.bin is corrupt ({} bytes with SHA-256 {sha}, meta.json expects {} bytes \
-                 with SHA-256 {})",
+                "state.bin is corrupt ({} bytes with checksum {sum}, meta.json expects {} bytes \
+                 with checksum {})",
                 state.len(),
                 meta.state_bytes,
-                meta.state_sha256
+                meta.state_checksum
             ));
         }
         Ok(Checkpoint { meta, state })
@@ -203,7 +206,7 @@ impl CheckpointStore {
     pub async fn write(&self, mut meta: CheckpointMeta, state: Vec<u8>) -> Result<()> {
         meta.version = VERSION;
         meta.state_bytes = state.len() as u64;
-        meta.state_sha256 = hex::encode(Sha256::digest(&state));
+        meta.state_checksum = format!("{:016x}", crate::codec::checksum(&state));
         let epoch = meta.epoch;
         let json = serde_json::to_vec_pretty(&meta)
             .map_err(|e| Error::Internal(format!("cannot encode checkpoint: {e}")))?;

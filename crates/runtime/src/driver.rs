@@ -484,7 +484,8 @@ impl OpenedPipeline {
                 json!({
                     "table": name,
                     "topic": s.topic().name(),
-                    "end_offsets": s.end_offsets().ok(),
+                    // Next offset to read per partition when the run ended.
+                    "positions": state.positions.get(name),
                 })
             }))
             .collect();
@@ -497,7 +498,7 @@ impl OpenedPipeline {
                 "epochs": job.epochs,
                 "first_epoch": job.first_epoch,
                 "last_epoch": job.last_epoch,
-                "checkpoint_ms_max": job.checkpoint_ms.iter().max(),
+                "checkpoint_ms_max": job.checkpoint_ms_max,
                 "directory": settings.state_dir.join("checkpoints").display().to_string(),
             })
         });
@@ -733,12 +734,7 @@ impl OpenedPipeline {
                 }
             }
         }
-        for (name, slot) in sinks.iter_mut() {
-            let commit = slot.sink.commit()?;
-            state.rows_written.insert(name.clone(), slot.rows);
-            state.commits.insert(name.clone(), commit);
-        }
-        Ok(())
+        commit_all(&mut sinks, state)
     }
 }
 
@@ -947,6 +943,8 @@ pub(crate) struct RunState {
     pub(crate) watermarks: BTreeMap<String, String>,
     pub(crate) max_event_time: BTreeMap<String, String>,
     pub(crate) peak_state: usize,
+    /// Log sources: partition → next offset to read, when the run ended.
+    pub(crate) positions: BTreeMap<String, BTreeMap<u32, u64>>,
 }
 
 pub(crate) struct SinkSlot {
@@ -1096,10 +1094,7 @@ struct WatermarkTracker {
 
 impl WatermarkTracker {
     fn new(table: &TableDef, schema: &Schema) -> Result<Self> {
-        let (column, delay) = match &table.watermark {
-            Some(w) => (Some(schema.index_of(&w.column)?), w.delay_ms),
-            None => (None, 0),
-        };
+        let (column, delay) = event_time(table, schema)?;
         Ok(WatermarkTracker {
             column,
             delay,
@@ -1117,12 +1112,7 @@ impl WatermarkTracker {
             return Ok(None);
         };
         self.max_seen = Some(self.max_seen.map_or(max, |m| m.max(max)));
-        let w = Watermark(
-            self.max_seen
-                .unwrap_or(max)
-                .saturating_sub(self.delay)
-                .saturating_sub(1),
-        );
+        let w = bounded_watermark(self.max_seen.unwrap_or(max), self.delay);
         if w > self.current {
             self.current = w;
             Ok(Some(w))
@@ -1130,6 +1120,32 @@ impl WatermarkTracker {
             Ok(None)
         }
     }
+}
+
+/// Publishes every sink's whole-run output (batch commit).
+pub(crate) fn commit_all(
+    sinks: &mut BTreeMap<String, SinkSlot>,
+    state: &mut RunState,
+) -> Result<()> {
+    for (name, slot) in sinks.iter_mut() {
+        let commit = slot.sink.commit()?;
+        state.rows_written.insert(name.clone(), slot.rows);
+        state.commits.insert(name.clone(), commit);
+    }
+    Ok(())
+}
+
+/// The event-time column of a source (its `WATERMARK FOR` column) and the declared delay.
+pub(crate) fn event_time(table: &TableDef, schema: &Schema) -> Result<(Option<usize>, i64)> {
+    Ok(match &table.watermark {
+        Some(w) => (Some(schema.index_of(&w.column)?), w.delay_ms),
+        None => (None, 0),
+    })
+}
+
+/// Bounded out-of-orderness: the watermark after seeing event time `max_seen`.
+pub(crate) fn bounded_watermark(max_seen: i64, delay: i64) -> Watermark {
+    Watermark(max_seen.saturating_sub(delay).saturating_sub(1))
 }
 
 /// The schema written to a sink: its declared columns, or the query's.

@@ -33,7 +33,9 @@ use flowline_log::PartitionReader;
 use flowline_sql::Mode;
 
 use crate::checkpoint::{CheckpointMeta, CheckpointStore, OperatorState, PartitionPosition};
-use crate::driver::{Chain, OpenedPipeline, RunState, SinkSlot};
+use crate::driver::{
+    bounded_watermark, commit_all, event_time, Chain, OpenedPipeline, RunState, SinkSlot,
+};
 use crate::operators::window::millis;
 use crate::rejects::RejectBin;
 
@@ -126,11 +128,7 @@ struct SourceClock {
 
 impl SourceClock {
     fn new(table: &TableDef, source: &LogSource) -> Result<SourceClock> {
-        let schema = source.schema();
-        let (column, delay) = match &table.watermark {
-            Some(w) => (Some(schema.index_of(&w.column)?), w.delay_ms),
-            None => (None, 0),
-        };
+        let (column, delay) = event_time(table, &source.schema())?;
         let n = source.partitions() as usize;
         Ok(SourceClock {
             column,
@@ -173,10 +171,7 @@ impl SourceClock {
             if idle || (self.empty[p] && seen.is_none()) {
                 continue;
             }
-            let w = match seen {
-                Some(t) => t.saturating_sub(self.delay).saturating_sub(1),
-                None => i64::MIN,
-            };
+            let w = seen.map_or(i64::MIN, |t| bounded_watermark(t, self.delay).0);
             min = Some(min.map_or(w, |m: i64| m.min(w)));
         }
         let w = Watermark(min?);
@@ -304,18 +299,22 @@ impl SourceTask {
         loop {
             let started = Instant::now();
             // The range of this micro-batch: what is in the log now.
-            let mut ends = vec![];
-            for source in &self.sources {
-                ends.push(source.end_offsets()?);
-            }
+            let ends = self
+                .readers
+                .iter_mut()
+                .map(|rs| {
+                    rs.iter_mut()
+                        .map(|r| Ok(r.offsets()?.1))
+                        .collect::<Result<Vec<u64>>>()
+                })
+                .collect::<Result<Vec<_>>>()?;
             let cap = match trigger {
                 Trigger::AvailableNow => self.settings.max_records_per_batch,
                 _ => u64::MAX,
             };
             let mut more = false;
             for (s, ends) in ends.iter().enumerate() {
-                for p in 0..self.positions[s].len() {
-                    let end = ends.get(&(p as u32)).copied().unwrap_or(0);
+                for (p, &end) in ends.iter().enumerate() {
                     let until = end.min(self.positions[s][p].saturating_add(cap));
                     while self.positions[s][p] < until {
                         if self.read_once(s, p, Some(until), self.batch_size)? == 0 {
@@ -399,7 +398,7 @@ pub(crate) struct JobReport {
     pub last_epoch: Option<u64>,
     pub restored_from: Option<u64>,
     pub skipped_corrupt: Vec<(u64, String)>,
-    pub checkpoint_ms: Vec<u64>,
+    pub checkpoint_ms_max: u64,
     pub restore_ms: u64,
 }
 
@@ -516,16 +515,23 @@ impl OpenedPipeline {
         if let Some(c) = &checkpoint {
             for (ci, chain) in chains.iter_mut().enumerate() {
                 for (oi, op) in chain.ops.iter_mut().enumerate() {
-                    op.restore(c.operator_state(ci, oi))
-                        .map_err(|e| Error::Input {
+                    op.restore(c.operator_state(ci, oi)).map_err(|e| {
+                        let why = match e {
+                            Error::Internal(m) => m,
+                            other => other.to_string(),
+                        };
+                        Error::Input {
                             path: store.dir().to_path_buf(),
                             message: format!(
-                                "checkpoint {}: state of operator {} of INSERT INTO {}: {e}",
+                                "checkpoint {}: the state of operator {} of INSERT INTO {} \
+                                     cannot be restored ({why}). Restore the checkpoint from a \
+                                     backup, or start over with a new state directory",
                                 c.meta.epoch,
                                 op.name(),
                                 chain.sink
                             ),
-                        })?;
+                        }
+                    })?;
                 }
             }
         }
@@ -544,7 +550,12 @@ impl OpenedPipeline {
                 .ok_or_else(|| Error::Internal("source vanished".into()))?;
             let mut clock = SourceClock::new(table, source)?;
             let saved = checkpoint.as_ref().and_then(|c| c.meta.positions.get(name));
-            let start = source.start_offsets()?;
+            let mut partition_readers = source.readers()?;
+            let ranges = partition_readers
+                .iter_mut()
+                .map(PartitionReader::offsets)
+                .collect::<Result<Vec<_>>>()?;
+            let start = source.start_offsets(&ranges)?;
             let mut pos = vec![];
             for p in 0..source.partitions() {
                 match saved.and_then(|s| s.get(&p)) {
@@ -552,7 +563,7 @@ impl OpenedPipeline {
                         pos.push(at.next);
                         clock.max_seen[p as usize] = at.max_event_time;
                     }
-                    None => pos.push(start.get(&p).copied().unwrap_or(0)),
+                    None => pos.push(start[p as usize]),
                 }
             }
             if let Some(w) = checkpoint
@@ -561,21 +572,8 @@ impl OpenedPipeline {
             {
                 clock.current = Watermark(*w);
             }
-            bounds.push(if batch || source.bounded {
-                let ends = source.end_offsets()?;
-                Some(
-                    (0..source.partitions())
-                        .map(|p| ends.get(&p).copied().unwrap_or(0))
-                        .collect(),
-                )
-            } else {
-                None
-            });
-            readers.push(
-                (0..source.partitions())
-                    .map(|p| source.topic().reader(p))
-                    .collect::<Result<Vec<_>>>()?,
-            );
+            bounds.push((batch || source.bounded).then(|| ranges.iter().map(|r| r.1).collect()));
+            readers.push(partition_readers);
             positions.push(pos);
             clocks.push(clock);
             state.read_sources.insert(name.clone());
@@ -709,24 +707,26 @@ impl Job {
                     }
                 }
                 Item::Barrier { last } => {
-                    if checkpoints && (self.changed || last) {
-                        let clock = Instant::now();
-                        self.checkpoint(store, plan, fingerprint, *epoch, bin, state, pipeline)
-                            .await?;
-                        report
-                            .checkpoint_ms
-                            .push(clock.elapsed().as_millis() as u64);
-                        report.first_epoch.get_or_insert(*epoch);
-                        report.last_epoch = Some(*epoch);
-                        report.epochs += 1;
-                        *epoch += 1;
-                        self.changed = false;
+                    // Nothing read, fired or advanced since the last checkpoint: it still holds.
+                    if checkpoints && self.changed {
+                        self.commit_epoch(
+                            store,
+                            plan,
+                            fingerprint,
+                            epoch,
+                            bin,
+                            state,
+                            report,
+                            pipeline,
+                        )
+                        .await?;
                     }
                     if last {
                         break;
                     }
                 }
                 Item::End => {
+                    // A bounded input ends with the maximum watermark: every window fires.
                     for (s, name) in self.names.iter().enumerate() {
                         for chain in self.chains.iter_mut().filter(|c| &c.source == name) {
                             chain.push(Message::Watermark(Watermark::MAX), &mut self.sinks, bin)?;
@@ -735,18 +735,19 @@ impl Job {
                         self.clocks[s].current = Watermark::MAX;
                     }
                     if checkpoints {
-                        self.checkpoint(store, plan, fingerprint, *epoch, bin, state, pipeline)
-                            .await?;
-                        report.first_epoch.get_or_insert(*epoch);
-                        report.last_epoch = Some(*epoch);
-                        report.epochs += 1;
-                        *epoch += 1;
+                        self.commit_epoch(
+                            store,
+                            plan,
+                            fingerprint,
+                            epoch,
+                            bin,
+                            state,
+                            report,
+                            pipeline,
+                        )
+                        .await?;
                     } else {
-                        for (name, slot) in self.sinks.iter_mut() {
-                            let commit = slot.sink.commit()?;
-                            state.rows_written.insert(name.clone(), slot.rows);
-                            state.commits.insert(name.clone(), commit);
-                        }
+                        commit_all(&mut self.sinks, state)?;
                     }
                     break;
                 }
@@ -754,6 +755,10 @@ impl Job {
         }
         for (s, name) in self.names.iter().enumerate() {
             let clock = &self.clocks[s];
+            state.positions.insert(
+                name.clone(),
+                (0..).zip(self.positions[s].iter().copied()).collect(),
+            );
             state
                 .watermarks
                 .insert(name.clone(), clock.current.display());
@@ -763,6 +768,32 @@ impl Job {
                     .insert(name.clone(), Watermark(*t).display());
             }
         }
+        Ok(())
+    }
+
+    /// Checkpoints and publishes epoch `*epoch`, then moves to the next one.
+    #[allow(clippy::too_many_arguments)]
+    async fn commit_epoch(
+        &mut self,
+        store: &CheckpointStore,
+        plan: &str,
+        fingerprint: &str,
+        epoch: &mut u64,
+        bin: &mut RejectBin,
+        state: &mut RunState,
+        report: &mut JobReport,
+        pipeline: &OpenedPipeline,
+    ) -> Result<()> {
+        let clock = Instant::now();
+        self.checkpoint(store, plan, fingerprint, *epoch, bin, state, pipeline)
+            .await?;
+        let ms = clock.elapsed().as_millis() as u64;
+        report.checkpoint_ms_max = report.checkpoint_ms_max.max(ms);
+        report.first_epoch.get_or_insert(*epoch);
+        report.last_epoch = Some(*epoch);
+        report.epochs += 1;
+        *epoch += 1;
+        self.changed = false;
         Ok(())
     }
 
@@ -857,7 +888,7 @@ impl Job {
             rows_written: rows_written.clone(),
             operators,
             state_bytes: 0,
-            state_sha256: String::new(),
+            state_checksum: String::new(),
         };
         store.write(meta, blob).await?;
         // The checkpoint is complete: publish, then tell the log how far the job has read.
