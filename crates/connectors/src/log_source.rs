@@ -67,8 +67,8 @@ pub struct LogSource {
     name: String,
     topic: Topic,
     format: LogFormat,
-    delimiter: u8,
-    quote: u8,
+    /// Configured once; each CSV record gets a small reader over its own bytes.
+    csv: csv::ReaderBuilder,
     null_literal: Option<String>,
     converter: Converter,
     pub startup: Startup,
@@ -193,8 +193,16 @@ impl LogSource {
         Ok(LogSource {
             name: def.name.clone(),
             format,
-            delimiter: options::char_option(def, "csv.field-delimiter", b',')?,
-            quote: options::char_option(def, "csv.quote-character", b'"')?,
+            csv: {
+                let mut b = csv::ReaderBuilder::new();
+                b.has_headers(false)
+                    .flexible(true)
+                    .delimiter(options::char_option(def, "csv.field-delimiter", b',')?)
+                    .quote(options::char_option(def, "csv.quote-character", b'"')?)
+                    // Records are single lines: a small buffer, not the default 8 KiB per record.
+                    .buffer_capacity(256);
+                b
+            },
             null_literal: def.option("csv.null-literal").map(str::to_string),
             converter,
             startup,
@@ -280,6 +288,7 @@ impl LogSource {
         let mut body = Vec::with_capacity(records.iter().map(|r| r.value.len()).sum());
         let mut batch = TextBatch::new(fields.len(), records.len());
         let no_partitions = vec![None; fields.len()];
+        let mut csv_record = csv::ByteRecord::new();
         for record in records {
             let start = body.len();
             body.extend_from_slice(&record.value);
@@ -292,24 +301,26 @@ impl LogSource {
                     &is_string,
                     &no_partitions,
                 ),
-                LogFormat::Csv => self.csv_row(&mut batch, &record.value, &is_string),
+                LogFormat::Csv => {
+                    self.csv_row(&mut batch, &record.value, &is_string, &mut csv_record)
+                }
             }
         }
         batch.finish(&self.converter, &path, &body)
     }
 
     /// One CSV line (no header: columns in declared order) into the next row of `batch`.
-    fn csv_row(&self, batch: &mut TextBatch, value: &[u8], is_string: &[bool]) {
+    fn csv_row(
+        &self,
+        batch: &mut TextBatch,
+        value: &[u8],
+        is_string: &[bool],
+        record: &mut csv::ByteRecord,
+    ) {
         let row = batch.spans.len() - 1;
-        let mut reader = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .flexible(true)
-            .delimiter(self.delimiter)
-            .quote(self.quote)
-            .from_reader(value);
-        let mut record = csv::ByteRecord::new();
+        let mut reader = self.csv.from_reader(value);
         let expected = is_string.len();
-        let failure = match reader.read_byte_record(&mut record) {
+        let failure = match reader.read_byte_record(record) {
             Err(e) => Some((RejectReason::MalformedCsv, e.to_string())),
             Ok(false) => Some((RejectReason::MalformedCsv, "empty record".to_string())),
             Ok(true) if record.len() != expected => Some((
