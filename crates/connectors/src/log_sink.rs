@@ -33,6 +33,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
 
+use arrow::array::AsArray;
 use arrow::array::RecordBatch;
 use arrow::datatypes::{Schema, SchemaRef};
 use flowline_core::{Error, Result, TableDef};
@@ -41,8 +42,8 @@ use serde_json::Value;
 
 use crate::options;
 use crate::sink::{
-    safe_name, sync_dir, wrong_prepared, Prepared, PreparedPartition, Sink, SinkCommit,
-    SinkContext, SinkMode,
+    remove_entries, safe_name, sync_dir, wrong_prepared, Prepared, PreparedPartition, Sink,
+    SinkCommit, SinkContext, SinkMode,
 };
 
 const LOG_SINK_OPTIONS: &[&str] = &["connector", "topic", "format", "key.fields", "log.dir"];
@@ -169,6 +170,15 @@ fn encode_rows(batch: &RecordBatch, format: LogFormat) -> Result<Vec<Vec<u8>>> {
 /// The key of every row: its key fields' values as the JSON writer renders them (see the module
 /// docs). `None` for a row whose only key field is NULL.
 fn encode_keys(keys: &RecordBatch, single: Option<&str>) -> Result<Vec<Option<Vec<u8>>>> {
+    // The common case, one string key: its text, without a JSON round trip per row.
+    if let (Some(_), [column]) = (single, keys.columns()) {
+        if let Some(strings) = column.as_string_opt::<i32>() {
+            return Ok(strings
+                .iter()
+                .map(|v| v.map(|s| s.as_bytes().to_vec()))
+                .collect());
+        }
+    }
     let names: Vec<String> = keys
         .schema_ref()
         .fields()
@@ -294,18 +304,7 @@ impl LogSink {
 
     /// Removes every staged file (after the resumed epoch was published).
     fn clear_staging(&self) -> Result<()> {
-        let entries =
-            fs::read_dir(&self.staging).map_err(|e| Error::io("read", &self.staging, e))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| Error::io("read", &self.staging, e))?;
-            let path = entry.path();
-            let removed = if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                fs::remove_dir_all(&path)
-            } else {
-                fs::remove_file(&path)
-            };
-            removed.map_err(|e| Error::io("remove", &path, e))?;
-        }
+        remove_entries(&self.staging, |_| true)?;
         sync_dir(&self.staging)
     }
 

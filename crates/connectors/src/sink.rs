@@ -214,6 +214,25 @@ pub(crate) fn safe_name(name: &str) -> String {
 }
 
 /// Syncs a folder, so that the names created or renamed in it survive a crash.
+/// Removes the entries of `dir` whose name `matches` (folders with their contents).
+pub(crate) fn remove_entries(dir: &Path, matches: impl Fn(&str) -> bool) -> Result<()> {
+    let entries = fs::read_dir(dir).map_err(|e| Error::io("read", dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("read", dir, e))?;
+        if !matches(&entry.file_name().to_string_lossy()) {
+            continue;
+        }
+        let path = entry.path();
+        let removed = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            fs::remove_dir_all(&path)
+        } else {
+            fs::remove_file(&path)
+        };
+        removed.map_err(|e| Error::io("remove", &path, e))?;
+    }
+    Ok(())
+}
+
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     #[cfg(unix)]
     {
@@ -773,20 +792,7 @@ impl FileSink {
 
     /// Removes this run's staging folder and any left by earlier runs that crashed.
     fn remove_staging(&self) -> Result<()> {
-        let entries = fs::read_dir(&self.root).map_err(|e| Error::io("read", &self.root, e))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| Error::io("read", &self.root, e))?;
-            if entry.file_name().to_string_lossy().starts_with(".staging-") {
-                let path = entry.path();
-                let removed = if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                    fs::remove_dir_all(&path)
-                } else {
-                    fs::remove_file(&path)
-                };
-                removed.map_err(|e| Error::io("remove", &path, e))?;
-            }
-        }
-        Ok(())
+        remove_entries(&self.root, |name| name.starts_with(".staging-"))
     }
 
     // ------------------------------------------------------------ epochs mode
@@ -853,18 +859,7 @@ impl FileSink {
 
     /// Removes everything in the job's staging folder.
     fn clear_staging(&self) -> Result<()> {
-        let entries =
-            fs::read_dir(&self.staging).map_err(|e| Error::io("read", &self.staging, e))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| Error::io("read", &self.staging, e))?;
-            let path = entry.path();
-            let removed = if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                fs::remove_dir_all(&path)
-            } else {
-                fs::remove_file(&path)
-            };
-            removed.map_err(|e| Error::io("remove", &path, e))?;
-        }
+        remove_entries(&self.staging, |_| true)?;
         sync_dir(&self.staging)
     }
 }
