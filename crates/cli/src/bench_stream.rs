@@ -540,8 +540,9 @@ fn watch_files(out: &Path, seen: &Seen, stop: &AtomicBool) {
 
 /// SIGTERM (the job takes a final checkpoint and exits), SIGKILL after 30 s.
 fn terminate(child: &mut Child) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+    // The shell's built-in kill: no procps needed.
+    let _ = Command::new("sh")
+        .args(["-c", &format!("kill -TERM {}", child.id())])
         .status();
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(30) {
