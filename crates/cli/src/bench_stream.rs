@@ -662,7 +662,7 @@ pub async fn checkpoint(keys: u64, partitions: u32, dir: &Path) -> Result<()> {
             ),
         ),
         (
-            "restart: its own final checkpoint (checkpoint_ms_max)",
+            "restart: checkpoint taken (0: nothing changed, none written)",
             format!("{} ms", cp(&second, "checkpoint_ms_max")),
         ),
         (
