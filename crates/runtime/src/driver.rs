@@ -305,8 +305,6 @@ impl OpenedPipeline {
             trigger: trigger.unwrap_or(Trigger::Continuous),
             checkpoint_interval,
             max_records_per_batch,
-            state_dir: state_dir.clone(),
-            log_dir: log_dir.clone(),
             stop: options.stop.clone().unwrap_or_default(),
         });
 
@@ -499,7 +497,7 @@ impl OpenedPipeline {
                 "first_epoch": job.first_epoch,
                 "last_epoch": job.last_epoch,
                 "checkpoint_ms_max": job.checkpoint_ms_max,
-                "directory": settings.state_dir.join("checkpoints").display().to_string(),
+                "directory": self.state_dir.join("checkpoints").display().to_string(),
             })
         });
         let outputs: Vec<_> = state
@@ -555,31 +553,14 @@ impl OpenedPipeline {
     }
 
     async fn execute(&self, run_id: &str, bin: &mut RejectBin, state: &mut RunState) -> Result<()> {
-        let mut sinks: BTreeMap<String, SinkSlot> = BTreeMap::new();
-        for (name, schema) in &self.sink_schemas {
-            let table = self
-                .def
-                .table(name)
-                .ok_or_else(|| Error::Internal("sink vanished".into()))?;
-            let ctx = SinkContext {
-                base_dir: self.base_dir.clone(),
-                log_dir: self.log_dir.clone(),
-                mode: SinkMode::Run {
+        let mut sinks = self.open_sinks(state, |_| {
+            (
+                SinkMode::Run {
                     run_id: run_id.to_string(),
                 },
-            };
-            let sink = open_sink(table, schema.clone(), &ctx, self.print_output())?;
-            sinks.insert(
-                name.clone(),
-                SinkSlot {
-                    name: name.clone(),
-                    sink,
-                    schema: schema.clone(),
-                    rows: 0,
-                },
-            );
-            state.rows_written.insert(name.clone(), 0);
-        }
+                0,
+            )
+        })?;
         let mut chains = self.build_chains()?;
         let mut datafusion_sources = BTreeSet::new();
         if self
@@ -745,6 +726,40 @@ impl OpenedPipeline {
             Some(buf) => Box::new(SharedBuf(buf.clone())),
             None => Box::new(std::io::stdout()),
         }
+    }
+
+    /// Opens every sink; `mode(name)` gives its mode and the rows it already wrote (restored
+    /// jobs keep counting from their checkpoint).
+    pub(crate) fn open_sinks(
+        &self,
+        state: &mut RunState,
+        mode: impl Fn(&str) -> (SinkMode, u64),
+    ) -> Result<BTreeMap<String, SinkSlot>> {
+        let mut sinks = BTreeMap::new();
+        for (name, schema) in &self.sink_schemas {
+            let table = self
+                .def
+                .table(name)
+                .ok_or_else(|| Error::Internal("sink vanished".into()))?;
+            let (mode, rows) = mode(name);
+            let ctx = SinkContext {
+                base_dir: self.base_dir.clone(),
+                log_dir: self.log_dir.clone(),
+                mode,
+            };
+            let sink = open_sink(table, schema.clone(), &ctx, self.print_output())?;
+            sinks.insert(
+                name.clone(),
+                SinkSlot {
+                    name: name.clone(),
+                    sink,
+                    schema: schema.clone(),
+                    rows,
+                },
+            );
+            state.rows_written.insert(name.clone(), rows);
+        }
+        Ok(sinks)
     }
 
     /// One chain of operators per INSERT that runs on the dataflow, in plan order.

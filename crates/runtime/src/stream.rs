@@ -20,14 +20,13 @@
 //! are not idle; a checkpoint restores only into the plan it was taken from.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flowline_connectors::sink::{Prepared, SinkContext, SinkMode};
-use flowline_connectors::{open_sink, Decoded, LogSource};
+use flowline_connectors::sink::{Prepared, SinkMode};
+use flowline_connectors::{Decoded, LogSource};
 use flowline_core::{Error, Message, Result, TableDef, Watermark};
 use flowline_log::PartitionReader;
 use flowline_sql::Mode;
@@ -90,8 +89,6 @@ pub(crate) struct JobSettings {
     pub checkpoint_interval: Duration,
     /// Records per partition in one micro-batch of `available-now`.
     pub max_records_per_batch: u64,
-    pub state_dir: PathBuf,
-    pub log_dir: PathBuf,
     pub stop: Arc<AtomicBool>,
 }
 
@@ -414,7 +411,7 @@ impl OpenedPipeline {
     ) -> Result<()> {
         let batch = self.mode == Mode::Batch;
         let checkpoints = !batch;
-        let store = CheckpointStore::open(&settings.state_dir.join("checkpoints"))?;
+        let store = CheckpointStore::open(&self.state_dir.join("checkpoints"))?;
         let (plan_text, fp) = fingerprint(self);
         let restore_clock = Instant::now();
         let found = if checkpoints {
@@ -467,15 +464,9 @@ impl OpenedPipeline {
                 state.rows_read.insert(name.clone(), *n);
             }
         }
-        let mut epoch = checkpoint.as_ref().map_or(1, |c| c.meta.epoch + 1);
 
         // Sinks: exactly-once by epoch, resuming the checkpoint's pending publish.
-        let mut sinks: BTreeMap<String, SinkSlot> = BTreeMap::new();
-        for (name, schema) in &self.sink_schemas {
-            let table = self
-                .def
-                .table(name)
-                .ok_or_else(|| Error::Internal("sink vanished".into()))?;
+        let sinks = self.open_sinks(state, |name| {
             let mode = if batch {
                 SinkMode::Run {
                     run_id: run_id.to_string(),
@@ -483,33 +474,18 @@ impl OpenedPipeline {
             } else {
                 SinkMode::Epochs {
                     job: self.name.clone(),
-                    staging: settings.state_dir.join("staging").join(name),
+                    staging: self.state_dir.join("staging").join(name),
                     resume: checkpoint
                         .as_ref()
                         .and_then(|c| c.meta.sinks.get(name).cloned()),
                 }
             };
-            let ctx = SinkContext {
-                base_dir: self.base_dir.clone(),
-                log_dir: settings.log_dir.clone(),
-                mode,
-            };
-            let sink = open_sink(table, schema.clone(), &ctx, self.print_output())?;
             let written = checkpoint
                 .as_ref()
                 .and_then(|c| c.meta.rows_written.get(name).copied())
                 .unwrap_or(0);
-            sinks.insert(
-                name.clone(),
-                SinkSlot {
-                    name: name.clone(),
-                    sink,
-                    schema: schema.clone(),
-                    rows: written,
-                },
-            );
-            state.rows_written.insert(name.clone(), written);
-        }
+            (mode, written)
+        })?;
 
         let mut chains = self.build_chains()?;
         if let Some(c) = &checkpoint {
@@ -604,6 +580,12 @@ impl OpenedPipeline {
             .map_err(|e| Error::Internal(format!("cannot start the source task: {e}")))?;
 
         let mut job = Job {
+            pipeline: self,
+            store: &store,
+            plan: &plan_text,
+            fingerprint: &fp,
+            checkpoints,
+            epoch: checkpoint.as_ref().map_or(1, |c| c.meta.epoch + 1),
             names,
             sources,
             clocks,
@@ -612,20 +594,7 @@ impl OpenedPipeline {
             sinks,
             changed: checkpoint.is_none(),
         };
-        let result = job
-            .drive(
-                rx,
-                &store,
-                &plan_text,
-                &fp,
-                &mut epoch,
-                bin,
-                state,
-                report,
-                checkpoints,
-                self,
-            )
-            .await;
+        let result = job.drive(rx, bin, state, report).await;
         drop(job);
         let _ = handle.join();
         result
@@ -639,7 +608,16 @@ impl OpenedPipeline {
 }
 
 /// The operator task's state.
-struct Job {
+struct Job<'a> {
+    pipeline: &'a OpenedPipeline,
+    store: &'a CheckpointStore,
+    /// The plan text and fingerprint written into every checkpoint.
+    plan: &'a str,
+    fingerprint: &'a str,
+    /// Whether the job checkpoints (not in batch mode).
+    checkpoints: bool,
+    /// The epoch the next checkpoint commits.
+    epoch: u64,
     names: Vec<String>,
     sources: Vec<Arc<LogSource>>,
     clocks: Vec<SourceClock>,
@@ -650,20 +628,13 @@ struct Job {
     changed: bool,
 }
 
-impl Job {
-    #[allow(clippy::too_many_arguments)]
+impl Job<'_> {
     async fn drive(
         &mut self,
         rx: Receiver<Result<Item>>,
-        store: &CheckpointStore,
-        plan: &str,
-        fingerprint: &str,
-        epoch: &mut u64,
         bin: &mut RejectBin,
         state: &mut RunState,
         report: &mut JobReport,
-        checkpoints: bool,
-        pipeline: &OpenedPipeline,
     ) -> Result<()> {
         let mut yielded = Instant::now();
         loop {
@@ -708,18 +679,8 @@ impl Job {
                 }
                 Item::Barrier { last } => {
                     // Nothing read, fired or advanced since the last checkpoint: it still holds.
-                    if checkpoints && self.changed {
-                        self.commit_epoch(
-                            store,
-                            plan,
-                            fingerprint,
-                            epoch,
-                            bin,
-                            state,
-                            report,
-                            pipeline,
-                        )
-                        .await?;
+                    if self.checkpoints && self.changed {
+                        self.commit_epoch(bin, state, report).await?;
                     }
                     if last {
                         break;
@@ -734,18 +695,8 @@ impl Job {
                         }
                         self.clocks[s].current = Watermark::MAX;
                     }
-                    if checkpoints {
-                        self.commit_epoch(
-                            store,
-                            plan,
-                            fingerprint,
-                            epoch,
-                            bin,
-                            state,
-                            report,
-                            pipeline,
-                        )
-                        .await?;
+                    if self.checkpoints {
+                        self.commit_epoch(bin, state, report).await?;
                     } else {
                         commit_all(&mut self.sinks, state)?;
                     }
@@ -772,27 +723,20 @@ impl Job {
     }
 
     /// Checkpoints and publishes epoch `*epoch`, then moves to the next one.
-    #[allow(clippy::too_many_arguments)]
     async fn commit_epoch(
         &mut self,
-        store: &CheckpointStore,
-        plan: &str,
-        fingerprint: &str,
-        epoch: &mut u64,
         bin: &mut RejectBin,
         state: &mut RunState,
         report: &mut JobReport,
-        pipeline: &OpenedPipeline,
     ) -> Result<()> {
         let clock = Instant::now();
-        self.checkpoint(store, plan, fingerprint, *epoch, bin, state, pipeline)
-            .await?;
+        self.checkpoint(bin, state).await?;
         let ms = clock.elapsed().as_millis() as u64;
         report.checkpoint_ms_max = report.checkpoint_ms_max.max(ms);
-        report.first_epoch.get_or_insert(*epoch);
-        report.last_epoch = Some(*epoch);
+        report.first_epoch.get_or_insert(self.epoch);
+        report.last_epoch = Some(self.epoch);
         report.epochs += 1;
-        *epoch += 1;
+        self.epoch += 1;
         self.changed = false;
         Ok(())
     }
@@ -812,17 +756,9 @@ impl Job {
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn checkpoint(
-        &mut self,
-        store: &CheckpointStore,
-        plan: &str,
-        fingerprint: &str,
-        epoch: u64,
-        bin: &mut RejectBin,
-        state: &mut RunState,
-        pipeline: &OpenedPipeline,
-    ) -> Result<()> {
+    /// Checkpoint `self.epoch` (see the module documentation for the protocol).
+    async fn checkpoint(&mut self, bin: &mut RejectBin, state: &mut RunState) -> Result<()> {
+        let epoch = self.epoch;
         let mut prepared: BTreeMap<String, Prepared> = BTreeMap::new();
         for (name, slot) in self.sinks.iter_mut() {
             prepared.insert(name.clone(), slot.sink.prepare(epoch)?);
@@ -876,9 +812,9 @@ impl Job {
         let meta = CheckpointMeta {
             version: 0,
             epoch,
-            pipeline: pipeline.path.display().to_string(),
-            fingerprint: fingerprint.to_string(),
-            plan: plan.to_string(),
+            pipeline: self.pipeline.path.display().to_string(),
+            fingerprint: self.fingerprint.to_string(),
+            plan: self.plan.to_string(),
             created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             positions: positions.clone(),
             watermarks,
@@ -890,7 +826,7 @@ impl Job {
             state_bytes: 0,
             state_checksum: String::new(),
         };
-        store.write(meta, blob).await?;
+        self.store.write(meta, blob).await?;
         // The checkpoint is complete: publish, then tell the log how far the job has read.
         for (name, slot) in self.sinks.iter_mut() {
             let commit = slot.sink.publish(&prepared[name])?;
@@ -906,7 +842,7 @@ impl Job {
                 .collect();
             source.commit_group(&offsets)?;
         }
-        store.prune(3).await?;
+        self.store.prune(3).await?;
         Ok(())
     }
 }
