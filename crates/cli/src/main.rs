@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use flowline_core::plan::OutputMode;
 use flowline_runtime::{manifest, rejects, Mode, OpenedPipeline, RunOptions, Trigger};
 
 #[derive(Parser)]
@@ -43,6 +44,15 @@ struct PipelineArgs {
     /// The embedded log's folder (default: $FLOWLINE_LOG_DIR, else .flowline/log).
     #[arg(long)]
     log_dir: Option<PathBuf>,
+    /// Stream mode: append (each result once, when final) or update (changed results as they
+    /// happen, keyed for an upsert). Default: append for windows, update for a GROUP BY
+    /// without a window.
+    #[arg(long)]
+    output_mode: Option<OutputMode>,
+    /// Update mode: emit changed results at most this often, e.g. 1s (default 1s; 0: after
+    /// every batch).
+    #[arg(long)]
+    emit_interval: Option<String>,
     /// Rows per batch read from a source (default: 32768 in batch, 1024 in stream mode).
     #[arg(long)]
     batch_size: Option<usize>,
@@ -84,8 +94,17 @@ impl PipelineArgs {
                 _ => anyhow::bail!("--checkpoint-interval: '{t}' is not a duration such as 2s"),
             },
         };
+        let emit_interval = match &self.emit_interval {
+            None => None,
+            Some(t) => Some(
+                flowline_runtime::parse_emit_interval(t)
+                    .map_err(|e| anyhow::anyhow!("--emit-interval: {e}"))?,
+            ),
+        };
         Ok(RunOptions {
             mode,
+            output_mode: self.output_mode,
+            emit_interval,
             batch_size: self.batch_size,
             rejects_path: self.rejects.clone(),
             state_dir: self.state_dir.clone(),

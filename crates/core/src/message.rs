@@ -34,6 +34,10 @@ pub enum Message {
     Watermark(Watermark),
     /// The input is exhausted. Always preceded by `Watermark(Watermark::MAX)`.
     EndOfInput,
+    /// A processing-time tick of the update output mode (every emit interval, and at the end
+    /// of each micro-batch): operators in update mode emit the results that changed since the
+    /// previous tick. Every other operator forwards it.
+    EmitUpdates,
 }
 
 /// Where an operator puts what it produces.

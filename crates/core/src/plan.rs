@@ -15,6 +15,45 @@ pub struct InsertPlan {
     pub nodes: Vec<Node>,
     /// Schema of the rows reaching the sink.
     pub schema: SchemaRef,
+    /// How results reach the sink.
+    pub output: OutputMode,
+    /// Update mode: positions in `schema` of the upsert key (the GROUP BY columns, window
+    /// bounds included), which identify the row a later update replaces. Empty in append mode.
+    pub key: Vec<usize>,
+}
+
+/// How an aggregate's results reach its sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OutputMode {
+    /// Each result once, when it is final (a window's results when the watermark passes its
+    /// end; a plain GROUP BY's at the end of a bounded input).
+    #[default]
+    Append,
+    /// Results as they change, at most once per emit interval per group, each row carrying its
+    /// key: a downstream upsert by that key ends with the final answer.
+    Update,
+}
+
+impl std::fmt::Display for OutputMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            OutputMode::Append => "append",
+            OutputMode::Update => "update",
+        })
+    }
+}
+
+impl std::str::FromStr for OutputMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "append" => Ok(OutputMode::Append),
+            "update" | "upsert" => Ok(OutputMode::Update),
+            other => Err(format!(
+                "unknown output mode '{other}': expected append or update"
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -28,7 +67,9 @@ pub enum Node {
     },
     /// Assign each row to its windows, adding `window_start`, `window_end`, `window_time`.
     WindowAssign(WindowSpec),
-    /// Aggregate per window and key; emit a window's groups once the watermark passes its end.
+    /// Aggregate per window (or over the whole input) and key; append mode emits a window's
+    /// groups once the watermark passes its end, update mode also emits changed groups on
+    /// every [`Message::EmitUpdates`](crate::Message::EmitUpdates).
     WindowAggregate(AggregateSpec),
 }
 
@@ -86,15 +127,23 @@ pub struct AggregateCall {
     pub filter: Option<Arc<dyn PhysicalExpr>>,
 }
 
-/// `GROUP BY window_start, window_end, keys...` with aggregate calls.
+/// The window of a windowed aggregate: its kind, and where `window_start` and `window_end` are
+/// among the group expressions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowColumns {
+    pub kind: WindowKind,
+    pub start: usize,
+    pub end: usize,
+}
+
+/// `GROUP BY [window_start, window_end,] keys...` with aggregate calls.
 #[derive(Debug, Clone)]
 pub struct AggregateSpec {
     /// Group expressions in `GROUP BY` order (including the window columns).
     pub group_exprs: Vec<Arc<dyn PhysicalExpr>>,
-    /// Positions of `window_start` and `window_end` among `group_exprs`.
-    pub window_start: usize,
-    pub window_end: usize,
-    pub window: WindowKind,
+    /// `None`: a GROUP BY without a window, over the whole input.
+    pub window: Option<WindowColumns>,
+    pub output: OutputMode,
     pub calls: Vec<AggregateCall>,
     /// Schema of the rows entering the aggregate.
     pub input_schema: SchemaRef,

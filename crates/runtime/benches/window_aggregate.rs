@@ -10,7 +10,9 @@ use arrow::array::{Decimal128Array, RecordBatch, StringArray, TimestampMilliseco
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use datafusion::physical_expr::expressions::{col, lit};
-use flowline_core::plan::{AggregateCall, AggregateFunction, AggregateSpec, Node, WindowKind};
+use flowline_core::plan::{
+    AggregateCall, AggregateFunction, AggregateSpec, Node, OutputMode, WindowColumns, WindowKind,
+};
 use flowline_core::{Message, Output, Watermark};
 use flowline_runtime::operators::build;
 
@@ -81,9 +83,12 @@ fn node() -> Node {
             col("window_end", &input).unwrap(),
             col("store_id", &input).unwrap(),
         ],
-        window_start: 0,
-        window_end: 1,
-        window: WindowKind::Tumble { size: HOUR },
+        window: Some(WindowColumns {
+            kind: WindowKind::Tumble { size: HOUR },
+            start: 0,
+            end: 1,
+        }),
+        output: OutputMode::Append,
         calls: vec![
             call(AggregateFunction::Count, lit(1i64)),
             call(AggregateFunction::Sum, col("amount", &input).unwrap()),

@@ -15,7 +15,7 @@ use flowline_connectors::sink::{SinkContext, SinkMode};
 use flowline_connectors::{
     open_sink, validate_sink_options, FileSource, LogSource, Sink, SinkCommit,
 };
-use flowline_core::plan::{InsertPlan, Node, WindowKind};
+use flowline_core::plan::{InsertPlan, Node, OutputMode, WindowKind};
 use flowline_core::{Error, Message, Operator, Output, Result, TableDef, Watermark};
 use flowline_sql::lower::PlanningBinder;
 use flowline_sql::{bind, lower_insert, new_session, BoundInsert, Mode, PipelineDef};
@@ -39,6 +39,8 @@ const SETTINGS: &[&str] = &[
     "execution.trigger",
     "execution.checkpointing.interval",
     "execution.max-records-per-batch",
+    "execution.output-mode",
+    "execution.emit-interval",
 ];
 
 /// Command-line overrides; each falls back to the file's `SET`, then to a default.
@@ -59,6 +61,11 @@ pub struct RunOptions {
     pub log_dir: Option<PathBuf>,
     /// Set to stop a continuous or interval job: it takes a final checkpoint and returns.
     pub stop: Option<Arc<AtomicBool>>,
+    /// Stream mode: the output mode asked for (default: append for windows, update for a
+    /// GROUP BY without one).
+    pub output_mode: Option<OutputMode>,
+    /// Update mode: how often changed results are emitted (default 1 s; 0: after every batch).
+    pub emit_interval: Option<Duration>,
 }
 
 /// What a run did, as also recorded in the manifest.
@@ -129,7 +136,11 @@ pub struct OpenedPipeline {
     pub(crate) sink_schemas: BTreeMap<String, SchemaRef>,
     stdout: Option<Arc<Mutex<Vec<u8>>>>,
     /// Set for jobs over log sources.
-    job: Option<JobSettings>,
+    pub(crate) job: Option<JobSettings>,
+    /// Update mode: how often changed results are emitted.
+    pub emit_interval: Duration,
+    /// Sink name → the upsert key of the rows it receives, by column name (update mode only).
+    pub(crate) sink_keys: BTreeMap<String, Vec<String>>,
 }
 
 /// Parses, plans and runs a pipeline file.
@@ -301,6 +312,24 @@ impl OpenedPipeline {
             })?,
             None => 100_000,
         };
+        let output_mode = match options.output_mode {
+            Some(m) => Some(m),
+            None => match def.settings.get("execution.output-mode") {
+                Some(m) => Some(
+                    m.parse()
+                        .map_err(|e| setting_error("execution.output-mode", e))?,
+                ),
+                None => None,
+            },
+        };
+        let emit_interval = match options.emit_interval {
+            Some(d) => d,
+            None => match def.settings.get("execution.emit-interval") {
+                Some(t) => parse_emit_interval(t)
+                    .map_err(|e| setting_error("execution.emit-interval", e))?,
+                None => Duration::from_secs(1),
+            },
+        };
         let job = (!log_sources.is_empty()).then(|| JobSettings {
             trigger: trigger.unwrap_or(Trigger::Continuous),
             checkpoint_interval,
@@ -321,6 +350,7 @@ impl OpenedPipeline {
         let state = ctx.state();
         let mut planned = vec![];
         let mut sink_schemas: BTreeMap<String, SchemaRef> = BTreeMap::new();
+        let mut sink_keys: BTreeMap<String, Option<Vec<String>>> = BTreeMap::new();
         for insert in bound {
             let table = def
                 .table(&insert.sink)
@@ -362,10 +392,13 @@ impl OpenedPipeline {
                     )));
                 }
             } else {
-                sink_schemas.insert(table.name.clone(), schema);
+                sink_schemas.insert(table.name.clone(), schema.clone());
             }
-            match lower_insert(&def, &insert, &binder, &state, mode) {
-                Ok(plan) => planned.push(Planned::Dataflow(plan)),
+            match lower_insert(&def, &insert, &binder, &state, mode, output_mode) {
+                Ok(plan) => {
+                    check_upsert_key(table, &plan, &schema, insert.line, &mut sink_keys)?;
+                    planned.push(Planned::Dataflow(plan))
+                }
                 Err(Error::Unsupported {
                     construct, hint, ..
                 }) if mode == Mode::Batch && log_sources.is_empty() => {
@@ -412,6 +445,11 @@ impl OpenedPipeline {
             sink_schemas,
             stdout: options.stdout,
             job,
+            emit_interval,
+            sink_keys: sink_keys
+                .into_iter()
+                .filter_map(|(sink, key)| Some((sink, key?)))
+                .collect(),
         })
     }
 
@@ -433,7 +471,20 @@ impl OpenedPipeline {
                     for node in &plan.nodes {
                         s += &format!("  → {}\n", describe(node));
                     }
-                    s += &format!("  → sink {}\n", plan.sink);
+                    match plan.output {
+                        OutputMode::Append => s += &format!("  → sink {}\n", plan.sink),
+                        OutputMode::Update => {
+                            s += &format!(
+                                "  → sink {} (update mode: rows keyed by ({}) for an upsert)\n",
+                                plan.sink,
+                                plan.key
+                                    .iter()
+                                    .map(|&i| plan.schema.field(i).name().as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            )
+                        }
+                    }
                 }
                 Planned::DataFusion { bound, reason } => {
                     s += &format!(
@@ -506,6 +557,8 @@ impl OpenedPipeline {
             .map(|(name, c)| {
                 json!({
                     "table": name,
+                    "output_mode": if self.sink_keys.contains_key(name) { "update" } else { "append" },
+                    "key": self.sink_keys.get(name),
                     "rows": c.rows,
                     "files": c.files.iter().map(|f| json!({"path": f.path, "rows": f.rows, "bytes": f.bytes})).collect::<Vec<_>>(),
                 })
@@ -535,6 +588,7 @@ impl OpenedPipeline {
             "watermarks": state.watermarks,
             "max_event_time": state.max_event_time,
             "peak_state_bytes": state.peak_state,
+            "emit_interval_ms": (!self.sink_keys.is_empty()).then(|| self.emit_interval.as_millis() as u64),
             "checkpoints": checkpoints,
         });
         manifest::append(&self.manifest_path, &record)?;
@@ -634,6 +688,7 @@ impl OpenedPipeline {
                 let mut reader =
                     SourceReader::start(source.clone(), self.batch_size, workers, needed);
                 let mut read = 0u64;
+                let mut emit = EmitClock::new(self.emit_interval);
                 while let Some((_, decoded)) = reader.next_batch()? {
                     bin.write(&decoded.rejects)?;
                     let batch = decoded.batch;
@@ -653,6 +708,15 @@ impl OpenedPipeline {
                         chain.push(Message::Data(batch.clone()), &mut sinks, bin)?;
                     }
                     if self.mode == Mode::Stream {
+                        emit.touch();
+                        if emit.due(false) {
+                            for chain in chains
+                                .iter_mut()
+                                .filter(|c| &c.source == name && c.updates())
+                            {
+                                chain.push(Message::EmitUpdates, &mut sinks, bin)?;
+                            }
+                        }
                         if let Some(w) = advanced {
                             let mut st = 0;
                             for chain in chains.iter_mut().filter(|c| &c.source == name) {
@@ -741,6 +805,20 @@ impl OpenedPipeline {
                 .def
                 .table(name)
                 .ok_or_else(|| Error::Internal("sink vanished".into()))?;
+            // A log sink written in update mode is keyed by the upsert key (Kafka's upsert
+            // topics: the last record of a key is its value).
+            let keyed;
+            let table = match self.sink_keys.get(name) {
+                Some(key)
+                    if table.connector() == Some("log") && table.option("key.fields").is_none() =>
+                {
+                    let mut t = table.clone();
+                    t.options.insert("key.fields".into(), key.join(";"));
+                    keyed = t;
+                    &keyed
+                }
+                _ => table,
+            };
             let (mode, rows) = mode(name);
             let ctx = SinkContext {
                 base_dir: self.base_dir.clone(),
@@ -1036,6 +1114,47 @@ impl Chain {
     pub(crate) fn state_bytes(&self) -> usize {
         self.ops.iter().map(|o| o.state_bytes()).sum()
     }
+
+    /// Whether the chain emits in update mode (and so needs [`Message::EmitUpdates`] ticks).
+    pub(crate) fn updates(&self) -> bool {
+        self.nodes
+            .iter()
+            .any(|n| matches!(n, Node::WindowAggregate(s) if s.output == OutputMode::Update))
+    }
+}
+
+/// When update-mode chains emit their changed results: at most every `interval`, and only if
+/// rows arrived since the last emission.
+pub(crate) struct EmitClock {
+    interval: Duration,
+    last: Instant,
+    pending: bool,
+}
+
+impl EmitClock {
+    pub(crate) fn new(interval: Duration) -> EmitClock {
+        EmitClock {
+            interval,
+            last: Instant::now(),
+            pending: false,
+        }
+    }
+
+    /// Rows reached the chains.
+    pub(crate) fn touch(&mut self) {
+        self.pending = true;
+    }
+
+    /// Whether to emit now (`force`: whatever the interval); if so, the clock restarts.
+    pub(crate) fn due(&mut self, force: bool) -> bool {
+        if self.pending && (force || self.last.elapsed() >= self.interval) {
+            self.pending = false;
+            self.last = Instant::now();
+            true
+        } else {
+            false
+        }
+    }
 }
 
 fn push(
@@ -1047,7 +1166,7 @@ fn push(
     match ops.split_first_mut() {
         None => match message {
             Message::Data(batch) => sink.write(&batch),
-            Message::Watermark(_) | Message::EndOfInput => Ok(()),
+            Message::Watermark(_) | Message::EndOfInput | Message::EmitUpdates => Ok(()),
         },
         Some((op, rest)) => {
             let mut out = Output::default();
@@ -1222,6 +1341,94 @@ fn sink_schema(table: &TableDef, query: &SchemaRef, line: u64) -> Result<SchemaR
     )))
 }
 
+/// Parses an emit interval: a duration such as `1s` or `500ms`, or `0` (after every batch).
+pub fn parse_emit_interval(text: &str) -> std::result::Result<Duration, String> {
+    if text.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    match flowline_log::parse_duration_ms(text) {
+        Ok(ms) if ms >= 0 => Ok(Duration::from_millis(ms as u64)),
+        _ => Err(format!(
+            "'{text}' is not an emit interval: a duration such as 1s or 500ms, or 0"
+        )),
+    }
+}
+
+/// Checks that every INSERT into `table` agrees on the output mode and, in update mode, that the
+/// sink is keyed by the upsert key: a declared PRIMARY KEY or a log sink's `key.fields` must name
+/// exactly the key columns. Records the sink's key (`None`: append) in `keys`.
+fn check_upsert_key(
+    table: &TableDef,
+    plan: &InsertPlan,
+    schema: &SchemaRef,
+    line: u64,
+    keys: &mut BTreeMap<String, Option<Vec<String>>>,
+) -> Result<()> {
+    let key = (plan.output == OutputMode::Update).then(|| {
+        plan.key
+            .iter()
+            .map(|&i| schema.field(i).name().clone())
+            .collect::<Vec<_>>()
+    });
+    let sorted = |k: &[String]| {
+        let mut k: Vec<String> = k.iter().map(|c| c.to_ascii_lowercase()).collect();
+        k.sort();
+        k
+    };
+    if let Some(previous) = keys.get(&table.name) {
+        let same = match (previous, &key) {
+            (Some(a), Some(b)) => sorted(a) == sorted(b),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            let describe = |k: &Option<Vec<String>>| match k {
+                Some(k) => format!("update mode keyed by ({})", k.join(", ")),
+                None => "append mode".to_string(),
+            };
+            return Err(Error::Plan(format!(
+                "line {line}: INSERT INTO {} writes in {}, an earlier INSERT into it in {}; every INSERT into a sink must write the same way",
+                table.name,
+                describe(&key),
+                describe(previous)
+            )));
+        }
+        return Ok(());
+    }
+    if let Some(key) = &key {
+        let declared: Vec<(String, Vec<String>)> = [
+            ("PRIMARY KEY".to_string(), table.primary_key.clone()),
+            (
+                "'key.fields'".to_string(),
+                table
+                    .option("key.fields")
+                    .map(|f| {
+                        f.split([';', ','])
+                            .map(|c| c.trim().to_string())
+                            .filter(|c| !c.is_empty())
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            ),
+        ]
+        .into_iter()
+        .filter(|(_, k)| !k.is_empty())
+        .collect();
+        for (what, declared) in declared {
+            if sorted(&declared) != sorted(key) {
+                return Err(Error::Plan(format!(
+                    "line {line}: INSERT INTO {} writes updates keyed by ({}), but the sink declares {what} ({}); a downstream upsert needs the sink keyed by the GROUP BY columns",
+                    table.name,
+                    key.join(", "),
+                    declared.join(", ")
+                )));
+            }
+        }
+    }
+    keys.insert(table.name.clone(), key);
+    Ok(())
+}
+
 fn describe(node: &Node) -> String {
     let window = |k: &WindowKind| match k {
         WindowKind::Tumble { size } => format!("TUMBLE {size} ms"),
@@ -1243,8 +1450,11 @@ fn describe(node: &Node) -> String {
             spec.schema.field(spec.time_column).name()
         ),
         Node::WindowAggregate(spec) => format!(
-            "window-aggregate {} group by [{}] compute [{}]",
-            window(&spec.window),
+            "{} group by [{}] compute [{}] ({} mode)",
+            match &spec.window {
+                Some(w) => format!("window-aggregate {}", window(&w.kind)),
+                None => "aggregate".into(),
+            },
             spec.group_exprs
                 .iter()
                 .map(|e| e.to_string())
@@ -1259,7 +1469,8 @@ fn describe(node: &Node) -> String {
                     c.arg
                 ))
                 .collect::<Vec<_>>()
-                .join(", ")
+                .join(", "),
+            spec.output
         ),
     }
 }

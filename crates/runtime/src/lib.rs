@@ -22,6 +22,7 @@ pub mod rejects;
 mod rows;
 mod stream;
 
-pub use driver::{run_pipeline, OpenedPipeline, RunOptions, RunReport};
+pub use driver::{parse_emit_interval, run_pipeline, OpenedPipeline, RunOptions, RunReport};
+pub use flowline_core::plan::OutputMode;
 pub use flowline_sql::Mode;
 pub use stream::Trigger;

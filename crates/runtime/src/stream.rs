@@ -33,7 +33,7 @@ use flowline_sql::Mode;
 
 use crate::checkpoint::{CheckpointMeta, CheckpointStore, OperatorState, PartitionPosition};
 use crate::driver::{
-    bounded_watermark, commit_all, event_time, Chain, OpenedPipeline, RunState, SinkSlot,
+    bounded_watermark, commit_all, event_time, Chain, EmitClock, OpenedPipeline, RunState, SinkSlot,
 };
 use crate::operators::window::millis;
 use crate::rejects::RejectBin;
@@ -593,6 +593,7 @@ impl OpenedPipeline {
             chains,
             sinks,
             changed: checkpoint.is_none(),
+            emit: EmitClock::new(self.emit_interval),
         };
         let result = job.drive(rx, bin, state, report).await;
         drop(job);
@@ -626,6 +627,8 @@ struct Job<'a> {
     sinks: BTreeMap<String, SinkSlot>,
     /// Whether anything happened since the last checkpoint.
     changed: bool,
+    /// When update-mode chains emit their changed results.
+    emit: EmitClock,
 }
 
 impl Job<'_> {
@@ -665,8 +668,10 @@ impl Job<'_> {
                         for chain in self.chains.iter_mut().filter(|c| &c.source == name) {
                             chain.push(Message::Data(batch.clone()), &mut self.sinks, bin)?;
                         }
+                        self.emit.touch();
                     }
                     self.advance(source, bin, state)?;
+                    self.emit_updates(false, bin)?;
                 }
                 Item::Empty { source, partition } => {
                     self.clocks[source].empty[partition as usize] = true;
@@ -676,8 +681,12 @@ impl Job<'_> {
                     for s in 0..self.sources.len() {
                         self.advance(s, bin, state)?;
                     }
+                    self.emit_updates(false, bin)?;
                 }
                 Item::Barrier { last } => {
+                    // A micro-batch ends with its updates; so does a stopping job.
+                    let trigger = self.pipeline.job.as_ref().map(|j| j.trigger);
+                    self.emit_updates(last || trigger != Some(Trigger::Continuous), bin)?;
                     // Nothing read, fired or advanced since the last checkpoint: it still holds.
                     if self.checkpoints && self.changed {
                         self.commit_epoch(bin, state, report).await?;
@@ -738,6 +747,18 @@ impl Job<'_> {
         report.epochs += 1;
         self.epoch += 1;
         self.changed = false;
+        Ok(())
+    }
+
+    /// Update mode: pushes [`Message::EmitUpdates`] through the update-mode chains when the
+    /// emit interval has passed since the last time (or `now`), if rows arrived since.
+    fn emit_updates(&mut self, now: bool, bin: &mut RejectBin) -> Result<()> {
+        if self.emit.due(now) {
+            self.changed = true;
+            for chain in self.chains.iter_mut().filter(|c| c.updates()) {
+                chain.push(Message::EmitUpdates, &mut self.sinks, bin)?;
+            }
+        }
         Ok(())
     }
 

@@ -80,12 +80,17 @@ fn project(pipeline: &str) -> tempfile::TempDir {
 
 /// Runs `pipeline` in `mode`; it must fail, and leave its folder untouched.
 async fn fails(pipeline: &str, mode: Mode) -> Error {
-    let dir = project(pipeline);
-    let before = common::list_tree(dir.path());
     let options = RunOptions {
         mode: Some(mode),
         ..Default::default()
     };
+    fails_with(pipeline, options).await
+}
+
+/// Runs `pipeline` with `options`; it must fail, and leave its folder untouched.
+async fn fails_with(pipeline: &str, options: RunOptions) -> Error {
+    let dir = project(pipeline);
+    let before = common::list_tree(dir.path());
     let result = run_pipeline(&dir.path().join("pipeline.sql"), options).await;
     let after = common::list_tree(dir.path());
     let err = match result {
@@ -476,13 +481,129 @@ async fn stream_mode_refuses_order_by() {
 }
 
 #[tokio::test]
-async fn stream_mode_refuses_plain_group_by() {
+async fn stream_mode_runs_a_plain_group_by_in_update_mode_keyed_by_its_columns() {
     let p = format!(
         "{ORDERS}{OUT}INSERT INTO out\n\
          SELECT store_id, SUM(amount) AS revenue FROM orders\n\
          GROUP BY store_id;\n"
     );
-    refused_in_stream_mode(&p, "GROUP BY", "out").await;
+    let dir = project(&p);
+    let options = RunOptions {
+        mode: Some(Mode::Stream),
+        ..Default::default()
+    };
+    let opened = OpenedPipeline::open(&dir.path().join("pipeline.sql"), options)
+        .await
+        .unwrap();
+    let plan = opened.explain();
+    assert!(
+        plan.contains("aggregate group by [store_id@1]") && plan.contains("(update mode)"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("sink out (update mode: rows keyed by (store_id) for an upsert)"),
+        "{plan}"
+    );
+
+    // Asked for append mode, it is refused: its results are never final.
+    let err = fails_with(
+        &p,
+        RunOptions {
+            mode: Some(Mode::Stream),
+            output_mode: Some(flowline_runtime::OutputMode::Append),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_mentions(
+        &err,
+        &[
+            "GROUP BY without a window in append mode",
+            &format!("INSERT INTO out at line {}", line_of(&p, "INSERT INTO out")),
+            "update output mode",
+        ],
+    );
+}
+
+#[tokio::test]
+async fn update_mode_refuses_a_having_and_a_select_without_the_key() {
+    let having = format!(
+        "{ORDERS}{OUT}INSERT INTO out\n\
+         SELECT store_id, SUM(amount) AS revenue FROM orders\n\
+         GROUP BY store_id HAVING SUM(amount) > 10;\n"
+    );
+    refused_in_stream_mode(&having, "a filter after a GROUP BY in update mode", "out").await;
+    let keyless = format!(
+        "{ORDERS}{OUT}INSERT INTO out\n\
+         SELECT SUM(amount) AS revenue FROM orders\n\
+         GROUP BY store_id;\n"
+    );
+    refused_in_stream_mode(
+        &keyless,
+        "update mode without the GROUP BY column `store_id` in the SELECT",
+        "out",
+    )
+    .await;
+    // A window aggregate in update mode: either window bound identifies the window.
+    let windowed = format!(
+        "{ORDERS}{OUT}INSERT INTO out\n\
+         SELECT window_end, store_id, COUNT(*) AS n\n\
+         FROM TABLE(TUMBLE(TABLE orders, DESCRIPTOR(ordered_at), INTERVAL '1' HOUR))\n\
+         GROUP BY window_start, window_end, store_id;\n"
+    );
+    let dir = project(&windowed);
+    let options = RunOptions {
+        mode: Some(Mode::Stream),
+        output_mode: Some(flowline_runtime::OutputMode::Update),
+        ..Default::default()
+    };
+    let plan = OpenedPipeline::open(&dir.path().join("pipeline.sql"), options)
+        .await
+        .unwrap()
+        .explain();
+    assert!(
+        plan.contains("rows keyed by (window_end, store_id)"),
+        "{plan}"
+    );
+}
+
+#[tokio::test]
+async fn an_update_sink_must_be_keyed_by_the_group_by_columns() {
+    let sink = "CREATE TABLE totals (
+  store_id STRING,
+  revenue  DECIMAL(38, 2),
+  PRIMARY KEY (revenue) NOT ENFORCED
+) WITH ('connector' = 'files', 'path' = 'out/totals', 'format' = 'csv');
+";
+    let p = format!(
+        "{ORDERS}{sink}INSERT INTO totals\n\
+         SELECT store_id, SUM(amount) AS revenue FROM orders GROUP BY store_id;\n"
+    );
+    let err = fails(&p, Mode::Stream).await;
+    assert!(matches!(err, Error::Plan(_)), "{err:?}");
+    assert_mentions(
+        &err,
+        &[
+            &format!("line {}", line_of(&p, "INSERT INTO totals")),
+            "updates keyed by (store_id)",
+            "PRIMARY KEY (revenue)",
+        ],
+    );
+
+    // Two INSERTs into one sink must write the same way.
+    let mixed = format!(
+        "{ORDERS}{OUT}INSERT INTO out\n\
+         SELECT store_id, COUNT(*) AS n FROM orders GROUP BY store_id;\n\
+         INSERT INTO out\n\
+         SELECT store_id, COUNT(*) AS n\n\
+         FROM TABLE(TUMBLE(TABLE orders, DESCRIPTOR(ordered_at), INTERVAL '1' HOUR))\n\
+         GROUP BY window_start, window_end, store_id;\n"
+    );
+    let err = fails(&mixed, Mode::Stream).await;
+    assert_mentions(
+        &err,
+        &["writes in append mode", "update mode keyed by (store_id)"],
+    );
 }
 
 #[tokio::test]

@@ -2,9 +2,17 @@
 //!
 //! The streaming dataflow supports, per `INSERT`: one source (a table or views over it),
 //! projections and filters with any DataFusion scalar expression, one window TVF (TUMBLE, HOP)
-//! and one windowed aggregate (COUNT, COUNT DISTINCT, SUM, MIN, MAX, AVG, with FILTER), and
-//! stateless projections and filters after it. Anything else is reported as
-//! [`Error::Unsupported`] naming the construct; batch mode then runs the query on DataFusion.
+//! and one aggregate (COUNT, COUNT DISTINCT, SUM, MIN, MAX, AVG, with FILTER) per window or
+//! over the whole input, and stateless projections and filters after it. Anything else is
+//! reported as [`Error::Unsupported`] naming the construct; batch mode then runs the query on
+//! DataFusion.
+//!
+//! Output modes (stream mode): a windowed aggregate appends each window's results once, when
+//! final, unless update mode is asked for; a GROUP BY without a window is never final, so it
+//! runs in update mode. In update mode every row carries its upsert key (the GROUP BY columns;
+//! of the window bounds one suffices), so the projection after the aggregate must keep them,
+//! and a filter after it (HAVING) is refused: a group that stops matching after it was emitted
+//! would need a retraction. Batch mode emits every result once, when final: always append.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -20,7 +28,8 @@ use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionContext;
 use flowline_core::plan::{
-    AggregateCall, AggregateFunction, AggregateSpec, InsertPlan, Node, WindowKind, WindowSpec,
+    AggregateCall, AggregateFunction, AggregateSpec, InsertPlan, Node, OutputMode, WindowColumns,
+    WindowKind, WindowSpec,
 };
 use flowline_core::{Error, Result};
 
@@ -92,6 +101,24 @@ struct Chain {
     nodes: Vec<Node>,
     window: Option<WindowKind>,
     aggregated: bool,
+    output: OutputMode,
+    /// Update mode: the upsert key in the chain's current output, one part per GROUP BY column
+    /// (the window bounds are one part: either identifies the window), each the positions that
+    /// hold it.
+    key: Vec<Vec<usize>>,
+}
+
+impl Chain {
+    fn of_table(source: String) -> Chain {
+        Chain {
+            source,
+            nodes: vec![],
+            window: None,
+            aggregated: false,
+            output: OutputMode::Append,
+            key: vec![],
+        }
+    }
 }
 
 struct Lowering<'a> {
@@ -99,21 +126,26 @@ struct Lowering<'a> {
     binder: &'a PlanningBinder,
     state: &'a SessionState,
     mode: Mode,
+    /// The output mode asked for (`--output-mode`, `SET 'execution.output-mode'`), if any.
+    output: Option<OutputMode>,
 }
 
-/// Lowers one bound insert to a dataflow chain, or explains what is not supported.
+/// Lowers one bound insert to a dataflow chain, or explains what is not supported. `output` is
+/// the output mode asked for, if any (see the module documentation for the defaults).
 pub fn lower_insert(
     def: &PipelineDef,
     insert: &BoundInsert,
     binder: &PlanningBinder,
     state: &SessionState,
     mode: Mode,
+    output: Option<OutputMode>,
 ) -> Result<InsertPlan> {
     let l = Lowering {
         def,
         binder,
         state,
         mode,
+        output,
     };
     let chain = l.lower(&insert.plan).map_err(|e| match e {
         Error::Unsupported {
@@ -135,6 +167,8 @@ pub fn lower_insert(
         source: chain.source,
         nodes: chain.nodes,
         schema: Arc::new(insert.plan.schema().as_arrow().clone()),
+        output: chain.output,
+        key: chain.key.iter().map(|part| part[0]).collect(),
     })
 }
 
@@ -177,17 +211,8 @@ impl Lowering<'_> {
                 let name = scan.table_name.table();
                 let mut chain = if let Some(call) = self.def.tvfs.iter().find(|c| c.name == name) {
                     self.lower_tvf(call)?
-                } else if self.def.table(name).is_some() {
-                    Chain {
-                        source: self
-                            .def
-                            .table(name)
-                            .map(|t| t.name.clone())
-                            .unwrap_or_default(),
-                        nodes: vec![],
-                        window: None,
-                        aggregated: false,
-                    }
+                } else if let Some(table) = self.def.table(name) {
+                    Chain::of_table(table.name.clone())
                 } else {
                     let provider = source_as_provider(&scan.source)?;
                     match provider.downcast_ref::<ViewTable>() {
@@ -229,6 +254,9 @@ impl Lowering<'_> {
             LogicalPlan::SubqueryAlias(a) => self.lower(&a.input),
             LogicalPlan::Projection(p) => {
                 let mut chain = self.lower(&p.input)?;
+                if chain.output == OutputMode::Update {
+                    chain.key = self.project_key(&chain, p)?;
+                }
                 let exprs = p
                     .expr
                     .iter()
@@ -242,17 +270,20 @@ impl Lowering<'_> {
             }
             LogicalPlan::Filter(f) => {
                 let mut chain = self.lower(&f.input)?;
+                if chain.output == OutputMode::Update {
+                    return Err(self.unsupported(
+                        &format!("a filter after a GROUP BY in update mode (`{}`)", f.predicate),
+                        "a group that stops matching after it was emitted would need a retraction; \
+                         filter where the results are read, group by a window in append mode, or \
+                         run with --mode batch",
+                    ));
+                }
                 let predicate = self.physical(&f.predicate, &f.input)?;
                 chain.nodes.push(Node::Filter { predicate });
                 Ok(chain)
             }
             LogicalPlan::Aggregate(a) => {
                 let mut chain = self.lower(&a.input)?;
-                let no_window = "GROUP BY without a window";
-                let hint = "group by window_start, window_end of a TUMBLE or HOP window, or run with --mode batch (unbounded GROUP BY needs the update output mode)";
-                let Some(window) = chain.window else {
-                    return Err(self.unsupported(no_window, hint));
-                };
                 if chain.aggregated {
                     return Err(
                         self.unsupported("an aggregate over an aggregate", "run with --mode batch")
@@ -263,14 +294,23 @@ impl Lowering<'_> {
                         |e| matches!(e, Expr::Column(c) if c.name.eq_ignore_ascii_case(name)),
                     )
                 };
-                let (Some(window_start), Some(window_end)) =
-                    (column_pos("window_start"), column_pos("window_end"))
-                else {
-                    return Err(self.unsupported(no_window, hint));
+                let window = match (
+                    chain.window,
+                    column_pos("window_start"),
+                    column_pos("window_end"),
+                ) {
+                    (Some(kind), Some(start), Some(end)) => Some(WindowColumns { kind, start, end }),
+                    (Some(_), Some(_), None) | (Some(_), None, Some(_)) => {
+                        return Err(self.unsupported(
+                            "GROUP BY one bound of a window",
+                            "group by both window_start and window_end (a window aggregate), or by neither (an aggregate over the whole input)",
+                        ))
+                    }
+                    _ => None,
                 };
                 // Firing and lateness are derived from the window the TVF assigned: the grouped
                 // window columns must be those columns, not values computed from them.
-                for pos in [window_start, window_end] {
+                for pos in window.iter().flat_map(|w| [w.start, w.end]) {
                     let Expr::Column(c) = &a.group_expr[pos] else {
                         continue;
                     };
@@ -285,6 +325,18 @@ impl Lowering<'_> {
                         ));
                     }
                 }
+                let output = match (self.mode, window, self.output) {
+                    // A bounded run emits each result once, when final.
+                    (Mode::Batch, _, _) => OutputMode::Append,
+                    (Mode::Stream, None, Some(OutputMode::Append)) => {
+                        return Err(self.unsupported(
+                            "GROUP BY without a window in append mode",
+                            "append mode emits a result once it is final, and an aggregate over an unbounded stream never is: use the update output mode, or group by window_start, window_end of a TUMBLE or HOP window",
+                        ))
+                    }
+                    (Mode::Stream, None, _) => OutputMode::Update,
+                    (Mode::Stream, Some(_), requested) => requested.unwrap_or_default(),
+                };
                 if a.group_expr
                     .iter()
                     .any(|e| matches!(e, Expr::GroupingSet(_)))
@@ -303,16 +355,27 @@ impl Lowering<'_> {
                     .iter()
                     .map(|e| self.aggregate_call(e, &a.input))
                     .collect::<Result<Vec<_>>>()?;
+                // The upsert key: every group column; the window bounds are one part.
+                chain.key = match output {
+                    OutputMode::Append => vec![],
+                    OutputMode::Update => (0..group_exprs.len())
+                        .filter(|&i| window.is_none_or(|w| i != w.end))
+                        .map(|i| match window {
+                            Some(w) if i == w.start => vec![w.start, w.end],
+                            _ => vec![i],
+                        })
+                        .collect(),
+                };
                 chain.nodes.push(Node::WindowAggregate(AggregateSpec {
                     group_exprs,
-                    window_start,
-                    window_end,
                     window,
+                    output,
                     calls,
                     input_schema: Arc::new(a.input.schema().as_arrow().clone()),
                     schema: Arc::new(a.schema.as_arrow().clone()),
                 }));
                 chain.aggregated = true;
+                chain.output = output;
                 Ok(chain)
             }
             other => {
@@ -343,6 +406,43 @@ impl Lowering<'_> {
                 Err(self.unsupported(construct, hint))
             }
         }
+    }
+
+    /// The upsert key after projection `p`: where each key part of the input went (a part is
+    /// kept if any of its columns is selected).
+    fn project_key(
+        &self,
+        chain: &Chain,
+        p: &datafusion::logical_expr::Projection,
+    ) -> Result<Vec<Vec<usize>>> {
+        let input = p.input.schema();
+        let find = |k: usize| {
+            p.expr.iter().position(|e| {
+                let mut e = e;
+                while let Expr::Alias(a) = e {
+                    e = &a.expr;
+                }
+                matches!(e, Expr::Column(c) if input.index_of_column(c).ok() == Some(k))
+            })
+        };
+        chain
+            .key
+            .iter()
+            .map(|part| {
+                let found: Vec<usize> = part.iter().filter_map(|&k| find(k)).collect();
+                if found.is_empty() {
+                    Err(self.unsupported(
+                        &format!(
+                            "update mode without the GROUP BY column `{}` in the SELECT",
+                            input.field(part[0]).name()
+                        ),
+                        "update mode writes each result with its key, so that a downstream upsert replaces the earlier result for that key: select every GROUP BY column (of window_start and window_end, one)",
+                    ))
+                } else {
+                    Ok(found)
+                }
+            })
+            .collect()
     }
 
     fn lower_tvf(&self, call: &TvfCall) -> Result<Chain> {

@@ -1,5 +1,6 @@
-//! The window aggregate: `GROUP BY window_start, window_end, keys...` with COUNT,
-//! COUNT(DISTINCT), SUM, MIN, MAX, AVG.
+//! The aggregate: `GROUP BY window_start, window_end, keys...` (per window) or `GROUP BY keys`
+//! (over the whole input) with COUNT, COUNT(DISTINCT), SUM, MIN, MAX, AVG. An aggregate without
+//! a window is one window that never ends: it fires at the end of a bounded input only.
 //!
 //! State is one hash table of groups keyed by (window start, key row), where the key row is the
 //! group keys in Arrow's row format, plus one vector per aggregate indexed by group id. Updates
@@ -12,15 +13,21 @@
 //!   order) and their state is freed.
 //! * A row whose window has already fired is late: it is rejected with reason `late` and the
 //!   window it missed, never silently dropped, and never changes an emitted result.
+//! * Update mode: a group changed by a row is *dirty* until it is emitted, on the next
+//!   [`Message::EmitUpdates`] or when its window fires; each emission holds the dirty groups,
+//!   sorted by window and key, with their current results. A group is never emitted twice
+//!   without a change in between, and the last row emitted for a key is the final result.
 //!
 //! Checkpoints ([`Operator::snapshot`]/[`Operator::restore`]) hold the watermark and the live
-//! groups only, in a frame of the [`codec`](crate::codec) (tag `FWAG`, version 1, length,
+//! groups only, in a frame of the [`codec`](crate::codec) (tag `FWAG`, version 2, length,
 //! checksum). Payload, all integers little-endian:
 //!
 //! ```text
-//! layout     bytes   "window 10 ms; keys [Utf8]; Count(Int64) count, ..." (refused if different)
+//! layout     bytes   "window 10 ms; append; keys [Utf8]; Count(Int64) count, ..." (refused if
+//!                    different)
 //! watermark  i64
 //! windows    u64 W, then W × { start i64, groups u64 n, n × key bytes (row format) }
+//! dirty      u64 D, then D × u64: positions of the dirty groups in the order above
 //! aggregates u32 A, then A × { kind u8, counts G × i64, values }   G = live groups, in the
 //!            order above; values by kind: count: none; i64/i128/f64: G × value;
 //!            rows (MIN/MAX): G × { u8 0 | u8 1, bytes }; distinct: G × { u64 m, m × bytes }
@@ -40,7 +47,7 @@ use arrow::buffer::BooleanBuffer;
 use arrow::compute::{cast, filter_record_batch};
 use arrow::datatypes::{DataType, Decimal128Type, Float64Type, Int64Type, SchemaRef};
 use arrow::row::{OwnedRow, RowConverter, SortField};
-use flowline_core::plan::{AggregateFunction, AggregateSpec};
+use flowline_core::plan::{AggregateFunction, AggregateSpec, OutputMode};
 use flowline_core::{Error, Message, Operator, Output, Reject, RejectReason, Result, Watermark};
 use hashbrown::hash_table::{Entry, HashTable};
 use hashbrown::HashSet;
@@ -52,9 +59,26 @@ use crate::rows::rows_as_json;
 /// Tag of a window-aggregate checkpoint.
 const MAGIC: [u8; 4] = *b"FWAG";
 /// Version of the checkpoint payload described in the module documentation.
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 /// Names the blob in decoding errors.
 const CHECKPOINT: &str = "window-aggregate checkpoint";
+
+impl Groups {
+    fn mark_dirty(&mut self, id: u32) {
+        let i = id as usize;
+        if self.dirty.len() <= i {
+            self.dirty.resize(self.hashes.len().max(i + 1), false);
+        }
+        if !std::mem::replace(&mut self.dirty[i], true) {
+            self.dirty_ids.push(id);
+        }
+    }
+
+    /// Whether the group is dirty; it no longer is.
+    fn take_dirty(&mut self, id: u32) -> bool {
+        self.dirty.get_mut(id as usize).is_some_and(std::mem::take)
+    }
+}
 
 /// Group bookkeeping, indexed by group id.
 #[derive(Default)]
@@ -65,6 +89,11 @@ struct Groups {
     free: Vec<u32>,
     /// Bytes of the live keys, kept up to date so state size is O(1) to report.
     key_bytes: usize,
+    /// Update mode: whether the group changed since it was last emitted.
+    dirty: Vec<bool>,
+    /// Update mode: the dirty groups, in the order they became dirty (may hold ids that were
+    /// since emitted or freed: `dirty` decides).
+    dirty_ids: Vec<u32>,
 }
 
 pub struct WindowAggregate {
@@ -89,7 +118,7 @@ pub struct WindowAggregate {
 impl WindowAggregate {
     pub fn new(spec: AggregateSpec, table_name: &str) -> Result<Self> {
         let key_positions: Vec<usize> = (0..spec.group_exprs.len())
-            .filter(|&i| i != spec.window_start && i != spec.window_end)
+            .filter(|&i| spec.window.is_none_or(|w| i != w.start && i != w.end))
             .collect();
         let key_types = key_positions
             .iter()
@@ -107,9 +136,14 @@ impl WindowAggregate {
                 Accumulator::new(call.function, call.distinct, &input, output)
             })
             .collect::<Result<Vec<_>>>()?;
+        let size = spec.window.map_or(i64::MAX, |w| w.kind.size());
         let layout = format!(
-            "window {} ms; keys [{}]; {}",
-            spec.window.size(),
+            "{}; {}; keys [{}]; {}",
+            match spec.window {
+                Some(w) => format!("window {} ms", w.kind.size()),
+                None => "no window".into(),
+            },
+            spec.output,
             key_types
                 .iter()
                 .map(|t| t.to_string())
@@ -123,7 +157,7 @@ impl WindowAggregate {
         );
         Ok(WindowAggregate {
             layout,
-            size: spec.window.size(),
+            size,
             spec,
             table_name: table_name.to_string(),
             key_positions,
@@ -139,13 +173,18 @@ impl WindowAggregate {
 
     fn on_batch(&mut self, batch: RecordBatch, out: &mut Output) -> Result<()> {
         let n = batch.num_rows();
-        let start_col = self.spec.group_exprs[self.spec.window_start]
-            .evaluate(&batch)?
-            .into_array(n)?;
-        let starts = millis(&start_col)?;
+        let starts = match self.spec.window {
+            Some(w) => millis(
+                &self.spec.group_exprs[w.start]
+                    .evaluate(&batch)?
+                    .into_array(n)?,
+            )?,
+            // Without a window every row is in the one window that starts at 0 and never ends.
+            None => TimestampMillisecondArray::from(vec![0; n]),
+        };
         // Late rows: their window [start, start + size) fired when the watermark reached end - 1.
         let wm = self.watermark.0;
-        let late: Vec<usize> = if wm == i64::MIN {
+        let late: Vec<usize> = if wm == i64::MIN || self.spec.window.is_none() {
             vec![]
         } else {
             (0..n)
@@ -217,6 +256,11 @@ impl WindowAggregate {
             ids.push(id);
         }
         let n_groups = self.groups.hashes.len();
+        if self.spec.output == OutputMode::Update {
+            for &id in &ids {
+                self.groups.mark_dirty(id);
+            }
+        }
         for (acc, call) in self.accumulators.iter_mut().zip(&self.spec.calls) {
             acc.resize(n_groups);
             let values = call.arg.evaluate(&batch)?.into_array(n)?;
@@ -245,6 +289,9 @@ impl WindowAggregate {
                     &other.groups.keys[id as usize],
                 );
                 mapping[id as usize] = g;
+                if self.spec.output == OutputMode::Update {
+                    self.groups.mark_dirty(g);
+                }
             }
         }
         let n = self.groups.hashes.len();
@@ -255,10 +302,11 @@ impl WindowAggregate {
         Ok(())
     }
 
-    /// Emits every window whose end - 1 is at or before the watermark.
+    /// Emits every window whose end - 1 is at or before the watermark (in update mode, only
+    /// its groups that changed since they were last emitted), then frees its groups.
     fn fire(&mut self, out: &mut Output) -> Result<()> {
         let wm = self.watermark.0;
-        let mut ids = vec![];
+        let mut fired = vec![];
         while let Some((&start, _)) = self.windows.first_key_value() {
             if start.saturating_add(self.size - 1) > wm {
                 break;
@@ -266,20 +314,78 @@ impl WindowAggregate {
             let (_, mut window_ids) = self.windows.pop_first().unwrap_or_default();
             window_ids
                 .sort_by(|&a, &b| self.groups.keys[a as usize].cmp(&self.groups.keys[b as usize]));
-            ids.extend(window_ids);
+            fired.extend(window_ids);
         }
+        if fired.is_empty() {
+            return Ok(());
+        }
+        let emitted: Vec<u32> = match self.spec.output {
+            OutputMode::Append => fired.clone(),
+            OutputMode::Update => fired
+                .iter()
+                .copied()
+                .filter(|&g| self.groups.take_dirty(g))
+                .collect(),
+        };
+        if !emitted.is_empty() {
+            let batch = self.results(&emitted)?;
+            out.emit(Message::Data(batch));
+        }
+        // Free the fired groups for reuse.
+        for &id in &fired {
+            let hash = self.groups.hashes[id as usize];
+            if let Ok(e) = self.table.find_entry(hash, |&g| g == id) {
+                e.remove();
+            }
+            let key = std::mem::take(&mut self.groups.keys[id as usize]);
+            self.groups.key_bytes -= key.len();
+            self.groups.free.push(id);
+            for acc in &mut self.accumulators {
+                acc.reset(id as usize);
+            }
+        }
+        // Forget the fired groups' ids in the dirty list too, once they are a good part of it.
+        let live = self.groups.hashes.len() - self.groups.free.len();
+        if self.groups.dirty_ids.len() > 64 + 2 * live {
+            let dirty = &self.groups.dirty;
+            self.groups.dirty_ids.retain(|&g| dirty[g as usize]);
+        }
+        Ok(())
+    }
+
+    /// Update mode: emits the groups that changed since they were last emitted, sorted by
+    /// window and key, and keeps them.
+    fn emit_updates(&mut self, out: &mut Output) -> Result<()> {
+        let mut ids: Vec<u32> = std::mem::take(&mut self.groups.dirty_ids)
+            .into_iter()
+            .filter(|&g| self.groups.take_dirty(g))
+            .collect();
         if ids.is_empty() {
             return Ok(());
         }
+        ids.sort_by(|&a, &b| {
+            let (a, b) = (a as usize, b as usize);
+            (self.groups.window[a], &self.groups.keys[a])
+                .cmp(&(self.groups.window[b], &self.groups.keys[b]))
+        });
+        let batch = self.results(&ids)?;
+        out.emit(Message::Data(batch));
+        Ok(())
+    }
+
+    /// The output rows of groups `ids`, in that order: group columns, then the results.
+    fn results(&mut self, ids: &[u32]) -> Result<RecordBatch> {
         let schema: SchemaRef = self.spec.schema.clone();
         let mut columns: Vec<Option<ArrayRef>> = vec![None; schema.fields().len()];
-        let starts: Vec<i64> = ids
-            .iter()
-            .map(|&g| self.groups.window[g as usize])
-            .collect();
-        let ends: Vec<i64> = starts.iter().map(|s| s + self.size).collect();
-        columns[self.spec.window_start] = Some(Arc::new(TimestampMillisecondArray::from(starts)));
-        columns[self.spec.window_end] = Some(Arc::new(TimestampMillisecondArray::from(ends)));
+        if let Some(w) = self.spec.window {
+            let starts: Vec<i64> = ids
+                .iter()
+                .map(|&g| self.groups.window[g as usize])
+                .collect();
+            let ends: Vec<i64> = starts.iter().map(|s| s + self.size).collect();
+            columns[w.start] = Some(Arc::new(TimestampMillisecondArray::from(starts)));
+            columns[w.end] = Some(Arc::new(TimestampMillisecondArray::from(ends)));
+        }
         let parser = self.converter.parser();
         let key_columns = if self.key_positions.is_empty() {
             vec![]
@@ -294,7 +400,7 @@ impl WindowAggregate {
         }
         let n_groups = self.spec.group_exprs.len();
         for (i, acc) in self.accumulators.iter_mut().enumerate() {
-            columns[n_groups + i] = Some(acc.finish(&ids)?);
+            columns[n_groups + i] = Some(acc.finish(ids)?);
         }
         let columns = columns
             .into_iter()
@@ -309,22 +415,7 @@ impl WindowAggregate {
             })
             .collect::<Result<Vec<_>>>()?;
         let schema = crate::rows::relax_nullability(&schema, &columns);
-        let batch = RecordBatch::try_new(schema, columns)?;
-        // Free the fired groups for reuse.
-        for &id in &ids {
-            let hash = self.groups.hashes[id as usize];
-            if let Ok(e) = self.table.find_entry(hash, |&g| g == id) {
-                e.remove();
-            }
-            let key = std::mem::take(&mut self.groups.keys[id as usize]);
-            self.groups.key_bytes -= key.len();
-            self.groups.free.push(id);
-            for acc in &mut self.accumulators {
-                acc.reset(id as usize);
-            }
-        }
-        out.emit(Message::Data(batch));
-        Ok(())
+        Ok(RecordBatch::try_new(schema, columns)?)
     }
 }
 
@@ -340,6 +431,12 @@ impl Operator for WindowAggregate {
                 out.emit(Message::Watermark(w));
             }
             Message::EndOfInput => out.emit(Message::EndOfInput),
+            Message::EmitUpdates => {
+                if self.spec.output == OutputMode::Update {
+                    self.emit_updates(out)?;
+                }
+                out.emit(Message::EmitUpdates);
+            }
         }
         Ok(())
     }
@@ -406,6 +503,14 @@ impl Operator for WindowAggregate {
                 }
             }
         }
+        let n_dirty = d.len_prefix(8)?;
+        for _ in 0..n_dirty {
+            let i = d.u64()?;
+            if i >= groups.hashes.len() as u64 {
+                return Err(d.error(format!("dirty group {i} of {}", groups.hashes.len())));
+            }
+            groups.mark_dirty(i as u32);
+        }
         let n_accumulators = d.u32()? as usize;
         if n_accumulators != self.accumulators.len() {
             return Err(d.error(format!(
@@ -458,6 +563,15 @@ impl WindowAggregate {
             for &id in ids {
                 e.bytes(&self.groups.keys[id as usize])?;
             }
+        }
+        let dirty: Vec<u64> = (0u64..)
+            .zip(&order)
+            .filter(|&(_, &g)| self.groups.dirty.get(g as usize).copied().unwrap_or(false))
+            .map(|(i, _)| i)
+            .collect();
+        e.len_prefix(dirty.len());
+        for i in dirty {
+            e.u64(i);
         }
         e.u32(self.accumulators.len() as u32);
         for acc in &self.accumulators {
@@ -1147,8 +1261,9 @@ mod tests {
     use arrow::array::{StringArray, TimestampMillisecondArray};
     use arrow::datatypes::{Field, Schema, TimeUnit};
     use datafusion::physical_expr::expressions::{col, lit};
-    use flowline_core::plan::{AggregateCall, WindowKind};
+    use flowline_core::plan::{AggregateCall, WindowColumns, WindowKind};
     use proptest::prelude::*;
+    use std::collections::BTreeMap;
 
     fn spec() -> AggregateSpec {
         let ts = DataType::Timestamp(TimeUnit::Millisecond, None);
@@ -1172,9 +1287,12 @@ mod tests {
                 col("window_end", &input).unwrap(),
                 k.clone(),
             ],
-            window_start: 0,
-            window_end: 1,
-            window: WindowKind::Tumble { size: 10 },
+            window: Some(WindowColumns {
+                kind: WindowKind::Tumble { size: 10 },
+                start: 0,
+                end: 1,
+            }),
+            output: OutputMode::Append,
             calls: vec![
                 call(AggregateFunction::Count, lit(1i64), false),
                 call(AggregateFunction::Sum, v.clone(), false),
@@ -1280,6 +1398,11 @@ mod tests {
     /// SUM/AVG of integers (i128), floats (f64) and decimals (i128), MIN/MAX of integers,
     /// floats, decimals and strings (rows). Grouped by `k`, or only by window.
     fn rich_spec(keyed: bool) -> AggregateSpec {
+        rich_spec_with(keyed, true, OutputMode::Append)
+    }
+
+    /// [`rich_spec`], per window or over the whole input, in either output mode.
+    fn rich_spec_with(keyed: bool, windowed: bool, output: OutputMode) -> AggregateSpec {
         use AggregateFunction::*;
         let ts = DataType::Timestamp(TimeUnit::Millisecond, None);
         let dec = DataType::Decimal128(10, 2);
@@ -1313,11 +1436,17 @@ mod tests {
             (Min, c("k"), false, utf8.clone()),
             (Max, c("k"), false, utf8.clone()),
         ];
-        let mut group_exprs = vec![c("window_start"), c("window_end")];
-        let mut fields = vec![
-            Field::new("window_start", ts.clone(), false),
-            Field::new("window_end", ts, false),
-        ];
+        let (mut group_exprs, mut fields) = if windowed {
+            (
+                vec![c("window_start"), c("window_end")],
+                vec![
+                    Field::new("window_start", ts.clone(), false),
+                    Field::new("window_end", ts, false),
+                ],
+            )
+        } else {
+            (vec![], vec![])
+        };
         if keyed {
             group_exprs.push(c("k"));
             fields.push(Field::new("k", utf8, true));
@@ -1327,9 +1456,12 @@ mod tests {
         }
         AggregateSpec {
             group_exprs,
-            window_start: 0,
-            window_end: 1,
-            window: WindowKind::Tumble { size: 10 },
+            window: windowed.then_some(WindowColumns {
+                kind: WindowKind::Tumble { size: 10 },
+                start: 0,
+                end: 1,
+            }),
+            output,
             calls: calls
                 .into_iter()
                 .map(|(function, arg, distinct, _)| AggregateCall {
@@ -1387,6 +1519,7 @@ mod tests {
         Data(RecordBatch),
         Watermark(Watermark),
         End,
+        EmitUpdates,
         Reject(Reject),
     }
 
@@ -1400,6 +1533,7 @@ mod tests {
                 Message::Data(b) => Produced::Data(b),
                 Message::Watermark(w) => Produced::Watermark(w),
                 Message::EndOfInput => Produced::End,
+                Message::EmitUpdates => Produced::EmitUpdates,
             }));
         }
         produced
@@ -1496,6 +1630,150 @@ mod tests {
             produced.extend(run(&mut after, &messages[cut..]));
             prop_assert_eq!(produced, expected);
         }
+    }
+
+    /// Update-mode output folded as a downstream upsert would: the last row of each key (the
+    /// first `n_keys` columns), every column rendered as text.
+    fn upsert(produced: &[Produced], n_keys: usize) -> BTreeMap<Vec<String>, Vec<String>> {
+        let mut table = BTreeMap::new();
+        for p in produced {
+            let Produced::Data(batch) = p else { continue };
+            for row in 0..batch.num_rows() {
+                let values: Vec<String> = batch
+                    .columns()
+                    .iter()
+                    .map(|c| match c.is_null(row) {
+                        true => "NULL".to_string(),
+                        false => format!(
+                            "'{}'",
+                            arrow::util::display::array_value_to_string(c, row).unwrap()
+                        ),
+                    })
+                    .collect();
+                table.insert(values[..n_keys].to_vec(), values);
+            }
+        }
+        table
+    }
+
+    /// A stream run (see [`stream`]) with an update tick after every `emit_every`-th batch.
+    fn stream_with_updates(
+        rows: &[RichRow],
+        batch: usize,
+        lag: i64,
+        emit_every: usize,
+    ) -> Vec<Message> {
+        let mut messages = vec![];
+        let mut batches = 0;
+        for m in stream(rows, batch, lag) {
+            let tick = matches!(m, Message::Data(_));
+            messages.push(m);
+            if tick {
+                batches += 1;
+                if batches % emit_every == 0 {
+                    messages.push(Message::EmitUpdates);
+                }
+            }
+        }
+        messages
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 64,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        /// Update mode, per window or over the whole input: upserting its output by key ends
+        /// with exactly the append-mode results; between two ticks a group is emitted at most
+        /// once; and a snapshot/restore anywhere (dirty groups included) changes nothing.
+        #[test]
+        fn update_mode_upserts_to_the_append_results(
+            keyed in any::<bool>(),
+            windowed in any::<bool>(),
+            jittered in prop::collection::vec(rich_row(), 0..120),
+            batch in 1usize..30,
+            lag in 0i64..30,
+            emit_every in 1usize..5,
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let rows: Vec<RichRow> = jittered
+                .into_iter()
+                .enumerate()
+                .map(|(i, (k, v, f, d, jitter))| (k, v, f, d, i as i64 * 2 + jitter))
+                .collect();
+            let messages = stream_with_updates(&rows, batch, lag, emit_every);
+            let n_keys = usize::from(keyed) + if windowed { 2 } else { 0 };
+            let spec = |output| rich_spec_with(keyed, windowed, output);
+
+            let mut append = WindowAggregate::new(spec(OutputMode::Append), "t").unwrap();
+            let final_results = upsert(&run(&mut append, &messages), n_keys);
+            let mut update = WindowAggregate::new(spec(OutputMode::Update), "t").unwrap();
+            let updates = run(&mut update, &messages);
+            prop_assert_eq!(upsert(&updates, n_keys), final_results);
+            for p in &updates {
+                if let Produced::Data(b) = p {
+                    let keys = upsert(&[Produced::Data(b.clone())], n_keys);
+                    prop_assert_eq!(keys.len(), b.num_rows(), "a key twice in one emission");
+                }
+            }
+            if !windowed {
+                // Nothing is final before the end: every emission but the last is a tick's.
+                let emitted = updates.iter().filter(|p| matches!(p, Produced::Data(_))).count();
+                let ticks_with_rows = emitted.saturating_sub(1);
+                prop_assert!(ticks_with_rows <= messages.iter().filter(|m| matches!(m, Message::EmitUpdates)).count());
+            }
+
+            let cut = cut.index(messages.len() + 1);
+            let mut before = WindowAggregate::new(spec(OutputMode::Update), "t").unwrap();
+            let mut produced = run(&mut before, &messages[..cut]);
+            let blob = snapshot(&before);
+            let mut after = WindowAggregate::new(spec(OutputMode::Update), "t").unwrap();
+            after.restore(&blob).unwrap();
+            produced.extend(run(&mut after, &messages[cut..]));
+            prop_assert_eq!(produced, updates);
+        }
+    }
+
+    #[test]
+    fn an_update_tick_emits_changed_groups_only_and_keeps_them() {
+        let mut spec = spec();
+        spec.output = OutputMode::Update;
+        let mut op = WindowAggregate::new(spec, "t").unwrap();
+        let mut out = Output::default();
+        op.process(
+            Message::Data(batch(&[(Some("a"), Some(1), 1), (Some("b"), Some(2), 2)])),
+            &mut out,
+        )
+        .unwrap();
+        op.process(Message::EmitUpdates, &mut out).unwrap();
+        op.process(Message::Data(batch(&[(Some("b"), Some(5), 3)])), &mut out)
+            .unwrap();
+        op.process(Message::EmitUpdates, &mut out).unwrap();
+        // Nothing changed since: the tick emits nothing.
+        op.process(Message::EmitUpdates, &mut out).unwrap();
+        // The window closes: b and a were emitted with their final values already.
+        op.process(Message::Watermark(Watermark(9)), &mut out)
+            .unwrap();
+        let rows: Vec<(String, i64)> = out
+            .messages
+            .iter()
+            .filter_map(|m| match m {
+                Message::Data(b) => Some(b),
+                _ => None,
+            })
+            .flat_map(|b| {
+                let k = b.column(2).as_string::<i32>().clone();
+                let s = b.column(4).as_primitive::<Int64Type>().clone();
+                (0..b.num_rows()).map(move |i| (k.value(i).to_string(), s.value(i)))
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            vec![("a".into(), 1), ("b".into(), 2), ("b".into(), 7)]
+        );
+        assert!(op.windows.is_empty(), "the fired window's groups are freed");
     }
 
     #[test]
