@@ -2,7 +2,8 @@
 //! moments while a producer appends, restarted each time, must end with exactly the expected
 //! window results (nothing lost, nothing doubled); `--trigger available-now` over the same topic
 //! gives the same results; a corrupt log tail and a corrupt newest checkpoint recover; a changed
-//! plan is refused; SIGTERM takes a final checkpoint and exits cleanly.
+//! plan is refused; SIGTERM takes a final checkpoint and exits cleanly; a GROUP BY without a
+//! window runs in update mode, and upserting its output ends with the exact totals.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -54,26 +55,31 @@ fn run(dir: &Path, args: &[&str]) -> Output {
 }
 
 fn start_stream(dir: &Path, sql: &Path, state: &str) -> Child {
-    flowline(
-        dir,
-        &[
-            "run",
-            sql.to_str().unwrap(),
-            "--mode",
-            "stream",
-            "--checkpoint-interval",
-            "150ms",
-            "--batch-size",
-            "64",
-            "--state-dir",
-            state,
-            "--quiet",
-        ],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap()
+    start_stream_with(dir, sql, state, &[])
+}
+
+/// [`start_stream`] with more arguments.
+fn start_stream_with(dir: &Path, sql: &Path, state: &str, extra: &[&str]) -> Child {
+    let sql = sql.to_str().unwrap();
+    let mut args = vec![
+        "run",
+        sql,
+        "--mode",
+        "stream",
+        "--checkpoint-interval",
+        "150ms",
+        "--batch-size",
+        "64",
+        "--state-dir",
+        state,
+        "--quiet",
+    ];
+    args.extend_from_slice(extra);
+    flowline(dir, &args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
 }
 
 /// A small deterministic generator (the seed is printed so a failure can be replayed).
@@ -671,4 +677,175 @@ fn batch_mode_reads_a_topic_to_its_end_and_closes_every_window() {
     assert_exact(&rows, &want);
     let summary = String::from_utf8_lossy(&out.stderr);
     assert!(summary.contains("2000 rows from events"), "{summary}");
+}
+
+type Totals = BTreeMap<String, (i64, i64)>;
+
+/// The expected per-user totals (count, sum) of events `0..n`.
+fn expected_totals(n: u64) -> Totals {
+    let mut out = Totals::new();
+    for i in 0..n {
+        let (user, amount, _) = event(i);
+        let e = out.entry(user).or_default();
+        e.0 += 1;
+        e.1 += amount;
+    }
+    out
+}
+
+/// The published files under `out` read in epoch order and upserted by `user_id`: the last
+/// row of each user, and how many rows there were.
+fn upserted(out: &Path) -> (Totals, usize) {
+    let mut table = Totals::new();
+    let mut rows = 0;
+    let Ok(entries) = std::fs::read_dir(out) else {
+        return (table, 0);
+    };
+    let mut files: Vec<_> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|f| f.is_file() && !f.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .collect();
+    files.sort();
+    for f in files {
+        for line in std::fs::read_to_string(&f).unwrap().lines() {
+            let v: Value = serde_json::from_str(line).unwrap();
+            let user = v["user_id"].as_str().unwrap().to_string();
+            table.insert(
+                user,
+                (v["n"].as_i64().unwrap(), v["total"].as_i64().unwrap()),
+            );
+            rows += 1;
+        }
+    }
+    (table, rows)
+}
+
+#[test]
+fn a_plain_group_by_streams_updates_that_upsert_to_the_exact_totals_through_kills() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    create_topic(dir);
+    let log = Log::open(dir.join("log")).unwrap();
+    log.create_topic(
+        "user_totals",
+        TopicConfig {
+            partitions: 2,
+            ..TopicConfig::default()
+        },
+    )
+    .unwrap();
+    let sql = |name: &str, out: &str| {
+        let path = dir.join(format!("{name}.sql"));
+        std::fs::write(
+            &path,
+            format!(
+                "CREATE TABLE events (user_id STRING, amount BIGINT, ts TIMESTAMP(3),
+                     WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+                   WITH ('connector' = 'log', 'topic' = 'events', 'log.dir' = 'log');
+                 CREATE TABLE totals (user_id STRING, n BIGINT, total BIGINT,
+                     PRIMARY KEY (user_id) NOT ENFORCED)
+                   WITH ('connector' = 'files', 'path' = '{out}', 'format' = 'json');
+                 CREATE TABLE user_totals WITH ('connector' = 'log', 'topic' = 'user_totals',
+                     'log.dir' = 'log');
+                 INSERT INTO totals
+                 SELECT user_id, COUNT(*) AS n, SUM(amount) AS total FROM events GROUP BY user_id;
+                 INSERT INTO user_totals
+                 SELECT user_id, COUNT(*) AS n, SUM(amount) AS total FROM events GROUP BY user_id;\n"
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let job = sql("updates", "out");
+    let explained = run(dir, &["explain", job.to_str().unwrap(), "--mode", "stream"]);
+    let explained = String::from_utf8_lossy(&explained.stdout);
+    assert!(
+        explained.contains("sink totals (update mode: rows keyed by (user_id)"),
+        "{explained}"
+    );
+
+    const EVENTS: u64 = 4000;
+    let producer_dir = dir.to_path_buf();
+    let producer = std::thread::spawn(move || {
+        for start in (0..EVENTS).step_by(200) {
+            produce(&producer_dir, start..start + 200);
+            std::thread::sleep(Duration::from_millis(70));
+        }
+    });
+    let args = ["--emit-interval", "50ms"];
+    let mut rng = Lcg(11);
+    let mut child = start_stream_with(dir, &job, "state", &args);
+    // Results appear while the input still grows: totals that are not final yet.
+    let want = expected_totals(EVENTS);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let early = loop {
+        let (partial, _) = upserted(&dir.join("out"));
+        if !partial.is_empty() || Instant::now() > deadline {
+            break partial;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        early.iter().any(|(user, t)| t.0 < want[user].0),
+        "the first published results were already final: {early:?}"
+    );
+    for _ in 0..8 {
+        std::thread::sleep(Duration::from_millis(150 + rng.below(400)));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        child = start_stream_with(dir, &job, "state", &args);
+    }
+    producer.join().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while upserted(&dir.join("out")).0 != want && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Give the last restart time to install its signal handlers.
+    std::thread::sleep(Duration::from_millis(600));
+    terminate(&mut child);
+    let (got, rows) = upserted(&dir.join("out"));
+    assert_eq!(got, want, "the upserted file output");
+    assert!(rows > want.len(), "only final rows were written ({rows})");
+
+    // The log sink is keyed by the upsert key: the last record of each user is its total.
+    let topic = log.topic("user_totals").unwrap();
+    let mut from_log = Totals::new();
+    for p in 0..2 {
+        let mut reader = topic.reader(p).unwrap();
+        for r in reader.read(0, usize::MAX, usize::MAX).unwrap() {
+            let v: Value = serde_json::from_slice(&r.value).unwrap();
+            let user = v["user_id"].as_str().unwrap().to_string();
+            assert_eq!(r.key.as_deref(), Some(user.as_bytes()), "keyed by user_id");
+            assert_eq!(p, topic.partition_for_key(user.as_bytes()));
+            from_log.insert(
+                user,
+                (v["n"].as_i64().unwrap(), v["total"].as_i64().unwrap()),
+            );
+        }
+    }
+    assert_eq!(from_log, want, "the upserted log output");
+
+    // Micro-batches over the same topic end with the same totals; a batch run writes each
+    // total once.
+    micro_ok(
+        dir,
+        &sql("micro", "out_micro"),
+        "available-now",
+        "state_micro",
+    );
+    assert_eq!(upserted(&dir.join("out_micro")).0, want);
+    let batch = sql("batch", "out_batch");
+    let out = run(
+        dir,
+        &["run", batch.to_str().unwrap(), "--state-dir", "state_batch"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (once, rows) = upserted(&dir.join("out_batch"));
+    assert_eq!(once, want);
+    assert_eq!(rows, want.len(), "batch mode writes each final result once");
 }

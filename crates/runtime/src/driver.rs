@@ -588,7 +588,7 @@ impl OpenedPipeline {
             "watermarks": state.watermarks,
             "max_event_time": state.max_event_time,
             "peak_state_bytes": state.peak_state,
-            "emit_interval_ms": (!self.sink_keys.is_empty()).then(|| self.emit_interval.as_millis() as u64),
+            "emit_interval_ms": (!self.sink_keys.is_empty()).then_some(self.emit_interval.as_millis() as u64),
             "checkpoints": checkpoints,
         });
         manifest::append(&self.manifest_path, &record)?;

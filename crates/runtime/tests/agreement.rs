@@ -11,6 +11,10 @@
 //!   late are rejected, rows that cannot be late are not.
 //! * Both check that every sink file lists each (window, key) once, in (window, key) order,
 //!   which also means the watermark never went backwards.
+//! * A plain `GROUP BY k` runs in update mode in stream mode: upserting its output by `k` gives
+//!   the batch totals, late rows or not (it has no window to be late for).
+//! * `update_mode_upserts_to_the_batch_answer`: the window aggregates in update mode, emitting
+//!   after every batch, upserted by (window, key), equal the batch output.
 //!
 //! The plain `#[test]`s pin edge cases: a row exactly `delay` behind the newest is not late,
 //! windows fire at `end - 1`, negative times and values, empty input.
@@ -111,6 +115,13 @@ fn write_pipeline(dir: &Path, delay_s: i64, tumble_s: i64, hop_s: (i64, i64)) {
 
 CREATE TABLE tumble_out WITH ('connector' = 'files', 'path' = 'out/tumble', 'format' = 'csv');
 CREATE TABLE hop_out WITH ('connector' = 'files', 'path' = 'out/hop', 'format' = 'csv');
+CREATE TABLE totals_out WITH ('connector' = 'files', 'path' = 'out/totals', 'format' = 'csv');
+
+INSERT INTO totals_out
+SELECT k, COUNT(*) AS n, SUM(qty) AS qty, SUM(amount) AS amount, MIN(amount) AS min_amount,
+       MAX(qty) AS max_qty, COUNT(DISTINCT cust) AS customers
+FROM events
+GROUP BY k;
 
 INSERT INTO tumble_out
 SELECT window_start, window_end, k, COUNT(*) AS n, SUM(qty) AS qty, SUM(amount) AS amount,
@@ -135,6 +146,8 @@ struct Outcome {
     report: RunReport,
     tumble: Vec<Vec<String>>,
     hop: Vec<Vec<String>>,
+    /// The plain GROUP BY's rows (update mode in stream mode).
+    totals: Vec<Vec<String>>,
     rejects: Vec<Value>,
 }
 
@@ -168,12 +181,24 @@ fn read_sink(dir: &Path) -> Vec<Vec<String>> {
 }
 
 fn run(rt: &Runtime, dir: &Path, mode: Mode, batch_size: Option<usize>, tag: &str) -> Outcome {
+    run_with(rt, dir, mode, batch_size, tag, RunOptions::default())
+}
+
+/// [`run`] with more options.
+fn run_with(
+    rt: &Runtime,
+    dir: &Path,
+    mode: Mode,
+    batch_size: Option<usize>,
+    tag: &str,
+    more: RunOptions,
+) -> Outcome {
     let options = RunOptions {
         mode: Some(mode),
         batch_size,
         state_dir: Some(dir.join(format!("state-{tag}"))),
         stdout: Some(Arc::new(Mutex::new(Vec::new()))),
-        ..RunOptions::default()
+        ..more
     };
     let report = rt
         .block_on(run_pipeline(&dir.join("pipeline.sql"), options))
@@ -181,6 +206,7 @@ fn run(rt: &Runtime, dir: &Path, mode: Mode, batch_size: Option<usize>, tag: &st
     // Read the sinks now: the next run replaces them.
     let tumble = read_sink(&dir.join("out/tumble"));
     let hop = read_sink(&dir.join("out/hop"));
+    let totals = read_sink(&dir.join("out/totals"));
     let rejects = read_rejects(&report.rejects_path, Some(&report.run_id)).unwrap();
     assert_eq!(
         report.rows_written.get("tumble_out"),
@@ -196,8 +222,16 @@ fn run(rt: &Runtime, dir: &Path, mode: Mode, batch_size: Option<usize>, tag: &st
         report,
         tumble,
         hop,
+        totals,
         rejects,
     }
+}
+
+/// Rows upserted by the columns `key`: the last row of each key, as a downstream upsert keeps.
+fn upsert(rows: &[Vec<String>], key: &[usize]) -> BTreeMap<Vec<String>, Vec<String>> {
+    rows.iter()
+        .map(|r| (key.iter().map(|&i| r[i].clone()).collect(), r.clone()))
+        .collect()
 }
 
 // ------------------------------------------------------------------------------------- output
@@ -644,6 +678,8 @@ proptest! {
         }
         prop_assert_eq!(sorted(&stream.tumble), sorted(&batch.tumble), "TUMBLE stream vs batch");
         prop_assert_eq!(sorted(&stream.hop), sorted(&batch.hop), "HOP stream vs batch");
+        prop_assert_eq!(upsert(&batch.totals, &[0]).len(), batch.totals.len(), "batch: one row per key");
+        prop_assert_eq!(upsert(&stream.totals, &[0]), upsert(&batch.totals, &[0]), "GROUP BY k upserted vs batch");
 
         let (t, (slide, size)) = (s.tumble_ms(), s.hop_min);
         let all = |_: usize, _: i64| true;
@@ -679,6 +715,9 @@ proptest! {
             check_emission_order(&o.tumble, &format!("{mode} tumble"))?;
             check_emission_order(&o.hop, &format!("{mode} hop"))?;
         }
+
+        // A plain GROUP BY has no window to be late for: upserted, it is the batch answer.
+        prop_assert_eq!(upsert(&stream.totals, &[0]), upsert(&batch.totals, &[0]), "GROUP BY k upserted vs batch");
 
         // Batch sees everything.
         let batch_tumble = parse_rows(&batch.tumble, &TUMBLE_DECIMALS);
@@ -741,6 +780,33 @@ proptest! {
             model(&s.events, hop_slide, hop_size, false, |id, w| !rejected_hop.contains(&(id, w))),
             "HOP stream vs model of accepted rows"
         );
+    }
+
+    /// Property 3: the window aggregates in update mode, emitting after every stream batch:
+    /// upserted by (window_start, k), they are the batch output, and so is the plain GROUP BY.
+    #[test]
+    fn update_mode_upserts_to_the_batch_answer(s in in_order(0..120)) {
+        let dir = prepare(&s);
+        let rt = runtime();
+        let batch = run(&rt, dir.path(), Mode::Batch, None, "batch");
+        let updates = run_with(&rt, dir.path(), Mode::Stream, Some(s.batch_size), "update", RunOptions {
+            output_mode: Some(flowline_runtime::OutputMode::Update),
+            emit_interval: Some(std::time::Duration::ZERO),
+            ..RunOptions::default()
+        });
+        prop_assert!(updates.rejects.is_empty(), "rejects: {:?}", updates.rejects);
+        prop_assert_eq!(upsert(&updates.tumble, &[0, 2]), upsert(&batch.tumble, &[0, 2]), "TUMBLE");
+        prop_assert_eq!(upsert(&updates.hop, &[0, 2]), upsert(&batch.hop, &[0, 2]), "HOP");
+        prop_assert_eq!(upsert(&updates.totals, &[0]), upsert(&batch.totals, &[0]), "GROUP BY k");
+        prop_assert!(updates.tumble.len() >= batch.tumble.len());
+        // Emitting after every batch, a key with rows in two batches is written twice or more
+        // (rows of one file `batch_size` or more apart are in different batches).
+        let split_key = (0..s.events.len()).any(|i| {
+            (i + s.batch_size..s.events.len()).any(|j| s.events[i].key == s.events[j].key)
+        });
+        if split_key {
+            prop_assert!(updates.totals.len() > batch.totals.len(), "no early totals");
+        }
     }
 }
 
