@@ -1575,6 +1575,15 @@ mod tests {
         blob
     }
 
+    /// Event times that grow with the row number, jittered, so rows are sometimes late.
+    fn timed(jittered: Vec<RichRow>) -> Vec<RichRow> {
+        jittered
+            .into_iter()
+            .enumerate()
+            .map(|(i, (k, v, f, d, jitter))| (k, v, f, d, i as i64 * 2 + jitter))
+            .collect()
+    }
+
     fn rich_row() -> impl Strategy<Value = RichRow> {
         (
             prop::option::weighted(
@@ -1605,12 +1614,7 @@ mod tests {
             lag in 0i64..30,
             cut in any::<prop::sample::Index>(),
         ) {
-            // Event times grow with the row number, jittered, so rows are sometimes late.
-            let rows: Vec<RichRow> = jittered
-                .into_iter()
-                .enumerate()
-                .map(|(i, (k, v, f, d, jitter))| (k, v, f, d, i as i64 * 2 + jitter))
-                .collect();
+            let rows = timed(jittered);
             let messages = stream(&rows, batch, lag);
             let mut whole = WindowAggregate::new(rich_spec(keyed), "t").unwrap();
             let expected = run(&mut whole, &messages);
@@ -1629,6 +1633,52 @@ mod tests {
             prop_assert!(after.state_bytes() <= before.state_bytes());
             produced.extend(run(&mut after, &messages[cut..]));
             prop_assert_eq!(produced, expected);
+        }
+
+        /// Update mode, per window or over the whole input: upserting its output by key ends
+        /// with exactly the append-mode results; between two ticks a group is emitted at most
+        /// once; and a snapshot/restore anywhere (dirty groups included) changes nothing.
+        #[test]
+        fn update_mode_upserts_to_the_append_results(
+            keyed in any::<bool>(),
+            windowed in any::<bool>(),
+            jittered in prop::collection::vec(rich_row(), 0..120),
+            batch in 1usize..30,
+            lag in 0i64..30,
+            emit_every in 1usize..5,
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let rows = timed(jittered);
+            let messages = stream_with_updates(&rows, batch, lag, emit_every);
+            let n_keys = usize::from(keyed) + if windowed { 2 } else { 0 };
+            let spec = |output| rich_spec_with(keyed, windowed, output);
+
+            let mut append = WindowAggregate::new(spec(OutputMode::Append), "t").unwrap();
+            let final_results = upsert(&run(&mut append, &messages), n_keys);
+            let mut update = WindowAggregate::new(spec(OutputMode::Update), "t").unwrap();
+            let updates = run(&mut update, &messages);
+            prop_assert_eq!(upsert(&updates, n_keys), final_results);
+            for p in &updates {
+                if let Produced::Data(b) = p {
+                    let keys = upsert(&[Produced::Data(b.clone())], n_keys);
+                    prop_assert_eq!(keys.len(), b.num_rows(), "a key twice in one emission");
+                }
+            }
+            if !windowed {
+                // Nothing is final before the end: every emission but the last is a tick's.
+                let emitted = updates.iter().filter(|p| matches!(p, Produced::Data(_))).count();
+                let ticks_with_rows = emitted.saturating_sub(1);
+                prop_assert!(ticks_with_rows <= messages.iter().filter(|m| matches!(m, Message::EmitUpdates)).count());
+            }
+
+            let cut = cut.index(messages.len() + 1);
+            let mut before = WindowAggregate::new(spec(OutputMode::Update), "t").unwrap();
+            let mut produced = run(&mut before, &messages[..cut]);
+            let blob = snapshot(&before);
+            let mut after = WindowAggregate::new(spec(OutputMode::Update), "t").unwrap();
+            after.restore(&blob).unwrap();
+            produced.extend(run(&mut after, &messages[cut..]));
+            prop_assert_eq!(produced, updates);
         }
     }
 
@@ -1676,64 +1726,6 @@ mod tests {
             }
         }
         messages
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig {
-            cases: 64,
-            failure_persistence: None,
-            ..ProptestConfig::default()
-        })]
-
-        /// Update mode, per window or over the whole input: upserting its output by key ends
-        /// with exactly the append-mode results; between two ticks a group is emitted at most
-        /// once; and a snapshot/restore anywhere (dirty groups included) changes nothing.
-        #[test]
-        fn update_mode_upserts_to_the_append_results(
-            keyed in any::<bool>(),
-            windowed in any::<bool>(),
-            jittered in prop::collection::vec(rich_row(), 0..120),
-            batch in 1usize..30,
-            lag in 0i64..30,
-            emit_every in 1usize..5,
-            cut in any::<prop::sample::Index>(),
-        ) {
-            let rows: Vec<RichRow> = jittered
-                .into_iter()
-                .enumerate()
-                .map(|(i, (k, v, f, d, jitter))| (k, v, f, d, i as i64 * 2 + jitter))
-                .collect();
-            let messages = stream_with_updates(&rows, batch, lag, emit_every);
-            let n_keys = usize::from(keyed) + if windowed { 2 } else { 0 };
-            let spec = |output| rich_spec_with(keyed, windowed, output);
-
-            let mut append = WindowAggregate::new(spec(OutputMode::Append), "t").unwrap();
-            let final_results = upsert(&run(&mut append, &messages), n_keys);
-            let mut update = WindowAggregate::new(spec(OutputMode::Update), "t").unwrap();
-            let updates = run(&mut update, &messages);
-            prop_assert_eq!(upsert(&updates, n_keys), final_results);
-            for p in &updates {
-                if let Produced::Data(b) = p {
-                    let keys = upsert(&[Produced::Data(b.clone())], n_keys);
-                    prop_assert_eq!(keys.len(), b.num_rows(), "a key twice in one emission");
-                }
-            }
-            if !windowed {
-                // Nothing is final before the end: every emission but the last is a tick's.
-                let emitted = updates.iter().filter(|p| matches!(p, Produced::Data(_))).count();
-                let ticks_with_rows = emitted.saturating_sub(1);
-                prop_assert!(ticks_with_rows <= messages.iter().filter(|m| matches!(m, Message::EmitUpdates)).count());
-            }
-
-            let cut = cut.index(messages.len() + 1);
-            let mut before = WindowAggregate::new(spec(OutputMode::Update), "t").unwrap();
-            let mut produced = run(&mut before, &messages[..cut]);
-            let blob = snapshot(&before);
-            let mut after = WindowAggregate::new(spec(OutputMode::Update), "t").unwrap();
-            after.restore(&blob).unwrap();
-            produced.extend(run(&mut after, &messages[cut..]));
-            prop_assert_eq!(produced, updates);
-        }
     }
 
     #[test]
