@@ -90,12 +90,27 @@ pub enum WindowKind {
     Tumble { size: i64 },
     /// Windows of `size` ms starting every `slide` ms.
     Hop { size: i64, slide: i64 },
+    /// Windows that start every `size` ms and grow by `step` ms up to `size`: a row at `t` is
+    /// in `[s, s + k·step)` for every k with `s + k·step > t`, where `s` is `t` rounded down to
+    /// `size`. Each window is identified by its end.
+    Cumulate { step: i64, size: i64 },
 }
 
 impl WindowKind {
+    /// The largest window, in ms.
     pub fn size(self) -> i64 {
         match self {
-            WindowKind::Tumble { size } | WindowKind::Hop { size, .. } => size,
+            WindowKind::Tumble { size }
+            | WindowKind::Hop { size, .. }
+            | WindowKind::Cumulate { size, .. } => size,
+        }
+    }
+
+    /// The start of the window that ends at `end`.
+    pub fn start_of(self, end: i64) -> i64 {
+        match self {
+            WindowKind::Tumble { size } | WindowKind::Hop { size, .. } => end - size,
+            WindowKind::Cumulate { size, .. } => (end - 1) - (end - 1).rem_euclid(size),
         }
     }
 }

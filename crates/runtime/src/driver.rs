@@ -1433,6 +1433,9 @@ fn describe(node: &Node) -> String {
     let window = |k: &WindowKind| match k {
         WindowKind::Tumble { size } => format!("TUMBLE {size} ms"),
         WindowKind::Hop { size, slide } => format!("HOP size {size} ms, slide {slide} ms"),
+        WindowKind::Cumulate { step, size } => {
+            format!("CUMULATE step {step} ms, size {size} ms")
+        }
     };
     match node {
         Node::Filter { predicate } => format!("filter {predicate}"),

@@ -13,6 +13,7 @@
 //!   which also means the watermark never went backwards.
 //! * A plain `GROUP BY k` runs in update mode in stream mode: upserting its output by `k` gives
 //!   the batch totals, late rows or not (it has no window to be late for).
+//! * A CUMULATE aggregate runs beside them: the same agreement, model and reject accounting.
 //! * `update_mode_upserts_to_the_batch_answer`: the window aggregates in update mode, emitting
 //!   after every batch, upserted by (window, key), equal the batch output.
 //!
@@ -116,6 +117,13 @@ fn write_pipeline(dir: &Path, delay_s: i64, tumble_s: i64, hop_s: (i64, i64)) {
 CREATE TABLE tumble_out WITH ('connector' = 'files', 'path' = 'out/tumble', 'format' = 'csv');
 CREATE TABLE hop_out WITH ('connector' = 'files', 'path' = 'out/hop', 'format' = 'csv');
 CREATE TABLE totals_out WITH ('connector' = 'files', 'path' = 'out/totals', 'format' = 'csv');
+CREATE TABLE cumulate_out WITH ('connector' = 'files', 'path' = 'out/cumulate', 'format' = 'csv');
+
+INSERT INTO cumulate_out
+SELECT window_start, window_end, k, COUNT(*) AS n, SUM(qty) AS qty, SUM(amount) AS amount,
+       MIN(amount) AS min_amount, MAX(qty) AS max_qty, COUNT(DISTINCT cust) AS customers
+FROM TABLE(CUMULATE(TABLE events, DESCRIPTOR(ts), INTERVAL '{slide}' SECOND, INTERVAL '{size}' SECOND))
+GROUP BY window_start, window_end, k;
 
 INSERT INTO totals_out
 SELECT k, COUNT(*) AS n, SUM(qty) AS qty, SUM(amount) AS amount, MIN(amount) AS min_amount,
@@ -148,6 +156,8 @@ struct Outcome {
     hop: Vec<Vec<String>>,
     /// The plain GROUP BY's rows (update mode in stream mode).
     totals: Vec<Vec<String>>,
+    /// CUMULATE(step = HOP slide, size = HOP size), with the TUMBLE sink's columns.
+    cumulate: Vec<Vec<String>>,
     rejects: Vec<Value>,
 }
 
@@ -207,6 +217,7 @@ fn run_with(
     let tumble = read_sink(&dir.join("out/tumble"));
     let hop = read_sink(&dir.join("out/hop"));
     let totals = read_sink(&dir.join("out/totals"));
+    let cumulate = read_sink(&dir.join("out/cumulate"));
     let rejects = read_rejects(&report.rejects_path, Some(&report.run_id)).unwrap();
     assert_eq!(
         report.rows_written.get("tumble_out"),
@@ -223,6 +234,7 @@ fn run_with(
         tumble,
         hop,
         totals,
+        cumulate,
         rejects,
     }
 }
@@ -345,29 +357,54 @@ struct Acc {
     customers: BTreeSet<usize>,
 }
 
-/// Window starts of a row at `t` (epoch-aligned; TUMBLE when `slide == size`).
-fn window_starts(t: i64, slide: i64, size: i64) -> Vec<i64> {
-    let last = t - t.rem_euclid(slide);
-    (0..size / slide).map(|k| last - k * slide).collect()
+/// A window table function, for the model.
+#[derive(Clone, Copy)]
+enum Win {
+    /// HOP (TUMBLE when `slide == size`).
+    Slide {
+        slide: i64,
+        size: i64,
+    },
+    Cumulate {
+        step: i64,
+        size: i64,
+    },
+}
+
+/// The (start, end) of every window of a row at `t` (epoch-aligned).
+fn windows(t: i64, win: Win) -> Vec<(i64, i64)> {
+    match win {
+        Win::Slide { slide, size } => {
+            let last = t - t.rem_euclid(slide);
+            (0..size / slide)
+                .map(|k| (last - k * slide, last - k * slide + size))
+                .collect()
+        }
+        Win::Cumulate { step, size } => {
+            let start = t - t.rem_euclid(size);
+            ((t - start) / step + 1..=size / step)
+                .map(|k| (start, start + k * step))
+                .collect()
+        }
+    }
 }
 
 /// The expected sink rows: the aggregates of every (row, window) that `keep` accepts.
 /// `tumble` selects the tumble sink's MIN/MAX columns, else the hop sink's.
 fn model(
     events: &[Event],
-    slide: i64,
-    size: i64,
+    win: Win,
     tumble: bool,
     keep: impl Fn(usize, i64) -> bool,
 ) -> BTreeMap<Group, Aggs> {
     let mut groups: BTreeMap<Group, Acc> = BTreeMap::new();
     for (id, e) in events.iter().enumerate() {
-        for start in window_starts(e.t, slide, size) {
+        for (start, end) in windows(e.t, win) {
             if !keep(id, start) {
                 continue;
             }
             let acc = groups
-                .entry((start, start + size, KEYS[e.key].to_string()))
+                .entry((start, end, KEYS[e.key].to_string()))
                 .or_insert_with(|| Acc {
                     min_qty: i128::MAX,
                     max_qty: i128::MIN,
@@ -417,6 +454,8 @@ struct LateRow {
     qty: i128,
     cents: i128,
     id: usize,
+    /// The INSERT that missed it.
+    sink: String,
 }
 
 fn late_rows(rejects: &[Value]) -> Vec<LateRow> {
@@ -443,6 +482,10 @@ fn late_rows(rejects: &[Value]) -> Vec<LateRow> {
                 qty: raw["qty"].as_i64().expect("raw has qty") as i128,
                 cents,
                 id: raw["id"].as_u64().expect("raw has id") as usize,
+                sink: r["sink"]
+                    .as_str()
+                    .expect("late reject names its sink")
+                    .to_string(),
             }
         })
         .collect()
@@ -678,6 +721,14 @@ proptest! {
         }
         prop_assert_eq!(sorted(&stream.tumble), sorted(&batch.tumble), "TUMBLE stream vs batch");
         prop_assert_eq!(sorted(&stream.hop), sorted(&batch.hop), "HOP stream vs batch");
+        prop_assert_eq!(sorted(&stream.cumulate), sorted(&batch.cumulate), "CUMULATE stream vs batch");
+        check_emission_order(&stream.cumulate, "stream cumulate")?;
+        let (step, size) = (s.hop_min.0 * MINUTE, s.hop_min.1 * MINUTE);
+        prop_assert_eq!(
+            parse_rows(&batch.cumulate, &TUMBLE_DECIMALS),
+            model(&s.events, Win::Cumulate { step, size }, true, |_, _| true),
+            "CUMULATE batch vs model"
+        );
         prop_assert_eq!(upsert(&batch.totals, &[0]).len(), batch.totals.len(), "batch: one row per key");
         prop_assert_eq!(upsert(&stream.totals, &[0]), upsert(&batch.totals, &[0]), "GROUP BY k upserted vs batch");
 
@@ -685,12 +736,12 @@ proptest! {
         let all = |_: usize, _: i64| true;
         prop_assert_eq!(
             parse_rows(&batch.tumble, &TUMBLE_DECIMALS),
-            model(&s.events, t, t, true, all),
+            model(&s.events, Win::Slide { slide: t, size: t }, true, all),
             "TUMBLE batch vs model"
         );
         prop_assert_eq!(
             parse_rows(&batch.hop, &HOP_DECIMALS),
-            model(&s.events, slide * MINUTE, size * MINUTE, false, all),
+            model(&s.events, Win::Slide { slide: slide * MINUTE, size: size * MINUTE }, false, all),
             "HOP batch vs model"
         );
     }
@@ -723,8 +774,10 @@ proptest! {
         let batch_tumble = parse_rows(&batch.tumble, &TUMBLE_DECIMALS);
         let batch_hop = parse_rows(&batch.hop, &HOP_DECIMALS);
         let all = |_: usize, _: i64| true;
-        prop_assert_eq!(&batch_tumble, &model(&s.events, tumble_ms, tumble_ms, true, all));
-        prop_assert_eq!(&batch_hop, &model(&s.events, hop_slide, hop_size, false, all));
+        let tumble_win = Win::Slide { slide: tumble_ms, size: tumble_ms };
+        let hop_win = Win::Slide { slide: hop_slide, size: hop_size };
+        prop_assert_eq!(&batch_tumble, &model(&s.events, tumble_win, true, all));
+        prop_assert_eq!(&batch_hop, &model(&s.events, hop_win, false, all));
 
         // Which (row, window) pairs stream mode rejected, per aggregate.
         let late = late_rows(&stream.rejects);
@@ -739,11 +792,19 @@ proptest! {
             let e = &s.events[r.id];
             prop_assert_eq!(&r.key, KEYS[e.key]);
             prop_assert!(r.start <= e.t && e.t < r.end, "row {} is not in its reject window", r.id);
-            if r.end - r.start == tumble_ms {
-                prop_assert!(rejected_tumble.insert((r.id, r.start)), "rejected twice: {:?}", r);
-            } else {
-                prop_assert_eq!(r.end - r.start, hop_size);
-                prop_assert!(rejected_hop.insert((r.id, r.start)), "rejected twice: {:?}", r);
+            match r.sink.as_str() {
+                "tumble_out" => {
+                    prop_assert_eq!(r.end - r.start, tumble_ms);
+                    prop_assert!(rejected_tumble.insert((r.id, r.start)), "rejected twice: {:?}", r);
+                }
+                "hop_out" => {
+                    prop_assert_eq!(r.end - r.start, hop_size);
+                    prop_assert!(rejected_hop.insert((r.id, r.start)), "rejected twice: {:?}", r);
+                }
+                _ => {
+                    prop_assert_eq!(r.sink.as_str(), "cumulate_out");
+                    prop_assert!(r.end - r.start <= hop_size && (r.end - r.start) % hop_slide == 0, "{:?}", r);
+                }
             }
         }
         let tumble_ids: BTreeSet<usize> = rejected_tumble.iter().map(|&(id, _)| id).collect();
@@ -755,12 +816,14 @@ proptest! {
         );
 
         // Stream output + rejects re-aggregated = batch output (COUNT and SUMs).
-        for (rows, decimals, size, batch_rows, what) in [
-            (&stream.tumble, &TUMBLE_DECIMALS, tumble_ms, &batch_tumble, "TUMBLE"),
-            (&stream.hop, &HOP_DECIMALS, hop_size, &batch_hop, "HOP"),
+        let batch_cumulate = parse_rows(&batch.cumulate, &TUMBLE_DECIMALS);
+        for (rows, decimals, sink, batch_rows, what) in [
+            (&stream.tumble, &TUMBLE_DECIMALS, "tumble_out", &batch_tumble, "TUMBLE"),
+            (&stream.hop, &HOP_DECIMALS, "hop_out", &batch_hop, "HOP"),
+            (&stream.cumulate, &TUMBLE_DECIMALS, "cumulate_out", &batch_cumulate, "CUMULATE"),
         ] {
             let mut merged = counts_and_sums(&parse_rows(rows, decimals));
-            for r in late.iter().filter(|r| r.end - r.start == size) {
+            for r in late.iter().filter(|r| r.sink == sink) {
                 let slot = merged.entry((r.start, r.end, r.key.clone())).or_insert([0; 3]);
                 slot[0] += 1;
                 slot[1] += r.qty;
@@ -772,12 +835,12 @@ proptest! {
         // And every stream aggregate (MIN, MAX, COUNT DISTINCT too) is that of the accepted rows.
         prop_assert_eq!(
             parse_rows(&stream.tumble, &TUMBLE_DECIMALS),
-            model(&s.events, tumble_ms, tumble_ms, true, |id, w| !rejected_tumble.contains(&(id, w))),
+            model(&s.events, tumble_win, true, |id, w| !rejected_tumble.contains(&(id, w))),
             "TUMBLE stream vs model of accepted rows"
         );
         prop_assert_eq!(
             parse_rows(&stream.hop, &HOP_DECIMALS),
-            model(&s.events, hop_slide, hop_size, false, |id, w| !rejected_hop.contains(&(id, w))),
+            model(&s.events, hop_win, false, |id, w| !rejected_hop.contains(&(id, w))),
             "HOP stream vs model of accepted rows"
         );
     }
@@ -797,6 +860,7 @@ proptest! {
         prop_assert!(updates.rejects.is_empty(), "rejects: {:?}", updates.rejects);
         prop_assert_eq!(upsert(&updates.tumble, &[0, 2]), upsert(&batch.tumble, &[0, 2]), "TUMBLE");
         prop_assert_eq!(upsert(&updates.hop, &[0, 2]), upsert(&batch.hop, &[0, 2]), "HOP");
+        prop_assert_eq!(upsert(&updates.cumulate, &[1, 2]), upsert(&batch.cumulate, &[1, 2]), "CUMULATE");
         prop_assert_eq!(upsert(&updates.totals, &[0]), upsert(&batch.totals, &[0]), "GROUP BY k");
         prop_assert!(updates.tumble.len() >= batch.tumble.len());
         // Emitting after every batch, a key with rows in two batches is written twice or more
@@ -840,9 +904,12 @@ fn counts(rows: &[Vec<String>]) -> Vec<(i64, i64, String, i64)> {
         .collect()
 }
 
+/// The windows of the late rejects of the TUMBLE and HOP sinks (the CUMULATE sink rejects the
+/// same rows for its own windows).
 fn windows_of(rejects: &[Value]) -> Vec<(String, String)> {
     let mut w: Vec<_> = rejects
         .iter()
+        .filter(|r| r["sink"] != "cumulate_out")
         .map(|r| {
             assert_eq!(r["reason"], "late");
             (
@@ -1026,7 +1093,15 @@ fn negative_times_values_and_empty_files() {
             "1",
         ],
     ];
-    let expected_model = model(&events, MINUTE, MINUTE, true, |_, _| true);
+    let expected_model = model(
+        &events,
+        Win::Slide {
+            slide: MINUTE,
+            size: MINUTE,
+        },
+        true,
+        |_, _| true,
+    );
 
     // All rows in one file between two empty ones, then split one per file.
     for (case, cuts) in [("one", vec![0, 4]), ("split", vec![1, 2, 3])] {
@@ -1058,7 +1133,15 @@ fn negative_times_values_and_empty_files() {
             assert_eq!(got, expected_tumble, "{case} {mode}");
             assert_eq!(
                 parse_rows(&o.hop, &HOP_DECIMALS),
-                model(&events, MINUTE, 3 * MINUTE, false, |_, _| true),
+                model(
+                    &events,
+                    Win::Slide {
+                        slide: MINUTE,
+                        size: 3 * MINUTE
+                    },
+                    false,
+                    |_, _| true
+                ),
                 "{case} {mode}"
             );
         }

@@ -58,6 +58,7 @@ macro_rules! golden_cases {
 golden_cases!(
     tumble_revenue,
     hop_windows,
+    cumulate_windows,
     aggregates_parquet,
     stateless_functions,
     view_two_sinks,

@@ -10,7 +10,7 @@
 //! Output modes (stream mode): a windowed aggregate appends each window's results once, when
 //! final, unless update mode is asked for; a GROUP BY without a window is never final, so it
 //! runs in update mode. In update mode every row carries its upsert key (the GROUP BY columns;
-//! of the window bounds one suffices), so the projection after the aggregate must keep them,
+//! of TUMBLE/HOP window bounds one suffices, of CUMULATE's the end), so the projection after the aggregate must keep them,
 //! and a filter after it (HAVING) is refused: a group that stops matching after it was emitted
 //! would need a retraction. Batch mode emits every result once, when final: always append.
 
@@ -361,7 +361,11 @@ impl Lowering<'_> {
                     OutputMode::Update => (0..group_exprs.len())
                         .filter(|&i| window.is_none_or(|w| i != w.end))
                         .map(|i| match window {
-                            Some(w) if i == w.start => vec![w.start, w.end],
+                            // CUMULATE windows share their start: only the end identifies one.
+                            Some(w) if i == w.start => match w.kind {
+                                WindowKind::Cumulate { .. } => vec![w.end],
+                                _ => vec![w.start, w.end],
+                            },
                             _ => vec![i],
                         })
                         .collect(),
@@ -436,7 +440,7 @@ impl Lowering<'_> {
                             "update mode without the GROUP BY column `{}` in the SELECT",
                             input.field(part[0]).name()
                         ),
-                        "update mode writes each result with its key, so that a downstream upsert replaces the earlier result for that key: select every GROUP BY column (of window_start and window_end, one)",
+                        "update mode writes each result with its key, so that a downstream upsert replaces the earlier result for that key: select every GROUP BY column (of window_start and window_end one; window_end for CUMULATE)",
                     ))
                 } else {
                     Ok(found)

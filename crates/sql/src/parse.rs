@@ -256,16 +256,17 @@ impl PipelineDef {
         args: Vec<Vec<TokenWithSpan>>,
         loc: Location,
     ) -> Result<TvfCall> {
-        if func == "CUMULATE" || func == "SESSION" {
+        if func == "SESSION" {
             return Err(Error::Unsupported {
                 construct: format!("the {func} window table function (line {})", loc.line),
                 mode: "any".into(),
-                hint: "TUMBLE and HOP are supported; SESSION and CUMULATE are planned".into(),
+                hint: "TUMBLE, HOP and CUMULATE are supported; SESSION is planned".into(),
             });
         }
         let mut named: BTreeMap<String, Vec<TokenWithSpan>> = BTreeMap::new();
         let positional = match func {
             "TUMBLE" => ["DATA", "TIMECOL", "SIZE", "OFFSET"].as_slice(),
+            "CUMULATE" => ["DATA", "TIMECOL", "STEP", "SIZE", "OFFSET"].as_slice(),
             _ => ["DATA", "TIMECOL", "SLIDE", "SIZE", "OFFSET"].as_slice(),
         };
         for (i, arg) in args.into_iter().enumerate() {
@@ -346,6 +347,17 @@ impl PipelineDef {
             WindowKind::Tumble {
                 size: interval("SIZE")?,
             }
+        } else if func == "CUMULATE" {
+            let (step, size) = (interval("STEP")?, interval("SIZE")?);
+            if size % step != 0 {
+                return Err(syntax_at(
+                    &format!(
+                        "CUMULATE size ({size} ms) must be a multiple of its step ({step} ms)"
+                    ),
+                    loc,
+                ));
+            }
+            WindowKind::Cumulate { step, size }
         } else {
             let (slide, size) = (interval("SLIDE")?, interval("SIZE")?);
             if size % slide != 0 {

@@ -2,7 +2,7 @@
 //! (over the whole input) with COUNT, COUNT(DISTINCT), SUM, MIN, MAX, AVG. An aggregate without
 //! a window is one window that never ends: it fires at the end of a bounded input only.
 //!
-//! State is one hash table of groups keyed by (window start, key row), where the key row is the
+//! State is one hash table of groups keyed by (window end, key row), where the key row is the
 //! group keys in Arrow's row format, plus one vector per aggregate indexed by group id. Updates
 //! are vectorized: each batch is mapped to group ids once, then every accumulator folds its
 //! input column over those ids.
@@ -26,7 +26,7 @@
 //! layout     bytes   "window 10 ms; append; keys [Utf8]; Count(Int64) count, ..." (refused if
 //!                    different)
 //! watermark  i64
-//! windows    u64 W, then W × { start i64, groups u64 n, n × key bytes (row format) }
+//! windows    u64 W, then W × { end i64, groups u64 n, n × key bytes (row format) }
 //! dirty      u64 D, then D × u64: positions of the dirty groups in the order above
 //! aggregates u32 A, then A × { kind u8, counts G × i64, values }   G = live groups, in the
 //!            order above; values by kind: count: none; i64/i128/f64: G × value;
@@ -105,11 +105,11 @@ pub struct WindowAggregate {
     hasher: RandomState,
     table: HashTable<u32>,
     groups: Groups,
-    /// Open windows: start → group ids.
+    /// Open windows: end → group ids (a window is identified by its end: CUMULATE windows
+    /// share starts; without a window, the one window ends at `i64::MAX`).
     windows: std::collections::BTreeMap<i64, Vec<u32>>,
     accumulators: Vec<Accumulator>,
     watermark: Watermark,
-    size: i64,
     /// What a checkpoint's state depends on (window size, key types, aggregates), written into
     /// every snapshot so that a state for another plan is refused.
     layout: String,
@@ -136,11 +136,10 @@ impl WindowAggregate {
                 Accumulator::new(call.function, call.distinct, &input, output)
             })
             .collect::<Result<Vec<_>>>()?;
-        let size = spec.window.map_or(i64::MAX, |w| w.kind.size());
         let layout = format!(
             "{}; {}; keys [{}]; {}",
             match spec.window {
-                Some(w) => format!("window {} ms", w.kind.size()),
+                Some(w) => format!("window {:?}", w.kind),
                 None => "no window".into(),
             },
             spec.output,
@@ -157,7 +156,6 @@ impl WindowAggregate {
         );
         Ok(WindowAggregate {
             layout,
-            size,
             spec,
             table_name: table_name.to_string(),
             key_positions,
@@ -173,56 +171,52 @@ impl WindowAggregate {
 
     fn on_batch(&mut self, batch: RecordBatch, out: &mut Output) -> Result<()> {
         let n = batch.num_rows();
-        let starts = match self.spec.window {
+        let ends = match self.spec.window {
             Some(w) => millis(
-                &self.spec.group_exprs[w.start]
+                &self.spec.group_exprs[w.end]
                     .evaluate(&batch)?
                     .into_array(n)?,
             )?,
-            // Without a window every row is in the one window that starts at 0 and never ends.
-            None => TimestampMillisecondArray::from(vec![0; n]),
+            // Without a window every row is in the one window that never ends.
+            None => TimestampMillisecondArray::from(vec![i64::MAX; n]),
         };
-        // Late rows: their window [start, start + size) fired when the watermark reached end - 1.
+        // Late rows: their window [start, end) fired when the watermark reached end - 1.
         let wm = self.watermark.0;
-        let late: Vec<usize> = if wm == i64::MIN || self.spec.window.is_none() {
-            vec![]
-        } else {
-            (0..n)
-                .filter(|&i| starts.value(i).saturating_add(self.size - 1) <= wm)
-                .collect()
+        let late: Vec<usize> = match self.spec.window {
+            Some(_) if wm != i64::MIN => (0..n).filter(|&i| ends.value(i) - 1 <= wm).collect(),
+            _ => vec![],
         };
-        let (batch, starts) = if late.is_empty() {
-            (batch, starts)
-        } else {
-            for (&i, raw) in late.iter().zip(rows_as_json(&batch, &late)?) {
-                let start = starts.value(i);
-                out.reject(Reject {
-                    reason: RejectReason::Late,
-                    detail: format!(
-                        "the window closed when the watermark passed {}",
-                        Watermark(start + self.size - 1).display()
-                    ),
-                    table: self.table_name.clone(),
-                    sink: None,
-                    file: None,
-                    line: None,
-                    raw,
-                    window: Some([
-                        Watermark(start).display(),
-                        Watermark(start + self.size).display(),
-                    ]),
-                    watermark: Some(self.watermark.display()),
-                });
+        let (batch, ends) = match (late.is_empty(), self.spec.window) {
+            (false, Some(w)) => {
+                for (&i, raw) in late.iter().zip(rows_as_json(&batch, &late)?) {
+                    let end = ends.value(i);
+                    out.reject(Reject {
+                        reason: RejectReason::Late,
+                        detail: format!(
+                            "the window closed when the watermark passed {}",
+                            Watermark(end - 1).display()
+                        ),
+                        table: self.table_name.clone(),
+                        sink: None,
+                        file: None,
+                        line: None,
+                        raw,
+                        window: Some([
+                            Watermark(w.kind.start_of(end)).display(),
+                            Watermark(end).display(),
+                        ]),
+                        watermark: Some(self.watermark.display()),
+                    });
+                }
+                let keep: BooleanArray = (0..n).map(|i| Some(ends.value(i) - 1 > wm)).collect();
+                let kept = arrow::compute::filter(&ends, &keep)?;
+                (
+                    filter_record_batch(&batch, &keep)?,
+                    kept.as_primitive::<arrow::datatypes::TimestampMillisecondType>()
+                        .clone(),
+                )
             }
-            let keep: BooleanArray = (0..n)
-                .map(|i| Some(starts.value(i).saturating_add(self.size - 1) > wm))
-                .collect();
-            let kept = arrow::compute::filter(&starts, &keep)?;
-            (
-                filter_record_batch(&batch, &keep)?,
-                kept.as_primitive::<arrow::datatypes::TimestampMillisecondType>()
-                    .clone(),
-            )
+            _ => (batch, ends),
         };
         let n = batch.num_rows();
         if n == 0 {
@@ -241,16 +235,16 @@ impl WindowAggregate {
         };
         let mut ids = Vec::with_capacity(n);
         for i in 0..n {
-            let start = starts.value(i);
+            let end = ends.value(i);
             let row = rows.as_ref().map(|r| r.row(i));
             let key: &[u8] = row.as_ref().map_or(&[], |r| r.as_ref());
-            let hash = self.hasher.hash_one((start, key));
+            let hash = self.hasher.hash_one((end, key));
             let id = find_or_insert(
                 &mut self.table,
                 &mut self.groups,
                 &mut self.windows,
                 hash,
-                start,
+                end,
                 key,
             );
             ids.push(id);
@@ -278,14 +272,14 @@ impl WindowAggregate {
     /// every aggregate (sums of floats may differ in the last bits, as any reordering does).
     pub fn merge(&mut self, other: WindowAggregate) -> Result<()> {
         let mut mapping = vec![u32::MAX; other.groups.hashes.len()];
-        for (&start, ids) in &other.windows {
+        for (&window, ids) in &other.windows {
             for &id in ids {
                 let g = find_or_insert(
                     &mut self.table,
                     &mut self.groups,
                     &mut self.windows,
                     other.groups.hashes[id as usize],
-                    start,
+                    window,
                     &other.groups.keys[id as usize],
                 );
                 mapping[id as usize] = g;
@@ -307,8 +301,8 @@ impl WindowAggregate {
     fn fire(&mut self, out: &mut Output) -> Result<()> {
         let wm = self.watermark.0;
         let mut fired = vec![];
-        while let Some((&start, _)) = self.windows.first_key_value() {
-            if start.saturating_add(self.size - 1) > wm {
+        while let Some((&end, _)) = self.windows.first_key_value() {
+            if end - 1 > wm {
                 break;
             }
             let (_, mut window_ids) = self.windows.pop_first().unwrap_or_default();
@@ -378,11 +372,11 @@ impl WindowAggregate {
         let schema: SchemaRef = self.spec.schema.clone();
         let mut columns: Vec<Option<ArrayRef>> = vec![None; schema.fields().len()];
         if let Some(w) = self.spec.window {
-            let starts: Vec<i64> = ids
+            let ends: Vec<i64> = ids
                 .iter()
                 .map(|&g| self.groups.window[g as usize])
                 .collect();
-            let ends: Vec<i64> = starts.iter().map(|s| s + self.size).collect();
+            let starts: Vec<i64> = ends.iter().map(|&e| w.kind.start_of(e)).collect();
             columns[w.start] = Some(Arc::new(TimestampMillisecondArray::from(starts)));
             columns[w.end] = Some(Arc::new(TimestampMillisecondArray::from(ends)));
         }
@@ -481,11 +475,11 @@ impl Operator for WindowAggregate {
         let n_windows = d.len_prefix(16)?;
         let mut previous = None;
         for _ in 0..n_windows {
-            let start = d.i64()?;
-            if previous.is_some_and(|p| p >= start) {
-                return Err(d.error("window starts are not increasing"));
+            let end = d.i64()?;
+            if previous.is_some_and(|p| p >= end) {
+                return Err(d.error("window ends are not increasing"));
             }
-            previous = Some(start);
+            previous = Some(end);
             let n = d.len_prefix(4)?;
             if groups.hashes.len() + n >= u32::MAX as usize {
                 return Err(d.error("more groups than group ids"));
@@ -495,11 +489,11 @@ impl Operator for WindowAggregate {
             groups.keys.reserve(n);
             for _ in 0..n {
                 let key = d.bytes()?;
-                let hash = self.hasher.hash_one((start, key));
+                let hash = self.hasher.hash_one((end, key));
                 let before = groups.hashes.len();
-                find_or_insert(&mut table, &mut groups, &mut windows, hash, start, key);
+                find_or_insert(&mut table, &mut groups, &mut windows, hash, end, key);
                 if groups.hashes.len() == before {
-                    return Err(d.error(format!("a group of window {start} appears twice")));
+                    return Err(d.error(format!("a group of window {end} appears twice")));
                 }
             }
         }
@@ -557,8 +551,8 @@ impl WindowAggregate {
         e.bytes(self.layout.as_bytes())?;
         e.i64(self.watermark.0);
         e.len_prefix(self.windows.len());
-        for (&start, ids) in &self.windows {
-            e.i64(start);
+        for (&end, ids) in &self.windows {
+            e.i64(end);
             e.len_prefix(ids.len());
             for &id in ids {
                 e.bytes(&self.groups.keys[id as usize])?;
@@ -1181,18 +1175,18 @@ impl Accumulator {
     }
 }
 
-/// The group id of (window `start`, `key`), creating the group if it is new.
+/// The group id of (`window`, `key`), creating the group if it is new.
 fn find_or_insert(
     table: &mut HashTable<u32>,
     groups: &mut Groups,
     windows: &mut std::collections::BTreeMap<i64, Vec<u32>>,
     hash: u64,
-    start: i64,
+    window: i64,
     key: &[u8],
 ) -> u32 {
     match table.entry(
         hash,
-        |&g| groups.window[g as usize] == start && &*groups.keys[g as usize] == key,
+        |&g| groups.window[g as usize] == window && &*groups.keys[g as usize] == key,
         |&g| groups.hashes[g as usize],
     ) {
         Entry::Occupied(e) => *e.get(),
@@ -1201,19 +1195,19 @@ fn find_or_insert(
             let id = match groups.free.pop() {
                 Some(id) => {
                     groups.hashes[id as usize] = hash;
-                    groups.window[id as usize] = start;
+                    groups.window[id as usize] = window;
                     groups.keys[id as usize] = key.into();
                     id
                 }
                 None => {
                     groups.hashes.push(hash);
-                    groups.window.push(start);
+                    groups.window.push(window);
                     groups.keys.push(key.into());
                     (groups.hashes.len() - 1) as u32
                 }
             };
             e.insert(id);
-            windows.entry(start).or_default().push(id);
+            windows.entry(window).or_default().push(id);
             id
         }
     }

@@ -1,6 +1,6 @@
 //! Window assignment: each row gets `window_start`, `window_end` and `window_time` (end - 1 ms)
-//! for every window it belongs to (one for TUMBLE, size/slide for HOP). Windows are aligned
-//! to the Unix epoch.
+//! for every window it belongs to (one for TUMBLE, size/slide for HOP, up to size/step for
+//! CUMULATE). Windows are aligned to the Unix epoch.
 
 use std::sync::Arc;
 
@@ -43,28 +43,37 @@ pub fn millis(column: &ArrayRef) -> Result<arrow::array::PrimitiveArray<Timestam
     })
 }
 
-/// The start of the latest window of `kind` containing `ts`.
-pub fn last_window_start(kind: WindowKind, ts: i64) -> i64 {
-    let step = match kind {
-        WindowKind::Tumble { size } => size,
-        WindowKind::Hop { slide, .. } => slide,
-    };
-    ts - ts.rem_euclid(step)
+/// The (start, end) of every window of `kind` that contains `ts`, earliest end first.
+fn windows_of(kind: WindowKind, ts: i64, out: &mut Vec<(i64, i64)>) {
+    match kind {
+        WindowKind::Tumble { size } => {
+            let start = ts - ts.rem_euclid(size);
+            out.push((start, start + size));
+        }
+        WindowKind::Hop { size, slide } => {
+            let last = ts - ts.rem_euclid(slide);
+            for k in (0..size / slide).rev() {
+                let start = last - k * slide;
+                out.push((start, start + size));
+            }
+        }
+        WindowKind::Cumulate { step, size } => {
+            let start = ts - ts.rem_euclid(size);
+            let first = (ts - start) / step + 1;
+            for k in first..=size / step {
+                out.push((start, start + k * step));
+            }
+        }
+    }
 }
 
 /// Adds the window columns to `batch` (replicating rows for HOP). Returns the windowed batch
 /// and the indices of rows dropped because their event time is NULL.
 pub fn assign_windows(batch: &RecordBatch, spec: &WindowSpec) -> Result<(RecordBatch, Vec<usize>)> {
     let ts = millis(batch.column(spec.time_column))?;
-    let size = spec.kind.size();
-    let step = match spec.kind {
-        WindowKind::Tumble { size } => size,
-        WindowKind::Hop { slide, .. } => slide,
-    };
-    let per_row = (size / step) as usize;
-    if per_row == 1 && ts.null_count() == 0 {
+    if let (WindowKind::Tumble { size }, 0) = (spec.kind, ts.null_count()) {
         // TUMBLE without NULLs: one window per row, computed column-wise.
-        let starts: TimestampMillisecondArray = ts.unary(|t| t - t.rem_euclid(step));
+        let starts: TimestampMillisecondArray = ts.unary(|t| t - t.rem_euclid(size));
         let ends: TimestampMillisecondArray = starts.unary(|s| s + size);
         let times: TimestampMillisecondArray = ends.unary(|e| e - 1);
         let mut columns = batch.columns().to_vec();
@@ -73,18 +82,22 @@ pub fn assign_windows(batch: &RecordBatch, spec: &WindowSpec) -> Result<(RecordB
         columns.push(Arc::new(times));
         return Ok((RecordBatch::try_new(spec.schema.clone(), columns)?, vec![]));
     }
-    let mut indices = Vec::with_capacity(batch.num_rows() * per_row);
-    let mut starts = Vec::with_capacity(batch.num_rows() * per_row);
+    let mut indices = Vec::with_capacity(batch.num_rows());
+    let mut starts = Vec::with_capacity(batch.num_rows());
+    let mut ends = Vec::with_capacity(batch.num_rows());
     let mut nulls = vec![];
+    let mut windows = vec![];
     for (i, t) in ts.iter().enumerate() {
         let Some(t) = t else {
             nulls.push(i);
             continue;
         };
-        let last = last_window_start(spec.kind, t);
-        for k in (0..per_row as i64).rev() {
+        windows.clear();
+        windows_of(spec.kind, t, &mut windows);
+        for &(start, end) in &windows {
             indices.push(i as u32);
-            starts.push(last - k * step);
+            starts.push(start);
+            ends.push(end);
         }
     }
     let idx = UInt32Array::from(indices);
@@ -93,7 +106,6 @@ pub fn assign_windows(batch: &RecordBatch, spec: &WindowSpec) -> Result<(RecordB
         .iter()
         .map(|c| take(c.as_ref(), &idx, None))
         .collect::<Result<_, _>>()?;
-    let ends: Vec<i64> = starts.iter().map(|s| s + size).collect();
     let times: Vec<i64> = ends.iter().map(|e| e - 1).collect();
     columns.push(Arc::new(TimestampMillisecondArray::from(starts)));
     columns.push(Arc::new(TimestampMillisecondArray::from(ends)));
@@ -222,10 +234,9 @@ mod tests {
         ]));
         let ms = millis(&us).unwrap();
         assert_eq!(ms.iter().collect::<Vec<_>>(), vec![Some(-1), Some(1), None]);
-        assert_eq!(
-            last_window_start(WindowKind::Tumble { size: 1000 }, -1),
-            -1000
-        );
+        let mut windows = vec![];
+        windows_of(WindowKind::Tumble { size: 1000 }, -1, &mut windows);
+        assert_eq!(windows, vec![(-1000, 0)]);
     }
 
     #[test]
@@ -240,5 +251,33 @@ mod tests {
         .unwrap();
         assert_eq!(starts(&b), vec![0, 1000, 2000]);
         assert_eq!(b.num_rows(), 3);
+    }
+
+    #[test]
+    fn cumulate_puts_a_row_in_every_growing_window_that_reaches_past_it() {
+        let spec = spec(WindowKind::Cumulate {
+            step: 1000,
+            size: 4000,
+        });
+        // 2500 is in [0, 3000) and [0, 4000); 4000 starts the next cycle; -1 is in [-4000, 0).
+        let (b, _) = assign_windows(&input(vec![Some(2500), Some(4000), Some(-1)]), &spec).unwrap();
+        assert_eq!(starts(&b), vec![0, 0, 4000, 4000, 4000, 4000, -4000]);
+        let ends = b
+            .column(3)
+            .as_primitive::<TimestampMillisecondType>()
+            .values()
+            .to_vec();
+        assert_eq!(ends, vec![3000, 4000, 5000, 6000, 7000, 8000, 0]);
+        for end in [3000, 4000, 5000, 8000, 0] {
+            let start = WindowKind::Cumulate {
+                step: 1000,
+                size: 4000,
+            }
+            .start_of(end);
+            assert!(
+                end - start <= 4000 && start.rem_euclid(4000) == 0,
+                "{end}: {start}"
+            );
+        }
     }
 }
