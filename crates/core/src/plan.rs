@@ -94,6 +94,10 @@ pub enum WindowKind {
     /// in `[s, s + k·step)` for every k with `s + k·step > t`, where `s` is `t` rounded down to
     /// `size`. Each window is identified by its end.
     Cumulate { step: i64, size: i64 },
+    /// Sessions: rows less than `gap` ms apart (per partition key) share a window, from the
+    /// first row's time to the last row's time + `gap`. Window assignment gives each row its
+    /// own window `[t, t + gap)`; the session aggregate merges overlapping ones.
+    Session { gap: i64 },
 }
 
 impl WindowKind {
@@ -103,6 +107,7 @@ impl WindowKind {
             WindowKind::Tumble { size }
             | WindowKind::Hop { size, .. }
             | WindowKind::Cumulate { size, .. } => size,
+            WindowKind::Session { gap } => gap,
         }
     }
 
@@ -111,6 +116,8 @@ impl WindowKind {
         match self {
             WindowKind::Tumble { size } | WindowKind::Hop { size, .. } => end - size,
             WindowKind::Cumulate { size, .. } => (end - 1) - (end - 1).rem_euclid(size),
+            // A single row's session; merged sessions carry their own start.
+            WindowKind::Session { gap } => end - gap,
         }
     }
 }
@@ -159,6 +166,9 @@ pub struct AggregateSpec {
     /// `None`: a GROUP BY without a window, over the whole input.
     pub window: Option<WindowColumns>,
     pub output: OutputMode,
+    /// SESSION windows: positions in `group_exprs` of the `PARTITION BY` columns (sessions are
+    /// found per value of them; empty: over all rows). Empty for other windows.
+    pub session_keys: Vec<usize>,
     pub calls: Vec<AggregateCall>,
     /// Schema of the rows entering the aggregate.
     pub input_schema: SchemaRef,

@@ -89,6 +89,7 @@ fn node() -> Node {
             end: 1,
         }),
         output: OutputMode::Append,
+        session_keys: vec![],
         calls: vec![
             call(AggregateFunction::Count, lit(1i64)),
             call(AggregateFunction::Sum, col("amount", &input).unwrap()),

@@ -18,7 +18,9 @@ use flowline_connectors::{
 use flowline_core::plan::{InsertPlan, Node, OutputMode, WindowKind};
 use flowline_core::{Error, Message, Operator, Output, Result, TableDef, Watermark};
 use flowline_sql::lower::PlanningBinder;
-use flowline_sql::{bind, lower_insert, new_session, BoundInsert, Mode, PipelineDef};
+use flowline_sql::{
+    bind, lower_insert, new_session, uses_session_window, BoundInsert, Mode, PipelineDef,
+};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -401,7 +403,10 @@ impl OpenedPipeline {
                 }
                 Err(Error::Unsupported {
                     construct, hint, ..
-                }) if mode == Mode::Batch && log_sources.is_empty() => {
+                }) if mode == Mode::Batch
+                    && log_sources.is_empty()
+                    && !uses_session_window(&def, &insert.plan) =>
+                {
                     // Optimize and plan it physically now, so DataFusion's own plan errors
                     // also come before any data moves.
                     state.create_physical_plan(&insert.plan).await.map_err(
@@ -852,10 +857,10 @@ impl OpenedPipeline {
                     .collect::<Result<Vec<_>>>()?;
                 chains.push(Chain {
                     nodes: plan.nodes.clone(),
-                    aggregate_at: plan
-                        .nodes
-                        .iter()
-                        .position(|n| matches!(n, Node::WindowAggregate(_))),
+                    // Partial aggregates merge exactly, except sessions (they merge windows).
+                    aggregate_at: plan.nodes.iter().position(
+                        |n| matches!(n, Node::WindowAggregate(s) if !operators::is_session(s)),
+                    ),
                     used_columns: used_columns(plan),
                     source: plan.source.clone(),
                     sink: self
@@ -1436,6 +1441,7 @@ fn describe(node: &Node) -> String {
         WindowKind::Cumulate { step, size } => {
             format!("CUMULATE step {step} ms, size {size} ms")
         }
+        WindowKind::Session { gap } => format!("SESSION gap {gap} ms"),
     };
     match node {
         Node::Filter { predicate } => format!("filter {predicate}"),

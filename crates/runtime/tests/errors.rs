@@ -714,3 +714,47 @@ async fn datafusion_plan_errors_come_before_data_moves() {
     let err = fails(&p, Mode::Batch).await;
     assert_mentions(&err, &[&format!("line {line}")]);
 }
+
+#[tokio::test]
+async fn session_windows_need_their_group_by_and_append_mode() {
+    let session = "FROM TABLE(SESSION(TABLE orders PARTITION BY store_id, DESCRIPTOR(ordered_at), INTERVAL '10' MINUTE))";
+    let without_partition_key = format!(
+        "{ORDERS}{OUT}INSERT INTO out\n\
+         SELECT window_start, window_end, COUNT(*) AS n\n{session}\n\
+         GROUP BY window_start, window_end;\n"
+    );
+    let err = fails(&without_partition_key, Mode::Batch).await;
+    assert_mentions(
+        &err,
+        &["partitioned by `store_id` without `store_id` in the GROUP BY"],
+    );
+    let not_aggregated =
+        format!("{ORDERS}{OUT}INSERT INTO out\nSELECT order_id, window_start {session};\n");
+    let err = fails(&not_aggregated, Mode::Stream).await;
+    assert_mentions(
+        &err,
+        &["a SESSION window without GROUP BY window_start, window_end"],
+    );
+    let fine = format!(
+        "{ORDERS}{OUT}INSERT INTO out\n\
+         SELECT window_start, window_end, store_id, COUNT(*) AS n\n{session}\n\
+         GROUP BY window_start, window_end, store_id;\n"
+    );
+    let err = fails_with(
+        &fine,
+        RunOptions {
+            mode: Some(Mode::Stream),
+            output_mode: Some(flowline_runtime::OutputMode::Update),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_mentions(&err, &["a SESSION window in update mode", "retractions"]);
+    let bad_column = ORDERS.to_string()
+        + OUT
+        + "INSERT INTO out SELECT window_start, window_end, COUNT(*) AS n\n\
+           FROM TABLE(SESSION(TABLE orders PARTITION BY shop, DESCRIPTOR(ordered_at), INTERVAL '1' MINUTE))\n\
+           GROUP BY window_start, window_end;\n";
+    let err = fails(&bad_column, Mode::Stream).await;
+    assert_mentions(&err, &["PARTITION BY `shop`: no such column"]);
+}

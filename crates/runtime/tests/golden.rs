@@ -59,6 +59,7 @@ golden_cases!(
     tumble_revenue,
     hop_windows,
     cumulate_windows,
+    session_windows,
     aggregates_parquet,
     stateless_functions,
     view_two_sinks,

@@ -102,6 +102,8 @@ struct Chain {
     window: Option<WindowKind>,
     aggregated: bool,
     output: OutputMode,
+    /// SESSION windows: the `PARTITION BY` columns.
+    session_partition: Vec<String>,
     /// Update mode: the upsert key in the chain's current output, one part per GROUP BY column
     /// (the window bounds are one part: either identifies the window), each the positions that
     /// hold it.
@@ -116,6 +118,7 @@ impl Chain {
             window: None,
             aggregated: false,
             output: OutputMode::Append,
+            session_partition: vec![],
             key: vec![],
         }
     }
@@ -147,7 +150,23 @@ pub fn lower_insert(
         mode,
         output,
     };
-    let chain = l.lower(&insert.plan).map_err(|e| match e {
+    let chain = l.lower(&insert.plan).and_then(|chain| {
+        let session = chain
+            .nodes
+            .iter()
+            .any(|n| matches!(n, Node::WindowAssign(w) if matches!(w.kind, WindowKind::Session { .. })));
+        let grouped = chain.nodes.iter().any(|n| {
+            matches!(n, Node::WindowAggregate(a) if a.window.is_some_and(|w| matches!(w.kind, WindowKind::Session { .. })))
+        });
+        if session && !grouped {
+            return Err(l.unsupported(
+                "a SESSION window without GROUP BY window_start, window_end",
+                "a session's bounds are known only once it closes: aggregate over it with GROUP BY window_start, window_end (and its PARTITION BY columns)",
+            ));
+        }
+        Ok(chain)
+    });
+    let chain = chain.map_err(|e| match e {
         Error::Unsupported {
             construct,
             mode,
@@ -300,6 +319,12 @@ impl Lowering<'_> {
                     column_pos("window_end"),
                 ) {
                     (Some(kind), Some(start), Some(end)) => Some(WindowColumns { kind, start, end }),
+                    (Some(WindowKind::Session { .. }), None, None) => {
+                        return Err(self.unsupported(
+                            "GROUP BY over a SESSION window without window_start, window_end",
+                            "group by window_start, window_end (and the PARTITION BY columns)",
+                        ))
+                    }
                     (Some(_), Some(_), None) | (Some(_), None, Some(_)) => {
                         return Err(self.unsupported(
                             "GROUP BY one bound of a window",
@@ -324,6 +349,30 @@ impl Lowering<'_> {
                             "group by the window_start and window_end of the window table function as they are",
                         ));
                     }
+                }
+                let session_keys = match window.map(|w| w.kind) {
+                    Some(WindowKind::Session { .. }) => chain
+                        .session_partition
+                        .iter()
+                        .map(|p| {
+                            column_pos(p).ok_or_else(|| {
+                                self.unsupported(
+                                    &format!("a SESSION window partitioned by `{p}` without `{p}` in the GROUP BY"),
+                                    "group by window_start, window_end and every PARTITION BY column",
+                                )
+                            })
+                        })
+                        .collect::<Result<Vec<_>>>()?,
+                    _ => vec![],
+                };
+                if self.mode == Mode::Stream
+                    && self.output == Some(OutputMode::Update)
+                    && matches!(window.map(|w| w.kind), Some(WindowKind::Session { .. }))
+                {
+                    return Err(self.unsupported(
+                        "a SESSION window in update mode",
+                        "a session's bounds change as it grows, which needs retractions: use append mode (each session once, when it closes)",
+                    ));
                 }
                 let output = match (self.mode, window, self.output) {
                     // A bounded run emits each result once, when final.
@@ -374,6 +423,7 @@ impl Lowering<'_> {
                     group_exprs,
                     window,
                     output,
+                    session_keys,
                     calls,
                     input_schema: Arc::new(a.input.schema().as_arrow().clone()),
                     schema: Arc::new(a.schema.as_arrow().clone()),
@@ -504,12 +554,21 @@ impl Lowering<'_> {
                 false,
             )));
         }
+        for p in &call.partition {
+            if input_schema.index_of(p).is_err() {
+                return Err(Error::Plan(format!(
+                    "line {}: SESSION PARTITION BY `{p}`: no such column in `{}`",
+                    call.line, call.input
+                )));
+            }
+        }
         chain.nodes.push(Node::WindowAssign(WindowSpec {
             kind: call.kind,
             time_column,
             schema: Arc::new(Schema::new(fields)),
         }));
         chain.window = Some(call.kind);
+        chain.session_partition = call.partition.clone();
         Ok(chain)
     }
 
@@ -559,6 +618,36 @@ impl Lowering<'_> {
             filter,
         })
     }
+}
+
+/// Whether `plan` reads a SESSION window relation (directly or through views). Such a query
+/// cannot run on DataFusion: window assignment gives each row its own window, only the
+/// dataflow's session aggregate merges them.
+pub fn uses_session_window(def: &PipelineDef, plan: &LogicalPlan) -> bool {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    let mut found = false;
+    let _ = plan.apply(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            let name = scan.table_name.table();
+            let session = def
+                .tvfs
+                .iter()
+                .any(|c| c.name == name && matches!(c.kind, WindowKind::Session { .. }));
+            let in_view = source_as_provider(&scan.source)
+                .ok()
+                .and_then(|p| {
+                    p.downcast_ref::<ViewTable>()
+                        .map(|v| uses_session_window(def, v.logical_plan()))
+                })
+                .unwrap_or(false);
+            if session || in_view {
+                found = true;
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found
 }
 
 /// Follows output column `name` of `plan` down through projections that pass a column through

@@ -58,6 +58,8 @@ pub struct TvfCall {
     pub input: String,
     pub time_column: String,
     pub kind: WindowKind,
+    /// SESSION only: `PARTITION BY` columns; sessions are found per value of them.
+    pub partition: Vec<String>,
     pub line: u64,
     /// Index into [`PipelineDef::statements`] of the statement it appears in.
     pub statement: usize,
@@ -256,17 +258,11 @@ impl PipelineDef {
         args: Vec<Vec<TokenWithSpan>>,
         loc: Location,
     ) -> Result<TvfCall> {
-        if func == "SESSION" {
-            return Err(Error::Unsupported {
-                construct: format!("the {func} window table function (line {})", loc.line),
-                mode: "any".into(),
-                hint: "TUMBLE, HOP and CUMULATE are supported; SESSION is planned".into(),
-            });
-        }
         let mut named: BTreeMap<String, Vec<TokenWithSpan>> = BTreeMap::new();
         let positional = match func {
             "TUMBLE" => ["DATA", "TIMECOL", "SIZE", "OFFSET"].as_slice(),
             "CUMULATE" => ["DATA", "TIMECOL", "STEP", "SIZE", "OFFSET"].as_slice(),
+            "SESSION" => ["DATA", "TIMECOL", "GAP"].as_slice(),
             _ => ["DATA", "TIMECOL", "SLIDE", "SIZE", "OFFSET"].as_slice(),
         };
         for (i, arg) in args.into_iter().enumerate() {
@@ -292,8 +288,40 @@ impl PipelineDef {
                 .ok_or_else(|| syntax_at(&format!("{func} needs a {n} argument"), loc))
         };
         let data = get("DATA")?;
+        // `TABLE name [PARTITION BY col | PARTITION BY (col, ...)]`
+        let partition_at = data
+            .iter()
+            .position(|t| is_word(Some(&t.token), "PARTITION"))
+            .unwrap_or(data.len());
+        let mut partition = vec![];
+        if partition_at < data.len() {
+            if func != "SESSION" {
+                return Err(syntax_at(
+                    &format!("{func} takes no PARTITION BY (only SESSION does)"),
+                    loc,
+                ));
+            }
+            if !is_word(data.get(partition_at + 1).map(|t| &t.token), "BY") {
+                return Err(syntax_at("expected `PARTITION BY column`", loc));
+            }
+            for t in &data[partition_at + 2..] {
+                match &t.token {
+                    Token::Word(w) => partition.push(w.value.clone()),
+                    Token::LParen | Token::RParen | Token::Comma => {}
+                    other => {
+                        return Err(syntax_at(
+                            &format!("unexpected `{other}` in PARTITION BY of {func}"),
+                            t.span.start,
+                        ))
+                    }
+                }
+            }
+            if partition.is_empty() {
+                return Err(syntax_at("PARTITION BY needs a column", loc));
+            }
+        }
         let input = match data.first().map(|t| &t.token) {
-            Some(t) if is_word(Some(t), "TABLE") => data[1..]
+            Some(t) if is_word(Some(t), "TABLE") => data[1..partition_at]
                 .iter()
                 .map(|t| match &t.token {
                     Token::Word(w) => w.value.clone(),
@@ -347,6 +375,10 @@ impl PipelineDef {
             WindowKind::Tumble {
                 size: interval("SIZE")?,
             }
+        } else if func == "SESSION" {
+            WindowKind::Session {
+                gap: interval("GAP")?,
+            }
         } else if func == "CUMULATE" {
             let (step, size) = (interval("STEP")?, interval("SIZE")?);
             if size % step != 0 {
@@ -373,6 +405,7 @@ impl PipelineDef {
             input,
             time_column,
             kind,
+            partition,
             line: loc.line,
             statement: self.statements.len(),
         })
@@ -680,6 +713,7 @@ GROUP BY window_start, window_end, store_id;
         assert_eq!(
             def.tvfs,
             vec![TvfCall {
+                partition: vec![],
                 name: "__flowline_window_0".into(),
                 input: "orders".into(),
                 time_column: "event_time".into(),
@@ -750,11 +784,23 @@ GROUP BY window_start, window_end, store_id;
     }
 
     #[test]
-    fn session_windows_are_named_as_unsupported() {
+    fn session_windows_take_a_gap_and_an_optional_partition() {
+        let def = PipelineDef::parse(
+            "INSERT INTO o SELECT * FROM TABLE(SESSION(TABLE t PARTITION BY user_id, DESCRIPTOR(ts), INTERVAL '5' MINUTE));
+             INSERT INTO o SELECT * FROM TABLE(SESSION(DATA => TABLE t PARTITION BY (a, b), TIMECOL => DESCRIPTOR(ts), GAP => INTERVAL '10' SECOND));
+             INSERT INTO o SELECT * FROM TABLE(SESSION(TABLE t, DESCRIPTOR(ts), INTERVAL '1' SECOND))",
+        )
+        .unwrap();
+        assert_eq!(def.tvfs[0].kind, WindowKind::Session { gap: 300_000 });
+        assert_eq!(def.tvfs[0].input, "t");
+        assert_eq!(def.tvfs[0].partition, vec!["user_id"]);
+        assert_eq!(def.tvfs[1].partition, vec!["a", "b"]);
+        assert_eq!(def.tvfs[1].kind, WindowKind::Session { gap: 10_000 });
+        assert!(def.tvfs[2].partition.is_empty());
         let err = PipelineDef::parse(
-            "INSERT INTO o SELECT * FROM TABLE(SESSION(TABLE t, DESCRIPTOR(ts), INTERVAL '5' MINUTE))",
+            "INSERT INTO o SELECT * FROM TABLE(TUMBLE(TABLE t PARTITION BY a, DESCRIPTOR(ts), INTERVAL '5' MINUTE))",
         )
         .unwrap_err();
-        assert!(err.to_string().contains("SESSION"), "{err}");
+        assert!(err.to_string().contains("only SESSION"), "{err}");
     }
 }

@@ -1287,6 +1287,7 @@ mod tests {
                 end: 1,
             }),
             output: OutputMode::Append,
+            session_keys: vec![],
             calls: vec![
                 call(AggregateFunction::Count, lit(1i64), false),
                 call(AggregateFunction::Sum, v.clone(), false),
@@ -1456,6 +1457,7 @@ mod tests {
                 end: 1,
             }),
             output,
+            session_keys: vec![],
             calls: calls
                 .into_iter()
                 .map(|(function, arg, distinct, _)| AggregateCall {

@@ -2,13 +2,15 @@
 //! [`flowline_core::Operator`]; [`build`] instantiates one from a plan node.
 
 mod aggregate;
+mod session;
 mod stateless;
 pub(crate) mod window;
 
-use flowline_core::plan::Node;
+use flowline_core::plan::{AggregateSpec, Node, WindowKind};
 use flowline_core::{Operator, Result};
 
 pub use aggregate::WindowAggregate;
+pub use session::SessionAggregate;
 pub use stateless::{Filter, Project};
 pub use window::{assign_windows, WindowAssign};
 
@@ -18,6 +20,15 @@ pub fn build(node: &Node, table: &str) -> Result<Box<dyn Operator>> {
         Node::Filter { predicate } => Box::new(Filter::new(predicate.clone())),
         Node::Project { exprs, schema } => Box::new(Project::new(exprs.clone(), schema.clone())),
         Node::WindowAssign(spec) => Box::new(WindowAssign::new(spec.clone(), table)),
+        Node::WindowAggregate(spec) if is_session(spec) => {
+            Box::new(SessionAggregate::new(spec.clone(), table)?)
+        }
         Node::WindowAggregate(spec) => Box::new(WindowAggregate::new(spec.clone(), table)?),
     })
+}
+
+/// Whether the aggregate is over SESSION windows (run by [`SessionAggregate`]).
+pub fn is_session(spec: &AggregateSpec) -> bool {
+    spec.window
+        .is_some_and(|w| matches!(w.kind, WindowKind::Session { .. }))
 }

@@ -57,6 +57,7 @@ fn windows_of(kind: WindowKind, ts: i64, out: &mut Vec<(i64, i64)>) {
                 out.push((start, start + size));
             }
         }
+        WindowKind::Session { gap } => out.push((ts, ts + gap)),
         WindowKind::Cumulate { step, size } => {
             let start = ts - ts.rem_euclid(size);
             let first = (ts - start) / step + 1;
