@@ -15,6 +15,9 @@ use serde_json::Value;
 
 const PARTITIONS: u32 = 3;
 const BASE: i64 = 1_700_000_000_000;
+/// The session gap of [`pipeline`]'s session aggregate: a user's events are 70 ms apart on
+/// average, with up to 300 ms of disorder, so sessions both break and merge.
+const SESSION_GAP_MS: i64 = 150;
 
 fn pipeline(dir: &Path, name: &str, out: &str, window: &str) -> PathBuf {
     let path = dir.join(format!("{name}.sql"));
@@ -31,9 +34,16 @@ fn pipeline(dir: &Path, name: &str, out: &str, window: &str) -> PathBuf {
                window_start TIMESTAMP(3), window_end TIMESTAMP(3), user_id STRING,
                n BIGINT, total BIGINT
              ) WITH ('connector' = 'files', 'path' = '{out}', 'format' = 'json');
+             CREATE TABLE sessions WITH ('connector' = 'files', 'path' = '{out}_sessions',
+               'format' = 'json');
              INSERT INTO totals
              SELECT window_start, window_end, user_id, COUNT(*) AS n, SUM(amount) AS total
              FROM TABLE(TUMBLE(TABLE events, DESCRIPTOR(ts), INTERVAL '{window}' SECOND))
+             GROUP BY window_start, window_end, user_id;
+             INSERT INTO sessions
+             SELECT window_start, window_end, user_id, COUNT(*) AS n, SUM(amount) AS total
+             FROM TABLE(SESSION(TABLE events PARTITION BY user_id, DESCRIPTOR(ts),
+                                INTERVAL '{SESSION_GAP_MS}' MILLISECOND))
              GROUP BY window_start, window_end, user_id;\n"
         ),
     )
@@ -171,6 +181,72 @@ fn expected(n: u64) -> Results {
         e.1 += amount;
     }
     out
+}
+
+/// The expected sessions of events `0..n` (gap [`SESSION_GAP_MS`]) as (start, end, user) →
+/// (n, total): per user, events by time; one at or past the session's end starts a new one.
+fn expected_sessions(n: u64) -> BTreeMap<(i64, i64, String), (i64, i64)> {
+    let mut by_user: BTreeMap<String, Vec<(i64, i64)>> = BTreeMap::new();
+    for i in 0..n {
+        let (user, amount, ts) = event(i);
+        by_user.entry(user).or_default().push((ts, amount));
+    }
+    let mut out = BTreeMap::new();
+    for (user, mut events) in by_user {
+        events.sort();
+        let mut current: Option<(i64, i64, i64, i64)> = None; // start, end, n, total
+        for (ts, amount) in events {
+            current = match current {
+                Some((start, end, n, total)) if ts < end => {
+                    Some((start, end.max(ts + SESSION_GAP_MS), n + 1, total + amount))
+                }
+                other => {
+                    if let Some((start, end, n, total)) = other {
+                        out.insert((start, end, user.clone()), (n, total));
+                    }
+                    Some((ts, ts + SESSION_GAP_MS, 1, amount))
+                }
+            };
+        }
+        if let Some((start, end, n, total)) = current {
+            out.insert((start, end, user.clone()), (n, total));
+        }
+    }
+    out
+}
+
+/// Every published session row under `out`, as (start, end, user) → (n, total); panics on a
+/// duplicate.
+fn session_results(out: &Path) -> BTreeMap<(i64, i64, String), (i64, i64)> {
+    let mut rows = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(out) else {
+        return rows;
+    };
+    let ms = |v: &Value| {
+        let text = v.as_str().unwrap();
+        chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
+            .unwrap()
+            .and_utc()
+            .timestamp_millis()
+    };
+    for f in entries.flatten().map(|e| e.path()) {
+        if !f.is_file() || f.file_name().unwrap().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        for line in std::fs::read_to_string(&f).unwrap().lines() {
+            let v: Value = serde_json::from_str(line).unwrap();
+            let key = (
+                ms(&v["window_start"]),
+                ms(&v["window_end"]),
+                v["user_id"].as_str().unwrap().to_string(),
+            );
+            let value = (v["n"].as_i64().unwrap(), v["total"].as_i64().unwrap());
+            if let Some(old) = rows.insert(key.clone(), value) {
+                panic!("session {key:?} written twice: {old:?} and {value:?}");
+            }
+        }
+    }
+    rows
 }
 
 /// Every row of every published file under `out`, as (window start, user) → (n, total);
@@ -314,6 +390,11 @@ fn kill_9_at_random_moments_loses_and_doubles_nothing() {
         "rows written (saw {got} before the last kill)"
     );
     assert_exact(&rows, &want);
+    // Session state (open sessions' rows) went through the same kills: exact sessions too,
+    // except the closing events' own one-event sessions.
+    let mut sessions = session_results(&dir.join("out_sessions"));
+    sessions.retain(|(_, _, user), _| user != "closer");
+    assert_eq!(sessions, expected_sessions(EVENTS), "sessions");
     // The output was committed over many checkpoints (files are named by epoch), so the kills
     // really interrupted a job that was making progress.
     let epochs: std::collections::BTreeSet<String> = std::fs::read_dir(dir.join("out"))
