@@ -138,6 +138,11 @@ pub enum AggregateFunction {
     Min,
     Max,
     Avg,
+    /// `APPROX_COUNT_DISTINCT` (DataFusion's `approx_distinct`): a HyperLogLog sketch per
+    /// group, exact up to 64 distinct values, about 0.81% standard error above.
+    ApproxCountDistinct,
+    /// `RESERVOIR_SAMPLE(x, k)`: up to `k` non-NULL values chosen uniformly, as a list.
+    ReservoirSample(usize),
 }
 
 #[derive(Debug, Clone)]

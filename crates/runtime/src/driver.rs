@@ -18,9 +18,7 @@ use flowline_connectors::{
 use flowline_core::plan::{InsertPlan, Node, OutputMode, WindowKind};
 use flowline_core::{Error, Message, Operator, Output, Result, TableDef, Watermark};
 use flowline_sql::lower::PlanningBinder;
-use flowline_sql::{
-    bind, lower_insert, new_session, uses_session_window, BoundInsert, Mode, PipelineDef,
-};
+use flowline_sql::{bind, lower_insert, uses_session_window, BoundInsert, Mode, PipelineDef};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -340,7 +338,7 @@ impl OpenedPipeline {
         });
 
         // Plan every INSERT.
-        let ctx = new_session();
+        let ctx = crate::functions::session();
         for (name, source) in &sources {
             ctx.register_table(name.as_str(), Arc::new(EmptyTable::new(source.schema())))?;
         }

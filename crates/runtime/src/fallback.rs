@@ -17,7 +17,7 @@ use datafusion::prelude::SessionContext;
 use flowline_core::plan::WindowSpec;
 use flowline_core::{Error, Reject, RejectReason, Result};
 use flowline_sql::bind::BoxFuture;
-use flowline_sql::{bind, new_session, BoundInsert, PipelineDef, TvfBinder, TvfCall};
+use flowline_sql::{bind, BoundInsert, PipelineDef, TvfBinder, TvfCall};
 
 use crate::operators::assign_windows;
 use crate::rejects::RejectBin;
@@ -31,7 +31,7 @@ pub async fn execute(
     inserts: &[&BoundInsert],
     bin: &mut RejectBin,
 ) -> Result<Vec<(String, Vec<RecordBatch>)>> {
-    let ctx = new_session();
+    let ctx = crate::functions::session();
     for (name, schema) in schemas {
         let provider: Arc<dyn TableProvider> = match data.remove(name) {
             Some(batches) => Arc::new(MemTable::try_new(schema.clone(), vec![batches])?),

@@ -15,6 +15,7 @@ pub mod checkpoint;
 pub mod codec;
 mod driver;
 mod fallback;
+mod functions;
 pub mod manifest;
 pub mod operators;
 mod reader;

@@ -45,7 +45,16 @@ pub trait TvfBinder: Sync {
 pub fn new_session() -> SessionContext {
     let mut config = datafusion::prelude::SessionConfig::new();
     config.options_mut().sql_parser.enable_ident_normalization = false;
-    SessionContext::new_with_config(config)
+    let ctx = SessionContext::new_with_config(config);
+    // Flink's name for DataFusion's approx_distinct.
+    let approx = datafusion::functions_aggregate::approx_distinct::approx_distinct_udaf();
+    ctx.register_udaf(
+        approx
+            .as_ref()
+            .clone()
+            .with_aliases(["approx_count_distinct"]),
+    );
+    ctx
 }
 
 /// The window columns every window TVF adds, in order.

@@ -18,6 +18,8 @@ pub mod parse;
 mod types;
 
 pub use bind::{bind, new_session, BoundInsert, TvfBinder, WINDOW_COLUMNS};
-pub use lower::{lower_insert, uses_session_window, Mode, PlanningBinder};
+pub use lower::{
+    lower_insert, reservoir_sample_size, uses_session_window, Mode, PlanningBinder, MAX_SAMPLE,
+};
 pub use parse::{PipelineDef, Statement, TvfCall};
 pub use types::{interval_ms, parse_type};

@@ -179,6 +179,10 @@ pub fn lower_insert(
             mode,
             hint,
         },
+        Error::Plan(m) if !m.starts_with("line ") => Error::Plan(format!(
+            "line {}: INSERT INTO {}: {m}",
+            insert.line, insert.sink
+        )),
         other => other,
     })?;
     Ok(InsertPlan {
@@ -586,14 +590,33 @@ impl Lowering<'_> {
             "min" => AggregateFunction::Min,
             "max" => AggregateFunction::Max,
             "avg" | "mean" => AggregateFunction::Avg,
+            "approx_distinct" | "approx_count_distinct" => AggregateFunction::ApproxCountDistinct,
+            "reservoir_sample" => {
+                let k = match params.args.get(1) {
+                    Some(Expr::Literal(k, _)) => reservoir_sample_size(k).map_err(Error::Plan)?,
+                    _ => {
+                        return Err(Error::Plan(format!(
+                            "`{expr}`: RESERVOIR_SAMPLE(x, k) needs k as an integer literal"
+                        )))
+                    }
+                };
+                AggregateFunction::ReservoirSample(k)
+            }
             other => {
                 return Err(self.unsupported(
                     &format!("aggregate function `{other}`"),
-                    "COUNT, COUNT(DISTINCT), SUM, MIN, MAX and AVG are supported; run with --mode batch",
+                    "COUNT, COUNT(DISTINCT), SUM, MIN, MAX, AVG, APPROX_COUNT_DISTINCT and RESERVOIR_SAMPLE are supported; run with --mode batch",
                 ))
             }
         };
-        if !params.order_by.is_empty() || params.null_treatment.is_some() || params.args.len() > 1 {
+        let arity = match function {
+            AggregateFunction::ReservoirSample(_) => 2,
+            _ => 1,
+        };
+        if !params.order_by.is_empty()
+            || params.null_treatment.is_some()
+            || params.args.len() > arity
+        {
             return Err(self.unsupported(&format!("aggregate `{expr}`"), "run with --mode batch"));
         }
         if params.distinct && function != AggregateFunction::Count {
@@ -617,6 +640,36 @@ impl Lowering<'_> {
             distinct: params.distinct,
             filter,
         })
+    }
+}
+
+/// The largest `k` of `RESERVOIR_SAMPLE(x, k)`.
+pub const MAX_SAMPLE: usize = 100_000;
+
+/// `k` of `RESERVOIR_SAMPLE(x, k)`: an integer literal from 1 to [`MAX_SAMPLE`].
+pub fn reservoir_sample_size(
+    k: &datafusion::common::ScalarValue,
+) -> std::result::Result<usize, String> {
+    use datafusion::common::ScalarValue as S;
+    let n: Option<i128> = match k {
+        S::Int8(v) => v.map(i128::from),
+        S::Int16(v) => v.map(i128::from),
+        S::Int32(v) => v.map(i128::from),
+        S::Int64(v) => v.map(i128::from),
+        S::UInt8(v) => v.map(i128::from),
+        S::UInt16(v) => v.map(i128::from),
+        S::UInt32(v) => v.map(i128::from),
+        S::UInt64(v) => v.map(i128::from),
+        _ => None,
+    };
+    match n {
+        Some(n) if (1..=MAX_SAMPLE as i128).contains(&n) => Ok(n as usize),
+        Some(n) => Err(format!(
+            "RESERVOIR_SAMPLE(x, k): k must be between 1 and {MAX_SAMPLE}, found {n}"
+        )),
+        None => Err(format!(
+            "RESERVOIR_SAMPLE(x, k): k must be an integer literal, found {k}"
+        )),
     }
 }
 

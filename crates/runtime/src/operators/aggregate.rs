@@ -53,6 +53,8 @@ use hashbrown::hash_table::{Entry, HashTable};
 use hashbrown::HashSet;
 
 use crate::codec::{Decoder, Encoder, FRAME_HEADER};
+use crate::functions::SAMPLE_SEED;
+use crate::operators::sketch::{hash_bytes, HyperLogLog, Reservoir};
 use crate::operators::window::millis;
 use crate::rows::rows_as_json;
 
@@ -586,6 +588,10 @@ enum Values {
     F64(Vec<f64>),
     Rows(Vec<Option<OwnedRow>>, RowConverter),
     Distinct(Vec<HashSet<Box<[u8]>>>, RowConverter),
+    /// APPROX_COUNT_DISTINCT: a sketch of the hashes of the values in row format.
+    Sketch(Vec<HyperLogLog>, RowConverter),
+    /// RESERVOIR_SAMPLE(x, k): a reservoir of values in row format.
+    Sample(Vec<Reservoir>, RowConverter, usize),
     None,
 }
 
@@ -600,6 +606,8 @@ impl Values {
             Values::F64(_) => (4, "f64"),
             Values::Rows(..) => (5, "rows"),
             Values::Distinct(..) => (6, "distinct"),
+            Values::Sketch(..) => (7, "hyperloglog"),
+            Values::Sample(..) => (8, "reservoir"),
         }
     }
 }
@@ -619,6 +627,8 @@ enum RestoredValues {
     F64(Vec<f64>),
     Rows(Vec<Option<OwnedRow>>),
     Distinct(Vec<HashSet<Box<[u8]>>>),
+    Sketch(Vec<HyperLogLog>),
+    Sample(Vec<Reservoir>),
 }
 
 /// One aggregate's state for every group: `values` plus a count of accepted inputs (also the
@@ -667,6 +677,21 @@ impl Accumulator {
             (Count, true) => (
                 input.clone(),
                 Values::Distinct(
+                    vec![],
+                    RowConverter::new(vec![SortField::new(input.clone())])?,
+                ),
+            ),
+            (ReservoirSample(k), _) => (
+                input.clone(),
+                Values::Sample(
+                    vec![],
+                    RowConverter::new(vec![SortField::new(input.clone())])?,
+                    k,
+                ),
+            ),
+            (ApproxCountDistinct, _) => (
+                input.clone(),
+                Values::Sketch(
                     vec![],
                     RowConverter::new(vec![SortField::new(input.clone())])?,
                 ),
@@ -724,6 +749,22 @@ impl Accumulator {
                     }
                 }
             }
+            Values::Sketch(v, _) => {
+                let mut buf = vec![];
+                for &g in order {
+                    buf.clear();
+                    v[g as usize].write(&mut buf);
+                    e.bytes(&buf)?;
+                }
+            }
+            Values::Sample(v, ..) => {
+                let mut buf = vec![];
+                for &g in order {
+                    buf.clear();
+                    v[g as usize].write(&mut buf);
+                    e.bytes(&buf)?;
+                }
+            }
             Values::Distinct(v, _) => {
                 for &g in order {
                     let set = &v[g as usize];
@@ -770,6 +811,32 @@ impl Accumulator {
                 }
                 RestoredValues::Rows(rows)
             }
+            Values::Sketch(..) => {
+                let mut sketches = Vec::with_capacity(n.min(d.remaining() / 8));
+                for _ in 0..n {
+                    let bytes = d.bytes()?;
+                    let (sketch, used) = HyperLogLog::read(bytes).map_err(|e| d.error(e))?;
+                    if used != bytes.len() {
+                        return Err(d.error("trailing bytes after a sketch"));
+                    }
+                    heap_bytes += sketch.heap_bytes();
+                    sketches.push(sketch);
+                }
+                RestoredValues::Sketch(sketches)
+            }
+            Values::Sample(.., k) => {
+                let mut samples = Vec::with_capacity(n.min(d.remaining() / 8));
+                for _ in 0..n {
+                    let bytes = d.bytes()?;
+                    let (sample, used) = Reservoir::read(bytes).map_err(|e| d.error(e))?;
+                    if used != bytes.len() || sample.k() != *k {
+                        return Err(d.error("a reservoir of another size, or trailing bytes"));
+                    }
+                    heap_bytes += sample.heap_bytes();
+                    samples.push(sample);
+                }
+                RestoredValues::Sample(samples)
+            }
             Values::Distinct(..) => {
                 let mut sets = Vec::with_capacity(n.min(d.remaining() / 8));
                 for _ in 0..n {
@@ -805,6 +872,8 @@ impl Accumulator {
             (Values::F64(v), RestoredValues::F64(r)) => *v = r,
             (Values::Rows(v, _), RestoredValues::Rows(r)) => *v = r,
             (Values::Distinct(v, _), RestoredValues::Distinct(r)) => *v = r,
+            (Values::Sketch(v, _), RestoredValues::Sketch(r)) => *v = r,
+            (Values::Sample(v, ..), RestoredValues::Sample(r)) => *v = r,
             // `read_state` builds the kind of `self.values`; nothing else can arrive.
             _ => {}
         }
@@ -832,6 +901,8 @@ impl Accumulator {
             Values::F64(v) => v.resize(n, init_f),
             Values::Rows(v, _) => v.resize(n, None),
             Values::Distinct(v, _) => v.resize_with(n, HashSet::new),
+            Values::Sketch(v, _) => v.resize_with(n, HyperLogLog::new),
+            Values::Sample(v, _, k) => v.resize_with(n, || Reservoir::new(*k, SAMPLE_SEED)),
             Values::None => {}
         }
     }
@@ -863,6 +934,13 @@ impl Accumulator {
             Values::Distinct(v, _) => {
                 let set = std::mem::take(&mut v[g]);
                 self.heap_bytes -= set.iter().map(|k| k.len() + 24).sum::<usize>();
+            }
+            Values::Sketch(v, _) => {
+                self.heap_bytes -= std::mem::take(&mut v[g]).heap_bytes();
+            }
+            Values::Sample(v, _, k) => {
+                let old = std::mem::replace(&mut v[g], Reservoir::new(*k, SAMPLE_SEED));
+                self.heap_bytes -= old.heap_bytes();
             }
             Values::None => {}
         }
@@ -969,6 +1047,28 @@ impl Accumulator {
                     counts[g as usize] += 1;
                 }
             }
+            Values::Sample(samples, converter, _) => {
+                let rows = converter.convert_columns(std::slice::from_ref(&values))?;
+                for (i, &g) in ids.iter().enumerate() {
+                    if accept(i) {
+                        let sample = &mut samples[g as usize];
+                        let before = sample.heap_bytes();
+                        sample.offer(rows.row(i).as_ref());
+                        self.heap_bytes = self.heap_bytes + sample.heap_bytes() - before;
+                    }
+                }
+            }
+            Values::Sketch(sketches, converter) => {
+                let rows = converter.convert_columns(std::slice::from_ref(&values))?;
+                for (i, &g) in ids.iter().enumerate() {
+                    if accept(i) {
+                        let sketch = &mut sketches[g as usize];
+                        let before = sketch.heap_bytes();
+                        sketch.add_hash(hash_bytes(rows.row(i).as_ref()));
+                        self.heap_bytes = self.heap_bytes + sketch.heap_bytes() - before;
+                    }
+                }
+            }
             Values::Distinct(sets, converter) => {
                 let rows = converter.convert_columns(std::slice::from_ref(&values))?;
                 for (i, &g) in ids.iter().enumerate() {
@@ -996,7 +1096,10 @@ impl Accumulator {
         for (o, &g) in mapping.iter().enumerate() {
             if g == u32::MAX
                 || other.counts.get(o).is_none_or(|&c| c == 0)
-                    && !matches!(other.values, Values::Distinct(..))
+                    && !matches!(
+                        other.values,
+                        Values::Distinct(..) | Values::Sketch(..) | Values::Sample(..)
+                    )
             {
                 continue;
             }
@@ -1048,6 +1151,16 @@ impl Accumulator {
                         }
                     }
                 }
+                (Values::Sample(a, ..), Values::Sample(b, ..)) => {
+                    let before = a[g].heap_bytes();
+                    a[g].merge(b[o].clone());
+                    self.heap_bytes = self.heap_bytes + a[g].heap_bytes() - before;
+                }
+                (Values::Sketch(a, _), Values::Sketch(b, _)) => {
+                    let before = a[g].heap_bytes();
+                    a[g].merge(&b[o]);
+                    self.heap_bytes = self.heap_bytes + a[g].heap_bytes() - before;
+                }
                 (Values::Distinct(a, _), Values::Distinct(b, _)) => {
                     for k in &b[o] {
                         if !a[g].contains(k) {
@@ -1073,6 +1186,35 @@ impl Accumulator {
             (Values::Distinct(sets, _), _) => Arc::new(Int64Array::from_iter_values(
                 ids.iter().map(|&g| sets[g as usize].len() as i64),
             )),
+            (Values::Sketch(sketches, _), _) => Arc::new(Int64Array::from_iter_values(
+                ids.iter().map(|&g| sketches[g as usize].estimate() as i64),
+            )),
+            (Values::Sample(samples, converter, _), _) => {
+                let parser = converter.parser();
+                let mut lengths = Vec::with_capacity(ids.len());
+                let rows: Vec<_> = ids
+                    .iter()
+                    .flat_map(|&g| {
+                        let values = samples[g as usize].values();
+                        lengths.push(values.len());
+                        values.iter().map(|v| parser.parse(v))
+                    })
+                    .collect();
+                let values = match converter.convert_rows(rows)?.pop() {
+                    Some(v) => v,
+                    None => new_null_array(&self.input, 0),
+                };
+                Arc::new(arrow::array::ListArray::try_new(
+                    Arc::new(arrow::datatypes::Field::new(
+                        "item",
+                        self.input.clone(),
+                        true,
+                    )),
+                    arrow::buffer::OffsetBuffer::from_lengths(lengths),
+                    values,
+                    None,
+                )?)
+            }
             (Values::I128(acc), Sum) => match &self.input {
                 DataType::Decimal128(_, s) => Arc::new(
                     Decimal128Array::from_iter(
@@ -1169,7 +1311,11 @@ impl Accumulator {
         let per_group = match &self.values {
             Values::I64(_) | Values::F64(_) => 8,
             Values::I128(_) | Values::MinMax128(_) => 16,
-            Values::Rows(..) | Values::Distinct(..) | Values::None => 0,
+            Values::Rows(..)
+            | Values::Distinct(..)
+            | Values::Sketch(..)
+            | Values::Sample(..)
+            | Values::None => 0,
         };
         n * (8 + per_group) + self.heap_bytes
     }
@@ -1378,6 +1524,142 @@ mod tests {
         assert!(out.rejects.is_empty() && out.messages.is_empty());
     }
 
+    /// APPROX_COUNT_DISTINCT over 100,000 distinct values in one global group: within 3% of the
+    /// truth (about 4 standard errors), the same after merging partial sketches and after a
+    /// checkpoint round trip; exact for the few distinct values of another column.
+    #[test]
+    fn approx_count_distinct_is_close_and_survives_merge_and_restore() {
+        let input = Arc::new(Schema::new(vec![
+            Field::new("v", DataType::Int64, true),
+            Field::new("k", DataType::Utf8, true),
+        ]));
+        let call = |arg| AggregateCall {
+            function: AggregateFunction::ApproxCountDistinct,
+            arg,
+            distinct: false,
+            filter: None,
+        };
+        let spec = AggregateSpec {
+            group_exprs: vec![],
+            window: None,
+            output: OutputMode::Append,
+            session_keys: vec![],
+            calls: vec![
+                call(col("v", &input).unwrap()),
+                call(col("k", &input).unwrap()),
+            ],
+            input_schema: input.clone(),
+            schema: Arc::new(Schema::new(vec![
+                Field::new("approx_v", DataType::Int64, false),
+                Field::new("approx_k", DataType::Int64, false),
+            ])),
+        };
+        let batch = |range: std::ops::Range<i64>| {
+            RecordBatch::try_new(
+                input.clone(),
+                vec![
+                    Arc::new(Int64Array::from_iter(range.clone().map(|i| {
+                        // Every value twice, and some NULLs (not counted).
+                        (i % 1000 != 7).then_some(i / 2)
+                    }))),
+                    Arc::new(StringArray::from_iter_values(
+                        range.map(|i| ["x", "y", "z"][(i % 3) as usize]),
+                    )),
+                ],
+            )
+            .unwrap()
+        };
+        let estimate = |op: WindowAggregate| -> (i64, i64) {
+            let b = &finish(op)[0];
+            (
+                b.column(0).as_primitive::<Int64Type>().value(0),
+                b.column(1).as_primitive::<Int64Type>().value(0),
+            )
+        };
+        let mut out = Output::default();
+        let mut whole = WindowAggregate::new(spec.clone(), "t").unwrap();
+        let mut parts = [
+            WindowAggregate::new(spec.clone(), "t").unwrap(),
+            WindowAggregate::new(spec.clone(), "t").unwrap(),
+        ];
+        for (i, start) in (0..200_000).step_by(10_000).enumerate() {
+            let b = batch(start..start + 10_000);
+            whole.process(Message::Data(b.clone()), &mut out).unwrap();
+            parts[i % 2].process(Message::Data(b), &mut out).unwrap();
+        }
+        let [mut merged, other] = parts;
+        merged.merge(other).unwrap();
+        let mut blob = vec![];
+        whole.snapshot(&mut blob).unwrap();
+        let mut restored = WindowAggregate::new(spec, "t").unwrap();
+        restored.restore(&blob).unwrap();
+        let truth = 100_000.0;
+        let (v, k) = estimate(whole);
+        assert!(
+            (v as f64 - truth).abs() / truth < 0.03,
+            "estimate {v} of {truth}"
+        );
+        assert_eq!(k, 3);
+        assert_eq!(estimate(merged), (v, k), "merged sketches");
+        assert_eq!(estimate(restored), (v, k), "restored sketch");
+    }
+
+    /// RESERVOIR_SAMPLE(v, 3) per key: at most 3 of the key's non-NULL values, all of them
+    /// when there are fewer, in the order seen.
+    #[test]
+    fn reservoir_sample_keeps_k_values_of_its_group() {
+        let input = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Utf8, true),
+            Field::new("v", DataType::Int64, true),
+        ]));
+        let item = DataType::Int64;
+        let spec = AggregateSpec {
+            group_exprs: vec![col("k", &input).unwrap()],
+            window: None,
+            output: OutputMode::Append,
+            session_keys: vec![],
+            calls: vec![AggregateCall {
+                function: AggregateFunction::ReservoirSample(3),
+                arg: col("v", &input).unwrap(),
+                distinct: false,
+                filter: None,
+            }],
+            input_schema: input.clone(),
+            schema: Arc::new(Schema::new(vec![
+                Field::new("k", DataType::Utf8, true),
+                Field::new("s", crate::functions::sample_type(&item), true),
+            ])),
+        };
+        let mut op = WindowAggregate::new(spec, "t").unwrap();
+        let mut out = Output::default();
+        // Key a: 1000 values 0..1000 (every tenth NULL); key b: two values.
+        let keys: Vec<&str> = (0..1000).map(|_| "a").chain(["b", "b"]).collect();
+        let values: Vec<Option<i64>> = (0..1000)
+            .map(|i| (i % 10 != 0).then_some(i))
+            .chain([Some(7), None])
+            .collect();
+        let batch = RecordBatch::try_new(
+            input,
+            vec![
+                Arc::new(StringArray::from(keys)),
+                Arc::new(Int64Array::from(values)),
+            ],
+        )
+        .unwrap();
+        op.process(Message::Data(batch), &mut out).unwrap();
+        let result = &finish(op)[0];
+        let samples = result.column(1).as_list::<i32>();
+        let a = samples.value(0);
+        let a: Vec<i64> = a.as_primitive::<Int64Type>().values().to_vec();
+        assert_eq!(a.len(), 3);
+        assert!(
+            a.iter().all(|v| v % 10 != 0 && (0..1000).contains(v)),
+            "{a:?}"
+        );
+        let b = samples.value(1);
+        assert_eq!(b.as_primitive::<Int64Type>().values().to_vec(), vec![7]);
+    }
+
     // ------------------------------------------------------------------------- checkpoints
 
     /// One input row of [`rich_spec`]: `k`, `v`, `f`, `d` (hundredths), event time.
@@ -1416,6 +1698,14 @@ mod tests {
             (Count, c("v"), false, i64t.clone()),
             (Count, c("k"), true, i64t.clone()),
             (Count, c("v"), true, i64t.clone()),
+            (ApproxCountDistinct, c("k"), false, i64t.clone()),
+            (ApproxCountDistinct, c("f"), false, i64t.clone()),
+            (
+                ReservoirSample(3),
+                c("v"),
+                false,
+                crate::functions::sample_type(&i64t),
+            ),
             (Sum, c("v"), false, i64t.clone()),
             (Sum, c("f"), false, f64t.clone()),
             (Sum, c("d"), false, DataType::Decimal128(38, 2)),
@@ -1559,6 +1849,8 @@ mod tests {
                     .flat_map(|&g| &sets[g])
                     .map(|v| v.len() + 24)
                     .sum(),
+                Values::Sketch(sketches, _) => live.iter().map(|&g| sketches[g].heap_bytes()).sum(),
+                Values::Sample(samples, ..) => live.iter().map(|&g| samples[g].heap_bytes()).sum(),
                 _ => 0,
             })
             .collect();

@@ -3,6 +3,7 @@
 
 mod aggregate;
 mod session;
+pub(crate) mod sketch;
 mod stateless;
 pub(crate) mod window;
 

@@ -22,7 +22,8 @@ FROM TABLE(CUMULATE(TABLE orders, DESCRIPTOR(ordered_at), INTERVAL '10' MINUTE, 
 GROUP BY window_start, window_end, store_id;
 
 INSERT INTO running_all
-SELECT window_start, window_end, COUNT(*) AS orders, MAX(amount) AS biggest
+SELECT window_start, window_end, COUNT(*) AS orders, MAX(amount) AS biggest,
+       APPROX_COUNT_DISTINCT(store_id) AS stores
 FROM TABLE(CUMULATE(
   DATA => TABLE orders,
   TIMECOL => DESCRIPTOR(ordered_at),
