@@ -239,6 +239,23 @@ fn batch_and_stream_write_identical_files() {
     assert_eq!(records.len(), 2);
     assert_eq!(records[1]["batch_size"], 7);
     assert_eq!(records[0]["rows_written"], records[1]["rows_written"]);
+
+    // State per stateful operator, in the manifest and the summary: every INSERT of the example
+    // aggregates, and each operator's peak is part of the run's peak.
+    for (record, summary) in records.iter().zip([&batch_summary, &stream_summary]) {
+        let ops = record["operator_state"].as_array().expect("operator_state");
+        assert!(!ops.is_empty(), "{record}");
+        let peak = record["peak_state_bytes"].as_u64().unwrap();
+        for op in ops {
+            let bytes = op["peak_bytes"].as_u64().unwrap();
+            assert!(bytes > 0 && bytes <= peak, "{op} vs peak {peak}");
+            let sink = op["sink"].as_str().unwrap();
+            assert!(
+                summary.contains(&format!("of INSERT INTO {sink}")),
+                "{summary}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -79,6 +79,8 @@ pub struct RunReport {
     pub rejects_path: PathBuf,
     pub manifest_path: PathBuf,
     pub record: serde_json::Value,
+    /// Peak state per stateful operator: (INSERT number, sink, position, operator) → bytes.
+    pub operator_state: BTreeMap<(usize, String, usize, &'static str), usize>,
 }
 
 impl RunReport {
@@ -100,6 +102,12 @@ impl RunReport {
         }
         if !self.rejects.is_empty() {
             s += &format!("  rejects are in {}\n", self.rejects_path.display());
+        }
+        for ((_, sink, _, operator), bytes) in &self.operator_state {
+            s += &format!(
+                "  state    {:>10} peak in the {operator} of INSERT INTO {sink}\n",
+                human_bytes(*bytes)
+            );
         }
         s
     }
@@ -591,6 +599,7 @@ impl OpenedPipeline {
             "watermarks": state.watermarks,
             "max_event_time": state.max_event_time,
             "peak_state_bytes": state.peak_state,
+            "operator_state": state.operator_state_json(),
             "emit_interval_ms": (!self.sink_keys.is_empty()).then_some(self.emit_interval.as_millis() as u64),
             "checkpoints": checkpoints,
         });
@@ -606,6 +615,7 @@ impl OpenedPipeline {
             rejects_path: self.rejects_path.clone(),
             manifest_path: self.manifest_path.clone(),
             record,
+            operator_state: state.operator_state,
         })
     }
 
@@ -721,23 +731,16 @@ impl OpenedPipeline {
                             }
                         }
                         if let Some(w) = advanced {
-                            let mut st = 0;
+                            state.record_state(&chains);
                             for chain in chains.iter_mut().filter(|c| &c.source == name) {
-                                st += chain.state_bytes();
                                 chain.push(Message::Watermark(w), &mut sinks, bin)?;
                             }
-                            state.peak_state = state.peak_state.max(st);
                         }
                     }
                 }
                 read
             };
-            let st: usize = chains
-                .iter()
-                .filter(|c| &c.source == name)
-                .map(Chain::state_bytes)
-                .sum();
-            state.peak_state = state.peak_state.max(st);
+            state.record_state(&chains);
             for chain in chains.iter_mut().filter(|c| &c.source == name) {
                 chain.push(Message::Watermark(Watermark::MAX), &mut sinks, bin)?;
                 chain.push(Message::EndOfInput, &mut sinks, bin)?;
@@ -1039,8 +1042,42 @@ pub(crate) struct RunState {
     pub(crate) watermarks: BTreeMap<String, String>,
     pub(crate) max_event_time: BTreeMap<String, String>,
     pub(crate) peak_state: usize,
+    /// Peak state bytes per stateful operator: (chain, sink, position, operator name).
+    pub(crate) operator_state: BTreeMap<(usize, String, usize, &'static str), usize>,
     /// Log sources: partition → next offset to read, when the run ended.
     pub(crate) positions: BTreeMap<String, BTreeMap<u32, u64>>,
+}
+
+impl RunState {
+    /// Records the state every operator holds now: per-operator peaks and the total's peak.
+    /// O(operators): operators report their state size in O(1).
+    pub(crate) fn record_state(&mut self, chains: &[Chain]) {
+        let mut total = 0;
+        for (c, chain) in chains.iter().enumerate() {
+            for (i, op) in chain.ops.iter().enumerate() {
+                let bytes = op.state_bytes();
+                if bytes > 0 {
+                    let peak = self
+                        .operator_state
+                        .entry((c, chain.sink.clone(), i, op.name()))
+                        .or_default();
+                    *peak = (*peak).max(bytes);
+                }
+                total += bytes;
+            }
+        }
+        self.peak_state = self.peak_state.max(total);
+    }
+
+    /// The per-operator peaks as manifest JSON.
+    fn operator_state_json(&self) -> Vec<serde_json::Value> {
+        self.operator_state
+            .iter()
+            .map(|((chain, sink, position, name), bytes)| {
+                json!({"insert": chain, "sink": sink, "operator": name, "position": position, "peak_bytes": bytes})
+            })
+            .collect()
+    }
 }
 
 pub(crate) struct SinkSlot {
@@ -1112,10 +1149,6 @@ impl Chain {
             Error::Execution(m) => Error::Execution(format!("INSERT INTO {}: {m}", self.sink)),
             other => other,
         })
-    }
-
-    pub(crate) fn state_bytes(&self) -> usize {
-        self.ops.iter().map(|o| o.state_bytes()).sum()
     }
 
     /// Whether the chain emits in update mode (and so needs [`Message::EmitUpdates`] ticks).
@@ -1507,6 +1540,17 @@ fn table_list(def: &PipelineDef) -> String {
         .map(|t| t.name.as_str())
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// `1234567` → `1.2 MB`.
+fn human_bytes(n: usize) -> String {
+    let n = n as f64;
+    match n {
+        n if n >= 1e9 => format!("{:.1} GB", n / 1e9),
+        n if n >= 1e6 => format!("{:.1} MB", n / 1e6),
+        n if n >= 1e3 => format!("{:.1} kB", n / 1e3),
+        n => format!("{n} B"),
+    }
 }
 
 fn new_run_id() -> String {

@@ -767,12 +767,10 @@ impl Job<'_> {
         if let Some(w) = self.clocks[source].advance() {
             self.changed = true;
             let name = &self.names[source];
-            let mut st = 0;
+            state.record_state(&self.chains);
             for chain in self.chains.iter_mut().filter(|c| &c.source == name) {
                 chain.push(Message::Watermark(w), &mut self.sinks, bin)?;
-                st += chain.state_bytes();
             }
-            state.peak_state = state.peak_state.max(st);
         }
         Ok(())
     }
@@ -780,6 +778,7 @@ impl Job<'_> {
     /// Checkpoint `self.epoch` (see the module documentation for the protocol).
     async fn checkpoint(&mut self, bin: &mut RejectBin, state: &mut RunState) -> Result<()> {
         let epoch = self.epoch;
+        state.record_state(&self.chains);
         let mut prepared: BTreeMap<String, Prepared> = BTreeMap::new();
         for (name, slot) in self.sinks.iter_mut() {
             prepared.insert(name.clone(), slot.sink.prepare(epoch)?);

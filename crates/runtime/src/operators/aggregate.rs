@@ -438,7 +438,10 @@ impl Operator for WindowAggregate {
     }
 
     fn name(&self) -> &'static str {
-        "window-aggregate"
+        match self.spec.window {
+            Some(_) => "window-aggregate",
+            None => "aggregate",
+        }
     }
 
     fn state_bytes(&self) -> usize {

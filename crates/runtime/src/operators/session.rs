@@ -63,6 +63,10 @@ pub struct SessionAggregate {
     /// Input batches holding rows of open sessions, with how many rows are still referenced.
     batches: Vec<Option<(RecordBatch, usize)>>,
     free_batches: Vec<u32>,
+    /// Memory of the kept batches, and of the session bookkeeping, kept up to date so that
+    /// state size is O(1) to report.
+    batch_bytes: usize,
+    session_bytes: usize,
     watermark: Watermark,
     /// The plain aggregate that computes a closed session's results: the group expressions
     /// with window_start / window_end replaced by the session bounds appended to the rows.
@@ -130,6 +134,8 @@ impl SessionAggregate {
             by_end: BTreeSet::new(),
             batches: vec![],
             free_batches: vec![],
+            batch_bytes: 0,
+            session_bytes: 0,
             watermark: Watermark::MIN,
             inner,
             layout,
@@ -137,6 +143,7 @@ impl SessionAggregate {
     }
 
     fn keep_batch(&mut self, batch: RecordBatch, rows: usize) -> u32 {
+        self.batch_bytes += batch.get_array_memory_size();
         match self.free_batches.pop() {
             Some(id) => {
                 self.batches[id as usize] = Some((batch, rows));
@@ -203,19 +210,20 @@ impl SessionAggregate {
             let mut members = vec![(id, i as u32)];
             for s in overlapping {
                 if let Some(old) = sessions.remove(&s) {
+                    self.session_bytes -= Self::session_size(&key, old.rows.len());
                     self.by_end.remove(&(old.end, key.clone(), s));
                     start = start.min(s);
                     end = end.max(old.end);
                     members.extend(old.rows);
                 }
             }
+            self.session_bytes += Self::session_size(&key, members.len());
             sessions.insert(start, Session { end, rows: members });
             self.by_end.insert((end, key, start));
             kept += 1;
         }
         if kept == 0 {
-            self.batches[id as usize] = None;
-            self.free_batches.push(id);
+            self.free_batch(id);
         } else if let Some((_, count)) = &mut self.batches[id as usize] {
             *count = kept;
         }
@@ -237,6 +245,18 @@ impl SessionAggregate {
             });
         }
         Ok(())
+    }
+
+    fn free_batch(&mut self, id: u32) {
+        if let Some((batch, _)) = self.batches[id as usize].take() {
+            self.batch_bytes -= batch.get_array_memory_size();
+            self.free_batches.push(id);
+        }
+    }
+
+    /// Bookkeeping bytes of one session.
+    fn session_size(key: &[u8], rows: usize) -> usize {
+        2 * key.len() + 96 + rows * 8
     }
 
     /// Aggregates and emits every session whose end - 1 is at or before the watermark.
@@ -262,6 +282,7 @@ impl SessionAggregate {
                 continue;
             };
             if let Some(session) = sessions.remove(&start) {
+                self.session_bytes -= Self::session_size(&key, session.rows.len());
                 starts.extend(std::iter::repeat_n(start, session.rows.len()));
                 ends.extend(std::iter::repeat_n(end, session.rows.len()));
                 refs.extend(session.rows);
@@ -275,8 +296,7 @@ impl SessionAggregate {
             if let Some((_, count)) = &mut self.batches[b as usize] {
                 *count -= 1;
                 if *count == 0 {
-                    self.batches[b as usize] = None;
-                    self.free_batches.push(b);
+                    self.free_batch(b);
                 }
             }
         }
@@ -383,19 +403,10 @@ impl Operator for SessionAggregate {
         "session-aggregate"
     }
 
+    /// The kept input batches (whole, while any of their rows is in an open session) and the
+    /// session bookkeeping. O(1).
     fn state_bytes(&self) -> usize {
-        let batches: usize = self
-            .batches
-            .iter()
-            .flatten()
-            .map(|(b, _)| b.get_array_memory_size())
-            .sum();
-        let sessions: usize = self
-            .sessions
-            .iter()
-            .map(|(k, s)| k.len() + s.values().map(|s| 48 + s.rows.len() * 8).sum::<usize>())
-            .sum();
-        batches + sessions + self.by_end.len() * 48
+        self.batch_bytes + self.session_bytes
     }
 
     fn snapshot(&self, out: &mut Vec<u8>) -> Result<()> {
@@ -454,10 +465,12 @@ impl Operator for SessionAggregate {
         }
         let mut sessions: HashMap<Box<[u8]>, BTreeMap<i64, Session>> = HashMap::new();
         let mut by_end = BTreeSet::new();
+        let mut session_bytes = 0;
         let mut next = 0u32;
         for (key, start, end, n) in index {
             let members = (next..next + n as u32).map(|r| (0u32, r)).collect();
             next += n as u32;
+            session_bytes += Self::session_size(&key, n as usize);
             let partition = sessions.entry(key.clone()).or_default();
             if partition
                 .insert(start, Session { end, rows: members })
@@ -480,6 +493,13 @@ impl Operator for SessionAggregate {
             vec![]
         };
         self.free_batches.clear();
+        self.batch_bytes = self
+            .batches
+            .iter()
+            .flatten()
+            .map(|(b, _)| b.get_array_memory_size())
+            .sum();
+        self.session_bytes = session_bytes;
         self.sessions = sessions;
         self.by_end = by_end;
         self.watermark = watermark;
