@@ -71,6 +71,10 @@ pub enum Node {
     /// groups once the watermark passes its end, update mode also emits changed groups on
     /// every [`Message::EmitUpdates`](crate::Message::EmitUpdates).
     WindowAggregate(AggregateSpec),
+    /// `ROW_NUMBER() | RANK() | DENSE_RANK() OVER (PARTITION BY <window>, ... ORDER BY ...)`:
+    /// ranks the rows of each window once the watermark passes its end, keeping those within
+    /// the limit (window Top-N), with the rank as a last column.
+    WindowRank(RankSpec),
 }
 
 impl Node {
@@ -80,6 +84,7 @@ impl Node {
             Node::Project { .. } => "project",
             Node::WindowAssign(_) => "window-assign",
             Node::WindowAggregate(_) => "window-aggregate",
+            Node::WindowRank(_) => "window-rank",
         }
     }
 }
@@ -178,5 +183,33 @@ pub struct AggregateSpec {
     /// Schema of the rows entering the aggregate.
     pub input_schema: SchemaRef,
     /// Output: group columns, then one column per call.
+    pub schema: SchemaRef,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RankFunction {
+    /// 1, 2, 3, ... in order; ties in an arbitrary but fixed order.
+    RowNumber,
+    /// Ties share a rank; the next rank skips (1, 1, 3).
+    Rank,
+    /// Ties share a rank; no gaps (1, 1, 2).
+    DenseRank,
+}
+
+/// A ranking of the rows of each window (see [`Node::WindowRank`]).
+#[derive(Debug, Clone)]
+pub struct RankSpec {
+    pub function: RankFunction,
+    /// `PARTITION BY` expressions (the window column among them).
+    pub partition: Vec<Arc<dyn PhysicalExpr>>,
+    /// `ORDER BY` expressions.
+    pub order: Vec<datafusion::physical_expr::PhysicalSortExpr>,
+    /// A window bound column of the input, and what to add to it to get the window's end
+    /// (0 for `window_end`, the size for a TUMBLE/HOP `window_start`).
+    pub window_column: Arc<dyn PhysicalExpr>,
+    pub end_offset: i64,
+    /// Keep only ranks up to this (from a `WHERE rank <= n` on the result).
+    pub limit: Option<u64>,
+    /// The input's columns, then the rank (UInt64).
     pub schema: SchemaRef,
 }

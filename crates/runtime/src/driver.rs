@@ -1248,6 +1248,8 @@ fn used_columns(plan: &InsertPlan) -> Option<BTreeSet<usize>> {
                 }
                 return Some(used);
             }
+            // Passes every column on to what follows.
+            Node::WindowRank(_) => return None,
         }
     }
     None
@@ -1511,6 +1513,23 @@ fn describe(node: &Node) -> String {
                 .collect::<Vec<_>>()
                 .join(", "),
             spec.output
+        ),
+        Node::WindowRank(spec) => format!(
+            "window-rank {:?} partition by [{}] order by [{}]{}",
+            spec.function,
+            spec.partition
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            spec.order
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            spec.limit
+                .map(|n| format!(" keep top {n}"))
+                .unwrap_or_default()
         ),
     }
 }

@@ -14,6 +14,8 @@
 //! * A plain `GROUP BY k` runs in update mode in stream mode: upserting its output by `k` gives
 //!   the batch totals, late rows or not (it has no window to be late for).
 //! * A CUMULATE aggregate runs beside them: the same agreement, model and reject accounting.
+//! * And a window Top-N (ROW_NUMBER over the TUMBLE sums, rn <= 2): stream = batch = the top
+//!   of the model, and with late rows, the top of what the stream's aggregate emitted.
 //! * So does a SESSION aggregate (partitioned by key): stream = batch = a model of sessions
 //!   when nothing is late; its late rejects are rows no open session could take.
 //! * `update_mode_upserts_to_the_batch_answer`: the window aggregates in update mode, emitting
@@ -153,15 +155,27 @@ SELECT window_start, window_end, k, COUNT(*) AS n, SUM(qty) AS qty, SUM(amount) 
        MIN(amount) AS min_amount, MAX(qty) AS max_qty, COUNT(DISTINCT cust) AS customers
 FROM TABLE(SESSION(TABLE events PARTITION BY k, DESCRIPTOR(ts), INTERVAL '{slide}' SECOND))
 GROUP BY window_start, window_end, k;
+
+CREATE TABLE topn_out WITH ('connector' = 'files', 'path' = 'out/topn', 'format' = 'csv');
+
+INSERT INTO topn_out
+SELECT window_start, window_end, k, qty, rn FROM (
+  SELECT *, ROW_NUMBER() OVER (PARTITION BY window_start, window_end ORDER BY qty DESC, k) AS rn
+  FROM (
+    SELECT window_start, window_end, k, SUM(qty) AS qty
+    FROM TABLE(TUMBLE(TABLE events, DESCRIPTOR(ts), INTERVAL '{tumble_s}' SECOND))
+    GROUP BY window_start, window_end, k))
+WHERE rn <= 2;
 "
     );
     fs::write(dir.join("pipeline.sql"), sql).unwrap();
 }
 
 /// Where the SESSION aggregate starts in the pipeline (update mode refuses it: see property 3).
-const SESSION_MARKER: &str = "-- SESSION(PARTITION BY k, gap = HOP slide), append mode only";
+const SESSION_MARKER: &str =
+    "-- Append mode only: SESSION(PARTITION BY k, gap = HOP slide), and the top 2 keys by qty per TUMBLE window";
 
-/// Removes the SESSION aggregate from the pipeline in `dir`.
+/// Removes the SESSION aggregate and the Top-N from the pipeline in `dir`.
 fn without_sessions(dir: &Path) {
     let path = dir.join("pipeline.sql");
     let sql = fs::read_to_string(&path).unwrap();
@@ -183,6 +197,8 @@ struct Outcome {
     /// SESSION(PARTITION BY k, gap = HOP slide), with the TUMBLE sink's columns (empty when
     /// the pipeline has no session aggregate).
     session: Vec<Vec<String>>,
+    /// The top 2 keys by SUM(qty) per TUMBLE window: window_start, window_end, k, qty, rank.
+    topn: Vec<Vec<String>>,
     rejects: Vec<Value>,
 }
 
@@ -245,6 +261,7 @@ fn run_with(
     let totals = read_sink(&dir.join("out/totals"));
     let cumulate = read_sink(&dir.join("out/cumulate"));
     let session = read_sink(&dir.join("out/session"));
+    let topn = read_sink(&dir.join("out/topn"));
     let rejects = read_rejects(&report.rejects_path, Some(&report.run_id)).unwrap();
     assert_eq!(
         report.rows_written.get("tumble_out"),
@@ -263,6 +280,7 @@ fn run_with(
         totals,
         cumulate,
         session,
+        topn,
         rejects,
     }
 }
@@ -501,6 +519,44 @@ fn session_model(events: &[Event], gap: i64) -> BTreeMap<Group, Aggs> {
             );
         }
     }
+    out
+}
+
+/// The Top-N sink's expected rows from TUMBLE results: per window, keys by SUM(qty)
+/// descending then key, numbered, the first 2: (start, end, key, qty, rank).
+fn top_n(tumble: &BTreeMap<Group, Aggs>) -> Vec<(i64, i64, String, i128, u64)> {
+    let mut windows: BTreeMap<(i64, i64), Vec<(String, i128)>> = BTreeMap::new();
+    for ((start, end, key), aggs) in tumble {
+        windows
+            .entry((*start, *end))
+            .or_default()
+            .push((key.clone(), aggs[1]));
+    }
+    let mut out = vec![];
+    for ((start, end), mut keys) in windows {
+        keys.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        for (rank, (key, qty)) in keys.into_iter().take(2).enumerate() {
+            out.push((start, end, key, qty, rank as u64 + 1));
+        }
+    }
+    out
+}
+
+/// The Top-N sink's rows, parsed, in the order of [`top_n`].
+fn parse_top_n(rows: &[Vec<String>]) -> Vec<(i64, i64, String, i128, u64)> {
+    let mut out: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            (
+                parse_ts(&r[0]),
+                parse_ts(&r[1]),
+                r[2].clone(),
+                r[3].parse().unwrap(),
+                r[4].parse().unwrap(),
+            )
+        })
+        .collect();
+    out.sort_by(|a, b| (a.0, a.1, a.4).cmp(&(b.0, b.1, b.4)));
     out
 }
 
@@ -795,6 +851,12 @@ proptest! {
             session_model(&s.events, s.hop_min.0 * MINUTE),
             "SESSION batch vs model"
         );
+        prop_assert_eq!(sorted(&stream.topn), sorted(&batch.topn), "Top-N stream vs batch");
+        prop_assert_eq!(
+            parse_top_n(&batch.topn),
+            top_n(&parse_rows(&batch.tumble, &TUMBLE_DECIMALS)),
+            "Top-N batch vs model"
+        );
         let (step, size) = (s.hop_min.0 * MINUTE, s.hop_min.1 * MINUTE);
         prop_assert_eq!(
             parse_rows(&batch.cumulate, &TUMBLE_DECIMALS),
@@ -875,6 +937,8 @@ proptest! {
                 }
                 // A late row may have bridged two sessions in batch mode: not re-aggregated.
                 "session_out" => {}
+                // The Top-N's own TUMBLE aggregate rejects what the TUMBLE sink rejects.
+                "topn_out" => prop_assert_eq!(r.end - r.start, tumble_ms),
                 _ => {
                     prop_assert_eq!(r.sink.as_str(), "cumulate_out");
                     prop_assert!(r.end - r.start <= hop_size && (r.end - r.start) % hop_slide == 0, "{:?}", r);
@@ -905,6 +969,13 @@ proptest! {
             }
             prop_assert_eq!(&merged, &counts_and_sums(batch_rows), "{} stream + rejects vs batch", what);
         }
+
+        // The Top-N ranks what the TUMBLE aggregate emitted, late rows left out.
+        prop_assert_eq!(
+            parse_top_n(&stream.topn),
+            top_n(&parse_rows(&stream.tumble, &TUMBLE_DECIMALS)),
+            "Top-N of the stream's TUMBLE results"
+        );
 
         // And every stream aggregate (MIN, MAX, COUNT DISTINCT too) is that of the accepted rows.
         prop_assert_eq!(
@@ -979,12 +1050,12 @@ fn counts(rows: &[Vec<String>]) -> Vec<(i64, i64, String, i64)> {
         .collect()
 }
 
-/// The windows of the late rejects of the TUMBLE and HOP sinks (the CUMULATE sink rejects the
-/// same rows for its own windows).
+/// The windows of the late rejects of the TUMBLE and HOP sinks (the other aggregates reject the
+/// same rows for their own windows).
 fn windows_of(rejects: &[Value]) -> Vec<(String, String)> {
     let mut w: Vec<_> = rejects
         .iter()
-        .filter(|r| r["sink"] != "cumulate_out")
+        .filter(|r| r["sink"] == "tumble_out" || r["sink"] == "hop_out")
         .map(|r| {
             assert_eq!(r["reason"], "late");
             (

@@ -758,3 +758,20 @@ async fn session_windows_need_their_group_by_and_append_mode() {
     let err = fails(&bad_column, Mode::Stream).await;
     assert_mentions(&err, &["PARTITION BY `shop`: no such column"]);
 }
+
+#[tokio::test]
+async fn stream_mode_ranks_only_per_window() {
+    // Over an unbounded stream a ranking never ends: refused in stream mode, on DataFusion in
+    // batch mode.
+    let unbounded = format!(
+        "{ORDERS}{OUT}INSERT INTO out\n\
+         SELECT * FROM (SELECT order_id, store_id, ROW_NUMBER() OVER (PARTITION BY store_id ORDER BY amount DESC) AS rn FROM orders)\n\
+         WHERE rn <= 3;\n"
+    );
+    refused_in_stream_mode(&unbounded, "without a window in its PARTITION BY", "out").await;
+    let running_sum = format!(
+        "{ORDERS}{OUT}INSERT INTO out\n\
+         SELECT order_id, SUM(amount) OVER (PARTITION BY store_id ORDER BY ordered_at) AS running FROM orders;\n"
+    );
+    refused_in_stream_mode(&running_sum, "the OVER function `sum`", "out").await;
+}

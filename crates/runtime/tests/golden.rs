@@ -60,6 +60,7 @@ golden_cases!(
     hop_windows,
     cumulate_windows,
     session_windows,
+    window_top_n,
     aggregates_parquet,
     stateless_functions,
     view_two_sinks,

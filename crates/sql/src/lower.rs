@@ -28,8 +28,8 @@ use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionContext;
 use flowline_core::plan::{
-    AggregateCall, AggregateFunction, AggregateSpec, InsertPlan, Node, OutputMode, WindowColumns,
-    WindowKind, WindowSpec,
+    AggregateCall, AggregateFunction, AggregateSpec, InsertPlan, Node, OutputMode, RankFunction,
+    RankSpec, WindowColumns, WindowKind, WindowSpec,
 };
 use flowline_core::{Error, Result};
 
@@ -301,6 +301,16 @@ impl Lowering<'_> {
                          run with --mode batch",
                     ));
                 }
+                if let Some(limit) = rank_limit(&f.predicate, &f.input) {
+                    if let Some(Node::WindowRank(rank)) = chain
+                        .nodes
+                        .iter_mut()
+                        .rev()
+                        .find(|n| !matches!(n, Node::Project { .. }))
+                    {
+                        rank.limit = Some(rank.limit.map_or(limit, |l| l.min(limit)));
+                    }
+                }
                 let predicate = self.physical(&f.predicate, &f.input)?;
                 chain.nodes.push(Node::Filter { predicate });
                 Ok(chain)
@@ -436,6 +446,7 @@ impl Lowering<'_> {
                 chain.output = output;
                 Ok(chain)
             }
+            LogicalPlan::Window(w) => self.lower_rank(w),
             other => {
                 let (construct, hint) = match other {
                     LogicalPlan::Join(_) => {
@@ -501,6 +512,87 @@ impl Lowering<'_> {
                 }
             })
             .collect()
+    }
+
+    /// `ROW_NUMBER() | RANK() | DENSE_RANK() OVER (PARTITION BY <window bound>, ... ORDER BY
+    /// ...)`: a window Top-N (see [`Node::WindowRank`]).
+    fn lower_rank(&self, w: &datafusion::logical_expr::Window) -> Result<Chain> {
+        use datafusion::logical_expr::expr::WindowFunction;
+        let mut chain = self.lower(&w.input)?;
+        let over = "run with --mode batch (stream mode ranks rows per window: ROW_NUMBER, RANK or DENSE_RANK OVER (PARTITION BY window_start, window_end, ... ORDER BY ...))";
+        if chain.output == OutputMode::Update {
+            return Err(self.unsupported(
+                "a ranking over update-mode results",
+                "rank the results of a window aggregate in append mode",
+            ));
+        }
+        let [expr] = w.window_expr.as_slice() else {
+            return Err(self.unsupported("several OVER functions in one SELECT", over));
+        };
+        let mut e = expr;
+        while let Expr::Alias(a) = e {
+            e = &a.expr;
+        }
+        let Expr::WindowFunction(function) = e else {
+            return Err(self.unsupported(&format!("`{expr}`"), over));
+        };
+        let WindowFunction { fun, params } = function.as_ref();
+        let rank = match fun.name().to_ascii_lowercase().as_str() {
+            "row_number" => RankFunction::RowNumber,
+            "rank" => RankFunction::Rank,
+            "dense_rank" => RankFunction::DenseRank,
+            other => return Err(self.unsupported(&format!("the OVER function `{other}`"), over)),
+        };
+        if !params.args.is_empty() || params.filter.is_some() {
+            return Err(self.unsupported(&format!("`{expr}`"), over));
+        }
+        // The window the ranking is per: a window bound of a TVF among the PARTITION BY.
+        let bound = params.partition_by.iter().find_map(|p| {
+            let Expr::Column(c) = p else { return None };
+            let (table, column) = trace_column(&w.input, &c.name)?;
+            let call = self.def.tvfs.iter().find(|t| t.name == table)?;
+            match (column.as_str(), call.kind) {
+                ("window_end", _) => Some((p, 0)),
+                ("window_start", WindowKind::Tumble { size } | WindowKind::Hop { size, .. }) => {
+                    Some((p, size))
+                }
+                _ => None,
+            }
+        });
+        let Some((bound, end_offset)) = bound else {
+            return Err(self.unsupported(
+                &format!("`{expr}` without a window in its PARTITION BY"),
+                "partition by window_start, window_end of a window table function (a ranking over an unbounded stream never ends), or run with --mode batch",
+            ));
+        };
+        let order = params
+            .order_by
+            .iter()
+            .map(|s| {
+                Ok(datafusion::physical_expr::PhysicalSortExpr {
+                    expr: self.physical(&s.expr, &w.input)?,
+                    options: arrow::compute::SortOptions {
+                        descending: !s.asc,
+                        nulls_first: s.nulls_first,
+                    },
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let partition = params
+            .partition_by
+            .iter()
+            .map(|p| self.physical(p, &w.input))
+            .collect::<Result<Vec<_>>>()?;
+        chain.nodes.push(Node::WindowRank(RankSpec {
+            function: rank,
+            partition,
+            order,
+            window_column: self.physical(bound, &w.input)?,
+            end_offset,
+            limit: None,
+            schema: Arc::new(w.schema.as_arrow().clone()),
+        }));
+        Ok(chain)
     }
 
     fn lower_tvf(&self, call: &TvfCall) -> Result<Chain> {
@@ -721,6 +813,24 @@ fn trace_column(plan: &LogicalPlan, name: &str) -> Option<(String, String)> {
         }
         LogicalPlan::Filter(f) => trace_column(&f.input, name),
         LogicalPlan::SubqueryAlias(a) => trace_column(&a.input, name),
+        // A GROUP BY column passed through unchanged.
+        LogicalPlan::Aggregate(a) => {
+            let i = a.schema.fields().iter().position(|f| f.name() == name)?;
+            match a.group_expr.get(i)? {
+                Expr::Column(c) => trace_column(&a.input, &c.name),
+                _ => None,
+            }
+        }
+        // The input's columns pass through an OVER.
+        LogicalPlan::Window(w) => {
+            w.input
+                .schema()
+                .fields()
+                .iter()
+                .any(|f| f.name() == name)
+                .then_some(())?;
+            trace_column(&w.input, name)
+        }
         LogicalPlan::TableScan(scan) => {
             let provider = source_as_provider(&scan.source).ok()?;
             match provider.downcast_ref::<ViewTable>() {
@@ -729,6 +839,78 @@ fn trace_column(plan: &LogicalPlan, name: &str) -> Option<(String, String)> {
             }
         }
         _ => None,
+    }
+}
+
+/// `n` when `predicate` keeps ranks up to `n` of the ranking directly below (`rank <= n`,
+/// `rank < n + 1`, `rank = 1`, also written the other way round).
+fn rank_limit(predicate: &Expr, input: &LogicalPlan) -> Option<u64> {
+    use datafusion::logical_expr::{BinaryExpr, Operator};
+    let Expr::BinaryExpr(BinaryExpr { left, op, right }) = predicate else {
+        return None;
+    };
+    let column = |e: &Expr| -> Option<String> {
+        let mut e = e;
+        while let Expr::Cast(c) = e {
+            e = &c.expr;
+        }
+        match e {
+            Expr::Column(c) => Some(c.name.clone()),
+            _ => None,
+        }
+    };
+    let literal = |e: &Expr| -> Option<i128> {
+        let mut e = e;
+        while let Expr::Cast(c) = e {
+            e = &c.expr;
+        }
+        match e {
+            Expr::Literal(v, _) => {
+                v.cast_to(&arrow::datatypes::DataType::Int64)
+                    .ok()
+                    .and_then(|v| match v {
+                        datafusion::common::ScalarValue::Int64(Some(n)) => Some(i128::from(n)),
+                        _ => None,
+                    })
+            }
+            _ => None,
+        }
+    };
+    let (name, op, n) = match (column(left), literal(right), column(right), literal(left)) {
+        (Some(c), Some(n), _, _) => (c, *op, n),
+        (_, _, Some(c), Some(n)) => (c, op.swap()?, n),
+        _ => return None,
+    };
+    let limit = match op {
+        Operator::LtEq => n,
+        Operator::Lt => n - 1,
+        Operator::Eq if n == 1 => 1,
+        _ => return None,
+    };
+    (limit >= 1 && is_rank_column(input, &name)).then_some(limit as u64)
+}
+
+/// Whether output column `name` of `plan` is the OVER function's column of the window node
+/// below it (through projections that pass it on, filters and aliases).
+fn is_rank_column(plan: &LogicalPlan, name: &str) -> bool {
+    match plan {
+        LogicalPlan::Projection(p) => {
+            let Some(i) = p.schema.fields().iter().position(|f| f.name() == name) else {
+                return false;
+            };
+            let mut e = &p.expr[i];
+            while let Expr::Alias(a) = e {
+                e = &a.expr;
+            }
+            match e {
+                Expr::Column(c) => is_rank_column(&p.input, &c.name),
+                _ => false,
+            }
+        }
+        LogicalPlan::Filter(f) => is_rank_column(&f.input, name),
+        LogicalPlan::SubqueryAlias(a) => is_rank_column(&a.input, name),
+        LogicalPlan::Window(w) => w.schema.fields().last().is_some_and(|f| f.name() == name),
+        _ => false,
     }
 }
 

@@ -2,6 +2,7 @@
 //! [`flowline_core::Operator`]; [`build`] instantiates one from a plan node.
 
 mod aggregate;
+mod rank;
 mod session;
 pub(crate) mod sketch;
 mod stateless;
@@ -11,6 +12,7 @@ use flowline_core::plan::{AggregateSpec, Node, WindowKind};
 use flowline_core::{Operator, Result};
 
 pub use aggregate::WindowAggregate;
+pub use rank::WindowRank;
 pub use session::SessionAggregate;
 pub use stateless::{Filter, Project};
 pub use window::{assign_windows, WindowAssign};
@@ -25,6 +27,7 @@ pub fn build(node: &Node, table: &str) -> Result<Box<dyn Operator>> {
             Box::new(SessionAggregate::new(spec.clone(), table)?)
         }
         Node::WindowAggregate(spec) => Box::new(WindowAggregate::new(spec.clone(), table)?),
+        Node::WindowRank(spec) => Box::new(WindowRank::new(spec.clone(), table)?),
     })
 }
 
