@@ -556,7 +556,7 @@ fn parse_top_n(rows: &[Vec<String>]) -> Vec<(i64, i64, String, i128, u64)> {
             )
         })
         .collect();
-    out.sort_by(|a, b| (a.0, a.1, a.4).cmp(&(b.0, b.1, b.4)));
+    out.sort_by_key(|r| (r.0, r.1, r.4));
     out
 }
 
