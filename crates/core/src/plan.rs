@@ -176,6 +176,9 @@ pub struct AggregateSpec {
     /// `None`: a GROUP BY without a window, over the whole input.
     pub window: Option<WindowColumns>,
     pub output: OutputMode,
+    /// Update mode, windows: how long (ms) after its end a window keeps its state, so that a
+    /// late row within it corrects the window (re-emitted); 0: rows after the end are late.
+    pub allowed_lateness: i64,
     /// SESSION windows: positions in `group_exprs` of the `PARTITION BY` columns (sessions are
     /// found per value of them; empty: over all rows). Empty for other windows.
     pub session_keys: Vec<usize>,

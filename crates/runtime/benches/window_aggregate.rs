@@ -89,6 +89,7 @@ fn node() -> Node {
             end: 1,
         }),
         output: OutputMode::Append,
+        allowed_lateness: 0,
         session_keys: vec![],
         calls: vec![
             call(AggregateFunction::Count, lit(1i64)),

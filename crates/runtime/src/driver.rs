@@ -41,6 +41,7 @@ const SETTINGS: &[&str] = &[
     "execution.max-records-per-batch",
     "execution.output-mode",
     "execution.emit-interval",
+    "table.exec.emit.allow-lateness",
 ];
 
 /// Command-line overrides; each falls back to the file's `SET`, then to a default.
@@ -338,6 +339,19 @@ impl OpenedPipeline {
                 None => Duration::from_secs(1),
             },
         };
+        let allowed_lateness = match def.settings.get("table.exec.emit.allow-lateness") {
+            Some(t) if t.trim() == "0" => 0,
+            Some(t) => flowline_log::parse_duration_ms(t)
+                .ok()
+                .filter(|&ms| ms >= 0)
+                .ok_or_else(|| {
+                    setting_error(
+                        "table.exec.emit.allow-lateness",
+                        format!("'{t}' is not a duration such as 1h or 10min"),
+                    )
+                })?,
+            None => 0,
+        };
         let job = (!log_sources.is_empty()).then(|| JobSettings {
             trigger: trigger.unwrap_or(Trigger::Continuous),
             checkpoint_interval,
@@ -402,7 +416,12 @@ impl OpenedPipeline {
             } else {
                 sink_schemas.insert(table.name.clone(), schema.clone());
             }
-            match lower_insert(&def, &insert, &binder, &state, mode, output_mode) {
+            let lowering = flowline_sql::LowerOptions {
+                mode,
+                output: output_mode,
+                allowed_lateness,
+            };
+            match lower_insert(&def, &insert, &binder, &state, lowering) {
                 Ok(plan) => {
                     check_upsert_key(table, &plan, &schema, insert.line, &mut sink_keys)?;
                     planned.push(Planned::Dataflow(plan))
@@ -1492,7 +1511,7 @@ fn describe(node: &Node) -> String {
             spec.schema.field(spec.time_column).name()
         ),
         Node::WindowAggregate(spec) => format!(
-            "{} group by [{}] compute [{}] ({} mode)",
+            "{} group by [{}] compute [{}] ({} mode{})",
             match &spec.window {
                 Some(w) => format!("window-aggregate {}", window(&w.kind)),
                 None => "aggregate".into(),
@@ -1512,7 +1531,11 @@ fn describe(node: &Node) -> String {
                 ))
                 .collect::<Vec<_>>()
                 .join(", "),
-            spec.output
+            spec.output,
+            match spec.allowed_lateness {
+                0 => String::new(),
+                ms => format!(", late rows accepted for {ms} ms after a window ends"),
+            }
         ),
         Node::WindowRank(spec) => format!(
             "window-rank {:?} partition by [{}] order by [{}]{}",

@@ -18,6 +18,8 @@
 //!   of the model, and with late rows, the top of what the stream's aggregate emitted.
 //! * So does a SESSION aggregate (partitioned by key): stream = batch = a model of sessions
 //!   when nothing is late; its late rejects are rows no open session could take.
+//! * `allowed_lateness_turns_late_rows_into_corrections`: the same with rows later than the
+//!   delay and a long `table.exec.emit.allow-lateness`: no rejects, the batch answer.
 //! * `update_mode_upserts_to_the_batch_answer`: the window aggregates in update mode, emitting
 //!   after every batch, upserted by (window, key), equal the batch output.
 //!
@@ -1017,6 +1019,30 @@ proptest! {
         if split_key {
             prop_assert!(updates.totals.len() > batch.totals.len(), "no early totals");
         }
+    }
+
+    /// Property 4: with rows later than the delay, update mode with an allowed lateness longer
+    /// than any row is late corrects the windows instead of rejecting: upserted, the stream's
+    /// windows equal the batch output, and nothing is rejected.
+    #[test]
+    fn allowed_lateness_turns_late_rows_into_corrections(s in with_late_rows()) {
+        let dir = prepare(&s);
+        without_sessions(dir.path());
+        let path = dir.path().join("pipeline.sql");
+        let sql = fs::read_to_string(&path).unwrap();
+        fs::write(&path, format!("SET 'table.exec.emit.allow-lateness' = '1d';\n{sql}")).unwrap();
+        let rt = runtime();
+        let batch = run(&rt, dir.path(), Mode::Batch, None, "batch");
+        let updates = run_with(&rt, dir.path(), Mode::Stream, Some(s.batch_size), "update", RunOptions {
+            output_mode: Some(flowline_runtime::OutputMode::Update),
+            emit_interval: Some(std::time::Duration::ZERO),
+            ..RunOptions::default()
+        });
+        prop_assert!(updates.rejects.is_empty(), "rejects: {:?}", updates.rejects);
+        prop_assert_eq!(upsert(&updates.tumble, &[0, 2]), upsert(&batch.tumble, &[0, 2]), "TUMBLE");
+        prop_assert_eq!(upsert(&updates.hop, &[0, 2]), upsert(&batch.hop, &[0, 2]), "HOP");
+        prop_assert_eq!(upsert(&updates.cumulate, &[1, 2]), upsert(&batch.cumulate, &[1, 2]), "CUMULATE");
+        prop_assert_eq!(upsert(&updates.totals, &[0]), upsert(&batch.totals, &[0]), "GROUP BY k");
     }
 }
 

@@ -19,7 +19,8 @@ mod types;
 
 pub use bind::{bind, new_session, BoundInsert, TvfBinder, WINDOW_COLUMNS};
 pub use lower::{
-    lower_insert, reservoir_sample_size, uses_session_window, Mode, PlanningBinder, MAX_SAMPLE,
+    lower_insert, reservoir_sample_size, uses_session_window, LowerOptions, Mode, PlanningBinder,
+    MAX_SAMPLE,
 };
 pub use parse::{PipelineDef, Statement, TvfCall};
 pub use types::{interval_ms, parse_type};

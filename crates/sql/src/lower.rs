@@ -124,31 +124,42 @@ impl Chain {
     }
 }
 
+/// How to lower: the run's mode and the settings that shape plans.
+#[derive(Debug, Clone, Copy)]
+pub struct LowerOptions {
+    pub mode: Mode,
+    /// The output mode asked for (`--output-mode`, `SET 'execution.output-mode'`), if any.
+    pub output: Option<OutputMode>,
+    /// Update mode: how long (ms) a window's state outlives its end for late rows
+    /// (`SET 'table.exec.emit.allow-lateness'`).
+    pub allowed_lateness: i64,
+}
+
 struct Lowering<'a> {
     def: &'a PipelineDef,
     binder: &'a PlanningBinder,
     state: &'a SessionState,
     mode: Mode,
-    /// The output mode asked for (`--output-mode`, `SET 'execution.output-mode'`), if any.
     output: Option<OutputMode>,
+    allowed_lateness: i64,
 }
 
-/// Lowers one bound insert to a dataflow chain, or explains what is not supported. `output` is
-/// the output mode asked for, if any (see the module documentation for the defaults).
+/// Lowers one bound insert to a dataflow chain, or explains what is not supported (see the
+/// module documentation for the output modes).
 pub fn lower_insert(
     def: &PipelineDef,
     insert: &BoundInsert,
     binder: &PlanningBinder,
     state: &SessionState,
-    mode: Mode,
-    output: Option<OutputMode>,
+    options: LowerOptions,
 ) -> Result<InsertPlan> {
     let l = Lowering {
         def,
         binder,
         state,
-        mode,
-        output,
+        mode: options.mode,
+        output: options.output,
+        allowed_lateness: options.allowed_lateness,
     };
     let chain = l.lower(&insert.plan).and_then(|chain| {
         let session = chain
@@ -437,6 +448,11 @@ impl Lowering<'_> {
                     group_exprs,
                     window,
                     output,
+                    // Only update mode can correct a window after it was emitted.
+                    allowed_lateness: match output {
+                        OutputMode::Update if window.is_some() => self.allowed_lateness,
+                        _ => 0,
+                    },
                     session_keys,
                     calls,
                     input_schema: Arc::new(a.input.schema().as_arrow().clone()),

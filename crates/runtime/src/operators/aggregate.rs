@@ -141,7 +141,7 @@ impl WindowAggregate {
         let layout = format!(
             "{}; {}; keys [{}]; {}",
             match spec.window {
-                Some(w) => format!("window {:?}", w.kind),
+                Some(w) => format!("window {:?}, lateness {} ms", w.kind, spec.allowed_lateness),
                 None => "no window".into(),
             },
             spec.output,
@@ -185,7 +185,12 @@ impl WindowAggregate {
         // Late rows: their window [start, end) fired when the watermark reached end - 1.
         let wm = self.watermark.0;
         let late: Vec<usize> = match self.spec.window {
-            Some(_) if wm != i64::MIN => (0..n).filter(|&i| ends.value(i) - 1 <= wm).collect(),
+            Some(_) if wm != i64::MIN => {
+                let lateness = self.spec.allowed_lateness;
+                (0..n)
+                    .filter(|&i| (ends.value(i) - 1).saturating_add(lateness) <= wm)
+                    .collect()
+            }
             _ => vec![],
         };
         let (batch, ends) = match (late.is_empty(), self.spec.window) {
@@ -196,7 +201,8 @@ impl WindowAggregate {
                         reason: RejectReason::Late,
                         detail: format!(
                             "the window closed when the watermark passed {}",
-                            Watermark(end - 1).display()
+                            Watermark((end - 1).saturating_add(self.spec.allowed_lateness))
+                                .display()
                         ),
                         table: self.table_name.clone(),
                         sink: None,
@@ -210,7 +216,10 @@ impl WindowAggregate {
                         watermark: Some(self.watermark.display()),
                     });
                 }
-                let keep: BooleanArray = (0..n).map(|i| Some(ends.value(i) - 1 > wm)).collect();
+                let lateness = self.spec.allowed_lateness;
+                let keep: BooleanArray = (0..n)
+                    .map(|i| Some((ends.value(i) - 1).saturating_add(lateness) > wm))
+                    .collect();
                 let kept = arrow::compute::filter(&ends, &keep)?;
                 (
                     filter_record_batch(&batch, &keep)?,
@@ -302,27 +311,37 @@ impl WindowAggregate {
     /// its groups that changed since they were last emitted), then frees its groups.
     fn fire(&mut self, out: &mut Output) -> Result<()> {
         let wm = self.watermark.0;
+        // A window is due when the watermark reaches end - 1, and is freed once it also passed
+        // the allowed lateness (update mode; 0 otherwise).
+        let due = wm.saturating_add(1);
+        let past = due.saturating_sub(self.spec.allowed_lateness);
+        let by_key = |groups: &Groups, ids: &mut Vec<u32>| {
+            ids.sort_by(|&a, &b| groups.keys[a as usize].cmp(&groups.keys[b as usize]))
+        };
+        let mut emitted = vec![];
+        if self.spec.output == OutputMode::Update {
+            for ids in self.windows.range(..=due).map(|(_, ids)| ids) {
+                let mut dirty: Vec<u32> = ids
+                    .iter()
+                    .copied()
+                    .filter(|&g| self.groups.take_dirty(g))
+                    .collect();
+                by_key(&self.groups, &mut dirty);
+                emitted.extend(dirty);
+            }
+        }
         let mut fired = vec![];
         while let Some((&end, _)) = self.windows.first_key_value() {
-            if end - 1 > wm {
+            if end > past {
                 break;
             }
             let (_, mut window_ids) = self.windows.pop_first().unwrap_or_default();
-            window_ids
-                .sort_by(|&a, &b| self.groups.keys[a as usize].cmp(&self.groups.keys[b as usize]));
+            if self.spec.output == OutputMode::Append {
+                by_key(&self.groups, &mut window_ids);
+                emitted.extend(window_ids.iter().copied());
+            }
             fired.extend(window_ids);
         }
-        if fired.is_empty() {
-            return Ok(());
-        }
-        let emitted: Vec<u32> = match self.spec.output {
-            OutputMode::Append => fired.clone(),
-            OutputMode::Update => fired
-                .iter()
-                .copied()
-                .filter(|&g| self.groups.take_dirty(g))
-                .collect(),
-        };
         if !emitted.is_empty() {
             let batch = self.results(&emitted)?;
             out.emit(Message::Data(batch));
@@ -1436,6 +1455,7 @@ mod tests {
                 end: 1,
             }),
             output: OutputMode::Append,
+            allowed_lateness: 0,
             session_keys: vec![],
             calls: vec![
                 call(AggregateFunction::Count, lit(1i64), false),
@@ -1546,6 +1566,7 @@ mod tests {
             group_exprs: vec![],
             window: None,
             output: OutputMode::Append,
+            allowed_lateness: 0,
             session_keys: vec![],
             calls: vec![
                 call(col("v", &input).unwrap()),
@@ -1620,6 +1641,7 @@ mod tests {
             group_exprs: vec![col("k", &input).unwrap()],
             window: None,
             output: OutputMode::Append,
+            allowed_lateness: 0,
             session_keys: vec![],
             calls: vec![AggregateCall {
                 function: AggregateFunction::ReservoirSample(3),
@@ -1750,6 +1772,7 @@ mod tests {
                 end: 1,
             }),
             output,
+            allowed_lateness: 0,
             session_keys: vec![],
             calls: calls
                 .into_iter()
@@ -2017,6 +2040,92 @@ mod tests {
             }
         }
         messages
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 64,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        /// Update mode with an allowed lateness longer than any row is late: nothing is
+        /// rejected, and the upserted output is the answer over all rows (one batch, then the
+        /// end); once the watermark passes every window's end plus the lateness, no state is
+        /// left. A restore anywhere changes nothing.
+        #[test]
+        fn allowed_lateness_corrects_windows_instead_of_rejecting(
+            keyed in any::<bool>(),
+            jittered in prop::collection::vec(rich_row(), 1..120),
+            batch in 1usize..30,
+            lag in 0i64..10,
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let rows = timed(jittered);
+            let messages = stream_with_updates(&rows, batch, lag, 1);
+            let n_keys = usize::from(keyed) + 2;
+            let late_spec = || {
+                let mut spec = rich_spec_with(keyed, true, OutputMode::Update);
+                spec.allowed_lateness = 100;
+                spec
+            };
+            let mut all = WindowAggregate::new(rich_spec(keyed), "t").unwrap();
+            let answer = upsert(
+                &run(&mut all, &[Message::Data(rich_batch(&rows)), Message::Watermark(Watermark::MAX)]),
+                n_keys,
+            );
+            let mut late = WindowAggregate::new(late_spec(), "t").unwrap();
+            let produced = run(&mut late, &messages);
+            prop_assert!(!produced.iter().any(|p| matches!(p, Produced::Reject(_))));
+            prop_assert_eq!(upsert(&produced, n_keys), answer);
+            prop_assert!(late.windows.is_empty());
+
+            let cut = cut.index(messages.len() + 1);
+            let mut before = WindowAggregate::new(late_spec(), "t").unwrap();
+            let mut again = run(&mut before, &messages[..cut]);
+            let blob = snapshot(&before);
+            let mut after = WindowAggregate::new(late_spec(), "t").unwrap();
+            after.restore(&blob).unwrap();
+            again.extend(run(&mut after, &messages[cut..]));
+            prop_assert_eq!(again, produced);
+        }
+    }
+
+    #[test]
+    fn a_late_row_within_the_lateness_reopens_its_window_and_beyond_it_is_rejected() {
+        let mut spec = spec();
+        spec.output = OutputMode::Update;
+        spec.allowed_lateness = 20;
+        let mut op = WindowAggregate::new(spec, "t").unwrap();
+        let mut out = Output::default();
+        op.process(Message::Data(batch(&[(Some("a"), Some(1), 5)])), &mut out)
+            .unwrap();
+        // [0, 10) is due at 9: emitted; kept until the watermark passes 9 + 20.
+        op.process(Message::Watermark(Watermark(9)), &mut out)
+            .unwrap();
+        op.process(Message::Data(batch(&[(Some("a"), Some(2), 7)])), &mut out)
+            .unwrap();
+        op.process(Message::EmitUpdates, &mut out).unwrap();
+        op.process(Message::Watermark(Watermark(29)), &mut out)
+            .unwrap();
+        op.process(Message::Data(batch(&[(Some("a"), Some(4), 8)])), &mut out)
+            .unwrap();
+        let sums: Vec<i64> = out
+            .messages
+            .iter()
+            .filter_map(|m| match m {
+                Message::Data(b) => Some(b.column(4).as_primitive::<Int64Type>().value(0)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sums, vec![1, 3], "emitted when due, then corrected");
+        assert_eq!(out.rejects.len(), 1);
+        assert!(
+            out.rejects[0].detail.contains("passed"),
+            "{:?}",
+            out.rejects[0]
+        );
+        assert!(op.windows.is_empty());
     }
 
     #[test]

@@ -550,6 +550,7 @@ mod tests {
                 end: 1,
             }),
             output: OutputMode::Append,
+            allowed_lateness: 0,
             session_keys: if partitioned { vec![2] } else { vec![] },
             calls: vec![
                 call(AggregateFunction::Count, lit(1i64), false),
