@@ -75,6 +75,10 @@ pub enum Node {
     /// ranks the rows of each window once the watermark passes its end, keeping those within
     /// the limit (window Top-N), with the rank as a last column.
     WindowRank(RankSpec),
+    /// `agg(x) OVER (PARTITION BY ... ORDER BY <event time> RANGE | ROWS BETWEEN ... PRECEDING
+    /// AND CURRENT ROW)`: every row with the aggregates over its frame, emitted in event-time
+    /// order once the watermark passes the row's time.
+    OverAggregate(OverSpec),
 }
 
 impl Node {
@@ -85,6 +89,7 @@ impl Node {
             Node::WindowAssign(_) => "window-assign",
             Node::WindowAggregate(_) => "window-aggregate",
             Node::WindowRank(_) => "window-rank",
+            Node::OverAggregate(_) => "over-aggregate",
         }
     }
 }
@@ -214,5 +219,29 @@ pub struct RankSpec {
     /// Keep only ranks up to this (from a `WHERE rank <= n` on the result).
     pub limit: Option<u64>,
     /// The input's columns, then the rank (UInt64).
+    pub schema: SchemaRef,
+}
+
+/// The frame of an OVER aggregate: the rows before the current one (and the current row and,
+/// for RANGE, its peers: rows of the same partition with the same time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverFrame {
+    /// Rows whose time is at most `preceding` ms before the current row's (`i64::MAX`:
+    /// unbounded).
+    Range { preceding: i64 },
+    /// The `preceding` rows before the current one in time order (`u64::MAX`: unbounded).
+    Rows { preceding: u64 },
+}
+
+/// An OVER aggregate (see [`Node::OverAggregate`]).
+#[derive(Debug, Clone)]
+pub struct OverSpec {
+    pub partition: Vec<Arc<dyn PhysicalExpr>>,
+    /// The `ORDER BY` column: the source's event time, ascending.
+    pub time: Arc<dyn PhysicalExpr>,
+    pub frame: OverFrame,
+    /// COUNT, SUM, MIN, MAX or AVG of an argument.
+    pub calls: Vec<(AggregateFunction, Arc<dyn PhysicalExpr>)>,
+    /// The input's columns, then one per call.
     pub schema: SchemaRef,
 }

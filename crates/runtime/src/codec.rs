@@ -365,6 +365,26 @@ fn merge_round(acc: u64, lane: u64) -> u64 {
     (acc ^ round(0, lane)).wrapping_mul(P1).wrapping_add(P4)
 }
 
+/// One record batch as an Arrow IPC stream, for the rows an operator checkpoints.
+pub fn batch_to_ipc(batch: &arrow::array::RecordBatch) -> Result<Vec<u8>> {
+    let mut ipc = vec![];
+    let mut writer = arrow::ipc::writer::StreamWriter::try_new(&mut ipc, &batch.schema())?;
+    writer.write(batch)?;
+    writer.finish()?;
+    drop(writer);
+    Ok(ipc)
+}
+
+/// The record batch written by [`batch_to_ipc`]; errors name `what` was being read.
+pub fn batch_from_ipc(ipc: &[u8], what: &str) -> Result<arrow::array::RecordBatch> {
+    let mut reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(ipc), None)
+        .map_err(|e| Error::Internal(format!("{what}: rows: {e}")))?;
+    match reader.next() {
+        Some(b) => b.map_err(|e| Error::Internal(format!("{what}: rows: {e}"))),
+        None => Err(Error::Internal(format!("{what}: no rows batch"))),
+    }
+}
+
 /// XXH64 with seed 0: a stable, fast (several GB/s) checksum of `data`.
 pub fn checksum(data: &[u8]) -> u64 {
     let mut h = if data.len() >= 32 {

@@ -15,7 +15,7 @@ use flowline_connectors::sink::{SinkContext, SinkMode};
 use flowline_connectors::{
     open_sink, validate_sink_options, FileSource, LogSource, Sink, SinkCommit,
 };
-use flowline_core::plan::{InsertPlan, Node, OutputMode, WindowKind};
+use flowline_core::plan::{InsertPlan, Node, OutputMode, OverFrame, WindowKind};
 use flowline_core::{Error, Message, Operator, Output, Result, TableDef, Watermark};
 use flowline_sql::lower::PlanningBinder;
 use flowline_sql::{bind, lower_insert, uses_session_window, BoundInsert, Mode, PipelineDef};
@@ -1268,7 +1268,7 @@ fn used_columns(plan: &InsertPlan) -> Option<BTreeSet<usize>> {
                 return Some(used);
             }
             // Passes every column on to what follows.
-            Node::WindowRank(_) => return None,
+            Node::WindowRank(_) | Node::OverAggregate(_) => return None,
         }
     }
     None
@@ -1535,6 +1535,30 @@ fn describe(node: &Node) -> String {
             match spec.allowed_lateness {
                 0 => String::new(),
                 ms => format!(", late rows accepted for {ms} ms after a window ends"),
+            }
+        ),
+        Node::OverAggregate(spec) => format!(
+            "over-aggregate [{}] partition by [{}] order by {} {}",
+            spec.calls
+                .iter()
+                .map(|(f, arg)| format!("{f:?}({arg})"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            spec.partition
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            spec.time,
+            match spec.frame {
+                OverFrame::Range {
+                    preceding: i64::MAX,
+                } => "range unbounded preceding".into(),
+                OverFrame::Range { preceding } => format!("range {preceding} ms preceding"),
+                OverFrame::Rows {
+                    preceding: u64::MAX,
+                } => "rows unbounded preceding".into(),
+                OverFrame::Rows { preceding } => format!("rows {preceding} preceding"),
             }
         ),
         Node::WindowRank(spec) => format!(

@@ -168,6 +168,18 @@ SELECT window_start, window_end, k, qty, rn FROM (
     FROM TABLE(TUMBLE(TABLE events, DESCRIPTOR(ts), INTERVAL '{tumble_s}' SECOND))
     GROUP BY window_start, window_end, k))
 WHERE rn <= 2;
+
+CREATE TABLE over_out WITH ('connector' = 'files', 'path' = 'out/over', 'format' = 'csv');
+
+INSERT INTO over_out
+SELECT id, k, ts, n, qty_in_range, max_amount,
+       SUM(qty) OVER (PARTITION BY k ORDER BY ts ROWS BETWEEN 2 PRECEDING AND CURRENT ROW) AS last3_qty
+FROM (
+  SELECT id, k, ts, qty,
+         COUNT(*) OVER w AS n, SUM(qty) OVER w AS qty_in_range, MAX(amount) OVER w AS max_amount
+  FROM events
+  WINDOW w AS (PARTITION BY k ORDER BY ts RANGE BETWEEN INTERVAL '{slide}' SECOND PRECEDING AND CURRENT ROW)
+);
 "
     );
     fs::write(dir.join("pipeline.sql"), sql).unwrap();
@@ -175,7 +187,7 @@ WHERE rn <= 2;
 
 /// Where the SESSION aggregate starts in the pipeline (update mode refuses it: see property 3).
 const SESSION_MARKER: &str =
-    "-- Append mode only: SESSION(PARTITION BY k, gap = HOP slide), and the top 2 keys by qty per TUMBLE window";
+    "-- Append mode only: SESSION(PARTITION BY k, gap = HOP slide), the top 2 keys by qty per TUMBLE window, OVER aggregates";
 
 /// Removes the SESSION aggregate and the Top-N from the pipeline in `dir`.
 fn without_sessions(dir: &Path) {
@@ -201,6 +213,9 @@ struct Outcome {
     session: Vec<Vec<String>>,
     /// The top 2 keys by SUM(qty) per TUMBLE window: window_start, window_end, k, qty, rank.
     topn: Vec<Vec<String>>,
+    /// Per row: id, k, ts, then over RANGE (HOP slide) PRECEDING per k: COUNT(*), SUM(qty),
+    /// MAX(amount); then SUM(qty) over the 2 preceding rows and the current one.
+    over: Vec<Vec<String>>,
     rejects: Vec<Value>,
 }
 
@@ -264,6 +279,7 @@ fn run_with(
     let cumulate = read_sink(&dir.join("out/cumulate"));
     let session = read_sink(&dir.join("out/session"));
     let topn = read_sink(&dir.join("out/topn"));
+    let over = read_sink(&dir.join("out/over"));
     let rejects = read_rejects(&report.rejects_path, Some(&report.run_id)).unwrap();
     assert_eq!(
         report.rows_written.get("tumble_out"),
@@ -283,6 +299,7 @@ fn run_with(
         cumulate,
         session,
         topn,
+        over,
         rejects,
     }
 }
@@ -524,6 +541,64 @@ fn session_model(events: &[Event], gap: i64) -> BTreeMap<Group, Aggs> {
     out
 }
 
+/// The OVER sink's expected rows, by id, for the events `keep` accepts: per key in (time,
+/// arrival) order, over the rows of the key at most `range` ms older: COUNT, SUM(qty),
+/// MAX(amount) in hundredths; and SUM(qty) of the row and the 2 before it.
+fn over_model(
+    events: &[Event],
+    range: i64,
+    keep: impl Fn(usize) -> bool,
+) -> BTreeMap<usize, [i128; 4]> {
+    let mut by_key: BTreeMap<usize, Vec<(i64, usize)>> = BTreeMap::new();
+    for (id, e) in events.iter().enumerate().filter(|(id, _)| keep(*id)) {
+        by_key.entry(e.key).or_default().push((e.t, id));
+    }
+    let mut out = BTreeMap::new();
+    for rows in by_key.values_mut() {
+        rows.sort();
+        for (pos, &(t, id)) in rows.iter().enumerate() {
+            let frame: Vec<&Event> = rows
+                .iter()
+                .filter(|(u, _)| t - range <= *u && *u <= t)
+                .map(|&(_, j)| &events[j])
+                .collect();
+            let last3 = rows[pos.saturating_sub(2)..=pos]
+                .iter()
+                .map(|&(_, j)| events[j].qty as i128)
+                .sum();
+            out.insert(
+                id,
+                [
+                    frame.len() as i128,
+                    frame.iter().map(|e| e.qty as i128).sum(),
+                    frame.iter().map(|e| e.cents as i128).max().unwrap_or(0),
+                    last3,
+                ],
+            );
+        }
+    }
+    out
+}
+
+/// The OVER sink's rows by id, checking each row's key and time against its event.
+fn parse_over(rows: &[Vec<String>], events: &[Event]) -> BTreeMap<usize, [i128; 4]> {
+    let mut out = BTreeMap::new();
+    for r in rows {
+        assert_eq!(r.len(), 7, "row {r:?}");
+        let id: usize = r[0].parse().unwrap();
+        assert_eq!(r[1], KEYS[events[id].key], "row {r:?}");
+        assert_eq!(parse_ts(&r[2]), events[id].t, "row {r:?}");
+        let values = [
+            r[3].parse().unwrap(),
+            r[4].parse().unwrap(),
+            parse_cents(&r[5]),
+            r[6].parse().unwrap(),
+        ];
+        assert!(out.insert(id, values).is_none(), "row {id} written twice");
+    }
+    out
+}
+
 /// The Top-N sink's expected rows from TUMBLE results: per window, keys by SUM(qty)
 /// descending then key, numbered, the first 2: (start, end, key, qty, rank).
 fn top_n(tumble: &BTreeMap<Group, Aggs>) -> Vec<(i64, i64, String, i128, u64)> {
@@ -585,6 +660,7 @@ struct LateRow {
 fn late_rows(rejects: &[Value]) -> Vec<LateRow> {
     rejects
         .iter()
+        .filter(|r| r["sink"] != "over_out")
         .map(|r| {
             assert_eq!(r["reason"], "late", "unexpected reject {r}");
             let window = r["window"].as_array().expect("late reject has a window");
@@ -854,6 +930,12 @@ proptest! {
             "SESSION batch vs model"
         );
         prop_assert_eq!(sorted(&stream.topn), sorted(&batch.topn), "Top-N stream vs batch");
+        prop_assert_eq!(&stream.over, &batch.over, "OVER stream vs batch (rows in the same order)");
+        prop_assert_eq!(
+            parse_over(&batch.over, &s.events),
+            over_model(&s.events, s.hop_min.0 * MINUTE, |_| true),
+            "OVER batch vs model"
+        );
         prop_assert_eq!(
             parse_top_n(&batch.topn),
             top_n(&parse_rows(&batch.tumble, &TUMBLE_DECIMALS)),
@@ -917,9 +999,35 @@ proptest! {
 
         // Which (row, window) pairs stream mode rejected, per aggregate.
         let late = late_rows(&stream.rejects);
+        // The OVER aggregate rejects a row whose time the watermark passed: it then holds
+        // exactly the other rows.
+        let over_late: BTreeSet<usize> = stream
+            .rejects
+            .iter()
+            .filter(|r| r["sink"] == "over_out")
+            .map(|r| {
+                assert_eq!(r["reason"], "late", "{r}");
+                let raw: Value = match &r["raw"] {
+                    Value::String(s) => serde_json::from_str(s).expect("raw is JSON"),
+                    v => v.clone(),
+                };
+                raw["id"].as_u64().expect("raw has id") as usize
+            })
+            .collect();
+        prop_assert!(over_late.is_subset(&possible), "OVER rejected rows within the delay: {:?}", over_late);
+        prop_assert_eq!(
+            parse_over(&stream.over, &s.events),
+            over_model(&s.events, s.hop_min.0 * MINUTE, |id| !over_late.contains(&id)),
+            "OVER stream vs model of accepted rows"
+        );
+        prop_assert_eq!(
+            parse_over(&batch.over, &s.events),
+            over_model(&s.events, s.hop_min.0 * MINUTE, |_| true),
+            "OVER batch vs model"
+        );
         prop_assert_eq!(
             stream.report.rejects.get("late").copied().unwrap_or(0),
-            late.len() as u64
+            (late.len() + over_late.len()) as u64
         );
         let mut rejected_tumble = BTreeSet::new();
         let mut rejected_hop = BTreeSet::new();

@@ -769,9 +769,45 @@ async fn stream_mode_ranks_only_per_window() {
          WHERE rn <= 3;\n"
     );
     refused_in_stream_mode(&unbounded, "without a window in its PARTITION BY", "out").await;
-    let running_sum = format!(
+}
+
+#[tokio::test]
+async fn stream_mode_over_aggregates_run_in_event_time_up_to_the_current_row() {
+    // A frame reaching into the future would wait for rows not yet seen.
+    let following = format!(
         "{ORDERS}{OUT}INSERT INTO out\n\
-         SELECT order_id, SUM(amount) OVER (PARTITION BY store_id ORDER BY ordered_at) AS running FROM orders;\n"
+         SELECT order_id, SUM(amount) OVER (PARTITION BY store_id ORDER BY ordered_at\n\
+           ROWS BETWEEN 1 PRECEDING AND 1 FOLLOWING) AS around FROM orders;\n"
     );
-    refused_in_stream_mode(&running_sum, "the OVER function `sum`", "out").await;
+    refused_in_stream_mode(&following, "an OVER frame ending at 1 FOLLOWING", "out").await;
+    // Rows are aggregated in event-time order: ordering by another column is refused.
+    let by_amount = format!(
+        "{ORDERS}{OUT}INSERT INTO out\n\
+         SELECT order_id, COUNT(*) OVER (PARTITION BY store_id ORDER BY amount) AS n FROM orders;\n"
+    );
+    refused_in_stream_mode(
+        &by_amount,
+        "an OVER aggregate ordered by `orders.amount",
+        "out",
+    )
+    .await;
+    let descending = format!(
+        "{ORDERS}{OUT}INSERT INTO out\n\
+         SELECT order_id, COUNT(*) OVER (PARTITION BY store_id ORDER BY ordered_at DESC) AS n FROM orders;\n"
+    );
+    refused_in_stream_mode(&descending, "an OVER aggregate ordered by", "out").await;
+    // Only COUNT, SUM, MIN, MAX, AVG.
+    let lag = format!(
+        "{ORDERS}{OUT}INSERT INTO out\n\
+         SELECT order_id, LAG(amount) OVER (PARTITION BY store_id ORDER BY ordered_at) AS previous FROM orders;\n"
+    );
+    refused_in_stream_mode(&lag, "the OVER function `lag`", "out").await;
+    // An interval with months has no fixed length.
+    let months = format!(
+        "{ORDERS}{OUT}INSERT INTO out\n\
+         SELECT order_id, COUNT(*) OVER (PARTITION BY store_id ORDER BY ordered_at\n\
+           RANGE BETWEEN INTERVAL '1' MONTH PRECEDING AND CURRENT ROW) AS n FROM orders;\n"
+    );
+    let err = fails(&months, Mode::Stream).await;
+    assert_mentions(&err, &["PRECEDING", "expected an interval of days, hours"]);
 }

@@ -61,6 +61,7 @@ golden_cases!(
     cumulate_windows,
     session_windows,
     window_top_n,
+    over_velocity,
     aggregates_parquet,
     stateless_functions,
     view_two_sinks,

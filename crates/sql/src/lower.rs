@@ -28,8 +28,8 @@ use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionContext;
 use flowline_core::plan::{
-    AggregateCall, AggregateFunction, AggregateSpec, InsertPlan, Node, OutputMode, RankFunction,
-    RankSpec, WindowColumns, WindowKind, WindowSpec,
+    AggregateCall, AggregateFunction, AggregateSpec, InsertPlan, Node, OutputMode, OverFrame,
+    OverSpec, RankFunction, RankSpec, WindowColumns, WindowKind, WindowSpec,
 };
 use flowline_core::{Error, Result};
 
@@ -542,6 +542,16 @@ impl Lowering<'_> {
                 "rank the results of a window aggregate in append mode",
             ));
         }
+        let is_aggregate = |e: &Expr| {
+            let mut e = e;
+            while let Expr::Alias(a) = e {
+                e = &a.expr;
+            }
+            matches!(e, Expr::WindowFunction(f) if matches!(f.fun, datafusion::logical_expr::WindowFunctionDefinition::AggregateUDF(_)))
+        };
+        if w.window_expr.iter().any(is_aggregate) {
+            return self.lower_over(w, chain);
+        }
         let [expr] = w.window_expr.as_slice() else {
             return Err(self.unsupported("several OVER functions in one SELECT", over));
         };
@@ -606,6 +616,157 @@ impl Lowering<'_> {
             window_column: self.physical(bound, &w.input)?,
             end_offset,
             limit: None,
+            schema: Arc::new(w.schema.as_arrow().clone()),
+        }));
+        Ok(chain)
+    }
+
+    /// `agg(x) OVER (PARTITION BY ... ORDER BY <event time> RANGE | ROWS BETWEEN ... PRECEDING
+    /// AND CURRENT ROW)`, one or more over the same window (see [`Node::OverAggregate`]).
+    fn lower_over(&self, w: &datafusion::logical_expr::Window, mut chain: Chain) -> Result<Chain> {
+        use datafusion::logical_expr::expr::WindowFunction;
+        use datafusion::logical_expr::{WindowFrameBound, WindowFrameUnits};
+        let hint = "OVER aggregates are COUNT, SUM, MIN, MAX or AVG OVER (PARTITION BY ... ORDER BY <event time> RANGE | ROWS BETWEEN ... PRECEDING AND CURRENT ROW), all with the same OVER clause; otherwise run with --mode batch";
+        let mut calls = vec![];
+        let mut first: Option<&datafusion::logical_expr::expr::WindowFunctionParams> = None;
+        for expr in &w.window_expr {
+            let mut e = expr;
+            while let Expr::Alias(a) = e {
+                e = &a.expr;
+            }
+            let Expr::WindowFunction(function) = e else {
+                return Err(self.unsupported(&format!("`{expr}`"), hint));
+            };
+            let WindowFunction { fun, params } = function.as_ref();
+            let call = match fun.name().to_ascii_lowercase().as_str() {
+                "count" => AggregateFunction::Count,
+                "sum" => AggregateFunction::Sum,
+                "min" => AggregateFunction::Min,
+                "max" => AggregateFunction::Max,
+                "avg" | "mean" => AggregateFunction::Avg,
+                other => {
+                    return Err(self.unsupported(&format!("the OVER function `{other}`"), hint))
+                }
+            };
+            if params.distinct || params.filter.is_some() || params.args.len() > 1 {
+                return Err(self.unsupported(&format!("`{expr}`"), hint));
+            }
+            if let Some(f) = first {
+                if f.partition_by != params.partition_by
+                    || f.order_by != params.order_by
+                    || f.window_frame != params.window_frame
+                {
+                    return Err(self.unsupported(
+                        &format!("OVER aggregates with different OVER clauses (`{expr}`)"),
+                        hint,
+                    ));
+                }
+            }
+            first = Some(params);
+            let arg = match params.args.first() {
+                Some(a) => self.physical(a, &w.input)?,
+                None => self.physical(&datafusion::logical_expr::lit(1i64), &w.input)?,
+            };
+            calls.push((call, arg));
+        }
+        let Some(params) = first else {
+            return Err(Error::Internal("a window node without functions".into()));
+        };
+        if chain.aggregated {
+            return Err(self.unsupported("an OVER aggregate over an aggregate", hint));
+        }
+        // ORDER BY: the event time, ascending.
+        let [order] = params.order_by.as_slice() else {
+            return Err(self.unsupported(
+                "an OVER aggregate without exactly one ORDER BY column",
+                "order by the table's event-time column (ORDER BY ts)",
+            ));
+        };
+        let time_type =
+            datafusion::logical_expr::ExprSchemable::get_type(&order.expr, w.input.schema())?;
+        if !order.asc || !matches!(time_type, arrow::datatypes::DataType::Timestamp(..)) {
+            return Err(self.unsupported(
+                &format!("an OVER aggregate ordered by `{order}`"),
+                "order by the event-time column, ascending: rows are aggregated in time order",
+            ));
+        }
+        if self.mode == Mode::Stream {
+            let watermark = self
+                .def
+                .table(&chain.source)
+                .and_then(|t| t.watermark.as_ref());
+            let traced = match &order.expr {
+                Expr::Column(c) => trace_column(&w.input, &c.name),
+                _ => None,
+            };
+            let ok = match (watermark, &traced) {
+                (Some(wm), Some((table, column))) => table == &chain.source && column == &wm.column,
+                _ => false,
+            };
+            if !ok {
+                return Err(self.unsupported(
+                    &format!("an OVER aggregate ordered by `{}`", order.expr),
+                    &format!(
+                        "in stream mode an OVER aggregate orders by the column table `{}` declares its WATERMARK on, unchanged",
+                        chain.source
+                    ),
+                ));
+            }
+        }
+        let frame = &params.window_frame;
+        if frame.end_bound != WindowFrameBound::CurrentRow {
+            return Err(self.unsupported(
+                &format!("an OVER frame ending at {}", frame.end_bound),
+                "frames end at CURRENT ROW in a stream (a frame with FOLLOWING rows would wait for the future); run with --mode batch",
+            ));
+        }
+        let frame = match (&frame.units, &frame.start_bound) {
+            (WindowFrameUnits::Range, b) if b.is_unbounded() => OverFrame::Range {
+                preceding: i64::MAX,
+            },
+            (WindowFrameUnits::Rows, b) if b.is_unbounded() => OverFrame::Rows {
+                preceding: u64::MAX,
+            },
+            (WindowFrameUnits::Range, WindowFrameBound::CurrentRow) => {
+                OverFrame::Range { preceding: 0 }
+            }
+            (WindowFrameUnits::Rows, WindowFrameBound::CurrentRow) => {
+                OverFrame::Rows { preceding: 0 }
+            }
+            (WindowFrameUnits::Range, WindowFrameBound::Preceding(v)) => OverFrame::Range {
+                preceding: interval_millis(v).ok_or_else(|| {
+                    Error::Plan(format!(
+                        "OVER ... RANGE BETWEEN {v} PRECEDING: expected an interval of days, hours, minutes, seconds or milliseconds"
+                    ))
+                })?,
+            },
+            (WindowFrameUnits::Rows, WindowFrameBound::Preceding(v)) => OverFrame::Rows {
+                preceding: match v.cast_to(&arrow::datatypes::DataType::UInt64) {
+                    Ok(datafusion::common::ScalarValue::UInt64(Some(n))) => n,
+                    _ => {
+                        return Err(Error::Plan(format!(
+                            "OVER ... ROWS BETWEEN {v} PRECEDING: expected a row count"
+                        )))
+                    }
+                },
+            },
+            (units, bound) => {
+                return Err(self.unsupported(
+                    &format!("an OVER frame of {units} from {bound}"),
+                    "use RANGE or ROWS BETWEEN ... PRECEDING AND CURRENT ROW",
+                ))
+            }
+        };
+        let partition = params
+            .partition_by
+            .iter()
+            .map(|p| self.physical(p, &w.input))
+            .collect::<Result<Vec<_>>>()?;
+        chain.nodes.push(Node::OverAggregate(OverSpec {
+            partition,
+            time: self.physical(&order.expr, &w.input)?,
+            frame,
+            calls,
             schema: Arc::new(w.schema.as_arrow().clone()),
         }));
         Ok(chain)
@@ -749,6 +910,23 @@ impl Lowering<'_> {
             filter,
         })
     }
+}
+
+/// Milliseconds of a non-negative interval of fixed length (no months), as OVER frames take.
+fn interval_millis(v: &datafusion::common::ScalarValue) -> Option<i64> {
+    use datafusion::common::ScalarValue as S;
+    let ms = match v {
+        S::IntervalDayTime(Some(d)) => i64::from(d.days) * 86_400_000 + i64::from(d.milliseconds),
+        S::IntervalMonthDayNano(Some(d)) if d.months == 0 => {
+            i64::from(d.days) * 86_400_000 + d.nanoseconds / 1_000_000
+        }
+        S::DurationSecond(Some(s)) => s.checked_mul(1_000)?,
+        S::DurationMillisecond(Some(ms)) => *ms,
+        S::DurationMicrosecond(Some(us)) => us / 1_000,
+        S::DurationNanosecond(Some(ns)) => ns / 1_000_000,
+        _ => return None,
+    };
+    (ms >= 0).then_some(ms)
 }
 
 /// The largest `k` of `RESERVOIR_SAMPLE(x, k)`.

@@ -2,6 +2,7 @@
 //! [`flowline_core::Operator`]; [`build`] instantiates one from a plan node.
 
 mod aggregate;
+mod over;
 mod rank;
 mod session;
 pub(crate) mod sketch;
@@ -12,6 +13,7 @@ use flowline_core::plan::{AggregateSpec, Node, WindowKind};
 use flowline_core::{Operator, Result};
 
 pub use aggregate::WindowAggregate;
+pub use over::OverAggregate;
 pub use rank::WindowRank;
 pub use session::SessionAggregate;
 pub use stateless::{Filter, Project};
@@ -28,6 +30,7 @@ pub fn build(node: &Node, table: &str) -> Result<Box<dyn Operator>> {
         }
         Node::WindowAggregate(spec) => Box::new(WindowAggregate::new(spec.clone(), table)?),
         Node::WindowRank(spec) => Box::new(WindowRank::new(spec.clone(), table)?),
+        Node::OverAggregate(spec) => Box::new(OverAggregate::new(spec.clone(), table)?),
     })
 }
 

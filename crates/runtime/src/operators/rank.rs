@@ -255,13 +255,7 @@ impl WindowRank {
         }
         let schema = self.input_schema();
         let rows = concat_batches(&schema, &all)?;
-        let mut ipc = vec![];
-        {
-            let mut writer = arrow::ipc::writer::StreamWriter::try_new(&mut ipc, &schema)?;
-            writer.write(&rows)?;
-            writer.finish()?;
-        }
-        e.bytes(&ipc)?;
+        e.bytes(&crate::codec::batch_to_ipc(&rows)?)?;
         e.end_frame(frame);
         Ok(())
     }
@@ -329,12 +323,7 @@ impl Operator for WindowRank {
         }
         let ipc = d.bytes()?;
         d.finish()?;
-        let mut reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(ipc), None)
-            .map_err(|e| Error::Internal(format!("{CHECKPOINT}: rows: {e}")))?;
-        let rows = match reader.next() {
-            Some(b) => b.map_err(|e| Error::Internal(format!("{CHECKPOINT}: rows: {e}")))?,
-            None => return Err(Error::Internal(format!("{CHECKPOINT}: no rows batch"))),
-        };
+        let rows = crate::codec::batch_from_ipc(ipc, CHECKPOINT)?;
         let schema = self.input_schema();
         if rows.num_rows() as u64 != total || rows.num_columns() != schema.fields().len() {
             return Err(Error::Internal(format!(

@@ -371,13 +371,7 @@ impl SessionAggregate {
         let n = refs.len();
         let rows = self.gather(&refs, vec![0; n], vec![0; n])?;
         let rows = rows.project(&(0..self.spec.input_schema.fields().len()).collect::<Vec<_>>())?;
-        let mut ipc = vec![];
-        {
-            let mut writer = arrow::ipc::writer::StreamWriter::try_new(&mut ipc, &rows.schema())?;
-            writer.write(&rows)?;
-            writer.finish()?;
-        }
-        e.bytes(&ipc)?;
+        e.bytes(&crate::codec::batch_to_ipc(&rows)?)?;
         e.end_frame(frame);
         Ok(())
     }
@@ -447,12 +441,7 @@ impl Operator for SessionAggregate {
         }
         let ipc = d.bytes()?;
         d.finish()?;
-        let mut reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(ipc), None)
-            .map_err(|e| Error::Internal(format!("{CHECKPOINT}: rows: {e}")))?;
-        let rows = match reader.next() {
-            Some(b) => b.map_err(|e| Error::Internal(format!("{CHECKPOINT}: rows: {e}")))?,
-            None => return Err(Error::Internal(format!("{CHECKPOINT}: no rows batch"))),
-        };
+        let rows = crate::codec::batch_from_ipc(ipc, CHECKPOINT)?;
         if rows.num_rows() as u64 != total
             || rows.schema().fields().len() != self.spec.input_schema.fields().len()
         {
