@@ -62,6 +62,16 @@ impl Output {
 pub trait Operator: Send {
     fn process(&mut self, message: Message, out: &mut Output) -> Result<()>;
 
+    /// The second input of a two-input operator (a join's right side). One-input operators
+    /// have none.
+    fn process_right(&mut self, message: Message, out: &mut Output) -> Result<()> {
+        let _ = (message, out);
+        Err(crate::Error::Internal(format!(
+            "operator {} has one input, but a message came on a second one",
+            self.name()
+        )))
+    }
+
     /// A short name for plans and summaries.
     fn name(&self) -> &'static str;
 

@@ -20,6 +20,16 @@ pub struct InsertPlan {
     /// Update mode: positions in `schema` of the upsert key (the GROUP BY columns, window
     /// bounds included), which identify the row a later update replaces. Empty in append mode.
     pub key: Vec<usize>,
+    /// A join's second input: its source and the nodes from it to the [`Node::Join`] in
+    /// `nodes` (whose nodes before it are the first input's).
+    pub right: Option<JoinInput>,
+}
+
+/// The right input of a join: a source and the nodes that run on it before the join.
+#[derive(Debug, Clone)]
+pub struct JoinInput {
+    pub source: String,
+    pub nodes: Vec<Node>,
 }
 
 /// How an aggregate's results reach its sink.
@@ -79,6 +89,9 @@ pub enum Node {
     /// AND CURRENT ROW)`: every row with the aggregates over its frame, emitted in event-time
     /// order once the watermark passes the row's time.
     OverAggregate(OverSpec),
+    /// Joins the chain's rows (left) with the rows of [`InsertPlan::right`]: equal keys and,
+    /// for interval and window joins, times within bounds, with state expired by the watermark.
+    Join(JoinSpec),
 }
 
 impl Node {
@@ -90,6 +103,7 @@ impl Node {
             Node::WindowAggregate(_) => "window-aggregate",
             Node::WindowRank(_) => "window-rank",
             Node::OverAggregate(_) => "over-aggregate",
+            Node::Join(_) => "join",
         }
     }
 }
@@ -243,5 +257,42 @@ pub struct OverSpec {
     /// COUNT, SUM, MIN, MAX or AVG of an argument.
     pub calls: Vec<(AggregateFunction, Arc<dyn PhysicalExpr>)>,
     /// The input's columns, then one per call.
+    pub schema: SchemaRef,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinKind {
+    Inner,
+    /// Every left row at least once: unmatched ones with NULL right columns, emitted when the
+    /// watermark proves no right row can match any more.
+    Left,
+}
+
+/// The time condition of an interval or window join: `left time - right time` within
+/// `[lower, upper]` ms.
+#[derive(Debug, Clone)]
+pub struct JoinTime {
+    pub left: Arc<dyn PhysicalExpr>,
+    pub right: Arc<dyn PhysicalExpr>,
+    pub lower: i64,
+    pub upper: i64,
+    /// A window join: the times are window ends, and a window's rows are final at end - 1.
+    pub window_end: bool,
+}
+
+/// A join (see [`Node::Join`]).
+#[derive(Debug, Clone)]
+pub struct JoinSpec {
+    pub kind: JoinKind,
+    /// Equal-key pairs (left expression, right expression); NULL keys never match.
+    pub left_keys: Vec<Arc<dyn PhysicalExpr>>,
+    pub right_keys: Vec<Arc<dyn PhysicalExpr>>,
+    /// `None`: a regular join, whose state grows with its input.
+    pub time: Option<JoinTime>,
+    /// The right input's source table, for its rejects.
+    pub right_table: String,
+    pub left_schema: SchemaRef,
+    pub right_schema: SchemaRef,
+    /// The left columns, then the right columns.
     pub schema: SchemaRef,
 }

@@ -15,7 +15,7 @@ use flowline_connectors::sink::{SinkContext, SinkMode};
 use flowline_connectors::{
     open_sink, validate_sink_options, FileSource, LogSource, Sink, SinkCommit,
 };
-use flowline_core::plan::{InsertPlan, Node, OutputMode, OverFrame, WindowKind};
+use flowline_core::plan::{InsertPlan, JoinKind, Node, OutputMode, OverFrame, WindowKind};
 use flowline_core::{Error, Message, Operator, Output, Result, TableDef, Watermark};
 use flowline_sql::lower::PlanningBinder;
 use flowline_sql::{bind, lower_insert, uses_session_window, BoundInsert, Mode, PipelineDef};
@@ -499,6 +499,12 @@ impl OpenedPipeline {
                         plan.sink, plan.source
                     );
                     for node in &plan.nodes {
+                        if let (Node::Join(_), Some(right)) = (node, &plan.right) {
+                            s += &format!("  right input: source {}\n", right.source);
+                            for n in &right.nodes {
+                                s += &format!("    → {}\n", describe(n));
+                            }
+                        }
                         s += &format!("  → {}\n", describe(node));
                     }
                     match plan.output {
@@ -665,7 +671,7 @@ impl OpenedPipeline {
             Mode::Stream => 1,
         };
         for (name, source) in &self.sources {
-            let feeds_chain = chains.iter().any(|c| &c.source == name);
+            let feeds_chain = chains.iter().any(|c| c.reads(name));
             let buffer = datafusion_sources.contains(name);
             if !feeds_chain && !buffer {
                 continue;
@@ -685,7 +691,7 @@ impl OpenedPipeline {
                 if let Some(c) = tracker.column {
                     needed[c] = true;
                 }
-                for chain in chains.iter().filter(|c| &c.source == name) {
+                for chain in chains.iter().filter(|c| c.reads(name)) {
                     match &chain.used_columns {
                         Some(used) => used
                             .iter()
@@ -704,7 +710,7 @@ impl OpenedPipeline {
                 && source.files().len() > 1
                 && chains
                     .iter()
-                    .filter(|c| &c.source == name)
+                    .filter(|c| c.reads(name))
                     .all(|c| c.aggregate_at.is_some());
             let read = if parallel {
                 self.aggregate_in_parallel(
@@ -736,8 +742,8 @@ impl OpenedPipeline {
                             .push(batch.clone());
                     }
                     let advanced = tracker.observe(&batch)?;
-                    for chain in chains.iter_mut().filter(|c| &c.source == name) {
-                        chain.push(Message::Data(batch.clone()), &mut sinks, bin)?;
+                    for chain in chains.iter_mut().filter(|c| c.reads(name)) {
+                        chain.push_from(name, Message::Data(batch.clone()), &mut sinks, bin)?;
                     }
                     if self.mode == Mode::Stream {
                         emit.touch();
@@ -751,8 +757,8 @@ impl OpenedPipeline {
                         }
                         if let Some(w) = advanced {
                             state.record_state(&chains);
-                            for chain in chains.iter_mut().filter(|c| &c.source == name) {
-                                chain.push(Message::Watermark(w), &mut sinks, bin)?;
+                            for chain in chains.iter_mut().filter(|c| c.reads(name)) {
+                                chain.push_from(name, Message::Watermark(w), &mut sinks, bin)?;
                             }
                         }
                     }
@@ -760,9 +766,9 @@ impl OpenedPipeline {
                 read
             };
             state.record_state(&chains);
-            for chain in chains.iter_mut().filter(|c| &c.source == name) {
-                chain.push(Message::Watermark(Watermark::MAX), &mut sinks, bin)?;
-                chain.push(Message::EndOfInput, &mut sinks, bin)?;
+            for chain in chains.iter_mut().filter(|c| c.reads(name)) {
+                chain.push_from(name, Message::Watermark(Watermark::MAX), &mut sinks, bin)?;
+                chain.push_from(name, Message::EndOfInput, &mut sinks, bin)?;
             }
             state.rows_read.insert(name.clone(), read);
             state
@@ -870,19 +876,33 @@ impl OpenedPipeline {
         let mut chains = vec![];
         for p in &self.planned {
             if let Planned::Dataflow(plan) = p {
-                let ops = plan
+                let mut ops = plan
                     .nodes
                     .iter()
                     .map(|n| operators::build(n, &plan.source))
                     .collect::<Result<Vec<_>>>()?;
+                let right_at = ops.len();
+                if let Some(right) = &plan.right {
+                    for n in &right.nodes {
+                        ops.push(operators::build(n, &right.source)?);
+                    }
+                }
                 chains.push(Chain {
                     nodes: plan.nodes.clone(),
-                    // Partial aggregates merge exactly, except sessions (they merge windows).
-                    aggregate_at: plan.nodes.iter().position(
-                        |n| matches!(n, Node::WindowAggregate(s) if !operators::is_session(s)),
-                    ),
+                    // Partial aggregates merge exactly, except sessions (they merge windows);
+                    // a join needs both inputs in one place.
+                    aggregate_at: plan
+                        .nodes
+                        .iter()
+                        .position(
+                            |n| matches!(n, Node::WindowAggregate(s) if !operators::is_session(s)),
+                        )
+                        .filter(|_| plan.right.is_none()),
                     used_columns: used_columns(plan),
                     source: plan.source.clone(),
+                    right_source: plan.right.as_ref().map(|r| r.source.clone()),
+                    join_at: plan.nodes.iter().position(|n| matches!(n, Node::Join(_))),
+                    right_at,
                     sink: self
                         .def
                         .table(&plan.sink)
@@ -1149,11 +1169,50 @@ pub(crate) struct Chain {
     /// Source columns the chain reads (`None`: all).
     used_columns: Option<BTreeSet<usize>>,
     pub(crate) source: String,
+    /// A join's right input: its source; its operators are `ops[right_at..]`, and feed the
+    /// join at `ops[join_at]` (the left input's and the join's and what follows are
+    /// `ops[..right_at]`).
+    pub(crate) right_source: Option<String>,
+    join_at: Option<usize>,
+    right_at: usize,
     pub(crate) sink: String,
     pub(crate) ops: Vec<Box<dyn Operator>>,
 }
 
 impl Chain {
+    /// Whether rows of source `name` feed this chain (on either input of a join).
+    pub(crate) fn reads(&self, name: &str) -> bool {
+        self.source == name || self.right_source.as_deref() == Some(name)
+    }
+
+    /// Pushes a message of source `name` into every input it feeds (both, for a self-join).
+    pub(crate) fn push_from(
+        &mut self,
+        name: &str,
+        message: Message,
+        sinks: &mut BTreeMap<String, SinkSlot>,
+        bin: &mut RejectBin,
+    ) -> Result<()> {
+        if self.right_source.as_deref() == Some(name) {
+            if self.source == name {
+                self.push(message.clone(), sinks, bin)?;
+            }
+            let join_at = self
+                .join_at
+                .ok_or_else(|| Error::Internal("a right input without a join".into()))?;
+            let slot = sinks
+                .get_mut(&self.sink)
+                .ok_or_else(|| Error::Internal(format!("no sink {}", self.sink)))?;
+            let (main, right) = self.ops.split_at_mut(self.right_at);
+            push_right(right, &mut main[join_at..], message, slot, bin).map_err(|e| match e {
+                Error::Execution(m) => Error::Execution(format!("INSERT INTO {}: {m}", self.sink)),
+                other => other,
+            })
+        } else {
+            self.push(message, sinks, bin)
+        }
+    }
+
     pub(crate) fn push(
         &mut self,
         message: Message,
@@ -1163,7 +1222,7 @@ impl Chain {
         let slot = sinks
             .get_mut(&self.sink)
             .ok_or_else(|| Error::Internal(format!("no sink {}", self.sink)))?;
-        push(&mut self.ops, message, slot, bin).map_err(|e| match e {
+        push(&mut self.ops[..self.right_at], message, slot, bin).map_err(|e| match e {
             // Name the INSERT whose expressions failed (division by zero, overflow, ...).
             Error::Execution(m) => Error::Execution(format!("INSERT INTO {}: {m}", self.sink)),
             other => other,
@@ -1212,6 +1271,46 @@ impl EmitClock {
     }
 }
 
+/// Pushes a message through a join's right-input operators `right`, then into the join
+/// (`join_and_rest[0]`, as its right input) and what follows it.
+fn push_right(
+    right: &mut [Box<dyn Operator>],
+    join_and_rest: &mut [Box<dyn Operator>],
+    message: Message,
+    sink: &mut SinkSlot,
+    bin: &mut RejectBin,
+) -> Result<()> {
+    let mut out = Output::default();
+    match right.split_first_mut() {
+        Some((op, rest)) => {
+            op.process(message, &mut out)?;
+            write_rejects(&mut out, sink, bin)?;
+            for m in out.messages {
+                push_right(rest, join_and_rest, m, sink, bin)?;
+            }
+        }
+        None => {
+            let (join, after) = join_and_rest
+                .split_first_mut()
+                .ok_or_else(|| Error::Internal("no join for a right input".into()))?;
+            join.process_right(message, &mut out)?;
+            write_rejects(&mut out, sink, bin)?;
+            for m in out.messages {
+                push(after, m, sink, bin)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes an operator's rejects, naming the sink of its INSERT.
+fn write_rejects(out: &mut Output, sink: &SinkSlot, bin: &mut RejectBin) -> Result<()> {
+    for r in &mut out.rejects {
+        r.sink.get_or_insert_with(|| sink.name.clone());
+    }
+    bin.write(&out.rejects)
+}
+
 fn push(
     ops: &mut [Box<dyn Operator>],
     message: Message,
@@ -1226,10 +1325,7 @@ fn push(
         Some((op, rest)) => {
             let mut out = Output::default();
             op.process(message, &mut out)?;
-            for r in &mut out.rejects {
-                r.sink.get_or_insert_with(|| sink.name.clone());
-            }
-            bin.write(&out.rejects)?;
+            write_rejects(&mut out, sink, bin)?;
             for m in out.messages {
                 push(rest, m, sink, bin)?;
             }
@@ -1242,6 +1338,10 @@ fn push(
 fn used_columns(plan: &InsertPlan) -> Option<BTreeSet<usize>> {
     use datafusion::physical_expr::utils::collect_columns;
     use datafusion::physical_expr::PhysicalExpr;
+    if plan.right.is_some() {
+        // Both inputs' columns: read every column of both sources.
+        return None;
+    }
     let mut used = BTreeSet::new();
     let add = |e: &Arc<dyn PhysicalExpr>, used: &mut BTreeSet<usize>| {
         used.extend(collect_columns(e).iter().map(|c| c.index()));
@@ -1268,7 +1368,7 @@ fn used_columns(plan: &InsertPlan) -> Option<BTreeSet<usize>> {
                 return Some(used);
             }
             // Passes every column on to what follows.
-            Node::WindowRank(_) | Node::OverAggregate(_) => return None,
+            Node::WindowRank(_) | Node::OverAggregate(_) | Node::Join(_) => return None,
         }
     }
     None
@@ -1535,6 +1635,28 @@ fn describe(node: &Node) -> String {
             match spec.allowed_lateness {
                 0 => String::new(),
                 ms => format!(", late rows accepted for {ms} ms after a window ends"),
+            }
+        ),
+        Node::Join(spec) => format!(
+            "{} join on [{}]{}",
+            match spec.kind {
+                JoinKind::Inner => "inner",
+                JoinKind::Left => "left",
+            },
+            spec.left_keys
+                .iter()
+                .zip(&spec.right_keys)
+                .map(|(l, r)| format!("{l} = {r}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            match &spec.time {
+                None => " (regular join: state grows with the input)".to_string(),
+                Some(t) if t.window_end =>
+                    format!(" in the same window (window ends {} = {})", t.left, t.right),
+                Some(t) => format!(
+                    " where {} - {} between {} ms and {} ms (interval join)",
+                    t.left, t.right, t.lower, t.upper
+                ),
             }
         ),
         Node::OverAggregate(spec) => format!(

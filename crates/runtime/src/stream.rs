@@ -665,8 +665,13 @@ impl Job<'_> {
                         *state.rows_read.entry(name.clone()).or_default() +=
                             batch.num_rows() as u64;
                         self.clocks[source].observe(partition, &batch)?;
-                        for chain in self.chains.iter_mut().filter(|c| &c.source == name) {
-                            chain.push(Message::Data(batch.clone()), &mut self.sinks, bin)?;
+                        for chain in self.chains.iter_mut().filter(|c| c.reads(name)) {
+                            chain.push_from(
+                                name,
+                                Message::Data(batch.clone()),
+                                &mut self.sinks,
+                                bin,
+                            )?;
                         }
                         self.emit.touch();
                     }
@@ -698,9 +703,10 @@ impl Job<'_> {
                 Item::End => {
                     // A bounded input ends with the maximum watermark: every window fires.
                     for (s, name) in self.names.iter().enumerate() {
-                        for chain in self.chains.iter_mut().filter(|c| &c.source == name) {
-                            chain.push(Message::Watermark(Watermark::MAX), &mut self.sinks, bin)?;
-                            chain.push(Message::EndOfInput, &mut self.sinks, bin)?;
+                        for chain in self.chains.iter_mut().filter(|c| c.reads(name)) {
+                            let end = Message::Watermark(Watermark::MAX);
+                            chain.push_from(name, end, &mut self.sinks, bin)?;
+                            chain.push_from(name, Message::EndOfInput, &mut self.sinks, bin)?;
                         }
                         self.clocks[s].current = Watermark::MAX;
                     }
@@ -768,8 +774,8 @@ impl Job<'_> {
             self.changed = true;
             let name = &self.names[source];
             state.record_state(&self.chains);
-            for chain in self.chains.iter_mut().filter(|c| &c.source == name) {
-                chain.push(Message::Watermark(w), &mut self.sinks, bin)?;
+            for chain in self.chains.iter_mut().filter(|c| c.reads(name)) {
+                chain.push_from(name, Message::Watermark(w), &mut self.sinks, bin)?;
             }
         }
         Ok(())

@@ -461,13 +461,54 @@ async fn refused_in_stream_mode(pipeline: &str, construct: &str, sink: &str) {
 }
 
 #[tokio::test]
-async fn stream_mode_refuses_join() {
-    let p = format!(
+async fn stream_mode_refuses_joins_it_cannot_bound_or_keep_exact() {
+    const PAYMENTS: &str = "CREATE TABLE payments (
+  order_id BIGINT,
+  paid_at  TIMESTAMP(3),
+  WATERMARK FOR paid_at AS paid_at - INTERVAL '1' MINUTE
+) WITH ('connector' = 'files', 'path' = 'input/orders.csv', 'format' = 'csv');
+";
+    let full = format!(
         "{ORDERS}{STORES}{OUT}INSERT INTO out\n\
          SELECT o.order_id, s.city\n\
-         FROM orders o JOIN stores s ON o.store_id = s.store_id;\n"
+         FROM orders o FULL JOIN stores s ON o.store_id = s.store_id;\n"
     );
-    refused_in_stream_mode(&p, "JOIN", "out").await;
+    refused_in_stream_mode(&full, "a Full JOIN", "out").await;
+    // One bound only: the state of an interval join could never expire.
+    let one_sided = format!(
+        "{ORDERS}{PAYMENTS}{OUT}INSERT INTO out\n\
+         SELECT o.order_id, p.paid_at FROM orders o JOIN payments p\n\
+         ON o.order_id = p.order_id AND p.paid_at >= o.ordered_at;\n"
+    );
+    refused_in_stream_mode(&one_sided, "on one side only", "out").await;
+    // The bounds must be on the columns the watermarks are declared on.
+    let computed = format!(
+        "{ORDERS}{PAYMENTS}{OUT}CREATE VIEW shifted AS SELECT order_id, paid_at + INTERVAL '1' HOUR AS due FROM payments;\n\
+         INSERT INTO out\n\
+         SELECT o.order_id, p.due FROM orders o JOIN shifted p\n\
+         ON o.order_id = p.order_id AND p.due BETWEEN o.ordered_at AND o.ordered_at + INTERVAL '1' HOUR;\n"
+    );
+    refused_in_stream_mode(&computed, "an interval join on `p.due`", "out").await;
+    let no_key = format!(
+        "{ORDERS}{PAYMENTS}{OUT}INSERT INTO out\n\
+         SELECT o.order_id, p.paid_at FROM orders o JOIN payments p\n\
+         ON p.paid_at BETWEEN o.ordered_at AND o.ordered_at + INTERVAL '1' HOUR;\n"
+    );
+    refused_in_stream_mode(&no_key, "a JOIN without an equality", "out").await;
+    let residual = format!(
+        "{ORDERS}{PAYMENTS}{OUT}INSERT INTO out\n\
+         SELECT o.order_id, p.paid_at FROM orders o LEFT JOIN payments p\n\
+         ON o.order_id = p.order_id AND p.paid_at BETWEEN o.ordered_at AND o.ordered_at + INTERVAL '1' HOUR\n\
+         AND o.amount > 10;\n"
+    );
+    refused_in_stream_mode(&residual, "a LEFT JOIN condition", "out").await;
+    let three = format!(
+        "{ORDERS}{PAYMENTS}{STORES}{OUT}INSERT INTO out\n\
+         SELECT o.order_id, s.city FROM orders o\n\
+         JOIN stores s ON o.store_id = s.store_id\n\
+         JOIN payments p ON o.order_id = p.order_id AND p.paid_at BETWEEN o.ordered_at AND o.ordered_at + INTERVAL '1' HOUR;\n"
+    );
+    refused_in_stream_mode(&three, "a join of more than two inputs", "out").await;
 }
 
 #[tokio::test]

@@ -62,6 +62,7 @@ golden_cases!(
     session_windows,
     window_top_n,
     over_velocity,
+    stream_joins,
     aggregates_parquet,
     stateless_functions,
     view_two_sinks,

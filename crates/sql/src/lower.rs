@@ -28,8 +28,9 @@ use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionContext;
 use flowline_core::plan::{
-    AggregateCall, AggregateFunction, AggregateSpec, InsertPlan, Node, OutputMode, OverFrame,
-    OverSpec, RankFunction, RankSpec, WindowColumns, WindowKind, WindowSpec,
+    AggregateCall, AggregateFunction, AggregateSpec, InsertPlan, JoinInput, JoinKind, JoinSpec,
+    JoinTime, Node, OutputMode, OverFrame, OverSpec, RankFunction, RankSpec, WindowColumns,
+    WindowKind, WindowSpec,
 };
 use flowline_core::{Error, Result};
 
@@ -108,6 +109,8 @@ struct Chain {
     /// (the window bounds are one part: either identifies the window), each the positions that
     /// hold it.
     key: Vec<Vec<usize>>,
+    /// After a join: its right input.
+    right: Option<JoinInput>,
 }
 
 impl Chain {
@@ -120,6 +123,7 @@ impl Chain {
             output: OutputMode::Append,
             session_partition: vec![],
             key: vec![],
+            right: None,
         }
     }
 }
@@ -203,6 +207,7 @@ pub fn lower_insert(
         schema: Arc::new(insert.plan.schema().as_arrow().clone()),
         output: chain.output,
         key: chain.key.iter().map(|part| part[0]).collect(),
+        right: chain.right,
     })
 }
 
@@ -303,6 +308,12 @@ impl Lowering<'_> {
                 Ok(chain)
             }
             LogicalPlan::Filter(f) => {
+                // `FROM a, b WHERE ...`: the WHERE is the join condition.
+                if let LogicalPlan::Join(j) = f.input.as_ref() {
+                    if j.on.is_empty() && j.filter.is_none() {
+                        return self.lower_join(j, Some(&f.predicate));
+                    }
+                }
                 let mut chain = self.lower(&f.input)?;
                 if chain.output == OutputMode::Update {
                     return Err(self.unsupported(
@@ -463,6 +474,7 @@ impl Lowering<'_> {
                 Ok(chain)
             }
             LogicalPlan::Window(w) => self.lower_rank(w),
+            LogicalPlan::Join(j) => self.lower_join(j, None),
             other => {
                 let (construct, hint) = match other {
                     LogicalPlan::Join(_) => {
@@ -772,6 +784,257 @@ impl Lowering<'_> {
         Ok(chain)
     }
 
+    /// A two-input join (see [`Node::Join`]): `on` pairs and equalities between the inputs are
+    /// the keys; comparisons between the inputs' event times bound an interval join; equal
+    /// window bounds of two window relations make a window join; anything else filters the
+    /// joined rows (inner joins only).
+    fn lower_join(
+        &self,
+        j: &datafusion::logical_expr::Join,
+        condition: Option<&Expr>,
+    ) -> Result<Chain> {
+        use datafusion::logical_expr::utils::split_conjunction;
+        use datafusion::logical_expr::JoinType;
+        let kind = match j.join_type {
+            JoinType::Inner => JoinKind::Inner,
+            JoinType::Left => JoinKind::Left,
+            other => {
+                return Err(self.unsupported(
+                    &format!("a {other} JOIN"),
+                    "stream joins are INNER or LEFT (write a RIGHT JOIN as a LEFT JOIN with the inputs swapped); run with --mode batch",
+                ))
+            }
+        };
+        let left = self.lower(&j.left)?;
+        let right = self.lower(&j.right)?;
+        for (side, chain) in [("left", &left), ("right", &right)] {
+            if chain.right.is_some() {
+                return Err(self.unsupported(
+                    "a join of more than two inputs",
+                    "join two inputs per INSERT (write the first join into a sink and read it back), or run with --mode batch",
+                ));
+            }
+            if chain.output == OutputMode::Update {
+                return Err(self.unsupported(
+                    &format!("a JOIN whose {side} input is an update-mode aggregate"),
+                    "join append-only inputs (a window aggregate in append mode), or run with --mode batch",
+                ));
+            }
+        }
+        let on_left = |e: &Expr| {
+            let cols = e.column_refs();
+            !cols.is_empty() && cols.iter().all(|c| j.left.schema().has_column(c))
+        };
+        let on_right = |e: &Expr| {
+            let cols = e.column_refs();
+            !cols.is_empty() && cols.iter().all(|c| j.right.schema().has_column(c))
+        };
+        let mut pairs: Vec<(Expr, Expr)> = j.on.clone();
+        let mut rest: Vec<Expr> = vec![];
+        let mut conjuncts: Vec<Expr> = vec![];
+        for e in j.filter.iter().chain(condition) {
+            conjuncts.extend(split_conjunction(e).into_iter().cloned());
+        }
+        for e in conjuncts {
+            match &e {
+                Expr::BinaryExpr(b) if b.op == datafusion::logical_expr::Operator::Eq => {
+                    if on_left(&b.left) && on_right(&b.right) {
+                        pairs.push((*b.left.clone(), *b.right.clone()));
+                        continue;
+                    }
+                    if on_right(&b.left) && on_left(&b.right) {
+                        pairs.push((*b.right.clone(), *b.left.clone()));
+                        continue;
+                    }
+                    rest.push(e.clone());
+                }
+                Expr::Between(b) if !b.negated => {
+                    rest.push(Expr::BinaryExpr(datafusion::logical_expr::BinaryExpr::new(
+                        b.expr.clone(),
+                        datafusion::logical_expr::Operator::GtEq,
+                        b.low.clone(),
+                    )));
+                    rest.push(Expr::BinaryExpr(datafusion::logical_expr::BinaryExpr::new(
+                        b.expr.clone(),
+                        datafusion::logical_expr::Operator::LtEq,
+                        b.high.clone(),
+                    )));
+                }
+                _ => rest.push(e.clone()),
+            }
+        }
+        // A window join: window_start and window_end of both window relations are equal.
+        let window_column = |e: &Expr, plan: &LogicalPlan, name: &str| match e {
+            Expr::Column(c) => trace_column(plan, &c.name).is_some_and(|(table, column)| {
+                column == name && self.def.tvfs.iter().any(|t| t.name == table)
+            }),
+            _ => false,
+        };
+        let window_pair = |name: &str| {
+            pairs
+                .iter()
+                .find(|(l, r)| window_column(l, &j.left, name) && window_column(r, &j.right, name))
+                .cloned()
+        };
+        let mut time = None;
+        if let (Some(_), Some((l, r))) = (window_pair("window_start"), window_pair("window_end")) {
+            time = Some(JoinTime {
+                left: self.physical(&l, &j.left)?,
+                right: self.physical(&r, &j.right)?,
+                lower: 0,
+                upper: 0,
+                window_end: true,
+            });
+        } else {
+            // An interval join: bounds on `left time - right time` from comparisons.
+            let mut bounds: (Option<i64>, Option<i64>) = (None, None);
+            let mut columns: Option<(Expr, Expr)> = None;
+            let mut residual = vec![];
+            let mut used = vec![];
+            for e in rest {
+                match time_bound(&e, &on_left, &on_right) {
+                    Some((l, r, lower, upper))
+                        if columns.as_ref().is_none_or(|(cl, cr)| cl == &l && cr == &r) =>
+                    {
+                        used.push(e.clone());
+                        columns = Some((l, r));
+                        if let Some(v) = lower {
+                            bounds.0 = Some(bounds.0.map_or(v, |b: i64| b.max(v)));
+                        }
+                        if let Some(v) = upper {
+                            bounds.1 = Some(bounds.1.map_or(v, |b: i64| b.min(v)));
+                        }
+                    }
+                    _ => residual.push(e),
+                }
+            }
+            rest = residual;
+            match (columns, bounds) {
+                (Some((l, r)), (Some(lower), Some(upper))) => {
+                    if self.mode == Mode::Stream {
+                        for (plan, e, chain) in [(&j.left, &l, &left), (&j.right, &r, &right)] {
+                            self.check_event_time(plan, e, chain, "an interval join")?;
+                        }
+                    }
+                    if lower > upper {
+                        return Err(Error::Plan(format!(
+                            "the join condition bounds `{l} - {r}` to [{lower} ms, {upper} ms]: no row can match"
+                        )));
+                    }
+                    time = Some(JoinTime {
+                        left: self.physical(&l, &j.left)?,
+                        right: self.physical(&r, &j.right)?,
+                        lower,
+                        upper,
+                        window_end: false,
+                    });
+                }
+                (Some((l, r)), _) if self.mode == Mode::Stream => {
+                    return Err(self.unsupported(
+                        &format!("a join bounding `{l} - {r}` on one side only"),
+                        "an interval join needs both bounds, for example `a.ts BETWEEN b.ts - INTERVAL '1' HOUR AND b.ts`, so that its state can expire",
+                    ))
+                }
+                (Some(_), _) => {
+                    // Batch mode: a one-sided comparison is just a filter.
+                    rest.extend(used);
+                }
+                _ => {}
+            }
+        }
+        if pairs.is_empty() {
+            return Err(self.unsupported(
+                "a JOIN without an equality between its inputs",
+                "join on equal keys (a.id = b.id), or run with --mode batch",
+            ));
+        }
+        if time.is_none() && kind == JoinKind::Left && self.mode == Mode::Stream {
+            let bounded = self
+                .def
+                .table(&right.source)
+                .is_some_and(|t| t.connector() == Some("files"));
+            if !bounded {
+                return Err(self.unsupported(
+                    "a regular LEFT JOIN with an unbounded right input",
+                    "a left row without a match could get one later, which needs a retraction: bound the join in time (an interval or window join), or join a files table (its rows are all known once read)",
+                ));
+            }
+        }
+        if kind == JoinKind::Left && !rest.is_empty() {
+            return Err(self.unsupported(
+                &format!("a LEFT JOIN condition `{}`", rest[0]),
+                "a LEFT JOIN's ON may hold equalities and event-time bounds between the inputs; filter the inputs before the join, or run with --mode batch",
+            ));
+        }
+        let (left_keys, right_keys): (Vec<_>, Vec<_>) = pairs.into_iter().unzip();
+        let spec = JoinSpec {
+            kind,
+            left_keys: left_keys
+                .iter()
+                .map(|e| self.physical(e, &j.left))
+                .collect::<Result<_>>()?,
+            right_keys: right_keys
+                .iter()
+                .map(|e| self.physical(e, &j.right))
+                .collect::<Result<_>>()?,
+            time,
+            right_table: right.source.clone(),
+            left_schema: Arc::new(j.left.schema().as_arrow().clone()),
+            right_schema: Arc::new(j.right.schema().as_arrow().clone()),
+            schema: Arc::new(j.schema.as_arrow().clone()),
+        };
+        let window_join = spec.time.as_ref().is_some_and(|t| t.window_end);
+        let mut chain = left;
+        chain.nodes.push(Node::Join(spec));
+        chain.right = Some(JoinInput {
+            source: right.source,
+            nodes: right.nodes,
+        });
+        if !window_join {
+            chain.window = None;
+        }
+        chain.aggregated = false;
+        let join_plan = LogicalPlan::Join(j.clone());
+        if let Some(predicate) = datafusion::logical_expr::utils::conjunction(rest) {
+            chain.nodes.push(Node::Filter {
+                predicate: self.physical(&predicate, &join_plan)?,
+            });
+        }
+        Ok(chain)
+    }
+
+    /// In stream mode, `e` must be the event-time column of the chain's source, unchanged.
+    fn check_event_time(
+        &self,
+        plan: &LogicalPlan,
+        e: &Expr,
+        chain: &Chain,
+        what: &str,
+    ) -> Result<()> {
+        let watermark = self
+            .def
+            .table(&chain.source)
+            .and_then(|t| t.watermark.as_ref());
+        let traced = match e {
+            Expr::Column(c) => trace_column(plan, &c.name),
+            _ => None,
+        };
+        let ok = !chain.aggregated
+            && matches!((watermark, &traced), (Some(wm), Some((table, column))) if table == &chain.source && column == &wm.column);
+        if ok {
+            Ok(())
+        } else {
+            Err(self.unsupported(
+                &format!("{what} on `{e}`"),
+                &format!(
+                    "in stream mode {what} compares the columns the sources declare their WATERMARK on, unchanged (`{}` of table `{}`)",
+                    watermark.map_or("none", |w| w.column.as_str()),
+                    chain.source
+                ),
+            ))
+        }
+    }
+
     fn lower_tvf(&self, call: &TvfCall) -> Result<Chain> {
         let input = self
             .binder
@@ -912,6 +1175,64 @@ impl Lowering<'_> {
     }
 }
 
+/// `l.time + a <op> r.time + b` (either way round, `BETWEEN` already split): the left and
+/// right time columns and the bounds it puts on `l.time - r.time` (lower, upper), in ms.
+fn time_bound(
+    e: &Expr,
+    on_left: &dyn Fn(&Expr) -> bool,
+    on_right: &dyn Fn(&Expr) -> bool,
+) -> Option<(Expr, Expr, Option<i64>, Option<i64>)> {
+    use datafusion::logical_expr::Operator;
+    let Expr::BinaryExpr(b) = e else { return None };
+    // A column plus or minus a fixed interval.
+    fn term(e: &Expr) -> Option<(Expr, i64)> {
+        let mut e = e;
+        while let Expr::Cast(c) = e {
+            e = &c.expr;
+        }
+        match e {
+            Expr::Column(_) => Some((e.clone(), 0)),
+            Expr::BinaryExpr(b) if matches!(b.op, Operator::Plus | Operator::Minus) => {
+                let (column, offset) = term(&b.left)?;
+                let Expr::Literal(v, _) = b.right.as_ref() else {
+                    return None;
+                };
+                let ms = interval_millis(v)
+                    .or_else(|| interval_millis(&v.arithmetic_negate().ok()?).map(|m| -m))?;
+                Some((
+                    column,
+                    if b.op == Operator::Plus {
+                        offset + ms
+                    } else {
+                        offset - ms
+                    },
+                ))
+            }
+            _ => None,
+        }
+    }
+    let (a, oa) = term(&b.left)?;
+    let (c, oc) = term(&b.right)?;
+    // a + oa op c + oc  ⇔  a - c op oc - oa
+    let (l, r, op, k) = if on_left(&a) && on_right(&c) {
+        (a, c, b.op, oc - oa)
+    } else if on_right(&a) && on_left(&c) {
+        // c - a op' oa - oc with the comparison turned around.
+        (c, a, b.op.swap()?, oa - oc)
+    } else {
+        return None;
+    };
+    let (lower, upper) = match op {
+        Operator::GtEq => (Some(k), None),
+        Operator::Gt => (Some(k + 1), None),
+        Operator::LtEq => (None, Some(k)),
+        Operator::Lt => (None, Some(k - 1)),
+        Operator::Eq => (Some(k), Some(k)),
+        _ => return None,
+    };
+    Some((l, r, lower, upper))
+}
+
 /// Milliseconds of a non-negative interval of fixed length (no months), as OVER frames take.
 fn interval_millis(v: &datafusion::common::ScalarValue) -> Option<i64> {
     use datafusion::common::ScalarValue as S;
@@ -1015,6 +1336,15 @@ fn trace_column(plan: &LogicalPlan, name: &str) -> Option<(String, String)> {
                 _ => None,
             }
         }
+        // Each input's columns pass through a join.
+        LogicalPlan::Join(j) => [&j.left, &j.right].into_iter().find_map(|input| {
+            input
+                .schema()
+                .fields()
+                .iter()
+                .any(|f| f.name() == name)
+                .then(|| trace_column(input, name))?
+        }),
         // The input's columns pass through an OVER.
         LogicalPlan::Window(w) => {
             w.input

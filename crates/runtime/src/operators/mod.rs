@@ -2,6 +2,7 @@
 //! [`flowline_core::Operator`]; [`build`] instantiates one from a plan node.
 
 mod aggregate;
+mod join;
 mod over;
 mod rank;
 mod session;
@@ -13,6 +14,7 @@ use flowline_core::plan::{AggregateSpec, Node, WindowKind};
 use flowline_core::{Operator, Result};
 
 pub use aggregate::WindowAggregate;
+pub use join::StreamJoin;
 pub use over::OverAggregate;
 pub use rank::WindowRank;
 pub use session::SessionAggregate;
@@ -31,6 +33,7 @@ pub fn build(node: &Node, table: &str) -> Result<Box<dyn Operator>> {
         Node::WindowAggregate(spec) => Box::new(WindowAggregate::new(spec.clone(), table)?),
         Node::WindowRank(spec) => Box::new(WindowRank::new(spec.clone(), table)?),
         Node::OverAggregate(spec) => Box::new(OverAggregate::new(spec.clone(), table)?),
+        Node::Join(spec) => Box::new(StreamJoin::new(spec.clone(), table)?),
     })
 }
 

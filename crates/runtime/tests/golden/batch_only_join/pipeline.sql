@@ -1,9 +1,9 @@
--- Queries only batch mode runs (on DataFusion): a LEFT JOIN with a plain GROUP BY, an
--- ORDER BY ... LIMIT, a plain GROUP BY, and a TUMBLE window aggregate sorted by ORDER BY (the
--- window relation is materialized for DataFusion; no WATERMARK is needed in batch mode). The
--- last INSERT is streamable and runs on the dataflow, from the same single read of `orders`.
--- Stream mode must refuse the whole pipeline at plan time, naming the JOIN of the first INSERT,
--- before any output is written.
+-- Queries only batch mode runs (on DataFusion): an ORDER BY ... LIMIT and a TUMBLE window
+-- aggregate sorted by ORDER BY (the window relation is materialized for DataFusion; no
+-- WATERMARK is needed in batch mode). The LEFT JOIN with a dimension table and a plain GROUP
+-- BY, the plain GROUP BY and the last INSERT run on the dataflow, from the same single read of
+-- `orders`. Stream mode must refuse the whole pipeline at plan time, naming the LIMIT of the
+-- second INSERT, before any output is written.
 CREATE TABLE orders (
   order_id   BIGINT,
   store_id   STRING,
