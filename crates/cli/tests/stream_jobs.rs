@@ -18,6 +18,9 @@ const BASE: i64 = 1_700_000_000_000;
 /// The session gap of [`pipeline`]'s session aggregate: a user's events are 70 ms apart on
 /// average, with up to 300 ms of disorder, so sessions both break and merge.
 const SESSION_GAP_MS: i64 = 150;
+/// The self interval join of [`pipeline`]: pairs of a user's events, the first at most this
+/// many ms before the second (each event pairs with itself too).
+const PAIR_MS: i64 = 20;
 
 fn pipeline(dir: &Path, name: &str, out: &str, window: &str) -> PathBuf {
     let path = dir.join(format!("{name}.sql"));
@@ -36,6 +39,8 @@ fn pipeline(dir: &Path, name: &str, out: &str, window: &str) -> PathBuf {
              ) WITH ('connector' = 'files', 'path' = '{out}', 'format' = 'json');
              CREATE TABLE sessions WITH ('connector' = 'files', 'path' = '{out}_sessions',
                'format' = 'json');
+             CREATE TABLE pairs WITH ('connector' = 'files', 'path' = '{out}_pairs',
+               'format' = 'json');
              INSERT INTO totals
              SELECT window_start, window_end, user_id, COUNT(*) AS n, SUM(amount) AS total
              FROM TABLE(TUMBLE(TABLE events, DESCRIPTOR(ts), INTERVAL '{window}' SECOND))
@@ -44,7 +49,11 @@ fn pipeline(dir: &Path, name: &str, out: &str, window: &str) -> PathBuf {
              SELECT window_start, window_end, user_id, COUNT(*) AS n, SUM(amount) AS total
              FROM TABLE(SESSION(TABLE events PARTITION BY user_id, DESCRIPTOR(ts),
                                 INTERVAL '{SESSION_GAP_MS}' MILLISECOND))
-             GROUP BY window_start, window_end, user_id;\n"
+             GROUP BY window_start, window_end, user_id;
+             INSERT INTO pairs
+             SELECT a.user_id, a.ts AS a_ts, b.ts AS b_ts, a.amount AS a_amount
+             FROM events a JOIN events b ON a.user_id = b.user_id
+              AND a.ts BETWEEN b.ts - INTERVAL '{PAIR_MS}' MILLISECOND AND b.ts;\n"
         ),
     )
     .unwrap();
@@ -213,6 +222,58 @@ fn expected_sessions(n: u64) -> BTreeMap<(i64, i64, String), (i64, i64)> {
         }
     }
     out
+}
+
+type Pairs = BTreeMap<(String, i64, i64, i64), usize>;
+
+/// The expected self-join pairs of events `0..n`: (user, a time, b time, a amount) → count.
+fn expected_pairs(n: u64) -> Pairs {
+    let mut by_user: BTreeMap<String, Vec<(i64, i64)>> = BTreeMap::new();
+    for i in 0..n {
+        let (user, amount, ts) = event(i);
+        by_user.entry(user).or_default().push((ts, amount));
+    }
+    let mut out = Pairs::new();
+    for (user, events) in by_user {
+        for &(a, amount) in &events {
+            for &(b, _) in &events {
+                if b - PAIR_MS <= a && a <= b {
+                    *out.entry((user.clone(), a, b, amount)).or_default() += 1;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Every published pair under `out`, counted.
+fn pair_results(out: &Path) -> Pairs {
+    let mut rows = Pairs::new();
+    let Ok(entries) = std::fs::read_dir(out) else {
+        return rows;
+    };
+    let ms = |v: &Value| {
+        chrono::NaiveDateTime::parse_from_str(v.as_str().unwrap(), "%Y-%m-%dT%H:%M:%S%.f")
+            .unwrap()
+            .and_utc()
+            .timestamp_millis()
+    };
+    for f in entries.flatten().map(|e| e.path()) {
+        if !f.is_file() || f.file_name().unwrap().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        for line in std::fs::read_to_string(&f).unwrap().lines() {
+            let v: Value = serde_json::from_str(line).unwrap();
+            let key = (
+                v["user_id"].as_str().unwrap().to_string(),
+                ms(&v["a_ts"]),
+                ms(&v["b_ts"]),
+                v["a_amount"].as_i64().unwrap(),
+            );
+            *rows.entry(key).or_default() += 1;
+        }
+    }
+    rows
 }
 
 /// Every published session row under `out`, as (start, end, user) → (n, total); panics on a
@@ -395,6 +456,16 @@ fn kill_9_at_random_moments_loses_and_doubles_nothing() {
     let mut sessions = session_results(&dir.join("out_sessions"));
     sessions.retain(|(_, _, user), _| user != "closer");
     assert_eq!(sessions, expected_sessions(EVENTS), "sessions");
+    // So did the self interval join's kept rows: every pair exactly once.
+    let mut pairs = pair_results(&dir.join("out_pairs"));
+    pairs.retain(|(user, ..), _| user != "closer");
+    let want_pairs = expected_pairs(EVENTS);
+    assert!(want_pairs.len() > EVENTS as usize, "the join must find more than self pairs");
+    if pairs != want_pairs {
+        let missing = want_pairs.iter().filter(|(k, v)| pairs.get(*k) != Some(*v)).count();
+        let extra = pairs.iter().filter(|(k, v)| want_pairs.get(*k) != Some(*v)).count();
+        panic!("self join: {missing} pairs missing or miscounted, {extra} unexpected");
+    }
     // The output was committed over many checkpoints (files are named by epoch), so the kills
     // really interrupted a job that was making progress.
     let epochs: std::collections::BTreeSet<String> = std::fs::read_dir(dir.join("out"))

@@ -180,6 +180,13 @@ FROM (
   FROM events
   WINDOW w AS (PARTITION BY k ORDER BY ts RANGE BETWEEN INTERVAL '{slide}' SECOND PRECEDING AND CURRENT ROW)
 );
+
+CREATE TABLE join_out WITH ('connector' = 'files', 'path' = 'out/join', 'format' = 'csv');
+
+INSERT INTO join_out
+SELECT a.id AS a_id, b.id AS b_id
+FROM events a JOIN events b
+  ON a.k = b.k AND a.ts BETWEEN b.ts - INTERVAL '{slide}' SECOND AND b.ts;
 "
     );
     fs::write(dir.join("pipeline.sql"), sql).unwrap();
@@ -216,6 +223,8 @@ struct Outcome {
     /// Per row: id, k, ts, then over RANGE (HOP slide) PRECEDING per k: COUNT(*), SUM(qty),
     /// MAX(amount); then SUM(qty) over the 2 preceding rows and the current one.
     over: Vec<Vec<String>>,
+    /// A self interval join: (a id, b id) with equal keys, a at most a HOP slide before b.
+    join: Vec<Vec<String>>,
     rejects: Vec<Value>,
 }
 
@@ -280,6 +289,7 @@ fn run_with(
     let session = read_sink(&dir.join("out/session"));
     let topn = read_sink(&dir.join("out/topn"));
     let over = read_sink(&dir.join("out/over"));
+    let join = read_sink(&dir.join("out/join"));
     let rejects = read_rejects(&report.rejects_path, Some(&report.run_id)).unwrap();
     assert_eq!(
         report.rows_written.get("tumble_out"),
@@ -300,6 +310,7 @@ fn run_with(
         session,
         topn,
         over,
+        join,
         rejects,
     }
 }
@@ -580,6 +591,29 @@ fn over_model(
     out
 }
 
+/// The join sink's expected pairs among the events `keep` accepts, sorted.
+fn join_model(events: &[Event], range: i64, keep: impl Fn(usize) -> bool) -> Vec<(usize, usize)> {
+    let mut out = vec![];
+    for (a, ea) in events.iter().enumerate().filter(|(i, _)| keep(*i)) {
+        for (b, eb) in events.iter().enumerate().filter(|(i, _)| keep(*i)) {
+            if ea.key == eb.key && eb.t - range <= ea.t && ea.t <= eb.t {
+                out.push((a, b));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn parse_join(rows: &[Vec<String>]) -> Vec<(usize, usize)> {
+    let mut out: Vec<(usize, usize)> = rows
+        .iter()
+        .map(|r| (r[0].parse().unwrap(), r[1].parse().unwrap()))
+        .collect();
+    out.sort();
+    out
+}
+
 /// The OVER sink's rows by id, checking each row's key and time against its event.
 fn parse_over(rows: &[Vec<String>], events: &[Event]) -> BTreeMap<usize, [i128; 4]> {
     let mut out = BTreeMap::new();
@@ -660,7 +694,7 @@ struct LateRow {
 fn late_rows(rejects: &[Value]) -> Vec<LateRow> {
     rejects
         .iter()
-        .filter(|r| r["sink"] != "over_out")
+        .filter(|r| r["sink"] != "over_out" && r["sink"] != "join_out")
         .map(|r| {
             assert_eq!(r["reason"], "late", "unexpected reject {r}");
             let window = r["window"].as_array().expect("late reject has a window");
@@ -931,6 +965,12 @@ proptest! {
         );
         prop_assert_eq!(sorted(&stream.topn), sorted(&batch.topn), "Top-N stream vs batch");
         prop_assert_eq!(&stream.over, &batch.over, "OVER stream vs batch (rows in the same order)");
+        prop_assert_eq!(parse_join(&stream.join), parse_join(&batch.join), "interval join stream vs batch");
+        prop_assert_eq!(
+            parse_join(&batch.join),
+            join_model(&s.events, s.hop_min.0 * MINUTE, |_| true),
+            "interval join batch vs model"
+        );
         prop_assert_eq!(
             parse_over(&batch.over, &s.events),
             over_model(&s.events, s.hop_min.0 * MINUTE, |_| true),
@@ -1025,9 +1065,31 @@ proptest! {
             over_model(&s.events, s.hop_min.0 * MINUTE, |_| true),
             "OVER batch vs model"
         );
+        // The self join rejects a late row on each of its inputs; it joins exactly the rest.
+        let join_rejects: Vec<usize> = stream
+            .rejects
+            .iter()
+            .filter(|r| r["sink"] == "join_out")
+            .map(|r| {
+                assert_eq!(r["reason"], "late", "{r}");
+                let raw: Value = match &r["raw"] {
+                    Value::String(s) => serde_json::from_str(s).expect("raw is JSON"),
+                    v => v.clone(),
+                };
+                raw["id"].as_u64().expect("raw has id") as usize
+            })
+            .collect();
+        let join_late: BTreeSet<usize> = join_rejects.iter().copied().collect();
+        prop_assert_eq!(join_rejects.len(), 2 * join_late.len(), "one reject per input");
+        prop_assert!(join_late.is_subset(&possible), "join rejected rows within the delay: {:?}", join_late);
+        prop_assert_eq!(
+            parse_join(&stream.join),
+            join_model(&s.events, s.hop_min.0 * MINUTE, |id| !join_late.contains(&id)),
+            "interval join stream vs model of accepted rows"
+        );
         prop_assert_eq!(
             stream.report.rejects.get("late").copied().unwrap_or(0),
-            (late.len() + over_late.len()) as u64
+            (late.len() + over_late.len() + join_rejects.len()) as u64
         );
         let mut rejected_tumble = BTreeSet::new();
         let mut rejected_hop = BTreeSet::new();
