@@ -460,10 +460,19 @@ fn kill_9_at_random_moments_loses_and_doubles_nothing() {
     let mut pairs = pair_results(&dir.join("out_pairs"));
     pairs.retain(|(user, ..), _| user != "closer");
     let want_pairs = expected_pairs(EVENTS);
-    assert!(want_pairs.len() > EVENTS as usize, "the join must find more than self pairs");
+    assert!(
+        want_pairs.len() > EVENTS as usize,
+        "the join must find more than self pairs"
+    );
     if pairs != want_pairs {
-        let missing = want_pairs.iter().filter(|(k, v)| pairs.get(*k) != Some(*v)).count();
-        let extra = pairs.iter().filter(|(k, v)| want_pairs.get(*k) != Some(*v)).count();
+        let missing = want_pairs
+            .iter()
+            .filter(|(k, v)| pairs.get(*k) != Some(*v))
+            .count();
+        let extra = pairs
+            .iter()
+            .filter(|(k, v)| want_pairs.get(*k) != Some(*v))
+            .count();
         panic!("self join: {missing} pairs missing or miscounted, {extra} unexpected");
     }
     // The output was committed over many checkpoints (files are named by epoch), so the kills
