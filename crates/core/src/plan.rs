@@ -92,6 +92,10 @@ pub enum Node {
     /// Joins the chain's rows (left) with the rows of [`InsertPlan::right`]: equal keys and,
     /// for interval and window joins, times within bounds, with state expired by the watermark.
     Join(JoinSpec),
+    /// `ROW_NUMBER() OVER (PARTITION BY keys ORDER BY <event time> [DESC]) ... WHERE rn = 1`
+    /// without a window: deduplication, keeping the first (append) or the last (update, keyed
+    /// by the partition) row of each key in event time.
+    Deduplicate(DedupSpec),
 }
 
 impl Node {
@@ -104,6 +108,7 @@ impl Node {
             Node::WindowRank(_) => "window-rank",
             Node::OverAggregate(_) => "over-aggregate",
             Node::Join(_) => "join",
+            Node::Deduplicate(_) => "deduplicate",
         }
     }
 }
@@ -294,5 +299,17 @@ pub struct JoinSpec {
     pub left_schema: SchemaRef,
     pub right_schema: SchemaRef,
     /// The left columns, then the right columns.
+    pub schema: SchemaRef,
+}
+
+/// Deduplication (see [`Node::Deduplicate`]).
+#[derive(Debug, Clone)]
+pub struct DedupSpec {
+    pub partition: Vec<Arc<dyn PhysicalExpr>>,
+    /// The `ORDER BY` column: the source's event time.
+    pub time: Arc<dyn PhysicalExpr>,
+    /// `ORDER BY time DESC`: keep each key's latest row (update mode), else its first (append).
+    pub keep_last: bool,
+    /// The input's columns, then the row number (always 1).
     pub schema: SchemaRef,
 }

@@ -1368,7 +1368,9 @@ fn used_columns(plan: &InsertPlan) -> Option<BTreeSet<usize>> {
                 return Some(used);
             }
             // Passes every column on to what follows.
-            Node::WindowRank(_) | Node::OverAggregate(_) | Node::Join(_) => return None,
+            Node::WindowRank(_) | Node::OverAggregate(_) | Node::Join(_) | Node::Deduplicate(_) => {
+                return None
+            }
         }
     }
     None
@@ -1636,6 +1638,16 @@ fn describe(node: &Node) -> String {
                 0 => String::new(),
                 ms => format!(", late rows accepted for {ms} ms after a window ends"),
             }
+        ),
+        Node::Deduplicate(spec) => format!(
+            "deduplicate partition by [{}]: keep the {} row by {}",
+            spec.partition
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            if spec.keep_last { "last" } else { "first" },
+            spec.time
         ),
         Node::Join(spec) => format!(
             "{} join on [{}]{}",

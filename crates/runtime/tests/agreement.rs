@@ -187,6 +187,13 @@ INSERT INTO join_out
 SELECT a.id AS a_id, b.id AS b_id
 FROM events a JOIN events b
   ON a.k = b.k AND a.ts BETWEEN b.ts - INTERVAL '{slide}' SECOND AND b.ts;
+
+CREATE TABLE last_out WITH ('connector' = 'files', 'path' = 'out/last', 'format' = 'csv');
+
+INSERT INTO last_out
+SELECT k, id FROM (
+  SELECT k, id, ROW_NUMBER() OVER (PARTITION BY k ORDER BY ts DESC) AS rn FROM events
+) WHERE rn = 1;
 "
     );
     fs::write(dir.join("pipeline.sql"), sql).unwrap();
@@ -225,6 +232,8 @@ struct Outcome {
     over: Vec<Vec<String>>,
     /// A self interval join: (a id, b id) with equal keys, a at most a HOP slide before b.
     join: Vec<Vec<String>>,
+    /// Each key's latest row (k, id): update mode in stream mode.
+    last: Vec<Vec<String>>,
     rejects: Vec<Value>,
 }
 
@@ -290,6 +299,7 @@ fn run_with(
     let topn = read_sink(&dir.join("out/topn"));
     let over = read_sink(&dir.join("out/over"));
     let join = read_sink(&dir.join("out/join"));
+    let last = read_sink(&dir.join("out/last"));
     let rejects = read_rejects(&report.rejects_path, Some(&report.run_id)).unwrap();
     assert_eq!(
         report.rows_written.get("tumble_out"),
@@ -311,6 +321,7 @@ fn run_with(
         topn,
         over,
         join,
+        last,
         rejects,
     }
 }
@@ -694,7 +705,9 @@ struct LateRow {
 fn late_rows(rejects: &[Value]) -> Vec<LateRow> {
     rejects
         .iter()
-        .filter(|r| r["sink"] != "over_out" && r["sink"] != "join_out")
+        .filter(|r| {
+            !["over_out", "join_out", "last_out"].contains(&r["sink"].as_str().unwrap_or(""))
+        })
         .map(|r| {
             assert_eq!(r["reason"], "late", "unexpected reject {r}");
             let window = r["window"].as_array().expect("late reject has a window");
@@ -966,6 +979,22 @@ proptest! {
         prop_assert_eq!(sorted(&stream.topn), sorted(&batch.topn), "Top-N stream vs batch");
         prop_assert_eq!(&stream.over, &batch.over, "OVER stream vs batch (rows in the same order)");
         prop_assert_eq!(parse_join(&stream.join), parse_join(&batch.join), "interval join stream vs batch");
+        // Keep-last deduplication: batch writes each key's latest row (by time, then arrival);
+        // stream mode's updates, upserted by key, end there too.
+        let mut latest: BTreeMap<String, (i64, usize)> = BTreeMap::new();
+        for (id, e) in s.events.iter().enumerate() {
+            let slot = latest.entry(KEYS[e.key].to_string()).or_insert((e.t, id));
+            if (e.t, id) >= *slot {
+                *slot = (e.t, id);
+            }
+        }
+        let want: BTreeMap<Vec<String>, Vec<String>> = latest
+            .iter()
+            .map(|(k, (_, id))| (vec![k.clone()], vec![k.clone(), id.to_string()]))
+            .collect();
+        prop_assert_eq!(batch.last.len(), want.len(), "batch: one row per key");
+        prop_assert_eq!(&upsert(&batch.last, &[0]), &want, "keep-last batch vs model");
+        prop_assert_eq!(&upsert(&stream.last, &[0]), &want, "keep-last stream upserted vs model");
         prop_assert_eq!(
             parse_join(&batch.join),
             join_model(&s.events, s.hop_min.0 * MINUTE, |_| true),
@@ -1089,7 +1118,10 @@ proptest! {
         );
         prop_assert_eq!(
             stream.report.rejects.get("late").copied().unwrap_or(0),
-            (late.len() + over_late.len() + join_rejects.len()) as u64
+            (late.len()
+                + over_late.len()
+                + join_rejects.len()
+                + stream.rejects.iter().filter(|r| r["sink"] == "last_out").count()) as u64
         );
         let mut rejected_tumble = BTreeSet::new();
         let mut rejected_hop = BTreeSet::new();

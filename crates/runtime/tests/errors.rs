@@ -810,6 +810,35 @@ async fn stream_mode_ranks_only_per_window() {
          WHERE rn <= 3;\n"
     );
     refused_in_stream_mode(&unbounded, "without a window in its PARTITION BY", "out").await;
+    // Top-1 by a non-time column over a whole stream is never final either.
+    let top1 = format!(
+        "{ORDERS}{OUT}INSERT INTO out\n\
+         SELECT * FROM (SELECT order_id, store_id, ROW_NUMBER() OVER (PARTITION BY store_id ORDER BY amount DESC) AS rn FROM orders)\n\
+         WHERE rn = 1;\n"
+    );
+    refused_in_stream_mode(&top1, "a Top-1 over a whole stream ordered by", "out").await;
+    // Keeping each key's last row is update mode: refused when append is asked for.
+    let last = format!(
+        "{ORDERS}{OUT}INSERT INTO out\n\
+         SELECT order_id, store_id FROM (SELECT order_id, store_id, ROW_NUMBER() OVER (PARTITION BY store_id ORDER BY ordered_at DESC) AS rn FROM orders)\n\
+         WHERE rn = 1;\n"
+    );
+    let err = fails_with(
+        &last,
+        RunOptions {
+            mode: Some(Mode::Stream),
+            output_mode: Some(flowline_runtime::OutputMode::Append),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_mentions(
+        &err,
+        &[
+            "keeping the last row per key in append mode",
+            "update output mode",
+        ],
+    );
 }
 
 #[tokio::test]

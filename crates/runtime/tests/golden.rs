@@ -63,6 +63,7 @@ golden_cases!(
     window_top_n,
     over_velocity,
     stream_joins,
+    deduplicate,
     aggregates_parquet,
     stateless_functions,
     view_two_sinks,

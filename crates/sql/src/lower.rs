@@ -28,9 +28,9 @@ use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionContext;
 use flowline_core::plan::{
-    AggregateCall, AggregateFunction, AggregateSpec, InsertPlan, JoinInput, JoinKind, JoinSpec,
-    JoinTime, Node, OutputMode, OverFrame, OverSpec, RankFunction, RankSpec, WindowColumns,
-    WindowKind, WindowSpec,
+    AggregateCall, AggregateFunction, AggregateSpec, DedupSpec, InsertPlan, JoinInput, JoinKind,
+    JoinSpec, JoinTime, Node, OutputMode, OverFrame, OverSpec, RankFunction, RankSpec,
+    WindowColumns, WindowKind, WindowSpec,
 };
 use flowline_core::{Error, Result};
 
@@ -146,6 +146,8 @@ struct Lowering<'a> {
     mode: Mode,
     output: Option<OutputMode>,
     allowed_lateness: i64,
+    /// The rank limit of the filter being lowered (`rn = 1`), for the ranking below it.
+    rank_limit: std::cell::Cell<Option<u64>>,
 }
 
 /// Lowers one bound insert to a dataflow chain, or explains what is not supported (see the
@@ -164,6 +166,7 @@ pub fn lower_insert(
         mode: options.mode,
         output: options.output,
         allowed_lateness: options.allowed_lateness,
+        rank_limit: std::cell::Cell::new(None),
     };
     let chain = l.lower(&insert.plan).and_then(|chain| {
         let session = chain
@@ -314,7 +317,19 @@ impl Lowering<'_> {
                         return self.lower_join(j, Some(&f.predicate));
                     }
                 }
+                let limit = rank_limit(&f.predicate, &f.input);
+                self.rank_limit.set(limit);
                 let mut chain = self.lower(&f.input)?;
+                self.rank_limit.set(None);
+                let below = chain
+                    .nodes
+                    .iter()
+                    .rev()
+                    .find(|n| !matches!(n, Node::Project { .. }));
+                if limit.is_some() && matches!(below, Some(Node::Deduplicate(_))) {
+                    // Every row a deduplication emits is number 1.
+                    return Ok(chain);
+                }
                 if chain.output == OutputMode::Update {
                     return Err(self.unsupported(
                         &format!("a filter after a GROUP BY in update mode (`{}`)", f.predicate),
@@ -597,6 +612,10 @@ impl Lowering<'_> {
                 _ => None,
             }
         });
+        let limit = self.rank_limit.take();
+        if bound.is_none() && rank == RankFunction::RowNumber && limit == Some(1) {
+            return self.lower_dedup(w, params, chain);
+        }
         let Some((bound, end_offset)) = bound else {
             return Err(self.unsupported(
                 &format!("`{expr}` without a window in its PARTITION BY"),
@@ -628,6 +647,70 @@ impl Lowering<'_> {
             window_column: self.physical(bound, &w.input)?,
             end_offset,
             limit: None,
+            schema: Arc::new(w.schema.as_arrow().clone()),
+        }));
+        Ok(chain)
+    }
+
+    /// `ROW_NUMBER() OVER (PARTITION BY keys ORDER BY <event time> [DESC]) ... WHERE rn = 1`:
+    /// deduplication (see [`Node::Deduplicate`]).
+    fn lower_dedup(
+        &self,
+        w: &datafusion::logical_expr::Window,
+        params: &datafusion::logical_expr::expr::WindowFunctionParams,
+        mut chain: Chain,
+    ) -> Result<Chain> {
+        let hint = "deduplicate with ROW_NUMBER() OVER (PARTITION BY keys ORDER BY <event time> [ASC | DESC]) ... WHERE rn = 1";
+        let [order] = params.order_by.as_slice() else {
+            return Err(
+                self.unsupported("a deduplication without exactly one ORDER BY column", hint)
+            );
+        };
+        let time_type =
+            datafusion::logical_expr::ExprSchemable::get_type(&order.expr, w.input.schema())?;
+        if !matches!(time_type, arrow::datatypes::DataType::Timestamp(..)) {
+            return Err(self.unsupported(
+                &format!("a Top-1 over a whole stream ordered by `{}`", order.expr),
+                &format!("{hint}; a ranking by other columns over an unbounded stream never ends: rank per window, or run with --mode batch"),
+            ));
+        }
+        if params.partition_by.is_empty() {
+            return Err(self.unsupported("a deduplication without PARTITION BY", hint));
+        }
+        if self.mode == Mode::Stream {
+            self.check_event_time(&w.input, &order.expr, &chain, "a deduplication")?;
+        }
+        let keep_last = !order.asc;
+        let mut key = vec![];
+        for p in &params.partition_by {
+            match p {
+                Expr::Column(c) => key.push(vec![w.input.schema().index_of_column(c)?]),
+                other => {
+                    return Err(self.unsupported(
+                        &format!("a deduplication partitioned by `{other}`"),
+                        "partition by columns (compute keys in a view first)",
+                    ))
+                }
+            }
+        }
+        if keep_last && self.mode == Mode::Stream {
+            if self.output == Some(OutputMode::Append) {
+                return Err(self.unsupported(
+                    "keeping the last row per key in append mode",
+                    "a key's last row is never final in a stream: use the update output mode (rows keyed by the PARTITION BY columns), or keep the first row (ORDER BY ts ASC)",
+                ));
+            }
+            chain.output = OutputMode::Update;
+            chain.key = key;
+        }
+        chain.nodes.push(Node::Deduplicate(DedupSpec {
+            partition: params
+                .partition_by
+                .iter()
+                .map(|p| self.physical(p, &w.input))
+                .collect::<Result<_>>()?,
+            time: self.physical(&order.expr, &w.input)?,
+            keep_last,
             schema: Arc::new(w.schema.as_arrow().clone()),
         }));
         Ok(chain)

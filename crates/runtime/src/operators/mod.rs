@@ -2,6 +2,7 @@
 //! [`flowline_core::Operator`]; [`build`] instantiates one from a plan node.
 
 mod aggregate;
+mod dedup;
 mod join;
 mod over;
 mod rank;
@@ -14,6 +15,7 @@ use flowline_core::plan::{AggregateSpec, Node, WindowKind};
 use flowline_core::{Operator, Result};
 
 pub use aggregate::WindowAggregate;
+pub use dedup::Deduplicate;
 pub use join::StreamJoin;
 pub use over::OverAggregate;
 pub use rank::WindowRank;
@@ -34,6 +36,7 @@ pub fn build(node: &Node, table: &str) -> Result<Box<dyn Operator>> {
         Node::WindowRank(spec) => Box::new(WindowRank::new(spec.clone(), table)?),
         Node::OverAggregate(spec) => Box::new(OverAggregate::new(spec.clone(), table)?),
         Node::Join(spec) => Box::new(StreamJoin::new(spec.clone(), table)?),
+        Node::Deduplicate(spec) => Box::new(Deduplicate::new(spec.clone(), table)?),
     })
 }
 

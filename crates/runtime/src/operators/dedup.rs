@@ -1,0 +1,445 @@
+//! Deduplication: `ROW_NUMBER() OVER (PARTITION BY keys ORDER BY ts [DESC]) AS rn ... WHERE
+//! rn = 1` over a whole stream.
+//!
+//! Rows wait until the watermark passes their time, then are taken in (time, arrival) order:
+//! * keep first (`ORDER BY ts`): a key's first row is emitted, once; later rows of the key are
+//!   dropped (that is the query's meaning, not a loss). State: the keys seen.
+//! * keep last (`ORDER BY ts DESC`): each key's newest row replaces the kept one; after each
+//!   watermark the keys whose row changed are emitted (update mode: a downstream upsert by the
+//!   key holds each key's latest row). State: one row per key.
+//!
+//! Invariants: results depend only on the rows and their arrival order, never on batch sizes
+//! or watermark timing; a row arriving at or before the watermark is rejected as `late` (the
+//! key's answer may already be out).
+//!
+//! Checkpoints: a frame of the [`codec`](crate::codec) (tag `FDDP`, version 1): the layout,
+//! the watermark, then two Arrow IPC streams: the waiting rows, and the kept keys (the kept row
+//! for keep-last, with its time and key).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, BinaryArray, BooleanArray, Int64Array, RecordBatch, UInt32Array,
+    UInt64Array,
+};
+use arrow::compute::{concat_batches, filter_record_batch, take};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::row::{OwnedRow, RowConverter, SortField};
+use flowline_core::plan::DedupSpec;
+use flowline_core::{Error, Message, Operator, Output, Reject, RejectReason, Result, Watermark};
+
+use crate::codec::{batch_from_ipc, batch_to_ipc, Decoder, Encoder};
+use crate::operators::window::millis;
+use crate::rows::rows_as_json;
+
+const MAGIC: [u8; 4] = *b"FDDP";
+const VERSION: u8 = 1;
+const CHECKPOINT: &str = "deduplicate checkpoint";
+
+/// What is kept per key: the time of its row, and for keep-last the row.
+struct KeptRow {
+    time: i64,
+    row: Option<OwnedRow>,
+}
+
+pub struct Deduplicate {
+    spec: DedupSpec,
+    table_name: String,
+    input: SchemaRef,
+    rows: RowConverter,
+    waiting: Vec<RecordBatch>,
+    waiting_bytes: usize,
+    kept: HashMap<Vec<u8>, KeptRow>,
+    kept_bytes: usize,
+    watermark: Watermark,
+    layout: String,
+}
+
+impl Deduplicate {
+    pub fn new(spec: DedupSpec, table_name: &str) -> Result<Self> {
+        let n = spec.schema.fields().len() - 1;
+        let input: SchemaRef = Arc::new(Schema::new(spec.schema.fields()[..n].to_vec()));
+        let rows = RowConverter::new(
+            input
+                .fields()
+                .iter()
+                .map(|f| SortField::new(f.data_type().clone()))
+                .collect(),
+        )?;
+        let layout = format!(
+            "keep {}; input {:?}; partition {}",
+            if spec.keep_last { "last" } else { "first" },
+            input
+                .fields()
+                .iter()
+                .map(|f| f.data_type().clone())
+                .collect::<Vec<_>>(),
+            spec.partition.len()
+        );
+        Ok(Deduplicate {
+            spec,
+            table_name: table_name.to_string(),
+            input,
+            rows,
+            waiting: vec![],
+            waiting_bytes: 0,
+            kept: HashMap::new(),
+            kept_bytes: 0,
+            watermark: Watermark::MIN,
+            layout,
+        })
+    }
+
+    fn times(&self, batch: &RecordBatch) -> Result<arrow::array::TimestampMillisecondArray> {
+        millis(
+            &self
+                .spec
+                .time
+                .evaluate(batch)?
+                .into_array(batch.num_rows())?,
+        )
+    }
+
+    fn on_batch(&mut self, batch: RecordBatch, out: &mut Output) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let times = self.times(&batch)?;
+        let wm = self.watermark.0;
+        let mut rejected: Vec<(usize, RejectReason)> = vec![];
+        let keep: BooleanArray = (0..batch.num_rows())
+            .map(|i| {
+                let reason = if times.is_null(i) {
+                    Some(RejectReason::MissingEventTime)
+                } else if wm != i64::MIN && times.value(i) <= wm {
+                    Some(RejectReason::Late)
+                } else {
+                    None
+                };
+                if let Some(r) = reason {
+                    rejected.push((i, r));
+                }
+                Some(reason.is_none())
+            })
+            .collect();
+        let raws = rows_as_json(&batch, &rejected.iter().map(|r| r.0).collect::<Vec<_>>())?;
+        for ((_, reason), raw) in rejected.iter().zip(raws) {
+            out.reject(Reject {
+                reason: *reason,
+                detail: match reason {
+                    RejectReason::Late => format!(
+                        "rows after its time were already deduplicated when the watermark passed {}",
+                        self.watermark.display()
+                    ),
+                    _ => format!("`{}` is NULL, so the row has no place in time", self.spec.time),
+                },
+                table: self.table_name.clone(),
+                sink: None,
+                file: None,
+                line: None,
+                raw,
+                window: None,
+                watermark: Some(self.watermark.display()),
+            });
+        }
+        let batch = if rejected.is_empty() {
+            batch
+        } else {
+            filter_record_batch(&batch, &keep)?
+        };
+        if batch.num_rows() > 0 {
+            self.waiting_bytes += batch.get_array_memory_size();
+            self.waiting.push(batch);
+        }
+        Ok(())
+    }
+
+    fn fire(&mut self, out: &mut Output) -> Result<()> {
+        let w = self.watermark.0;
+        if self.waiting.is_empty() {
+            return Ok(());
+        }
+        let rows = concat_batches(&self.input, &self.waiting)?;
+        let times = self.times(&rows)?;
+        let due: BooleanArray = times.iter().map(|t| t.map(|t| t <= w)).collect();
+        if due.true_count() == 0 {
+            return Ok(());
+        }
+        let mut order: Vec<u32> = (0..rows.num_rows() as u32)
+            .filter(|&i| due.value(i as usize))
+            .collect();
+        order.sort_by_key(|&i| times.value(i as usize));
+        let rest = filter_record_batch(&rows, &arrow::compute::not(&due)?)?;
+        self.waiting = vec![];
+        self.waiting_bytes = 0;
+        if rest.num_rows() > 0 {
+            self.waiting_bytes = rest.get_array_memory_size();
+            self.waiting.push(rest);
+        }
+        let n = rows.num_rows();
+        let partition: Vec<ArrayRef> = self
+            .spec
+            .partition
+            .iter()
+            .map(|e| e.evaluate(&rows)?.into_array(n))
+            .collect::<Result<_, _>>()?;
+        let keys = RowConverter::new(
+            partition
+                .iter()
+                .map(|c| SortField::new(c.data_type().clone()))
+                .collect(),
+        )?
+        .convert_columns(&partition)?;
+        if self.spec.keep_last {
+            let encoded = self.rows.convert_columns(rows.columns())?;
+            // Keys changed by this watermark, in the order of their newest row.
+            let mut changed: Vec<(i64, usize, Vec<u8>)> = vec![];
+            for (pos, &i) in order.iter().enumerate() {
+                let i = i as usize;
+                let key = keys.row(i).as_ref().to_vec();
+                let t = times.value(i);
+                let row = encoded.row(i).owned();
+                let size = row.as_ref().len();
+                match self.kept.get_mut(&key) {
+                    Some(k) if k.time > t => continue,
+                    Some(k) => {
+                        self.kept_bytes += size;
+                        self.kept_bytes -= k.row.as_ref().map_or(0, |r| r.as_ref().len());
+                        k.time = t;
+                        k.row = Some(row);
+                    }
+                    None => {
+                        self.kept_bytes += size + key.len() + 48;
+                        self.kept.insert(
+                            key.clone(),
+                            KeptRow {
+                                time: t,
+                                row: Some(row),
+                            },
+                        );
+                    }
+                }
+                changed.push((t, pos, key));
+            }
+            // The last change of each key, in (time, arrival) order.
+            let mut last: HashMap<&[u8], usize> = HashMap::new();
+            for (j, c) in changed.iter().enumerate() {
+                last.insert(&c.2, j);
+            }
+            let mut emit: Vec<usize> = last.into_values().collect();
+            emit.sort();
+            let rows_out: Vec<&OwnedRow> = emit
+                .iter()
+                .filter_map(|&j| self.kept.get(&changed[j].2)?.row.as_ref())
+                .collect();
+            if !rows_out.is_empty() {
+                let columns = self.rows.convert_rows(rows_out.iter().map(|r| r.row()))?;
+                self.emit(columns, out)?;
+            }
+        } else {
+            let mut first = vec![];
+            for &i in &order {
+                let key = keys.row(i as usize).as_ref().to_vec();
+                if self.kept.contains_key(&key) {
+                    continue;
+                }
+                self.kept_bytes += key.len() + 48;
+                self.kept.insert(
+                    key,
+                    KeptRow {
+                        time: times.value(i as usize),
+                        row: None,
+                    },
+                );
+                first.push(i);
+            }
+            if !first.is_empty() {
+                let idx = UInt32Array::from(first);
+                let columns = rows
+                    .columns()
+                    .iter()
+                    .map(|c| take(c.as_ref(), &idx, None))
+                    .collect::<Result<Vec<_>, _>>()?;
+                self.emit(columns, out)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn emit(&self, mut columns: Vec<ArrayRef>, out: &mut Output) -> Result<()> {
+        let n = columns.first().map_or(0, |c| c.len());
+        columns.push(Arc::new(UInt64Array::from(vec![1u64; n])));
+        let schema = crate::rows::relax_nullability(&self.spec.schema, &columns);
+        out.emit(Message::Data(RecordBatch::try_new(schema, columns)?));
+        Ok(())
+    }
+
+    fn kept_schema(&self) -> SchemaRef {
+        let mut fields: Vec<Field> = if self.spec.keep_last {
+            self.input
+                .fields()
+                .iter()
+                .enumerate()
+                .map(|(i, f)| Field::new(format!("c{i}"), f.data_type().clone(), true))
+                .collect()
+        } else {
+            vec![]
+        };
+        fields.push(Field::new("key", DataType::Binary, false));
+        fields.push(Field::new("time", DataType::Int64, false));
+        Arc::new(Schema::new(fields))
+    }
+
+    fn write_state(&self, out: &mut Vec<u8>) -> Result<()> {
+        let mut e = Encoder::new(out);
+        let frame = e.begin_frame(MAGIC, VERSION);
+        e.bytes(self.layout.as_bytes())?;
+        e.i64(self.watermark.0);
+        e.bytes(&batch_to_ipc(&concat_batches(&self.input, &self.waiting)?)?)?;
+        let mut kept: Vec<(&Vec<u8>, &KeptRow)> = self.kept.iter().collect();
+        kept.sort_by(|a, b| a.0.cmp(b.0));
+        let mut columns: Vec<ArrayRef> = if self.spec.keep_last {
+            if kept.is_empty() {
+                self.input
+                    .fields()
+                    .iter()
+                    .map(|f| arrow::array::new_empty_array(f.data_type()))
+                    .collect()
+            } else {
+                let rows =
+                    kept.iter()
+                        .map(|k| {
+                            k.1.row.as_ref().map(|r| r.row()).ok_or_else(|| {
+                                Error::Internal("keep-last key without a row".into())
+                            })
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                self.rows.convert_rows(rows)?
+            }
+        } else {
+            vec![]
+        };
+        columns.push(Arc::new(BinaryArray::from_iter_values(
+            kept.iter().map(|k| k.0.as_slice()),
+        )));
+        columns.push(Arc::new(Int64Array::from_iter_values(
+            kept.iter().map(|k| k.1.time),
+        )));
+        e.bytes(&batch_to_ipc(&RecordBatch::try_new(
+            self.kept_schema(),
+            columns,
+        )?)?)?;
+        e.end_frame(frame);
+        Ok(())
+    }
+
+    fn read_state(&mut self, state: &[u8]) -> Result<()> {
+        let mut d = Decoder::new(state, CHECKPOINT).frame(MAGIC, VERSION)?;
+        let layout = d.bytes()?;
+        if layout != self.layout.as_bytes() {
+            return Err(Error::Internal(format!(
+                "{CHECKPOINT} was written for another plan: it holds `{}`, this operator is `{}`",
+                String::from_utf8_lossy(layout),
+                self.layout
+            )));
+        }
+        let watermark = Watermark(d.i64()?);
+        let waiting = batch_from_ipc(d.bytes()?, CHECKPOINT)?;
+        let kept = batch_from_ipc(d.bytes()?, CHECKPOINT)?;
+        d.finish()?;
+        for (batch, schema) in [(&waiting, self.input.clone()), (&kept, self.kept_schema())] {
+            let types: Vec<_> = schema.fields().iter().map(|f| f.data_type()).collect();
+            let found: Vec<_> = batch
+                .schema_ref()
+                .fields()
+                .iter()
+                .map(|f| f.data_type())
+                .collect();
+            if types != found {
+                return Err(Error::Internal(format!(
+                    "{CHECKPOINT}: columns of types {found:?}, expected {types:?}"
+                )));
+            }
+        }
+        let width = if self.spec.keep_last {
+            self.input.fields().len()
+        } else {
+            0
+        };
+        let rows = if self.spec.keep_last {
+            Some(self.rows.convert_columns(&kept.columns()[..width])?)
+        } else {
+            None
+        };
+        let keys = kept.column(width).as_binary::<i32>();
+        let times = kept
+            .column(width + 1)
+            .as_primitive::<arrow::datatypes::Int64Type>();
+        let mut map = HashMap::new();
+        let mut bytes = 0;
+        for i in 0..kept.num_rows() {
+            let row = rows.as_ref().map(|r| r.row(i).owned());
+            bytes += keys.value(i).len() + 48 + row.as_ref().map_or(0, |r| r.as_ref().len());
+            map.insert(
+                keys.value(i).to_vec(),
+                KeptRow {
+                    time: times.value(i),
+                    row,
+                },
+            );
+        }
+        let waiting = RecordBatch::try_new(
+            crate::rows::relax_nullability(&self.input, waiting.columns()),
+            waiting.columns().to_vec(),
+        )?;
+        self.waiting_bytes = waiting.get_array_memory_size();
+        self.waiting = if waiting.num_rows() > 0 {
+            vec![waiting]
+        } else {
+            vec![]
+        };
+        self.kept = map;
+        self.kept_bytes = bytes;
+        self.watermark = watermark;
+        Ok(())
+    }
+}
+
+impl Operator for Deduplicate {
+    fn process(&mut self, message: Message, out: &mut Output) -> Result<()> {
+        match message {
+            Message::Data(batch) => self.on_batch(batch, out)?,
+            Message::Watermark(w) => {
+                if w > self.watermark {
+                    self.watermark = w;
+                    self.fire(out)?;
+                }
+                out.emit(Message::Watermark(w));
+            }
+            other => out.emit(other),
+        }
+        Ok(())
+    }
+
+    fn name(&self) -> &'static str {
+        "deduplicate"
+    }
+
+    fn state_bytes(&self) -> usize {
+        self.waiting_bytes + self.kept_bytes
+    }
+
+    fn snapshot(&self, out: &mut Vec<u8>) -> Result<()> {
+        let at = out.len();
+        let result = self.write_state(out);
+        if result.is_err() {
+            out.truncate(at);
+        }
+        result
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<()> {
+        self.read_state(state)
+    }
+}
