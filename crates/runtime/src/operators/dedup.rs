@@ -443,3 +443,136 @@ impl Operator for Deduplicate {
         self.read_state(state)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    use arrow::array::{StringArray, TimestampMillisecondArray};
+    use arrow::datatypes::TimeUnit;
+    use datafusion::physical_expr::expressions::col;
+    use proptest::prelude::*;
+
+    fn spec(keep_last: bool) -> DedupSpec {
+        let input = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Utf8, true),
+            Field::new("v", DataType::Int64, true),
+            Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+        ]));
+        let mut fields: Vec<_> = input.fields().iter().cloned().collect();
+        fields.push(Arc::new(Field::new("rn", DataType::UInt64, false)));
+        DedupSpec {
+            partition: vec![col("k", &input).unwrap()],
+            time: col("ts", &input).unwrap(),
+            keep_last,
+            schema: Arc::new(Schema::new(fields)),
+        }
+    }
+
+    fn batch(rows: &[(&str, i64, i64)]) -> RecordBatch {
+        let n = spec(false).schema.fields().len() - 1;
+        let schema = Arc::new(Schema::new(spec(false).schema.fields()[..n].to_vec()));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
+                Arc::new(TimestampMillisecondArray::from_iter_values(
+                    rows.iter().map(|r| r.2),
+                )),
+            ],
+        )
+        .unwrap()
+    }
+
+    /// (k, v) of every emitted row, in order, and the number of rejects.
+    fn run(op: &mut Deduplicate, messages: &[Message]) -> (Vec<(String, i64)>, usize) {
+        let (mut rows, mut rejects) = (vec![], 0);
+        for m in messages {
+            let mut out = Output::default();
+            op.process(m.clone(), &mut out).unwrap();
+            rejects += out.rejects.len();
+            for m in out.messages {
+                if let Message::Data(b) = m {
+                    let k = b.column(0).as_string::<i32>();
+                    let v = b.column(1).as_primitive::<arrow::datatypes::Int64Type>();
+                    for i in 0..b.num_rows() {
+                        rows.push((k.value(i).to_string(), v.value(i)));
+                    }
+                }
+            }
+        }
+        (rows, rejects)
+    }
+
+    #[test]
+    fn keeps_the_first_or_the_last_row_in_event_time() {
+        let messages = [
+            Message::Data(batch(&[("a", 1, 20), ("a", 2, 10), ("b", 3, 15)])),
+            Message::Watermark(Watermark(15)),
+            Message::Data(batch(&[("a", 4, 30), ("a", 5, 12)])),
+            Message::Watermark(Watermark::MAX),
+        ];
+        let (first, rejects) = run(&mut Deduplicate::new(spec(false), "t").unwrap(), &messages);
+        assert_eq!(first, [("a".into(), 2), ("b".into(), 3)]);
+        // v = 5 at 12 came after the watermark passed 15: late.
+        assert_eq!(rejects, 1);
+        let (last, _) = run(&mut Deduplicate::new(spec(true), "t").unwrap(), &messages);
+        // After watermark 15: a's newest so far is v = 2 (time 10), b's v = 3; at the end a's
+        // row at 30.
+        assert_eq!(last, [("a".into(), 2), ("b".into(), 3), ("a".into(), 4)]);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Any batching and watermarks, and a restore anywhere: the same kept rows as one batch.
+        #[test]
+        fn batching_and_restores_do_not_change_results(
+            keep_last in any::<bool>(),
+            rows in prop::collection::vec((0usize..3, 0i64..100, 0i64..50), 0..40),
+            cuts in prop::collection::vec(0usize..40, 0..5),
+            restore_at in 0usize..12,
+        ) {
+            let keys = ["a", "b", "c"];
+            let mut rows = rows;
+            rows.sort_by_key(|r| r.2);
+            let all: Vec<(&str, i64, i64)> = rows.iter().map(|&(k, v, t)| (keys[k], v, t)).collect();
+            let whole = [Message::Data(batch(&all)), Message::Watermark(Watermark::MAX)];
+            let (expected, _) = run(&mut Deduplicate::new(spec(keep_last), "t").unwrap(), &whole);
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(all.len())).collect();
+            cuts.extend([0, all.len()]);
+            cuts.sort();
+            let mut messages = vec![];
+            for w in cuts.windows(2) {
+                if w[0] < w[1] {
+                    messages.push(Message::Data(batch(&all[w[0]..w[1]])));
+                    if let Some(next) = all.get(w[1]) {
+                        messages.push(Message::Watermark(Watermark(next.2 - 1)));
+                    }
+                }
+            }
+            messages.push(Message::Watermark(Watermark::MAX));
+            let at = restore_at.min(messages.len());
+            let mut first = Deduplicate::new(spec(keep_last), "t").unwrap();
+            let (mut got, r1) = run(&mut first, &messages[..at]);
+            let mut state = vec![];
+            first.snapshot(&mut state).unwrap();
+            let mut second = Deduplicate::new(spec(keep_last), "t").unwrap();
+            second.restore(&state).unwrap();
+            let (rest, r2) = run(&mut second, &messages[at..]);
+            prop_assert_eq!(r1 + r2, 0);
+            got.extend(rest);
+            if keep_last {
+                // Updates: the last row emitted per key is the answer.
+                let upsert = |rows: &[(String, i64)]| -> BTreeMap<String, i64> {
+                    rows.iter().cloned().collect()
+                };
+                prop_assert_eq!(upsert(&got), upsert(&expected));
+            } else {
+                prop_assert_eq!(got, expected);
+            }
+        }
+    }
+}
