@@ -20,17 +20,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BinaryArray, BooleanArray, Int64Array, RecordBatch, UInt32Array,
-    UInt64Array,
+    Array, ArrayRef, AsArray, BinaryArray, Int64Array, RecordBatch, UInt32Array, UInt64Array,
 };
-use arrow::compute::{concat_batches, filter_record_batch, take};
+use arrow::compute::take;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::row::{OwnedRow, RowConverter, SortField};
 use flowline_core::plan::DedupSpec;
 use flowline_core::{Error, Message, Operator, Output, Reject, RejectReason, Result, Watermark};
 
 use crate::codec::{batch_from_ipc, batch_to_ipc, Decoder, Encoder};
-use crate::operators::window::millis;
+use crate::operators::time_buffer::TimeBuffer;
 use crate::rows::rows_as_json;
 
 const MAGIC: [u8; 4] = *b"FDDP";
@@ -48,8 +47,8 @@ pub struct Deduplicate {
     table_name: String,
     input: SchemaRef,
     rows: RowConverter,
-    waiting: Vec<RecordBatch>,
-    waiting_bytes: usize,
+    /// Rows waiting for the watermark to pass their time.
+    waiting: TimeBuffer,
     kept: HashMap<Vec<u8>, KeptRow>,
     kept_bytes: usize,
     watermark: Watermark,
@@ -78,12 +77,11 @@ impl Deduplicate {
             spec.partition.len()
         );
         Ok(Deduplicate {
+            waiting: TimeBuffer::new(spec.time.clone(), input.clone()),
             spec,
             table_name: table_name.to_string(),
             input,
             rows,
-            waiting: vec![],
-            waiting_bytes: 0,
             kept: HashMap::new(),
             kept_bytes: 0,
             watermark: Watermark::MIN,
@@ -92,37 +90,11 @@ impl Deduplicate {
     }
 
     fn times(&self, batch: &RecordBatch) -> Result<arrow::array::TimestampMillisecondArray> {
-        millis(
-            &self
-                .spec
-                .time
-                .evaluate(batch)?
-                .into_array(batch.num_rows())?,
-        )
+        self.waiting.times(batch)
     }
 
     fn on_batch(&mut self, batch: RecordBatch, out: &mut Output) -> Result<()> {
-        if batch.num_rows() == 0 {
-            return Ok(());
-        }
-        let times = self.times(&batch)?;
-        let wm = self.watermark.0;
-        let mut rejected: Vec<(usize, RejectReason)> = vec![];
-        let keep: BooleanArray = (0..batch.num_rows())
-            .map(|i| {
-                let reason = if times.is_null(i) {
-                    Some(RejectReason::MissingEventTime)
-                } else if wm != i64::MIN && times.value(i) <= wm {
-                    Some(RejectReason::Late)
-                } else {
-                    None
-                };
-                if let Some(r) = reason {
-                    rejected.push((i, r));
-                }
-                Some(reason.is_none())
-            })
-            .collect();
+        let rejected = self.waiting.push(&batch, self.watermark)?;
         let raws = rows_as_json(&batch, &rejected.iter().map(|r| r.0).collect::<Vec<_>>())?;
         for ((_, reason), raw) in rejected.iter().zip(raws) {
             out.reject(Reject {
@@ -143,40 +115,16 @@ impl Deduplicate {
                 watermark: Some(self.watermark.display()),
             });
         }
-        let batch = if rejected.is_empty() {
-            batch
-        } else {
-            filter_record_batch(&batch, &keep)?
-        };
-        if batch.num_rows() > 0 {
-            self.waiting_bytes += batch.get_array_memory_size();
-            self.waiting.push(batch);
-        }
         Ok(())
     }
 
     fn fire(&mut self, out: &mut Output) -> Result<()> {
-        let w = self.watermark.0;
-        if self.waiting.is_empty() {
+        let Some(rows) = self.waiting.take_due(self.watermark)? else {
             return Ok(());
-        }
-        let rows = concat_batches(&self.input, &self.waiting)?;
+        };
         let times = self.times(&rows)?;
-        let due: BooleanArray = times.iter().map(|t| t.map(|t| t <= w)).collect();
-        if due.true_count() == 0 {
-            return Ok(());
-        }
-        let mut order: Vec<u32> = (0..rows.num_rows() as u32)
-            .filter(|&i| due.value(i as usize))
-            .collect();
-        order.sort_by_key(|&i| times.value(i as usize));
-        let rest = filter_record_batch(&rows, &arrow::compute::not(&due)?)?;
-        self.waiting = vec![];
-        self.waiting_bytes = 0;
-        if rest.num_rows() > 0 {
-            self.waiting_bytes = rest.get_array_memory_size();
-            self.waiting.push(rest);
-        }
+        // Already in (time, arrival) order.
+        let order: Vec<u32> = (0..rows.num_rows() as u32).collect();
         let n = rows.num_rows();
         let partition: Vec<ArrayRef> = self
             .spec
@@ -296,7 +244,7 @@ impl Deduplicate {
         let frame = e.begin_frame(MAGIC, VERSION);
         e.bytes(self.layout.as_bytes())?;
         e.i64(self.watermark.0);
-        e.bytes(&batch_to_ipc(&concat_batches(&self.input, &self.waiting)?)?)?;
+        e.bytes(&batch_to_ipc(&self.waiting.rows()?)?)?;
         let mut kept: Vec<(&Vec<u8>, &KeptRow)> = self.kept.iter().collect();
         kept.sort_by(|a, b| a.0.cmp(b.0));
         let mut columns: Vec<ArrayRef> = if self.spec.keep_last {
@@ -389,16 +337,7 @@ impl Deduplicate {
                 },
             );
         }
-        let waiting = RecordBatch::try_new(
-            crate::rows::relax_nullability(&self.input, waiting.columns()),
-            waiting.columns().to_vec(),
-        )?;
-        self.waiting_bytes = waiting.get_array_memory_size();
-        self.waiting = if waiting.num_rows() > 0 {
-            vec![waiting]
-        } else {
-            vec![]
-        };
+        self.waiting.replace(waiting)?;
         self.kept = map;
         self.kept_bytes = bytes;
         self.watermark = watermark;
@@ -427,7 +366,7 @@ impl Operator for Deduplicate {
     }
 
     fn state_bytes(&self) -> usize {
-        self.waiting_bytes + self.kept_bytes
+        self.waiting.bytes() + self.kept_bytes
     }
 
     fn snapshot(&self, out: &mut Vec<u8>) -> Result<()> {

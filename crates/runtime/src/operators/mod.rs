@@ -9,6 +9,7 @@ mod rank;
 mod session;
 pub(crate) mod sketch;
 mod stateless;
+mod time_buffer;
 pub(crate) mod window;
 
 use flowline_core::plan::{AggregateSpec, Node, WindowKind};

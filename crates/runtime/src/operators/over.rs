@@ -35,10 +35,8 @@ use std::cmp::Ordering;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, ArrayRef, AsArray, BinaryArray, BooleanArray, Int64Array, RecordBatch, UInt32Array,
-};
-use arrow::compute::{cast, concat_batches, filter_record_batch, take};
+use arrow::array::{Array, ArrayRef, AsArray, BinaryArray, Int64Array, RecordBatch};
+use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::row::{RowConverter, SortField};
 use datafusion::common::ScalarValue;
@@ -46,7 +44,7 @@ use flowline_core::plan::{AggregateFunction, OverFrame, OverSpec};
 use flowline_core::{Error, Message, Operator, Output, Reject, RejectReason, Result, Watermark};
 
 use crate::codec::{batch_from_ipc, batch_to_ipc, Decoder, Encoder};
-use crate::operators::window::millis;
+use crate::operators::time_buffer::TimeBuffer;
 use crate::rows::rows_as_json;
 
 const MAGIC: [u8; 4] = *b"FOVR";
@@ -121,6 +119,12 @@ impl Acc {
 /// A frame row kept for later frames: its time, its arguments and their approximate bytes.
 type Kept = (i64, Vec<ScalarValue>, usize);
 
+/// The input's columns: the output's without the calls'.
+fn input_schema(spec: &OverSpec) -> SchemaRef {
+    let n = spec.schema.fields().len() - spec.calls.len();
+    Arc::new(Schema::new(spec.schema.fields()[..n].to_vec()))
+}
+
 /// Approximate bytes of a partition apart from its kept rows: key, map entry, running totals.
 fn partition_bytes(key: &[u8], p: &Partition) -> usize {
     key.len() + 64 + p.totals.iter().map(|a| 16 + a.value.size()).sum::<usize>()
@@ -138,9 +142,8 @@ struct Partition {
 pub struct OverAggregate {
     spec: OverSpec,
     table_name: String,
-    /// Rows waiting for the watermark to pass their time, in arrival order.
-    waiting: Vec<RecordBatch>,
-    waiting_bytes: usize,
+    /// Rows waiting for the watermark to pass their time.
+    waiting: TimeBuffer,
     partitions: BTreeMap<Vec<u8>, Partition>,
     /// Bytes of the kept frame rows and of the partitions themselves, kept up to date.
     kept_bytes: usize,
@@ -175,10 +178,9 @@ impl OverAggregate {
             arg_types
         );
         Ok(OverAggregate {
+            waiting: TimeBuffer::new(spec.time.clone(), input_schema(&spec)),
             spec,
             table_name: table_name.to_string(),
-            waiting: vec![],
-            waiting_bytes: 0,
             partitions: BTreeMap::new(),
             kept_bytes: 0,
             watermark: Watermark::MIN,
@@ -188,8 +190,7 @@ impl OverAggregate {
     }
 
     fn input_schema(&self) -> SchemaRef {
-        let n = self.spec.schema.fields().len() - self.spec.calls.len();
-        Arc::new(Schema::new(self.spec.schema.fields()[..n].to_vec()))
+        input_schema(&self.spec)
     }
 
     fn unbounded(&self) -> bool {
@@ -204,13 +205,7 @@ impl OverAggregate {
     }
 
     fn times(&self, batch: &RecordBatch) -> Result<arrow::array::TimestampMillisecondArray> {
-        millis(
-            &self
-                .spec
-                .time
-                .evaluate(batch)?
-                .into_array(batch.num_rows())?,
-        )
+        self.waiting.times(batch)
     }
 
     fn reject(
@@ -247,35 +242,14 @@ impl OverAggregate {
     }
 
     fn on_batch(&mut self, batch: RecordBatch, out: &mut Output) -> Result<()> {
-        if batch.num_rows() == 0 {
-            return Ok(());
-        }
-        let times = self.times(&batch)?;
-        let wm = self.watermark.0;
-        let (mut missing, mut late) = (vec![], vec![]);
-        let keep: BooleanArray = (0..batch.num_rows())
-            .map(|i| {
-                if times.is_null(i) {
-                    missing.push(i);
-                    Some(false)
-                } else if wm != i64::MIN && times.value(i) <= wm {
-                    late.push(i);
-                    Some(false)
-                } else {
-                    Some(true)
-                }
-            })
-            .collect();
-        self.reject(&batch, &missing, RejectReason::MissingEventTime, out)?;
-        self.reject(&batch, &late, RejectReason::Late, out)?;
-        let batch = if missing.is_empty() && late.is_empty() {
-            batch
-        } else {
-            filter_record_batch(&batch, &keep)?
-        };
-        if batch.num_rows() > 0 {
-            self.waiting_bytes += batch.get_array_memory_size();
-            self.waiting.push(batch);
+        let refused = self.waiting.push(&batch, self.watermark)?;
+        for reason in [RejectReason::MissingEventTime, RejectReason::Late] {
+            let rows: Vec<usize> = refused
+                .iter()
+                .filter(|r| r.1 == reason)
+                .map(|r| r.0)
+                .collect();
+            self.reject(&batch, &rows, reason, out)?;
         }
         Ok(())
     }
@@ -283,34 +257,9 @@ impl OverAggregate {
     /// Emits every waiting row whose time is at or before the watermark, with its aggregates.
     fn fire(&mut self, out: &mut Output) -> Result<()> {
         let w = self.watermark.0;
-        if !self.waiting.is_empty() {
-            let schema = self.waiting[0].schema();
-            let rows = concat_batches(&schema, &self.waiting)?;
-            let times = self.times(&rows)?;
-            let due: BooleanArray = times.iter().map(|t| t.map(|t| t <= w)).collect();
-            if due.true_count() > 0 {
-                let mut order: Vec<u32> = (0..rows.num_rows() as u32)
-                    .filter(|&i| due.value(i as usize))
-                    .collect();
-                // Stable: rows with the same time stay in arrival order.
-                order.sort_by_key(|&i| times.value(i as usize));
-                let idx = UInt32Array::from(order);
-                let columns = rows
-                    .columns()
-                    .iter()
-                    .map(|c| take(c.as_ref(), &idx, None))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let fired = RecordBatch::try_new(schema.clone(), columns)?;
-                let rest = filter_record_batch(&rows, &arrow::compute::not(&due)?)?;
-                self.waiting.clear();
-                self.waiting_bytes = 0;
-                if rest.num_rows() > 0 {
-                    self.waiting_bytes = rest.get_array_memory_size();
-                    self.waiting.push(rest);
-                }
-                let result = self.compute(&fired)?;
-                out.emit(Message::Data(result));
-            }
+        if let Some(fired) = self.waiting.take_due(self.watermark)? {
+            let result = self.compute(&fired)?;
+            out.emit(Message::Data(result));
         }
         // Bounded RANGE frames: rows older than every future frame are dropped.
         if let OverFrame::Range { preceding } = self.spec.frame {
@@ -501,9 +450,7 @@ impl OverAggregate {
         let frame = e.begin_frame(MAGIC, VERSION);
         e.bytes(self.layout.as_bytes())?;
         e.i64(self.watermark.0);
-        let schema = self.input_schema();
-        let waiting = concat_batches(&schema, &self.waiting)?;
-        e.bytes(&batch_to_ipc(&waiting)?)?;
+        e.bytes(&batch_to_ipc(&self.waiting.rows()?)?)?;
         // Kept frame rows, partition by partition in key order.
         let mut keys: Vec<&[u8]> = vec![];
         let mut times = vec![];
@@ -629,16 +576,7 @@ impl OverAggregate {
             .iter()
             .map(|(k, p)| partition_bytes(k, p))
             .sum::<usize>();
-        let waiting = RecordBatch::try_new(
-            crate::rows::relax_nullability(&input, waiting.columns()),
-            waiting.columns().to_vec(),
-        )?;
-        self.waiting_bytes = waiting.get_array_memory_size();
-        self.waiting = if waiting.num_rows() > 0 {
-            vec![waiting]
-        } else {
-            vec![]
-        };
+        self.waiting.replace(waiting)?;
         self.partitions = partitions;
         self.kept_bytes = kept_bytes;
         self.watermark = watermark;
@@ -667,7 +605,7 @@ impl Operator for OverAggregate {
     }
 
     fn state_bytes(&self) -> usize {
-        self.waiting_bytes + self.kept_bytes
+        self.waiting.bytes() + self.kept_bytes
     }
 
     fn snapshot(&self, out: &mut Vec<u8>) -> Result<()> {
