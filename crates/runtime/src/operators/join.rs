@@ -643,3 +643,519 @@ impl Operator for StreamJoin {
         self.read_state(state)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{StringArray, TimestampMillisecondArray};
+    use arrow::datatypes::{Int64Type, TimeUnit, TimestampMillisecondType};
+    use datafusion::physical_expr::expressions::col;
+    use flowline_core::plan::JoinTime;
+    use proptest::prelude::*;
+
+    /// An input row: key (NULL or 0..3), value, time in ms.
+    #[derive(Debug, Clone, Copy)]
+    struct In {
+        key: Option<i64>,
+        v: i64,
+        t: i64,
+    }
+
+    fn row(key: Option<i64>, v: i64, t: i64) -> In {
+        In { key, v, t }
+    }
+
+    /// An output row: left (key, value, time), then right (key, value, time), NULL for a left
+    /// row without a partner.
+    type Out = (Option<i64>, i64, i64, Option<i64>, Option<i64>, Option<i64>);
+
+    fn key_type(utf8: bool) -> DataType {
+        if utf8 {
+            DataType::Utf8
+        } else {
+            DataType::Int64
+        }
+    }
+
+    fn side_schema(utf8: bool, prefix: &str) -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new(format!("{prefix}k"), key_type(utf8), true),
+            Field::new(format!("{prefix}v"), DataType::Int64, false),
+            Field::new(
+                format!("{prefix}ts"),
+                DataType::Timestamp(TimeUnit::Millisecond, None),
+                false,
+            ),
+        ]))
+    }
+
+    /// Keys as (left, right) Utf8 (else Int64): right keys of another type are cast to the
+    /// left ones'. Bounds `(lower, upper)` for an interval join `lower <= ts - rts <= upper`,
+    /// `None` for a regular one.
+    fn spec(utf8: (bool, bool), kind: JoinKind, bounds: Option<(i64, i64)>) -> JoinSpec {
+        let left = side_schema(utf8.0, "");
+        let right = side_schema(utf8.1, "r");
+        let fields: Vec<_> = left
+            .fields()
+            .iter()
+            .chain(right.fields().iter())
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect();
+        JoinSpec {
+            kind,
+            left_keys: vec![col("k", &left).unwrap()],
+            right_keys: vec![col("rk", &right).unwrap()],
+            time: bounds.map(|(lower, upper)| JoinTime {
+                left: col("ts", &left).unwrap(),
+                right: col("rts", &right).unwrap(),
+                lower,
+                upper,
+                window_end: false,
+            }),
+            right_table: "rates".to_string(),
+            left_schema: left,
+            right_schema: right,
+            schema: Arc::new(Schema::new(fields)),
+        }
+    }
+
+    fn join(utf8: (bool, bool), kind: JoinKind, bounds: Option<(i64, i64)>) -> StreamJoin {
+        StreamJoin::new(spec(utf8, kind, bounds), "orders").unwrap()
+    }
+
+    fn batch(utf8: bool, side: usize, rows: &[In]) -> Message {
+        let schema = side_schema(utf8, if side == LEFT { "" } else { "r" });
+        let keys: ArrayRef = if utf8 {
+            Arc::new(StringArray::from_iter(
+                rows.iter().map(|r| r.key.map(|k| k.to_string())),
+            ))
+        } else {
+            Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.key)))
+        };
+        Message::Data(
+            RecordBatch::try_new(
+                schema,
+                vec![
+                    keys,
+                    Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.v))),
+                    Arc::new(TimestampMillisecondArray::from_iter_values(
+                        rows.iter().map(|r| r.t),
+                    )),
+                ],
+            )
+            .unwrap(),
+        )
+    }
+
+    fn keys_of(column: &ArrayRef) -> Vec<Option<i64>> {
+        match column.data_type() {
+            DataType::Utf8 => column
+                .as_string::<i32>()
+                .iter()
+                .map(|k| k.map(|k| k.parse().unwrap()))
+                .collect(),
+            DataType::Int64 => column.as_primitive::<Int64Type>().iter().collect(),
+            other => panic!("key column of type {other}"),
+        }
+    }
+
+    fn rows_of(b: &RecordBatch) -> Vec<Out> {
+        assert_eq!(b.num_columns(), 6);
+        let lk = keys_of(b.column(0));
+        let lv = b.column(1).as_primitive::<Int64Type>();
+        let lt = b.column(2).as_primitive::<TimestampMillisecondType>();
+        let rk = keys_of(b.column(3));
+        let rv = b.column(4).as_primitive::<Int64Type>();
+        let rt = b.column(5).as_primitive::<TimestampMillisecondType>();
+        (0..b.num_rows())
+            .map(|i| {
+                assert!(
+                    lv.is_valid(i) && lt.is_valid(i),
+                    "left columns are never NULL"
+                );
+                let right_null = rv.is_null(i);
+                assert_eq!(right_null, rt.is_null(i), "right columns NULL together");
+                if right_null {
+                    assert_eq!(rk[i], None);
+                }
+                (
+                    lk[i],
+                    lv.value(i),
+                    lt.value(i),
+                    rk[i],
+                    rv.is_valid(i).then(|| rv.value(i)),
+                    rt.is_valid(i).then(|| rt.value(i)),
+                )
+            })
+            .collect()
+    }
+
+    /// Feeds messages to a join (across restores) and checks the output as it comes: data
+    /// rows never at or behind a watermark already sent, watermarks non-decreasing and at most
+    /// `min(input watermarks) - delay`, one `EndOfInput`, last, once both inputs ended.
+    struct Tracker {
+        delay: i64,
+        watermarks: [Watermark; 2],
+        ended: [bool; 2],
+        sent: Watermark,
+        rows: Vec<Out>,
+        ends: usize,
+        rejects: Vec<Reject>,
+    }
+
+    impl Tracker {
+        fn new(bounds: Option<(i64, i64)>) -> Tracker {
+            Tracker {
+                delay: bounds.map_or(0, |(lower, upper)| upper.max(-lower).max(0)),
+                watermarks: [Watermark::MIN; 2],
+                ended: [false; 2],
+                sent: Watermark::MIN,
+                rows: vec![],
+                ends: 0,
+                rejects: vec![],
+            }
+        }
+
+        /// Returns the rows this message produced.
+        fn feed(&mut self, op: &mut StreamJoin, side: usize, message: Message) -> Vec<Out> {
+            assert_eq!(self.ends, 0, "a message after the join's EndOfInput");
+            match &message {
+                Message::Watermark(w) => {
+                    self.watermarks[side] = self.watermarks[side].max(*w);
+                }
+                Message::EndOfInput => {
+                    assert_eq!(self.watermarks[side], Watermark::MAX, "test input");
+                    self.ended[side] = true;
+                }
+                _ => {}
+            }
+            let mut out = Output::default();
+            if side == LEFT {
+                op.process(message, &mut out).unwrap();
+            } else {
+                op.process_right(message, &mut out).unwrap();
+            }
+            self.rejects.extend(out.rejects);
+            let n = out.messages.len();
+            let mut produced = vec![];
+            for (i, m) in out.messages.into_iter().enumerate() {
+                match m {
+                    Message::Data(b) => {
+                        assert_eq!(self.ends, 0);
+                        for r in rows_of(&b) {
+                            assert!(
+                                r.2 > self.sent.0 && r.5.is_none_or(|t| t > self.sent.0),
+                                "row {r:?} after watermark {:?}",
+                                self.sent
+                            );
+                            produced.push(r);
+                        }
+                    }
+                    Message::Watermark(w) => {
+                        assert_eq!(self.ends, 0);
+                        assert!(w >= self.sent, "watermark {w:?} after {:?}", self.sent);
+                        let input = self.watermarks[LEFT].min(self.watermarks[RIGHT]);
+                        assert!(
+                            (w == Watermark::MAX && input == Watermark::MAX)
+                                || w.0 <= input.0.saturating_sub(self.delay),
+                            "watermark {w:?} with inputs at {:?}, delay {}",
+                            self.watermarks,
+                            self.delay
+                        );
+                        self.sent = w;
+                    }
+                    Message::EndOfInput => {
+                        assert_eq!(self.ended, [true, true], "EndOfInput before both ended");
+                        assert_eq!(i, n - 1, "EndOfInput is the last message");
+                        self.ends += 1;
+                    }
+                    Message::EmitUpdates => panic!("no update tick was sent"),
+                }
+            }
+            self.rows.extend(produced.iter().copied());
+            produced
+        }
+
+        fn feed_all(&mut self, op: &mut StreamJoin, messages: &[(usize, Message)]) {
+            for (side, m) in messages {
+                self.feed(op, *side, m.clone());
+            }
+        }
+    }
+
+    fn sorted(mut rows: Vec<Out>) -> Vec<Out> {
+        rows.sort();
+        rows
+    }
+
+    /// The batch join: every pair within the bounds, and for a left join every left row
+    /// without one.
+    fn model(kind: JoinKind, lower: i64, upper: i64, left: &[In], right: &[In]) -> Vec<Out> {
+        let mut want = vec![];
+        for l in left {
+            let mut matched = false;
+            for r in right {
+                if l.key.is_some() && l.key == r.key && (lower..=upper).contains(&(l.t - r.t)) {
+                    matched = true;
+                    want.push((l.key, l.v, l.t, r.key, Some(r.v), Some(r.t)));
+                }
+            }
+            if !matched && kind == JoinKind::Left {
+                want.push((l.key, l.v, l.t, None, None, None));
+            }
+        }
+        sorted(want)
+    }
+
+    /// One side's messages: its rows in batches (a batch ends after a row flagged so), after
+    /// some batches a watermark just below the next row's time, then the end.
+    fn side_messages(utf8: bool, side: usize, rows: &[In], flags: &[(bool, bool)]) -> Vec<Message> {
+        let mut messages = vec![];
+        let mut start = 0;
+        for i in 0..rows.len() {
+            let (cut, watermark) = flags[i];
+            if cut || i + 1 == rows.len() {
+                messages.push(batch(utf8, side, &rows[start..=i]));
+                start = i + 1;
+                if watermark && i + 1 < rows.len() {
+                    messages.push(Message::Watermark(Watermark(rows[i + 1].t - 1)));
+                }
+            }
+        }
+        messages.push(Message::Watermark(Watermark::MAX));
+        messages.push(Message::EndOfInput);
+        messages
+    }
+
+    /// Rows in time order from (key, time step, batch end, watermark after) tuples.
+    fn in_order(
+        raw: &[(Option<i64>, i64, bool, bool)],
+        first_v: i64,
+    ) -> (Vec<In>, Vec<(bool, bool)>) {
+        let mut t = 1_000;
+        let rows = raw
+            .iter()
+            .enumerate()
+            .map(|(i, &(key, step, _, _))| {
+                t += step;
+                row(key, first_v + i as i64, t)
+            })
+            .collect();
+        (rows, raw.iter().map(|r| (r.2, r.3)).collect())
+    }
+
+    fn raw_rows() -> impl Strategy<Value = Vec<(Option<i64>, i64, bool, bool)>> {
+        prop::collection::vec(
+            (
+                prop::option::weighted(0.85, 0i64..3),
+                0i64..15,
+                any::<bool>(),
+                any::<bool>(),
+            ),
+            0..25,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Whatever the batches, watermarks and interleaving of the two inputs (either may end
+        /// first): the join emits what a batch join would, watermarks within the bounds, one
+        /// end; and a snapshot/restore anywhere changes nothing.
+        #[test]
+        fn join_matches_a_batch_join_and_survives_a_restore(
+            utf8 in prop::sample::select(vec![(false, false), (true, true), (true, false)]),
+            regular in prop::bool::weighted(0.2),
+            left_join in any::<bool>(),
+            a in -30i64..30,
+            b in -30i64..30,
+            raw_left in raw_rows(),
+            raw_right in raw_rows(),
+            order in prop::collection::vec(any::<bool>(), 110),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let (lower, upper) = (a.min(b), a.max(b));
+            // Mostly interval joins; sometimes a regular one (every equal-key pair).
+            let bounds = (!regular).then_some((lower, upper));
+            let (lower, upper) = if regular { (i64::MIN, i64::MAX) } else { (lower, upper) };
+            let kind = if left_join { JoinKind::Left } else { JoinKind::Inner };
+            let (left, left_flags) = in_order(&raw_left, 0);
+            let (right, right_flags) = in_order(&raw_right, 100);
+
+            let mut whole = join(utf8, kind, bounds);
+            let mut queues = [
+                side_messages(utf8.0, LEFT, &left, &left_flags).into_iter().peekable(),
+                side_messages(utf8.1, RIGHT, &right, &right_flags).into_iter().peekable(),
+            ];
+            let mut messages = vec![];
+            let mut picks = order.iter();
+            loop {
+                let want = usize::from(*picks.next().unwrap_or(&false));
+                let side = if queues[want].peek().is_some() { want } else { 1 - want };
+                let Some(m) = queues[side].next() else { break };
+                messages.push((side, m));
+            }
+
+            let mut tracker = Tracker::new(bounds);
+            tracker.feed_all(&mut whole, &messages);
+            let want = model(kind, lower, upper, &left, &right);
+            prop_assert!(tracker.rejects.is_empty(), "rejects: {:?}", tracker.rejects);
+            prop_assert_eq!(tracker.ends, 1);
+            prop_assert_eq!(tracker.sent, Watermark::MAX);
+            prop_assert_eq!(whole.state_bytes(), 0);
+            let got = sorted(tracker.rows);
+            prop_assert_eq!(&got, &want);
+
+            let cut = cut.index(messages.len() + 1);
+            let mut tracker = Tracker::new(bounds);
+            let mut before = join(utf8, kind, bounds);
+            tracker.feed_all(&mut before, &messages[..cut]);
+            let mut blob = vec![];
+            before.snapshot(&mut blob).unwrap();
+            let mut after = join(utf8, kind, bounds);
+            after.restore(&blob).unwrap();
+            prop_assert_eq!(after.state_bytes() > 0, before.state_bytes() > 0);
+            tracker.feed_all(&mut after, &messages[cut..]);
+            prop_assert!(tracker.rejects.is_empty(), "rejects: {:?}", tracker.rejects);
+            prop_assert_eq!(tracker.ends, 1);
+            prop_assert_eq!(sorted(tracker.rows), want);
+        }
+    }
+
+    #[test]
+    fn a_row_at_or_before_the_watermark_is_late_and_never_joined() {
+        let bounds = Some((-10, 10));
+        let mut op = join((false, false), JoinKind::Left, bounds);
+        let mut t = Tracker::new(bounds);
+        let k = Some(1);
+        assert!(t
+            .feed(&mut op, LEFT, batch(false, LEFT, &[row(k, 0, 45)]))
+            .is_empty());
+        t.feed(&mut op, LEFT, Message::Watermark(Watermark(50)));
+        t.feed(&mut op, RIGHT, Message::Watermark(Watermark(50)));
+        // The left row at 45 can still match right rows up to 55: kept.
+        assert!(op.sides[LEFT].bytes > 0);
+        let joined = t.feed(
+            &mut op,
+            RIGHT,
+            batch(
+                false,
+                RIGHT,
+                &[row(k, 100, 40), row(k, 101, 50), row(k, 102, 51)],
+            ),
+        );
+        // 40 and 50 are at or before the watermark 50: late, though within the bounds of 45.
+        assert_eq!(joined, vec![(k, 0, 45, k, Some(102), Some(51))]);
+        assert_eq!(t.rejects.len(), 2);
+        for (r, v) in t.rejects.iter().zip([100, 101]) {
+            assert_eq!(r.reason, RejectReason::Late);
+            assert_eq!(r.table, "rates");
+            assert!(r.raw.contains(&v.to_string()), "{}", r.raw);
+            assert!(r.watermark.is_some());
+        }
+        // The left row at 52 would join the late right row at 50 had it been kept.
+        let joined = t.feed(&mut op, LEFT, batch(false, LEFT, &[row(k, 1, 52)]));
+        assert_eq!(joined, vec![(k, 1, 52, k, Some(102), Some(51))]);
+        // A late left row: rejected under the left table's name, no NULL row for it.
+        let joined = t.feed(&mut op, LEFT, batch(false, LEFT, &[row(k, 2, 50)]));
+        assert!(joined.is_empty());
+        assert_eq!(t.rejects.len(), 3);
+        assert_eq!(t.rejects[2].reason, RejectReason::Late);
+        assert_eq!(t.rejects[2].table, "orders");
+        for (side, m) in [
+            (LEFT, Message::Watermark(Watermark::MAX)),
+            (RIGHT, Message::Watermark(Watermark::MAX)),
+            (LEFT, Message::EndOfInput),
+            (RIGHT, Message::EndOfInput),
+        ] {
+            t.feed(&mut op, side, m);
+        }
+        assert_eq!(t.rejects.len(), 3);
+        assert_eq!(t.ends, 1);
+        assert_eq!(t.rows.len(), 2, "{:?}", t.rows);
+        assert_eq!(op.state_bytes(), 0);
+    }
+
+    #[test]
+    fn a_regular_left_join_holds_left_rows_until_the_right_input_ends() {
+        let mut op = join((true, true), JoinKind::Left, None);
+        let mut t = Tracker::new(None);
+        let (k1, k2, k3) = (Some(1), Some(2), Some(3));
+        let b = batch(true, LEFT, &[row(k1, 0, 10), row(k2, 1, 20)]);
+        assert!(t.feed(&mut op, LEFT, b).is_empty());
+        assert!(op.sides[LEFT].bytes > 0);
+        let b = batch(true, RIGHT, &[row(k1, 100, 5)]);
+        assert_eq!(
+            t.feed(&mut op, RIGHT, b),
+            vec![(k1, 0, 10, k1, Some(100), Some(5))]
+        );
+        let b = batch(true, LEFT, &[row(k1, 2, 30)]);
+        assert_eq!(
+            t.feed(&mut op, LEFT, b),
+            vec![(k1, 2, 30, k1, Some(100), Some(5))]
+        );
+        // Watermarks short of the end change nothing and are not sent on.
+        assert!(t
+            .feed(&mut op, LEFT, Message::Watermark(Watermark(1_000)))
+            .is_empty());
+        assert!(t
+            .feed(&mut op, RIGHT, Message::Watermark(Watermark(2_000)))
+            .is_empty());
+        assert_eq!(t.sent, Watermark::MIN);
+        assert!(op.sides[LEFT].bytes > 0);
+        // The right input ends: the unmatched left row comes out with NULLs, none is kept.
+        assert_eq!(
+            t.feed(&mut op, RIGHT, Message::Watermark(Watermark::MAX)),
+            vec![(k2, 1, 20, None, None, None)]
+        );
+        assert_eq!(op.sides[LEFT].bytes, 0);
+        assert!(
+            op.sides[RIGHT].bytes > 0,
+            "later left rows still join the right ones"
+        );
+        assert_eq!(t.sent, Watermark::MIN);
+        t.feed(&mut op, RIGHT, Message::EndOfInput);
+        assert_eq!(t.ends, 0);
+        // Later left rows: joined or emitted with NULLs at once, never kept.
+        let b = batch(
+            true,
+            LEFT,
+            &[row(k1, 3, 40), row(k3, 4, 50), row(None, 5, 60)],
+        );
+        assert_eq!(
+            sorted(t.feed(&mut op, LEFT, b)),
+            sorted(vec![
+                (k1, 3, 40, k1, Some(100), Some(5)),
+                (k3, 4, 50, None, None, None),
+                (None, 5, 60, None, None, None),
+            ])
+        );
+        assert_eq!(op.sides[LEFT].bytes, 0);
+        assert!(t
+            .feed(&mut op, LEFT, Message::Watermark(Watermark::MAX))
+            .is_empty());
+        assert_eq!(t.sent, Watermark::MAX);
+        assert_eq!(op.state_bytes(), 0);
+        t.feed(&mut op, LEFT, Message::EndOfInput);
+        assert_eq!(t.ends, 1);
+        assert!(t.rejects.is_empty());
+        assert_eq!(t.rows.len(), 6);
+    }
+
+    #[test]
+    fn a_snapshot_does_not_restore_into_other_bounds() {
+        let mut op = join((false, false), JoinKind::Inner, Some((-10, 10)));
+        let mut t = Tracker::new(Some((-10, 10)));
+        let b = batch(false, LEFT, &[row(Some(1), 0, 100)]);
+        t.feed(&mut op, LEFT, b);
+        let mut blob = vec![];
+        op.snapshot(&mut blob).unwrap();
+        let mut same = join((false, false), JoinKind::Inner, Some((-10, 10)));
+        same.restore(&blob).unwrap();
+        assert_eq!(same.state_bytes(), op.state_bytes());
+        let mut other = join((false, false), JoinKind::Inner, Some((-10, 20)));
+        let error = other.restore(&blob).unwrap_err().to_string();
+        assert!(error.contains("another plan"), "{error}");
+        assert_eq!(other.state_bytes(), 0);
+    }
+}
