@@ -177,6 +177,20 @@ impl<'a> Decoder<'a> {
         self.buf.len() - self.pos
     }
 
+    /// Reads the plan layout an operator wrote first and refuses a state written for another
+    /// plan (a checkpoint restored into a changed query).
+    pub fn expect_layout(&mut self, layout: &str) -> Result<()> {
+        let found = self.bytes()?;
+        if found == layout.as_bytes() {
+            return Ok(());
+        }
+        Err(Error::Internal(format!(
+            "{} was written for another plan: it holds `{}`, this operator is `{layout}`",
+            self.what,
+            String::from_utf8_lossy(found)
+        )))
+    }
+
     /// An error about the data being read, at the current offset.
     pub fn error(&self, message: impl std::fmt::Display) -> Error {
         Error::Internal(format!(
@@ -375,14 +389,49 @@ pub fn batch_to_ipc(batch: &arrow::array::RecordBatch) -> Result<Vec<u8>> {
     Ok(ipc)
 }
 
-/// The record batch written by [`batch_to_ipc`]; errors name `what` was being read.
-pub fn batch_from_ipc(ipc: &[u8], what: &str) -> Result<arrow::array::RecordBatch> {
+/// The record batch written by [`batch_to_ipc`], checked to hold columns of `schema`'s types
+/// and labelled with `schema` (nullability relaxed where the rows hold NULLs); errors name
+/// `what` was being read.
+pub fn batch_from_ipc(
+    ipc: &[u8],
+    what: &str,
+    schema: &arrow::datatypes::SchemaRef,
+) -> Result<arrow::array::RecordBatch> {
     let mut reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(ipc), None)
         .map_err(|e| Error::Internal(format!("{what}: rows: {e}")))?;
-    match reader.next() {
-        Some(b) => b.map_err(|e| Error::Internal(format!("{what}: rows: {e}"))),
-        None => Err(Error::Internal(format!("{what}: no rows batch"))),
+    let batch = match reader.next() {
+        Some(b) => b.map_err(|e| Error::Internal(format!("{what}: rows: {e}")))?,
+        None => return Err(Error::Internal(format!("{what}: no rows batch"))),
+    };
+    let expected: Vec<_> = schema.fields().iter().map(|f| f.data_type()).collect();
+    let found: Vec<_> = batch
+        .schema_ref()
+        .fields()
+        .iter()
+        .map(|f| f.data_type())
+        .collect();
+    if expected != found {
+        return Err(Error::Internal(format!(
+            "{what}: rows with columns of types {found:?}, expected {expected:?}"
+        )));
     }
+    Ok(arrow::array::RecordBatch::try_new(
+        crate::rows::relax_nullability(schema, batch.columns()),
+        batch.columns().to_vec(),
+    )?)
+}
+
+/// Appends an operator's state to `out` with `write`; on error `out` is left as it was.
+pub fn snapshot_into(
+    out: &mut Vec<u8>,
+    write: impl FnOnce(&mut Vec<u8>) -> Result<()>,
+) -> Result<()> {
+    let at = out.len();
+    let result = write(out);
+    if result.is_err() {
+        out.truncate(at);
+    }
+    result
 }
 
 /// XXH64 with seed 0: a stable, fast (several GB/s) checksum of `data`.

@@ -678,7 +678,7 @@ impl Lowering<'_> {
             return Err(self.unsupported("a deduplication without PARTITION BY", hint));
         }
         if self.mode == Mode::Stream {
-            self.check_event_time(&w.input, &order.expr, &chain, "a deduplication")?;
+            self.check_event_time(&w.input, &order.expr, &chain, "a deduplication ordered by")?;
         }
         let keep_last = !order.asc;
         let mut key = vec![];
@@ -786,27 +786,12 @@ impl Lowering<'_> {
             ));
         }
         if self.mode == Mode::Stream {
-            let watermark = self
-                .def
-                .table(&chain.source)
-                .and_then(|t| t.watermark.as_ref());
-            let traced = match &order.expr {
-                Expr::Column(c) => trace_column(&w.input, &c.name),
-                _ => None,
-            };
-            let ok = match (watermark, &traced) {
-                (Some(wm), Some((table, column))) => table == &chain.source && column == &wm.column,
-                _ => false,
-            };
-            if !ok {
-                return Err(self.unsupported(
-                    &format!("an OVER aggregate ordered by `{}`", order.expr),
-                    &format!(
-                        "in stream mode an OVER aggregate orders by the column table `{}` declares its WATERMARK on, unchanged",
-                        chain.source
-                    ),
-                ));
-            }
+            self.check_event_time(
+                &w.input,
+                &order.expr,
+                &chain,
+                "an OVER aggregate ordered by",
+            )?;
         }
         let frame = &params.window_frame;
         if frame.end_bound != WindowFrameBound::CurrentRow {
@@ -996,7 +981,7 @@ impl Lowering<'_> {
                 (Some((l, r)), (Some(lower), Some(upper))) => {
                     if self.mode == Mode::Stream {
                         for (plan, e, chain) in [(&j.left, &l, &left), (&j.right, &r, &right)] {
-                            self.check_event_time(plan, e, chain, "an interval join")?;
+                            self.check_event_time(plan, e, chain, "an interval join on")?;
                         }
                     }
                     if lower > upper {
@@ -1086,13 +1071,14 @@ impl Lowering<'_> {
         Ok(chain)
     }
 
-    /// In stream mode, `e` must be the event-time column of the chain's source, unchanged.
+    /// In stream mode, `e` must be the event-time column of the chain's source, unchanged;
+    /// `construct` names what uses it ("an interval join on").
     fn check_event_time(
         &self,
         plan: &LogicalPlan,
         e: &Expr,
         chain: &Chain,
-        what: &str,
+        construct: &str,
     ) -> Result<()> {
         let watermark = self
             .def
@@ -1108,12 +1094,17 @@ impl Lowering<'_> {
             Ok(())
         } else {
             Err(self.unsupported(
-                &format!("{what} on `{e}`"),
-                &format!(
-                    "in stream mode {what} compares the columns the sources declare their WATERMARK on, unchanged (`{}` of table `{}`)",
-                    watermark.map_or("none", |w| w.column.as_str()),
-                    chain.source
-                ),
+                &format!("{construct} `{e}`"),
+                &match watermark {
+                    Some(w) => format!(
+                        "in stream mode this must be the column table `{}` declares its WATERMARK on (`{}`), unchanged and not after an aggregate",
+                        chain.source, w.column
+                    ),
+                    None => format!(
+                        "in stream mode this must be an event-time column: declare a WATERMARK in CREATE TABLE {}",
+                        chain.source
+                    ),
+                },
             ))
         }
     }

@@ -472,26 +472,14 @@ impl Operator for WindowAggregate {
     /// Writes the watermark and the live groups (see the module documentation for the layout).
     /// O(state): one pass over the open windows, then one per aggregate.
     fn snapshot(&self, out: &mut Vec<u8>) -> Result<()> {
-        let at = out.len();
-        let result = self.write_state(out);
-        if result.is_err() {
-            out.truncate(at);
-        }
-        result
+        crate::codec::snapshot_into(out, |out| self.write_state(out))
     }
 
     /// Replaces the state with one written by [`snapshot`](Self::snapshot). The whole blob is
     /// checked and decoded before anything is replaced: on error the operator is unchanged.
     fn restore(&mut self, state: &[u8]) -> Result<()> {
         let mut d = Decoder::new(state, CHECKPOINT).frame(MAGIC, VERSION)?;
-        let layout = d.bytes()?;
-        if layout != self.layout.as_bytes() {
-            return Err(Error::Internal(format!(
-                "{CHECKPOINT} was written for another plan: it holds `{}`, this operator is `{}`",
-                String::from_utf8_lossy(layout),
-                self.layout
-            )));
-        }
+        d.expect_layout(&self.layout)?;
         let watermark = Watermark(d.i64()?);
         let mut table = HashTable::new();
         let mut groups = Groups::default();

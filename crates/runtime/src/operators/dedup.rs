@@ -284,32 +284,11 @@ impl Deduplicate {
 
     fn read_state(&mut self, state: &[u8]) -> Result<()> {
         let mut d = Decoder::new(state, CHECKPOINT).frame(MAGIC, VERSION)?;
-        let layout = d.bytes()?;
-        if layout != self.layout.as_bytes() {
-            return Err(Error::Internal(format!(
-                "{CHECKPOINT} was written for another plan: it holds `{}`, this operator is `{}`",
-                String::from_utf8_lossy(layout),
-                self.layout
-            )));
-        }
+        d.expect_layout(&self.layout)?;
         let watermark = Watermark(d.i64()?);
-        let waiting = batch_from_ipc(d.bytes()?, CHECKPOINT)?;
-        let kept = batch_from_ipc(d.bytes()?, CHECKPOINT)?;
+        let waiting = batch_from_ipc(d.bytes()?, CHECKPOINT, &self.input)?;
+        let kept = batch_from_ipc(d.bytes()?, CHECKPOINT, &self.kept_schema())?;
         d.finish()?;
-        for (batch, schema) in [(&waiting, self.input.clone()), (&kept, self.kept_schema())] {
-            let types: Vec<_> = schema.fields().iter().map(|f| f.data_type()).collect();
-            let found: Vec<_> = batch
-                .schema_ref()
-                .fields()
-                .iter()
-                .map(|f| f.data_type())
-                .collect();
-            if types != found {
-                return Err(Error::Internal(format!(
-                    "{CHECKPOINT}: columns of types {found:?}, expected {types:?}"
-                )));
-            }
-        }
         let width = if self.spec.keep_last {
             self.input.fields().len()
         } else {
@@ -370,12 +349,7 @@ impl Operator for Deduplicate {
     }
 
     fn snapshot(&self, out: &mut Vec<u8>) -> Result<()> {
-        let at = out.len();
-        let result = self.write_state(out);
-        if result.is_err() {
-            out.truncate(at);
-        }
-        result
+        crate::codec::snapshot_into(out, |out| self.write_state(out))
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<()> {

@@ -42,7 +42,7 @@ use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::row::{OwnedRow, RowConverter, SortField};
 use flowline_core::plan::{JoinKind, JoinSpec};
-use flowline_core::{Error, Message, Operator, Output, Reject, RejectReason, Result, Watermark};
+use flowline_core::{Message, Operator, Output, Reject, RejectReason, Result, Watermark};
 
 use crate::codec::{batch_from_ipc, batch_to_ipc, Decoder, Encoder};
 use crate::operators::window::millis;
@@ -97,7 +97,7 @@ impl Side {
     }
 
     fn keep(&mut self, key: Vec<u8>, kept: Kept, expires: Option<i64>) {
-        self.bytes += kept.row.as_ref().len() + key.len() + 48;
+        self.bytes += kept_size(&key, &kept.row);
         self.next = self.next.max(kept.seq + 1);
         if let Some(at) = expires {
             self.expiry.entry(at).or_default().push(key.clone());
@@ -162,14 +162,8 @@ impl StreamJoin {
             .map_or(0, |t| t.upper.max(t.lower.saturating_neg()).max(0))
     }
 
-    /// When a kept row of `side` at `time` can match no future row of the other side.
     fn expires(&self, side: usize, time: i64) -> Option<i64> {
-        let t = self.spec.time.as_ref()?;
-        Some(if side == LEFT {
-            time.saturating_sub(t.lower)
-        } else {
-            time.saturating_add(t.upper)
-        })
+        expiry(&self.spec, side, time)
     }
 
     fn key_columns(&self, side: usize, batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
@@ -385,23 +379,13 @@ impl StreamJoin {
                     let Some(rows) = s.by_key.get_mut(&key) else {
                         continue;
                     };
-                    let t = self.spec.time.as_ref();
-                    let expired = |k: &Kept| {
-                        t.is_some_and(|t| {
-                            let at = if side == LEFT {
-                                k.time.saturating_sub(t.lower)
-                            } else {
-                                k.time.saturating_add(t.upper)
-                            };
-                            at <= w.0
-                        })
-                    };
+                    let spec = &self.spec;
                     let mut freed = 0;
                     rows.retain(|k| {
-                        if !expired(k) {
+                        if expiry(spec, side, k.time).is_none_or(|at| at > w.0) {
                             return true;
                         }
-                        freed += k.row.as_ref().len() + key.len() + 48;
+                        freed += kept_size(&key, &k.row);
                         if side == LEFT && !k.matched && self.spec.kind == JoinKind::Left {
                             alone.push((k.time, k.seq, k.row.clone()));
                         }
@@ -519,23 +503,18 @@ impl StreamJoin {
 
     fn read_state(&mut self, state: &[u8]) -> Result<()> {
         let mut d = Decoder::new(state, CHECKPOINT).frame(MAGIC, VERSION)?;
-        let layout = d.bytes()?;
-        if layout != self.layout.as_bytes() {
-            return Err(Error::Internal(format!(
-                "{CHECKPOINT} was written for another plan: it holds `{}`, this operator is `{}`",
-                String::from_utf8_lossy(layout),
-                self.layout
-            )));
-        }
+        d.expect_layout(&self.layout)?;
         let watermarks = [Watermark(d.i64()?), Watermark(d.i64()?)];
         let ended = d.u8()?;
         if ended > 3 {
             return Err(d.error(format!("ended flags {ended}")));
         }
         let sent = Watermark(d.i64()?);
+        let left = state_schema(&self.spec.left_schema);
+        let right = state_schema(&self.spec.right_schema);
         let batches = [
-            batch_from_ipc(d.bytes()?, CHECKPOINT)?,
-            batch_from_ipc(d.bytes()?, CHECKPOINT)?,
+            batch_from_ipc(d.bytes()?, CHECKPOINT, &left)?,
+            batch_from_ipc(d.bytes()?, CHECKPOINT, &right)?,
         ];
         d.finish()?;
         let mut sides = [
@@ -543,19 +522,6 @@ impl StreamJoin {
             Side::new(self.spec.right_schema.clone())?,
         ];
         for (side, batch) in batches.iter().enumerate() {
-            let expected = state_schema(&sides[side].schema);
-            let types: Vec<_> = expected.fields().iter().map(|f| f.data_type()).collect();
-            let found: Vec<_> = batch
-                .schema_ref()
-                .fields()
-                .iter()
-                .map(|f| f.data_type())
-                .collect();
-            if types != found {
-                return Err(Error::Internal(format!(
-                    "{CHECKPOINT}: columns of types {found:?}, expected {types:?}"
-                )));
-            }
             let width = sides[side].schema.fields().len();
             let rows = sides[side]
                 .rows
@@ -588,6 +554,22 @@ impl StreamJoin {
         self.sent = sent;
         Ok(())
     }
+}
+
+/// When a kept row of `side` at `time` can match no future row of the other side (`None`: a
+/// regular join's rows never expire).
+fn expiry(spec: &JoinSpec, side: usize, time: i64) -> Option<i64> {
+    let t = spec.time.as_ref()?;
+    Some(if side == LEFT {
+        time.saturating_sub(t.lower)
+    } else {
+        time.saturating_add(t.upper)
+    })
+}
+
+/// Approximate bytes of a kept row: its encoding, its key and the bookkeeping.
+fn kept_size(key: &[u8], row: &OwnedRow) -> usize {
+    row.as_ref().len() + key.len() + 48
 }
 
 /// Whether left time `l` and right time `r` satisfy the join's bounds.
@@ -631,12 +613,7 @@ impl Operator for StreamJoin {
     }
 
     fn snapshot(&self, out: &mut Vec<u8>) -> Result<()> {
-        let at = out.len();
-        let result = self.write_state(out);
-        if result.is_err() {
-            out.truncate(at);
-        }
-        result
+        crate::codec::snapshot_into(out, |out| self.write_state(out))
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<()> {

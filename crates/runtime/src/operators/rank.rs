@@ -286,24 +286,12 @@ impl Operator for WindowRank {
     }
 
     fn snapshot(&self, out: &mut Vec<u8>) -> Result<()> {
-        let at = out.len();
-        let result = self.write_state(out);
-        if result.is_err() {
-            out.truncate(at);
-        }
-        result
+        crate::codec::snapshot_into(out, |out| self.write_state(out))
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<()> {
         let mut d = Decoder::new(state, CHECKPOINT).frame(MAGIC, VERSION)?;
-        let layout = d.bytes()?;
-        if layout != self.layout.as_bytes() {
-            return Err(Error::Internal(format!(
-                "{CHECKPOINT} was written for another plan: it holds `{}`, this operator is `{}`",
-                String::from_utf8_lossy(layout),
-                self.layout
-            )));
-        }
+        d.expect_layout(&self.layout)?;
         let watermark = Watermark(d.i64()?);
         let n = d.len_prefix(16)?;
         let mut counts = Vec::with_capacity(n);
@@ -323,20 +311,13 @@ impl Operator for WindowRank {
         }
         let ipc = d.bytes()?;
         d.finish()?;
-        let rows = crate::codec::batch_from_ipc(ipc, CHECKPOINT)?;
-        let schema = self.input_schema();
-        if rows.num_rows() as u64 != total || rows.num_columns() != schema.fields().len() {
+        let rows = crate::codec::batch_from_ipc(ipc, CHECKPOINT, &self.input_schema())?;
+        if rows.num_rows() as u64 != total {
             return Err(Error::Internal(format!(
-                "{CHECKPOINT}: {} rows of {} columns, the windows list {total} rows of {} columns",
-                rows.num_rows(),
-                rows.num_columns(),
-                schema.fields().len()
+                "{CHECKPOINT}: {} rows, the windows list {total}",
+                rows.num_rows()
             )));
         }
-        let rows = RecordBatch::try_new(
-            crate::rows::relax_nullability(&schema, rows.columns()),
-            rows.columns().to_vec(),
-        )?;
         let mut windows = BTreeMap::new();
         let mut bytes = 0;
         let mut offset = 0usize;

@@ -404,24 +404,12 @@ impl Operator for SessionAggregate {
     }
 
     fn snapshot(&self, out: &mut Vec<u8>) -> Result<()> {
-        let at = out.len();
-        let result = self.write_state(out);
-        if result.is_err() {
-            out.truncate(at);
-        }
-        result
+        crate::codec::snapshot_into(out, |out| self.write_state(out))
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<()> {
         let mut d = Decoder::new(state, CHECKPOINT).frame(MAGIC, VERSION)?;
-        let layout = d.bytes()?;
-        if layout != self.layout.as_bytes() {
-            return Err(Error::Internal(format!(
-                "{CHECKPOINT} was written for another plan: it holds `{}`, this operator is `{}`",
-                String::from_utf8_lossy(layout),
-                self.layout
-            )));
-        }
+        d.expect_layout(&self.layout)?;
         let watermark = Watermark(d.i64()?);
         let n_sessions = d.len_prefix(24)?;
         let mut index = vec![];
@@ -441,15 +429,11 @@ impl Operator for SessionAggregate {
         }
         let ipc = d.bytes()?;
         d.finish()?;
-        let rows = crate::codec::batch_from_ipc(ipc, CHECKPOINT)?;
-        if rows.num_rows() as u64 != total
-            || rows.schema().fields().len() != self.spec.input_schema.fields().len()
-        {
+        let rows = crate::codec::batch_from_ipc(ipc, CHECKPOINT, &self.spec.input_schema)?;
+        if rows.num_rows() as u64 != total {
             return Err(Error::Internal(format!(
-                "{CHECKPOINT}: {} rows of {} columns, the sessions list {total} rows of {} columns",
-                rows.num_rows(),
-                rows.schema().fields().len(),
-                self.spec.input_schema.fields().len()
+                "{CHECKPOINT}: {} rows, the sessions list {total}",
+                rows.num_rows()
             )));
         }
         let mut sessions: HashMap<Box<[u8]>, BTreeMap<i64, Session>> = HashMap::new();
