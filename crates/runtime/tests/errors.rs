@@ -509,6 +509,14 @@ async fn stream_mode_refuses_joins_it_cannot_bound_or_keep_exact() {
          JOIN payments p ON o.order_id = p.order_id AND p.paid_at BETWEEN o.ordered_at AND o.ordered_at + INTERVAL '1' HOUR;\n"
     );
     refused_in_stream_mode(&three, "a join of more than two inputs", "out").await;
+    // A regular join forwards no watermark before the end: windows over it would never close.
+    let windowed = format!(
+        "{ORDERS}{PAYMENTS}{OUT}CREATE VIEW paid AS SELECT o.order_id, o.ordered_at FROM orders o JOIN payments p ON o.order_id = p.order_id;\n\
+         INSERT INTO out\n\
+         SELECT window_start, COUNT(*) AS n FROM TABLE(TUMBLE(TABLE paid, DESCRIPTOR(ordered_at), INTERVAL '1' HOUR))\n\
+         GROUP BY window_start, window_end;\n"
+    );
+    refused_in_stream_mode(&windowed, "a window over a regular join", "out").await;
 }
 
 #[tokio::test]

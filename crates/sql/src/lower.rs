@@ -113,7 +113,17 @@ struct Chain {
     right: Option<JoinInput>,
 }
 
+/// Why event time ends at a regular join.
+const REGULAR_JOIN_HINT: &str = "a regular join's output has no watermark (a kept row of any age can still join), so what waits for event time after it would wait for the end: bound the join in time (an interval or window join), or run with --mode batch";
+
 impl Chain {
+    /// Whether the chain's rows passed a join without time bounds (no watermark after it).
+    fn after_regular_join(&self) -> bool {
+        self.nodes
+            .iter()
+            .any(|n| matches!(n, Node::Join(j) if j.time.is_none()))
+    }
+
     fn of_table(source: String) -> Chain {
         Chain {
             source,
@@ -1088,6 +1098,12 @@ impl Lowering<'_> {
             Expr::Column(c) => trace_column(plan, &c.name),
             _ => None,
         };
+        if chain.after_regular_join() {
+            return Err(self.unsupported(
+                &format!("{construct} `{e}` after a regular join"),
+                REGULAR_JOIN_HINT,
+            ));
+        }
         let ok = !chain.aggregated
             && matches!((watermark, &traced), (Some(wm), Some((table, column))) if table == &chain.source && column == &wm.column);
         if ok {
@@ -1120,6 +1136,9 @@ impl Lowering<'_> {
                 "a window over a windowed or aggregated input",
                 "run with --mode batch",
             ));
+        }
+        if self.mode == Mode::Stream && chain.after_regular_join() {
+            return Err(self.unsupported("a window over a regular join", REGULAR_JOIN_HINT));
         }
         if self.mode == Mode::Stream {
             let source = self.def.table(&chain.source);

@@ -324,27 +324,29 @@ impl OverAggregate {
                 }
             }
             for i in start..end {
-                let key = keys.row(i).as_ref().to_vec();
+                let key = keys.row(i);
                 let values = args
                     .iter()
                     .map(|a| ScalarValue::try_from_array(a, i))
                     .collect::<Result<Vec<_>, _>>()?;
-                let partition = match self.partitions.entry(key) {
-                    std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                    std::collections::btree_map::Entry::Vacant(e) => {
-                        let totals = if unbounded {
-                            self.arg_types.iter().map(Acc::new).collect::<Result<_>>()?
-                        } else {
-                            vec![]
-                        };
-                        let partition = Partition {
-                            rows: VecDeque::new(),
-                            totals,
-                        };
-                        self.kept_bytes += partition_bytes(e.key(), &partition);
-                        e.insert(partition)
-                    }
-                };
+                // A new partition allocates its key; a known one is found without allocating.
+                if !self.partitions.contains_key(key.as_ref()) {
+                    let totals = if unbounded {
+                        self.arg_types.iter().map(Acc::new).collect::<Result<_>>()?
+                    } else {
+                        vec![]
+                    };
+                    let partition = Partition {
+                        rows: VecDeque::new(),
+                        totals,
+                    };
+                    self.kept_bytes += partition_bytes(key.as_ref(), &partition);
+                    self.partitions.insert(key.as_ref().to_vec(), partition);
+                }
+                let partition = self
+                    .partitions
+                    .get_mut(key.as_ref())
+                    .ok_or_else(|| Error::Internal("OVER partition vanished".into()))?;
                 if unbounded {
                     for ((acc, (function, _)), v) in partition
                         .totals
