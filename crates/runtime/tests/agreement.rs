@@ -702,6 +702,26 @@ struct LateRow {
     sink: String,
 }
 
+/// The ids of the rows rejected as late by the INSERT into `sink` (one per reject).
+fn late_ids(rejects: &[Value], sink: &str) -> Vec<usize> {
+    rejects
+        .iter()
+        .filter(|r| r["sink"] == sink)
+        .map(|r| {
+            assert_eq!(r["reason"], "late", "{r}");
+            raw_row(r)["id"].as_u64().expect("raw has id") as usize
+        })
+        .collect()
+}
+
+/// A reject's `raw` row as a JSON object (it may be stored as the JSON text).
+fn raw_row(reject: &Value) -> Value {
+    match &reject["raw"] {
+        Value::String(s) => serde_json::from_str(s).expect("raw is JSON"),
+        v => v.clone(),
+    }
+}
+
 fn late_rows(rejects: &[Value]) -> Vec<LateRow> {
     rejects
         .iter()
@@ -712,11 +732,8 @@ fn late_rows(rejects: &[Value]) -> Vec<LateRow> {
             assert_eq!(r["reason"], "late", "unexpected reject {r}");
             let window = r["window"].as_array().expect("late reject has a window");
             assert_eq!(window.len(), 2, "{r}");
-            // `raw` is the aggregate's input row as a JSON object (or its JSON text).
-            let raw: Value = match &r["raw"] {
-                Value::String(s) => serde_json::from_str(s).expect("raw is JSON"),
-                v => v.clone(),
-            };
+            // `raw` is the aggregate's input row.
+            let raw = raw_row(r);
             let cents = match &raw["amount"] {
                 Value::Number(n) => (n.as_f64().unwrap() * 100.0).round() as i128,
                 Value::String(s) => parse_cents(s),
@@ -1070,19 +1087,7 @@ proptest! {
         let late = late_rows(&stream.rejects);
         // The OVER aggregate rejects a row whose time the watermark passed: it then holds
         // exactly the other rows.
-        let over_late: BTreeSet<usize> = stream
-            .rejects
-            .iter()
-            .filter(|r| r["sink"] == "over_out")
-            .map(|r| {
-                assert_eq!(r["reason"], "late", "{r}");
-                let raw: Value = match &r["raw"] {
-                    Value::String(s) => serde_json::from_str(s).expect("raw is JSON"),
-                    v => v.clone(),
-                };
-                raw["id"].as_u64().expect("raw has id") as usize
-            })
-            .collect();
+        let over_late: BTreeSet<usize> = late_ids(&stream.rejects, "over_out").into_iter().collect();
         prop_assert!(over_late.is_subset(&possible), "OVER rejected rows within the delay: {:?}", over_late);
         prop_assert_eq!(
             parse_over(&stream.over, &s.events),
@@ -1095,19 +1100,7 @@ proptest! {
             "OVER batch vs model"
         );
         // The self join rejects a late row on each of its inputs; it joins exactly the rest.
-        let join_rejects: Vec<usize> = stream
-            .rejects
-            .iter()
-            .filter(|r| r["sink"] == "join_out")
-            .map(|r| {
-                assert_eq!(r["reason"], "late", "{r}");
-                let raw: Value = match &r["raw"] {
-                    Value::String(s) => serde_json::from_str(s).expect("raw is JSON"),
-                    v => v.clone(),
-                };
-                raw["id"].as_u64().expect("raw has id") as usize
-            })
-            .collect();
+        let join_rejects = late_ids(&stream.rejects, "join_out");
         let join_late: BTreeSet<usize> = join_rejects.iter().copied().collect();
         prop_assert_eq!(join_rejects.len(), 2 * join_late.len(), "one reject per input");
         prop_assert!(join_late.is_subset(&possible), "join rejected rows within the delay: {:?}", join_late);
