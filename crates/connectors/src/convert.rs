@@ -22,6 +22,7 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone};
 use datafusion::scalar::ScalarValue;
 use flowline_core::{Error, Reject, RejectReason, Result, TableDef};
 
+use crate::computed::ComputedColumns;
 use crate::source::Decoded;
 
 /// Why one row failed before or during conversion.
@@ -71,7 +72,56 @@ fn is_time_type(dt: &DataType) -> bool {
 
 /// Whether text can be converted to `dt` at all (checked when a CSV/JSON table is opened).
 pub(crate) fn text_convertible(dt: &DataType) -> bool {
-    arrow::compute::can_cast_types(&DataType::Utf8, dt)
+    is_nested_type(dt) || arrow::compute::can_cast_types(&DataType::Utf8, dt)
+}
+
+/// `ROW<...>` and `ARRAY<...>` columns: read from JSON text (a JSON object or array, nested in
+/// a JSON line or as the text of a CSV field).
+pub(crate) fn is_nested_type(dt: &DataType) -> bool {
+    matches!(
+        dt,
+        DataType::Struct(_) | DataType::List(_) | DataType::LargeList(_)
+    )
+}
+
+/// Decodes JSON texts into a nested column of type `target`. A text that is not valid JSON of
+/// that shape becomes NULL (and so a reject, named by the caller).
+fn json_to_nested(strings: &StringArray, target: &DataType) -> Result<ArrayRef> {
+    let schema = Arc::new(arrow::datatypes::Schema::new(vec![
+        arrow::datatypes::Field::new("v", target.clone(), true),
+    ]));
+    let decode = |rows: &mut dyn Iterator<Item = Option<&str>>| -> std::result::Result<ArrayRef, arrow::error::ArrowError> {
+        let mut text = String::new();
+        let mut count = 0;
+        for v in rows {
+            text.push_str("{\"v\":");
+            text.push_str(v.unwrap_or("null"));
+            text.push_str("}\n");
+            count += 1;
+        }
+        let mut decoder = arrow::json::ReaderBuilder::new(Arc::clone(&schema))
+            .with_batch_size(count.max(1))
+            .build_decoder()?;
+        decoder.decode(text.as_bytes())?;
+        let batch = decoder.flush()?;
+        match batch {
+            Some(b) if b.num_rows() == count => Ok(Arc::clone(b.column(0))),
+            _ => Err(arrow::error::ArrowError::JsonError(
+                "not one value per row".into(),
+            )),
+        }
+    };
+    if let Ok(all) = decode(&mut strings.iter()) {
+        return Ok(all);
+    }
+    let mut parts: Vec<ArrayRef> = Vec::with_capacity(strings.len());
+    for v in strings.iter() {
+        let one = decode(&mut std::iter::once(v))
+            .unwrap_or_else(|_| arrow::array::new_null_array(target, 1));
+        parts.push(one);
+    }
+    let refs: Vec<&dyn Array> = parts.iter().map(|a| a.as_ref()).collect();
+    Ok(arrow::compute::concat(&refs)?)
 }
 
 /// A user-given `timestamp-format` (a chrono strftime pattern).
@@ -108,9 +158,13 @@ impl TimestampFormat {
 /// Converts columns of one table to its declared schema.
 pub(crate) struct Converter {
     table: String,
+    /// The physical columns: what the formats decode.
     schema: SchemaRef,
+    /// The physical columns and the computed ones, in declared order: every decoded batch.
+    output: SchemaRef,
+    computed: Option<ComputedColumns>,
     timestamp_format: Option<TimestampFormat>,
-    /// Index of the watermark (event-time) column.
+    /// Index of the watermark (event-time) column in `output`.
     watermark: Option<usize>,
     cast_options: CastOptions<'static>,
 }
@@ -118,24 +172,41 @@ pub(crate) struct Converter {
 impl Converter {
     pub(crate) fn new(def: &TableDef, timestamp_format: Option<&str>) -> Result<Self> {
         let schema = def.schema();
+        let computed = ComputedColumns::plan(def)?;
+        let output = computed
+            .as_ref()
+            .map_or_else(|| Arc::clone(&schema), |c| Arc::clone(c.schema()));
         let watermark = match &def.watermark {
             None => None,
-            Some(w) => Some(
-                def.columns
+            Some(w) => {
+                let fields = output.fields();
+                let i = fields
                     .iter()
-                    .position(|c| c.name == w.column)
+                    .position(|f| f.name() == &w.column)
                     .or_else(|| {
-                        def.columns
+                        fields
                             .iter()
-                            .position(|c| c.name.eq_ignore_ascii_case(&w.column))
+                            .position(|f| f.name().eq_ignore_ascii_case(&w.column))
                     })
                     .ok_or_else(|| {
                         Error::option(
                             &def.name,
                             format!("watermark column `{}` is not a declared column", w.column),
                         )
-                    })?,
-            ),
+                    })?;
+                if !matches!(fields[i].data_type(), DataType::Timestamp(..)) {
+                    return Err(Error::option(
+                        &def.name,
+                        format!(
+                            "WATERMARK FOR `{}`: the column must be a TIMESTAMP, its expression \
+                             gives {}",
+                            w.column,
+                            fields[i].data_type()
+                        ),
+                    ));
+                }
+                Some(i)
+            }
         };
         let timestamp_format = timestamp_format.map(|p| TimestampFormat {
             pattern: p.to_string(),
@@ -144,6 +215,8 @@ impl Converter {
         Ok(Converter {
             table: def.name.clone(),
             schema,
+            output,
+            computed,
             timestamp_format,
             watermark,
             cast_options: CastOptions {
@@ -153,8 +226,19 @@ impl Converter {
         })
     }
 
+    /// The physical columns, which the formats decode.
     pub(crate) fn schema(&self) -> &SchemaRef {
         &self.schema
+    }
+
+    /// The columns of every decoded batch: physical and computed, in declared order.
+    pub(crate) fn output_schema(&self) -> &SchemaRef {
+        &self.output
+    }
+
+    /// Whether the table has computed columns (which may read any physical column).
+    pub(crate) fn has_computed(&self) -> bool {
+        self.computed.is_some()
     }
 
     /// Converts one column to `target`. Values that do not convert become NULL; the caller
@@ -166,6 +250,14 @@ impl Converter {
     ) -> std::result::Result<ArrayRef, arrow::error::ArrowError> {
         if input.data_type() == target {
             return Ok(Arc::clone(input));
+        }
+        if is_nested_type(target) && input.data_type() == &DataType::Utf8 {
+            let strings = input
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .expect("Utf8 is a StringArray");
+            return json_to_nested(strings, target)
+                .map_err(|e| arrow::error::ArrowError::ComputeError(e.to_string()));
         }
         let special = matches!(target, DataType::Boolean)
             || (self.timestamp_format.is_some() && is_time_type(target));
@@ -295,6 +387,9 @@ impl Converter {
             }
             converted.push(out);
         }
+        if let Some(computed) = &self.computed {
+            converted = computed.apply(&self.schema, converted, rows, &mut failures)?;
+        }
 
         if let Some(w) = self.watermark {
             let column = &converted[w];
@@ -307,7 +402,7 @@ impl Converter {
                             RejectReason::MissingEventTime,
                             format!(
                                 "column `{}`: the event time is empty",
-                                self.schema.field(w).name()
+                                self.output.field(w).name()
                             ),
                         );
                     }
@@ -315,7 +410,7 @@ impl Converter {
             }
         }
 
-        for (column, field) in converted.iter().zip(self.schema.fields()) {
+        for (column, field) in converted.iter().zip(self.output.fields()) {
             if !field.is_nullable() && column.logical_null_count() > 0 {
                 let nulls = column.logical_nulls();
                 for row in 0..rows {
@@ -333,7 +428,7 @@ impl Converter {
         let options = RecordBatchOptions::new().with_row_count(Some(rows));
         if failures.count == 0 {
             let batch =
-                RecordBatch::try_new_with_options(Arc::clone(&self.schema), converted, &options)?;
+                RecordBatch::try_new_with_options(Arc::clone(&self.output), converted, &options)?;
             return Ok(Decoded {
                 batch,
                 rejects: Vec::new(),
@@ -371,7 +466,7 @@ impl Converter {
             .map(|c| predicate.filter(c))
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let batch = RecordBatch::try_new_with_options(
-            Arc::clone(&self.schema),
+            Arc::clone(&self.output),
             columns,
             &RecordBatchOptions::new().with_row_count(Some(kept)),
         )?;
@@ -459,6 +554,7 @@ mod tests {
                     nullable: *nullable,
                 })
                 .collect(),
+            computed: vec![],
             watermark: watermark.map(|c| WatermarkDef {
                 column: c.into(),
                 delay_ms: 0,

@@ -44,6 +44,7 @@
 //!   `row index within the epoch % partitions`, so replays land identically. The sink holds
 //!   every partition's writer (file lock) for its whole life.
 
+mod computed;
 mod convert;
 mod hive;
 mod log_sink;

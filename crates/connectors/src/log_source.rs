@@ -220,7 +220,7 @@ impl LogSource {
 
     /// The declared schema: every decoded batch has exactly this schema.
     pub fn schema(&self) -> SchemaRef {
-        Arc::clone(self.converter.schema())
+        Arc::clone(self.converter.output_schema())
     }
 
     pub fn topic(&self) -> &Topic {

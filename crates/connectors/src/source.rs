@@ -134,7 +134,7 @@ impl FileSource {
 
     /// The declared schema: every decoded batch has exactly this schema.
     pub fn schema(&self) -> SchemaRef {
-        Arc::clone(self.converter.schema())
+        Arc::clone(self.converter.output_schema())
     }
 
     pub fn files(&self) -> &[SourceFile] {
@@ -175,6 +175,10 @@ impl FileSource {
         match self.format {
             FileFormat::Csv => self.read_csv(file, batch_size, emit),
             FileFormat::Json => self.read_json(file, batch_size, emit),
+            // Computed columns may read any physical column: read them all.
+            FileFormat::Parquet if self.converter.has_computed() => {
+                self.read_parquet(file, batch_size, None, emit)
+            }
             FileFormat::Parquet => self.read_parquet(file, batch_size, needed, emit),
         }
     }
@@ -581,16 +585,20 @@ pub(crate) fn json_row(
                 .map(|(_, v)| v)
         })
     };
-    // A nested value only fits a string column.
+    // A nested value only fits a string column (as its JSON text) or a ROW / ARRAY column.
     let nested = fields
         .iter()
         .zip(is_string)
         .find_map(|(f, s)| match lookup(f.name()) {
-            Some(v @ (Value::Array(_) | Value::Object(_))) if !s => Some(format!(
-                "column `{}`: cannot convert {v} to {}",
-                f.name(),
-                f.data_type()
-            )),
+            Some(v @ (Value::Array(_) | Value::Object(_)))
+                if !s && !crate::convert::is_nested_type(f.data_type()) =>
+            {
+                Some(format!(
+                    "column `{}`: cannot convert {v} to {}",
+                    f.name(),
+                    f.data_type()
+                ))
+            }
             _ => None,
         });
     if let Some(detail) = nested {

@@ -17,4 +17,4 @@ pub mod table;
 pub use error::{Error, Fault, Result};
 pub use message::{Message, Operator, Output, Watermark};
 pub use reject::{Reject, RejectReason};
-pub use table::{ColumnDef, TableDef, WatermarkDef};
+pub use table::{ColumnDef, ComputedColumn, ComputedExpr, TableDef, WatermarkDef};

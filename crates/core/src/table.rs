@@ -20,12 +20,33 @@ pub struct WatermarkDef {
     pub delay_ms: i64,
 }
 
+/// A computed column: `name AS <expression>` in `CREATE TABLE`. Sources compute it from the
+/// physical columns of every row they decode, so the event time may be one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ComputedColumn {
+    pub name: String,
+    pub expr: ComputedExpr,
+    /// Its index among all the table's columns (physical and computed), in declared order.
+    pub position: usize,
+}
+
+/// What a computed column holds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ComputedExpr {
+    /// A SQL expression over the physical columns, as written.
+    Sql(String),
+    /// `PROCTIME()`: the wall-clock time the row was read, `TIMESTAMP_LTZ(3)`.
+    ProcTime,
+}
+
 /// A table from `CREATE TABLE`: its columns (empty for a sink whose schema comes from the
 /// query), its watermark, and its `WITH` options (keys lower-cased).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TableDef {
     pub name: String,
+    /// The physical columns: what a source decodes. [`TableDef::computed`] columns come on top.
     pub columns: Vec<ColumnDef>,
+    pub computed: Vec<ComputedColumn>,
     pub watermark: Option<WatermarkDef>,
     pub primary_key: Vec<String>,
     pub options: BTreeMap<String, String>,
@@ -34,6 +55,7 @@ pub struct TableDef {
 }
 
 impl TableDef {
+    /// The schema of the physical columns (without computed columns).
     pub fn schema(&self) -> SchemaRef {
         std::sync::Arc::new(Schema::new(
             self.columns

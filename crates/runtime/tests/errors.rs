@@ -364,6 +364,63 @@ async fn bad_watermark_column() {
 }
 
 #[tokio::test]
+async fn bad_computed_columns_and_nested_types_fail_before_data_moves() {
+    let line = line_of(ORDERS, "CREATE TABLE orders");
+    // An expression over a column that does not exist.
+    let source = ORDERS.replace(
+        "  ordered_at TIMESTAMP(3),\n",
+        "  ordered_at TIMESTAMP(3),\n  cents AS amount * 100 + tip,\n",
+    );
+    let p = format!("{source}{OUT}INSERT INTO out SELECT order_id FROM orders;\n");
+    let err = fails(&p, Mode::Batch).await;
+    assert_mentions(
+        &err,
+        &[
+            "`orders`",
+            "computed column `cents`",
+            "tip",
+            &format!("line {line}"),
+        ],
+    );
+
+    // A watermark on a computed column that is not a timestamp.
+    let source = ORDERS.replace(
+        "  ordered_at TIMESTAMP(3),\n  WATERMARK FOR ordered_at AS ordered_at",
+        "  ordered_at TIMESTAMP(3),\n  day AS CAST(ordered_at AS DATE),\n  WATERMARK FOR day AS day",
+    );
+    let p = format!("{source}{OUT}INSERT INTO out SELECT order_id FROM orders;\n");
+    let err = fails(&p, Mode::Stream).await;
+    assert_mentions(
+        &err,
+        &["`orders`", "WATERMARK FOR `day`", "TIMESTAMP", "Date32"],
+    );
+
+    // A watermark on a processing-time column.
+    let source = ORDERS.replace(
+        "  ordered_at TIMESTAMP(3),\n  WATERMARK FOR ordered_at AS ordered_at",
+        "  ordered_at TIMESTAMP(3),\n  pt AS PROCTIME(),\n  WATERMARK FOR pt AS pt",
+    );
+    let p = format!("{source}{OUT}INSERT INTO out SELECT order_id FROM orders;\n");
+    let err = fails(&p, Mode::Stream).await;
+    assert_mentions(&err, &["`orders`", "`pt`", "PROCTIME()", "event-time"]);
+
+    // A ROW type that does not close, and an unknown type inside a ROW: syntax errors at the
+    // position in the file.
+    let source = ORDERS.replace("  store_id   STRING,", "  store_id   ROW<a INT, b STRING,");
+    let p = format!("{source}{OUT}INSERT INTO out SELECT order_id FROM orders;\n");
+    let err = fails(&p, Mode::Batch).await;
+    assert!(matches!(err, Error::Syntax { .. }), "{err:?}");
+    let source = ORDERS.replace("  store_id   STRING,", "  store_id   ROW<a WIBBLE>,");
+    let p = format!("{source}{OUT}INSERT INTO out SELECT order_id FROM orders;\n");
+    let err = fails(&p, Mode::Batch).await;
+    let (l, _) = pos_of(&p, "WIBBLE");
+    match &err {
+        Error::Syntax { line, .. } => assert_eq!(*line, l, "{err}"),
+        other => panic!("expected a syntax error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn unknown_set_key() {
     let p = format!(
         "SET 'execution.mode' = 'stream';\nSET 'execution.mod' = 'batch';\n{ORDERS}{OUT}\

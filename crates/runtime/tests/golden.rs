@@ -73,6 +73,7 @@ golden_cases!(
     set_mode,
     batch_only_join,
     csv_options,
+    nested_and_computed,
 );
 
 #[test]

@@ -11,9 +11,11 @@ use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::{Location, Span, Token, TokenWithSpan, Tokenizer};
 use flowline_core::plan::WindowKind;
-use flowline_core::{ColumnDef, Error, Result, TableDef, WatermarkDef};
+use flowline_core::{
+    ColumnDef, ComputedColumn, ComputedExpr, Error, Result, TableDef, WatermarkDef,
+};
 
-use crate::types::{interval_ms, parse_type};
+use crate::types::{interval_ms, parse_column_type};
 
 /// A parsed pipeline file.
 #[derive(Debug, Clone)]
@@ -132,7 +134,8 @@ impl PipelineDef {
             } else if p.parse_keyword(Keyword::VIEW) {
                 let name = parse_name(&mut p).map_err(|e| syntax(e, loc))?;
                 p.expect_keyword(Keyword::AS).map_err(|e| syntax(e, loc))?;
-                let query = p.parse_query().map_err(|e| syntax(e, loc))?;
+                let mut query = p.parse_query().map_err(|e| syntax(e, loc))?;
+                name_field_accesses(&mut query);
                 self.statements.push(Statement::View { name, query, line });
             } else {
                 let found = p.peek_token();
@@ -144,7 +147,8 @@ impl PipelineDef {
             }
         } else if p.parse_keywords(&[Keyword::INSERT, Keyword::INTO]) {
             let sink = parse_name(&mut p).map_err(|e| syntax(e, loc))?;
-            let query = p.parse_query().map_err(|e| syntax(e, loc))?;
+            let mut query = p.parse_query().map_err(|e| syntax(e, loc))?;
+            name_field_accesses(&mut query);
             self.statements
                 .push(Statement::Insert { sink, query, line });
         } else if p.parse_keywords(&[Keyword::BEGIN, Keyword::STATEMENT, Keyword::SET])
@@ -429,6 +433,7 @@ fn create_table(p: &mut Parser<'_>, line: u64) -> Result<TableDef, DdlError> {
     let mut table = TableDef {
         name: name.clone(),
         columns: vec![],
+        computed: vec![],
         watermark: None,
         primary_key: vec![],
         options: BTreeMap::new(),
@@ -456,36 +461,53 @@ fn create_table(p: &mut Parser<'_>, line: u64) -> Result<TableDef, DdlError> {
                 let _ = p.parse_keywords(&[Keyword::NOT, Keyword::ENFORCED]);
             } else {
                 let col = p.parse_identifier()?.value;
-                if p.peek_keyword(Keyword::AS) {
-                    return Err(DdlError::Flowline(Error::Unsupported {
-                        construct: format!(
-                            "computed column `{col}` in table `{name}` (line {line})"
-                        ),
-                        mode: "any".into(),
-                        hint: "compute it in a view or in the SELECT".into(),
-                    }));
-                }
-                let ty = p.parse_data_type()?;
-                let data_type = parse_type(&ty.to_string())
-                    .ok_or_else(|| user(format!("column `{col}` has unsupported type {ty}")))?;
-                let mut nullable = true;
-                if p.parse_keywords(&[Keyword::NOT, Keyword::NULL]) {
-                    nullable = false;
-                } else {
-                    let _ = p.parse_keyword(Keyword::NULL);
-                }
                 if table
                     .columns
                     .iter()
-                    .any(|c| c.name.eq_ignore_ascii_case(&col))
+                    .map(|c| &c.name)
+                    .chain(table.computed.iter().map(|c| &c.name))
+                    .any(|c| c.eq_ignore_ascii_case(&col))
                 {
                     return Err(user(format!("column `{col}` is declared twice")));
                 }
-                table.columns.push(ColumnDef {
-                    name: col,
-                    data_type,
-                    nullable,
-                });
+                let position = table.columns.len() + table.computed.len();
+                if p.parse_keyword(Keyword::AS) {
+                    let expr = p.parse_expr()?;
+                    let expr = match &expr {
+                        Expr::Function(f)
+                            if f.name.to_string().eq_ignore_ascii_case("PROCTIME")
+                                && f.args.to_string().trim_matches(['(', ')', ' ']).is_empty() =>
+                        {
+                            ComputedExpr::ProcTime
+                        }
+                        other => ComputedExpr::Sql(other.to_string()),
+                    };
+                    // `COMMENT '...'` after a computed column is accepted and ignored.
+                    if p.parse_keyword(Keyword::COMMENT) {
+                        p.parse_literal_string()?;
+                    }
+                    table.computed.push(ComputedColumn {
+                        name: col,
+                        expr,
+                        position,
+                    });
+                } else {
+                    let data_type = parse_column_type(p)?;
+                    let mut nullable = true;
+                    if p.parse_keywords(&[Keyword::NOT, Keyword::NULL]) {
+                        nullable = false;
+                    } else {
+                        let _ = p.parse_keyword(Keyword::NULL);
+                    }
+                    if p.parse_keyword(Keyword::COMMENT) {
+                        p.parse_literal_string()?;
+                    }
+                    table.columns.push(ColumnDef {
+                        name: col,
+                        data_type,
+                        nullable,
+                    });
+                }
             }
             if p.consume_token(&Token::Comma) {
                 continue;
@@ -525,22 +547,39 @@ fn create_table(p: &mut Parser<'_>, line: u64) -> Result<TableDef, DdlError> {
     p.expect_token(&Token::RParen)?;
 
     if let Some((column, expr)) = watermark {
-        let Some(col) = table
+        let physical = table
             .columns
             .iter()
-            .find(|c| c.name.eq_ignore_ascii_case(&column))
-        else {
-            return Err(user(format!(
-                "WATERMARK FOR `{column}`: no such column (columns: {})",
-                column_list(&table)
-            )));
+            .find(|c| c.name.eq_ignore_ascii_case(&column));
+        let computed = table
+            .computed
+            .iter()
+            .find(|c| c.name.eq_ignore_ascii_case(&column));
+        let column_name = match (physical, computed) {
+            (Some(col), _) => {
+                if !matches!(col.data_type, arrow::datatypes::DataType::Timestamp(..)) {
+                    return Err(user(format!(
+                        "WATERMARK FOR `{column}`: the column must be a TIMESTAMP, it is {}",
+                        col.data_type
+                    )));
+                }
+                col.name.clone()
+            }
+            (None, Some(c)) if c.expr == ComputedExpr::ProcTime => {
+                return Err(user(format!(
+                    "WATERMARK FOR `{column}`: `{column}` is a processing-time column \
+                     (PROCTIME()); a watermark needs an event-time column"
+                )))
+            }
+            // A computed column's type is checked when its source is opened.
+            (None, Some(c)) => c.name.clone(),
+            (None, None) => {
+                return Err(user(format!(
+                    "WATERMARK FOR `{column}`: no such column (columns: {})",
+                    column_list(&table)
+                )))
+            }
         };
-        if !matches!(col.data_type, arrow::datatypes::DataType::Timestamp(..)) {
-            return Err(user(format!(
-                "WATERMARK FOR `{column}`: the column must be a TIMESTAMP, it is {}",
-                col.data_type
-            )));
-        }
         let is_col = |e: &Expr| match e {
             Expr::Identifier(id) => id.value.eq_ignore_ascii_case(&column),
             _ => false,
@@ -563,7 +602,7 @@ fn create_table(p: &mut Parser<'_>, line: u64) -> Result<TableDef, DdlError> {
             }
         };
         table.watermark = Some(WatermarkDef {
-            column: col.name.clone(),
+            column: column_name,
             delay_ms,
         });
     }
@@ -579,10 +618,50 @@ fn create_table(p: &mut Parser<'_>, line: u64) -> Result<TableDef, DdlError> {
     Ok(table)
 }
 
+/// Names every unaliased `a.b` select item `b`, as Flink does. DataFusion would name a ROW field
+/// access `table.a[b]`; a qualified column `t.b` is named `b` either way.
+fn name_field_accesses(query: &mut Query) {
+    use datafusion::sql::sqlparser::ast::{SelectItem, SetExpr, VisitMut, VisitorMut};
+    use std::ops::ControlFlow;
+
+    fn set_expr(body: &mut SetExpr) {
+        match body {
+            SetExpr::Select(select) => {
+                for item in &mut select.projection {
+                    if let SelectItem::UnnamedExpr(Expr::CompoundIdentifier(parts)) = item {
+                        if let Some(last) = parts.last().cloned() {
+                            *item = SelectItem::ExprWithAlias {
+                                expr: Expr::CompoundIdentifier(parts.clone()),
+                                alias: last,
+                            };
+                        }
+                    }
+                }
+            }
+            SetExpr::SetOperation { left, right, .. } => {
+                set_expr(left);
+                set_expr(right);
+            }
+            SetExpr::Query(q) => set_expr(&mut q.body),
+            _ => {}
+        }
+    }
+    struct Namer;
+    impl VisitorMut for Namer {
+        type Break = ();
+        fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+            set_expr(&mut query.body);
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = query.visit(&mut Namer);
+}
+
 fn column_list(t: &TableDef) -> String {
     t.columns
         .iter()
         .map(|c| c.name.as_str())
+        .chain(t.computed.iter().map(|c| c.name.as_str()))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -666,7 +745,7 @@ fn syntax(e: ParserError, fallback: Location) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::datatypes::{DataType, TimeUnit};
+    use arrow::datatypes::{DataType, Field, Fields, TimeUnit};
 
     const ORDERS: &str = "
 -- a comment
@@ -685,6 +764,74 @@ SELECT window_start, store_id, SUM(amount) AS revenue
 FROM TABLE(TUMBLE(TABLE orders, DESCRIPTOR(event_time), INTERVAL '1' HOUR))
 GROUP BY window_start, window_end, store_id;
 ";
+
+    #[test]
+    fn nested_types_and_computed_columns() {
+        let def = PipelineDef::parse(
+            "CREATE TABLE t (
+               a ROW<x INT NOT NULL 'the x', y ROW<z STRING, w ARRAY<BIGINT>>>,
+               b ROW(p DOUBLE, q INT ARRAY),
+               ts AS TO_TIMESTAMP(raw) COMMENT 'event time',
+               raw STRING,
+               pt AS PROCTIME(),
+               WATERMARK FOR ts AS ts - INTERVAL '1' SECOND
+             ) WITH ('connector' = 'files', 'path' = 'x', 'format' = 'json');",
+        )
+        .unwrap();
+        let t = def.table("t").unwrap();
+        let names: Vec<&str> = t.columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["a", "b", "raw"]);
+        let list =
+            |t: DataType| DataType::List(std::sync::Arc::new(Field::new_list_field(t, true)));
+        let inner = DataType::Struct(Fields::from(vec![
+            Field::new("z", DataType::Utf8, true),
+            Field::new("w", list(DataType::Int64), true),
+        ]));
+        assert_eq!(
+            t.columns[0].data_type,
+            DataType::Struct(Fields::from(vec![
+                Field::new("x", DataType::Int32, false),
+                Field::new("y", inner, true),
+            ]))
+        );
+        assert_eq!(
+            t.columns[1].data_type,
+            DataType::Struct(Fields::from(vec![
+                Field::new("p", DataType::Float64, true),
+                Field::new("q", list(DataType::Int32), true),
+            ]))
+        );
+        assert_eq!(
+            t.computed,
+            vec![
+                ComputedColumn {
+                    name: "ts".into(),
+                    expr: ComputedExpr::Sql("TO_TIMESTAMP(raw)".into()),
+                    position: 2
+                },
+                ComputedColumn {
+                    name: "pt".into(),
+                    expr: ComputedExpr::ProcTime,
+                    position: 4
+                },
+            ]
+        );
+        assert_eq!(t.watermark.as_ref().unwrap().column, "ts");
+        assert_eq!(t.watermark.as_ref().unwrap().delay_ms, 1000);
+
+        // Unaliased `a.b` select items are named `b`, as in Flink.
+        let def = PipelineDef::parse(
+            "INSERT INTO o SELECT a.x, a.y.z, a.x AS renamed, s.t FROM t, (SELECT b.p FROM t) s;",
+        )
+        .unwrap();
+        let Statement::Insert { query, .. } = &def.statements[0] else {
+            panic!()
+        };
+        assert_eq!(
+            query.to_string(),
+            "SELECT a.x AS x, a.y.z AS z, a.x AS renamed, s.t AS t FROM t, (SELECT b.p AS p FROM t) s"
+        );
+    }
 
     #[test]
     fn parses_flink_ddl() {

@@ -1,7 +1,127 @@
 //! Flink SQL types and intervals → Arrow types and milliseconds.
 
-use arrow::datatypes::{DataType, TimeUnit};
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Fields, TimeUnit};
 use datafusion::sql::sqlparser::ast::{Expr, Value};
+use datafusion::sql::sqlparser::parser::{Parser, ParserError};
+use datafusion::sql::sqlparser::tokenizer::Token;
+
+/// Parses a column type at the parser's position: every type [`parse_type`] knows, plus the
+/// nested `ROW<name type, ...>` (also `ROW(name type, ...)`), `ARRAY<type>` and `type ARRAY`.
+/// ROW fields may be followed by `NOT NULL` and a `'comment'`.
+pub fn parse_column_type(p: &mut Parser<'_>) -> Result<DataType, ParserError> {
+    let mut pending_gt = false;
+    let t = column_type(p, &mut pending_gt)?;
+    if pending_gt {
+        return p.expected("a column type", p.peek_token());
+    }
+    Ok(t)
+}
+
+fn column_type(p: &mut Parser<'_>, pending_gt: &mut bool) -> Result<DataType, ParserError> {
+    let word = match &p.peek_token().token {
+        Token::Word(w) => w.value.to_ascii_uppercase(),
+        _ => String::new(),
+    };
+    let t = match word.as_str() {
+        "ROW" | "STRUCT" => {
+            p.next_token();
+            let angle = if p.consume_token(&Token::Lt) {
+                true
+            } else {
+                p.expect_token(&Token::LParen)?;
+                false
+            };
+            let mut fields: Vec<Field> = vec![];
+            loop {
+                let name = p.parse_identifier()?.value;
+                let data_type = column_type(p, pending_gt)?;
+                let mut nullable = true;
+                if !*pending_gt
+                    && p.parse_keywords(&[
+                        datafusion::sql::sqlparser::keywords::Keyword::NOT,
+                        datafusion::sql::sqlparser::keywords::Keyword::NULL,
+                    ])
+                {
+                    nullable = false;
+                }
+                if !*pending_gt {
+                    if let Token::SingleQuotedString(_) = p.peek_token().token {
+                        p.next_token();
+                    }
+                }
+                if fields.iter().any(|f| f.name().eq_ignore_ascii_case(&name)) {
+                    return Err(ParserError::ParserError(format!(
+                        "ROW field `{name}` is declared twice"
+                    )));
+                }
+                fields.push(Field::new(name, data_type, nullable));
+                if !*pending_gt && p.consume_token(&Token::Comma) {
+                    continue;
+                }
+                break;
+            }
+            if angle {
+                close_angle(p, pending_gt)?;
+            } else {
+                p.expect_token(&Token::RParen)?;
+            }
+            DataType::Struct(Fields::from(fields))
+        }
+        "ARRAY" => {
+            p.next_token();
+            p.expect_token(&Token::Lt)?;
+            let item = column_type(p, pending_gt)?;
+            close_angle(p, pending_gt)?;
+            DataType::List(Arc::new(Field::new_list_field(item, true)))
+        }
+        _ => {
+            let start = p.peek_token();
+            let ty = p.parse_data_type()?;
+            match parse_type(&ty.to_string()) {
+                Some(t) => t,
+                None => {
+                    return Err(ParserError::ParserError(format!(
+                        "unsupported type {ty}{}",
+                        at(&start)
+                    )))
+                }
+            }
+        }
+    };
+    // Flink's postfix form: `INT ARRAY`.
+    if !*pending_gt
+        && matches!(&p.peek_token().token, Token::Word(w) if w.value.eq_ignore_ascii_case("ARRAY"))
+    {
+        p.next_token();
+        return Ok(DataType::List(Arc::new(Field::new_list_field(t, true))));
+    }
+    Ok(t)
+}
+
+/// Consumes one `>` closing a nested type; `>>` closes two (the tokenizer reads it as a shift).
+fn close_angle(p: &mut Parser<'_>, pending_gt: &mut bool) -> Result<(), ParserError> {
+    if *pending_gt {
+        *pending_gt = false;
+        return Ok(());
+    }
+    if p.consume_token(&Token::Gt) {
+        return Ok(());
+    }
+    if p.consume_token(&Token::ShiftRight) {
+        *pending_gt = true;
+        return Ok(());
+    }
+    p.expected("`>`", p.peek_token())
+}
+
+fn at(t: &datafusion::sql::sqlparser::tokenizer::TokenWithSpan) -> String {
+    format!(
+        " at Line: {}, Column: {}",
+        t.span.start.line, t.span.start.column
+    )
+}
 
 /// Maps a Flink SQL type name (as sqlparser prints it) to an Arrow type.
 pub fn parse_type(text: &str) -> Option<DataType> {

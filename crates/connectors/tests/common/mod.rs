@@ -21,6 +21,7 @@ pub fn table(name: &str, columns: &[(&str, DataType)], options: &[(&str, &str)])
                 nullable: true,
             })
             .collect(),
+        computed: vec![],
         watermark: None,
         primary_key: vec![],
         options: options
