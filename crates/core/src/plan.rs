@@ -203,6 +203,9 @@ pub struct AggregateSpec {
     /// Update mode, windows: how long (ms) after its end a window keeps its state, so that a
     /// late row within it corrects the window (re-emitted); 0: rows after the end are late.
     pub allowed_lateness: i64,
+    /// Update mode, no window: a group not updated while the watermark advanced this many ms
+    /// is dropped (`SET 'table.exec.state.ttl'`); `None`: groups are kept forever.
+    pub state_ttl: Option<i64>,
     /// SESSION windows: positions in `group_exprs` of the `PARTITION BY` columns (sessions are
     /// found per value of them; empty: over all rows). Empty for other windows.
     pub session_keys: Vec<usize>,
@@ -294,6 +297,9 @@ pub struct JoinSpec {
     pub right_keys: Vec<Arc<dyn PhysicalExpr>>,
     /// `None`: a regular join, whose state grows with its input.
     pub time: Option<JoinTime>,
+    /// Regular joins: a kept row is dropped once the watermark advanced this many ms past the
+    /// watermark it arrived under (`SET 'table.exec.state.ttl'`); `None`: kept forever.
+    pub state_ttl: Option<i64>,
     /// The right input's source table, for its rejects.
     pub right_table: String,
     pub left_schema: SchemaRef,

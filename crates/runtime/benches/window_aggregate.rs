@@ -90,6 +90,7 @@ fn node() -> Node {
         }),
         output: OutputMode::Append,
         allowed_lateness: 0,
+        state_ttl: None,
         session_keys: vec![],
         calls: vec![
             call(AggregateFunction::Count, lit(1i64)),

@@ -42,6 +42,7 @@ const SETTINGS: &[&str] = &[
     "execution.output-mode",
     "execution.emit-interval",
     "table.exec.emit.allow-lateness",
+    "table.exec.state.ttl",
 ];
 
 /// Command-line overrides; each falls back to the file's `SET`, then to a default.
@@ -352,6 +353,24 @@ impl OpenedPipeline {
                 })?,
             None => 0,
         };
+        // Flink's default, 0, keeps unbounded state forever.
+        let state_ttl = match def.settings.get("table.exec.state.ttl") {
+            Some(t) if t.trim() == "0" => None,
+            Some(t) => Some(
+                flowline_log::parse_duration_ms(t)
+                    .ok()
+                    .filter(|&ms| ms > 0)
+                    .ok_or_else(|| {
+                        setting_error(
+                            "table.exec.state.ttl",
+                            format!(
+                                "'{t}' is not a duration such as 1h or 30min (0: keep forever)"
+                            ),
+                        )
+                    })?,
+            ),
+            None => None,
+        };
         let job = (!log_sources.is_empty()).then(|| JobSettings {
             trigger: trigger.unwrap_or(Trigger::Continuous),
             checkpoint_interval,
@@ -420,6 +439,7 @@ impl OpenedPipeline {
                 mode,
                 output: output_mode,
                 allowed_lateness,
+                state_ttl,
             };
             match lower_insert(&def, &insert, &binder, &state, lowering) {
                 Ok(plan) => {
@@ -1634,9 +1654,10 @@ fn describe(node: &Node) -> String {
                 .collect::<Vec<_>>()
                 .join(", "),
             spec.output,
-            match spec.allowed_lateness {
-                0 => String::new(),
-                ms => format!(", late rows accepted for {ms} ms after a window ends"),
+            match (spec.allowed_lateness, spec.state_ttl) {
+                (_, Some(ttl)) => format!(", groups idle for {ttl} ms of event time dropped"),
+                (0, None) => String::new(),
+                (ms, None) => format!(", late rows accepted for {ms} ms after a window ends"),
             }
         ),
         Node::Deduplicate(spec) => format!(
@@ -1661,11 +1682,13 @@ fn describe(node: &Node) -> String {
                 .map(|(l, r)| format!("{l} = {r}"))
                 .collect::<Vec<_>>()
                 .join(", "),
-            match &spec.time {
-                None => " (regular join: state grows with the input)".to_string(),
-                Some(t) if t.window_end =>
+            match (&spec.time, spec.state_ttl) {
+                (None, None) => " (regular join: state grows with the input)".to_string(),
+                (None, Some(ttl)) =>
+                    format!(" (regular join: rows idle for {ttl} ms of event time dropped)"),
+                (Some(t), _) if t.window_end =>
                     format!(" in the same window (window ends {} = {})", t.left, t.right),
-                Some(t) => format!(
+                (Some(t), _) => format!(
                     " where {} - {} between {} ms and {} ms (interval join)",
                     t.left, t.right, t.lower, t.upper
                 ),

@@ -421,6 +421,16 @@ async fn bad_computed_columns_and_nested_types_fail_before_data_moves() {
 }
 
 #[tokio::test]
+async fn a_bad_state_ttl_is_named_with_its_line() {
+    let p = format!(
+        "SET 'table.exec.state.ttl' = 'an hour';\n{ORDERS}{OUT}INSERT INTO out SELECT store_id, COUNT(*) AS n FROM orders GROUP BY store_id;\n"
+    );
+    let err = fails(&p, Mode::Stream).await;
+    assert_mentions(&err, &["table.exec.state.ttl", "'an hour'", "duration"]);
+    assert!(err.to_string().contains("line 1"), "{err}");
+}
+
+#[tokio::test]
 async fn unknown_set_key() {
     let p = format!(
         "SET 'execution.mode' = 'stream';\nSET 'execution.mod' = 'batch';\n{ORDERS}{OUT}\

@@ -147,6 +147,9 @@ pub struct LowerOptions {
     /// Update mode: how long (ms) a window's state outlives its end for late rows
     /// (`SET 'table.exec.emit.allow-lateness'`).
     pub allowed_lateness: i64,
+    /// Unbounded state (a GROUP BY without window, a regular join): drop what was not updated
+    /// for this many ms of event time (`SET 'table.exec.state.ttl'`).
+    pub state_ttl: Option<i64>,
 }
 
 struct Lowering<'a> {
@@ -156,6 +159,7 @@ struct Lowering<'a> {
     mode: Mode,
     output: Option<OutputMode>,
     allowed_lateness: i64,
+    state_ttl: Option<i64>,
     /// The rank limit of the filter being lowered (`rn = 1`), for the ranking below it.
     rank_limit: std::cell::Cell<Option<u64>>,
 }
@@ -176,6 +180,7 @@ pub fn lower_insert(
         mode: options.mode,
         output: options.output,
         allowed_lateness: options.allowed_lateness,
+        state_ttl: options.state_ttl,
         rank_limit: std::cell::Cell::new(None),
     };
     let chain = l.lower(&insert.plan).and_then(|chain| {
@@ -488,6 +493,11 @@ impl Lowering<'_> {
                     allowed_lateness: match output {
                         OutputMode::Update if window.is_some() => self.allowed_lateness,
                         _ => 0,
+                    },
+                    // Windows free their state when they close; TTL is for the unbounded kind.
+                    state_ttl: match output {
+                        OutputMode::Update if window.is_none() => self.state_ttl,
+                        _ => None,
                     },
                     session_keys,
                     calls,
@@ -1055,6 +1065,7 @@ impl Lowering<'_> {
                 .iter()
                 .map(|e| self.physical(e, &j.right))
                 .collect::<Result<_>>()?,
+            state_ttl: if time.is_none() { self.state_ttl } else { None },
             time,
             right_table: right.source.clone(),
             left_schema: Arc::new(j.left.schema().as_arrow().clone()),

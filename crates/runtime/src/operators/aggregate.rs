@@ -28,6 +28,8 @@
 //! watermark  i64
 //! windows    u64 W, then W × { end i64, groups u64 n, n × key bytes (row format) }
 //! dirty      u64 D, then D × u64: positions of the dirty groups in the order above
+//! touched    only with a state TTL (part of the layout): G × i64, the watermark each group was
+//!            last updated under, in the order above
 //! aggregates u32 A, then A × { kind u8, counts G × i64, values }   G = live groups, in the
 //!            order above; values by kind: count: none; i64/i128/f64: G × value;
 //!            rows (MIN/MAX): G × { u8 0 | u8 1, bytes }; distinct: G × { u64 m, m × bytes }
@@ -96,6 +98,8 @@ struct Groups {
     /// Update mode: the dirty groups, in the order they became dirty (may hold ids that were
     /// since emitted or freed: `dirty` decides).
     dirty_ids: Vec<u32>,
+    /// State TTL: the watermark each group was last updated under (`i64::MAX`: freed).
+    touched: Vec<i64>,
 }
 
 pub struct WindowAggregate {
@@ -112,6 +116,11 @@ pub struct WindowAggregate {
     windows: std::collections::BTreeMap<i64, Vec<u32>>,
     accumulators: Vec<Accumulator>,
     watermark: Watermark,
+    /// State TTL: (watermark, group) for every update, in watermark order; an entry is stale
+    /// when its group was updated again since (`touched` differs).
+    expiry: std::collections::VecDeque<(i64, u32)>,
+    /// State TTL: groups dropped so far.
+    expired: u64,
     /// What a checkpoint's state depends on (window size, key types, aggregates), written into
     /// every snapshot so that a state for another plan is refused.
     layout: String,
@@ -139,10 +148,14 @@ impl WindowAggregate {
             })
             .collect::<Result<Vec<_>>>()?;
         let layout = format!(
-            "{}; {}; keys [{}]; {}",
+            "{}{}; {}; keys [{}]; {}",
             match spec.window {
                 Some(w) => format!("window {:?}, lateness {} ms", w.kind, spec.allowed_lateness),
                 None => "no window".into(),
+            },
+            match spec.state_ttl {
+                Some(ttl) => format!(", state ttl {ttl} ms"),
+                None => String::new(),
             },
             spec.output,
             key_types
@@ -168,6 +181,8 @@ impl WindowAggregate {
             windows: Default::default(),
             accumulators,
             watermark: Watermark::MIN,
+            expiry: Default::default(),
+            expired: 0,
         })
     }
 
@@ -266,6 +281,15 @@ impl WindowAggregate {
                 self.groups.mark_dirty(id);
             }
         }
+        if self.spec.state_ttl.is_some() {
+            let now = self.watermark.0;
+            self.groups.touched.resize(n_groups, i64::MAX);
+            for &id in &ids {
+                if std::mem::replace(&mut self.groups.touched[id as usize], now) != now {
+                    self.expiry.push_back((now, id));
+                }
+            }
+        }
         for (acc, call) in self.accumulators.iter_mut().zip(&self.spec.calls) {
             acc.resize(n_groups);
             let values = call.arg.evaluate(&batch)?.into_array(n)?;
@@ -346,18 +370,8 @@ impl WindowAggregate {
             let batch = self.results(&emitted)?;
             out.emit(Message::Data(batch));
         }
-        // Free the fired groups for reuse.
         for &id in &fired {
-            let hash = self.groups.hashes[id as usize];
-            if let Ok(e) = self.table.find_entry(hash, |&g| g == id) {
-                e.remove();
-            }
-            let key = std::mem::take(&mut self.groups.keys[id as usize]);
-            self.groups.key_bytes -= key.len();
-            self.groups.free.push(id);
-            for acc in &mut self.accumulators {
-                acc.reset(id as usize);
-            }
+            self.free_group(id);
         }
         // Forget the fired groups' ids in the dirty list too, once they are a good part of it.
         let live = self.groups.hashes.len() - self.groups.free.len();
@@ -365,6 +379,80 @@ impl WindowAggregate {
             let dirty = &self.groups.dirty;
             self.groups.dirty_ids.retain(|&g| dirty[g as usize]);
         }
+        Ok(())
+    }
+
+    /// Frees group `id` for reuse (its window's list is the caller's business).
+    fn free_group(&mut self, id: u32) {
+        let hash = self.groups.hashes[id as usize];
+        if let Ok(e) = self.table.find_entry(hash, |&g| g == id) {
+            e.remove();
+        }
+        let key = std::mem::take(&mut self.groups.keys[id as usize]);
+        self.groups.key_bytes -= key.len();
+        self.groups.free.push(id);
+        if let Some(t) = self.groups.touched.get_mut(id as usize) {
+            *t = i64::MAX;
+        }
+        for acc in &mut self.accumulators {
+            acc.reset(id as usize);
+        }
+    }
+
+    /// State TTL (update mode, no window): drops the groups not updated while the watermark
+    /// advanced more than the TTL, after emitting those still dirty. Rows that came before the
+    /// first watermark count as updated under it. At the end of input nothing expires: the
+    /// final results are emitted instead.
+    fn expire(&mut self, first: bool, out: &mut Output) -> Result<()> {
+        let Some(ttl) = self.spec.state_ttl else {
+            return Ok(());
+        };
+        let wm = self.watermark.0;
+        if first {
+            for entry in self.expiry.iter_mut().take_while(|e| e.0 == i64::MIN) {
+                entry.0 = wm;
+                let t = &mut self.groups.touched[entry.1 as usize];
+                if *t == i64::MIN {
+                    *t = wm;
+                }
+            }
+        }
+        if wm == i64::MAX {
+            return Ok(());
+        }
+        let mut gone = vec![];
+        while let Some(&(stamp, id)) = self.expiry.front() {
+            if stamp.saturating_add(ttl) >= wm {
+                break;
+            }
+            self.expiry.pop_front();
+            if self.groups.touched.get(id as usize) == Some(&stamp) {
+                gone.push(id);
+            }
+        }
+        if gone.is_empty() {
+            return Ok(());
+        }
+        let mut dirty: Vec<u32> = gone
+            .iter()
+            .copied()
+            .filter(|&g| self.groups.take_dirty(g))
+            .collect();
+        if !dirty.is_empty() {
+            dirty.sort_by(|&a, &b| self.groups.keys[a as usize].cmp(&self.groups.keys[b as usize]));
+            let batch = self.results(&dirty)?;
+            out.emit(Message::Data(batch));
+        }
+        let mut dropped = vec![false; self.groups.hashes.len()];
+        for &id in &gone {
+            dropped[id as usize] = true;
+            self.free_group(id);
+        }
+        for ids in self.windows.values_mut() {
+            ids.retain(|&g| !dropped[g as usize]);
+        }
+        self.windows.retain(|_, ids| !ids.is_empty());
+        self.expired += gone.len() as u64;
         Ok(())
     }
 
@@ -440,8 +528,10 @@ impl Operator for WindowAggregate {
             Message::Data(batch) => self.on_batch(batch, out)?,
             Message::Watermark(w) => {
                 if w > self.watermark {
+                    let first = self.watermark == Watermark::MIN;
                     self.watermark = w;
                     self.fire(out)?;
+                    self.expire(first, out)?;
                 }
                 out.emit(Message::Watermark(w));
             }
@@ -466,7 +556,12 @@ impl Operator for WindowAggregate {
     fn state_bytes(&self) -> usize {
         let groups = self.groups.hashes.len() - self.groups.free.len();
         let accs: usize = self.accumulators.iter().map(|a| a.state_bytes()).sum();
-        self.groups.key_bytes + groups * (8 + 8 + 16 + 4) + accs
+        let ttl = if self.spec.state_ttl.is_some() {
+            self.groups.touched.len() * 8 + self.expiry.len() * 16
+        } else {
+            0
+        };
+        self.groups.key_bytes + groups * (8 + 8 + 16 + 4) + accs + ttl
     }
 
     /// Writes the watermark and the live groups (see the module documentation for the layout).
@@ -517,6 +612,17 @@ impl Operator for WindowAggregate {
             }
             groups.mark_dirty(i as u32);
         }
+        let mut expiry = std::collections::VecDeque::new();
+        if self.spec.state_ttl.is_some() {
+            // Ids were assigned densely in checkpoint order.
+            let mut stamps = Vec::with_capacity(groups.hashes.len());
+            for g in 0..groups.hashes.len() as u32 {
+                stamps.push((d.i64()?, g));
+            }
+            groups.touched = stamps.iter().map(|s| s.0).collect();
+            stamps.sort_unstable();
+            expiry.extend(stamps);
+        }
         let n_accumulators = d.u32()? as usize;
         if n_accumulators != self.accumulators.len() {
             return Err(d.error(format!(
@@ -538,6 +644,7 @@ impl Operator for WindowAggregate {
         self.groups = groups;
         self.windows = windows;
         self.watermark = watermark;
+        self.expiry = expiry;
         Ok(())
     }
 }
@@ -578,6 +685,17 @@ impl WindowAggregate {
         e.len_prefix(dirty.len());
         for i in dirty {
             e.u64(i);
+        }
+        if self.spec.state_ttl.is_some() {
+            for &g in &order {
+                e.i64(
+                    self.groups
+                        .touched
+                        .get(g as usize)
+                        .copied()
+                        .unwrap_or(i64::MIN),
+                );
+            }
         }
         e.u32(self.accumulators.len() as u32);
         for acc in &self.accumulators {
@@ -1444,6 +1562,7 @@ mod tests {
             }),
             output: OutputMode::Append,
             allowed_lateness: 0,
+            state_ttl: None,
             session_keys: vec![],
             calls: vec![
                 call(AggregateFunction::Count, lit(1i64), false),
@@ -1555,6 +1674,7 @@ mod tests {
             window: None,
             output: OutputMode::Append,
             allowed_lateness: 0,
+            state_ttl: None,
             session_keys: vec![],
             calls: vec![
                 call(col("v", &input).unwrap()),
@@ -1630,6 +1750,7 @@ mod tests {
             window: None,
             output: OutputMode::Append,
             allowed_lateness: 0,
+            state_ttl: None,
             session_keys: vec![],
             calls: vec![AggregateCall {
                 function: AggregateFunction::ReservoirSample(3),
@@ -1761,6 +1882,7 @@ mod tests {
             }),
             output,
             allowed_lateness: 0,
+            state_ttl: None,
             session_keys: vec![],
             calls: calls
                 .into_iter()
@@ -1982,6 +2104,117 @@ mod tests {
             produced.extend(run(&mut after, &messages[cut..]));
             prop_assert_eq!(produced, updates);
         }
+    }
+
+    /// The state-TTL model: per key, the last `COUNT(*)` a downstream upsert holds, given that a
+    /// key not updated while the watermark advanced more than `ttl` past the watermark of its
+    /// last update restarts from zero (rows before the first watermark count as under it).
+    fn ttl_model(messages: &[Message], ttl: i64) -> BTreeMap<Vec<String>, String> {
+        let mut live: BTreeMap<Vec<String>, (i64, i64)> = BTreeMap::new(); // key → (stamp, count)
+        let mut last: BTreeMap<Vec<String>, String> = BTreeMap::new();
+        let mut wm = i64::MIN;
+        for m in messages {
+            match m {
+                Message::Data(b) => {
+                    let k = b.column(0).as_string::<i32>();
+                    for row in 0..b.num_rows() {
+                        let key = vec![match k.is_null(row) {
+                            true => "NULL".to_string(),
+                            false => format!("'{}'", k.value(row)),
+                        }];
+                        let entry = live.entry(key.clone()).or_insert((wm, 0));
+                        *entry = (wm, entry.1 + 1);
+                        last.insert(key, format!("'{}'", entry.1));
+                    }
+                }
+                Message::Watermark(w) if w.0 > wm => {
+                    if wm == i64::MIN {
+                        live.values_mut()
+                            .filter(|e| e.0 == i64::MIN)
+                            .for_each(|e| e.0 = w.0);
+                    }
+                    wm = w.0;
+                    if wm != i64::MAX {
+                        live.retain(|_, e| e.0.saturating_add(ttl) >= wm);
+                    }
+                }
+                _ => {}
+            }
+        }
+        last
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 64,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        /// State TTL (update mode, GROUP BY without window): an idle key's group is dropped
+        /// (after emitting what it had not emitted) and restarts from zero, as the model says;
+        /// state shrinks; a snapshot/restore anywhere changes nothing.
+        #[test]
+        fn state_ttl_drops_idle_groups_like_the_model(
+            jittered in prop::collection::vec(rich_row(), 0..150),
+            batch in 1usize..20,
+            lag in 0i64..10,
+            emit_every in 1usize..4,
+            ttl in 1i64..40,
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let rows = timed(jittered);
+            let messages = stream_with_updates(&rows, batch, lag, emit_every);
+            let spec = || {
+                let mut s = rich_spec_with(true, false, OutputMode::Update);
+                s.state_ttl = Some(ttl);
+                s
+            };
+            let mut op = WindowAggregate::new(spec(), "t").unwrap();
+            let updates = run(&mut op, &messages);
+            let counts: BTreeMap<Vec<String>, String> = upsert(&updates, 1)
+                .into_iter()
+                .map(|(k, v)| (k, v[1].clone()))
+                .collect();
+            prop_assert_eq!(counts, ttl_model(&messages, ttl));
+
+            let cut = cut.index(messages.len() + 1);
+            let mut before = WindowAggregate::new(spec(), "t").unwrap();
+            let mut produced = run(&mut before, &messages[..cut]);
+            let blob = snapshot(&before);
+            let mut after = WindowAggregate::new(spec(), "t").unwrap();
+            after.restore(&blob).unwrap();
+            produced.extend(run(&mut after, &messages[cut..]));
+            prop_assert_eq!(produced, updates);
+            // A TTL state does not restore into a plan without one.
+            let mut other = WindowAggregate::new(rich_spec_with(true, false, OutputMode::Update), "t").unwrap();
+            prop_assert!(other.restore(&blob).is_err());
+        }
+    }
+
+    #[test]
+    fn state_ttl_bounds_the_groups_of_a_stream_of_new_keys() {
+        let mut spec = rich_spec_with(true, false, OutputMode::Update);
+        spec.state_ttl = Some(10);
+        let mut op = WindowAggregate::new(spec, "t").unwrap();
+        let keys: Vec<&'static str> = vec!["a", "b", "c", "", "é", "zz"];
+        let mut live_max = 0;
+        for i in 0..600i64 {
+            let k = keys[(i % 6) as usize];
+            let mut out = Output::default();
+            op.process(
+                Message::Data(rich_batch(&[(Some(k), Some(1), None, None, i)])),
+                &mut out,
+            )
+            .unwrap();
+            op.process(Message::Watermark(Watermark(i * 10)), &mut out)
+                .unwrap();
+            live_max = live_max.max(op.groups.hashes.len() - op.groups.free.len());
+        }
+        // Each key is updated every 60 ms of watermark, TTL 10 ms: at most two live at once.
+        assert!(live_max <= 2, "{live_max} groups live");
+        assert!(op.expired > 500, "{} groups expired", op.expired);
+        assert!(op.expiry.len() <= 4);
     }
 
     /// Update-mode output folded as a downstream upsert would: the last row of each key (the

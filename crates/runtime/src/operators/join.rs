@@ -128,10 +128,14 @@ impl StreamJoin {
             .collect::<Result<Vec<DataType>>>()?;
         let keys = RowConverter::new(key_types.iter().cloned().map(SortField::new).collect())?;
         let layout = format!(
-            "{:?} join; keys {:?}; time {:?}; left {} columns; right {} columns",
+            "{:?} join; keys {:?}; time {:?}{}; left {} columns; right {} columns",
             spec.kind,
             key_types,
             spec.time.as_ref().map(|t| (t.lower, t.upper, t.window_end)),
+            match spec.state_ttl {
+                Some(ttl) => format!("; state ttl {ttl} ms"),
+                None => String::new(),
+            },
             spec.left_schema.fields().len(),
             spec.right_schema.fields().len()
         );
@@ -266,7 +270,8 @@ impl StreamJoin {
                     }
                     Some(t) => t,
                 },
-                None => 0,
+                // A regular join's rows carry the watermark they arrived under (state TTL).
+                None => wm.0,
             };
             let row = rows.row(i).owned();
             if key_columns.iter().any(|c| c.is_null(i)) {
@@ -431,12 +436,41 @@ impl StreamJoin {
         Ok(())
     }
 
+    /// State TTL: rows kept before the first watermark count as arriving under it (else they
+    /// would expire at once).
+    fn restamp_first(&mut self) {
+        let (Some(ttl), None) = (self.spec.state_ttl, &self.spec.time) else {
+            return;
+        };
+        let w = self.watermark().0;
+        for s in &mut self.sides {
+            let Some(keys) = s.expiry.remove(&i64::MIN.saturating_add(ttl)) else {
+                continue;
+            };
+            for key in &keys {
+                for k in s.by_key.get_mut(key).into_iter().flatten() {
+                    if k.time == i64::MIN {
+                        k.time = w;
+                    }
+                }
+            }
+            s.expiry
+                .entry(w.saturating_add(ttl))
+                .or_default()
+                .extend(keys);
+        }
+    }
+
     fn on_message(&mut self, side: usize, message: Message, out: &mut Output) -> Result<()> {
         match message {
             Message::Data(batch) => self.on_batch(side, batch, out)?,
             Message::Watermark(w) => {
                 if w > self.watermarks[side] {
+                    let before = self.watermark();
                     self.watermarks[side] = w;
+                    if before == Watermark::MIN && self.watermark() != Watermark::MIN {
+                        self.restamp_first();
+                    }
                     self.advance(out)?;
                 }
             }
@@ -556,10 +590,12 @@ impl StreamJoin {
     }
 }
 
-/// When a kept row of `side` at `time` can match no future row of the other side (`None`: a
-/// regular join's rows never expire).
+/// When a kept row of `side` at `time` can match no future row of the other side, or, for a
+/// regular join with a state TTL, is dropped (`None`: a regular join's rows are kept forever).
 fn expiry(spec: &JoinSpec, side: usize, time: i64) -> Option<i64> {
-    let t = spec.time.as_ref()?;
+    let Some(t) = spec.time.as_ref() else {
+        return spec.state_ttl.map(|ttl| time.saturating_add(ttl));
+    };
     Some(if side == LEFT {
         time.saturating_sub(t.lower)
     } else {
@@ -689,6 +725,7 @@ mod tests {
                 upper,
                 window_end: false,
             }),
+            state_ttl: None,
             right_table: "rates".to_string(),
             left_schema: left,
             right_schema: right,
@@ -1051,6 +1088,62 @@ mod tests {
         assert_eq!(t.ends, 1);
         assert_eq!(t.rows.len(), 2, "{:?}", t.rows);
         assert_eq!(op.state_bytes(), 0);
+    }
+
+    #[test]
+    fn a_regular_join_with_a_state_ttl_forgets_rows_idle_longer_than_it() {
+        let mut s = spec((false, false), JoinKind::Left, None);
+        s.state_ttl = Some(100);
+        let mut op = StreamJoin::new(s, "orders").unwrap();
+        let mut t = Tracker::new(None);
+        let (k1, k2) = (Some(1), Some(2));
+        // Before any watermark: kept as if they arrived under the first one (50).
+        let b = batch(false, LEFT, &[row(k1, 0, 10), row(k2, 1, 20)]);
+        assert!(t.feed(&mut op, LEFT, b).is_empty());
+        t.feed(&mut op, LEFT, Message::Watermark(Watermark(50)));
+        t.feed(&mut op, RIGHT, Message::Watermark(Watermark(50)));
+        assert!(
+            op.sides[LEFT].bytes > 0,
+            "the first watermark expires nothing"
+        );
+        let b = batch(false, RIGHT, &[row(k1, 100, 60)]);
+        assert_eq!(
+            t.feed(&mut op, RIGHT, b),
+            vec![(k1, 0, 10, k1, Some(100), Some(60))]
+        );
+        // At 150 the watermark is exactly TTL past 50: the rows of 50 go; the unmatched left
+        // row of a LEFT join comes out with NULLs as it goes.
+        t.feed(&mut op, LEFT, Message::Watermark(Watermark(150)));
+        assert_eq!(
+            t.feed(&mut op, RIGHT, Message::Watermark(Watermark(150))),
+            vec![(k2, 1, 20, None, None, None)]
+        );
+        assert_eq!(op.state_bytes(), 0);
+        // So a later row of the same key finds nothing.
+        let b = batch(false, RIGHT, &[row(k1, 101, 160)]);
+        assert!(t.feed(&mut op, RIGHT, b).is_empty());
+        // Its state survives a restore, TTL included, and refuses a plan without TTL.
+        let mut blob = vec![];
+        op.snapshot(&mut blob).unwrap();
+        let mut s = spec((false, false), JoinKind::Left, None);
+        s.state_ttl = Some(100);
+        let mut restored = StreamJoin::new(s, "orders").unwrap();
+        restored.restore(&blob).unwrap();
+        assert_eq!(restored.state_bytes(), op.state_bytes());
+        let mut no_ttl = join((false, false), JoinKind::Left, None);
+        assert!(no_ttl.restore(&blob).is_err());
+        let b = batch(false, LEFT, &[row(k1, 2, 170)]);
+        assert_eq!(
+            t.feed(&mut restored, LEFT, b),
+            vec![(k1, 2, 170, k1, Some(101), Some(160))]
+        );
+        t.feed(&mut restored, LEFT, Message::Watermark(Watermark(400)));
+        assert!(
+            t.feed(&mut restored, RIGHT, Message::Watermark(Watermark(400)))
+                .is_empty(),
+            "a matched left row expires silently"
+        );
+        assert_eq!(restored.state_bytes(), 0);
     }
 
     #[test]

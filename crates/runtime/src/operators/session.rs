@@ -524,6 +524,7 @@ mod tests {
             }),
             output: OutputMode::Append,
             allowed_lateness: 0,
+            state_ttl: None,
             session_keys: if partitioned { vec![2] } else { vec![] },
             calls: vec![
                 call(AggregateFunction::Count, lit(1i64), false),
