@@ -96,6 +96,10 @@ pub enum Node {
     /// without a window: deduplication, keeping the first (append) or the last (update, keyed
     /// by the partition) row of each key in event time.
     Deduplicate(DedupSpec),
+    /// `ROW_NUMBER() OVER (PARTITION BY ... ORDER BY ...) ... WHERE rn <= n` without a window:
+    /// the top n rows of each partition over the whole input (update mode in a stream, keyed
+    /// by the partition and the row number).
+    TopN(TopNSpec),
 }
 
 impl Node {
@@ -109,6 +113,7 @@ impl Node {
             Node::OverAggregate(_) => "over-aggregate",
             Node::Join(_) => "join",
             Node::Deduplicate(_) => "deduplicate",
+            Node::TopN(_) => "top-n",
         }
     }
 }
@@ -305,6 +310,18 @@ pub struct JoinSpec {
     pub left_schema: SchemaRef,
     pub right_schema: SchemaRef,
     /// The left columns, then the right columns.
+    pub schema: SchemaRef,
+}
+
+/// A Top-N over a whole input (see [`Node::TopN`]).
+#[derive(Debug, Clone)]
+pub struct TopNSpec {
+    pub partition: Vec<Arc<dyn PhysicalExpr>>,
+    pub order: Vec<datafusion::physical_expr::PhysicalSortExpr>,
+    pub limit: u64,
+    /// Update: changed ranks are emitted on every update tick; append (batch): all at the end.
+    pub output: OutputMode,
+    /// The input's columns, then the row number.
     pub schema: SchemaRef,
 }
 

@@ -1388,9 +1388,11 @@ fn used_columns(plan: &InsertPlan) -> Option<BTreeSet<usize>> {
                 return Some(used);
             }
             // Passes every column on to what follows.
-            Node::WindowRank(_) | Node::OverAggregate(_) | Node::Join(_) | Node::Deduplicate(_) => {
-                return None
-            }
+            Node::WindowRank(_)
+            | Node::OverAggregate(_)
+            | Node::Join(_)
+            | Node::Deduplicate(_)
+            | Node::TopN(_) => return None,
         }
     }
     None
@@ -1659,6 +1661,21 @@ fn describe(node: &Node) -> String {
                 (0, None) => String::new(),
                 (ms, None) => format!(", late rows accepted for {ms} ms after a window ends"),
             }
+        ),
+        Node::TopN(spec) => format!(
+            "top-{} partition by [{}] order by [{}] ({} mode)",
+            spec.limit,
+            spec.partition
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            spec.order
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            spec.output
         ),
         Node::Deduplicate(spec) => format!(
             "deduplicate partition by [{}]: keep the {} row by {}",

@@ -877,21 +877,39 @@ async fn session_windows_need_their_group_by_and_append_mode() {
 
 #[tokio::test]
 async fn stream_mode_ranks_only_per_window() {
-    // Over an unbounded stream a ranking never ends: refused in stream mode, on DataFusion in
-    // batch mode.
+    // A ranking over a whole stream without a limit on the rank never ends: refused in stream
+    // mode, on DataFusion in batch mode.
     let unbounded = format!(
+        "{ORDERS}{OUT}INSERT INTO out\n\
+         SELECT order_id, store_id, RANK() OVER (PARTITION BY store_id ORDER BY amount DESC) AS rn FROM orders;\n"
+    );
+    refused_in_stream_mode(&unbounded, "without a window in its PARTITION BY", "out").await;
+    // A Top-N over a whole stream runs in update mode, keyed by (partition, row number): refused
+    // in append mode, and refused when the row number is not selected (it is the key).
+    let top3 = format!(
         "{ORDERS}{OUT}INSERT INTO out\n\
          SELECT * FROM (SELECT order_id, store_id, ROW_NUMBER() OVER (PARTITION BY store_id ORDER BY amount DESC) AS rn FROM orders)\n\
          WHERE rn <= 3;\n"
     );
-    refused_in_stream_mode(&unbounded, "without a window in its PARTITION BY", "out").await;
-    // Top-1 by a non-time column over a whole stream is never final either.
-    let top1 = format!(
-        "{ORDERS}{OUT}INSERT INTO out\n\
-         SELECT * FROM (SELECT order_id, store_id, ROW_NUMBER() OVER (PARTITION BY store_id ORDER BY amount DESC) AS rn FROM orders)\n\
-         WHERE rn = 1;\n"
+    let err = fails_with(
+        &top3,
+        RunOptions {
+            mode: Some(Mode::Stream),
+            output_mode: Some(flowline_runtime::OutputMode::Append),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_mentions(
+        &err,
+        &[
+            "a Top-N over a whole stream in append mode",
+            "update output mode",
+        ],
     );
-    refused_in_stream_mode(&top1, "a Top-1 over a whole stream ordered by", "out").await;
+    let unkeyed = top3.replace("SELECT * FROM", "SELECT order_id, store_id FROM");
+    let err = fails(&unkeyed, Mode::Stream).await;
+    assert_mentions(&err, &["rn"]);
     // Keeping each key's last row is update mode: refused when append is asked for.
     let last = format!(
         "{ORDERS}{OUT}INSERT INTO out\n\

@@ -74,6 +74,7 @@ golden_cases!(
     batch_only_join,
     csv_options,
     nested_and_computed,
+    top_n_stream,
 );
 
 #[test]

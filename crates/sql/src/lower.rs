@@ -29,7 +29,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionContext;
 use flowline_core::plan::{
     AggregateCall, AggregateFunction, AggregateSpec, DedupSpec, InsertPlan, JoinInput, JoinKind,
-    JoinSpec, JoinTime, Node, OutputMode, OverFrame, OverSpec, RankFunction, RankSpec,
+    JoinSpec, JoinTime, Node, OutputMode, OverFrame, OverSpec, RankFunction, RankSpec, TopNSpec,
     WindowColumns, WindowKind, WindowSpec,
 };
 use flowline_core::{Error, Result};
@@ -345,6 +345,10 @@ impl Lowering<'_> {
                     // Every row a deduplication emits is number 1.
                     return Ok(chain);
                 }
+                if limit.is_some() && matches!(below, Some(Node::TopN(_))) {
+                    // The Top-N keeps exactly the ranks the filter asks for.
+                    return Ok(chain);
+                }
                 if chain.output == OutputMode::Update {
                     return Err(self.unsupported(
                         &format!("a filter after a GROUP BY in update mode (`{}`)", f.predicate),
@@ -633,8 +637,18 @@ impl Lowering<'_> {
             }
         });
         let limit = self.rank_limit.take();
-        if bound.is_none() && rank == RankFunction::RowNumber && limit == Some(1) {
-            return self.lower_dedup(w, params, chain);
+        if let (None, RankFunction::RowNumber, Some(n)) = (bound, rank, limit) {
+            let by_time = match params.order_by.as_slice() {
+                [o] => matches!(
+                    datafusion::logical_expr::ExprSchemable::get_type(&o.expr, w.input.schema())?,
+                    arrow::datatypes::DataType::Timestamp(..)
+                ),
+                _ => false,
+            };
+            if n == 1 && by_time && !params.partition_by.is_empty() {
+                return self.lower_dedup(w, params, chain);
+            }
+            return self.lower_top_n(w, params, n, chain);
         }
         let Some((bound, end_offset)) = bound else {
             return Err(self.unsupported(
@@ -731,6 +745,74 @@ impl Lowering<'_> {
                 .collect::<Result<_>>()?,
             time: self.physical(&order.expr, &w.input)?,
             keep_last,
+            schema: Arc::new(w.schema.as_arrow().clone()),
+        }));
+        Ok(chain)
+    }
+
+    /// `ROW_NUMBER() OVER (PARTITION BY ... ORDER BY ...) ... WHERE rn <= n` without a window
+    /// (see [`Node::TopN`]): update mode in a stream, keyed by the partition and the row number.
+    fn lower_top_n(
+        &self,
+        w: &datafusion::logical_expr::Window,
+        params: &datafusion::logical_expr::expr::WindowFunctionParams,
+        limit: u64,
+        mut chain: Chain,
+    ) -> Result<Chain> {
+        if params.order_by.is_empty() {
+            return Err(self.unsupported(
+                "a Top-N without ORDER BY",
+                "say which rows are the top ones: ROW_NUMBER() OVER (PARTITION BY ... ORDER BY ...)",
+            ));
+        }
+        let mut key = vec![];
+        for p in &params.partition_by {
+            match p {
+                Expr::Column(c) => key.push(vec![w.input.schema().index_of_column(c)?]),
+                other => {
+                    return Err(self.unsupported(
+                        &format!("a Top-N partitioned by `{other}`"),
+                        "partition by columns (compute keys in a view first)",
+                    ))
+                }
+            }
+        }
+        key.push(vec![w.schema.fields().len() - 1]);
+        let output = if self.mode == Mode::Stream {
+            if self.output == Some(OutputMode::Append) {
+                return Err(self.unsupported(
+                    "a Top-N over a whole stream in append mode",
+                    "its ranks change as rows arrive: use the update output mode (rows keyed by the PARTITION BY columns and the row number), or rank per window",
+                ));
+            }
+            chain.output = OutputMode::Update;
+            chain.key = key;
+            OutputMode::Update
+        } else {
+            OutputMode::Append
+        };
+        let order = params
+            .order_by
+            .iter()
+            .map(|s| {
+                Ok(datafusion::physical_expr::PhysicalSortExpr {
+                    expr: self.physical(&s.expr, &w.input)?,
+                    options: arrow::compute::SortOptions {
+                        descending: !s.asc,
+                        nulls_first: s.nulls_first,
+                    },
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        chain.nodes.push(Node::TopN(TopNSpec {
+            partition: params
+                .partition_by
+                .iter()
+                .map(|p| self.physical(p, &w.input))
+                .collect::<Result<_>>()?,
+            order,
+            limit,
+            output,
             schema: Arc::new(w.schema.as_arrow().clone()),
         }));
         Ok(chain)

@@ -10,6 +10,7 @@ mod session;
 pub(crate) mod sketch;
 mod stateless;
 mod time_buffer;
+mod top_n;
 pub(crate) mod window;
 
 use flowline_core::plan::{AggregateSpec, Node, WindowKind};
@@ -22,6 +23,7 @@ pub use over::OverAggregate;
 pub use rank::WindowRank;
 pub use session::SessionAggregate;
 pub use stateless::{Filter, Project};
+pub use top_n::TopN;
 pub use window::{assign_windows, WindowAssign};
 
 /// Instantiates the operator for a plan node. `table` names the pipeline's source, for rejects.
@@ -38,6 +40,7 @@ pub fn build(node: &Node, table: &str) -> Result<Box<dyn Operator>> {
         Node::OverAggregate(spec) => Box::new(OverAggregate::new(spec.clone(), table)?),
         Node::Join(spec) => Box::new(StreamJoin::new(spec.clone(), table)?),
         Node::Deduplicate(spec) => Box::new(Deduplicate::new(spec.clone(), table)?),
+        Node::TopN(spec) => Box::new(TopN::new(spec.clone())?),
     })
 }
 

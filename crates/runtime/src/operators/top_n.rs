@@ -1,0 +1,550 @@
+//! Top-N over a whole input: `ROW_NUMBER() OVER (PARTITION BY keys ORDER BY cols) AS rn ...
+//! WHERE rn <= n`, without a window (Nexmark q19: the ten highest bids of each auction).
+//!
+//! Each partition keeps its best `n` rows, sorted by the ORDER BY columns, ties by arrival. A
+//! row that does not make its partition's top `n` is dropped (that is the query's meaning); a
+//! row that does pushes the last one out. The input is append-only, so a rank, once filled,
+//! stays filled: in update mode each tick emits, for every partition that changed, its rows
+//! from the first changed rank down, with their row numbers, and a downstream upsert by
+//! (partition, row number) ends with exactly the batch answer. In append mode (batch) the
+//! whole top `n` of every partition is emitted once, at the end of input.
+//!
+//! Invariants: results depend only on the rows and their arrival order, never on batch sizes
+//! or tick timing; partitions are emitted in key order; state is at most `n` rows per partition.
+//!
+//! Checkpoints: a frame of the [`codec`](crate::codec) (tag `FTPN`, version 1): the layout,
+//! the next arrival number, then one Arrow IPC stream of the kept rows (partition by
+//! partition, best first) with their arrival number and whether they changed since the last
+//! emission.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, UInt64Array};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::row::{OwnedRow, RowConverter, SortField};
+use flowline_core::plan::{OutputMode, TopNSpec};
+use flowline_core::{Error, Message, Operator, Output, Result, Watermark};
+
+use crate::codec::{batch_from_ipc, batch_to_ipc, Decoder, Encoder};
+
+const MAGIC: [u8; 4] = *b"FTPN";
+const VERSION: u8 = 1;
+const CHECKPOINT: &str = "top-n checkpoint";
+
+struct Entry {
+    order: OwnedRow,
+    seq: u64,
+    row: OwnedRow,
+}
+
+#[derive(Default)]
+struct Partition {
+    /// Best first; at most `limit`.
+    entries: Vec<Entry>,
+    /// The first rank (0-based) that changed since the partition was last emitted.
+    changed_from: Option<usize>,
+}
+
+pub struct TopN {
+    spec: TopNSpec,
+    input: SchemaRef,
+    keys: RowConverter,
+    order: RowConverter,
+    rows: RowConverter,
+    partitions: HashMap<Vec<u8>, Partition>,
+    /// Partitions with changes not yet emitted.
+    dirty: BTreeSet<Vec<u8>>,
+    next_seq: u64,
+    bytes: usize,
+    layout: String,
+}
+
+impl TopN {
+    pub fn new(spec: TopNSpec) -> Result<Self> {
+        let n = spec.schema.fields().len() - 1;
+        let input = Arc::new(Schema::new(spec.schema.fields()[..n].to_vec()));
+        let key_types = spec
+            .partition
+            .iter()
+            .map(|e| Ok(e.data_type(&input)?))
+            .collect::<Result<Vec<DataType>>>()?;
+        let order_fields = spec
+            .order
+            .iter()
+            .map(|s| {
+                Ok(SortField::new_with_options(
+                    s.expr.data_type(&input)?,
+                    s.options,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let layout = format!(
+            "top {}; {}; keys {:?}; order {:?}; input {:?}",
+            spec.limit,
+            spec.output,
+            key_types,
+            spec.order
+                .iter()
+                .map(|s| (
+                    s.expr.to_string(),
+                    s.options.descending,
+                    s.options.nulls_first
+                ))
+                .collect::<Vec<_>>(),
+            input
+                .fields()
+                .iter()
+                .map(|f| f.data_type())
+                .collect::<Vec<_>>()
+        );
+        Ok(TopN {
+            keys: RowConverter::new(key_types.into_iter().map(SortField::new).collect())?,
+            order: RowConverter::new(order_fields)?,
+            rows: RowConverter::new(
+                input
+                    .fields()
+                    .iter()
+                    .map(|f| SortField::new(f.data_type().clone()))
+                    .collect(),
+            )?,
+            input,
+            spec,
+            partitions: HashMap::new(),
+            dirty: BTreeSet::new(),
+            next_seq: 0,
+            bytes: 0,
+            layout,
+        })
+    }
+
+    /// Partition keys (`None`: a global top-N, every row in one partition), order keys and rows.
+    fn evaluate(
+        &self,
+        batch: &RecordBatch,
+    ) -> Result<(Option<arrow::row::Rows>, arrow::row::Rows, arrow::row::Rows)> {
+        let n = batch.num_rows();
+        let keys = self
+            .spec
+            .partition
+            .iter()
+            .map(|e| Ok(e.evaluate(batch)?.into_array(n)?))
+            .collect::<Result<Vec<ArrayRef>>>()?;
+        let order = self
+            .spec
+            .order
+            .iter()
+            .map(|s| Ok(s.expr.evaluate(batch)?.into_array(n)?))
+            .collect::<Result<Vec<ArrayRef>>>()?;
+        let keys = if keys.is_empty() {
+            None
+        } else {
+            Some(self.keys.convert_columns(&keys)?)
+        };
+        Ok((
+            keys,
+            self.order.convert_columns(&order)?,
+            self.rows.convert_columns(batch.columns())?,
+        ))
+    }
+
+    fn key_of(keys: &Option<arrow::row::Rows>, i: usize) -> Vec<u8> {
+        keys.as_ref()
+            .map_or_else(Vec::new, |k| k.row(i).as_ref().to_vec())
+    }
+
+    fn on_batch(&mut self, batch: RecordBatch) -> Result<()> {
+        let n = batch.num_rows();
+        if n == 0 {
+            return Ok(());
+        }
+        let (keys, order, rows) = self.evaluate(&batch)?;
+        let limit = self.spec.limit as usize;
+        for i in 0..n {
+            let key = Self::key_of(&keys, i);
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            let part = self.partitions.entry(key.clone()).or_default();
+            let o = order.row(i);
+            // After every row that is not worse: ties keep arrival order.
+            let at = part.entries.partition_point(|e| e.order.row() <= o);
+            if at >= limit {
+                continue;
+            }
+            let row = rows.row(i).owned();
+            self.bytes += entry_size(&o.owned(), &row);
+            part.entries.insert(
+                at,
+                Entry {
+                    order: o.owned(),
+                    seq,
+                    row,
+                },
+            );
+            if part.entries.len() > limit {
+                if let Some(out) = part.entries.pop() {
+                    self.bytes = self.bytes.saturating_sub(entry_size(&out.order, &out.row));
+                }
+            }
+            part.changed_from = Some(part.changed_from.map_or(at, |c| c.min(at)));
+            self.dirty.insert(key);
+        }
+        Ok(())
+    }
+
+    /// Emits the changed ranks of the dirty partitions (`all`: every rank of every partition).
+    fn emit(&mut self, all: bool, out: &mut Output) -> Result<()> {
+        let keys: Vec<Vec<u8>> = if all {
+            let mut k: Vec<Vec<u8>> = self.partitions.keys().cloned().collect();
+            k.sort();
+            self.dirty.clear();
+            k
+        } else {
+            std::mem::take(&mut self.dirty).into_iter().collect()
+        };
+        let mut ranges = vec![];
+        for key in keys {
+            let Some(part) = self.partitions.get_mut(&key) else {
+                continue;
+            };
+            let from = match (all, part.changed_from.take()) {
+                (true, _) => 0,
+                (false, Some(c)) => c,
+                (false, None) => continue,
+            };
+            ranges.push((key, from));
+        }
+        let mut rows = vec![];
+        let mut numbers = vec![];
+        for (key, from) in &ranges {
+            for (i, e) in self.partitions[key].entries.iter().enumerate().skip(*from) {
+                rows.push(e.row.row());
+                numbers.push(i as u64 + 1);
+            }
+        }
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut columns = self.rows.convert_rows(rows)?;
+        let number: ArrayRef = Arc::new(UInt64Array::from(numbers));
+        let wanted = self.spec.schema.fields()[columns.len()].data_type();
+        columns.push(if number.data_type() == wanted {
+            number
+        } else {
+            cast(&number, wanted)?
+        });
+        let schema = crate::rows::relax_nullability(&self.spec.schema, &columns);
+        out.emit(Message::Data(RecordBatch::try_new(schema, columns)?));
+        Ok(())
+    }
+
+    fn state_schema(&self) -> SchemaRef {
+        let mut fields: Vec<Field> = self
+            .input
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| Field::new(format!("c{i}"), f.data_type().clone(), true))
+            .collect();
+        fields.push(Field::new("seq", DataType::Int64, false));
+        fields.push(Field::new("changed", DataType::Boolean, false));
+        Arc::new(Schema::new(fields))
+    }
+
+    fn write_state(&self, out: &mut Vec<u8>) -> Result<()> {
+        let mut keys: Vec<&Vec<u8>> = self.partitions.keys().collect();
+        keys.sort();
+        let (mut rows, mut seqs, mut changed) = (vec![], vec![], vec![]);
+        for key in keys {
+            let part = &self.partitions[key];
+            for (i, e) in part.entries.iter().enumerate() {
+                rows.push(e.row.row());
+                seqs.push(e.seq as i64);
+                changed.push(part.changed_from.is_some_and(|c| i >= c));
+            }
+        }
+        let mut columns = if rows.is_empty() {
+            self.input
+                .fields()
+                .iter()
+                .map(|f| arrow::array::new_empty_array(f.data_type()))
+                .collect()
+        } else {
+            self.rows.convert_rows(rows)?
+        };
+        columns.push(Arc::new(Int64Array::from(seqs)));
+        columns.push(Arc::new(BooleanArray::from(changed)));
+        let batch = RecordBatch::try_new(self.state_schema(), columns)?;
+        let mut e = Encoder::new(out);
+        let frame = e.begin_frame(MAGIC, VERSION);
+        e.bytes(self.layout.as_bytes())?;
+        e.u64(self.next_seq);
+        e.bytes(&batch_to_ipc(&batch)?)?;
+        e.end_frame(frame);
+        Ok(())
+    }
+
+    fn read_state(&mut self, state: &[u8]) -> Result<()> {
+        let mut d = Decoder::new(state, CHECKPOINT).frame(MAGIC, VERSION)?;
+        d.expect_layout(&self.layout)?;
+        let next_seq = d.u64()?;
+        let kept = batch_from_ipc(d.bytes()?, CHECKPOINT, &self.state_schema())?;
+        d.finish()?;
+        let width = self.input.fields().len();
+        let input = RecordBatch::try_new(
+            Arc::clone(&self.input),
+            kept.columns()[..width]
+                .iter()
+                .zip(self.input.fields())
+                .map(|(c, f)| Ok(cast(c, f.data_type())?))
+                .collect::<Result<Vec<_>>>()?,
+        )
+        .map_err(|e| Error::Internal(format!("{CHECKPOINT}: {e}")))?;
+        let (keys, order, rows) = self.evaluate(&input)?;
+        let seqs = kept
+            .column(width)
+            .as_primitive::<arrow::datatypes::Int64Type>();
+        let changed = kept.column(width + 1).as_boolean();
+        let mut partitions: HashMap<Vec<u8>, Partition> = HashMap::new();
+        let mut dirty = BTreeSet::new();
+        let mut bytes = 0;
+        for i in 0..kept.num_rows() {
+            let key = Self::key_of(&keys, i);
+            let part = partitions.entry(key.clone()).or_default();
+            if changed.value(i) {
+                part.changed_from.get_or_insert(part.entries.len());
+                dirty.insert(key);
+            }
+            let entry = Entry {
+                order: order.row(i).owned(),
+                seq: seqs.value(i) as u64,
+                row: rows.row(i).owned(),
+            };
+            bytes += entry_size(&entry.order, &entry.row);
+            part.entries.push(entry);
+            if part.entries.len() > self.spec.limit as usize {
+                return Err(d_error("a partition holds more rows than the limit"));
+            }
+        }
+        self.partitions = partitions;
+        self.dirty = dirty;
+        self.next_seq = next_seq;
+        self.bytes = bytes;
+        Ok(())
+    }
+}
+
+fn d_error(m: &str) -> Error {
+    Error::Internal(format!("{CHECKPOINT}: {m}"))
+}
+
+fn entry_size(order: &OwnedRow, row: &OwnedRow) -> usize {
+    order.as_ref().len() + row.as_ref().len() + 64
+}
+
+impl Operator for TopN {
+    fn process(&mut self, message: Message, out: &mut Output) -> Result<()> {
+        match message {
+            Message::Data(batch) => self.on_batch(batch)?,
+            Message::Watermark(w) => {
+                if w == Watermark::MAX {
+                    self.emit(self.spec.output == OutputMode::Append, out)?;
+                }
+                out.emit(Message::Watermark(w));
+            }
+            Message::EmitUpdates => {
+                if self.spec.output == OutputMode::Update {
+                    self.emit(false, out)?;
+                }
+                out.emit(Message::EmitUpdates);
+            }
+            Message::EndOfInput => out.emit(Message::EndOfInput),
+        }
+        Ok(())
+    }
+
+    fn name(&self) -> &'static str {
+        "top-n"
+    }
+
+    fn state_bytes(&self) -> usize {
+        self.bytes
+    }
+
+    fn snapshot(&self, out: &mut Vec<u8>) -> Result<()> {
+        crate::codec::snapshot_into(out, |out| self.write_state(out))
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<()> {
+        self.read_state(state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::StringArray;
+    use datafusion::physical_expr::expressions::col;
+    use datafusion::physical_expr::PhysicalSortExpr;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    /// (auction, price); the top `limit` prices per auction, highest first.
+    fn spec(limit: u64, output: OutputMode, partitioned: bool) -> TopNSpec {
+        let input = Schema::new(vec![
+            Field::new("auction", DataType::Utf8, true),
+            Field::new("price", DataType::Int64, true),
+            Field::new("seq", DataType::Int64, false),
+        ]);
+        let mut fields = input.fields().to_vec();
+        fields.push(Arc::new(Field::new("rn", DataType::UInt64, false)));
+        TopNSpec {
+            partition: if partitioned {
+                vec![col("auction", &input).unwrap()]
+            } else {
+                vec![]
+            },
+            order: vec![PhysicalSortExpr {
+                expr: col("price", &input).unwrap(),
+                options: arrow::compute::SortOptions {
+                    descending: true,
+                    nulls_first: false,
+                },
+            }],
+            limit,
+            output,
+            schema: Arc::new(Schema::new(fields)),
+        }
+    }
+
+    type Row = (Option<&'static str>, Option<i64>);
+
+    fn batch(rows: &[(usize, Row)]) -> Message {
+        let input = Arc::new(Schema::new(vec![
+            Field::new("auction", DataType::Utf8, true),
+            Field::new("price", DataType::Int64, true),
+            Field::new("seq", DataType::Int64, false),
+        ]));
+        Message::Data(
+            RecordBatch::try_new(
+                input,
+                vec![
+                    Arc::new(StringArray::from_iter(rows.iter().map(|r| r.1 .0))),
+                    Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.1 .1))),
+                    Arc::new(Int64Array::from_iter_values(
+                        rows.iter().map(|r| r.0 as i64),
+                    )),
+                ],
+            )
+            .unwrap(),
+        )
+    }
+
+    /// (partition, rn) → (price, seq), as a downstream upsert holds it.
+    type Upserted = BTreeMap<(Option<String>, u64), (Option<i64>, i64)>;
+
+    fn run(op: &mut TopN, messages: &[Message], into: &mut Upserted, partitioned: bool) {
+        for m in messages {
+            let mut out = Output::default();
+            op.process(m.clone(), &mut out).unwrap();
+            for m in out.messages {
+                let Message::Data(b) = m else { continue };
+                let a = b.column(0).as_string::<i32>();
+                let p = b.column(1).as_primitive::<arrow::datatypes::Int64Type>();
+                let s = b.column(2).as_primitive::<arrow::datatypes::Int64Type>();
+                let rn = b.column(3).as_primitive::<arrow::datatypes::UInt64Type>();
+                for i in 0..b.num_rows() {
+                    let key = partitioned.then(|| a.is_valid(i).then(|| a.value(i).to_string()));
+                    into.insert(
+                        (key.flatten(), rn.value(i)),
+                        (p.is_valid(i).then(|| p.value(i)), s.value(i)),
+                    );
+                }
+            }
+        }
+    }
+
+    /// The batch answer: sort each partition by price descending (NULLs last), ties by arrival.
+    fn model(rows: &[Row], limit: u64, partitioned: bool) -> Upserted {
+        let mut parts: BTreeMap<Option<String>, Vec<(Option<i64>, i64)>> = BTreeMap::new();
+        for (seq, r) in rows.iter().enumerate() {
+            let key = if partitioned {
+                r.0.map(str::to_string)
+            } else {
+                None
+            };
+            parts.entry(key).or_default().push((r.1, seq as i64));
+        }
+        let mut out = Upserted::new();
+        for (k, mut v) in parts {
+            v.sort_by(|a, b| match (a.0, b.0) {
+                (Some(x), Some(y)) => y.cmp(&x).then(a.1.cmp(&b.1)),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (None, None) => a.1.cmp(&b.1),
+            });
+            for (i, e) in v.into_iter().take(limit as usize).enumerate() {
+                out.insert((k.clone(), i as u64 + 1), e);
+            }
+        }
+        out
+    }
+
+    fn row() -> impl Strategy<Value = Row> {
+        (
+            prop::option::weighted(0.9, prop::sample::select(vec!["a", "b", "c"])),
+            prop::option::weighted(0.9, 0i64..20),
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 96, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Update mode, ticks anywhere, a restore anywhere: upserting by (partition, rn) ends
+        /// with the batch Top-N; append mode emits exactly it once, at the end.
+        #[test]
+        fn upserted_updates_equal_the_batch_top_n(
+            rows in prop::collection::vec(row(), 0..80),
+            limit in 1u64..5,
+            partitioned in any::<bool>(),
+            batch_size in 1usize..10,
+            tick_every in 1usize..4,
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let numbered: Vec<(usize, Row)> = rows.iter().copied().enumerate().collect();
+            let mut messages = vec![];
+            for (i, chunk) in numbered.chunks(batch_size).enumerate() {
+                messages.push(batch(chunk));
+                if i % tick_every == 0 {
+                    messages.push(Message::EmitUpdates);
+                }
+            }
+            messages.push(Message::Watermark(Watermark::MAX));
+            messages.push(Message::EndOfInput);
+            let expected = model(&rows, limit, partitioned);
+
+            let mut append = TopN::new(spec(limit, OutputMode::Append, partitioned)).unwrap();
+            let mut got = Upserted::new();
+            run(&mut append, &messages, &mut got, partitioned);
+            prop_assert_eq!(&got, &expected);
+
+            let cut = cut.index(messages.len() + 1);
+            let mut before = TopN::new(spec(limit, OutputMode::Update, partitioned)).unwrap();
+            let mut got = Upserted::new();
+            run(&mut before, &messages[..cut], &mut got, partitioned);
+            let mut blob = vec![];
+            before.snapshot(&mut blob).unwrap();
+            let mut after = TopN::new(spec(limit, OutputMode::Update, partitioned)).unwrap();
+            after.restore(&blob).unwrap();
+            prop_assert_eq!(after.state_bytes(), before.state_bytes());
+            run(&mut after, &messages[cut..], &mut got, partitioned);
+            prop_assert_eq!(&got, &expected);
+            // State is at most `limit` rows per partition.
+            prop_assert!(after.partitions.values().all(|p| p.entries.len() <= limit as usize));
+            // Another limit is another plan.
+            let mut other = TopN::new(spec(limit + 1, OutputMode::Update, partitioned)).unwrap();
+            prop_assert!(other.restore(&blob).is_err());
+        }
+    }
+}
