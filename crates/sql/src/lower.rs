@@ -656,19 +656,7 @@ impl Lowering<'_> {
                 "partition by window_start, window_end of a window table function (a ranking over an unbounded stream never ends), or run with --mode batch",
             ));
         };
-        let order = params
-            .order_by
-            .iter()
-            .map(|s| {
-                Ok(datafusion::physical_expr::PhysicalSortExpr {
-                    expr: self.physical(&s.expr, &w.input)?,
-                    options: arrow::compute::SortOptions {
-                        descending: !s.asc,
-                        nulls_first: s.nulls_first,
-                    },
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let order = self.sort_exprs(&params.order_by, &w.input)?;
         let partition = params
             .partition_by
             .iter()
@@ -750,6 +738,26 @@ impl Lowering<'_> {
         Ok(chain)
     }
 
+    /// An `ORDER BY` as physical sort expressions over `input`.
+    fn sort_exprs(
+        &self,
+        order_by: &[datafusion::logical_expr::SortExpr],
+        input: &LogicalPlan,
+    ) -> Result<Vec<datafusion::physical_expr::PhysicalSortExpr>> {
+        order_by
+            .iter()
+            .map(|s| {
+                Ok(datafusion::physical_expr::PhysicalSortExpr {
+                    expr: self.physical(&s.expr, input)?,
+                    options: arrow::compute::SortOptions {
+                        descending: !s.asc,
+                        nulls_first: s.nulls_first,
+                    },
+                })
+            })
+            .collect()
+    }
+
     /// `ROW_NUMBER() OVER (PARTITION BY ... ORDER BY ...) ... WHERE rn <= n` without a window
     /// (see [`Node::TopN`]): update mode in a stream, keyed by the partition and the row number.
     fn lower_top_n(
@@ -791,19 +799,7 @@ impl Lowering<'_> {
         } else {
             OutputMode::Append
         };
-        let order = params
-            .order_by
-            .iter()
-            .map(|s| {
-                Ok(datafusion::physical_expr::PhysicalSortExpr {
-                    expr: self.physical(&s.expr, &w.input)?,
-                    options: arrow::compute::SortOptions {
-                        descending: !s.asc,
-                        nulls_first: s.nulls_first,
-                    },
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let order = self.sort_exprs(&params.order_by, &w.input)?;
         chain.nodes.push(Node::TopN(TopNSpec {
             partition: params
                 .partition_by
