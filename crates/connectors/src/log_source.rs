@@ -279,7 +279,7 @@ impl LogSource {
             .get(partition as usize)
             .cloned()
             .unwrap_or_default();
-        let schema = self.schema();
+        let schema = Arc::clone(self.converter.schema()); // physical columns: computed ones come after decoding
         let fields = schema.fields();
         let is_string: Vec<bool> = fields
             .iter()

@@ -1251,9 +1251,11 @@ impl Chain {
 
     /// Whether the chain emits in update mode (and so needs [`Message::EmitUpdates`] ticks).
     pub(crate) fn updates(&self) -> bool {
-        self.nodes
-            .iter()
-            .any(|n| matches!(n, Node::WindowAggregate(s) if s.output == OutputMode::Update))
+        self.nodes.iter().any(|n| match n {
+            Node::WindowAggregate(s) => s.output == OutputMode::Update,
+            Node::TopN(s) => s.output == OutputMode::Update,
+            _ => false,
+        })
     }
 }
 
