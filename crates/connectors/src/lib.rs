@@ -49,6 +49,7 @@ mod convert;
 mod hive;
 mod log_sink;
 pub mod log_source;
+pub mod nexmark;
 mod options;
 pub use options::log_dir;
 pub mod sink;
