@@ -71,10 +71,10 @@
 //! `aggregates_parquet` runs with its source's format changed: the log has no Parquet format, so
 //! the CSV files the golden runner converts to Parquet (`input/_parquet_src/`) are produced as
 //! CSV records, with `'csv.null-literal' = ''` (the runner's Arrow CSV reader reads an empty
-//! field as NULL) and the `region` column from their Hive folders. Cases or checks that fail
-//! because of an engine bug are `#[ignore]`d with the bug named.
+//! field as NULL) and the `region` column from their Hive folders.
 
-mod common_golden;
+#[path = "../../runtime/tests/golden_format/mod.rs"]
+mod golden_format;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -85,10 +85,10 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common_golden::*;
 use flowline_core::TableDef;
 use flowline_log::{Log, TopicConfig};
 use flowline_sql::{PipelineDef, Statement};
+use golden_format::*;
 use serde_json::Value;
 
 macro_rules! golden_log_cases {

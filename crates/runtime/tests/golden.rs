@@ -26,15 +26,24 @@
 //!   at plan time with `Error::Unsupported` whose message contains every line of the file, and
 //!   leave no output folder and no state behind.
 //!
+//! The format is read by `golden_format/`, which `crates/cli/tests/golden_log.rs` shares to run
+//! the same cases over the embedded log (micro-batch, and stream with kills and restores).
+//!
 //! Each case runs five times, each in a fresh copy of its folder: batch mode, stream mode with
 //! batch sizes 1, 7 and 1000, and with no mode given (the file's `SET`, else batch). Every run
 //! must produce exactly the expected rows.
 
 mod common;
+mod golden_format;
+
+use golden_format::{
+    case_folders, check_rejects, copy_dir, golden_dir, load_expected, percent_decode, read_jsonl,
+    render, row_diff, walk_files, Expected,
+};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use arrow::datatypes::{Field, Schema};
@@ -79,12 +88,7 @@ golden_cases!(
 
 #[test]
 fn every_case_folder_has_a_test() {
-    let on_disk: BTreeSet<String> = fs::read_dir(golden_dir())
-        .unwrap()
-        .map(|e| e.unwrap())
-        .filter(|e| e.file_type().unwrap().is_dir())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
+    let on_disk = case_folders();
     let listed: BTreeSet<String> = CASES.iter().map(|s| s.to_string()).collect();
     assert_eq!(
         on_disk, listed,
@@ -92,90 +96,7 @@ fn every_case_folder_has_a_test() {
     );
 }
 
-fn golden_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
-}
-
 // ------------------------------------------------------------------ expectations
-
-/// Rows of a CSV table with its header.
-#[derive(Debug, Clone)]
-struct Rows {
-    header: Vec<String>,
-    rows: Vec<Vec<String>>,
-}
-
-struct Expected {
-    sinks: BTreeMap<String, Rows>,
-    partitions: BTreeMap<String, BTreeSet<String>>,
-    ordered: BTreeSet<String>,
-    rejects: Vec<Value>,
-    report: serde_json::Map<String, Value>,
-    stream_error: Option<Vec<String>>,
-}
-
-fn load_expected(case: &Path) -> Expected {
-    let dir = case.join("expected");
-    let mut sinks = BTreeMap::new();
-    let mut partitions = BTreeMap::new();
-    for entry in fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        if let Some(sink) = name.strip_suffix(".csv") {
-            let mut reader = csv::ReaderBuilder::new()
-                .has_headers(true)
-                .from_path(&path)
-                .unwrap();
-            let header = reader.headers().unwrap().iter().map(String::from).collect();
-            let rows = reader
-                .records()
-                .map(|r| r.unwrap().iter().map(String::from).collect())
-                .collect();
-            sinks.insert(sink.to_string(), Rows { header, rows });
-        } else if let Some(sink) = name.strip_suffix(".partitions") {
-            let set = fs::read_to_string(&path)
-                .unwrap()
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .map(String::from)
-                .collect();
-            partitions.insert(sink.to_string(), set);
-        }
-    }
-    let lines = |file: &str| -> Option<Vec<String>> {
-        let text = fs::read_to_string(dir.join(file)).ok()?;
-        Some(
-            text.lines()
-                .filter(|l| !l.trim().is_empty())
-                .map(String::from)
-                .collect(),
-        )
-    };
-    let ordered = lines("ordered.txt")
-        .unwrap_or_default()
-        .into_iter()
-        .collect();
-    let rejects = lines("rejects.jsonl")
-        .unwrap_or_default()
-        .iter()
-        .map(|l| serde_json::from_str(l).expect("rejects.jsonl"))
-        .collect();
-    let report = match fs::read_to_string(dir.join("report.json")) {
-        Ok(text) => match serde_json::from_str(&text).expect("report.json") {
-            Value::Object(m) => m,
-            other => panic!("report.json must be an object, not {other}"),
-        },
-        Err(_) => Default::default(),
-    };
-    Expected {
-        sinks,
-        partitions,
-        ordered,
-        rejects,
-        report,
-        stream_error: lines("stream_error.txt"),
-    }
-}
 
 // ------------------------------------------------------------------ the runner
 
@@ -573,134 +494,7 @@ fn read_sink(
     Ok((rows, partitions))
 }
 
-fn check_rejects(dir: &Path, actual: &[Value], expected: &[Value], out: &mut Vec<String>) {
-    let prefix = format!("{}/", dir.display());
-    let mut left: Vec<Value> = actual
-        .iter()
-        .map(|r| {
-            let mut r = r.clone();
-            if let Some(f) = r["file"].as_str() {
-                r["file"] = Value::from(f.strip_prefix(&prefix).unwrap_or(f));
-            }
-            r
-        })
-        .collect();
-    let mut missing = vec![];
-    for want in expected {
-        let matches = |got: &Value| {
-            want.as_object().unwrap().iter().all(|(k, v)| {
-                if k == "detail_contains" {
-                    got["detail"]
-                        .as_str()
-                        .is_some_and(|d| d.contains(v.as_str().unwrap()))
-                } else {
-                    &got[k.as_str()] == v
-                }
-            })
-        };
-        match left.iter().position(matches) {
-            Some(i) => {
-                left.remove(i);
-            }
-            None => missing.push(want.to_string()),
-        }
-    }
-    if !missing.is_empty() || !left.is_empty() {
-        out.push(format!(
-            "rejects differ\n  expected but not found:\n    {}\n  found but not expected:\n    {}",
-            missing.join("\n    "),
-            left.iter()
-                .map(Value::to_string)
-                .collect::<Vec<_>>()
-                .join("\n    ")
-        ));
-    }
-}
-
-/// The rows only one side has, as a multiset difference.
-fn row_diff(expected: &[Vec<String>], actual: &[Vec<String>]) -> String {
-    let mut unexpected: Vec<&Vec<String>> = actual.iter().collect();
-    let mut missing = vec![];
-    for row in expected {
-        match unexpected.iter().position(|r| *r == row) {
-            Some(i) => {
-                unexpected.remove(i);
-            }
-            None => missing.push(row.join(",")),
-        }
-    }
-    let unexpected: Vec<String> = unexpected.iter().map(|r| r.join(",")).collect();
-    format!(
-        "  missing:    {}\n  unexpected: {}",
-        missing.join(" | "),
-        unexpected.join(" | ")
-    )
-}
-
-fn render(header: &[String], rows: &[Vec<String>]) -> String {
-    std::iter::once(header.join(","))
-        .chain(rows.iter().map(|r| r.join(",")))
-        .map(|l| format!("    {l}"))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-fn read_jsonl(path: &Path) -> Vec<Value> {
-    match fs::read_to_string(path) {
-        Ok(text) => text
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect(),
-        Err(_) => vec![],
-    }
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = |b: u8| (b as char).to_digit(16);
-            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8(out).unwrap()
-}
-
 // ------------------------------------------------------------------ files
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
-
-fn walk_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let mut entries: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap()).collect();
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        if entry.file_type().unwrap().is_dir() {
-            walk_files(&entry.path(), out);
-        } else {
-            out.push(entry.path());
-        }
-    }
-}
 
 /// Converts `input/_parquet_src/<rel>.csv` to `input/<rel>.parquet`, typed with the declared
 /// schema of the Parquet source table whose path holds the target.

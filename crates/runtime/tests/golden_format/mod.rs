@@ -1,7 +1,11 @@
 //! The golden case format of `crates/runtime/tests/golden/` (see the module documentation of
-//! `crates/runtime/tests/golden.rs`), read the way that runner reads it, for runners outside the
-//! runtime crate: the expected rows, partitions, rejects and report of a case, reading a file
-//! sink's rows back, matching rejects, and a small SQL scanner to rewrite a pipeline's text.
+//! `crates/runtime/tests/golden.rs`), shared by both golden runners (`golden.rs` over files,
+//! `crates/cli/tests/golden_log.rs` over the embedded log, which includes this file by path):
+//! the expected rows, partitions, rejects and report of a case, reading a file sink's rows
+//! back, matching rejects, and a small SQL scanner to rewrite a pipeline's text.
+
+// Each runner uses a part of it.
+#![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -12,6 +16,7 @@ use serde_json::Value;
 
 /// The folder of the golden cases.
 pub fn golden_dir() -> PathBuf {
+    // From either crate's folder (`crates/runtime` or `crates/cli`).
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../runtime/tests/golden")
 }
 
@@ -40,6 +45,8 @@ pub struct Expected {
     pub ordered: BTreeSet<String>,
     pub rejects: Vec<Value>,
     pub report: serde_json::Map<String, Value>,
+    /// `stream_error.txt`: the case is batch only; stream mode must refuse it with these lines.
+    pub stream_error: Option<Vec<String>>,
 }
 
 pub fn load_expected(case: &Path) -> Expected {
@@ -101,6 +108,7 @@ pub fn load_expected(case: &Path) -> Expected {
         ordered,
         rejects,
         report,
+        stream_error: lines("stream_error.txt"),
     }
 }
 
