@@ -100,6 +100,16 @@ struct Groups {
     dirty_ids: Vec<u32>,
     /// State TTL: the watermark each group was last updated under (`i64::MAX`: freed).
     touched: Vec<i64>,
+    /// State TTL: groups dropped but still listed in their window (see [`Groups::listed`]);
+    /// they are unlisted and become reusable in bulk, so an expiry costs O(expired groups).
+    pending_free: Vec<u32>,
+}
+
+impl Groups {
+    /// Whether a group listed in a window is live (not dropped by the TTL since).
+    fn listed(&self, id: u32) -> bool {
+        self.touched.get(id as usize).is_none_or(|&t| t != i64::MAX)
+    }
 }
 
 pub struct WindowAggregate {
@@ -354,6 +364,7 @@ impl WindowAggregate {
                 emitted.extend(dirty);
             }
         }
+        self.unlist_expired();
         let mut fired = vec![];
         while let Some((&end, _)) = self.windows.first_key_value() {
             if end > past {
@@ -371,7 +382,7 @@ impl WindowAggregate {
             out.emit(Message::Data(batch));
         }
         for &id in &fired {
-            self.free_group(id);
+            self.free_group(id, true);
         }
         // Forget the fired groups' ids in the dirty list too, once they are a good part of it.
         let live = self.groups.hashes.len() - self.groups.free.len();
@@ -382,15 +393,20 @@ impl WindowAggregate {
         Ok(())
     }
 
-    /// Frees group `id` for reuse (its window's list is the caller's business).
-    fn free_group(&mut self, id: u32) {
+    /// Frees group `id` (its window's list is the caller's business); `reuse`: its id may be
+    /// taken by a new group at once, else it waits in `pending_free`.
+    fn free_group(&mut self, id: u32, reuse: bool) {
         let hash = self.groups.hashes[id as usize];
         if let Ok(e) = self.table.find_entry(hash, |&g| g == id) {
             e.remove();
         }
         let key = std::mem::take(&mut self.groups.keys[id as usize]);
         self.groups.key_bytes -= key.len();
-        self.groups.free.push(id);
+        if reuse {
+            self.groups.free.push(id);
+        } else {
+            self.groups.pending_free.push(id);
+        }
         if let Some(t) = self.groups.touched.get_mut(id as usize) {
             *t = i64::MAX;
         }
@@ -443,17 +459,31 @@ impl WindowAggregate {
             let batch = self.results(&dirty)?;
             out.emit(Message::Data(batch));
         }
-        let mut dropped = vec![false; self.groups.hashes.len()];
         for &id in &gone {
-            dropped[id as usize] = true;
-            self.free_group(id);
+            self.free_group(id, false);
         }
+        self.expired += gone.len() as u64;
+        // Unlist in bulk, once the dropped groups are a good part of the listed ones.
+        let listed: usize = self.windows.values().map(Vec::len).sum();
+        if self.groups.pending_free.len() > 64 + listed / 4 {
+            self.unlist_expired();
+        }
+        Ok(())
+    }
+
+    /// Removes the groups the TTL dropped from their windows' lists and makes their ids
+    /// reusable.
+    fn unlist_expired(&mut self) {
+        if self.groups.pending_free.is_empty() {
+            return;
+        }
+        let groups = &self.groups;
         for ids in self.windows.values_mut() {
-            ids.retain(|&g| !dropped[g as usize]);
+            ids.retain(|&g| groups.listed(g));
         }
         self.windows.retain(|_, ids| !ids.is_empty());
-        self.expired += gone.len() as u64;
-        Ok(())
+        let pending = std::mem::take(&mut self.groups.pending_free);
+        self.groups.free.extend(pending);
     }
 
     /// Update mode: emits the groups that changed since they were last emitted, sorted by
@@ -554,7 +584,8 @@ impl Operator for WindowAggregate {
     }
 
     fn state_bytes(&self) -> usize {
-        let groups = self.groups.hashes.len() - self.groups.free.len();
+        let groups =
+            self.groups.hashes.len() - self.groups.free.len() - self.groups.pending_free.len();
         let accs: usize = self.accumulators.iter().map(|a| a.state_bytes()).sum();
         let ttl = if self.spec.state_ttl.is_some() {
             self.groups.touched.len() * 8 + self.expiry.len() * 16
@@ -652,7 +683,16 @@ impl Operator for WindowAggregate {
 impl WindowAggregate {
     fn write_state(&self, out: &mut Vec<u8>) -> Result<()> {
         // Live groups in checkpoint order: by window, then as listed in the window.
-        let order: Vec<u32> = self.windows.values().flatten().copied().collect();
+        let listed: Vec<(i64, Vec<u32>)> = self
+            .windows
+            .iter()
+            .map(|(&end, ids)| {
+                let live = ids.iter().copied().filter(|&g| self.groups.listed(g));
+                (end, live.collect::<Vec<u32>>())
+            })
+            .filter(|(_, ids)| !ids.is_empty())
+            .collect();
+        let order: Vec<u32> = listed.iter().flat_map(|(_, ids)| ids).copied().collect();
         if let Some(acc) = self
             .accumulators
             .iter()
@@ -669,9 +709,9 @@ impl WindowAggregate {
         let frame = e.begin_frame(MAGIC, VERSION);
         e.bytes(self.layout.as_bytes())?;
         e.i64(self.watermark.0);
-        e.len_prefix(self.windows.len());
-        for (&end, ids) in &self.windows {
-            e.i64(end);
+        e.len_prefix(listed.len());
+        for (end, ids) in &listed {
+            e.i64(*end);
             e.len_prefix(ids.len());
             for &id in ids {
                 e.bytes(&self.groups.keys[id as usize])?;
@@ -2209,12 +2249,20 @@ mod tests {
             .unwrap();
             op.process(Message::Watermark(Watermark(i * 10)), &mut out)
                 .unwrap();
-            live_max = live_max.max(op.groups.hashes.len() - op.groups.free.len());
+            let live = op.groups.hashes.len() - op.groups.free.len() - op.groups.pending_free.len();
+            live_max = live_max.max(live);
         }
         // Each key is updated every 60 ms of watermark, TTL 10 ms: at most two live at once.
         assert!(live_max <= 2, "{live_max} groups live");
         assert!(op.expired > 500, "{} groups expired", op.expired);
         assert!(op.expiry.len() <= 4);
+        // Ids are reused (the group table stays small) and the window list is compacted.
+        assert!(
+            op.groups.hashes.len() <= 2 + 64 + 2,
+            "{} ids",
+            op.groups.hashes.len()
+        );
+        assert!(op.windows.values().map(Vec::len).sum::<usize>() <= 2 + 64 + 2);
     }
 
     /// Update-mode output folded as a downstream upsert would: the last row of each key (the

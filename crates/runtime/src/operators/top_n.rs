@@ -54,7 +54,7 @@ pub struct TopN {
     order: RowConverter,
     rows: RowConverter,
     partitions: HashMap<Vec<u8>, Partition>,
-    /// Partitions with changes not yet emitted.
+    /// Partitions with changes not yet emitted (exactly those whose `changed_from` is set).
     dirty: BTreeSet<Vec<u8>>,
     next_seq: u64,
     bytes: usize,
@@ -162,33 +162,38 @@ impl TopN {
         let (keys, order, rows) = self.evaluate(&batch)?;
         let limit = self.spec.limit as usize;
         for i in 0..n {
-            let key = Self::key_of(&keys, i);
+            // Borrowed: a row that does not make its partition's top allocates nothing.
+            let key: &[u8] = keys.as_ref().map_or(&[], |k| k.row(i).data());
             let seq = self.next_seq;
             self.next_seq += 1;
-            let part = self.partitions.entry(key.clone()).or_default();
+            if !self.partitions.contains_key(key) {
+                self.partitions.insert(key.to_vec(), Partition::default());
+            }
+            let Some(part) = self.partitions.get_mut(key) else {
+                continue;
+            };
             let o = order.row(i);
             // After every row that is not worse: ties keep arrival order.
             let at = part.entries.partition_point(|e| e.order.row() <= o);
             if at >= limit {
                 continue;
             }
-            let row = rows.row(i).owned();
-            self.bytes += entry_size(&o.owned(), &row);
-            part.entries.insert(
-                at,
-                Entry {
-                    order: o.owned(),
-                    seq,
-                    row,
-                },
-            );
+            let entry = Entry {
+                order: o.owned(),
+                seq,
+                row: rows.row(i).owned(),
+            };
+            self.bytes += entry_size(&entry.order, &entry.row);
+            part.entries.insert(at, entry);
             if part.entries.len() > limit {
                 if let Some(out) = part.entries.pop() {
                     self.bytes = self.bytes.saturating_sub(entry_size(&out.order, &out.row));
                 }
             }
+            if part.changed_from.is_none() {
+                self.dirty.insert(key.to_vec());
+            }
             part.changed_from = Some(part.changed_from.map_or(at, |c| c.min(at)));
-            self.dirty.insert(key);
         }
         Ok(())
     }
