@@ -1612,6 +1612,15 @@ fn check_upsert_key(
     Ok(())
 }
 
+/// `a, b, c`: expressions for `explain`.
+fn list<T: std::fmt::Display>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn describe(node: &Node) -> String {
     let window = |k: &WindowKind| match k {
         WindowKind::Tumble { size } => format!("TUMBLE {size} ms"),
@@ -1623,14 +1632,7 @@ fn describe(node: &Node) -> String {
     };
     match node {
         Node::Filter { predicate } => format!("filter {predicate}"),
-        Node::Project { exprs, .. } => format!(
-            "project {}",
-            exprs
-                .iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        Node::Project { exprs, .. } => format!("project {}", list(exprs)),
         Node::WindowAssign(spec) => format!(
             "window-assign {} on {}",
             window(&spec.kind),
@@ -1642,11 +1644,7 @@ fn describe(node: &Node) -> String {
                 Some(w) => format!("window-aggregate {}", window(&w.kind)),
                 None => "aggregate".into(),
             },
-            spec.group_exprs
-                .iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
+            list(&spec.group_exprs),
             spec.calls
                 .iter()
                 .map(|c| format!(
@@ -1667,25 +1665,13 @@ fn describe(node: &Node) -> String {
         Node::TopN(spec) => format!(
             "top-{} partition by [{}] order by [{}] ({} mode)",
             spec.limit,
-            spec.partition
-                .iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-            spec.order
-                .iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
+            list(&spec.partition),
+            list(&spec.order),
             spec.output
         ),
         Node::Deduplicate(spec) => format!(
             "deduplicate partition by [{}]: keep the {} row by {}",
-            spec.partition
-                .iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
+            list(&spec.partition),
             if spec.keep_last { "last" } else { "first" },
             spec.time
         ),
@@ -1720,11 +1706,7 @@ fn describe(node: &Node) -> String {
                 .map(|(f, arg)| format!("{f:?}({arg})"))
                 .collect::<Vec<_>>()
                 .join(", "),
-            spec.partition
-                .iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
+            list(&spec.partition),
             spec.time,
             match spec.frame {
                 OverFrame::Range {
@@ -1740,16 +1722,8 @@ fn describe(node: &Node) -> String {
         Node::WindowRank(spec) => format!(
             "window-rank {:?} partition by [{}] order by [{}]{}",
             spec.function,
-            spec.partition
-                .iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-            spec.order
-                .iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
+            list(&spec.partition),
+            list(&spec.order),
             spec.limit
                 .map(|n| format!(" keep top {n}"))
                 .unwrap_or_default()

@@ -594,11 +594,12 @@ impl Lowering<'_> {
             ));
         }
         let is_aggregate = |e: &Expr| {
-            let mut e = e;
-            while let Expr::Alias(a) = e {
-                e = &a.expr;
-            }
-            matches!(e, Expr::WindowFunction(f) if matches!(f.fun, datafusion::logical_expr::WindowFunctionDefinition::AggregateUDF(_)))
+            window_function(e).is_some_and(|f| {
+                matches!(
+                    f.fun,
+                    datafusion::logical_expr::WindowFunctionDefinition::AggregateUDF(_)
+                )
+            })
         };
         if w.window_expr.iter().any(is_aggregate) {
             return self.lower_over(w, chain);
@@ -606,14 +607,9 @@ impl Lowering<'_> {
         let [expr] = w.window_expr.as_slice() else {
             return Err(self.unsupported("several OVER functions in one SELECT", over));
         };
-        let mut e = expr;
-        while let Expr::Alias(a) = e {
-            e = &a.expr;
-        }
-        let Expr::WindowFunction(function) = e else {
+        let Some(WindowFunction { fun, params }) = window_function(expr) else {
             return Err(self.unsupported(&format!("`{expr}`"), over));
         };
-        let WindowFunction { fun, params } = function.as_ref();
         let rank = match fun.name().to_ascii_lowercase().as_str() {
             "row_number" => RankFunction::RowNumber,
             "rank" => RankFunction::Rank,
@@ -823,14 +819,9 @@ impl Lowering<'_> {
         let mut calls = vec![];
         let mut first: Option<&datafusion::logical_expr::expr::WindowFunctionParams> = None;
         for expr in &w.window_expr {
-            let mut e = expr;
-            while let Expr::Alias(a) = e {
-                e = &a.expr;
-            }
-            let Expr::WindowFunction(function) = e else {
+            let Some(WindowFunction { fun, params }) = window_function(expr) else {
                 return Err(self.unsupported(&format!("`{expr}`"), hint));
             };
-            let WindowFunction { fun, params } = function.as_ref();
             let call = match fun.name().to_ascii_lowercase().as_str() {
                 "count" => AggregateFunction::Count,
                 "sum" => AggregateFunction::Sum,
@@ -1550,6 +1541,18 @@ fn trace_column(plan: &LogicalPlan, name: &str) -> Option<(String, String)> {
 
 /// `n` when `predicate` keeps ranks up to `n` of the ranking directly below (`rank <= n`,
 /// `rank < n + 1`, `rank = 1`, also written the other way round).
+/// The window function under an expression's aliases.
+fn window_function(e: &Expr) -> Option<&datafusion::logical_expr::expr::WindowFunction> {
+    let mut e = e;
+    while let Expr::Alias(a) = e {
+        e = &a.expr;
+    }
+    match e {
+        Expr::WindowFunction(f) => Some(f.as_ref()),
+        _ => None,
+    }
+}
+
 fn rank_limit(predicate: &Expr, input: &LogicalPlan) -> Option<u64> {
     use datafusion::logical_expr::{BinaryExpr, Operator};
     let Expr::BinaryExpr(BinaryExpr { left, op, right }) = predicate else {
