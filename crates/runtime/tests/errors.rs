@@ -656,7 +656,7 @@ async fn update_mode_refuses_a_having_and_a_select_without_the_key() {
     );
     refused_in_stream_mode(
         &keyless,
-        "update mode without the GROUP BY column `store_id` in the SELECT",
+        "update mode without the key column `store_id` in the SELECT",
         "out",
     )
     .await;
@@ -909,7 +909,13 @@ async fn stream_mode_ranks_only_per_window() {
     );
     let unkeyed = top3.replace("SELECT * FROM", "SELECT order_id, store_id FROM");
     let err = fails(&unkeyed, Mode::Stream).await;
-    assert_mentions(&err, &["rn"]);
+    assert_mentions(
+        &err,
+        &[
+            "without the key column `rn`",
+            "a Top-N's PARTITION BY columns and its row number",
+        ],
+    );
     // Keeping each key's last row is update mode: refused when append is asked for.
     let last = format!(
         "{ORDERS}{OUT}INSERT INTO out\n\

@@ -569,10 +569,10 @@ impl Lowering<'_> {
                 if found.is_empty() {
                     Err(self.unsupported(
                         &format!(
-                            "update mode without the GROUP BY column `{}` in the SELECT",
+                            "update mode without the key column `{}` in the SELECT",
                             input.field(part[0]).name()
                         ),
-                        "update mode writes each result with its key, so that a downstream upsert replaces the earlier result for that key: select every GROUP BY column (of window_start and window_end one; window_end for CUMULATE)",
+                        "update mode writes each result with its key, so that a downstream upsert replaces the earlier result for that key: select every key column (the GROUP BY columns, of window_start and window_end one, window_end for CUMULATE; a deduplication's PARTITION BY columns; a Top-N's PARTITION BY columns and its row number)",
                     ))
                 } else {
                     Ok(found)
