@@ -72,4 +72,14 @@ impl TableDef {
     pub fn connector(&self) -> Option<&str> {
         self.option("connector")
     }
+
+    /// Whether reading the table ends: files, or a log read up to the offsets at start
+    /// (`'scan.bounded.mode' = 'latest-offset'`).
+    pub fn is_bounded(&self) -> bool {
+        match self.connector() {
+            Some("files") => true,
+            Some("log") => self.option("scan.bounded.mode") == Some("latest-offset"),
+            _ => false,
+        }
+    }
 }

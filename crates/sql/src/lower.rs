@@ -1109,11 +1109,11 @@ impl Lowering<'_> {
             let bounded = self
                 .def
                 .table(&right.source)
-                .is_some_and(|t| t.connector() == Some("files"));
+                .is_some_and(|t| t.is_bounded());
             if !bounded {
                 return Err(self.unsupported(
                     "a regular LEFT JOIN with an unbounded right input",
-                    "a left row without a match could get one later, which needs a retraction: bound the join in time (an interval or window join), or join a files table (its rows are all known once read)",
+                    "a left row without a match could get one later, which needs a retraction: bound the join in time (an interval or window join), or join a bounded table (files, or a log with 'scan.bounded.mode' = 'latest-offset'): its rows are all known once read",
                 ));
             }
         }
