@@ -26,6 +26,8 @@ enum Kind {
 struct Column {
     name: String,
     kind: Kind,
+    /// The type of its values (for the NULL of a row whose expression fails).
+    data_type: DataType,
 }
 
 /// The computed columns of one table and the schema of its rows with them.
@@ -79,11 +81,12 @@ impl ComputedColumns {
                     )
                 }
             };
-            fields.push((c.position, field));
             columns.push(Column {
                 name: c.name.clone(),
                 kind,
+                data_type: field.data_type().clone(),
             });
+            fields.push((c.position, field));
         }
         let total = physical.fields().len() + columns.len();
         let mut layout = Vec::with_capacity(total);
@@ -130,8 +133,7 @@ impl ComputedColumns {
         let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(rows));
         let input = RecordBatch::try_new_with_options(Arc::clone(physical), columns, &options)?;
         let mut computed = Vec::with_capacity(self.columns.len());
-        for (j, column) in self.columns.iter().enumerate() {
-            let field = self.output.field(self.position_of(j));
+        for column in &self.columns {
             let array = match &column.kind {
                 Kind::ProcTime => {
                     let now = chrono::Utc::now().timestamp_millis();
@@ -152,7 +154,7 @@ impl ComputedColumns {
                                         RejectReason::BadValue,
                                         format!("computed column `{}`: {e}", column.name),
                                     );
-                                    parts.push(new_null_array(field.data_type(), 1));
+                                    parts.push(new_null_array(&column.data_type, 1));
                                 }
                             }
                         }
@@ -171,13 +173,6 @@ impl ComputedColumns {
                 Err(j) => Arc::clone(&computed[*j]),
             })
             .collect())
-    }
-
-    fn position_of(&self, computed: usize) -> usize {
-        self.layout
-            .iter()
-            .position(|s| *s == Err(computed))
-            .unwrap_or_default()
     }
 }
 

@@ -4,7 +4,7 @@
 -- time is computed from text (`ts AS TO_TIMESTAMP(raw_ts)`, the usual Flink pattern).
 -- Rejects: a bid whose price is not a number (the `bid` ROW does not convert), a bid event
 -- without its ROW (no event time), and a reading whose time does not parse (its computed column
--- fails: the reject names the column).
+-- fails: the reject names the column). A ROW column in CSV is the JSON text of its field.
 CREATE TABLE datagen (
     event_type int,
     person ROW<
@@ -58,6 +58,7 @@ CREATE TABLE readings (
   sensor STRING,
   raw_ts STRING,
   v      INT,
+  meta   ROW<unit STRING, tags ARRAY<STRING>>,
   ts AS TO_TIMESTAMP(raw_ts),
   doubled AS v * 2,
   WATERMARK FOR ts AS ts - INTERVAL '1' SECOND
@@ -66,6 +67,7 @@ CREATE TABLE readings (
 CREATE TABLE bids WITH ('connector' = 'files', 'path' = 'out/bids', 'format' = 'csv');
 CREATE TABLE bid_windows WITH ('connector' = 'files', 'path' = 'out/bid_windows', 'format' = 'csv');
 CREATE TABLE people WITH ('connector' = 'files', 'path' = 'out/people', 'format' = 'csv');
+CREATE TABLE units WITH ('connector' = 'files', 'path' = 'out/units', 'format' = 'csv');
 CREATE TABLE minutes WITH ('connector' = 'files', 'path' = 'out/minutes', 'format' = 'csv');
 
 INSERT INTO bids
@@ -83,3 +85,6 @@ INSERT INTO minutes
 SELECT sensor, window_start, SUM(doubled) AS total
 FROM TABLE(TUMBLE(TABLE readings, DESCRIPTOR(ts), INTERVAL '1' MINUTE))
 GROUP BY sensor, window_start, window_end;
+
+INSERT INTO units
+SELECT sensor, meta.unit, cardinality(meta.tags) AS tags FROM readings;
