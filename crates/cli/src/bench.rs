@@ -13,6 +13,9 @@ use crate::generate::{orders_batch, orders_for_day, Rng, BASE_MS};
 
 #[derive(clap::Subcommand)]
 pub enum Bench {
+    /// The Nexmark queries (benches/nexmark) as published: events/s, per core, wall and CPU
+    /// time, peak RSS and result rows per query and mode.
+    Nexmark(crate::bench_nexmark::NexmarkArgs),
     /// Tumbling 1-hour window: COUNT, SUM, MAX per store over generated Parquet orders.
     Window {
         #[arg(long, default_value_t = 10_000_000)]
@@ -76,6 +79,7 @@ const FILES: u64 = 4;
 impl Bench {
     pub async fn run(self) -> Result<()> {
         match self {
+            Bench::Nexmark(args) => args.run().await,
             Bench::Window {
                 rows,
                 dir,

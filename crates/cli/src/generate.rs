@@ -10,6 +10,7 @@ use arrow::array::{
     Decimal128Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
 };
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use flowline_connectors::nexmark::{nested_schema, NexmarkConfig, NexmarkGenerator};
 
 /// 2026-03-16T00:00:00Z
 pub const BASE_MS: i64 = 1_773_619_200_000;
@@ -39,6 +40,51 @@ pub enum Dataset {
         #[arg(long, default_value_t = 42)]
         seed: u64,
     },
+    /// Nexmark events (Flink's nested `nexmark` table: event_type, person, auction, bid) as
+    /// Parquet or JSON lines files, or as JSON records of an embedded-log topic.
+    Nexmark {
+        /// Output folder (replaced); leave out with --topic.
+        out: Option<PathBuf>,
+        /// Number of events (suffixes K, M, G allowed: 10M).
+        #[arg(long, default_value = "1M", value_parser = parse_count)]
+        events: u64,
+        /// Events per second of event time (Flink's `first-event.rate`).
+        #[arg(long, default_value_t = 10_000_000)]
+        rate: u64,
+        /// parquet or json (files only; a topic holds JSON records).
+        #[arg(long, default_value = "parquet")]
+        format: String,
+        /// Files to split the events over (consecutive ranges, in name order).
+        #[arg(long, default_value_t = 4)]
+        files: u64,
+        /// Append to this topic of the embedded log instead of writing files.
+        #[arg(long)]
+        topic: Option<String>,
+        /// The log folder for --topic (default: $FLOWLINE_LOG_DIR, else .flowline/log).
+        #[arg(long)]
+        log_dir: Option<PathBuf>,
+        /// Partitions of the topic when it is created.
+        #[arg(long, default_value_t = 1)]
+        partitions: u32,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+}
+
+/// A count with an optional K / M / G suffix (powers of 1000): `10M` is 10 000 000.
+pub fn parse_count(text: &str) -> std::result::Result<u64, String> {
+    let t = text.trim().replace('_', "");
+    let (digits, factor) = match t.chars().last().map(|c| c.to_ascii_uppercase()) {
+        Some('K') => (&t[..t.len() - 1], 1_000),
+        Some('M') => (&t[..t.len() - 1], 1_000_000),
+        Some('G') => (&t[..t.len() - 1], 1_000_000_000),
+        _ => (&t[..], 1),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(factor))
+        .ok_or_else(|| format!("'{text}' is not a count such as 50000, 200K or 10M"))
 }
 
 /// A small, fast, deterministic generator (SplitMix64).
@@ -136,17 +182,155 @@ fn ts_text(ms: i64) -> String {
 
 impl Dataset {
     pub fn run(self) -> Result<()> {
-        let Dataset::Orders {
-            out,
-            rows,
-            days,
-            stores,
-            format,
-            bad_rows,
-            late_rows,
-            seed,
-        } = self;
-        if !["csv", "json", "parquet"].contains(&format.as_str()) {
+        match self {
+            Dataset::Orders {
+                out,
+                rows,
+                days,
+                stores,
+                format,
+                bad_rows,
+                late_rows,
+                seed,
+            } => orders(out, rows, days, stores, &format, bad_rows, late_rows, seed),
+            Dataset::Nexmark {
+                out,
+                events,
+                rate,
+                format,
+                files,
+                topic,
+                log_dir,
+                partitions,
+                seed,
+            } => {
+                let config = nexmark_config(events, rate, seed);
+                match (out, topic) {
+                    (Some(out), None) => nexmark_files(&config, &out, &format, files),
+                    (None, Some(topic)) => {
+                        let dir = log_dir
+                            .or_else(|| std::env::var_os("FLOWLINE_LOG_DIR").map(PathBuf::from))
+                            .unwrap_or_else(|| PathBuf::from(".flowline").join("log"));
+                        nexmark_topic(&config, &dir, &topic, partitions)
+                    }
+                    _ => bail!("give either an output folder or --topic"),
+                }
+            }
+        }
+    }
+}
+
+/// The generator configuration of `flowline generate nexmark` and `flowline bench nexmark`.
+pub fn nexmark_config(events: u64, rate: u64, seed: u64) -> NexmarkConfig {
+    NexmarkConfig {
+        events,
+        first_event_rate: rate,
+        seed,
+        ..NexmarkConfig::default()
+    }
+}
+
+/// Writes `config.events` events as `files` files of consecutive events (`part-0000i.<ext>`).
+pub fn nexmark_files(config: &NexmarkConfig, out: &Path, format: &str, files: u64) -> Result<()> {
+    if !["parquet", "json"].contains(&format) {
+        bail!("unknown format '{format}': expected parquet or json");
+    }
+    if out.exists() {
+        fs::remove_dir_all(out).with_context(|| format!("removing {}", out.display()))?;
+    }
+    fs::create_dir_all(out)?;
+    let files = files.clamp(1, config.events.max(1));
+    let per_file = config.events.div_ceil(files);
+    for f in 0..files {
+        let start = f * per_file;
+        let end = (start + per_file).min(config.events);
+        let generator_config = NexmarkConfig {
+            events: end,
+            ..config.clone()
+        };
+        let mut generator = NexmarkGenerator::at(generator_config, start)?;
+        let path = out.join(format!(
+            "part-{f:05}.{}",
+            if format == "json" { "jsonl" } else { format }
+        ));
+        let file = std::io::BufWriter::new(fs::File::create(&path)?);
+        if format == "parquet" {
+            let mut w = parquet::arrow::ArrowWriter::try_new(file, nested_schema(), None)?;
+            while let Some(batch) = generator.next_batch(65_536) {
+                w.write(&batch)?;
+            }
+            w.close()?;
+        } else {
+            let mut w = arrow::json::LineDelimitedWriter::new(file);
+            while let Some(batch) = generator.next_batch(65_536) {
+                w.write(&batch)?;
+            }
+            w.finish()?;
+        }
+    }
+    eprintln!(
+        "wrote {} Nexmark events ({} events/s of event time) to {} ({files} {format} files)",
+        config.events,
+        config.first_event_rate,
+        out.display()
+    );
+    Ok(())
+}
+
+/// Appends `config.events` events to `topic` (created with `partitions` when missing) as JSON
+/// records, round-robin over the partitions.
+pub fn nexmark_topic(
+    config: &NexmarkConfig,
+    log_dir: &Path,
+    topic: &str,
+    partitions: u32,
+) -> Result<()> {
+    let log = flowline_log::Log::open(log_dir)?;
+    let topic = match log.topic(topic) {
+        Ok(t) => t,
+        Err(_) => log.create_topic(
+            topic,
+            flowline_log::TopicConfig {
+                partitions,
+                ..Default::default()
+            },
+        )?,
+    };
+    let mut producer = topic.producer()?;
+    let mut generator = NexmarkGenerator::new(config.clone())?;
+    let mut buf = Vec::new();
+    while let Some(batch) = generator.next_batch(65_536) {
+        buf.clear();
+        let mut w = arrow::json::LineDelimitedWriter::new(&mut buf);
+        w.write(&batch)?;
+        w.finish()?;
+        for line in buf.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            producer.append(None, line, flowline_log::now_ms())?;
+        }
+    }
+    producer.flush()?;
+    eprintln!(
+        "appended {} Nexmark events to topic `{}` in {}",
+        config.events,
+        topic.name(),
+        log_dir.display()
+    );
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn orders(
+    out: PathBuf,
+    rows: u64,
+    days: u32,
+    stores: u32,
+    format: &str,
+    bad_rows: u32,
+    late_rows: u32,
+    seed: u64,
+) -> Result<()> {
+    {
+        if !["csv", "json", "parquet"].contains(&format) {
             bail!("unknown format '{format}': expected csv, json or parquet");
         }
         if days == 0 {
@@ -191,7 +375,7 @@ impl Dataset {
             let dir = out.join(format!("dt={date}"));
             fs::create_dir_all(&dir)?;
             let bad = if d == 0 { bad_rows } else { 0 };
-            write_orders(&dir, &format, &orders, bad)?;
+            write_orders(&dir, format, &orders, bad)?;
         }
         eprintln!(
             "wrote {written} orders ({} late, {bad_rows} malformed) over {days} days to {}",

@@ -2,6 +2,7 @@
 //! example data, benchmark.
 
 mod bench;
+mod bench_nexmark;
 mod bench_stream;
 mod generate;
 mod log_cmd;

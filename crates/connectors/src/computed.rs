@@ -49,6 +49,7 @@ impl ComputedColumns {
         let mut config = SessionConfig::new();
         config.options_mut().sql_parser.enable_ident_normalization = false;
         let ctx = SessionContext::new_with_config(config);
+        flowline_core::functions::register_flink_functions(&ctx);
         let df_schema = DFSchema::try_from(physical.as_ref().clone())?;
         let mut columns = vec![];
         let mut fields: Vec<(usize, Field)> = vec![];

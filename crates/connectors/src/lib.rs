@@ -50,14 +50,16 @@ mod hive;
 mod log_sink;
 pub mod log_source;
 pub mod nexmark;
+pub mod nexmark_source;
 mod options;
 pub use options::log_dir;
 pub mod sink;
 pub mod source;
 
 pub use log_source::{LogSource, Startup};
+pub use nexmark_source::NexmarkSource;
 pub use sink::{
     open_sink, validate_sink_options, Prepared, PreparedFile, PreparedPartition, Sink, SinkCommit,
     SinkContext, SinkMode, WrittenFile,
 };
-pub use source::{json_kind, Decoded, FileSource, SourceFile};
+pub use source::{json_kind, BoundedSource, Decoded, FileSource, SourceFile};

@@ -5,6 +5,7 @@
 //!   folder as batches arrive and renamed into place when published.
 //! * `connector = 'log'`: records of a topic of the embedded log (`log_sink.rs`).
 //! * `connector = 'print'`: a pretty table or JSON lines on standard output.
+//! * `connector = 'blackhole'`: rows are counted and dropped (Flink's, for benchmarks).
 //!
 //! # Two phases
 //!
@@ -48,7 +49,7 @@ use crate::hive;
 use crate::log_sink::{self, LogConfig, LogSink};
 use crate::options::{self, FileFormat};
 
-const CONNECTORS: &[&str] = &["files", "print", "log"];
+const CONNECTORS: &[&str] = &["files", "print", "log", "blackhole"];
 const FILE_SINK_OPTIONS: &[&str] = &[
     "connector",
     "path",
@@ -101,7 +102,8 @@ pub struct PreparedPartition {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "sink", rename_all = "snake_case")]
 pub enum Prepared {
-    /// A print sink: the rows are on standard output already (print is not exactly-once).
+    /// A print sink: the rows are on standard output already (print is not exactly-once); also
+    /// a blackhole sink, whose rows are gone.
     Print { epoch: u64, rows: u64 },
     /// A files sink: the epoch's staged files and where they go (none for an empty epoch).
     Files {
@@ -260,6 +262,8 @@ fn rename(from: &Path, to: &Path) -> Result<()> {
 enum PrintFormat {
     Table,
     Json,
+    /// `connector = 'blackhole'` (Flink's): rows are counted and dropped.
+    Discard,
 }
 
 #[derive(Debug, Clone)]
@@ -298,6 +302,10 @@ fn parse_sink(def: &TableDef) -> Result<SinkConfig> {
                 }
             };
             Ok(SinkConfig::Print(format))
+        }
+        "blackhole" => {
+            options::check_known(def, &["connector"])?;
+            Ok(SinkConfig::Print(PrintFormat::Discard))
         }
         "log" => Ok(SinkConfig::Log(log_sink::parse(def)?)),
         _ => {
@@ -429,6 +437,7 @@ impl Sink for PrintSink {
                 writer.write(batch)?;
                 writer.finish()?;
             }
+            PrintFormat::Discard => {}
         }
         self.out.flush().map_err(Self::io)?;
         self.rows += batch.num_rows() as u64;

@@ -59,6 +59,59 @@ struct CsvOptions {
     null_literal: Option<String>,
 }
 
+/// A source that ends: the files of a table, or a generator with a fixed number of events. Its
+/// rows come in parts (a file, a range of events) that reader threads may decode in parallel;
+/// the runtime delivers them in part order, so every run sees the same sequence.
+pub trait BoundedSource: Send + Sync {
+    /// The declared schema: every decoded batch has exactly this schema.
+    fn schema(&self) -> SchemaRef;
+
+    /// How many parts [`read_part`](Self::read_part) accepts.
+    fn parts(&self) -> usize;
+
+    /// Decodes part `index` into batches of at most `batch_size` rows, reading only the
+    /// columns flagged in `needed` where the format allows (`None`: all); rows that fail go to
+    /// [`Decoded::rejects`]. Stops early and returns the error if `emit` fails.
+    fn read_part(
+        &self,
+        index: usize,
+        batch_size: usize,
+        needed: Option<&[bool]>,
+        emit: &mut dyn FnMut(Decoded) -> Result<()>,
+    ) -> Result<()>;
+
+    /// What the run manifest records about this input.
+    fn describe(&self) -> serde_json::Value;
+}
+
+impl BoundedSource for FileSource {
+    fn schema(&self) -> SchemaRef {
+        FileSource::schema(self)
+    }
+
+    fn parts(&self) -> usize {
+        self.files.len()
+    }
+
+    fn read_part(
+        &self,
+        index: usize,
+        batch_size: usize,
+        needed: Option<&[bool]>,
+        emit: &mut dyn FnMut(Decoded) -> Result<()>,
+    ) -> Result<()> {
+        self.read_file_projected(index, batch_size, needed, emit)
+    }
+
+    fn describe(&self) -> serde_json::Value {
+        serde_json::json!({
+            "files": self.files.iter().map(|f| serde_json::json!({
+                "path": f.path.display().to_string(), "size": f.size, "modified": f.modified,
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
 /// A file source: the declared table and the files it reads. `Send + Sync`, so reader threads
 /// can share it and decode different files at the same time.
 pub struct FileSource {

@@ -9,6 +9,7 @@
 //! * Nothing is silently dropped: a row that cannot be processed becomes a [`Reject`].
 
 pub mod error;
+pub mod functions;
 pub mod message;
 pub mod plan;
 pub mod reject;

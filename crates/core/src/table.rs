@@ -73,11 +73,11 @@ impl TableDef {
         self.option("connector")
     }
 
-    /// Whether reading the table ends: files, or a log read up to the offsets at start
+    /// Whether reading the table ends: files, the Nexmark generator, or a log read up to the offsets at start
     /// (`'scan.bounded.mode' = 'latest-offset'`).
     pub fn is_bounded(&self) -> bool {
         match self.connector() {
-            Some("files") => true,
+            Some("files" | "nexmark") => true,
             Some("log") => self.option("scan.bounded.mode") == Some("latest-offset"),
             _ => false,
         }

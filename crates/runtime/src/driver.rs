@@ -13,7 +13,8 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::datasource::empty::EmptyTable;
 use flowline_connectors::sink::{SinkContext, SinkMode};
 use flowline_connectors::{
-    open_sink, validate_sink_options, FileSource, LogSource, Sink, SinkCommit,
+    open_sink, validate_sink_options, BoundedSource, FileSource, LogSource, NexmarkSource, Sink,
+    SinkCommit,
 };
 use flowline_core::plan::{InsertPlan, JoinKind, Node, OutputMode, OverFrame, WindowKind};
 use flowline_core::{Error, Message, Operator, Output, Result, TableDef, Watermark};
@@ -139,7 +140,8 @@ pub struct OpenedPipeline {
     /// The default folder of the embedded log.
     pub log_dir: PathBuf,
     hash: String,
-    sources: BTreeMap<String, Arc<FileSource>>,
+    /// Bounded sources: files and generators.
+    sources: BTreeMap<String, Arc<dyn BoundedSource>>,
     pub(crate) log_sources: BTreeMap<String, Arc<LogSource>>,
     planned: Vec<Planned>,
     /// Sink name → schema of the rows it receives.
@@ -255,8 +257,10 @@ impl OpenedPipeline {
         let mut sources = BTreeMap::new();
         let mut log_sources = BTreeMap::new();
         for table in &def.tables {
-            // A print table is only ever a sink; one no INSERT writes is simply unused.
-            if sink_names.contains(&table.name) || table.connector() == Some("print") {
+            // A print or blackhole table is only ever a sink; one no INSERT writes is unused.
+            if sink_names.contains(&table.name)
+                || matches!(table.connector(), Some("print" | "blackhole"))
+            {
                 continue;
             }
             if table.connector() == Some("log") {
@@ -269,10 +273,12 @@ impl OpenedPipeline {
                 );
                 continue;
             }
-            sources.insert(
-                table.name.clone(),
-                Arc::new(FileSource::open(table, &base_dir).map_err(|e| at_line(e, table.line))?),
-            );
+            let source: Arc<dyn BoundedSource> = if table.connector() == Some("nexmark") {
+                Arc::new(NexmarkSource::open(table).map_err(|e| at_line(e, table.line))?)
+            } else {
+                Arc::new(FileSource::open(table, &base_dir).map_err(|e| at_line(e, table.line))?)
+            };
+            sources.insert(table.name.clone(), source);
         }
         if let (Some(file), Some(log)) = (sources.keys().next(), log_sources.keys().next()) {
             return Err(Error::Unsupported {
@@ -575,12 +581,9 @@ impl OpenedPipeline {
             .iter()
             .filter(|(name, _)| state.read_sources.contains(*name))
             .map(|(name, s)| {
-                json!({
-                    "table": name,
-                    "files": s.files().iter().map(|f| json!({
-                        "path": f.path.display().to_string(), "size": f.size, "modified": f.modified,
-                    })).collect::<Vec<_>>(),
-                })
+                let mut input = s.describe();
+                input["table"] = json!(name);
+                input
             })
             .collect();
         let inputs: Vec<_> = inputs
@@ -727,13 +730,14 @@ impl OpenedPipeline {
             let parallel = self.mode == Mode::Batch
                 && !buffer
                 && workers > 1
-                && source.files().len() > 1
+                && source.parts() > 1
                 && chains
                     .iter()
                     .filter(|c| c.reads(name))
                     .all(|c| c.aggregate_at.is_some());
             let read = if parallel {
                 self.aggregate_in_parallel(
+                    name,
                     source,
                     table,
                     needed,
@@ -942,7 +946,8 @@ impl OpenedPipeline {
     #[allow(clippy::too_many_arguments)]
     fn aggregate_in_parallel(
         &self,
-        source: &Arc<FileSource>,
+        name: &str,
+        source: &Arc<dyn BoundedSource>,
         table: &TableDef,
         needed: Option<Vec<bool>>,
         workers: usize,
@@ -950,7 +955,6 @@ impl OpenedPipeline {
         bin: &mut RejectBin,
         tracker: &mut WatermarkTracker,
     ) -> Result<u64> {
-        let name = source.name().to_string();
         let mine: Vec<usize> = (0..chains.len())
             .filter(|&i| chains[i].source == name)
             .collect();
@@ -965,13 +969,13 @@ impl OpenedPipeline {
                 )
             })
             .collect();
-        let files = source.files().len();
+        let part_count = source.parts();
         let batch_size = self.batch_size;
         let results: Vec<Result<PartialRun>> = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..workers)
                 .map(|w| {
                     let (plans, needed, source, name) =
-                        (&plans, needed.as_deref(), source.clone(), name.as_str());
+                        (&plans, needed.as_deref(), source.clone(), name);
                     scope.spawn(move || -> Result<PartialRun> {
                         let mut parts = vec![];
                         for (nodes, k, sink) in plans {
@@ -994,9 +998,9 @@ impl OpenedPipeline {
                             rows: 0,
                             tracker: WatermarkTracker::new(table, &source.schema())?,
                         };
-                        for index in (w..files).step_by(workers) {
+                        for index in (w..part_count).step_by(workers) {
                             let mut rejects = vec![];
-                            source.read_file_projected(index, batch_size, needed, &mut |d| {
+                            source.read_part(index, batch_size, needed, &mut |d| {
                                 rejects.extend(d.rejects);
                                 if d.batch.num_rows() == 0 {
                                     return Ok(());

@@ -1,12 +1,13 @@
-//! Reader threads: decode a source's files and deliver batches in file order through bounded
-//! channels (backpressure: a slow pipeline stops the readers). With several workers, files are
-//! decoded in parallel but still delivered in name order, so every run sees the same sequence.
+//! Reader threads: decode a bounded source's parts (files, generator ranges) and deliver batches
+//! in part order through bounded channels (backpressure: a slow pipeline stops the readers).
+//! With several workers, parts are decoded in parallel but still delivered in order, so every
+//! run sees the same sequence.
 
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use flowline_connectors::{Decoded, FileSource};
+use flowline_connectors::{BoundedSource, Decoded};
 use flowline_core::{Error, Result};
 
 enum Item {
@@ -25,13 +26,13 @@ pub struct SourceReader {
 impl SourceReader {
     /// `needed`: the declared columns the pipeline uses (`None`: all of them).
     pub fn start(
-        source: Arc<FileSource>,
+        source: Arc<dyn BoundedSource>,
         batch_size: usize,
         workers: usize,
         needed: Option<Vec<bool>>,
     ) -> SourceReader {
         let needed = needed.map(Arc::new);
-        let files = source.files().len();
+        let files = source.parts();
         let workers = workers.clamp(1, files.max(1));
         let mut receivers = vec![];
         let mut threads = vec![];
@@ -43,7 +44,7 @@ impl SourceReader {
             threads.push(std::thread::spawn(move || {
                 for index in (w..files).step_by(workers) {
                     let needed = needed.as_deref().map(Vec::as_slice);
-                    let result = source.read_file_projected(index, batch_size, needed, &mut |d| {
+                    let result = source.read_part(index, batch_size, needed, &mut |d| {
                         tx.send(Item::Batch(d))
                             .map_err(|_| Error::Internal("reader stopped".into()))
                     });

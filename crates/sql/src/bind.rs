@@ -46,6 +46,7 @@ pub fn new_session() -> SessionContext {
     let mut config = datafusion::prelude::SessionConfig::new();
     config.options_mut().sql_parser.enable_ident_normalization = false;
     let ctx = SessionContext::new_with_config(config);
+    flowline_core::functions::register_flink_functions(&ctx);
     // Flink's name for DataFusion's approx_distinct.
     let approx = datafusion::functions_aggregate::approx_distinct::approx_distinct_udaf();
     ctx.register_udaf(

@@ -585,6 +585,8 @@ impl Lowering<'_> {
     /// ...)`: a window Top-N (see [`Node::WindowRank`]).
     fn lower_rank(&self, w: &datafusion::logical_expr::Window) -> Result<Chain> {
         use datafusion::logical_expr::expr::WindowFunction;
+        // The limit of the filter above is for this ranking, not for any below its input.
+        let limit = self.rank_limit.take();
         let mut chain = self.lower(&w.input)?;
         let over = "run with --mode batch (stream mode ranks rows per window: ROW_NUMBER, RANK or DENSE_RANK OVER (PARTITION BY window_start, window_end, ... ORDER BY ...))";
         if chain.output == OutputMode::Update {
@@ -632,7 +634,6 @@ impl Lowering<'_> {
                 _ => None,
             }
         });
-        let limit = self.rank_limit.take();
         if let (None, RankFunction::RowNumber, Some(n)) = (bound, rank, limit) {
             let by_time = match params.order_by.as_slice() {
                 [o] => matches!(

@@ -137,10 +137,29 @@ impl PipelineDef {
                 let mut query = p.parse_query().map_err(|e| syntax(e, loc))?;
                 name_field_accesses(&mut query);
                 self.statements.push(Statement::View { name, query, line });
+            } else if p.parse_keyword(Keyword::FUNCTION)
+                || p.parse_keywords(&[Keyword::SYSTEM, Keyword::FUNCTION])
+            {
+                let _ = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+                let name = parse_name(&mut p).map_err(|e| syntax(e, loc))?;
+                p.expect_keyword(Keyword::AS).map_err(|e| syntax(e, loc))?;
+                let class = match p.next_token().token {
+                    Token::SingleQuotedString(s) => s,
+                    _ => {
+                        return Err(syntax_at(
+                            "expected the function's class name in quotes",
+                            loc,
+                        ))
+                    }
+                };
+                if p.parse_keyword(Keyword::LANGUAGE) {
+                    let _ = p.next_token();
+                }
+                check_function(&name, &class, line)?;
             } else {
                 let found = p.peek_token();
                 return Err(syntax(
-                    p.expected::<()>("TABLE or VIEW after CREATE", found)
+                    p.expected::<()>("TABLE, VIEW or FUNCTION after CREATE", found)
                         .unwrap_err(),
                     loc,
                 ));
@@ -159,7 +178,8 @@ impl PipelineDef {
             let found = p.peek_token();
             return Err(syntax(
                 p.expected::<()>(
-                    "SET, CREATE TABLE, CREATE VIEW, INSERT INTO or BEGIN STATEMENT SET",
+                    "SET, CREATE TABLE, CREATE VIEW, CREATE FUNCTION, INSERT INTO or BEGIN \
+                     STATEMENT SET",
                     found,
                 )
                 .unwrap_err(),
@@ -742,6 +762,32 @@ fn syntax(e: ParserError, fallback: Location) -> Error {
     }
 }
 
+/// Java classes of user-defined functions whose behaviour Flowline has built in, with the
+/// built-in's name: `CREATE FUNCTION <name> AS '<class>'` declares nothing new for these.
+pub const BUILT_IN_UDFS: &[(&str, &str)] =
+    &[("com.github.nexmark.flink.udf.CountChar", "count_char")];
+
+/// `CREATE FUNCTION name AS 'class'`: accepted when the class is one Flowline has built in under
+/// that name; anything else is an error (Flowline runs no JVM code).
+fn check_function(name: &str, class: &str, line: u64) -> Result<()> {
+    match BUILT_IN_UDFS.iter().find(|(c, _)| *c == class) {
+        Some((_, built_in)) if built_in.eq_ignore_ascii_case(name) => Ok(()),
+        Some((_, built_in)) => Err(Error::Plan(format!(
+            "line {line}: function class '{class}' is built in as `{built_in}`; declare it under \
+             that name (CREATE FUNCTION {built_in} AS '{class}')"
+        ))),
+        None => Err(Error::Plan(format!(
+            "line {line}: CREATE FUNCTION `{name}` AS '{class}': Flowline cannot load Java \
+             user-defined functions; the classes it has built in are {}",
+            BUILT_IN_UDFS
+                .iter()
+                .map(|(c, n)| format!("'{c}' (as `{n}`)"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -914,6 +960,26 @@ GROUP BY window_start, window_end, store_id;
         let err =
             PipelineDef::parse("CREATE TABLE t (a JSON) WITH ('connector'='files')").unwrap_err();
         assert!(err.to_string().contains("unsupported type"), "{err}");
+    }
+
+    #[test]
+    fn create_function_accepts_only_built_in_classes() {
+        PipelineDef::parse(
+            "CREATE FUNCTION count_char AS 'com.github.nexmark.flink.udf.CountChar';",
+        )
+        .unwrap();
+        let err = PipelineDef::parse("\nCREATE FUNCTION f AS 'com.acme.Udf' LANGUAGE JAVA;")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 2") && err.contains("cannot load Java") && err.contains("CountChar"),
+            "{err}"
+        );
+        let err =
+            PipelineDef::parse("CREATE FUNCTION cc AS 'com.github.nexmark.flink.udf.CountChar'")
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("built in as `count_char`"), "{err}");
     }
 
     #[test]
