@@ -24,7 +24,6 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ("q4", "on one side only"),
     ("q5", "an aggregate over an aggregate"),
     ("q9", "on one side only"),
-    ("q11", "session_start"),
     ("q13", "SYSTEM_TIME"),
 ];
 

@@ -13,6 +13,7 @@
 //! Invariant: every syntax error carries the line and column in the pipeline file.
 
 pub mod bind;
+mod group_window;
 pub mod lower;
 pub mod parse;
 mod types;

@@ -107,6 +107,7 @@ impl PipelineDef {
             return Ok(());
         };
         let line = first.span.start.line;
+        let tokens = crate::group_window::rewrite(tokens)?;
         let tokens = self.rewrite_tvfs(tokens)?;
         let mut p = Parser::new(&GenericDialect {}).with_tokens_with_locations(tokens);
         let loc = first.span.start;
@@ -960,6 +961,53 @@ GROUP BY window_start, window_end, store_id;
         let err =
             PipelineDef::parse("CREATE TABLE t (a JSON) WITH ('connector'='files')").unwrap_err();
         assert!(err.to_string().contains("unsupported type"), "{err}");
+    }
+
+    #[test]
+    fn legacy_group_windows_become_window_functions() {
+        let def = PipelineDef::parse(
+            "INSERT INTO o SELECT B.bidder, count(*) AS n,
+                 SESSION_START(B.dateTime, INTERVAL '10' SECOND) AS s,
+                 SESSION_END(B.dateTime, INTERVAL '10' SECOND) AS e
+             FROM bid B
+             GROUP BY B.bidder, SESSION(B.dateTime, INTERVAL '10' SECOND);
+             INSERT INTO o SELECT HOP_END(ts, INTERVAL '1' MINUTE, INTERVAL '5' MINUTE), SUM(x)
+             FROM t WHERE x > 0 GROUP BY HOP(ts, INTERVAL '1' MINUTE, INTERVAL '5' MINUTE)",
+        )
+        .unwrap();
+        assert_eq!(def.tvfs[0].kind, WindowKind::Session { gap: 10_000 });
+        assert_eq!(def.tvfs[0].input, "bid");
+        assert_eq!(def.tvfs[0].time_column, "dateTime");
+        assert_eq!(def.tvfs[0].partition, vec!["bidder"]);
+        assert_eq!(
+            def.tvfs[1].kind,
+            WindowKind::Hop {
+                slide: 60_000,
+                size: 300_000
+            }
+        );
+        let Statement::Insert { query, .. } = &def.statements[0] else {
+            panic!()
+        };
+        let text = query.to_string();
+        assert!(
+            text.contains("GROUP BY B.bidder, window_start, window_end")
+                && text.contains("window_start AS s")
+                && text.contains("window_end AS e"),
+            "{text}"
+        );
+        let err = PipelineDef::parse(
+            "INSERT INTO o SELECT COUNT(*) FROM t WHERE x > 0\n GROUP BY SESSION(ts, INTERVAL '1' SECOND)",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("line 2") && err.contains("WHERE"), "{err}");
+        let err = PipelineDef::parse(
+            "INSERT INTO o SELECT COUNT(*) FROM t JOIN u ON t.a = u.a GROUP BY TUMBLE(ts, INTERVAL '1' SECOND)",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("one table or view"), "{err}");
     }
 
     #[test]
