@@ -3,7 +3,10 @@
 //!
 //! Invariants: rows are kept in arrival order; [`TimeBuffer::take_due`] returns the rows at or
 //! before the watermark sorted by (time, arrival), whatever the batches they came in, so the
-//! operators' results never depend on batch sizes or watermark timing.
+//! operators' results never depend on batch sizes or watermark timing. Each waiting batch
+//! carries its earliest time, so a watermark that makes nothing due costs O(batches), and one
+//! that does touches only the batches holding due rows (never a concatenation of everything
+//! waiting).
 
 use std::sync::Arc;
 
@@ -18,7 +21,8 @@ use crate::operators::window::millis;
 pub(crate) struct TimeBuffer {
     time: Arc<dyn PhysicalExpr>,
     schema: SchemaRef,
-    waiting: Vec<RecordBatch>,
+    /// In arrival order, each with the earliest time among its rows.
+    waiting: Vec<(i64, RecordBatch)>,
     bytes: usize,
 }
 
@@ -69,27 +73,50 @@ impl TimeBuffer {
         } else {
             filter_record_batch(batch, &keep)?
         };
-        if kept.num_rows() > 0 {
-            self.bytes += kept.get_array_memory_size();
-            self.waiting.push(kept);
-        }
+        self.keep(kept)?;
         Ok(refused)
+    }
+
+    /// Appends `rows` (every row with a time) at the end of the arrival order.
+    fn keep(&mut self, rows: RecordBatch) -> Result<()> {
+        if let Some(min) = arrow::compute::min(&self.times(&rows)?) {
+            self.bytes += rows.get_array_memory_size();
+            self.waiting.push((min, rows));
+        }
+        Ok(())
     }
 
     /// Removes and returns the rows with time at or before `w`, sorted by (time, arrival).
     pub(crate) fn take_due(&mut self, w: Watermark) -> Result<Option<RecordBatch>> {
-        if self.waiting.is_empty() {
+        if self.waiting.iter().all(|(min, _)| *min > w.0) {
             return Ok(None);
         }
-        let rows = concat_batches(&self.schema, &self.waiting)?;
+        let mut due_parts = vec![];
+        let mut still = Vec::with_capacity(self.waiting.len());
+        for (min, batch) in std::mem::take(&mut self.waiting) {
+            if min > w.0 {
+                still.push((min, batch));
+                continue;
+            }
+            self.bytes -= batch.get_array_memory_size();
+            let times = self.times(&batch)?;
+            let due: BooleanArray = times.iter().map(|t| t.map(|t| t <= w.0)).collect();
+            if due.true_count() == batch.num_rows() {
+                due_parts.push(batch);
+                continue;
+            }
+            due_parts.push(filter_record_batch(&batch, &due)?);
+            // The rest keeps its place in the arrival order.
+            let rest = filter_record_batch(&batch, &arrow::compute::not(&due)?)?;
+            if let Some(min) = arrow::compute::min(&self.times(&rest)?) {
+                self.bytes += rest.get_array_memory_size();
+                still.push((min, rest));
+            }
+        }
+        self.waiting = still;
+        let rows = concat_batches(&self.schema, &due_parts)?;
         let times = self.times(&rows)?;
-        let due: BooleanArray = times.iter().map(|t| t.map(|t| t <= w.0)).collect();
-        if due.true_count() == 0 {
-            return Ok(None);
-        }
-        let mut order: Vec<u32> = (0..rows.num_rows() as u32)
-            .filter(|&i| due.value(i as usize))
-            .collect();
+        let mut order: Vec<u32> = (0..rows.num_rows() as u32).collect();
         // Stable: rows with the same time stay in arrival order.
         order.sort_by_key(|&i| times.value(i as usize));
         let idx = UInt32Array::from(order);
@@ -98,14 +125,13 @@ impl TimeBuffer {
             .iter()
             .map(|c| take(c.as_ref(), &idx, None))
             .collect::<Result<Vec<_>, _>>()?;
-        let rest = filter_record_batch(&rows, &arrow::compute::not(&due)?)?;
-        self.replace(rest)?;
         Ok(Some(RecordBatch::try_new(rows.schema(), columns)?))
     }
 
     /// Every waiting row, in arrival order (for a checkpoint).
     pub(crate) fn rows(&self) -> Result<RecordBatch> {
-        Ok(concat_batches(&self.schema, &self.waiting)?)
+        let batches: Vec<&RecordBatch> = self.waiting.iter().map(|(_, b)| b).collect();
+        Ok(concat_batches(&self.schema, batches)?)
     }
 
     /// Replaces the waiting rows (after a restore).
@@ -116,11 +142,7 @@ impl TimeBuffer {
         )?;
         self.bytes = 0;
         self.waiting.clear();
-        if rows.num_rows() > 0 {
-            self.bytes = rows.get_array_memory_size();
-            self.waiting.push(rows);
-        }
-        Ok(())
+        self.keep(rows)
     }
 
     pub(crate) fn bytes(&self) -> usize {
