@@ -593,13 +593,14 @@ fn check_run(ctx: &Ctx<'_>, dir: &Path, manifest: &Value, fresh: bool, out: &mut
     let mut updates = false;
     for (sink, spec) in ctx.sinks {
         let want = &ctx.expected.sinks[sink];
-        let (rows, partitions) = match read_epoch_sink(&dir.join(&spec.path), spec, &want.header) {
-            Ok(r) => r,
-            Err(e) => {
-                out.push(format!("sink {sink}: {e}"));
-                continue;
-            }
-        };
+        let (rows, partitions) =
+            match read_csv_sink(&dir.join(&spec.path), spec, &want.header, SinkFiles::Epochs) {
+                Ok(r) => r,
+                Err(e) => {
+                    out.push(format!("sink {sink}: {e}"));
+                    continue;
+                }
+            };
         let update_key = outputs
             .get(sink.as_str())
             .filter(|o| o["output_mode"] == "update")
@@ -723,7 +724,7 @@ fn published_before(ctx: &Ctx<'_>, dir: &Path, epoch: u64, out: &mut Vec<String>
     for sink in ctx.early {
         let spec = &ctx.sinks[*sink];
         let header = &ctx.expected.sinks[*sink].header;
-        let early = read_epoch_sink(&dir.join(&spec.path), spec, header)
+        let early = read_csv_sink(&dir.join(&spec.path), spec, header, SinkFiles::Epochs)
             .map(|(rows, _)| rows.iter().filter(|r| r.epoch <= epoch).count())
             .unwrap_or(0);
         if early == 0 {

@@ -37,8 +37,8 @@ mod common;
 mod golden_format;
 
 use golden_format::{
-    case_folders, check_rejects, copy_dir, golden_dir, load_expected, percent_decode, read_jsonl,
-    render, row_diff, walk_files, Expected,
+    case_folders, check_rejects, copy_dir, golden_dir, load_expected, read_csv_sink, read_jsonl,
+    render, row_diff, walk_files, Expected, SinkFiles, SinkSpec,
 };
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -127,14 +127,6 @@ fn runs() -> Vec<Run> {
     runs
 }
 
-/// A file sink of the pipeline, as the runner needs it to read the output.
-struct SinkSpec {
-    path: String,
-    partition_by: Vec<String>,
-    header: bool,
-    delimiter: u8,
-}
-
 fn sink_specs(def: &PipelineDef) -> BTreeMap<String, SinkSpec> {
     let mut specs = BTreeMap::new();
     for stmt in &def.statements {
@@ -142,29 +134,7 @@ fn sink_specs(def: &PipelineDef) -> BTreeMap<String, SinkSpec> {
             continue;
         };
         let table = def.table(sink).expect("sink declared");
-        assert_eq!(table.option("connector"), Some("files"), "{}", table.name);
-        assert_eq!(
-            table.option("format"),
-            Some("csv"),
-            "golden sinks are CSV: {}",
-            table.name
-        );
-        specs.insert(
-            table.name.clone(),
-            SinkSpec {
-                path: table.option("path").expect("sink path").to_string(),
-                partition_by: table
-                    .option("partition-by")
-                    .map(|p| p.split(',').map(|s| s.trim().to_string()).collect())
-                    .unwrap_or_default(),
-                header: table
-                    .option("csv.header")
-                    .is_none_or(|h| h.eq_ignore_ascii_case("true")),
-                delimiter: table
-                    .option("csv.field-delimiter")
-                    .map_or(b',', |d| d.as_bytes()[0]),
-            },
-        );
+        specs.insert(table.name.clone(), SinkSpec::of(table));
     }
     specs
 }
@@ -383,115 +353,15 @@ fn check_run(
 
 // ------------------------------------------------------------------ reading outputs
 
-/// Reads every CSV file under a sink's folder. Returns the rows in the order of `header`
-/// (partition columns filled from the folder names) and the partition folders found.
+/// Reads a batch run's CSV files under a sink's folder: the rows in the order of `header` and
+/// the partition folders found.
 fn read_sink(
     root: &Path,
     spec: &SinkSpec,
     header: &[String],
 ) -> Result<(Vec<Vec<String>>, BTreeSet<String>), String> {
-    if !root.is_dir() {
-        return Err(format!("no output folder {}", root.display()));
-    }
-    let mut files = vec![];
-    walk_files(root, &mut files);
-    let mut rows = vec![];
-    let mut partitions = BTreeSet::new();
-    for file in files {
-        let rel = file.strip_prefix(root).unwrap();
-        let name = rel.file_name().unwrap().to_string_lossy().into_owned();
-        if rel
-            .components()
-            .any(|c| c.as_os_str().to_string_lossy().starts_with(".staging-"))
-        {
-            return Err(format!("staging left behind: {}", rel.display()));
-        }
-        if !(name.starts_with("part-") && name.ends_with(".csv")) {
-            return Err(format!("unexpected file {}", rel.display()));
-        }
-        let mut values: Vec<(String, String)> = vec![];
-        let folders: Vec<String> = rel
-            .parent()
-            .map(|p| {
-                p.components()
-                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        if !folders.is_empty() {
-            partitions.insert(folders.join("/"));
-        }
-        for folder in &folders {
-            let (k, v) = folder
-                .split_once('=')
-                .ok_or_else(|| format!("folder `{folder}` is not key=value"))?;
-            let v = if v == "__HIVE_DEFAULT_PARTITION__" {
-                String::new()
-            } else {
-                percent_decode(v)
-            };
-            values.push((percent_decode(k), v));
-        }
-        let keys: Vec<&str> = values.iter().map(|(k, _)| k.as_str()).collect();
-        if keys != spec.partition_by {
-            return Err(format!(
-                "{}: partition folders {keys:?}, the sink partitions by {:?}",
-                rel.display(),
-                spec.partition_by
-            ));
-        }
-        let mut reader = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .delimiter(spec.delimiter)
-            .from_path(&file)
-            .map_err(|e| e.to_string())?;
-        let mut records = reader.records();
-        let columns: Vec<String> = if spec.header {
-            match records.next() {
-                Some(h) => h
-                    .map_err(|e| e.to_string())?
-                    .iter()
-                    .map(String::from)
-                    .collect(),
-                None => return Err(format!("{}: empty file, no header", rel.display())),
-            }
-        } else {
-            header
-                .iter()
-                .filter(|h| !spec.partition_by.contains(h))
-                .cloned()
-                .collect()
-        };
-        let mut names: Vec<&String> = columns
-            .iter()
-            .chain(values.iter().map(|(k, _)| k))
-            .collect();
-        names.sort();
-        let mut want: Vec<&String> = header.iter().collect();
-        want.sort();
-        if names != want {
-            return Err(format!(
-                "{}: columns {columns:?} + partitions {keys:?}, expected {header:?}",
-                rel.display()
-            ));
-        }
-        for record in records {
-            let record = record.map_err(|e| e.to_string())?;
-            if record.len() != columns.len() {
-                return Err(format!("{}: ragged record {record:?}", rel.display()));
-            }
-            let mut by_name: BTreeMap<&str, String> = columns
-                .iter()
-                .map(String::as_str)
-                .zip(record.iter().map(String::from))
-                .collect();
-            for (k, v) in &values {
-                by_name.insert(k.as_str(), v.clone());
-            }
-            rows.push(header.iter().map(|h| by_name[h.as_str()].clone()).collect());
-        }
-    }
-    Ok((rows, partitions))
+    let (rows, partitions) = read_csv_sink(root, spec, header, SinkFiles::Run)?;
+    Ok((rows.into_iter().map(|r| r.row).collect(), partitions))
 }
 
 // ------------------------------------------------------------------ files

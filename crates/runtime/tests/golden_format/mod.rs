@@ -156,13 +156,23 @@ pub struct EpochRow {
     pub row: Vec<String>,
 }
 
-/// Reads every `part-<epoch>-<n>.csv` file under a sink's folder (a stream job's exactly-once
-/// output). Returns the rows in `(epoch, n)` order, each in the order of `header` (partition
-/// columns filled from the folder names, as golden.rs does), and the partition folders found.
-pub fn read_epoch_sink(
+/// Which output files a sink folder holds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum SinkFiles {
+    /// A batch run's `part-<n>.csv` files; only a leftover `.staging-*` folder is an error.
+    Run,
+    /// A stream job's exactly-once `part-<epoch>-<n>.csv` files; any hidden file is an error.
+    Epochs,
+}
+
+/// Reads every CSV file under a sink's folder. Returns the rows in `(epoch, n)` order (a run's
+/// files all have epoch 0 and keep the order they are found in), each in the order of `header`
+/// (partition columns filled from the folder names), and the partition folders found.
+pub fn read_csv_sink(
     root: &Path,
     spec: &SinkSpec,
     header: &[String],
+    kind: SinkFiles,
 ) -> Result<(Vec<EpochRow>, BTreeSet<String>), String> {
     if !root.is_dir() {
         return Err(format!("no output folder {}", root.display()));
@@ -174,23 +184,31 @@ pub fn read_epoch_sink(
     for file in files {
         let rel = file.strip_prefix(root).unwrap();
         let name = rel.file_name().unwrap().to_string_lossy().into_owned();
+        let left_behind = match kind {
+            SinkFiles::Run => ".staging-",
+            SinkFiles::Epochs => ".",
+        };
         if rel
             .components()
-            .any(|c| c.as_os_str().to_string_lossy().starts_with('.'))
+            .any(|c| c.as_os_str().to_string_lossy().starts_with(left_behind))
         {
-            return Err(format!("hidden file left behind: {}", rel.display()));
+            return Err(format!("{left_behind}* left behind: {}", rel.display()));
         }
-        let (epoch, n) = name
-            .strip_suffix(".csv")
-            .and_then(|n| n.strip_prefix("part-"))
-            .and_then(|n| n.split_once('-'))
-            .and_then(|(e, n)| Some((e.parse::<u64>().ok()?, n.parse::<u64>().ok()?)))
-            .ok_or_else(|| {
-                format!(
-                    "not an epoch file (part-<epoch>-<n>.csv): {}",
-                    rel.display()
-                )
-            })?;
+        let (epoch, n) = match kind {
+            SinkFiles::Run if name.starts_with("part-") && name.ends_with(".csv") => (0, 0),
+            SinkFiles::Run => return Err(format!("unexpected file {}", rel.display())),
+            SinkFiles::Epochs => name
+                .strip_suffix(".csv")
+                .and_then(|n| n.strip_prefix("part-"))
+                .and_then(|n| n.split_once('-'))
+                .and_then(|(e, n)| Some((e.parse::<u64>().ok()?, n.parse::<u64>().ok()?)))
+                .ok_or_else(|| {
+                    format!(
+                        "not an epoch file (part-<epoch>-<n>.csv): {}",
+                        rel.display()
+                    )
+                })?,
+        };
         let mut values: Vec<(String, String)> = vec![];
         let folders: Vec<String> = rel
             .parent()
