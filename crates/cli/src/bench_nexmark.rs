@@ -165,12 +165,6 @@ pub fn pipeline_text(source_ddl: &str, query: &str) -> String {
     format!("{source_ddl}\n{views}\n{query}\n")
 }
 
-struct Measured {
-    wall_s: f64,
-    cpu_s: f64,
-    peak_rss_bytes: u64,
-}
-
 /// CPU seconds (user + system, all threads) and peak resident bytes of this process, from
 /// `/proc/self/stat` (clock ticks of Linux's fixed USER_HZ, 100) and `/proc/self/status` (VmHWM).
 fn rusage() -> Result<(f64, u64)> {
@@ -226,19 +220,28 @@ impl NexmarkArgs {
         std::fs::create_dir_all(&self.dir)?;
         match source {
             Source::Generator => {}
+            // Generated once per event count; the marker is written last, so an interrupted
+            // generation is redone (files replace the folder, a topic is deleted first).
             Source::Files => {
                 let data = self.files_dir();
-                if !data.join("part-00000.parquet").exists() {
+                let done = data.join(".complete");
+                if !done.exists() {
                     let config = nexmark_config(self.events, EVENT_RATE, 0);
                     nexmark_files(&config, &data, "parquet", 4)?;
+                    std::fs::write(&done, "")?;
                 }
             }
             Source::Log => {
                 let log = self.dir.join("log");
                 let topic = self.topic();
-                if !log.join(&topic).exists() {
+                let done = log.join(format!(".{topic}.complete"));
+                if !done.exists() {
+                    if log.join(&topic).exists() {
+                        std::fs::remove_dir_all(log.join(&topic))?;
+                    }
                     let config = nexmark_config(self.events, EVENT_RATE, 0);
                     nexmark_topic(&config, &log, &topic, 1)?;
+                    std::fs::write(&done, "")?;
                 }
             }
         }
@@ -289,10 +292,14 @@ impl NexmarkArgs {
                         .context("starting the benchmark child process")?;
                     match std::fs::read_to_string(&out) {
                         Ok(text) => serde_json::from_str(&text)?,
-                        Err(_) => json!({
-                            "query": q, "mode": mode, "status": "failed",
-                            "why": String::from_utf8_lossy(&child.stderr).trim().to_string(),
-                        }),
+                        // No result: the child died (a signal, out of memory) or failed to start.
+                        Err(_) => {
+                            let stderr = String::from_utf8_lossy(&child.stderr).trim().to_string();
+                            json!({
+                                "query": q, "mode": mode, "status": "failed",
+                                "why": format!("the benchmark process ended with {} {stderr}", child.status),
+                            })
+                        }
                     }
                 };
                 print_row(&result);
@@ -365,11 +372,7 @@ impl NexmarkArgs {
         let report = run_pipeline(&pipeline, options).await;
         let wall_s = clock.elapsed().as_secs_f64();
         let (cpu_after, peak_rss_bytes) = rusage()?;
-        let measured = Measured {
-            wall_s,
-            cpu_s: cpu_after - cpu_before,
-            peak_rss_bytes,
-        };
+        let cpu_s = cpu_after - cpu_before;
         let result = match report {
             Ok(report) => {
                 let events = self.events as f64;
@@ -378,11 +381,11 @@ impl NexmarkArgs {
                     "mode": mode,
                     "status": "ok",
                     "events": self.events,
-                    "wall_s": measured.wall_s,
-                    "cpu_s": measured.cpu_s,
-                    "events_per_s": events / measured.wall_s,
-                    "events_per_s_per_core": events / measured.cpu_s.max(1e-9),
-                    "peak_rss_bytes": measured.peak_rss_bytes,
+                    "wall_s": wall_s,
+                    "cpu_s": cpu_s,
+                    "events_per_s": events / wall_s,
+                    "events_per_s_per_core": events / cpu_s.max(1e-9),
+                    "peak_rss_bytes": peak_rss_bytes,
                     "result_rows": report.rows_written.values().sum::<u64>(),
                     "rejects": report.rejects.values().sum::<u64>(),
                 })

@@ -60,9 +60,8 @@ pub enum Dataset {
         /// Append to this topic of the embedded log instead of writing files.
         #[arg(long)]
         topic: Option<String>,
-        /// The log folder for --topic (default: $FLOWLINE_LOG_DIR, else .flowline/log).
-        #[arg(long)]
-        log_dir: Option<PathBuf>,
+        #[command(flatten)]
+        log_dir: crate::log_cmd::LogDir,
         /// Partitions of the topic when it is created.
         #[arg(long, default_value_t = 1)]
         partitions: u32,
@@ -208,10 +207,7 @@ impl Dataset {
                 match (out, topic) {
                     (Some(out), None) => nexmark_files(&config, &out, &format, files),
                     (None, Some(topic)) => {
-                        let dir = log_dir
-                            .or_else(|| std::env::var_os("FLOWLINE_LOG_DIR").map(PathBuf::from))
-                            .unwrap_or_else(|| PathBuf::from(".flowline").join("log"));
-                        nexmark_topic(&config, &dir, &topic, partitions)
+                        nexmark_topic(&config, &log_dir.path(), &topic, partitions)
                     }
                     _ => bail!("give either an output folder or --topic"),
                 }

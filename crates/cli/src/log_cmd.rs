@@ -27,7 +27,7 @@ pub struct LogDir {
 }
 
 impl LogDir {
-    fn path(&self) -> PathBuf {
+    pub(crate) fn path(&self) -> PathBuf {
         self.log_dir
             .clone()
             .or_else(|| {

@@ -359,3 +359,55 @@ fn late_rows_are_rejected_in_stream_mode_only() {
     );
     assert_eq!(late.len(), 9, "late rejects in the bin:\n{out}");
 }
+
+/// `flowline bench nexmark` over each source: every (query, mode) runs in its own process and
+/// reports a measurement; the same events give the same result rows from the generator, from
+/// Parquet files and from a log topic, in stream and in batch mode; a query Flowline marks not
+/// applicable is reported as such, not run.
+#[test]
+fn bench_nexmark_measures_every_source_and_mode_alike() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rows_seen = vec![];
+    for source in ["generator", "files", "log"] {
+        let json = tmp.path().join(format!("{source}.json"));
+        let (stdout, _) = ok(
+            tmp.path(),
+            &[
+                "bench",
+                "nexmark",
+                "--query",
+                "q2,q8,q10",
+                "--events",
+                "20K",
+                "--mode",
+                "both",
+                "--source",
+                source,
+                "--dir",
+                "work",
+                "--json",
+                json.to_str().unwrap(),
+            ],
+        );
+        assert!(stdout.contains("q10   stream n/a:"), "{stdout}");
+        let doc: Value = serde_json::from_str(&fs::read_to_string(&json).unwrap()).unwrap();
+        let results = doc["results"].as_array().unwrap();
+        assert_eq!(results.len(), 6, "{doc}");
+        for r in results.iter().filter(|r| r["query"] != "q10") {
+            assert_eq!(r["status"], "ok", "{source}: {r}");
+            assert!(r["events_per_s"].as_f64().unwrap() > 0.0, "{r}");
+            assert!(r["peak_rss_bytes"].as_u64().unwrap() > 1_000_000, "{r}");
+            assert_eq!(r["rejects"], 0, "{r}");
+            rows_seen.push((r["query"].to_string(), r["result_rows"].as_u64().unwrap()));
+        }
+    }
+    // q2 and q8, 3 sources x 2 modes each: one answer per query, not empty.
+    for q in ["\"q2\"", "\"q8\""] {
+        let counts: Vec<u64> = rows_seen.iter().filter(|r| r.0 == q).map(|r| r.1).collect();
+        assert_eq!(counts.len(), 6, "{rows_seen:?}");
+        assert!(
+            counts[0] > 0 && counts.iter().all(|&c| c == counts[0]),
+            "{q}: {counts:?}"
+        );
+    }
+}

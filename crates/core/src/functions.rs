@@ -289,7 +289,7 @@ impl ScalarUDFImpl for RegexpExtract {
             .as_ref()
             .map(|g| g.as_primitive::<arrow::datatypes::Int64Type>());
         let mut out = StringBuilder::with_capacity(text.len(), text.len() * 8);
-        let mut cached: Option<(String, regex::Regex)> = None;
+        let mut cached: Option<(String, regex::Regex, regex::CaptureLocations)> = None;
         for row in 0..text.len() {
             let group = match groups {
                 Some(g) if g.is_null(row) => None,
@@ -302,17 +302,21 @@ impl ScalarUDFImpl for RegexpExtract {
                 continue;
             };
             let pattern = regexes.value(row);
-            if cached.as_ref().is_none_or(|(p, _)| p != pattern) {
+            if cached.as_ref().is_none_or(|(p, _, _)| p != pattern) {
                 match regex::Regex::new(pattern) {
-                    Ok(r) => cached = Some((pattern.to_string(), r)),
+                    Ok(r) => {
+                        let locations = r.capture_locations();
+                        cached = Some((pattern.to_string(), r, locations));
+                    }
                     Err(e) => return exec_err!("REGEXP_EXTRACT regex '{pattern}': {e}"),
                 }
             }
-            let re = &cached.as_ref().map(|c| &c.1).expect("set above");
+            let (_, re, locations) = cached.as_mut().expect("set above");
+            let s = text.value(row);
+            // Reused capture slots: no allocation per row.
             let value = usize::try_from(group).ok().and_then(|g| {
-                re.captures(text.value(row))
-                    .and_then(|c| c.get(g))
-                    .map(|m| m.as_str())
+                re.captures_read(locations, s)?;
+                locations.get(g).map(|(a, b)| &s[a..b])
             });
             out.append_option(value);
         }

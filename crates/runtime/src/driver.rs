@@ -282,7 +282,7 @@ impl OpenedPipeline {
         }
         if let (Some(file), Some(log)) = (sources.keys().next(), log_sources.keys().next()) {
             return Err(Error::Unsupported {
-                construct: format!("reading the file table `{file}` and the log table `{log}` in one pipeline"),
+                construct: format!("reading the bounded table `{file}` (files or a generator) and the log table `{log}` in one pipeline"),
                 mode: mode.to_string(),
                 hint: "a pipeline reads either files or logs for now; load the files into a topic with `flowline log produce`".into(),
             });
