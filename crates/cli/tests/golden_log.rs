@@ -51,7 +51,8 @@
 //!    as golden.rs compares them (rows as CSV text, sorted unless listed in `ordered.txt`,
 //!    partition columns from folder names, partition folders). Epoch files
 //!    `part-<epoch>-<n>.csv` are read in epoch order; an update-mode sink (per the manifest's
-//!    `outputs`: `top_n_stream`) is upserted by its key, the last row per key being the answer
+//!    `outputs`: `top_n_stream`, `retractions`) is upserted by its key, the last row per key being the answer
+//!    (a row whose `_change_type` is `delete` removes its key)
 //!    (README, "Output modes"). Rejects: `expected/rejects.jsonl` exactly, each reject once (a
 //!    restart cuts the reject bin back to its checkpoint and the replay writes the rest again),
 //!    with one difference: a log-sourced reject names the topic's partition folder as its
@@ -127,6 +128,7 @@ golden_log_cases!(
     set_mode,
     csv_options,
     top_n_stream,
+    retractions,
 );
 
 /// Why a case folder does not run over the log.
@@ -175,6 +177,14 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 #[test]
 fn top_n_stream_publishes_updates_before_its_input_ends() {
     run_case_checking("top_n_stream", &["top_bids"]);
+}
+
+/// HAVING and a GROUP BY over a GROUP BY retract in update mode: their early results, and the
+/// deletes of groups that stop matching or empty, reach the sinks before the input ends, and
+/// upserting by key with the deletes applied gives the batch answer after every kill.
+#[test]
+fn retractions_publish_updates_and_deletes_before_the_input_ends() {
+    run_case_checking("retractions", &["loyal_customers", "order_count_histogram"]);
 }
 
 #[test]
@@ -623,10 +633,17 @@ fn check_run(ctx: &Ctx<'_>, dir: &Path, manifest: &Value, fresh: bool, out: &mut
                             })
                         })
                         .collect();
+                // A sink that receives deletes says which rows are deletes in `_change_type`.
+                let change = want.header.iter().position(|h| h == "_change_type");
                 let mut table: BTreeMap<Vec<String>, Vec<String>> = BTreeMap::new();
                 let written = rows.len();
                 for r in rows {
-                    table.insert(idx.iter().map(|&i| r.row[i].clone()).collect(), r.row);
+                    let key: Vec<String> = idx.iter().map(|&i| r.row[i].clone()).collect();
+                    if change.is_some_and(|c| r.row[c] == "delete") {
+                        table.remove(&key);
+                    } else {
+                        table.insert(key, r.row);
+                    }
                 }
                 eprintln!(
                     "  sink {sink}: update mode keyed by {key:?}, {written} rows upserted to {}",

@@ -59,6 +59,14 @@ pub enum Error {
 }
 
 impl Error {
+    /// An operator that cannot take back rows got a [`crate::Message::Retract`]: the planner
+    /// lets retractions reach only filters, projections, retracting aggregates and sinks.
+    pub fn cannot_retract(operator: &str) -> Error {
+        Error::Internal(format!(
+            "operator {operator} got a retraction, which it cannot take; the plan should have been refused"
+        ))
+    }
+
     pub fn fault(&self) -> Fault {
         match self {
             Error::Syntax { .. }

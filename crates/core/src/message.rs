@@ -38,6 +38,12 @@ pub enum Message {
     /// of each micro-batch): operators in update mode emit the results that changed since the
     /// previous tick. Every other operator forwards it.
     EmitUpdates,
+    /// Rows sent earlier that no longer hold: the old value of an updated result (sent just
+    /// before its new value, a [`Message::Data`]) or a deleted one. Only an update-mode
+    /// aggregate with retractions ([`Node::RetractAggregate`](crate::plan::Node)) sends them;
+    /// filters and projections pass them on transformed, another such aggregate subtracts
+    /// them, and a sink deletes their keys unless the same emission writes the key again.
+    Retract(RecordBatch),
 }
 
 /// Where an operator puts what it produces.

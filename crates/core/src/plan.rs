@@ -20,6 +20,9 @@ pub struct InsertPlan {
     /// Update mode: positions in `schema` of the upsert key (the GROUP BY columns, window
     /// bounds included), which identify the row a later update replaces. Empty in append mode.
     pub key: Vec<usize>,
+    /// Whether rows reaching the sink can be deleted ([`crate::Message::Retract`]): a
+    /// [`Node::RetractAggregate`] in the chain. The sink must be able to write deletes.
+    pub deletes: bool,
     /// A join's second input: its source and the nodes from it to the [`Node::Join`] in
     /// `nodes` (whose nodes before it are the first input's).
     pub right: Option<JoinInput>,
@@ -81,6 +84,13 @@ pub enum Node {
     /// groups once the watermark passes its end, update mode also emits changed groups on
     /// every [`Message::EmitUpdates`](crate::Message::EmitUpdates).
     WindowAggregate(AggregateSpec),
+    /// A `GROUP BY` without window in update mode **with retractions**: its input may retract
+    /// rows (it aggregates an update-mode aggregate's output), and on every update tick it
+    /// sends, per changed group, the old result as [`crate::Message::Retract`] and the new one
+    /// as data; a group whose rows were all retracted is deleted (its old result retracted).
+    /// Used where the plain update mode would be wrong: a filter after the aggregate (HAVING)
+    /// or another aggregate over it.
+    RetractAggregate(AggregateSpec),
     /// `ROW_NUMBER() | RANK() | DENSE_RANK() OVER (PARTITION BY <window>, ... ORDER BY ...)`:
     /// ranks the rows of each window once the watermark passes its end, keeping those within
     /// the limit (window Top-N), with the rank as a last column.
@@ -109,6 +119,7 @@ impl Node {
             Node::Project { .. } => "project",
             Node::WindowAssign(_) => "window-assign",
             Node::WindowAggregate(_) => "window-aggregate",
+            Node::RetractAggregate(_) => "retract-aggregate",
             Node::WindowRank(_) => "window-rank",
             Node::OverAggregate(_) => "over-aggregate",
             Node::Join(_) => "join",

@@ -450,6 +450,15 @@ impl OpenedPipeline {
             match lower_insert(&def, &insert, &binder, &state, lowering) {
                 Ok(plan) => {
                     check_upsert_key(table, &plan, &schema, insert.line, &mut sink_keys)?;
+                    if plan.deletes
+                        && !declares_change_type(table)
+                        && table.connector() != Some("blackhole")
+                    {
+                        return Err(Error::Plan(format!(
+                            "line {}: INSERT INTO {} can delete rows it wrote (a group that stops matching a HAVING, or whose rows were all taken back by the aggregate below it): declare a last column `{CHANGE_TYPE_COLUMN} STRING` in table {}; the sink writes 'upsert' or 'delete' into it for each row",
+                            insert.line, table.name, table.name
+                        )));
+                    }
                     planned.push(Planned::Dataflow(plan))
                 }
                 Err(Error::Unsupported {
@@ -888,6 +897,14 @@ impl OpenedPipeline {
                     sink,
                     schema: schema.clone(),
                     rows,
+                    change_type: declares_change_type(table),
+                    key: self
+                        .sink_keys
+                        .get(name)
+                        .map(|key| key.iter().filter_map(|k| schema.index_of(k).ok()).collect())
+                        .unwrap_or_default(),
+                    discard_deletes: table.connector() == Some("blackhole"),
+                    pending: vec![],
                 },
             );
             state.rows_written.insert(name.clone(), rows);
@@ -1143,19 +1160,117 @@ impl RunState {
     }
 }
 
+/// The column a sink declares to receive deletes: each row written says `upsert` or `delete`.
+pub const CHANGE_TYPE_COLUMN: &str = "_change_type";
+
+/// Whether a sink table declares [`CHANGE_TYPE_COLUMN`] as its last column.
+fn declares_change_type(table: &TableDef) -> bool {
+    table
+        .columns
+        .last()
+        .is_some_and(|c| c.name.eq_ignore_ascii_case(CHANGE_TYPE_COLUMN))
+}
+
 pub(crate) struct SinkSlot {
     pub(crate) name: String,
     pub(crate) sink: Box<dyn Sink>,
+    /// The sink's columns (with [`CHANGE_TYPE_COLUMN`] last when it declares it).
     pub(crate) schema: SchemaRef,
     pub(crate) rows: u64,
+    /// Whether the last column of `schema` is [`CHANGE_TYPE_COLUMN`].
+    change_type: bool,
+    /// Positions of the upsert key (update mode), for matching deletes with rewrites.
+    key: Vec<usize>,
+    /// Deletes are dropped (a blackhole sink).
+    discard_deletes: bool,
+    /// Retracted rows of the current emission, not yet written: a row of the same key written
+    /// in the same emission replaces them; the rest are deletes (see [`SinkSlot::flush_deletes`]).
+    pending: Vec<RecordBatch>,
 }
 
 impl SinkSlot {
+    /// Writes new or updated rows; a pending delete of the same key is dropped, as the new row
+    /// replaces it.
     fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        let columns = batch
+        if !self.pending.is_empty() {
+            self.cancel_deletes(batch)?;
+        }
+        self.write_rows(batch, "upsert")
+    }
+
+    /// Takes retracted rows: they become deletes at the end of the emission unless rewritten.
+    fn retract(&mut self, batch: &RecordBatch) -> Result<()> {
+        if !self.change_type && !self.discard_deletes {
+            return Err(Error::Internal(format!(
+                "sink {} got a retraction but cannot write deletes",
+                self.name
+            )));
+        }
+        if batch.num_rows() > 0 {
+            self.pending.push(batch.clone());
+        }
+        Ok(())
+    }
+
+    /// Ends an emission: writes the retracted rows no new row replaced as deletes.
+    fn flush_deletes(&mut self) -> Result<()> {
+        for batch in std::mem::take(&mut self.pending) {
+            if !self.discard_deletes {
+                self.write_rows(&batch, "delete")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops the pending deletes whose key `batch` writes again.
+    fn cancel_deletes(&mut self, batch: &RecordBatch) -> Result<()> {
+        use arrow::row::{RowConverter, SortField};
+        let fields = self
+            .key
+            .iter()
+            .map(|&i| SortField::new(batch.column(i).data_type().clone()))
+            .collect();
+        let converter = RowConverter::new(fields)?;
+        let key_columns = |b: &RecordBatch| -> Result<Vec<arrow::array::ArrayRef>> {
+            self.key
+                .iter()
+                .map(|&i| {
+                    let c = b.column(i);
+                    let want = batch.column(i).data_type();
+                    Ok(if c.data_type() == want {
+                        c.clone()
+                    } else {
+                        arrow::compute::cast(c, want)?
+                    })
+                })
+                .collect()
+        };
+        let written = converter.convert_columns(&key_columns(batch)?)?;
+        let written: std::collections::HashSet<&[u8]> = written.iter().map(|r| r.data()).collect();
+        let mut kept = vec![];
+        for pending in &self.pending {
+            let keys = converter.convert_columns(&key_columns(pending)?)?;
+            let keep: arrow::array::BooleanArray = keys
+                .iter()
+                .map(|r| Some(!written.contains(r.data())))
+                .collect();
+            let rest = arrow::compute::filter_record_batch(pending, &keep)?;
+            if rest.num_rows() > 0 {
+                kept.push(rest);
+            }
+        }
+        self.pending = kept;
+        Ok(())
+    }
+
+    fn write_rows(&mut self, batch: &RecordBatch, change: &str) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let mut columns = batch
             .columns()
             .iter()
             .zip(self.schema.fields())
@@ -1179,6 +1294,14 @@ impl SinkSlot {
                 }
             })
             .collect::<Result<Vec<_>>>()?;
+        if self.change_type {
+            columns.push(Arc::new(arrow::array::StringArray::from(vec![
+                change;
+                batch
+                    .num_rows(
+                    )
+            ])));
+        }
         let batch = RecordBatch::try_new(self.schema.clone(), columns)?;
         self.sink.write(&batch)?;
         self.rows += batch.num_rows() as u64;
@@ -1257,6 +1380,7 @@ impl Chain {
     pub(crate) fn updates(&self) -> bool {
         self.nodes.iter().any(|n| match n {
             Node::WindowAggregate(s) => s.output == OutputMode::Update,
+            Node::RetractAggregate(_) => true,
             Node::TopN(s) => s.output == OutputMode::Update,
             _ => false,
         })
@@ -1346,7 +1470,10 @@ fn push(
     match ops.split_first_mut() {
         None => match message {
             Message::Data(batch) => sink.write(&batch),
-            Message::Watermark(_) | Message::EndOfInput | Message::EmitUpdates => Ok(()),
+            Message::Retract(batch) => sink.retract(&batch),
+            Message::Watermark(_) | Message::EndOfInput | Message::EmitUpdates => {
+                sink.flush_deletes()
+            }
         },
         Some((op, rest)) => {
             let mut out = Output::default();
@@ -1383,7 +1510,7 @@ fn used_columns(plan: &InsertPlan) -> Option<BTreeSet<usize>> {
                 exprs.iter().for_each(|e| add(e, &mut used));
                 return Some(used);
             }
-            Node::WindowAggregate(spec) => {
+            Node::WindowAggregate(spec) | Node::RetractAggregate(spec) => {
                 spec.group_exprs.iter().for_each(|e| add(e, &mut used));
                 for call in &spec.calls {
                     add(&call.arg, &mut used);
@@ -1471,6 +1598,22 @@ pub(crate) fn bounded_watermark(max_seen: i64, delay: i64) -> Watermark {
 
 /// The schema written to a sink: its declared columns, or the query's.
 fn sink_schema(table: &TableDef, query: &SchemaRef, line: u64) -> Result<SchemaRef> {
+    // A declared `_change_type` column is filled by the sink, not by the query.
+    let declared = if declares_change_type(table) {
+        let c = &table.columns[table.columns.len() - 1];
+        if !matches!(
+            c.data_type,
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+        ) {
+            return Err(Error::Plan(format!(
+                "line {}: table {}: column `{}` must be STRING: the sink writes 'upsert' or 'delete' into it",
+                table.line, table.name, c.name
+            )));
+        }
+        &table.columns[..table.columns.len() - 1]
+    } else {
+        &table.columns[..]
+    };
     if table.columns.is_empty() {
         return Ok(Arc::new(Schema::new(
             query
@@ -1480,7 +1623,7 @@ fn sink_schema(table: &TableDef, query: &SchemaRef, line: u64) -> Result<SchemaR
                 .collect::<Vec<_>>(),
         )));
     }
-    if table.columns.len() != query.fields().len() {
+    if declared.len() != query.fields().len() {
         return Err(Error::Plan(format!(
             "line {line}: INSERT INTO {} produces {} columns ({}), but the table declares {} ({})",
             table.name,
@@ -1491,16 +1634,15 @@ fn sink_schema(table: &TableDef, query: &SchemaRef, line: u64) -> Result<SchemaR
                 .map(|f| f.name().as_str())
                 .collect::<Vec<_>>()
                 .join(", "),
-            table.columns.len(),
-            table
-                .columns
+            declared.len(),
+            declared
                 .iter()
                 .map(|c| c.name.as_str())
                 .collect::<Vec<_>>()
                 .join(", "),
         )));
     }
-    for (c, f) in table.columns.iter().zip(query.fields()) {
+    for (c, f) in declared.iter().zip(query.fields()) {
         let text_to_other = matches!(
             f.data_type(),
             DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
@@ -1642,11 +1784,12 @@ fn describe(node: &Node) -> String {
             window(&spec.kind),
             spec.schema.field(spec.time_column).name()
         ),
-        Node::WindowAggregate(spec) => format!(
+        Node::WindowAggregate(spec) | Node::RetractAggregate(spec) => format!(
             "{} group by [{}] compute [{}] ({} mode{})",
-            match &spec.window {
-                Some(w) => format!("window-aggregate {}", window(&w.kind)),
-                None => "aggregate".into(),
+            match (&spec.window, node) {
+                (_, Node::RetractAggregate(_)) => "retract-aggregate".into(),
+                (Some(w), _) => format!("window-aggregate {}", window(&w.kind)),
+                (None, _) => "aggregate".into(),
             },
             list(&spec.group_exprs),
             spec.calls

@@ -22,6 +22,10 @@
 //!   delay and a long `table.exec.emit.allow-lateness`: no rejects, the batch answer.
 //! * `update_mode_upserts_to_the_batch_answer`: the window aggregates in update mode, emitting
 //!   after every batch, upserted by (window, key), equal the batch output.
+//! * Retractions: a GROUP BY over the GROUP BY k (how many keys have n rows) and a HAVING that
+//!   a key can stop matching, with their `upsert`/`delete` rows applied in order, equal the
+//!   batch output (and the GROUP BY over GROUP BY a model), emitting at the end or after every
+//!   batch.
 //!
 //! The plain `#[test]`s pin edge cases: a row exactly `delay` behind the newest is not late,
 //! windows fire at `end - 1`, negative times and values, empty input.
@@ -149,6 +153,22 @@ SELECT window_start, window_end, k, COUNT(*) AS n, SUM(qty) AS qty, SUM(amount) 
 FROM TABLE(HOP(TABLE events, DESCRIPTOR(ts), INTERVAL '{slide}' SECOND, INTERVAL '{size}' SECOND))
 GROUP BY window_start, window_end, k;
 
+CREATE TABLE spread_out (n BIGINT, keys BIGINT, qty BIGINT, max_qty BIGINT,
+  min_amount DECIMAL(20, 2), _change_type STRING)
+  WITH ('connector' = 'files', 'path' = 'out/spread', 'format' = 'csv');
+
+INSERT INTO spread_out
+SELECT n, COUNT(*) AS keys, SUM(qty) AS qty, MAX(qty) AS max_qty, MIN(amount) AS min_amount
+FROM (SELECT k, COUNT(*) AS n, SUM(qty) AS qty, SUM(amount) AS amount FROM events GROUP BY k)
+GROUP BY n;
+
+CREATE TABLE busy_out (k VARCHAR, n BIGINT, qty BIGINT, customers BIGINT, _change_type STRING)
+  WITH ('connector' = 'files', 'path' = 'out/busy', 'format' = 'csv');
+
+INSERT INTO busy_out
+SELECT k, COUNT(*) AS n, SUM(qty) AS qty, COUNT(DISTINCT cust) AS customers
+FROM events GROUP BY k HAVING COUNT(*) <= 3 OR SUM(qty) > 100;
+
 {SESSION_MARKER}
 CREATE TABLE session_out WITH ('connector' = 'files', 'path' = 'out/session', 'format' = 'csv');
 
@@ -234,6 +254,11 @@ struct Outcome {
     join: Vec<Vec<String>>,
     /// Each key's latest row (k, id): update mode in stream mode.
     last: Vec<Vec<String>>,
+    /// A GROUP BY over the GROUP BY k: per row count n, the keys with n rows, their SUM(qty),
+    /// MAX(SUM(qty)), MIN(SUM(amount)); `_change_type` last (deletes in stream mode).
+    spread: Vec<Vec<String>>,
+    /// GROUP BY k HAVING COUNT(*) <= 3 OR SUM(qty) > 100: k, n, qty, customers, `_change_type`.
+    busy: Vec<Vec<String>>,
     rejects: Vec<Value>,
 }
 
@@ -300,6 +325,8 @@ fn run_with(
     let over = read_sink(&dir.join("out/over"));
     let join = read_sink(&dir.join("out/join"));
     let last = read_sink(&dir.join("out/last"));
+    let spread = read_sink(&dir.join("out/spread"));
+    let busy = read_sink(&dir.join("out/busy"));
     let rejects = read_rejects(&report.rejects_path, Some(&report.run_id)).unwrap();
     assert_eq!(
         report.rows_written.get("tumble_out"),
@@ -322,8 +349,61 @@ fn run_with(
         over,
         join,
         last,
+        spread,
+        busy,
         rejects,
     }
+}
+
+/// Rows of a sink with a last `_change_type` column, applied in order by the columns `key`:
+/// an `upsert` replaces its key's row, a `delete` removes it. The rows lose that column.
+fn apply_changes(rows: &[Vec<String>], key: &[usize]) -> BTreeMap<Vec<String>, Vec<String>> {
+    let mut table = BTreeMap::new();
+    for r in rows {
+        let (change, row) = r.split_last().expect("a _change_type column");
+        let k: Vec<String> = key.iter().map(|&i| row[i].clone()).collect();
+        match change.as_str() {
+            "upsert" => {
+                table.insert(k, row.to_vec());
+            }
+            "delete" => {
+                assert!(
+                    table.remove(&k).is_some(),
+                    "delete of a key not written: {r:?}"
+                );
+            }
+            other => panic!("_change_type {other}"),
+        }
+    }
+    table
+}
+
+/// The spread model: per row count n, (keys with n rows, their SUM(qty)).
+fn spread_model(events: &[Event]) -> BTreeMap<i64, (i64, i64)> {
+    let mut per_key: BTreeMap<usize, (i64, i64)> = BTreeMap::new();
+    for e in events {
+        let t = per_key.entry(e.key).or_default();
+        t.0 += 1;
+        t.1 += e.qty;
+    }
+    let mut m: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
+    for (n, qty) in per_key.into_values() {
+        let b = m.entry(n).or_default();
+        b.0 += 1;
+        b.1 += qty;
+    }
+    m
+}
+
+fn parse_spread(rows: &BTreeMap<Vec<String>, Vec<String>>) -> BTreeMap<i64, (i64, i64)> {
+    rows.values()
+        .map(|r| {
+            (
+                r[0].parse().unwrap(),
+                (r[1].parse().unwrap(), r[2].parse().unwrap()),
+            )
+        })
+        .collect()
 }
 
 /// Rows upserted by the columns `key`: the last row of each key, as a downstream upsert keeps.
@@ -1035,6 +1115,10 @@ proptest! {
         );
         prop_assert_eq!(upsert(&batch.totals, &[0]).len(), batch.totals.len(), "batch: one row per key");
         prop_assert_eq!(upsert(&stream.totals, &[0]), upsert(&batch.totals, &[0]), "GROUP BY k upserted vs batch");
+        prop_assert!(batch.spread.iter().chain(&batch.busy).all(|r| r.last().unwrap() == "upsert"), "batch mode deletes nothing");
+        prop_assert_eq!(parse_spread(&apply_changes(&batch.spread, &[0])), spread_model(&s.events), "GROUP BY over GROUP BY batch vs model");
+        prop_assert_eq!(apply_changes(&stream.spread, &[0]), apply_changes(&batch.spread, &[0]), "GROUP BY over GROUP BY stream vs batch");
+        prop_assert_eq!(apply_changes(&stream.busy, &[0]), apply_changes(&batch.busy, &[0]), "HAVING stream vs batch");
 
         let (t, (slide, size)) = (s.tumble_ms(), s.hop_min);
         let all = |_: usize, _: i64| true;
@@ -1205,6 +1289,8 @@ proptest! {
         prop_assert_eq!(upsert(&updates.hop, &[0, 2]), upsert(&batch.hop, &[0, 2]), "HOP");
         prop_assert_eq!(upsert(&updates.cumulate, &[1, 2]), upsert(&batch.cumulate, &[1, 2]), "CUMULATE");
         prop_assert_eq!(upsert(&updates.totals, &[0]), upsert(&batch.totals, &[0]), "GROUP BY k");
+        prop_assert_eq!(apply_changes(&updates.spread, &[0]), apply_changes(&batch.spread, &[0]), "GROUP BY over GROUP BY");
+        prop_assert_eq!(apply_changes(&updates.busy, &[0]), apply_changes(&batch.busy, &[0]), "HAVING");
         prop_assert!(updates.tumble.len() >= batch.tumble.len());
         // Emitting after every batch, a key with rows in two batches is written twice or more
         // (rows of one file `batch_size` or more apart are in different batches).

@@ -541,10 +541,11 @@ async fn stream_mode_refuses_joins_it_cannot_bound_or_keep_exact() {
          FROM orders o FULL JOIN stores s ON o.store_id = s.store_id;\n"
     );
     refused_in_stream_mode(&full, "a Full JOIN", "out").await;
-    // One bound only: the state of an interval join could never expire.
+    // One bound only: the state of an interval join could never expire, and a LEFT JOIN's
+    // unmatched rows could never be sent (an inner join is a regular join with a filter).
     let one_sided = format!(
         "{ORDERS}{PAYMENTS}{OUT}INSERT INTO out\n\
-         SELECT o.order_id, p.paid_at FROM orders o JOIN payments p\n\
+         SELECT o.order_id, p.paid_at FROM orders o LEFT JOIN payments p\n\
          ON o.order_id = p.order_id AND p.paid_at >= o.ordered_at;\n"
     );
     refused_in_stream_mode(&one_sided, "on one side only", "out").await;
@@ -643,12 +644,71 @@ async fn stream_mode_runs_a_plain_group_by_in_update_mode_keyed_by_its_columns()
 
 #[tokio::test]
 async fn update_mode_refuses_a_having_and_a_select_without_the_key() {
+    // HAVING runs with retractions, which can delete rows: the sink must say how to write a
+    // delete (a `_change_type` column), before any data moves; batch mode deletes nothing.
     let having = format!(
         "{ORDERS}{OUT}INSERT INTO out\n\
          SELECT store_id, SUM(amount) AS revenue FROM orders\n\
          GROUP BY store_id HAVING SUM(amount) > 10;\n"
     );
-    refused_in_stream_mode(&having, "a filter after a GROUP BY in update mode", "out").await;
+    let line = line_of(&having, "INSERT INTO out");
+    assert_mentions(
+        &fails(&having, Mode::Stream).await,
+        &[
+            &format!("line {line}"),
+            "INSERT INTO out can delete rows",
+            "`_change_type STRING`",
+        ],
+    );
+    let dir = project(&having);
+    let batch = run_pipeline(
+        &dir.path().join("pipeline.sql"),
+        RunOptions {
+            mode: Some(Mode::Batch),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(batch.rows_written.get("out"), Some(&2));
+    // `_change_type` must be text.
+    let typed = having.replace(
+        "CREATE TABLE out WITH",
+        "CREATE TABLE out (store_id STRING, revenue DECIMAL(20, 2), _change_type INT) WITH",
+    );
+    assert_mentions(
+        &fails(&typed, Mode::Stream).await,
+        &["column `_change_type` must be STRING"],
+    );
+    // A sketch cannot take a value back.
+    let sketch = format!(
+        "{ORDERS}{OUT}INSERT INTO out\n\
+         SELECT store_id, APPROX_COUNT_DISTINCT(order_id) AS n FROM orders\n\
+         GROUP BY store_id HAVING COUNT(*) > 1;\n"
+    );
+    refused_in_stream_mode(
+        &sketch,
+        "ApproxCountDistinct in an aggregate that retracts",
+        "out",
+    )
+    .await;
+    // A window aggregate in update mode does not retract.
+    let windowed_having = format!(
+        "{ORDERS}{OUT}INSERT INTO out\n\
+         SELECT window_start, store_id, COUNT(*) AS n\n\
+         FROM TABLE(TUMBLE(TABLE orders, DESCRIPTOR(ordered_at), INTERVAL '1' HOUR))\n\
+         GROUP BY window_start, window_end, store_id HAVING COUNT(*) > 1;\n"
+    );
+    let err = fails_with(
+        &windowed_having,
+        RunOptions {
+            mode: Some(Mode::Stream),
+            output_mode: Some(flowline_runtime::OutputMode::Update),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_mentions(&err, &["over a window aggregate in update mode"]);
     let keyless = format!(
         "{ORDERS}{OUT}INSERT INTO out\n\
          SELECT SUM(amount) AS revenue FROM orders\n\

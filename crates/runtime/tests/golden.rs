@@ -84,6 +84,7 @@ golden_cases!(
     csv_options,
     nested_and_computed,
     top_n_stream,
+    retractions,
 );
 
 #[test]

@@ -10,9 +10,11 @@
 //! Output modes (stream mode): a windowed aggregate appends each window's results once, when
 //! final, unless update mode is asked for; a GROUP BY without a window is never final, so it
 //! runs in update mode. In update mode every row carries its upsert key (the GROUP BY columns;
-//! of TUMBLE/HOP window bounds one suffices, of CUMULATE's the end), so the projection after the aggregate must keep them,
-//! and a filter after it (HAVING) is refused: a group that stops matching after it was emitted
-//! would need a retraction. Batch mode emits every result once, when final: always append.
+//! of TUMBLE/HOP window bounds one suffices, of CUMULATE's the end), so the projection after the aggregate must keep them.
+//! A filter after a plain GROUP BY (HAVING) or a GROUP BY over one makes it a
+//! [`Node::RetractAggregate`] (a group that stops matching, or changes, must be taken back);
+//! the plan then `deletes`, and the sink must be able to write deletes. Batch mode emits every
+//! result once, when final: always append, never a retraction.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -109,6 +111,9 @@ struct Chain {
     /// (the window bounds are one part: either identifies the window), each the positions that
     /// hold it.
     key: Vec<Vec<usize>>,
+    /// Update mode: why the key was lost (a projection dropped a key column). Fine if an
+    /// aggregate above re-keys the rows (it takes retractions whole); an error at the sink.
+    key_lost: Option<Error>,
     /// After a join: its right input.
     right: Option<JoinInput>,
 }
@@ -133,6 +138,7 @@ impl Chain {
             output: OutputMode::Append,
             session_partition: vec![],
             key: vec![],
+            key_lost: None,
             right: None,
         }
     }
@@ -199,26 +205,36 @@ pub fn lower_insert(
         }
         Ok(chain)
     });
-    let chain = chain.map_err(|e| match e {
-        Error::Unsupported {
-            construct,
-            mode,
-            hint,
-        } => Error::Unsupported {
-            construct: format!(
-                "{construct} (INSERT INTO {} at line {})",
-                insert.sink, insert.line
-            ),
-            mode,
-            hint,
-        },
-        Error::Plan(m) if !m.starts_with("line ") => Error::Plan(format!(
-            "line {}: INSERT INTO {}: {m}",
-            insert.line, insert.sink
-        )),
-        other => other,
-    })?;
+    let chain = chain
+        .and_then(|mut chain| match chain.key_lost.take() {
+            Some(lost) => Err(lost),
+            None => Ok(chain),
+        })
+        .map_err(|e| match e {
+            Error::Unsupported {
+                construct,
+                mode,
+                hint,
+            } => Error::Unsupported {
+                construct: format!(
+                    "{construct} (INSERT INTO {} at line {})",
+                    insert.sink, insert.line
+                ),
+                mode,
+                hint,
+            },
+            Error::Plan(m) if !m.starts_with("line ") => Error::Plan(format!(
+                "line {}: INSERT INTO {}: {m}",
+                insert.line, insert.sink
+            )),
+            other => other,
+        })?;
+    let deletes = chain
+        .nodes
+        .iter()
+        .any(|n| matches!(n, Node::RetractAggregate(_)));
     Ok(InsertPlan {
+        deletes,
         sink: insert.sink.clone(),
         source: chain.source,
         nodes: chain.nodes,
@@ -227,6 +243,29 @@ pub fn lower_insert(
         key: chain.key.iter().map(|part| part[0]).collect(),
         right: chain.right,
     })
+}
+
+/// Whether an aggregate can take retractions: every function can subtract a value, and no
+/// state TTL applies. `Err((construct, hint))` otherwise.
+fn check_retractable(spec: &AggregateSpec) -> std::result::Result<(), (String, String)> {
+    if spec.state_ttl.is_some() {
+        return Err((
+            "'table.exec.state.ttl' with an aggregate that retracts (HAVING, or a GROUP BY over a GROUP BY)".into(),
+            "such an aggregate keeps its groups until their rows are all retracted; remove the TTL setting, or run with --mode batch".into(),
+        ));
+    }
+    for call in &spec.calls {
+        if matches!(
+            call.function,
+            AggregateFunction::ApproxCountDistinct | AggregateFunction::ReservoirSample(_)
+        ) {
+            return Err((
+                format!("{:?} in an aggregate that retracts (HAVING, or a GROUP BY over a GROUP BY)", call.function),
+                "a sketch or a sample cannot take a value back: use COUNT(DISTINCT ...), or run with --mode batch".into(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl Lowering<'_> {
@@ -312,7 +351,13 @@ impl Lowering<'_> {
             LogicalPlan::Projection(p) => {
                 let mut chain = self.lower(&p.input)?;
                 if chain.output == OutputMode::Update {
-                    chain.key = self.project_key(&chain, p)?;
+                    match self.project_key(&chain, p) {
+                        Ok(key) => chain.key = key,
+                        Err(e) => {
+                            chain.key = vec![];
+                            chain.key_lost.get_or_insert(e);
+                        }
+                    }
                 }
                 let exprs = p
                     .expr
@@ -350,12 +395,14 @@ impl Lowering<'_> {
                     return Ok(chain);
                 }
                 if chain.output == OutputMode::Update {
-                    return Err(self.unsupported(
-                        &format!("a filter after a GROUP BY in update mode (`{}`)", f.predicate),
-                        "a group that stops matching after it was emitted would need a retraction; \
-                         filter where the results are read, group by a window in append mode, or \
-                         run with --mode batch",
-                    ));
+                    // HAVING: a group that stops matching must be taken back.
+                    self.retracting(
+                        &mut chain,
+                        &format!(
+                            "a filter after a GROUP BY in update mode (`{}`)",
+                            f.predicate
+                        ),
+                    )?;
                 }
                 if let Some(limit) = rank_limit(&f.predicate, &f.input) {
                     if let Some(Node::WindowRank(rank)) = chain
@@ -373,10 +420,21 @@ impl Lowering<'_> {
             }
             LogicalPlan::Aggregate(a) => {
                 let mut chain = self.lower(&a.input)?;
+                let over_updates = chain.output == OutputMode::Update;
                 if chain.aggregated {
-                    return Err(
-                        self.unsupported("an aggregate over an aggregate", "run with --mode batch")
-                    );
+                    if chain.window.is_some() && a.group_expr.iter().any(|e| {
+                        matches!(e, Expr::Column(c) if c.name.eq_ignore_ascii_case("window_start") || c.name.eq_ignore_ascii_case("window_end"))
+                    }) {
+                        return Err(self.unsupported(
+                            "a window aggregate over an aggregate",
+                            "aggregate the first aggregate's results without a window (a GROUP BY over a GROUP BY), or run with --mode batch",
+                        ));
+                    }
+                    chain.window = None;
+                }
+                if over_updates {
+                    // This aggregate must subtract the old results it aggregated.
+                    self.retracting(&mut chain, "an aggregate over update-mode results")?;
                 }
                 let column_pos = |name: &str| {
                     a.group_expr.iter().position(
@@ -489,7 +547,7 @@ impl Lowering<'_> {
                         })
                         .collect(),
                 };
-                chain.nodes.push(Node::WindowAggregate(AggregateSpec {
+                let spec = AggregateSpec {
                     group_exprs,
                     window,
                     output,
@@ -507,8 +565,16 @@ impl Lowering<'_> {
                     calls,
                     input_schema: Arc::new(a.input.schema().as_arrow().clone()),
                     schema: Arc::new(a.schema.as_arrow().clone()),
-                }));
+                };
+                if over_updates {
+                    check_retractable(&spec)
+                        .map_err(|(construct, hint)| self.unsupported(&construct, &hint))?;
+                    chain.nodes.push(Node::RetractAggregate(spec));
+                } else {
+                    chain.nodes.push(Node::WindowAggregate(spec));
+                }
                 chain.aggregated = true;
+                chain.key_lost = None;
                 chain.output = output;
                 Ok(chain)
             }
@@ -541,6 +607,39 @@ impl Lowering<'_> {
                 };
                 Err(self.unsupported(construct, hint))
             }
+        }
+    }
+
+    /// Makes the update-mode aggregate the chain ends with (after projections and filters)
+    /// send retractions, for `construct` after it: a plain GROUP BY becomes a
+    /// [`Node::RetractAggregate`]; anything else that updates is refused.
+    fn retracting(&self, chain: &mut Chain, construct: &str) -> Result<()> {
+        let last = chain
+            .nodes
+            .iter_mut()
+            .rev()
+            .find(|n| !matches!(n, Node::Project { .. } | Node::Filter { .. }));
+        match last {
+            Some(Node::RetractAggregate(_)) => Ok(()),
+            Some(node @ Node::WindowAggregate(_)) => {
+                let Node::WindowAggregate(spec) = node else {
+                    unreachable!("matched above")
+                };
+                if spec.window.is_some() {
+                    return Err(self.unsupported(
+                        &format!("{construct}, over a window aggregate in update mode"),
+                        "use append mode for the window aggregate (each window once, final), or run with --mode batch",
+                    ));
+                }
+                check_retractable(spec)
+                    .map_err(|(construct, hint)| self.unsupported(&construct, &hint))?;
+                *node = Node::RetractAggregate(spec.clone());
+                Ok(())
+            }
+            _ => Err(self.unsupported(
+                construct,
+                "only a GROUP BY without window can take back a result it sent: filter where the results are read, or run with --mode batch",
+            )),
         }
     }
 
@@ -782,7 +881,11 @@ impl Lowering<'_> {
                 }
             }
         }
-        key.push(vec![w.schema.fields().len() - 1]);
+        // A Top-1 per partition is keyed by the partition alone (its row number is always 1,
+        // so a query need not select it: Nexmark q9).
+        if limit > 1 || key.is_empty() {
+            key.push(vec![w.schema.fields().len() - 1]);
+        }
         let output = if self.mode == Mode::Stream {
             if self.output == Some(OutputMode::Append) {
                 return Err(self.unsupported(
@@ -1087,14 +1190,16 @@ impl Lowering<'_> {
                         window_end: false,
                     });
                 }
-                (Some((l, r)), _) if self.mode == Mode::Stream => {
+                (Some((l, r)), _) if self.mode == Mode::Stream && kind == JoinKind::Left => {
                     return Err(self.unsupported(
-                        &format!("a join bounding `{l} - {r}` on one side only"),
+                        &format!("a LEFT JOIN bounding `{l} - {r}` on one side only"),
                         "an interval join needs both bounds, for example `a.ts BETWEEN b.ts - INTERVAL '1' HOUR AND b.ts`, so that its state can expire",
                     ))
                 }
                 (Some(_), _) => {
-                    // Batch mode: a one-sided comparison is just a filter.
+                    // A one-sided comparison (Nexmark q4's `B.dateTime BETWEEN A.dateTime AND
+                    // A.expires`) cannot expire state: a regular inner join, whose rows it
+                    // filters (as Flink plans it).
                     rest.extend(used);
                 }
                 _ => {}

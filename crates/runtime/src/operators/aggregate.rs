@@ -565,6 +565,7 @@ impl Operator for WindowAggregate {
                 }
                 out.emit(Message::Watermark(w));
             }
+            Message::Retract(_) => return Err(Error::cannot_retract(self.name())),
             Message::EndOfInput => out.emit(Message::EndOfInput),
             Message::EmitUpdates => {
                 if self.spec.output == OutputMode::Update {
@@ -1996,6 +1997,7 @@ mod tests {
                 Message::Watermark(w) => Produced::Watermark(w),
                 Message::EndOfInput => Produced::End,
                 Message::EmitUpdates => Produced::EmitUpdates,
+                Message::Retract(_) => panic!("a window aggregate never retracts"),
             }));
         }
         produced

@@ -335,6 +335,7 @@ impl Operator for Deduplicate {
                 }
                 out.emit(Message::Watermark(w));
             }
+            Message::Retract(_) => return Err(flowline_core::Error::cannot_retract(self.name())),
             other => out.emit(other),
         }
         Ok(())

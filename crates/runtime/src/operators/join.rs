@@ -483,6 +483,7 @@ impl StreamJoin {
             // Update ticks come once per chain, on the left input.
             Message::EmitUpdates if side == LEFT => out.emit(Message::EmitUpdates),
             Message::EmitUpdates => {}
+            Message::Retract(_) => return Err(flowline_core::Error::cannot_retract("join")),
         }
         Ok(())
     }
@@ -884,6 +885,7 @@ mod tests {
                         self.ends += 1;
                     }
                     Message::EmitUpdates => panic!("no update tick was sent"),
+                    Message::Retract(_) => panic!("a join never retracts"),
                 }
             }
             self.rows.extend(produced.iter().copied());

@@ -6,6 +6,7 @@ mod dedup;
 mod join;
 mod over;
 mod rank;
+mod retract;
 mod session;
 pub(crate) mod sketch;
 mod stateless;
@@ -21,6 +22,7 @@ pub use dedup::Deduplicate;
 pub use join::StreamJoin;
 pub use over::OverAggregate;
 pub use rank::WindowRank;
+pub use retract::RetractAggregate;
 pub use session::SessionAggregate;
 pub use stateless::{Filter, Project};
 pub use top_n::TopN;
@@ -36,6 +38,7 @@ pub fn build(node: &Node, table: &str) -> Result<Box<dyn Operator>> {
             Box::new(SessionAggregate::new(spec.clone(), table)?)
         }
         Node::WindowAggregate(spec) => Box::new(WindowAggregate::new(spec.clone(), table)?),
+        Node::RetractAggregate(spec) => Box::new(RetractAggregate::new(spec.clone())?),
         Node::WindowRank(spec) => Box::new(WindowRank::new(spec.clone(), table)?),
         Node::OverAggregate(spec) => Box::new(OverAggregate::new(spec.clone(), table)?),
         Node::Join(spec) => Box::new(StreamJoin::new(spec.clone(), table)?),

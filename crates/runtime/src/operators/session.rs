@@ -388,6 +388,7 @@ impl Operator for SessionAggregate {
                 }
                 out.emit(Message::Watermark(w));
             }
+            Message::Retract(_) => return Err(flowline_core::Error::cannot_retract(self.name())),
             other => out.emit(other),
         }
         Ok(())

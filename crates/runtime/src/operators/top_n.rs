@@ -365,6 +365,7 @@ impl Operator for TopN {
                 out.emit(Message::EmitUpdates);
             }
             Message::EndOfInput => out.emit(Message::EndOfInput),
+            Message::Retract(_) => return Err(Error::cannot_retract(self.name())),
         }
         Ok(())
     }

@@ -156,6 +156,7 @@ impl Operator for WindowAssign {
                     out.emit(Message::Data(windowed));
                 }
             }
+            Message::Retract(_) => return Err(flowline_core::Error::cannot_retract(self.name())),
             other => out.emit(other),
         }
         Ok(())
