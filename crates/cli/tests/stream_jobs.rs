@@ -819,6 +819,53 @@ fn a_corrupt_newest_checkpoint_falls_back_and_a_torn_log_tail_is_cut() {
     assert_exact(&rows, &want);
 }
 
+/// A job killed while writing a checkpoint leaves a folder without `meta.json`: that epoch was
+/// never published, so the next run starts from the checkpoint before it, even with a log sink.
+/// A complete checkpoint that went corrupt is another matter: its epoch may be in the log, and
+/// falling back would append it twice, so that is still refused.
+#[test]
+fn a_checkpoint_the_job_stopped_writing_is_skipped_even_with_a_log_sink() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    create_topic(dir);
+    let log = Log::open(dir.join("log")).unwrap();
+    log.create_topic("totals", TopicConfig::default()).unwrap();
+    let sql = dir.join("to_log.sql");
+    std::fs::write(
+        &sql,
+        "CREATE TABLE events (user_id STRING, amount BIGINT, ts TIMESTAMP(3),
+             WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+           WITH ('connector' = 'log', 'topic' = 'events', 'log.dir' = 'log');
+         CREATE TABLE totals WITH ('connector' = 'log', 'topic' = 'totals', 'log.dir' = 'log');
+         INSERT INTO totals
+         SELECT window_start, user_id, COUNT(*) AS n
+         FROM TABLE(TUMBLE(TABLE events, DESCRIPTOR(ts), INTERVAL '1' SECOND))
+         GROUP BY window_start, window_end, user_id;\n",
+    )
+    .unwrap();
+    produce(dir, 0..1000);
+    micro_ok(dir, &sql, "once", "state"); // checkpoint 1
+    let chk2 = dir.join("state/checkpoints/chk-0000000002");
+    std::fs::create_dir_all(&chk2).unwrap();
+    std::fs::write(chk2.join("state.bin"), b"half written").unwrap();
+    produce(dir, 1000..2000);
+    micro_ok(dir, &sql, "once", "state");
+    let manifest = std::fs::read_to_string(dir.join("state/manifest.jsonl")).unwrap();
+    let last: Value = serde_json::from_str(manifest.lines().last().unwrap()).unwrap();
+    assert_eq!(last["status"], "ok", "{last}");
+    assert_eq!(last["checkpoints"]["restored_from_epoch"], 1, "{last}");
+    // Checkpoint 2 is complete now; bit rot in it is refused with a log sink.
+    let state = chk2.join("state.bin");
+    let mut bytes = std::fs::read(&state).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&state, bytes).unwrap();
+    let out = micro(dir, &sql, "once", "state");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("a log cannot be rolled back"), "{err}");
+}
+
 #[test]
 fn batch_mode_reads_a_topic_to_its_end_and_closes_every_window() {
     let tmp = tempfile::tempdir().unwrap();

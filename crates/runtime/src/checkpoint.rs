@@ -98,7 +98,13 @@ pub struct Found {
     pub checkpoint: Option<Checkpoint>,
     /// Newer checkpoints that were corrupt and skipped: (epoch, why).
     pub corrupt: Vec<(u64, String)>,
+    /// Newer checkpoints the job stopped while writing (no `meta.json`): never complete, so
+    /// their epochs were never published, and starting before them duplicates nothing.
+    pub incomplete: Vec<u64>,
 }
+
+/// The `read` error of a checkpoint without `meta.json`.
+const INCOMPLETE: &str = "incomplete (no meta.json: the job stopped while writing it)";
 
 pub struct CheckpointStore {
     store: Arc<dyn ObjectStore>,
@@ -146,9 +152,7 @@ impl CheckpointStore {
         let meta_path = Path::from(format!("chk-{epoch:010}/meta.json"));
         let bytes = match self.store.get(&meta_path).await {
             Ok(g) => g.bytes().await.map_err(|e| e.to_string())?,
-            Err(object_store::Error::NotFound { .. }) => {
-                return Err("incomplete (no meta.json: the job stopped while writing it)".into())
-            }
+            Err(object_store::Error::NotFound { .. }) => return Err(INCOMPLETE.into()),
             Err(e) => return Err(e.to_string()),
         };
         let meta: CheckpointMeta =
@@ -185,20 +189,24 @@ impl CheckpointStore {
     /// The newest usable checkpoint, and the newer ones that were not usable.
     pub async fn latest(&self) -> Result<Found> {
         let mut corrupt = vec![];
+        let mut incomplete = vec![];
         for epoch in self.epochs().await?.into_iter().rev() {
             match self.read(epoch).await {
                 Ok(c) => {
                     return Ok(Found {
                         checkpoint: Some(c),
                         corrupt,
+                        incomplete,
                     })
                 }
+                Err(why) if why == INCOMPLETE => incomplete.push(epoch),
                 Err(why) => corrupt.push((epoch, why)),
             }
         }
         Ok(Found {
             checkpoint: None,
             corrupt,
+            incomplete,
         })
     }
 

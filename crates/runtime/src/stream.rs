@@ -420,6 +420,7 @@ impl OpenedPipeline {
             crate::checkpoint::Found {
                 checkpoint: None,
                 corrupt: vec![],
+                incomplete: vec![],
             }
         };
         if !found.corrupt.is_empty() {
