@@ -821,25 +821,7 @@ impl Accumulator {
         output: DataType,
     ) -> Result<Self> {
         use AggregateFunction::*;
-        let numeric = |dt: &DataType| -> Option<DataType> {
-            match dt {
-                DataType::Int8
-                | DataType::Int16
-                | DataType::Int32
-                | DataType::Int64
-                | DataType::UInt8
-                | DataType::UInt16
-                | DataType::UInt32
-                | DataType::UInt64
-                | DataType::Null
-                | DataType::Boolean => Some(DataType::Int64),
-                DataType::Float16 | DataType::Float32 | DataType::Float64 => {
-                    Some(DataType::Float64)
-                }
-                DataType::Decimal128(p, s) => Some(DataType::Decimal128(*p, *s)),
-                _ => None,
-            }
-        };
+        let numeric = numeric_type;
         let unsupported = || Error::Plan(format!("{function:?} over {input} is not supported"));
         let (canonical, values) = match (function, distinct) {
             (Count, false) => (input.clone(), Values::None),
@@ -1126,18 +1108,7 @@ impl Accumulator {
         } else {
             cast(values, &self.input)?
         };
-        // Rows this aggregate takes: non-NULL input, and FILTER (WHERE ...) true.
-        let mut accepted: Option<BooleanBuffer> = values.logical_nulls().map(|n| n.into_inner());
-        if let Some(m) = mask {
-            let mut keep = m.values().clone();
-            if let Some(n) = m.nulls() {
-                keep = &keep & n.inner();
-            }
-            accepted = Some(match accepted {
-                Some(a) => &a & &keep,
-                None => keep,
-            });
-        }
+        let accepted = accepted_rows(&values, mask);
         let accept = |i: usize| accepted.as_ref().is_none_or(|a| a.value(i));
         let accepted = accepted.as_ref();
         let is_min = self.function == AggregateFunction::Min;
@@ -1488,6 +1459,45 @@ impl Accumulator {
         };
         n * (8 + per_group) + self.heap_bytes
     }
+}
+
+/// The type SUM, AVG, MIN and MAX fold a numeric input as: integers (and booleans) as Int64,
+/// floats as Float64, decimals as they are; `None` for other types.
+pub(crate) fn numeric_type(dt: &DataType) -> Option<DataType> {
+    match dt {
+        DataType::Int8
+        | DataType::Int16
+        | DataType::Int32
+        | DataType::Int64
+        | DataType::UInt8
+        | DataType::UInt16
+        | DataType::UInt32
+        | DataType::UInt64
+        | DataType::Null
+        | DataType::Boolean => Some(DataType::Int64),
+        DataType::Float16 | DataType::Float32 | DataType::Float64 => Some(DataType::Float64),
+        DataType::Decimal128(p, s) => Some(DataType::Decimal128(*p, *s)),
+        _ => None,
+    }
+}
+
+/// The rows an aggregate takes: non-NULL input, and its FILTER (WHERE ...) true; `None`: all.
+pub(crate) fn accepted_rows(
+    values: &ArrayRef,
+    mask: Option<&BooleanArray>,
+) -> Option<BooleanBuffer> {
+    let mut accepted: Option<BooleanBuffer> = values.logical_nulls().map(|n| n.into_inner());
+    if let Some(m) = mask {
+        let mut keep = m.values().clone();
+        if let Some(n) = m.nulls() {
+            keep = &keep & n.inner();
+        }
+        accepted = Some(match accepted {
+            Some(a) => &a & &keep,
+            None => keep,
+        });
+    }
+    accepted
 }
 
 /// The group id of (`window`, `key`), creating the group if it is new.

@@ -34,7 +34,6 @@ use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Decimal128Array, Float64Array, Int64Array, RecordBatch,
     UInt32Array,
 };
-use arrow::buffer::BooleanBuffer;
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Decimal128Type, Float64Type, Int64Type};
 use arrow::row::{RowConverter, SortField};
@@ -42,6 +41,7 @@ use flowline_core::plan::{AggregateFunction, AggregateSpec};
 use flowline_core::{Error, Message, Operator, Output, Result, Watermark};
 
 use crate::codec::{Decoder, Encoder};
+use crate::operators::aggregate::{accepted_rows, numeric_type};
 
 const MAGIC: [u8; 4] = *b"FRAG";
 const VERSION: u8 = 1;
@@ -474,6 +474,9 @@ impl Operator for RetractAggregate {
     }
 }
 
+/// Values (row format, which sorts as the values do) and how often each is in.
+type Counted = BTreeMap<Box<[u8]>, i64>;
+
 /// Per group: the values an aggregate needs to subtract a row as well as add one.
 enum Values {
     /// COUNT: the count is all.
@@ -482,10 +485,10 @@ enum Values {
     Int(Vec<i128>),
     /// SUM/AVG of floats.
     Float(Vec<f64>),
-    /// MIN/MAX: the values (row format, which sorts as the values do) and how often each is in.
-    Multiset(Vec<BTreeMap<Box<[u8]>, i64>>),
-    /// COUNT(DISTINCT): the values and how often each is in.
-    Distinct(Vec<HashMap<Box<[u8]>, i64, RandomState>>),
+    /// MIN/MAX: the first or last value in.
+    Multiset(Vec<Counted>),
+    /// COUNT(DISTINCT): how many values are in.
+    Distinct(Vec<Counted>),
 }
 
 struct Accumulator {
@@ -507,21 +510,7 @@ impl Accumulator {
         output: DataType,
     ) -> Result<Self> {
         use AggregateFunction::*;
-        let numeric = match input {
-            DataType::Int8
-            | DataType::Int16
-            | DataType::Int32
-            | DataType::Int64
-            | DataType::UInt8
-            | DataType::UInt16
-            | DataType::UInt32
-            | DataType::UInt64
-            | DataType::Null
-            | DataType::Boolean => Some(DataType::Int64),
-            DataType::Float16 | DataType::Float32 | DataType::Float64 => Some(DataType::Float64),
-            DataType::Decimal128(p, s) => Some(DataType::Decimal128(*p, *s)),
-            _ => None,
-        };
+        let numeric = numeric_type(input);
         let unsupported = || Error::Plan(format!("{function:?} over {input} is not supported"));
         let rows = || RowConverter::new(vec![SortField::new(input.clone())]);
         let (canonical, values, converter) = match (function, distinct) {
@@ -561,10 +550,7 @@ impl Accumulator {
             Values::Count => {}
             Values::Int(v) => v.resize(n, 0),
             Values::Float(v) => v.resize(n, 0.0),
-            Values::Multiset(v) => v.resize_with(n, BTreeMap::new),
-            Values::Distinct(v) => v.resize_with(n, || {
-                HashMap::with_hasher(RandomState::with_seeds(1, 2, 3, 4))
-            }),
+            Values::Multiset(v) | Values::Distinct(v) => v.resize_with(n, BTreeMap::new),
         }
     }
 
@@ -584,8 +570,9 @@ impl Accumulator {
                 v[g] = 0.0;
                 0
             }
-            Values::Multiset(v) => std::mem::take(&mut v[g]).keys().map(|k| k.len() + 32).sum(),
-            Values::Distinct(v) => std::mem::take(&mut v[g]).keys().map(|k| k.len() + 32).sum(),
+            Values::Multiset(v) | Values::Distinct(v) => {
+                std::mem::take(&mut v[g]).keys().map(|k| k.len() + 32).sum()
+            }
         }
     }
 
@@ -602,17 +589,7 @@ impl Accumulator {
         } else {
             cast(values, &self.input)?
         };
-        let mut accepted: Option<BooleanBuffer> = values.logical_nulls().map(|n| n.into_inner());
-        if let Some(m) = mask {
-            let mut keep = m.values().clone();
-            if let Some(n) = m.nulls() {
-                keep = &keep & n.inner();
-            }
-            accepted = Some(match accepted {
-                Some(a) => &a & &keep,
-                None => keep,
-            });
-        }
+        let accepted = accepted_rows(&values, mask);
         let accept = |i: usize| accepted.as_ref().is_none_or(|a| a.value(i));
         let mut delta = 0i64;
         for (i, &g) in ids.iter().enumerate() {
@@ -646,36 +623,12 @@ impl Accumulator {
                     }
                 }
             }
-            Values::Multiset(sets) => {
+            Values::Multiset(sets) | Values::Distinct(sets) => {
                 let converter = self.converter.as_ref().ok_or_else(no_converter)?;
                 let rows = converter.convert_columns(std::slice::from_ref(&values))?;
                 for (i, &g) in ids.iter().enumerate() {
                     if accept(i) {
                         delta += multiset_add(&mut sets[g as usize], rows.row(i).data(), sign)?;
-                    }
-                }
-            }
-            Values::Distinct(sets) => {
-                let converter = self.converter.as_ref().ok_or_else(no_converter)?;
-                let rows = converter.convert_columns(std::slice::from_ref(&values))?;
-                for (i, &g) in ids.iter().enumerate() {
-                    if accept(i) {
-                        let set = &mut sets[g as usize];
-                        let v = rows.row(i).data();
-                        match set.get_mut(v) {
-                            Some(c) => {
-                                *c += sign;
-                                if *c == 0 {
-                                    set.remove(v);
-                                    delta -= v.len() as i64 + 32;
-                                }
-                            }
-                            None if sign > 0 => {
-                                set.insert(v.into(), sign);
-                                delta += v.len() as i64 + 32;
-                            }
-                            None => return Err(taken_back_twice()),
-                        }
                     }
                 }
             }
@@ -792,19 +745,9 @@ impl Accumulator {
                 Values::Count => {}
                 Values::Int(v) => e.i128(v.get(g).copied().unwrap_or(0)),
                 Values::Float(v) => e.f64(v.get(g).copied().unwrap_or(0.0)),
-                Values::Multiset(v) => {
+                Values::Multiset(v) | Values::Distinct(v) => {
                     let empty = BTreeMap::new();
                     let set = v.get(g).unwrap_or(&empty);
-                    e.len_prefix(set.len());
-                    for (value, n) in set {
-                        e.bytes(value)?;
-                        e.i64(*n);
-                    }
-                }
-                Values::Distinct(v) => {
-                    let mut set: Vec<(&Box<[u8]>, &i64)> =
-                        v.get(g).map(|s| s.iter().collect()).unwrap_or_default();
-                    set.sort();
                     e.len_prefix(set.len());
                     for (value, n) in set {
                         e.bytes(value)?;
@@ -837,32 +780,9 @@ impl Accumulator {
                 Values::Count => {}
                 Values::Int(v) => v.push(d.i128()?),
                 Values::Float(v) => v.push(d.f64()?),
-                Values::Multiset(v) => {
-                    let m = d.len_prefix(16)?;
-                    let mut set = BTreeMap::new();
-                    for _ in 0..m {
-                        let value: Box<[u8]> = d.bytes()?.into();
-                        bytes += value.len() + 32;
-                        let k = d.i64()?;
-                        if k <= 0 {
-                            return Err(d.error("a value held a non-positive number of times"));
-                        }
-                        set.insert(value, k);
-                    }
-                    v.push(set);
-                }
-                Values::Distinct(v) => {
-                    let m = d.len_prefix(16)?;
-                    let mut set = HashMap::with_hasher(RandomState::with_seeds(1, 2, 3, 4));
-                    for _ in 0..m {
-                        let value: Box<[u8]> = d.bytes()?.into();
-                        bytes += value.len() + 32;
-                        let k = d.i64()?;
-                        if k <= 0 {
-                            return Err(d.error("a value held a non-positive number of times"));
-                        }
-                        set.insert(value, k);
-                    }
+                Values::Multiset(v) | Values::Distinct(v) => {
+                    let (set, b) = read_counted(d)?;
+                    bytes += b;
                     v.push(set);
                 }
             }
@@ -871,8 +791,26 @@ impl Accumulator {
     }
 }
 
+/// Reads a multiset written by `write_state` (u64 m, m × {bytes, i64 > 0}), and the bytes it
+/// holds.
+fn read_counted(d: &mut Decoder<'_>) -> Result<(Counted, usize)> {
+    let m = d.len_prefix(16)?;
+    let mut set = BTreeMap::new();
+    let mut bytes = 0;
+    for _ in 0..m {
+        let value: Box<[u8]> = d.bytes()?.into();
+        bytes += value.len() + 32;
+        let k = d.i64()?;
+        if k <= 0 {
+            return Err(d.error("a value held a non-positive number of times"));
+        }
+        set.insert(value, k);
+    }
+    Ok((set, bytes))
+}
+
 /// Adds `sign` occurrences of `value`; returns the change in bytes held.
-fn multiset_add(set: &mut BTreeMap<Box<[u8]>, i64>, value: &[u8], sign: i64) -> Result<i64> {
+fn multiset_add(set: &mut Counted, value: &[u8], sign: i64) -> Result<i64> {
     match set.get_mut(value) {
         Some(c) => {
             *c += sign;
