@@ -236,10 +236,10 @@ pub fn nexmark_files(config: &NexmarkConfig, out: &Path, format: &str, files: u6
     }
     fs::create_dir_all(out)?;
     let files = files.clamp(1, config.events.max(1));
-    let per_file = config.events.div_ceil(files);
     for f in 0..files {
-        let start = f * per_file;
-        let end = (start + per_file).min(config.events);
+        // Even shares: no file is empty while another holds two more events.
+        let start = config.events * f / files;
+        let end = config.events * (f + 1) / files;
         let generator_config = NexmarkConfig {
             events: end,
             ..config.clone()

@@ -854,6 +854,11 @@ fn a_checkpoint_the_job_stopped_writing_is_skipped_even_with_a_log_sink() {
     let last: Value = serde_json::from_str(manifest.lines().last().unwrap()).unwrap();
     assert_eq!(last["status"], "ok", "{last}");
     assert_eq!(last["checkpoints"]["restored_from_epoch"], 1, "{last}");
+    assert_eq!(
+        last["checkpoints"]["skipped_incomplete"],
+        serde_json::json!([2]),
+        "{last}"
+    );
     // Checkpoint 2 is complete now; bit rot in it is refused with a log sink.
     let state = chk2.join("state.bin");
     let mut bytes = std::fs::read(&state).unwrap();

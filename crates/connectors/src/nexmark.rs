@@ -249,6 +249,9 @@ impl Default for NexmarkConfig {
 #[error("invalid nexmark configuration: {0}")]
 pub struct NexmarkConfigError(pub String);
 
+/// The largest `*.avg-size` accepted: events this big already make batches of tens of MiB.
+pub const MAX_AVG_BYTE_SIZE: u32 = 1 << 20;
+
 impl NexmarkConfig {
     /// Checks that every rule of the generator is defined for this configuration.
     pub fn validate(&self) -> Result<(), NexmarkConfigError> {
@@ -286,6 +289,16 @@ impl NexmarkConfig {
         }
         if self.base_time_ms < 0 {
             return err("base_time_ms must not be negative");
+        }
+        // The `extra` strings are sized from these; a batch's text column holds at most 2 GiB.
+        let most = self
+            .avg_person_byte_size
+            .max(self.avg_auction_byte_size)
+            .max(self.avg_bid_byte_size);
+        if most > MAX_AVG_BYTE_SIZE {
+            return err(&format!(
+                "average event sizes (person.avg-size, auction.avg-size, bid.avg-size) must be at most {MAX_AVG_BYTE_SIZE} bytes (1 MiB); got {most}"
+            ));
         }
         Ok(())
     }
@@ -1895,8 +1908,6 @@ mod tests {
         assert!((0.48..0.52).contains(&hot), "{hot}");
         let with_id = f64::from(with_id) / (s.bids.len() as f64 * (1.0 - hot));
         assert!((0.85..0.95).contains(&with_id), "{with_id}");
-        // Java's Math.abs(Integer.reverse(1)) is Integer.MIN_VALUE.
-        assert_eq!(1i32.reverse_bits().wrapping_abs(), i32::MIN);
     }
 
     #[test]

@@ -426,6 +426,12 @@ mod tests {
         let e = err(&[
             ("connector", "nexmark"),
             ("events.num", "10"),
+            ("bid.avg-size", "100mb"),
+        ]);
+        assert!(e.contains("bid.avg-size") && e.contains("1 MiB"), "{e}");
+        let e = err(&[
+            ("connector", "nexmark"),
+            ("events.num", "10"),
             ("first-event.rate", "100"),
             ("next-event.rate", "200"),
         ]);

@@ -95,6 +95,9 @@ pub fn java_date_pattern(pattern: &str) -> std::result::Result<String, String> {
                     }
                     break;
                 }
+                if i + 1 == chars.len() {
+                    return Err("a quote ' is not closed".into());
+                }
                 if chars[i] == '%' {
                     out.push_str("%%");
                 } else {
@@ -135,14 +138,31 @@ pub fn java_date_pattern(pattern: &str) -> std::result::Result<String, String> {
             ('m', _) => "%M",
             ('s', 1) => "%-S",
             ('s', _) => "%S",
-            ('S', 1..=3) => "%3f",
-            ('S', _) => "%6f",
+            // Java prints exactly n fraction digits; chrono has 3, 6 and 9.
+            ('S', 3) => "%3f",
+            ('S', 6) => "%6f",
+            ('S', 9) => "%9f",
             ('a', _) => "%p",
             ('E', 1..=3) => "%a",
             ('E', _) => "%A",
+            ('D', 1) => "%-j",
             ('D', _) => "%j",
-            ('Z', _) => "%z",
-            _ => return Err(format!("pattern letter '{c}' is not supported")),
+            ('Z' | 'z' | 'X' | 'x' | 'O' | 'V', _) => {
+                return Err(format!(
+                    "pattern letter '{c}' needs a time zone, and a TIMESTAMP has none"
+                ))
+            }
+            ('S', _) => {
+                return Err(format!(
+                    "{n} fraction digits (S × {n}) are not supported: use SSS, SSSSSS or SSSSSSSSS"
+                ))
+            }
+            _ => {
+                return Err(format!(
+                    "pattern letter '{c}' is not supported (supported: y M d H h m s S a E D, \
+                     text in 'quotes')"
+                ))
+            }
         };
         out.push_str(spec);
         i += n;
@@ -180,7 +200,8 @@ impl ScalarUDFImpl for DateFormat {
         let patterns = utf8(&columns[1])?;
         let patterns = patterns.as_string::<i32>();
         let mut out = StringBuilder::with_capacity(ts.len(), ts.len() * 16);
-        let mut cached: Option<(String, String)> = None;
+        // The pattern, translated and parsed once (patterns are nearly always one literal).
+        let mut cached: Option<(String, Vec<chrono::format::Item<'static>>)> = None;
         for row in 0..ts.len() {
             if ts.is_null(row) || patterns.is_null(row) {
                 out.append_null();
@@ -188,15 +209,27 @@ impl ScalarUDFImpl for DateFormat {
             }
             let pattern = patterns.value(row);
             if cached.as_ref().is_none_or(|(p, _)| p != pattern) {
-                let format = match java_date_pattern(pattern) {
-                    Ok(f) => f,
+                let items = java_date_pattern(pattern).and_then(|f| {
+                    chrono::format::StrftimeItems::new(&f)
+                        .parse_to_owned()
+                        .map_err(|e| e.to_string())
+                });
+                match items {
+                    Ok(items) => cached = Some((pattern.to_string(), items)),
                     Err(e) => return exec_err!("DATE_FORMAT pattern '{pattern}': {e}"),
-                };
-                cached = Some((pattern.to_string(), format));
+                }
             }
-            let format = &cached.as_ref().map(|c| c.1.as_str()).unwrap_or_default();
+            let items: &[chrono::format::Item<'static>] =
+                cached.as_ref().map(|c| c.1.as_slice()).unwrap_or_default();
             match chrono::DateTime::from_timestamp_millis(ts.value(row)) {
-                Some(t) => out.append_value(t.naive_utc().format(format).to_string()),
+                Some(t) => {
+                    use std::fmt::Write;
+                    let shown = t.naive_utc().format_with_items(items.iter());
+                    if write!(out, "{shown}").is_err() {
+                        return exec_err!("DATE_FORMAT pattern '{pattern}' cannot format {t}");
+                    }
+                    out.append_value("");
+                }
                 None => out.append_null(),
             }
         }
@@ -416,22 +449,18 @@ impl ScalarUDFImpl for CountChar {
         let chars = chars.as_string::<i32>();
         let mut out = Int64Builder::with_capacity(text.len());
         for row in 0..text.len() {
-            let c = (!chars.is_null(row))
-                .then(|| chars.value(row).chars().next())
-                .flatten();
-            match (text.is_null(row), c) {
-                (false, Some(c)) => {
-                    let s = text.value(row);
-                    let n = if c.is_ascii() {
-                        bytecount(s.as_bytes(), c as u8)
-                    } else {
-                        s.chars().filter(|&x| x == c).count()
-                    };
-                    out.append_value(n as i64);
-                }
-                (false, None) => out.append_value(0),
-                (true, _) => out.append_null(),
+            // NULL in, NULL out; an empty character matches nothing.
+            if text.is_null(row) || chars.is_null(row) {
+                out.append_null();
+                continue;
             }
+            let s = text.value(row);
+            let n = match chars.value(row).chars().next() {
+                Some(c) if c.is_ascii() => s.bytes().filter(|&b| b == c as u8).count(),
+                Some(c) => s.chars().filter(|&x| x == c).count(),
+                None => 0,
+            };
+            out.append_value(n as i64);
         }
         Ok(ColumnarValue::Array(Arc::new(out.finish())))
     }
@@ -501,10 +530,6 @@ impl ScalarUDFImpl for TimeField {
     }
 }
 
-fn bytecount(bytes: &[u8], b: u8) -> usize {
-    bytes.iter().filter(|&&x| x == b).count()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -538,6 +563,15 @@ mod tests {
         );
         assert_eq!(java_date_pattern("'it''s' 100%").unwrap(), "it's 100%%");
         assert!(java_date_pattern("yyyy-ww").unwrap_err().contains("'w'"));
+        // Exactly the digits Java prints, or an error instead of other digits.
+        assert_eq!(java_date_pattern("ss.SSSSSS").unwrap(), "%S.%6f");
+        assert!(java_date_pattern("ss.SS").unwrap_err().contains("SSS"));
+        assert_eq!(java_date_pattern("D").unwrap(), "%-j");
+        // A zone letter is an error, not a panic while formatting a zoneless TIMESTAMP.
+        assert!(java_date_pattern("HH Z").unwrap_err().contains("time zone"));
+        assert!(java_date_pattern("HH 'h")
+            .unwrap_err()
+            .contains("not closed"));
     }
 
     #[tokio::test]
@@ -592,5 +626,17 @@ mod tests {
             ["17"]
         );
         assert_eq!(eval("SELECT count_char('banana', '')").await, ["0"]);
+        assert_eq!(
+            eval("SELECT count_char('banana', CAST(NULL AS VARCHAR))").await,
+            ["NULL"]
+        );
+        assert_eq!(
+            eval(&format!(
+                "SELECT date_format({ts}, 'yyyy-MM-dd HH:mm:ss.SSS')"
+            ))
+            .await
+            .len(),
+            1
+        );
     }
 }

@@ -611,6 +611,7 @@ impl OpenedPipeline {
                 "trigger": settings.trigger.to_string(),
                 "restored_from_epoch": job.restored_from,
                 "skipped_corrupt": job.skipped_corrupt.iter().map(|(e, why)| json!({"epoch": e, "why": why})).collect::<Vec<_>>(),
+                "skipped_incomplete": job.skipped_incomplete,
                 "restore_ms": job.restore_ms,
                 "epochs": job.epochs,
                 "first_epoch": job.first_epoch,
@@ -781,9 +782,7 @@ impl OpenedPipeline {
                     if self.mode == Mode::Stream {
                         emit.touch();
                         if emit.due(false) {
-                            for chain in chains
-                                .iter_mut()
-                                .filter(|c| &c.source == name && c.updates())
+                            for chain in chains.iter_mut().filter(|c| c.reads(name) && c.updates())
                             {
                                 chain.push(Message::EmitUpdates, &mut sinks, bin)?;
                             }
@@ -1203,7 +1202,10 @@ impl SinkSlot {
 
     /// Takes retracted rows: they become deletes at the end of the emission unless rewritten.
     fn retract(&mut self, batch: &RecordBatch) -> Result<()> {
-        if !self.change_type && !self.discard_deletes {
+        if self.discard_deletes {
+            return Ok(());
+        }
+        if !self.change_type {
             return Err(Error::Internal(format!(
                 "sink {} got a retraction but cannot write deletes",
                 self.name
@@ -1218,15 +1220,18 @@ impl SinkSlot {
     /// Ends an emission: writes the retracted rows no new row replaced as deletes.
     fn flush_deletes(&mut self) -> Result<()> {
         for batch in std::mem::take(&mut self.pending) {
-            if !self.discard_deletes {
-                self.write_rows(&batch, "delete")?;
-            }
+            self.write_rows(&batch, "delete")?;
         }
         Ok(())
     }
 
-    /// Drops the pending deletes whose key `batch` writes again.
+    /// Drops the pending deletes whose key `batch` writes again (without a key, a global
+    /// aggregate's one row: all of them).
     fn cancel_deletes(&mut self, batch: &RecordBatch) -> Result<()> {
+        if self.key.is_empty() {
+            self.pending.clear();
+            return Ok(());
+        }
         use arrow::row::{RowConverter, SortField};
         let fields = self
             .key
@@ -1257,6 +1262,10 @@ impl SinkSlot {
                 .iter()
                 .map(|r| Some(!written.contains(r.data())))
                 .collect();
+            if keep.true_count() == keep.len() {
+                kept.push(pending.clone());
+                continue;
+            }
             let rest = arrow::compute::filter_record_batch(pending, &keep)?;
             if rest.num_rows() > 0 {
                 kept.push(rest);

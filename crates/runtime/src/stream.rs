@@ -395,6 +395,8 @@ pub(crate) struct JobReport {
     pub last_epoch: Option<u64>,
     pub restored_from: Option<u64>,
     pub skipped_corrupt: Vec<(u64, String)>,
+    /// Checkpoints the job had stopped writing (never published), passed over.
+    pub skipped_incomplete: Vec<u64>,
     pub checkpoint_ms_max: u64,
     pub restore_ms: u64,
 }
@@ -453,6 +455,7 @@ impl OpenedPipeline {
             }
             report.skipped_corrupt = found.corrupt.clone();
         }
+        report.skipped_incomplete = found.incomplete.clone();
         let checkpoint = found.checkpoint;
         if let Some(c) = &checkpoint {
             if c.meta.fingerprint != fp {

@@ -549,11 +549,12 @@ async fn stream_mode_refuses_joins_it_cannot_bound_or_keep_exact() {
          ON o.order_id = p.order_id AND p.paid_at >= o.ordered_at;\n"
     );
     refused_in_stream_mode(&one_sided, "on one side only", "out").await;
-    // The bounds must be on the columns the watermarks are declared on.
+    // A LEFT JOIN's bounds must be on the columns the watermarks are declared on (an inner
+    // join bounded on other columns is a regular join, as in Flink).
     let computed = format!(
         "{ORDERS}{PAYMENTS}{OUT}CREATE VIEW shifted AS SELECT order_id, paid_at + INTERVAL '1' HOUR AS due FROM payments;\n\
          INSERT INTO out\n\
-         SELECT o.order_id, p.due FROM orders o JOIN shifted p\n\
+         SELECT o.order_id, p.due FROM orders o LEFT JOIN shifted p\n\
          ON o.order_id = p.order_id AND p.due BETWEEN o.ordered_at AND o.ordered_at + INTERVAL '1' HOUR;\n"
     );
     refused_in_stream_mode(&computed, "an interval join on `p.due`", "out").await;
@@ -1039,4 +1040,79 @@ async fn stream_mode_over_aggregates_run_in_event_time_up_to_the_current_row() {
     );
     let err = fails(&months, Mode::Stream).await;
     assert_mentions(&err, &["PRECEDING", "expected an interval of days, hours"]);
+}
+
+/// Plans the review found wrong or refused for nothing: stacked rank filters keep the
+/// narrowest limit; a WHERE over an inner JOIN ... ON bounds it like `FROM a, b WHERE`; two
+/// selected columns of the same name from two tables both plan; a join of per-row SESSION
+/// windows (not yet merged into sessions) is refused instead of joining wrong bounds.
+#[tokio::test]
+async fn stream_plans_keep_the_narrowest_rank_bound_joins_and_duplicate_names() {
+    let explain = |pipeline: &str| {
+        let dir = project(pipeline);
+        async move {
+            let options = RunOptions {
+                mode: Some(Mode::Stream),
+                ..Default::default()
+            };
+            OpenedPipeline::open(&dir.path().join("pipeline.sql"), options)
+                .await
+                .unwrap()
+                .explain()
+        }
+    };
+    let stacked = format!(
+        "{ORDERS}{OUT}INSERT INTO out\n\
+         SELECT * FROM (\n\
+           SELECT * FROM (\n\
+             SELECT store_id, amount, ROW_NUMBER() OVER (PARTITION BY store_id ORDER BY amount DESC) AS rn\n\
+             FROM orders) WHERE rn <= 10)\n\
+         WHERE rn <= 3;\n"
+    );
+    let plan = explain(&stacked).await;
+    assert!(plan.contains("top-3 partition by"), "{plan}");
+    const PAYMENTS: &str = "CREATE TABLE payments (
+  order_id BIGINT,
+  paid_at  TIMESTAMP(3),
+  WATERMARK FOR paid_at AS paid_at - INTERVAL '1' MINUTE
+) WITH ('connector' = 'files', 'path' = 'input/orders.csv', 'format' = 'csv');
+";
+    let where_bound = format!(
+        "{ORDERS}{PAYMENTS}{OUT}INSERT INTO out\n\
+         SELECT o.order_id, p.paid_at FROM orders o JOIN payments p ON o.order_id = p.order_id\n\
+         WHERE p.paid_at BETWEEN o.ordered_at AND o.ordered_at + INTERVAL '1' HOUR;\n"
+    );
+    let plan = explain(&where_bound).await;
+    assert!(plan.contains("(interval join)"), "{plan}");
+    let same_names = format!(
+        "{ORDERS}{STORES}{OUT}INSERT INTO out\n\
+         SELECT o.store_id, s.store_id, s.city FROM orders o JOIN stores s ON o.store_id = s.store_id;\n"
+    );
+    let dir = project(&same_names);
+    let report = run_pipeline(
+        &dir.path().join("pipeline.sql"),
+        RunOptions {
+            mode: Some(Mode::Batch),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.rows_written.get("out"), Some(&3));
+    let sessions = format!(
+        "{ORDERS}{PAYMENTS}{OUT}INSERT INTO out\n\
+         SELECT p.order_id, s.window_start FROM payments p\n\
+         JOIN TABLE(SESSION(TABLE orders PARTITION BY store_id, DESCRIPTOR(ordered_at), INTERVAL '5' MINUTE)) s\n\
+         ON p.order_id = s.order_id;\n"
+    );
+    // DataFusion has no SESSION windows either: refused in both modes.
+    for mode in [Mode::Stream, Mode::Batch] {
+        assert_mentions(
+            &fails(&sessions, mode).await,
+            &[
+                "a JOIN whose right input is a SESSION window relation",
+                "aggregate the sessions first",
+            ],
+        );
+    }
 }

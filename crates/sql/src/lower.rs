@@ -190,14 +190,7 @@ pub fn lower_insert(
         rank_limit: std::cell::Cell::new(None),
     };
     let chain = l.lower(&insert.plan).and_then(|chain| {
-        let session = chain
-            .nodes
-            .iter()
-            .any(|n| matches!(n, Node::WindowAssign(w) if matches!(w.kind, WindowKind::Session { .. })));
-        let grouped = chain.nodes.iter().any(|n| {
-            matches!(n, Node::WindowAggregate(a) if a.window.is_some_and(|w| matches!(w.kind, WindowKind::Session { .. })))
-        });
-        if session && !grouped {
+        if open_session(&chain.nodes) {
             return Err(l.unsupported(
                 "a SESSION window without GROUP BY window_start, window_end",
                 "a session's bounds are known only once it closes: aggregate over it with GROUP BY window_start, window_end (and its PARTITION BY columns)",
@@ -242,6 +235,19 @@ pub fn lower_insert(
         output: chain.output,
         key: chain.key.iter().map(|part| part[0]).collect(),
         right: chain.right,
+    })
+}
+
+/// Whether `nodes` assign SESSION windows that no session aggregate merges after them: each row
+/// still has its own window `[t, t + gap)`, not its session's bounds.
+fn open_session(nodes: &[Node]) -> bool {
+    let assigned = nodes.iter().position(
+        |n| matches!(n, Node::WindowAssign(w) if matches!(w.kind, WindowKind::Session { .. })),
+    );
+    assigned.is_some_and(|at| {
+        !nodes[at..].iter().any(|n| {
+            matches!(n, Node::WindowAggregate(a) if a.window.is_some_and(|w| matches!(w.kind, WindowKind::Session { .. })))
+        })
     })
 }
 
@@ -371,9 +377,10 @@ impl Lowering<'_> {
                 Ok(chain)
             }
             LogicalPlan::Filter(f) => {
-                // `FROM a, b WHERE ...`: the WHERE is the join condition.
+                // `FROM a, b WHERE ...`, or a WHERE over an inner join: for an inner join the
+                // WHERE is part of the join condition (so time bounds in it bound the join).
                 if let LogicalPlan::Join(j) = f.input.as_ref() {
-                    if j.on.is_empty() && j.filter.is_none() {
+                    if j.join_type == datafusion::logical_expr::JoinType::Inner {
                         return self.lower_join(j, Some(&f.predicate));
                     }
                 }
@@ -390,8 +397,16 @@ impl Lowering<'_> {
                     // Every row a deduplication emits is number 1.
                     return Ok(chain);
                 }
-                if limit.is_some() && matches!(below, Some(Node::TopN(_))) {
-                    // The Top-N keeps exactly the ranks the filter asks for.
+                if let (Some(limit), Some(Node::TopN(_))) = (limit, below) {
+                    // The Top-N keeps exactly the ranks the filters ask for: the narrowest.
+                    if let Some(Node::TopN(top)) = chain
+                        .nodes
+                        .iter_mut()
+                        .rev()
+                        .find(|n| !matches!(n, Node::Project { .. }))
+                    {
+                        top.limit = top.limit.min(limit);
+                    }
                     return Ok(chain);
                 }
                 if chain.output == OutputMode::Update {
@@ -1069,6 +1084,12 @@ impl Lowering<'_> {
         let left = self.lower(&j.left)?;
         let right = self.lower(&j.right)?;
         for (side, chain) in [("left", &left), ("right", &right)] {
+            if open_session(&chain.nodes) {
+                return Err(self.unsupported(
+                    &format!("a JOIN whose {side} input is a SESSION window relation"),
+                    "a session's bounds are known only once it closes: aggregate the sessions first (GROUP BY window_start, window_end and the PARTITION BY columns), then join the results",
+                ));
+            }
             if chain.right.is_some() {
                 return Err(self.unsupported(
                     "a join of more than two inputs",
@@ -1171,6 +1192,20 @@ impl Lowering<'_> {
             }
             rest = residual;
             match (columns, bounds) {
+                (Some((l, r)), (Some(lower), Some(upper)))
+                    if self.mode == Mode::Stream
+                        && kind == JoinKind::Inner
+                        && [(&j.left, &l, &left), (&j.right, &r, &right)]
+                            .into_iter()
+                            .any(|(plan, e, chain)| {
+                                self.check_event_time(plan, e, chain, "").is_err()
+                            }) =>
+                {
+                    // Bounds on columns that are not the inputs' event times (q7: a window's
+                    // end from an aggregate) cannot expire state: a regular inner join whose
+                    // rows they filter, as Flink plans it.
+                    rest.extend(used);
+                }
                 (Some((l, r)), (Some(lower), Some(upper))) => {
                     if self.mode == Mode::Stream {
                         for (plan, e, chain) in [(&j.left, &l, &left), (&j.right, &r, &right)] {

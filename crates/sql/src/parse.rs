@@ -648,7 +648,26 @@ fn name_field_accesses(query: &mut Query) {
     fn set_expr(body: &mut SetExpr) {
         match body {
             SetExpr::Select(select) => {
-                for item in &mut select.projection {
+                // Only names that stay unique: `SELECT A.id, B.id` keeps DataFusion's
+                // qualified names instead of two columns called `id`.
+                let name = |item: &SelectItem| match item {
+                    SelectItem::UnnamedExpr(Expr::CompoundIdentifier(parts)) => {
+                        parts.last().map(|p| p.value.to_ascii_lowercase())
+                    }
+                    SelectItem::UnnamedExpr(Expr::Identifier(i)) => {
+                        Some(i.value.to_ascii_lowercase())
+                    }
+                    SelectItem::ExprWithAlias { alias, .. } => {
+                        Some(alias.value.to_ascii_lowercase())
+                    }
+                    _ => None,
+                };
+                let names: Vec<Option<String>> = select.projection.iter().map(name).collect();
+                for (item, own) in select.projection.iter_mut().zip(&names) {
+                    let unique = own.is_some() && names.iter().filter(|n| *n == own).count() == 1;
+                    if !unique {
+                        continue;
+                    }
                     if let SelectItem::UnnamedExpr(Expr::CompoundIdentifier(parts)) = item {
                         if let Some(last) = parts.last().cloned() {
                             *item = SelectItem::ExprWithAlias {

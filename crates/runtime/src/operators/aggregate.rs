@@ -49,7 +49,7 @@ use arrow::buffer::BooleanBuffer;
 use arrow::compute::{cast, filter_record_batch};
 use arrow::datatypes::{DataType, Decimal128Type, Float64Type, Int64Type, SchemaRef};
 use arrow::row::{OwnedRow, RowConverter, SortField};
-use flowline_core::plan::{AggregateFunction, AggregateSpec, OutputMode};
+use flowline_core::plan::{AggregateCall, AggregateFunction, AggregateSpec, OutputMode};
 use flowline_core::{Error, Message, Operator, Output, Reject, RejectReason, Result, Watermark};
 use hashbrown::hash_table::{Entry, HashTable};
 use hashbrown::HashSet;
@@ -146,14 +146,9 @@ impl WindowAggregate {
             .map(|&i| Ok(spec.group_exprs[i].data_type(&spec.input_schema)?))
             .collect::<Result<Vec<_>>>()?;
         let converter = RowConverter::new(key_types.iter().cloned().map(SortField::new).collect())?;
-        let n_groups = spec.group_exprs.len();
-        let accumulators = spec
-            .calls
-            .iter()
-            .enumerate()
-            .map(|(i, call)| {
-                let input = call.arg.data_type(&spec.input_schema)?;
-                let output = spec.schema.field(n_groups + i).data_type().clone();
+        let accumulators = call_types(&spec)?
+            .into_iter()
+            .map(|(call, input, output)| {
                 Accumulator::new(call.function, call.distinct, &input, output)
             })
             .collect::<Result<Vec<_>>>()?;
@@ -1362,9 +1357,11 @@ impl Accumulator {
                     )
                     .with_precision_and_scale(38, *s)?,
                 ),
-                _ => Arc::new(Int64Array::from_iter(
-                    ids.iter().map(|&g| has(g).then(|| acc[g as usize] as i64)),
-                )),
+                _ => Arc::new(
+                    ids.iter()
+                        .map(|&g| has(g).then(|| sum_to_i64(acc[g as usize])).transpose())
+                        .collect::<Result<Int64Array>>()?,
+                ),
             },
             (Values::I128(acc), _avg) => match (&self.input, &self.output) {
                 (DataType::Decimal128(_, s), DataType::Decimal128(p, out_s)) => {
@@ -1459,6 +1456,32 @@ impl Accumulator {
         };
         n * (8 + per_group) + self.heap_bytes
     }
+}
+
+/// Each aggregate call of `spec` with its input type and its output column's type.
+pub(crate) fn call_types(
+    spec: &AggregateSpec,
+) -> Result<Vec<(&AggregateCall, DataType, DataType)>> {
+    let n_groups = spec.group_exprs.len();
+    spec.calls
+        .iter()
+        .enumerate()
+        .map(|(i, call)| {
+            let input = call.arg.data_type(&spec.input_schema)?;
+            let output = spec.schema.field(n_groups + i).data_type().clone();
+            Ok((call, input, output))
+        })
+        .collect()
+}
+
+/// A SUM of integers as BIGINT, or an error that says what to do (it is exact in i128 until
+/// here: wrapping would silently give a wrong total).
+pub(crate) fn sum_to_i64(sum: i128) -> Result<i64> {
+    i64::try_from(sum).map_err(|_| {
+        Error::Execution(format!(
+            "SUM overflows BIGINT (the exact total is {sum}): CAST its argument to DECIMAL(38, 0) or DOUBLE"
+        ))
+    })
 }
 
 /// The type SUM, AVG, MIN and MAX fold a numeric input as: integers (and booleans) as Int64,

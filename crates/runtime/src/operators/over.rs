@@ -82,7 +82,9 @@ impl Acc {
                     v.clone()
                 } else {
                     self.value.add_checked(v).map_err(|e| {
-                        Error::Plan(format!("OVER aggregate: {function:?} overflows: {e}"))
+                        Error::Execution(format!(
+                            "{function:?} OVER (...) overflows its type ({e}): CAST its argument to DECIMAL(38, s) or DOUBLE"
+                        ))
                     })?
                 }
             }
