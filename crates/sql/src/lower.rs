@@ -1192,7 +1192,7 @@ impl Lowering<'_> {
             }
             rest = residual;
             match (columns, bounds) {
-                (Some((l, r)), (Some(lower), Some(upper)))
+                (Some((l, r)), (Some(_), Some(_)))
                     if self.mode == Mode::Stream
                         && kind == JoinKind::Inner
                         && [(&j.left, &l, &left), (&j.right, &r, &right)]
