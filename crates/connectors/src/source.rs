@@ -29,6 +29,7 @@ const SOURCE_OPTIONS: &[&str] = &[
     "csv.quote-character",
     "csv.null-literal",
     "timestamp-format",
+    "lookup.join.cache.ttl",
 ];
 
 /// One input file of a source.

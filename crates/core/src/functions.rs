@@ -12,6 +12,8 @@
 //! * `HOUR(ts)`, `MINUTE(ts)`, `SECOND(ts)`: that field of a timestamp, as a BIGINT.
 //! * `COUNT_CHAR(s, c)`: how many characters of `s` equal the first character of `c` (Nexmark
 //!   q14's function).
+//! * `PROCTIME()`: the wall-clock time the row is processed, `TIMESTAMP_LTZ(3)`; a column it
+//!   makes is a processing-time attribute (`FOR SYSTEM_TIME AS OF` it is a lookup join).
 //!
 //! Invariants: NULL in, NULL out, per row; a pattern or regex that does not parse is a planning
 //! error when it is a literal and an execution error otherwise, naming the function.
@@ -34,6 +36,7 @@ pub fn register_flink_functions(ctx: &SessionContext) {
     ctx.register_udf(ScalarUDF::from(RegexpExtract::new()));
     ctx.register_udf(ScalarUDF::from(SplitIndex::new()));
     ctx.register_udf(ScalarUDF::from(CountChar::new()));
+    ctx.register_udf(ScalarUDF::from(ProcTime::new()));
     for part in [TimePart::Hour, TimePart::Minute, TimePart::Second] {
         ctx.register_udf(ScalarUDF::from(TimeField::new(part)));
     }
@@ -463,6 +466,47 @@ impl ScalarUDFImpl for CountChar {
             out.append_value(n as i64);
         }
         Ok(ColumnarValue::Array(Arc::new(out.finish())))
+    }
+}
+
+// ------------------------------------------------------------------------- PROCTIME
+
+/// The name DataFusion knows `PROCTIME()` by.
+pub const PROCTIME: &str = "proctime";
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct ProcTime {
+    signature: Signature,
+}
+
+impl ProcTime {
+    fn new() -> Self {
+        ProcTime {
+            // Volatile: evaluated per batch, never folded into a constant at planning.
+            signature: Signature::nullary(Volatility::Volatile),
+        }
+    }
+}
+
+impl ScalarUDFImpl for ProcTime {
+    fn name(&self) -> &str {
+        PROCTIME
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Timestamp(
+            TimeUnit::Millisecond,
+            Some("UTC".into()),
+        ))
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let now = chrono::Utc::now().timestamp_millis();
+        Ok(ColumnarValue::Array(Arc::new(
+            arrow::array::TimestampMillisecondArray::from_value(now, args.number_rows)
+                .with_timezone("UTC"),
+        )))
     }
 }
 

@@ -311,8 +311,10 @@ pub struct JoinSpec {
     /// Equal-key pairs (left expression, right expression); NULL keys never match.
     pub left_keys: Vec<Arc<dyn PhysicalExpr>>,
     pub right_keys: Vec<Arc<dyn PhysicalExpr>>,
-    /// `None`: a regular join, whose state grows with its input.
+    /// `None`: a regular join, whose state grows with its input (or a temporal join).
     pub time: Option<JoinTime>,
+    /// `JOIN t FOR SYSTEM_TIME AS OF ...`: a temporal join (then `time` is `None`).
+    pub as_of: Option<AsOf>,
     /// Regular joins: a kept row is dropped once the watermark advanced this many ms past the
     /// watermark it arrived under (`SET 'table.exec.state.ttl'`); `None`: kept forever.
     pub state_ttl: Option<i64>,
@@ -322,6 +324,24 @@ pub struct JoinSpec {
     pub right_schema: SchemaRef,
     /// The left columns, then the right columns.
     pub schema: SchemaRef,
+}
+
+/// The version of the right table a temporal join (`JOIN t FOR SYSTEM_TIME AS OF x`) joins.
+#[derive(Debug, Clone)]
+pub enum AsOf {
+    /// `x` is a processing-time attribute (`PROCTIME()`): a *lookup join*. The right input is a
+    /// bounded dimension table, loaded whole before the left rows and reloaded when it
+    /// changes; each left row joins the table as it is when the row arrives. Left rows are not
+    /// kept, and watermarks pass through.
+    ProcessingTime,
+    /// `x` is the left input's event time: each left row joins the version of its key that was
+    /// valid at its time (the right row with the latest time at or before it), once the
+    /// watermark of both inputs passed it. The right input is a *versioned table*: a table
+    /// with a PRIMARY KEY and a WATERMARK, each row a new version of its key.
+    EventTime {
+        left: Arc<dyn PhysicalExpr>,
+        right: Arc<dyn PhysicalExpr>,
+    },
 }
 
 /// A Top-N over a whole input (see [`Node::TopN`]).

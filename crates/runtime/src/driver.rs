@@ -13,13 +13,13 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::datasource::empty::EmptyTable;
 use flowline_connectors::sink::{SinkContext, SinkMode};
 use flowline_connectors::{
-    open_sink, validate_sink_options, BoundedSource, FileSource, LogSource, NexmarkSource, Sink,
-    SinkCommit,
+    open_sink, validate_sink_options, BoundedSource, Decoded, FileSource, LogSource, NexmarkSource,
+    Sink, SinkCommit,
 };
-use flowline_core::plan::{InsertPlan, JoinKind, Node, OutputMode, OverFrame, WindowKind};
+use flowline_core::plan::{AsOf, InsertPlan, JoinKind, Node, OutputMode, OverFrame, WindowKind};
 use flowline_core::{Error, Message, Operator, Output, Result, TableDef, Watermark};
 use flowline_sql::lower::PlanningBinder;
-use flowline_sql::{bind, lower_insert, uses_session_window, BoundInsert, Mode, PipelineDef};
+use flowline_sql::{bind, lower_insert, needs_dataflow, BoundInsert, Mode, PipelineDef};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -280,13 +280,6 @@ impl OpenedPipeline {
             };
             sources.insert(table.name.clone(), source);
         }
-        if let (Some(file), Some(log)) = (sources.keys().next(), log_sources.keys().next()) {
-            return Err(Error::Unsupported {
-                construct: format!("reading the bounded table `{file}` (files or a generator) and the log table `{log}` in one pipeline"),
-                mode: mode.to_string(),
-                hint: "a pipeline reads either files or logs for now; load the files into a topic with `flowline log produce`".into(),
-            });
-        }
         let trigger = match options.trigger {
             Some(t) => Some(t),
             None => match def.settings.get("execution.trigger") {
@@ -465,7 +458,7 @@ impl OpenedPipeline {
                     construct, hint, ..
                 }) if mode == Mode::Batch
                     && log_sources.is_empty()
-                    && !uses_session_window(&def, &insert.plan) =>
+                    && !needs_dataflow(&def, &insert.plan) =>
                 {
                     // Optimize and plan it physically now, so DataFusion's own plan errors
                     // also come before any data moves.
@@ -490,6 +483,41 @@ impl OpenedPipeline {
             return Err(Error::Plan(
                 "the pipeline has no INSERT INTO statement: nothing to run".into(),
             ));
+        }
+        // Over logs, a files table can only be a lookup join's dimension (loaded whole,
+        // reloaded when it changes); as a stream of its own it would end, or never start.
+        if let Some(log) = log_sources.keys().next() {
+            for file in sources.keys() {
+                let streamed = planned.iter().any(|p| match p {
+                    Planned::Dataflow(plan) => {
+                        plan.source == *file
+                            || plan.right.as_ref().is_some_and(|r| {
+                                r.source == *file
+                                    && lookup_dimension(&plan.nodes, Some(&r.source)).is_none()
+                            })
+                    }
+                    Planned::DataFusion { .. } => false,
+                });
+                if streamed {
+                    return Err(Error::Unsupported {
+                        construct: format!("reading the bounded table `{file}` (files or a generator) as a stream beside the log table `{log}`"),
+                        mode: mode.to_string(),
+                        hint: "over logs, a files table can be the dimension of a lookup join (`JOIN t FOR SYSTEM_TIME AS OF x.proc_time`, x.proc_time AS PROCTIME()); to stream its rows, load the files into a topic with `flowline log produce`".into(),
+                    });
+                }
+            }
+        }
+        for p in &planned {
+            if let Planned::Dataflow(plan) = p {
+                if let Some(dim) =
+                    lookup_dimension(&plan.nodes, plan.right.as_ref().map(|r| r.source.as_str()))
+                {
+                    let table = def
+                        .table(dim)
+                        .ok_or_else(|| Error::Internal("dimension vanished".into()))?;
+                    dimension_check_interval(table).map_err(|e| at_line(e, table.line))?;
+                }
+            }
         }
         let hash = hex::encode(Sha256::digest(text.as_bytes()));
         Ok(OpenedPipeline {
@@ -703,7 +731,14 @@ impl OpenedPipeline {
                 .unwrap_or(2),
             Mode::Stream => 1,
         };
-        for (name, source) in &self.sources {
+        // Lookup joins' dimension tables first: they are loaded before the rows that join them.
+        let mut order: Vec<(&String, &Arc<dyn BoundedSource>)> = self.sources.iter().collect();
+        order.sort_by_key(|(name, _)| {
+            !chains
+                .iter()
+                .any(|c| c.lookup_source() == Some(name.as_str()))
+        });
+        for (name, source) in order {
             let feeds_chain = chains.iter().any(|c| c.reads(name));
             let buffer = datafusion_sources.contains(name);
             if !feeds_chain && !buffer {
@@ -1385,6 +1420,11 @@ impl Chain {
         })
     }
 
+    /// The dimension table this chain's lookup join reads, if it has one.
+    pub(crate) fn lookup_source(&self) -> Option<&str> {
+        lookup_dimension(&self.nodes, self.right_source.as_deref())
+    }
+
     /// Whether the chain emits in update mode (and so needs [`Message::EmitUpdates`] ticks).
     pub(crate) fn updates(&self) -> bool {
         self.nodes.iter().any(|n| match n {
@@ -1493,6 +1533,140 @@ fn push(
             }
             Ok(())
         }
+    }
+}
+
+/// A lookup join's dimension table in a job over logs: loaded at the start, and again whenever
+/// its files change (checked every `interval`).
+pub(crate) struct DimensionWatch {
+    name: String,
+    interval: Duration,
+    checked: Instant,
+    /// The files of the last load (paths, sizes, modification times).
+    files: serde_json::Value,
+}
+
+impl OpenedPipeline {
+    /// One watch per dimension table the chains' lookup joins read.
+    pub(crate) fn dimension_watches(&self, chains: &[Chain]) -> Result<Vec<DimensionWatch>> {
+        let names: BTreeSet<&str> = chains.iter().filter_map(Chain::lookup_source).collect();
+        names
+            .into_iter()
+            .map(|name| {
+                let table = self
+                    .def
+                    .table(name)
+                    .ok_or_else(|| Error::Internal(format!("no dimension table {name}")))?;
+                Ok(DimensionWatch {
+                    name: name.to_string(),
+                    interval: dimension_check_interval(table)?,
+                    checked: Instant::now(),
+                    files: serde_json::Value::Null,
+                })
+            })
+            .collect()
+    }
+
+    /// Loads `watch`'s table into the lookup joins that read it if it was never loaded, or if
+    /// `watch.interval` passed since the last check and its files changed. A load is read whole
+    /// before the joins see it, so a reload that fails (a file removed while being read)
+    /// leaves the previous table in place and is retried at the next check; the first load
+    /// failing is an error. Returns whether a load happened.
+    pub(crate) fn refresh_dimension(
+        &self,
+        watch: &mut DimensionWatch,
+        chains: &mut [Chain],
+        sinks: &mut BTreeMap<String, SinkSlot>,
+        bin: &mut RejectBin,
+        state: &mut RunState,
+    ) -> Result<bool> {
+        let first = watch.files.is_null();
+        if !first && watch.checked.elapsed() < watch.interval {
+            return Ok(false);
+        }
+        watch.checked = Instant::now();
+        let table = self
+            .def
+            .table(&watch.name)
+            .ok_or_else(|| Error::Internal(format!("no dimension table {}", watch.name)))?;
+        let read = || -> Result<(serde_json::Value, Vec<Decoded>)> {
+            let source = FileSource::open(table, &self.base_dir)?;
+            let files = BoundedSource::describe(&source);
+            if files == watch.files {
+                return Ok((files, vec![]));
+            }
+            let mut reader = SourceReader::start(Arc::new(source), self.batch_size, 1, None);
+            let mut parts = vec![];
+            while let Some((_, decoded)) = reader.next_batch()? {
+                parts.push(decoded);
+            }
+            Ok((files, parts))
+        };
+        let (files, parts) = match read() {
+            Ok((files, _)) if files == watch.files => return Ok(false),
+            Ok(loaded) => loaded,
+            Err(e) if first => return Err(e),
+            Err(e) => {
+                eprintln!(
+                    "warning: reloading lookup table `{}` failed, keeping the previous load: {e}",
+                    watch.name
+                );
+                return Ok(false);
+            }
+        };
+        let name = watch.name.as_str();
+        let mut rows = 0;
+        for decoded in parts {
+            bin.write(&decoded.rejects)?;
+            if decoded.batch.num_rows() == 0 {
+                continue;
+            }
+            rows += decoded.batch.num_rows() as u64;
+            for chain in chains
+                .iter_mut()
+                .filter(|c| c.lookup_source() == Some(name))
+            {
+                chain.push_from(name, Message::Data(decoded.batch.clone()), sinks, bin)?;
+            }
+        }
+        for chain in chains
+            .iter_mut()
+            .filter(|c| c.lookup_source() == Some(name))
+        {
+            chain.push_from(name, Message::EndOfInput, sinks, bin)?;
+        }
+        *state.rows_read.entry(watch.name.clone()).or_default() += rows;
+        state.read_sources.insert(watch.name.clone());
+        watch.files = files;
+        Ok(true)
+    }
+}
+
+/// The dimension table a lookup join among `nodes` reads: its right input `right`.
+pub(crate) fn lookup_dimension<'a>(nodes: &[Node], right: Option<&'a str>) -> Option<&'a str> {
+    nodes
+        .iter()
+        .any(|n| matches!(n, Node::Join(j) if matches!(j.as_of, Some(AsOf::ProcessingTime))))
+        .then_some(right)?
+}
+
+/// How often a lookup join's dimension table is checked for changed files
+/// (`'lookup.join.cache.ttl'`, Flink's option; default 10 s).
+pub(crate) fn dimension_check_interval(table: &TableDef) -> Result<Duration> {
+    match table.option("lookup.join.cache.ttl") {
+        None => Ok(Duration::from_secs(10)),
+        Some(t) => flowline_log::parse_duration_ms(t)
+            .ok()
+            .filter(|&ms| ms > 0)
+            .map(|ms| Duration::from_millis(ms as u64))
+            .ok_or_else(|| {
+                Error::option(
+                    &table.name,
+                    format!(
+                        "'lookup.join.cache.ttl' = '{t}' is not a duration such as 10s or 5min"
+                    ),
+                )
+            }),
     }
 }
 
@@ -1844,6 +2018,14 @@ fn describe(node: &Node) -> String {
                 .collect::<Vec<_>>()
                 .join(", "),
             match (&spec.time, spec.state_ttl) {
+                _ if matches!(spec.as_of, Some(AsOf::ProcessingTime)) => format!(
+                    " (lookup join: each row joins the table `{}` as loaded when it arrives; reloaded when its files change)",
+                    spec.right_table
+                ),
+                _ if spec.as_of.is_some() => format!(
+                    " (temporal join: each row joins the version of `{}` valid at its event time, once the watermark passes it)",
+                    spec.right_table
+                ),
                 (None, None) => " (regular join: state grows with the input)".to_string(),
                 (None, Some(ttl)) =>
                     format!(" (regular join: rows idle for {ttl} ms of event time dropped)"),

@@ -33,7 +33,8 @@ use flowline_sql::Mode;
 
 use crate::checkpoint::{CheckpointMeta, CheckpointStore, OperatorState, PartitionPosition};
 use crate::driver::{
-    bounded_watermark, commit_all, event_time, Chain, EmitClock, OpenedPipeline, RunState, SinkSlot,
+    bounded_watermark, commit_all, event_time, Chain, DimensionWatch, EmitClock, OpenedPipeline,
+    RunState, SinkSlot,
 };
 use crate::operators::window::millis;
 use crate::rejects::RejectBin;
@@ -470,7 +471,7 @@ impl OpenedPipeline {
         }
 
         // Sinks: exactly-once by epoch, resuming the checkpoint's pending publish.
-        let sinks = self.open_sinks(state, |name| {
+        let mut sinks = self.open_sinks(state, |name| {
             let mode = if batch {
                 SinkMode::Run {
                     run_id: run_id.to_string(),
@@ -514,6 +515,12 @@ impl OpenedPipeline {
                     })?;
                 }
             }
+        }
+
+        // Lookup joins' dimension tables: loaded before any row that joins them.
+        let mut dimensions = self.dimension_watches(&chains)?;
+        for d in &mut dimensions {
+            self.refresh_dimension(d, &mut chains, &mut sinks, bin, state)?;
         }
 
         // Sources: positions from the checkpoint, else the startup mode.
@@ -595,6 +602,7 @@ impl OpenedPipeline {
             clocks,
             positions,
             chains,
+            dimensions,
             sinks,
             changed: checkpoint.is_none(),
             emit: EmitClock::new(self.emit_interval),
@@ -628,6 +636,8 @@ struct Job<'a> {
     clocks: Vec<SourceClock>,
     positions: Vec<Vec<u64>>,
     chains: Vec<Chain>,
+    /// Lookup joins' dimension tables, reloaded when their files change.
+    dimensions: Vec<DimensionWatch>,
     sinks: BTreeMap<String, SinkSlot>,
     /// Whether anything happened since the last checkpoint.
     changed: bool,
@@ -649,6 +659,15 @@ impl Job<'_> {
             if yielded.elapsed() >= Duration::from_millis(50) {
                 tokio::task::yield_now().await;
                 yielded = Instant::now();
+            }
+            for d in &mut self.dimensions {
+                self.pipeline.refresh_dimension(
+                    d,
+                    &mut self.chains,
+                    &mut self.sinks,
+                    bin,
+                    state,
+                )?;
             }
             let item = rx
                 .recv()

@@ -85,6 +85,7 @@ golden_cases!(
     nested_and_computed,
     top_n_stream,
     retractions,
+    temporal_joins,
 );
 
 #[test]

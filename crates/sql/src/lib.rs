@@ -20,8 +20,8 @@ mod types;
 
 pub use bind::{bind, new_session, BoundInsert, TvfBinder, WINDOW_COLUMNS};
 pub use lower::{
-    lower_insert, reservoir_sample_size, uses_session_window, LowerOptions, Mode, PlanningBinder,
+    lower_insert, needs_dataflow, reservoir_sample_size, LowerOptions, Mode, PlanningBinder,
     MAX_SAMPLE,
 };
-pub use parse::{PipelineDef, Statement, TvfCall};
+pub use parse::{PipelineDef, Statement, TemporalRef, TvfCall};
 pub use types::{interval_ms, parse_type};

@@ -30,14 +30,14 @@ use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionContext;
 use flowline_core::plan::{
-    AggregateCall, AggregateFunction, AggregateSpec, DedupSpec, InsertPlan, JoinInput, JoinKind,
-    JoinSpec, JoinTime, Node, OutputMode, OverFrame, OverSpec, RankFunction, RankSpec, TopNSpec,
-    WindowColumns, WindowKind, WindowSpec,
+    AggregateCall, AggregateFunction, AggregateSpec, AsOf, DedupSpec, InsertPlan, JoinInput,
+    JoinKind, JoinSpec, JoinTime, Node, OutputMode, OverFrame, OverSpec, RankFunction, RankSpec,
+    TopNSpec, WindowColumns, WindowKind, WindowSpec,
 };
 use flowline_core::{Error, Result};
 
 use crate::bind::{BoundInsert, BoxFuture, TvfBinder};
-use crate::parse::{PipelineDef, TvfCall};
+use crate::parse::{PipelineDef, TemporalRef, TvfCall};
 
 /// How a pipeline runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,7 +126,7 @@ impl Chain {
     fn after_regular_join(&self) -> bool {
         self.nodes
             .iter()
-            .any(|n| matches!(n, Node::Join(j) if j.time.is_none()))
+            .any(|n| matches!(n, Node::Join(j) if j.time.is_none() && j.as_of.is_none()))
     }
 
     fn of_table(source: String) -> Chain {
@@ -1069,8 +1069,10 @@ impl Lowering<'_> {
         j: &datafusion::logical_expr::Join,
         condition: Option<&Expr>,
     ) -> Result<Chain> {
-        use datafusion::logical_expr::utils::split_conjunction;
         use datafusion::logical_expr::JoinType;
+        if let Some(t) = temporal_ref(self.def, &j.right) {
+            return self.lower_temporal_join(j, condition, t);
+        }
         let kind = match j.join_type {
             JoinType::Inner => JoinKind::Inner,
             JoinType::Left => JoinKind::Left,
@@ -1103,48 +1105,9 @@ impl Lowering<'_> {
                 ));
             }
         }
-        let on_left = |e: &Expr| {
-            let cols = e.column_refs();
-            !cols.is_empty() && cols.iter().all(|c| j.left.schema().has_column(c))
-        };
-        let on_right = |e: &Expr| {
-            let cols = e.column_refs();
-            !cols.is_empty() && cols.iter().all(|c| j.right.schema().has_column(c))
-        };
-        let mut pairs: Vec<(Expr, Expr)> = j.on.clone();
-        let mut rest: Vec<Expr> = vec![];
-        let mut conjuncts: Vec<Expr> = vec![];
-        for e in j.filter.iter().chain(condition) {
-            conjuncts.extend(split_conjunction(e).into_iter().cloned());
-        }
-        for e in conjuncts {
-            match &e {
-                Expr::BinaryExpr(b) if b.op == datafusion::logical_expr::Operator::Eq => {
-                    if on_left(&b.left) && on_right(&b.right) {
-                        pairs.push((*b.left.clone(), *b.right.clone()));
-                        continue;
-                    }
-                    if on_right(&b.left) && on_left(&b.right) {
-                        pairs.push((*b.right.clone(), *b.left.clone()));
-                        continue;
-                    }
-                    rest.push(e.clone());
-                }
-                Expr::Between(b) if !b.negated => {
-                    rest.push(Expr::BinaryExpr(datafusion::logical_expr::BinaryExpr::new(
-                        b.expr.clone(),
-                        datafusion::logical_expr::Operator::GtEq,
-                        b.low.clone(),
-                    )));
-                    rest.push(Expr::BinaryExpr(datafusion::logical_expr::BinaryExpr::new(
-                        b.expr.clone(),
-                        datafusion::logical_expr::Operator::LtEq,
-                        b.high.clone(),
-                    )));
-                }
-                _ => rest.push(e.clone()),
-            }
-        }
+        let on_left = |e: &Expr| on_input(e, &j.left);
+        let on_right = |e: &Expr| on_input(e, &j.right);
+        let (pairs, mut rest) = split_join_condition(j, condition);
         // A window join: window_start and window_end of both window relations are equal.
         let window_column = |e: &Expr, plan: &LogicalPlan, name: &str| match e {
             Expr::Column(c) => trace_column(plan, &c.name).is_some_and(|(table, column)| {
@@ -1277,6 +1240,7 @@ impl Lowering<'_> {
                 .collect::<Result<_>>()?,
             state_ttl: if time.is_none() { self.state_ttl } else { None },
             time,
+            as_of: None,
             right_table: right.source.clone(),
             left_schema: Arc::new(j.left.schema().as_arrow().clone()),
             right_schema: Arc::new(j.right.schema().as_arrow().clone()),
@@ -1293,6 +1257,179 @@ impl Lowering<'_> {
             chain.window = None;
         }
         chain.aggregated = false;
+        let join_plan = LogicalPlan::Join(j.clone());
+        if let Some(predicate) = datafusion::logical_expr::utils::conjunction(rest) {
+            chain.nodes.push(Node::Filter {
+                predicate: self.physical(&predicate, &join_plan)?,
+            });
+        }
+        Ok(chain)
+    }
+
+    /// `JOIN t FOR SYSTEM_TIME AS OF x`: a lookup join when `x` is a processing-time attribute,
+    /// an event-time temporal join when it is the left input's event time (in every mode: the
+    /// batch answer is the same versions).
+    fn lower_temporal_join(
+        &self,
+        j: &datafusion::logical_expr::Join,
+        condition: Option<&Expr>,
+        t: &TemporalRef,
+    ) -> Result<Chain> {
+        use datafusion::logical_expr::JoinType;
+        let construct = format!("JOIN {} FOR SYSTEM_TIME AS OF {}", t.table, t.column);
+        let kind = match j.join_type {
+            JoinType::Inner => JoinKind::Inner,
+            JoinType::Left => JoinKind::Left,
+            other => {
+                return Err(Error::Plan(format!(
+                    "line {}: a {other} {construct}: temporal joins are INNER or LEFT",
+                    t.line
+                )))
+            }
+        };
+        let plan_error = |m: String| Error::Plan(format!("line {}: {construct}: {m}", t.line));
+        let Some(table) = self.def.table(&t.table) else {
+            return Err(plan_error(
+                "the versioned side must be a table declared with CREATE TABLE, not a view".into(),
+            ));
+        };
+        let left = self.lower(&j.left)?;
+        let right = self.lower(&j.right)?;
+        if left.right.is_some() {
+            return Err(self.unsupported(
+                "a join of more than two inputs",
+                "join two inputs per INSERT (write the first join into a sink and read it back), or run with --mode batch",
+            ));
+        }
+        if left.output == OutputMode::Update {
+            return Err(self.unsupported(
+                &format!("{construct} over an update-mode aggregate"),
+                "join append-only rows (a window aggregate in append mode)",
+            ));
+        }
+        if open_session(&left.nodes) {
+            return Err(self.unsupported(
+                &format!("{construct} over a SESSION window relation"),
+                "aggregate the sessions first (GROUP BY window_start, window_end), then join the results",
+            ));
+        }
+        let Some(field) = j
+            .left
+            .schema()
+            .columns()
+            .into_iter()
+            .find(|c| c.name == t.column)
+        else {
+            return Err(plan_error(format!(
+                "the other input has no column `{}`",
+                t.column
+            )));
+        };
+        let time = Expr::Column(field);
+        let (pairs, rest) = split_join_condition(j, condition);
+        if pairs.is_empty() {
+            return Err(plan_error(
+                "a temporal join needs an equality between the input and the table's key in its ON (`o.currency = r.currency`)".into(),
+            ));
+        }
+        let proctime = is_proctime(self.def, &j.left, &t.column);
+        let (as_of, pairs, rest) = if proctime {
+            if table.connector() != Some("files") {
+                return Err(self.unsupported(
+                    &format!("a lookup join ({construct}) against `{}`, which is not a files table", table.name),
+                    "a lookup join reads a bounded dimension table ('connector' = 'files'), loaded whole and reloaded when its files change; for a log table use an event-time temporal join (FOR SYSTEM_TIME AS OF the input's event time, against a table with a PRIMARY KEY and a WATERMARK)",
+                ));
+            }
+            (AsOf::ProcessingTime, pairs, rest)
+        } else if self.check_event_time(&j.left, &time, &left, "").is_ok() {
+            let (Some(wm), false) = (&table.watermark, table.primary_key.is_empty()) else {
+                return Err(plan_error(format!(
+                    "`{}` is not a versioned table: declare its PRIMARY KEY (...) NOT ENFORCED and a WATERMARK, so that each row is a version of its key from its event time on",
+                    table.name
+                )));
+            };
+            let Some(right_time) = j
+                .right
+                .schema()
+                .columns()
+                .into_iter()
+                .find(|c| c.name == wm.column)
+            else {
+                return Err(plan_error(format!(
+                    "the versioned table's event time `{}` is not among its columns here",
+                    wm.column
+                )));
+            };
+            let right_time = Expr::Column(right_time);
+            self.check_event_time(&j.right, &right_time, &right, "the versioned table's time")?;
+            // The versions are keyed by the primary key: every key column must be matched by
+            // an equality; other equalities filter the version found.
+            let mut keyed = vec![];
+            let mut rest = rest;
+            for (l, r) in pairs {
+                let key_column = match &r {
+                    Expr::Column(c) => trace_column(&j.right, &c.name)
+                        .filter(|(tab, _)| tab == &table.name)
+                        .map(|(_, col)| col)
+                        .and_then(|col| table.primary_key.iter().position(|k| *k == col)),
+                    _ => None,
+                };
+                match key_column {
+                    Some(at) if !keyed.iter().any(|(k, _, _)| *k == at) => keyed.push((at, l, r)),
+                    _ => rest.push(l.eq(r)),
+                }
+            }
+            if keyed.len() != table.primary_key.len() {
+                return Err(plan_error(format!(
+                    "the ON must match every column of `{}`'s PRIMARY KEY ({}) with an equality: the versions of a key are what the join looks up",
+                    table.name,
+                    table.primary_key.join(", ")
+                )));
+            }
+            keyed.sort_by_key(|(k, _, _)| *k);
+            let pairs = keyed.into_iter().map(|(_, l, r)| (l, r)).collect();
+            let as_of = AsOf::EventTime {
+                left: self.physical(&time, &j.left)?,
+                right: self.physical(&right_time, &j.right)?,
+            };
+            (as_of, pairs, rest)
+        } else {
+            return Err(plan_error(format!(
+                "`{}` is neither the input's event time (the column its table declares a WATERMARK on, unchanged) nor a PROCTIME() column: an event-time temporal join needs the former, a lookup join the latter",
+                t.column
+            )));
+        };
+        if kind == JoinKind::Left && !rest.is_empty() {
+            return Err(self.unsupported(
+                &format!("a LEFT {construct} with the condition `{}`", rest[0]),
+                "a LEFT temporal join's ON may hold only equalities on the table's key; filter the inputs before the join, or join INNER and filter after",
+            ));
+        }
+        let (left_keys, right_keys): (Vec<_>, Vec<_>) = pairs.into_iter().unzip();
+        let spec = JoinSpec {
+            kind,
+            left_keys: left_keys
+                .iter()
+                .map(|e| self.physical(e, &j.left))
+                .collect::<Result<_>>()?,
+            right_keys: right_keys
+                .iter()
+                .map(|e| self.physical(e, &j.right))
+                .collect::<Result<_>>()?,
+            time: None,
+            as_of: Some(as_of),
+            state_ttl: None,
+            right_table: right.source.clone(),
+            left_schema: Arc::new(j.left.schema().as_arrow().clone()),
+            right_schema: Arc::new(j.right.schema().as_arrow().clone()),
+            schema: Arc::new(j.schema.as_arrow().clone()),
+        };
+        let mut chain = left;
+        chain.nodes.push(Node::Join(spec));
+        chain.right = Some(JoinInput {
+            source: right.source,
+            nodes: right.nodes,
+        });
         let join_plan = LogicalPlan::Join(j.clone());
         if let Some(predicate) = datafusion::logical_expr::utils::conjunction(rest) {
             chain.nodes.push(Node::Filter {
@@ -1594,10 +1731,11 @@ pub fn reservoir_sample_size(
     }
 }
 
-/// Whether `plan` reads a SESSION window relation (directly or through views). Such a query
-/// cannot run on DataFusion: window assignment gives each row its own window, only the
-/// dataflow's session aggregate merges them.
-pub fn uses_session_window(def: &PipelineDef, plan: &LogicalPlan) -> bool {
+/// Whether `plan` must run on the dataflow even in batch mode, because DataFusion would give
+/// another answer: it reads a SESSION window relation (window assignment gives each row its
+/// own window, only the dataflow's session aggregate merges them), or a table joined
+/// `FOR SYSTEM_TIME AS OF` (DataFusion would join every version), directly or through views.
+pub fn needs_dataflow(def: &PipelineDef, plan: &LogicalPlan) -> bool {
     use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
     let mut found = false;
     let _ = plan.apply(|node| {
@@ -1606,12 +1744,16 @@ pub fn uses_session_window(def: &PipelineDef, plan: &LogicalPlan) -> bool {
             let session = def
                 .tvfs
                 .iter()
-                .any(|c| c.name == name && matches!(c.kind, WindowKind::Session { .. }));
+                .any(|c| c.name == name && matches!(c.kind, WindowKind::Session { .. }))
+                || def
+                    .temporal
+                    .iter()
+                    .any(|t| t.table.eq_ignore_ascii_case(name));
             let in_view = source_as_provider(&scan.source)
                 .ok()
                 .and_then(|p| {
                     p.downcast_ref::<ViewTable>()
-                        .map(|v| uses_session_window(def, v.logical_plan()))
+                        .map(|v| needs_dataflow(def, v.logical_plan()))
                 })
                 .unwrap_or(false);
             if session || in_view {
@@ -1622,6 +1764,112 @@ pub fn uses_session_window(def: &PipelineDef, plan: &LogicalPlan) -> bool {
         Ok(TreeNodeRecursion::Continue)
     });
     found
+}
+
+/// The `FOR SYSTEM_TIME AS OF` clause of a join's right input, if it has one: the input is the
+/// clause's table under its alias.
+fn temporal_ref<'a>(def: &'a PipelineDef, right: &LogicalPlan) -> Option<&'a TemporalRef> {
+    let (alias, input) = match right {
+        LogicalPlan::SubqueryAlias(a) => (Some(a.alias.table()), a.input.as_ref()),
+        other => (None, other),
+    };
+    let LogicalPlan::TableScan(scan) = input else {
+        return None;
+    };
+    let table = scan.table_name.table();
+    let alias = alias.unwrap_or(table);
+    def.temporal
+        .iter()
+        .find(|t| t.table.eq_ignore_ascii_case(table) && t.alias.eq_ignore_ascii_case(alias))
+}
+
+/// Whether output column `name` of `plan` is a processing-time attribute: made by `PROCTIME()`
+/// in a query or a table's computed column, and passed through unchanged.
+fn is_proctime(def: &PipelineDef, plan: &LogicalPlan, name: &str) -> bool {
+    match plan {
+        LogicalPlan::Projection(p) => {
+            let Some(i) = p.schema.fields().iter().position(|f| f.name() == name) else {
+                return false;
+            };
+            let mut e = &p.expr[i];
+            while let Expr::Alias(a) = e {
+                e = &a.expr;
+            }
+            match e {
+                Expr::Column(c) => is_proctime(def, &p.input, &c.name),
+                Expr::ScalarFunction(f) => f.name() == flowline_core::functions::PROCTIME,
+                _ => false,
+            }
+        }
+        LogicalPlan::Filter(f) => is_proctime(def, &f.input, name),
+        LogicalPlan::SubqueryAlias(a) => is_proctime(def, &a.input, name),
+        LogicalPlan::TableScan(scan) => {
+            let table = scan.table_name.table();
+            if let Ok(provider) = source_as_provider(&scan.source) {
+                if let Some(view) = provider.downcast_ref::<ViewTable>() {
+                    return is_proctime(def, view.logical_plan(), name);
+                }
+            }
+            def.table(table).is_some_and(|t| {
+                t.computed
+                    .iter()
+                    .any(|c| c.name == name && c.expr == flowline_core::ComputedExpr::ProcTime)
+            })
+        }
+        _ => false,
+    }
+}
+
+/// Whether `e` reads columns, all of `input`.
+fn on_input(e: &Expr, input: &LogicalPlan) -> bool {
+    let cols = e.column_refs();
+    !cols.is_empty() && cols.iter().all(|c| input.schema().has_column(c))
+}
+
+/// A join's ON (and the WHERE over it, `condition`) as equalities between its inputs
+/// (left expression, right expression) and the other conjuncts (a BETWEEN split in two).
+fn split_join_condition(
+    j: &datafusion::logical_expr::Join,
+    condition: Option<&Expr>,
+) -> (Vec<(Expr, Expr)>, Vec<Expr>) {
+    use datafusion::logical_expr::utils::split_conjunction;
+    let on_left = |e: &Expr| on_input(e, &j.left);
+    let on_right = |e: &Expr| on_input(e, &j.right);
+    let mut pairs: Vec<(Expr, Expr)> = j.on.clone();
+    let mut rest: Vec<Expr> = vec![];
+    let mut conjuncts: Vec<Expr> = vec![];
+    for e in j.filter.iter().chain(condition) {
+        conjuncts.extend(split_conjunction(e).into_iter().cloned());
+    }
+    for e in conjuncts {
+        match &e {
+            Expr::BinaryExpr(b) if b.op == datafusion::logical_expr::Operator::Eq => {
+                if on_left(&b.left) && on_right(&b.right) {
+                    pairs.push((*b.left.clone(), *b.right.clone()));
+                    continue;
+                }
+                if on_right(&b.left) && on_left(&b.right) {
+                    pairs.push((*b.right.clone(), *b.left.clone()));
+                    continue;
+                }
+                rest.push(e.clone());
+            }
+            Expr::Between(b) if !b.negated => {
+                rest.push(Expr::BinaryExpr(datafusion::logical_expr::BinaryExpr::new(
+                    b.expr.clone(),
+                    datafusion::logical_expr::Operator::GtEq,
+                    b.low.clone(),
+                )));
+                rest.push(Expr::BinaryExpr(datafusion::logical_expr::BinaryExpr::new(
+                    b.expr.clone(),
+                    datafusion::logical_expr::Operator::LtEq,
+                    b.high.clone(),
+                )));
+            }
+            _ => rest.push(e.clone()),
+        }
+    }
+    (pairs, rest)
 }
 
 /// Follows output column `name` of `plan` down through projections that pass a column through

@@ -29,6 +29,19 @@ pub struct PipelineDef {
     pub statements: Vec<Statement>,
     /// Window table function calls, replaced in the queries by references to `TvfCall::name`.
     pub tvfs: Vec<TvfCall>,
+    /// `FOR SYSTEM_TIME AS OF` clauses, removed from the queries (which then hold plain joins).
+    pub temporal: Vec<TemporalRef>,
+}
+
+/// `JOIN table FOR SYSTEM_TIME AS OF qualifier.column [AS] alias`: the join with `table` is
+/// temporal, at the time in `column` of the other input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TemporalRef {
+    pub table: String,
+    /// The name the table has in the query: its alias, else its name.
+    pub alias: String,
+    pub column: String,
+    pub line: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -83,6 +96,7 @@ impl PipelineDef {
             tables: vec![],
             statements: vec![],
             tvfs: vec![],
+            temporal: vec![],
         };
         let mut current = vec![];
         for tok in tokens {
@@ -109,6 +123,7 @@ impl PipelineDef {
         let line = first.span.start.line;
         let tokens = crate::group_window::rewrite(tokens)?;
         let tokens = self.rewrite_tvfs(tokens)?;
+        let tokens = self.rewrite_system_time(tokens)?;
         let mut p = Parser::new(&GenericDialect {}).with_tokens_with_locations(tokens);
         let loc = first.span.start;
         if p.parse_keyword(Keyword::SET) {
@@ -275,6 +290,85 @@ impl PipelineDef {
         }
         out.extend(tokens[next..].iter().cloned());
         Ok(out)
+    }
+
+    /// Removes each `FOR SYSTEM_TIME AS OF <column>` after a table name, recording it in
+    /// [`PipelineDef::temporal`].
+    fn rewrite_system_time(&mut self, tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>> {
+        let sig: Vec<usize> = (0..tokens.len())
+            .filter(|&i| !is_space(&tokens[i].token))
+            .collect();
+        let mut drop = vec![false; tokens.len()];
+        for s in 0..sig.len() {
+            let at = |k: usize| sig.get(s + k).map(|&i| &tokens[i].token);
+            if !(is_word(at(0), "FOR")
+                && is_word(at(1), "SYSTEM_TIME")
+                && is_word(at(2), "AS")
+                && is_word(at(3), "OF"))
+            {
+                continue;
+            }
+            let loc = tokens[sig[s]].span.start;
+            let table = match s.checked_sub(1).map(|p| &tokens[sig[p]].token) {
+                Some(Token::Word(w)) => w.value.clone(),
+                _ => {
+                    return Err(syntax_at(
+                        "FOR SYSTEM_TIME AS OF follows a table name (`JOIN rates FOR SYSTEM_TIME AS OF o.order_time AS r`)",
+                        loc,
+                    ))
+                }
+            };
+            // The time: `column` or `qualifier.column`.
+            let mut k = s + 4;
+            let mut parts = vec![];
+            loop {
+                match at(k - s) {
+                    Some(Token::Word(w)) => parts.push(w.value.clone()),
+                    _ => {
+                        return Err(syntax_at(
+                            "FOR SYSTEM_TIME AS OF takes a time column of the other input (`o.order_time`, or a PROCTIME() column)",
+                            loc,
+                        ))
+                    }
+                }
+                k += 1;
+                if at(k - s) == Some(&Token::Period) {
+                    k += 1;
+                } else {
+                    break;
+                }
+            }
+            let mut a = k;
+            if is_word(at(a - s), "AS") {
+                a += 1;
+            }
+            let alias = match at(a - s) {
+                Some(Token::Word(w))
+                    if w.quote_style.is_some()
+                        || !["ON", "JOIN", "WHERE", "LEFT", "INNER", "GROUP", "USING"]
+                            .iter()
+                            .any(|r| w.value.eq_ignore_ascii_case(r)) =>
+                {
+                    w.value.clone()
+                }
+                _ => table.clone(),
+            };
+            for &i in &sig[s..k] {
+                drop[i] = true;
+            }
+            self.temporal.push(TemporalRef {
+                table,
+                alias,
+                column: parts.pop().unwrap_or_default(),
+                line: loc.line,
+            });
+        }
+        Ok(tokens
+            .into_iter()
+            .zip(drop)
+            .filter(|(_, d)| !d)
+            .map(|(t, _)| t)
+            .collect())
     }
 
     fn tvf_call(
@@ -566,6 +660,7 @@ fn create_table(p: &mut Parser<'_>, line: u64) -> Result<TableDef, DdlError> {
         }
     }
     p.expect_token(&Token::RParen)?;
+    legacy_filesystem_options(&mut table.options).map_err(user)?;
 
     if let Some((column, expr)) = watermark {
         let physical = table
@@ -695,6 +790,36 @@ fn name_field_accesses(query: &mut Query) {
         }
     }
     let _ = query.visit(&mut Namer);
+}
+
+/// Flink's legacy file options (`'connector.type' = 'filesystem'`, `'connector.path'`,
+/// `'format.type'`, as in Nexmark q13) as a files table: `connector`, `path` (a `file://` URL
+/// becomes its path) and `format`; the legacy CSV format has no header line.
+fn legacy_filesystem_options(options: &mut BTreeMap<String, String>) -> Result<(), String> {
+    if !options.contains_key("connector.type") {
+        return Ok(());
+    }
+    if options.contains_key("connector") {
+        return Err("give either 'connector' or the legacy 'connector.type', not both".into());
+    }
+    let kind = options.remove("connector.type").unwrap_or_default();
+    if !kind.eq_ignore_ascii_case("filesystem") {
+        return Err(format!(
+            "legacy 'connector.type' = '{kind}' is not supported; only 'filesystem' is (or use 'connector' = 'files' | 'log' | ...)"
+        ));
+    }
+    options.insert("connector".into(), "files".into());
+    if let Some(path) = options.remove("connector.path") {
+        let path = path.strip_prefix("file://").unwrap_or(&path).to_string();
+        options.insert("path".into(), path);
+    }
+    if let Some(format) = options.remove("format.type") {
+        if format.eq_ignore_ascii_case("csv") {
+            options.entry("csv.header".into()).or_insert("false".into());
+        }
+        options.insert("format".into(), format.to_ascii_lowercase());
+    }
+    Ok(())
 }
 
 fn column_list(t: &TableDef) -> String {

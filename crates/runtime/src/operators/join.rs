@@ -121,12 +121,7 @@ pub struct StreamJoin {
 
 impl StreamJoin {
     pub fn new(spec: JoinSpec, table_name: &str) -> Result<Self> {
-        let key_types = spec
-            .left_keys
-            .iter()
-            .map(|k| Ok(k.data_type(&spec.left_schema)?))
-            .collect::<Result<Vec<DataType>>>()?;
-        let keys = RowConverter::new(key_types.iter().cloned().map(SortField::new).collect())?;
+        let (keys, key_types) = key_converter(&spec)?;
         let layout = format!(
             "{:?} join; keys {:?}; time {:?}{}; left {} columns; right {} columns",
             spec.kind,
@@ -171,25 +166,7 @@ impl StreamJoin {
     }
 
     fn key_columns(&self, side: usize, batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
-        let exprs = if side == LEFT {
-            &self.spec.left_keys
-        } else {
-            &self.spec.right_keys
-        };
-        let n = batch.num_rows();
-        exprs
-            .iter()
-            .zip(&self.spec.left_keys)
-            .map(|(e, l)| {
-                let column = e.evaluate(batch)?.into_array(n)?;
-                let wanted = l.data_type(&self.spec.left_schema)?;
-                Ok(if column.data_type() == &wanted {
-                    column
-                } else {
-                    cast(&column, &wanted)?
-                })
-            })
-            .collect()
+        key_columns(&self.spec, side == RIGHT, batch)
     }
 
     fn times(&self, side: usize, batch: &RecordBatch) -> Result<Option<Vec<Option<i64>>>> {
@@ -215,31 +192,12 @@ impl StreamJoin {
         reason: RejectReason,
         out: &mut Output,
     ) -> Result<()> {
-        let detail = match reason {
-            RejectReason::Late => format!(
-                "the join's watermark passed {}: rows it should join may be gone",
-                self.watermark().display()
-            ),
-            _ => "its join time is NULL, so it has no place in time".to_string(),
+        let table = if side == LEFT {
+            &self.table_name
+        } else {
+            &self.spec.right_table
         };
-        for raw in rows_as_json(batch, rows)? {
-            out.reject(Reject {
-                reason,
-                detail: detail.clone(),
-                table: if side == LEFT {
-                    self.table_name.clone()
-                } else {
-                    self.spec.right_table.clone()
-                },
-                sink: None,
-                file: None,
-                line: None,
-                raw,
-                window: None,
-                watermark: (reason == RejectReason::Late).then(|| self.watermark().display()),
-            });
-        }
-        Ok(())
+        reject_rows(table, batch, rows, reason, self.watermark(), out)
     }
 
     fn on_batch(&mut self, side: usize, batch: RecordBatch, out: &mut Output) -> Result<()> {
@@ -591,6 +549,78 @@ impl StreamJoin {
     }
 }
 
+/// A join input's key columns, as the left keys' types (a right key is cast to its left key's
+/// type, so equal values encode equally).
+pub(crate) fn key_columns(
+    spec: &JoinSpec,
+    right: bool,
+    batch: &RecordBatch,
+) -> Result<Vec<ArrayRef>> {
+    let exprs = if right {
+        &spec.right_keys
+    } else {
+        &spec.left_keys
+    };
+    let n = batch.num_rows();
+    exprs
+        .iter()
+        .zip(&spec.left_keys)
+        .map(|(e, l)| {
+            let column = e.evaluate(batch)?.into_array(n)?;
+            let wanted = l.data_type(&spec.left_schema)?;
+            Ok(if column.data_type() == &wanted {
+                column
+            } else {
+                cast(&column, &wanted)?
+            })
+        })
+        .collect()
+}
+
+/// The key encoder of a join: one sort field per left key type.
+pub(crate) fn key_converter(spec: &JoinSpec) -> Result<(RowConverter, Vec<DataType>)> {
+    let key_types = spec
+        .left_keys
+        .iter()
+        .map(|k| Ok(k.data_type(&spec.left_schema)?))
+        .collect::<Result<Vec<DataType>>>()?;
+    let keys = RowConverter::new(key_types.iter().cloned().map(SortField::new).collect())?;
+    Ok((keys, key_types))
+}
+
+/// Rejects rows `rows` of `batch` (of input `table`): late (the join's watermark `watermark`
+/// passed their time) or without a join time.
+pub(crate) fn reject_rows(
+    table: &str,
+    batch: &RecordBatch,
+    rows: &[usize],
+    reason: RejectReason,
+    watermark: Watermark,
+    out: &mut Output,
+) -> Result<()> {
+    let detail = match reason {
+        RejectReason::Late => format!(
+            "the join's watermark passed {}: rows it should join may be gone",
+            watermark.display()
+        ),
+        _ => "its join time is NULL, so it has no place in time".to_string(),
+    };
+    for raw in rows_as_json(batch, rows)? {
+        out.reject(Reject {
+            reason,
+            detail: detail.clone(),
+            table: table.to_string(),
+            sink: None,
+            file: None,
+            line: None,
+            raw,
+            window: None,
+            watermark: (reason == RejectReason::Late).then(|| watermark.display()),
+        });
+    }
+    Ok(())
+}
+
 /// When a kept row of `side` at `time` can match no future row of the other side, or, for a
 /// regular join with a state TTL, is dropped (`None`: a regular join's rows are kept forever).
 fn expiry(spec: &JoinSpec, side: usize, time: i64) -> Option<i64> {
@@ -727,6 +757,7 @@ mod tests {
                 window_end: false,
             }),
             state_ttl: None,
+            as_of: None,
             right_table: "rates".to_string(),
             left_schema: left,
             right_schema: right,

@@ -10,11 +10,12 @@ mod retract;
 mod session;
 pub(crate) mod sketch;
 mod stateless;
+mod temporal;
 mod time_buffer;
 mod top_n;
 pub(crate) mod window;
 
-use flowline_core::plan::{AggregateSpec, Node, WindowKind};
+use flowline_core::plan::{AggregateSpec, AsOf, Node, WindowKind};
 use flowline_core::{Operator, Result};
 
 pub use aggregate::WindowAggregate;
@@ -25,6 +26,7 @@ pub use rank::WindowRank;
 pub use retract::RetractAggregate;
 pub use session::SessionAggregate;
 pub use stateless::{Filter, Project};
+pub use temporal::{LookupJoin, TemporalJoin};
 pub use top_n::TopN;
 pub use window::{assign_windows, WindowAssign};
 
@@ -41,7 +43,11 @@ pub fn build(node: &Node, table: &str) -> Result<Box<dyn Operator>> {
         Node::RetractAggregate(spec) => Box::new(RetractAggregate::new(spec.clone())?),
         Node::WindowRank(spec) => Box::new(WindowRank::new(spec.clone(), table)?),
         Node::OverAggregate(spec) => Box::new(OverAggregate::new(spec.clone(), table)?),
-        Node::Join(spec) => Box::new(StreamJoin::new(spec.clone(), table)?),
+        Node::Join(spec) => match spec.as_of {
+            Some(AsOf::ProcessingTime) => Box::new(LookupJoin::new(spec.clone())?),
+            Some(AsOf::EventTime { .. }) => Box::new(TemporalJoin::new(spec.clone(), table)?),
+            None => Box::new(StreamJoin::new(spec.clone(), table)?),
+        },
         Node::Deduplicate(spec) => Box::new(Deduplicate::new(spec.clone(), table)?),
         Node::TopN(spec) => Box::new(TopN::new(spec.clone())?),
     })

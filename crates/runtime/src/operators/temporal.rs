@@ -1,0 +1,632 @@
+//! Temporal joins (`JOIN t FOR SYSTEM_TIME AS OF x`): the left input joins the version of the
+//! right table valid at a time, not every right row ever seen.
+//!
+//! [`LookupJoin`] (processing time, `x` a `PROCTIME()` column): the right input is a bounded
+//! dimension table. Its rows arrive as a *load*: data, then `EndOfInput`, which makes the load
+//! the table every later left row is joined with (a reload replaces it whole). Left rows are
+//! joined at once and never kept, so the operator holds only the table, and watermarks pass
+//! through: a lookup join keeps event time, so windows can follow it. This is the seeds'
+//! "precompute dimensions, keep expensive joins off the real-time path".
+//!
+//! [`TemporalJoin`] (event time, `x` the left input's event time): the right input is a
+//! versioned table, each row a new version of its key from its event time on. A left row at
+//! `t` joins the version of its key with the latest time at or before `t` (of two at the same
+//! time, the later to arrive). Left rows wait until the watermark of both inputs, `w`, passes
+//! their time: no version at or before it can arrive any more. Then they are joined and sent,
+//! in event-time order, and the watermark `w` follows them. Per key, versions before the one
+//! valid at `w` are dropped: no waiting or future left row can need them.
+//!
+//! Invariants (temporal join): a left row is sent exactly once, when `w >= t`, joined with the
+//! version a batch run would pick; a LEFT join sends it with NULL right columns when its key
+//! has no version yet. A row of either input at or before the watermark already sent is late:
+//! rejected (its versions may be gone, or left rows it should have versioned are out).
+//!
+//! Checkpoints: [`LookupJoin`] keeps no state a restart needs (the table is loaded again,
+//! processing time is not repeatable anyway): a frame with its layout only. [`TemporalJoin`]:
+//! a frame of the [`codec`](crate::codec) (tag `FTMP`, version 1): the layout, both
+//! watermarks, which inputs ended, the watermark sent, the next arrival number, then the
+//! waiting left rows and the kept versions as Arrow IPC (columns, key, time, arrival number).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use arrow::array::{
+    new_empty_array, Array, ArrayRef, AsArray, BinaryArray, Int64Array, RecordBatch, UInt32Array,
+};
+use arrow::compute::{concat_batches, take};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
+use arrow::row::{OwnedRow, RowConverter, SortField};
+use datafusion::physical_expr::PhysicalExpr;
+use flowline_core::plan::{AsOf, JoinKind, JoinSpec};
+use flowline_core::{Error, Message, Operator, Output, RejectReason, Result, Watermark};
+
+use crate::codec::{batch_from_ipc, batch_to_ipc, Decoder, Encoder};
+use crate::operators::join::{key_columns, key_converter, reject_rows};
+use crate::operators::window::millis;
+
+const LOOKUP_MAGIC: [u8; 4] = *b"FLKP";
+const TEMPORAL_MAGIC: [u8; 4] = *b"FTMP";
+const VERSION: u8 = 1;
+const CHECKPOINT: &str = "temporal join checkpoint";
+
+/// Builds the join's output: left columns, then right columns taken at `at` (NULL where the
+/// index is NULL: a LEFT join's row without a match).
+fn output(
+    spec: &JoinSpec,
+    left: Vec<ArrayRef>,
+    right: &[ArrayRef],
+    at: &UInt32Array,
+) -> Result<RecordBatch> {
+    let mut columns = left;
+    for (c, f) in right.iter().zip(spec.right_schema.fields()) {
+        columns.push(if c.is_empty() {
+            // Nothing to take from: every index is NULL.
+            arrow::array::new_null_array(f.data_type(), at.len())
+        } else {
+            take(c.as_ref(), at, None)?
+        });
+    }
+    let schema = crate::rows::relax_nullability(&spec.schema, &columns);
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+fn row_converter(schema: &SchemaRef) -> Result<RowConverter> {
+    Ok(RowConverter::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| SortField::new(f.data_type().clone()))
+            .collect(),
+    )?)
+}
+
+// ------------------------------------------------------------------------- lookup join
+
+/// A loaded dimension table: its rows, and their positions by key.
+struct Dimension {
+    rows: RecordBatch,
+    by_key: HashMap<Box<[u8]>, Vec<u32>>,
+    bytes: usize,
+}
+
+/// A processing-time lookup join (see the module documentation).
+pub struct LookupJoin {
+    spec: JoinSpec,
+    keys: RowConverter,
+    table: Option<Dimension>,
+    /// The rows of a load in progress.
+    loading: Vec<RecordBatch>,
+    layout: String,
+}
+
+impl LookupJoin {
+    pub fn new(spec: JoinSpec) -> Result<Self> {
+        let (keys, key_types) = key_converter(&spec)?;
+        let layout = format!(
+            "{:?} lookup join; keys {key_types:?}; left {} columns; right {} columns",
+            spec.kind,
+            spec.left_schema.fields().len(),
+            spec.right_schema.fields().len()
+        );
+        Ok(LookupJoin {
+            spec,
+            keys,
+            table: None,
+            loading: vec![],
+            layout,
+        })
+    }
+
+    /// Makes the rows loaded since the last load the table.
+    fn finish_load(&mut self) -> Result<()> {
+        let rows = concat_batches(&self.spec.right_schema, &std::mem::take(&mut self.loading))?;
+        let key_columns = key_columns(&self.spec, true, &rows)?;
+        let keys = self.keys.convert_columns(&key_columns)?;
+        let mut by_key: HashMap<Box<[u8]>, Vec<u32>> = HashMap::new();
+        for i in 0..rows.num_rows() {
+            // A NULL key matches nothing.
+            if key_columns.iter().any(|c| c.is_null(i)) {
+                continue;
+            }
+            by_key
+                .entry(keys.row(i).as_ref().into())
+                .or_default()
+                .push(i as u32);
+        }
+        let bytes = rows.get_array_memory_size() + keys.size() + by_key.len() * 48;
+        self.table = Some(Dimension {
+            rows,
+            by_key,
+            bytes,
+        });
+        Ok(())
+    }
+
+    fn probe(&self, batch: RecordBatch, out: &mut Output) -> Result<()> {
+        let Some(table) = &self.table else {
+            return Err(Error::Internal(format!(
+                "lookup join: a row arrived before the table `{}` was loaded",
+                self.spec.right_table
+            )));
+        };
+        let key_columns = key_columns(&self.spec, false, &batch)?;
+        let keys = self.keys.convert_columns(&key_columns)?;
+        let outer = self.spec.kind == JoinKind::Left;
+        let mut left_at: Vec<u32> = Vec::with_capacity(batch.num_rows());
+        let mut right_at: Vec<Option<u32>> = Vec::with_capacity(batch.num_rows());
+        for i in 0..batch.num_rows() {
+            let found = if key_columns.iter().any(|c| c.is_null(i)) {
+                None
+            } else {
+                table.by_key.get(keys.row(i).as_ref())
+            };
+            match found {
+                Some(rows) => {
+                    for &r in rows {
+                        left_at.push(i as u32);
+                        right_at.push(Some(r));
+                    }
+                }
+                None if outer => {
+                    left_at.push(i as u32);
+                    right_at.push(None);
+                }
+                None => {}
+            }
+        }
+        if left_at.is_empty() {
+            return Ok(());
+        }
+        let left_at = UInt32Array::from(left_at);
+        let left = batch
+            .columns()
+            .iter()
+            .map(|c| Ok(take(c.as_ref(), &left_at, None)?))
+            .collect::<Result<Vec<_>>>()?;
+        let right_at = UInt32Array::from(right_at);
+        out.emit(Message::Data(output(
+            &self.spec,
+            left,
+            table.rows.columns(),
+            &right_at,
+        )?));
+        Ok(())
+    }
+}
+
+impl Operator for LookupJoin {
+    fn process(&mut self, message: Message, out: &mut Output) -> Result<()> {
+        match message {
+            Message::Data(batch) => self.probe(batch, out),
+            Message::Retract(_) => Err(Error::cannot_retract("lookup-join")),
+            // Joined rows keep the left row's times: control passes through.
+            other => {
+                out.emit(other);
+                Ok(())
+            }
+        }
+    }
+
+    fn process_right(&mut self, message: Message, _out: &mut Output) -> Result<()> {
+        match message {
+            Message::Data(batch) => {
+                if batch.num_rows() > 0 {
+                    self.loading.push(batch);
+                }
+                Ok(())
+            }
+            Message::EndOfInput => self.finish_load(),
+            Message::Watermark(_) | Message::EmitUpdates => Ok(()),
+            Message::Retract(_) => Err(Error::cannot_retract("lookup-join")),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "lookup-join"
+    }
+
+    fn state_bytes(&self) -> usize {
+        self.table.as_ref().map_or(0, |t| t.bytes)
+    }
+
+    fn snapshot(&self, out: &mut Vec<u8>) -> Result<()> {
+        crate::codec::snapshot_into(out, |out| {
+            let mut e = Encoder::new(out);
+            let frame = e.begin_frame(LOOKUP_MAGIC, VERSION);
+            e.bytes(self.layout.as_bytes())?;
+            e.end_frame(frame);
+            Ok(())
+        })
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<()> {
+        let mut d = Decoder::new(state, CHECKPOINT).frame(LOOKUP_MAGIC, VERSION)?;
+        d.expect_layout(&self.layout)?;
+        d.finish()
+    }
+}
+
+// ------------------------------------------------------------------------- event-time join
+
+const LEFT: usize = 0;
+const RIGHT: usize = 1;
+
+/// A versioned table's row.
+struct Version {
+    time: i64,
+    seq: u64,
+    row: OwnedRow,
+}
+
+/// A left row waiting for the watermark.
+struct Waiting {
+    /// `None`: a NULL key, which matches no version.
+    key: Option<Box<[u8]>>,
+    row: OwnedRow,
+}
+
+/// An event-time temporal join (see the module documentation).
+pub struct TemporalJoin {
+    spec: JoinSpec,
+    times: [Arc<dyn PhysicalExpr>; 2],
+    table_name: String,
+    keys: RowConverter,
+    rows: [RowConverter; 2],
+    /// Left rows by (time, arrival number).
+    waiting: BTreeMap<(i64, u64), Waiting>,
+    /// Each key's versions, ordered by (time, arrival number).
+    versions: HashMap<Box<[u8]>, Vec<Version>>,
+    /// Version time → keys that got a version then: once the watermark passes it, the key's
+    /// older versions can go.
+    prune: BTreeMap<i64, Vec<Box<[u8]>>>,
+    watermarks: [Watermark; 2],
+    ended: [bool; 2],
+    sent: Watermark,
+    next: u64,
+    bytes: usize,
+    layout: String,
+}
+
+impl TemporalJoin {
+    pub fn new(spec: JoinSpec, table_name: &str) -> Result<Self> {
+        let Some(AsOf::EventTime { left, right }) = spec.as_of.clone() else {
+            return Err(Error::Internal(
+                "an event-time temporal join without event times".into(),
+            ));
+        };
+        let (keys, key_types) = key_converter(&spec)?;
+        let layout = format!(
+            "{:?} temporal join; keys {key_types:?}; left {} columns; right {} columns",
+            spec.kind,
+            spec.left_schema.fields().len(),
+            spec.right_schema.fields().len()
+        );
+        Ok(TemporalJoin {
+            rows: [
+                row_converter(&spec.left_schema)?,
+                row_converter(&spec.right_schema)?,
+            ],
+            spec,
+            times: [left, right],
+            table_name: table_name.to_string(),
+            keys,
+            waiting: BTreeMap::new(),
+            versions: HashMap::new(),
+            prune: BTreeMap::new(),
+            watermarks: [Watermark::MIN; 2],
+            ended: [false; 2],
+            sent: Watermark::MIN,
+            next: 0,
+            bytes: 0,
+            layout,
+        })
+    }
+
+    fn on_batch(&mut self, side: usize, batch: RecordBatch, out: &mut Output) -> Result<()> {
+        let n = batch.num_rows();
+        if n == 0 {
+            return Ok(());
+        }
+        let times = millis(&self.times[side].evaluate(&batch)?.into_array(n)?)?;
+        let key_columns = key_columns(&self.spec, side == RIGHT, &batch)?;
+        let keys = self.keys.convert_columns(&key_columns)?;
+        let rows = self.rows[side].convert_columns(batch.columns())?;
+        let (mut late, mut missing) = (vec![], vec![]);
+        for i in 0..n {
+            if times.is_null(i) {
+                missing.push(i);
+                continue;
+            }
+            let time = times.value(i);
+            if self.sent != Watermark::MIN && time <= self.sent.0 {
+                late.push(i);
+                continue;
+            }
+            let key: Option<Box<[u8]>> =
+                (!key_columns.iter().any(|c| c.is_null(i))).then(|| keys.row(i).as_ref().into());
+            let row = rows.row(i).owned();
+            let seq = self.next;
+            self.next += 1;
+            self.bytes += row.as_ref().len() + key.as_ref().map_or(0, |k| k.len()) + 48;
+            if side == LEFT {
+                self.waiting.insert((time, seq), Waiting { key, row });
+            } else if let Some(key) = key {
+                self.keep_version(key, Version { time, seq, row });
+            }
+            // A version with a NULL key can be looked up by no row.
+        }
+        let table = if side == LEFT {
+            &self.table_name
+        } else {
+            &self.spec.right_table
+        };
+        reject_rows(
+            table,
+            &batch,
+            &missing,
+            RejectReason::MissingEventTime,
+            self.sent,
+            out,
+        )?;
+        reject_rows(table, &batch, &late, RejectReason::Late, self.sent, out)
+    }
+
+    fn keep_version(&mut self, key: Box<[u8]>, v: Version) {
+        self.prune.entry(v.time).or_default().push(key.clone());
+        let list = self.versions.entry(key).or_default();
+        let at = list.partition_point(|x| (x.time, x.seq) <= (v.time, v.seq));
+        list.insert(at, v);
+    }
+
+    /// Sends the left rows at or before the watermark of both inputs, joined, then the
+    /// watermark; drops the versions no row can need any more.
+    fn advance(&mut self, out: &mut Output) -> Result<()> {
+        let w = self.watermarks[LEFT].min(self.watermarks[RIGHT]);
+        if w <= self.sent {
+            return Ok(());
+        }
+        let mut left = vec![];
+        let mut right: Vec<&OwnedRow> = vec![];
+        let mut right_at: Vec<Option<u32>> = vec![];
+        let outer = self.spec.kind == JoinKind::Left;
+        let mut freed = 0;
+        while let Some(entry) = self.waiting.first_entry() {
+            let (time, _) = *entry.key();
+            if time > w.0 {
+                break;
+            }
+            let waiting = entry.remove();
+            freed += waiting.row.as_ref().len() + waiting.key.as_ref().map_or(0, |k| k.len()) + 48;
+            let version = waiting.key.as_ref().and_then(|k| {
+                let list = self.versions.get(k)?;
+                let at = list.partition_point(|v| v.time <= time);
+                at.checked_sub(1).map(|i| &list[i].row)
+            });
+            match version {
+                Some(v) => {
+                    right_at.push(Some(right.len() as u32));
+                    right.push(v);
+                }
+                None if outer => right_at.push(None),
+                None => continue,
+            }
+            left.push(waiting.row);
+        }
+        if !left.is_empty() {
+            let left_columns = self.rows[LEFT].convert_rows(left.iter().map(|r| r.row()))?;
+            let right_columns = if right.is_empty() {
+                self.spec
+                    .right_schema
+                    .fields()
+                    .iter()
+                    .map(|f| new_empty_array(f.data_type()))
+                    .collect()
+            } else {
+                self.rows[RIGHT].convert_rows(right.iter().map(|r| r.row()))?
+            };
+            let at = UInt32Array::from(right_at);
+            out.emit(Message::Data(output(
+                &self.spec,
+                left_columns,
+                &right_columns,
+                &at,
+            )?));
+        }
+        // Per key, the version valid at `w` and later ones stay.
+        while let Some(entry) = self.prune.first_entry() {
+            if *entry.key() > w.0 {
+                break;
+            }
+            for key in entry.remove() {
+                let Some(list) = self.versions.get_mut(&key) else {
+                    continue;
+                };
+                let valid = list.partition_point(|v| v.time <= w.0);
+                if valid > 1 {
+                    for v in list.drain(..valid - 1) {
+                        freed += v.row.as_ref().len() + key.len() + 48;
+                    }
+                }
+            }
+        }
+        self.bytes = self.bytes.saturating_sub(freed);
+        self.sent = w;
+        out.emit(Message::Watermark(w));
+        Ok(())
+    }
+
+    fn on_message(&mut self, side: usize, message: Message, out: &mut Output) -> Result<()> {
+        match message {
+            Message::Data(batch) => self.on_batch(side, batch, out),
+            Message::Watermark(w) => {
+                if w > self.watermarks[side] {
+                    self.watermarks[side] = w;
+                    self.advance(out)?;
+                }
+                Ok(())
+            }
+            Message::EndOfInput => {
+                self.ended[side] = true;
+                if self.ended == [true, true] {
+                    out.emit(Message::EndOfInput);
+                }
+                Ok(())
+            }
+            // Update ticks come once per chain, on the left input.
+            Message::EmitUpdates if side == LEFT => {
+                out.emit(Message::EmitUpdates);
+                Ok(())
+            }
+            Message::EmitUpdates => Ok(()),
+            Message::Retract(_) => Err(Error::cannot_retract("temporal-join")),
+        }
+    }
+
+    /// Checkpoint columns of one input: its own, then key (NULL: none), time, arrival number.
+    fn state_schema(&self, side: usize) -> SchemaRef {
+        let schema = if side == LEFT {
+            &self.spec.left_schema
+        } else {
+            &self.spec.right_schema
+        };
+        let mut fields: Vec<Field> = schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| Field::new(format!("c{i}"), f.data_type().clone(), true))
+            .collect();
+        fields.push(Field::new("key", DataType::Binary, true));
+        fields.push(Field::new("time", DataType::Int64, false));
+        fields.push(Field::new("seq", DataType::Int64, false));
+        Arc::new(Schema::new(fields))
+    }
+
+    fn state_batch(
+        &self,
+        side: usize,
+        entries: Vec<(Option<&[u8]>, i64, u64, &OwnedRow)>,
+    ) -> Result<RecordBatch> {
+        let mut columns = if entries.is_empty() {
+            let schema = if side == LEFT {
+                &self.spec.left_schema
+            } else {
+                &self.spec.right_schema
+            };
+            schema
+                .fields()
+                .iter()
+                .map(|f| new_empty_array(f.data_type()))
+                .collect()
+        } else {
+            self.rows[side].convert_rows(entries.iter().map(|e| e.3.row()))?
+        };
+        columns.push(Arc::new(BinaryArray::from_iter(
+            entries.iter().map(|e| e.0),
+        )));
+        columns.push(Arc::new(Int64Array::from_iter_values(
+            entries.iter().map(|e| e.1),
+        )));
+        columns.push(Arc::new(Int64Array::from_iter_values(
+            entries.iter().map(|e| e.2 as i64),
+        )));
+        Ok(RecordBatch::try_new(self.state_schema(side), columns)?)
+    }
+
+    fn write_state(&self, out: &mut Vec<u8>) -> Result<()> {
+        let waiting = self
+            .waiting
+            .iter()
+            .map(|(&(t, s), w)| (w.key.as_deref(), t, s, &w.row))
+            .collect();
+        let mut versions: Vec<_> = self
+            .versions
+            .iter()
+            .flat_map(|(k, list)| {
+                list.iter()
+                    .map(move |v| (Some(&k[..]), v.time, v.seq, &v.row))
+            })
+            .collect();
+        // Deterministic checkpoints: in arrival order.
+        versions.sort_by_key(|e| e.2);
+        let mut e = Encoder::new(out);
+        let frame = e.begin_frame(TEMPORAL_MAGIC, VERSION);
+        e.bytes(self.layout.as_bytes())?;
+        e.i64(self.watermarks[LEFT].0);
+        e.i64(self.watermarks[RIGHT].0);
+        e.u8(u8::from(self.ended[LEFT]) | (u8::from(self.ended[RIGHT]) << 1));
+        e.i64(self.sent.0);
+        e.u64(self.next);
+        e.bytes(&batch_to_ipc(&self.state_batch(LEFT, waiting)?)?)?;
+        e.bytes(&batch_to_ipc(&self.state_batch(RIGHT, versions)?)?)?;
+        e.end_frame(frame);
+        Ok(())
+    }
+
+    fn read_state(&mut self, state: &[u8]) -> Result<()> {
+        let mut d = Decoder::new(state, CHECKPOINT).frame(TEMPORAL_MAGIC, VERSION)?;
+        d.expect_layout(&self.layout)?;
+        let watermarks = [Watermark(d.i64()?), Watermark(d.i64()?)];
+        let ended = d.u8()?;
+        if ended > 3 {
+            return Err(d.error(format!("ended flags {ended}")));
+        }
+        let sent = Watermark(d.i64()?);
+        let next = d.u64()?;
+        let batches = [
+            batch_from_ipc(d.bytes()?, CHECKPOINT, &self.state_schema(LEFT))?,
+            batch_from_ipc(d.bytes()?, CHECKPOINT, &self.state_schema(RIGHT))?,
+        ];
+        d.finish()?;
+        let mut restored = TemporalJoin::new(self.spec.clone(), &self.table_name)?;
+        for (side, batch) in batches.iter().enumerate() {
+            let width = batch.num_columns() - 3;
+            let rows = restored.rows[side].convert_columns(&batch.columns()[..width])?;
+            let keys = batch.column(width).as_binary::<i32>();
+            let times = batch.column(width + 1).as_primitive::<Int64Type>();
+            let seqs = batch.column(width + 2).as_primitive::<Int64Type>();
+            for i in 0..batch.num_rows() {
+                let key: Option<Box<[u8]>> = keys.is_valid(i).then(|| keys.value(i).into());
+                let (time, seq, row) = (times.value(i), seqs.value(i) as u64, rows.row(i).owned());
+                restored.bytes += row.as_ref().len() + key.as_ref().map_or(0, |k| k.len()) + 48;
+                if side == LEFT {
+                    restored.waiting.insert((time, seq), Waiting { key, row });
+                } else {
+                    let key = key.ok_or_else(|| d.error("a version without a key"))?;
+                    restored.keep_version(key, Version { time, seq, row });
+                }
+            }
+        }
+        restored.watermarks = watermarks;
+        restored.ended = [ended & 1 == 1, ended & 2 == 2];
+        restored.sent = sent;
+        restored.next = next;
+        *self = restored;
+        Ok(())
+    }
+}
+
+impl Operator for TemporalJoin {
+    fn process(&mut self, message: Message, out: &mut Output) -> Result<()> {
+        self.on_message(LEFT, message, out)
+    }
+
+    fn process_right(&mut self, message: Message, out: &mut Output) -> Result<()> {
+        self.on_message(RIGHT, message, out)
+    }
+
+    fn name(&self) -> &'static str {
+        "temporal-join"
+    }
+
+    fn state_bytes(&self) -> usize {
+        self.bytes
+    }
+
+    fn snapshot(&self, out: &mut Vec<u8>) -> Result<()> {
+        crate::codec::snapshot_into(out, |out| self.write_state(out))
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<()> {
+        self.read_state(state)
+    }
+}
