@@ -353,7 +353,15 @@ impl NexmarkArgs {
             .join("pipelines")
             .join(format!("{query}-{mode}.sql"));
         std::fs::create_dir_all(pipeline.parent().unwrap_or(&self.dir))?;
-        std::fs::write(&pipeline, pipeline_text(&self.source_ddl(source)?, text))?;
+        // q13's side input lives under `${FLINK_HOME}`: the benchmark folder.
+        let text = if text.contains("${FLINK_HOME}") {
+            let home = absolute(&self.dir)?;
+            flowline_connectors::nexmark::write_side_input(&home)?;
+            text.replace("${FLINK_HOME}", &home.display().to_string())
+        } else {
+            text.to_string()
+        };
+        std::fs::write(&pipeline, pipeline_text(&self.source_ddl(source)?, &text))?;
         let state = self.dir.join("state").join(format!("{query}-{mode}"));
         if state.exists() {
             std::fs::remove_dir_all(&state)?;

@@ -252,6 +252,25 @@ pub struct NexmarkConfigError(pub String);
 /// The largest `*.avg-size` accepted: events this big already make batches of tens of MiB.
 pub const MAX_AVG_BYTE_SIZE: u32 = 1 << 20;
 
+/// Rows of Nexmark's side input, the dimension table q13 joins on `MOD(auction, 10000)`.
+pub const SIDE_INPUT_ROWS: u64 = 10_000;
+
+/// Writes `<flink_home>/data/side_input.txt`, the side input q13 reads (its path is
+/// `${FLINK_HOME}/data/side_input.txt`), as upstream's `side_input_gen.sh` makes it: one CSV
+/// line `key,value` per key `0..SIDE_INPUT_ROWS`, the value the key as text.
+pub fn write_side_input(flink_home: &std::path::Path) -> std::io::Result<std::path::PathBuf> {
+    use std::fmt::Write as _;
+    let dir = flink_home.join("data");
+    std::fs::create_dir_all(&dir)?;
+    let mut text = String::new();
+    for key in 0..SIDE_INPUT_ROWS {
+        let _ = writeln!(text, "{key},{key}");
+    }
+    let path = dir.join("side_input.txt");
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
 impl NexmarkConfig {
     /// Checks that every rule of the generator is defined for this configuration.
     pub fn validate(&self) -> Result<(), NexmarkConfigError> {

@@ -1116,3 +1116,178 @@ async fn stream_plans_keep_the_narrowest_rank_bound_joins_and_duplicate_names() 
         );
     }
 }
+
+// ------------------------------------------------------------------ temporal joins
+
+const RATES: &str = "CREATE TABLE rates (
+  store_id STRING,
+  rate     BIGINT,
+  valid_at TIMESTAMP(3),
+  PRIMARY KEY (store_id) NOT ENFORCED,
+  WATERMARK FOR valid_at AS valid_at
+) WITH (
+  'connector' = 'files',
+  'path' = 'input/stores.jsonl',
+  'format' = 'json'
+);
+";
+
+#[tokio::test]
+async fn temporal_joins_are_checked_before_data_moves() {
+    let timed = "CREATE VIEW timed AS SELECT *, PROCTIME() AS pt FROM orders;\n";
+    // Each case: the INSERT, the mode, and what the error must mention.
+    let cases: Vec<(String, Mode, Vec<&str>)> = vec![
+        (
+            // An event-time join needs a versioned table.
+            "INSERT INTO out SELECT o.order_id, s.city FROM orders o \
+             JOIN stores FOR SYSTEM_TIME AS OF o.ordered_at AS s ON o.store_id = s.store_id;"
+                .into(),
+            Mode::Batch,
+            vec!["`stores` is not a versioned table", "PRIMARY KEY", "WATERMARK"],
+        ),
+        (
+            // Neither an event time nor a processing time.
+            "INSERT INTO out SELECT o.order_id, r.rate FROM orders o \
+             JOIN rates FOR SYSTEM_TIME AS OF o.amount AS r ON o.store_id = r.store_id;"
+                .into(),
+            Mode::Stream,
+            vec!["`amount` is neither the input's event time", "PROCTIME()"],
+        ),
+        (
+            "INSERT INTO out SELECT o.order_id, r.rate FROM orders o \
+             JOIN rates FOR SYSTEM_TIME AS OF o.no_such AS r ON o.store_id = r.store_id;"
+                .into(),
+            Mode::Batch,
+            vec!["the other input has no column `no_such`"],
+        ),
+        (
+            // The versions are looked up by the whole primary key.
+            "INSERT INTO out SELECT o.order_id, r.rate FROM orders o \
+             JOIN rates FOR SYSTEM_TIME AS OF o.ordered_at AS r ON o.order_id = r.rate;"
+                .into(),
+            Mode::Stream,
+            vec!["every column of `rates`'s PRIMARY KEY (store_id)"],
+        ),
+        (
+            "INSERT INTO out SELECT o.order_id, r.rate FROM orders o \
+             FULL JOIN rates FOR SYSTEM_TIME AS OF o.ordered_at AS r ON o.store_id = r.store_id;"
+                .into(),
+            Mode::Batch,
+            vec!["temporal joins are INNER or LEFT"],
+        ),
+        (
+            "INSERT INTO out SELECT o.order_id, s.city FROM timed o \
+             JOIN stores FOR SYSTEM_TIME AS OF o.pt AS s ON o.amount > 1;"
+                .into(),
+            Mode::Batch,
+            vec!["needs an equality between the input and the table's key"],
+        ),
+    ];
+    for (insert, mode, needles) in cases {
+        let pipeline = format!("{ORDERS}{STORES}{RATES}{OUT}{timed}{insert}\n");
+        let err = fails(&pipeline, mode).await;
+        let line = line_of(&pipeline, "FOR SYSTEM_TIME");
+        assert_mentions(&err, &needles);
+        assert_mentions(&err, &[&format!("line {line}")]);
+    }
+
+    // A LEFT temporal join holds only key equalities.
+    let pipeline = format!(
+        "{ORDERS}{STORES}{OUT}{timed}INSERT INTO out SELECT o.order_id, s.city FROM timed o \
+         LEFT JOIN stores FOR SYSTEM_TIME AS OF o.pt AS s \
+         ON o.store_id = s.store_id AND s.city <> 'Lyon';\n"
+    );
+    let err = fails(&pipeline, Mode::Stream).await;
+    assert_mentions(&err, &["a LEFT JOIN stores FOR SYSTEM_TIME AS OF pt", "s.city"]);
+
+    // The clause needs a table before it and a column after it.
+    let pipeline = format!(
+        "{ORDERS}{STORES}{OUT}INSERT INTO out SELECT o.order_id, s.city FROM orders o \
+         JOIN stores FOR SYSTEM_TIME AS OF 5 AS s ON o.store_id = s.store_id;\n"
+    );
+    let err = fails(&pipeline, Mode::Batch).await;
+    let (line, column) = pos_of(&pipeline, "FOR SYSTEM_TIME");
+    assert!(
+        matches!(err, Error::Syntax { line: l, column: c, .. } if l == line && c == column),
+        "{err:?}"
+    );
+    assert_mentions(&err, &["takes a time column of the other input"]);
+
+    // Options: the dimension's reload interval, and legacy connectors other than filesystem.
+    let pipeline = format!(
+        "{}{OUT}{timed}INSERT INTO out SELECT o.order_id, s.city FROM timed o \
+         JOIN stores FOR SYSTEM_TIME AS OF o.pt AS s ON o.store_id = s.store_id;\n",
+        format!("{ORDERS}{STORES}").replace(
+            "'format' = 'json'",
+            "'format' = 'json', 'lookup.join.cache.ttl' = 'soon'"
+        )
+    );
+    let err = fails(&pipeline, Mode::Stream).await;
+    assert_mentions(&err, &["stores", "'lookup.join.cache.ttl' = 'soon'", "10s"]);
+    let pipeline = format!(
+        "{ORDERS}CREATE TABLE side (k BIGINT, v STRING) WITH ('connector.type' = 'kafka');\n\
+         {OUT}INSERT INTO out SELECT * FROM side;\n"
+    );
+    let err = fails(&pipeline, Mode::Batch).await;
+    let line = line_of(&pipeline, "CREATE TABLE side");
+    assert_mentions(
+        &err,
+        &[&format!("line {line}"), "'connector.type' = 'kafka' is not supported"],
+    );
+}
+
+#[tokio::test]
+async fn a_lookup_join_reads_a_legacy_filesystem_table_and_keeps_event_time() {
+    let dir = project("");
+    fs::write(dir.path().join("input/side.txt"), "s1,Lyon\ns2,Paris\n").unwrap();
+    let pipeline = format!(
+        "{ORDERS}CREATE TABLE side (store_id STRING, city STRING) WITH (
+  'connector.type' = 'filesystem',
+  'connector.path' = 'file://{}/input/side.txt',
+  'format.type' = 'csv'
+);
+{OUT}
+CREATE VIEW enriched AS
+SELECT o.order_id, o.ordered_at, s.city
+FROM (SELECT *, PROCTIME() AS pt FROM orders) o
+JOIN side FOR SYSTEM_TIME AS OF o.pt AS s ON o.store_id = s.store_id;
+INSERT INTO out
+SELECT window_start, city, COUNT(*) AS orders
+FROM TABLE(TUMBLE(TABLE enriched, DESCRIPTOR(ordered_at), INTERVAL '1' HOUR))
+GROUP BY window_start, window_end, city;
+",
+        dir.path().display()
+    );
+    fs::write(dir.path().join("pipeline.sql"), &pipeline).unwrap();
+    for mode in [Mode::Batch, Mode::Stream] {
+        let options = RunOptions {
+            mode: Some(mode),
+            ..Default::default()
+        };
+        let report = run_pipeline(&dir.path().join("pipeline.sql"), options)
+            .await
+            .unwrap_or_else(|e| panic!("{mode}: {e}"));
+        assert_eq!(report.rows_written["out"], 3, "{mode}");
+        let mut rows: Vec<String> = fs::read_dir(dir.path().join("out/result"))
+            .unwrap()
+            .flat_map(|f| {
+                fs::read_to_string(f.unwrap().path())
+                    .unwrap()
+                    .lines()
+                    .skip(1)
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        rows.sort();
+        assert_eq!(
+            rows,
+            [
+                "2026-03-16T10:00:00,Lyon,1",
+                "2026-03-16T10:00:00,Paris,1",
+                "2026-03-16T11:00:00,Lyon,1"
+            ],
+            "{mode}"
+        );
+    }
+}

@@ -432,6 +432,12 @@ impl TemporalJoin {
                 &at,
             )?));
         }
+        if w == Watermark::MAX {
+            // No left row can come any more: no version is needed.
+            self.versions.clear();
+            self.prune.clear();
+            freed = self.bytes;
+        }
         // Per key, the version valid at `w` and later ones stay.
         while let Some(entry) = self.prune.first_entry() {
             if *entry.key() > w.0 {
@@ -628,5 +634,293 @@ impl Operator for TemporalJoin {
 
     fn restore(&mut self, state: &[u8]) -> Result<()> {
         self.read_state(state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::TimestampMillisecondArray;
+    use arrow::datatypes::TimeUnit;
+    use datafusion::physical_expr::expressions::col;
+    use proptest::prelude::*;
+
+    /// A row of either input: key (NULL or a small number), value, time in ms.
+    type In = (Option<i64>, i64, i64);
+    /// An output row: left (key, value, time), then the right value and time (NULL: none).
+    type Out = (Option<i64>, i64, i64, Option<i64>, Option<i64>);
+
+    fn side_schema(prefix: &str) -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new(format!("{prefix}k"), DataType::Int64, true),
+            Field::new(format!("{prefix}v"), DataType::Int64, false),
+            Field::new(
+                format!("{prefix}ts"),
+                DataType::Timestamp(TimeUnit::Millisecond, None),
+                true,
+            ),
+        ]))
+    }
+
+    fn spec(kind: JoinKind, event_time: bool) -> JoinSpec {
+        let left = side_schema("");
+        let right = side_schema("r");
+        let fields: Vec<_> = left
+            .fields()
+            .iter()
+            .chain(right.fields().iter())
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect();
+        JoinSpec {
+            kind,
+            left_keys: vec![col("k", &left).unwrap()],
+            right_keys: vec![col("rk", &right).unwrap()],
+            time: None,
+            as_of: Some(if event_time {
+                AsOf::EventTime {
+                    left: col("ts", &left).unwrap(),
+                    right: col("rts", &right).unwrap(),
+                }
+            } else {
+                AsOf::ProcessingTime
+            }),
+            state_ttl: None,
+            right_table: "rates".into(),
+            left_schema: left,
+            right_schema: right,
+            schema: Arc::new(Schema::new(fields)),
+        }
+    }
+
+    fn batch(prefix: &str, rows: &[In]) -> RecordBatch {
+        RecordBatch::try_new(
+            side_schema(prefix),
+            vec![
+                Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.0))),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
+                Arc::new(TimestampMillisecondArray::from_iter_values(
+                    rows.iter().map(|r| r.2),
+                )),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn rows_of(out: &Output) -> Vec<Out> {
+        let mut rows = vec![];
+        for m in &out.messages {
+            let Message::Data(b) = m else { continue };
+            let i64s = |c: usize| {
+                let c = arrow::compute::cast(b.column(c), &DataType::Int64).unwrap();
+                c.as_primitive::<Int64Type>().iter().collect::<Vec<_>>()
+            };
+            let (k, v, t, rv, rt) = (i64s(0), i64s(1), i64s(2), i64s(4), i64s(5));
+            for i in 0..b.num_rows() {
+                rows.push((k[i], v[i].unwrap(), t[i].unwrap(), rv[i], rt[i]));
+            }
+        }
+        rows
+    }
+
+    fn watermarks(out: &Output) -> Vec<i64> {
+        out.messages
+            .iter()
+            .filter_map(|m| match m {
+                Message::Watermark(w) => Some(w.0),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_lookup_join_joins_the_latest_load_and_passes_watermarks_on() {
+        let mut op = LookupJoin::new(spec(JoinKind::Left, false)).unwrap();
+        let mut out = Output::default();
+        let err = op
+            .process(Message::Data(batch("", &[(Some(1), 1, 0)])), &mut out)
+            .unwrap_err();
+        assert!(err.to_string().contains("before the table `rates` was loaded"), "{err}");
+        op.process_right(Message::Data(batch("r", &[(Some(1), 10, 0), (Some(1), 11, 0), (None, 12, 0)])), &mut out)
+            .unwrap();
+        op.process_right(Message::Watermark(Watermark::MAX), &mut out).unwrap();
+        op.process_right(Message::EndOfInput, &mut out).unwrap();
+        assert!(out.messages.is_empty(), "a load sends nothing");
+        op.process(
+            Message::Data(batch("", &[(Some(1), 1, 5), (Some(2), 2, 6), (None, 3, 7)])),
+            &mut out,
+        )
+        .unwrap();
+        op.process(Message::Watermark(Watermark(6)), &mut out).unwrap();
+        let mut rows = rows_of(&out);
+        rows.sort();
+        assert_eq!(
+            rows,
+            vec![
+                (None, 3, 7, None, None),
+                (Some(1), 1, 5, Some(10), Some(0)),
+                (Some(1), 1, 5, Some(11), Some(0)),
+                (Some(2), 2, 6, None, None),
+            ]
+        );
+        assert_eq!(watermarks(&out), vec![6]);
+        // A reload replaces the table whole.
+        let mut out = Output::default();
+        op.process_right(Message::Data(batch("r", &[(Some(2), 20, 0)])), &mut out).unwrap();
+        op.process(Message::Data(batch("", &[(Some(2), 4, 8)])), &mut out).unwrap();
+        op.process_right(Message::EndOfInput, &mut out).unwrap();
+        op.process(Message::Data(batch("", &[(Some(1), 5, 9), (Some(2), 6, 9)])), &mut out)
+            .unwrap();
+        assert_eq!(
+            rows_of(&out),
+            vec![
+                (Some(2), 4, 8, None, None),
+                (Some(1), 5, 9, None, None),
+                (Some(2), 6, 9, Some(20), Some(0)),
+            ],
+            "rows join the previous load until the new one is complete"
+        );
+        // An inner lookup join drops what does not match.
+        let mut inner = LookupJoin::new(spec(JoinKind::Inner, false)).unwrap();
+        let mut out = Output::default();
+        inner.process_right(Message::EndOfInput, &mut out).unwrap();
+        inner.process(Message::Data(batch("", &[(Some(1), 1, 5)])), &mut out).unwrap();
+        assert!(rows_of(&out).is_empty());
+        // A snapshot holds no rows and restores only into the same layout.
+        let mut state = vec![];
+        op.snapshot(&mut state).unwrap();
+        LookupJoin::new(spec(JoinKind::Left, false)).unwrap().restore(&state).unwrap();
+        assert!(inner.restore(&state).is_err());
+    }
+
+    /// What a batch run gives: each left row with the right row of its key with the latest
+    /// time at or before its own (the later of equal times), in left time order.
+    fn model(kind: JoinKind, left: &[In], right: &[In]) -> Vec<Out> {
+        let mut out = vec![];
+        for &(k, v, t) in left {
+            let version = right
+                .iter()
+                .filter(|r| k.is_some() && r.0 == k && r.2 <= t)
+                .max_by_key(|r| r.2)
+                .map(|r| {
+                    // The last arrival of the latest time.
+                    *right.iter().rev().find(|x| x.0 == r.0 && x.2 == r.2).unwrap()
+                });
+            match version {
+                Some(r) => out.push((k, v, t, Some(r.1), Some(r.2))),
+                None if kind == JoinKind::Left => out.push((k, v, t, None, None)),
+                None => {}
+            }
+        }
+        out
+    }
+
+    fn sorted(mut rows: Vec<Out>) -> Vec<Out> {
+        rows.sort();
+        rows
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+        /// Inputs in time order per side, interleaved at random, each row followed by its
+        /// side's watermark (its time - 1), cut at a random point by a snapshot restored into a
+        /// new operator: the output is the model's, nothing is rejected, and the watermarks
+        /// sent never pass a row sent after them.
+        #[test]
+        fn an_event_time_join_picks_the_version_valid_at_each_row(
+            mut left in prop::collection::vec((prop::option::weighted(0.9, 0i64..3), 0i64..100, 0i64..50), 0..25),
+            mut right in prop::collection::vec((prop::option::weighted(0.9, 0i64..3), 0i64..100, 0i64..50), 0..25),
+            order in prop::collection::vec(any::<bool>(), 50),
+            cut in 0usize..60,
+            outer in any::<bool>(),
+        ) {
+            let kind = if outer { JoinKind::Left } else { JoinKind::Inner };
+            left.sort_by_key(|r| r.2);
+            right.sort_by_key(|r| r.2);
+            for (i, r) in left.iter_mut().enumerate() { r.1 = i as i64; }
+            for (i, r) in right.iter_mut().enumerate() { r.1 = 100 + i as i64; }
+            let mut messages: Vec<(usize, Message)> = vec![];
+            let (mut l, mut r) = (0, 0);
+            for &take_left in order.iter().chain(std::iter::repeat(&true).take(60)) {
+                let side = if (take_left && l < left.len()) || r == right.len() { LEFT } else { RIGHT };
+                let (rows, at) = if side == LEFT { (&left, &mut l) } else { (&right, &mut r) };
+                if *at == rows.len() { break; }
+                let row = rows[*at];
+                *at += 1;
+                messages.push((side, Message::Data(batch(if side == LEFT { "" } else { "r" }, &[row]))));
+                messages.push((side, Message::Watermark(Watermark(row.2 - 1))));
+            }
+            for side in [LEFT, RIGHT] {
+                messages.push((side, Message::Watermark(Watermark::MAX)));
+                messages.push((side, Message::EndOfInput));
+            }
+            let mut op = TemporalJoin::new(spec(kind, true), "orders").unwrap();
+            let mut out = Output::default();
+            let mut sent_rows: Vec<Out> = vec![];
+            let mut last_watermark = i64::MIN;
+            for (i, (side, m)) in messages.into_iter().enumerate() {
+                if i == cut {
+                    let mut state = vec![];
+                    op.snapshot(&mut state).unwrap();
+                    op = TemporalJoin::new(spec(kind, true), "orders").unwrap();
+                    op.restore(&state).unwrap();
+                }
+                let mut step = Output::default();
+                if side == LEFT { op.process(m, &mut step).unwrap() } else { op.process_right(m, &mut step).unwrap() }
+                for row in rows_of(&step) {
+                    prop_assert!(row.2 > last_watermark, "row {row:?} after watermark {last_watermark}");
+                }
+                sent_rows.extend(rows_of(&step));
+                if let Some(&w) = watermarks(&step).last() { last_watermark = w; }
+                out.rejects.extend(step.rejects);
+                out.messages.extend(step.messages.into_iter().filter(|m| matches!(m, Message::EndOfInput)));
+            }
+            prop_assert!(out.rejects.is_empty(), "{:?}", out.rejects);
+            prop_assert_eq!(out.messages.len(), 1, "one EndOfInput, once both inputs ended");
+            prop_assert_eq!(sorted(sent_rows), sorted(model(kind, &left, &right)));
+            prop_assert_eq!(op.state_bytes(), 0, "everything sent and dropped at the end");
+        }
+    }
+
+    #[test]
+    fn late_rows_and_missing_times_are_rejected_and_old_versions_dropped() {
+        let mut op = TemporalJoin::new(spec(JoinKind::Inner, true), "orders").unwrap();
+        let mut out = Output::default();
+        op.process_right(
+            Message::Data(batch("r", &[(Some(1), 10, 0), (Some(1), 11, 10), (Some(1), 12, 20)])),
+            &mut out,
+        )
+        .unwrap();
+        op.process_right(Message::Watermark(Watermark(15)), &mut out).unwrap();
+        op.process(Message::Watermark(Watermark(30)), &mut out).unwrap();
+        assert_eq!(watermarks(&out), vec![15]);
+        // The version at 0 is no longer valid at 15 or later: dropped; 10 and 20 stay.
+        assert_eq!(op.versions.values().map(Vec::len).sum::<usize>(), 2);
+        let mut out = Output::default();
+        op.process(Message::Data(batch("", &[(Some(1), 1, 12), (Some(1), 2, 17)])), &mut out)
+            .unwrap();
+        let right = batch("r", &[(Some(1), 13, 14)]);
+        op.process_right(Message::Data(right), &mut out).unwrap();
+        let missing = RecordBatch::try_new(
+            side_schema("r"),
+            vec![
+                Arc::new(Int64Array::from(vec![Some(1)])),
+                Arc::new(Int64Array::from(vec![14])),
+                Arc::new(TimestampMillisecondArray::from(vec![None::<i64>])),
+            ],
+        )
+        .unwrap();
+        op.process_right(Message::Data(missing), &mut out).unwrap();
+        let reasons: Vec<_> = out.rejects.iter().map(|r| (r.reason, r.table.as_str())).collect();
+        assert_eq!(
+            reasons,
+            vec![
+                (RejectReason::Late, "orders"),
+                (RejectReason::Late, "rates"),
+                (RejectReason::MissingEventTime, "rates"),
+            ]
+        );
+        op.process_right(Message::Watermark(Watermark(25)), &mut out).unwrap();
+        assert_eq!(rows_of(&out), vec![(Some(1), 2, 17, Some(11), Some(10))]);
     }
 }
