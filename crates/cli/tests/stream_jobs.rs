@@ -1063,3 +1063,104 @@ fn a_plain_group_by_streams_updates_that_upsert_to_the_exact_totals_through_kill
     assert_eq!(once, want);
     assert_eq!(rows, want.len(), "batch mode writes each final result once");
 }
+
+/// Tiers of the lookup join's rows in `out`: tier → rows.
+fn tiers(out: &Path) -> BTreeMap<String, usize> {
+    let mut tiers = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(out) else {
+        return tiers;
+    };
+    for f in entries.flatten().map(|e| e.path()) {
+        let name = f.file_name().unwrap().to_string_lossy().to_string();
+        if name.starts_with('.') || !f.is_file() {
+            continue;
+        }
+        for line in std::fs::read_to_string(&f).unwrap().lines() {
+            let v: Value = serde_json::from_str(line).unwrap();
+            *tiers
+                .entry(v["tier"].as_str().unwrap_or("NULL").to_string())
+                .or_default() += 1;
+        }
+    }
+    tiers
+}
+
+fn wait_for_rows(out: &Path, want: usize) -> BTreeMap<String, usize> {
+    let started = Instant::now();
+    loop {
+        let t = tiers(out);
+        if t.values().sum::<usize>() >= want || started.elapsed() > Duration::from_secs(60) {
+            return t;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A lookup join in a job over a log: its dimension is a files table, loaded before the first
+/// row, reloaded within `lookup.join.cache.ttl` when its file changes (rows after the reload
+/// see the new values, rows before it kept the old ones), and loaded again on restart.
+#[test]
+fn a_lookup_join_over_a_log_reloads_its_dimension_when_its_files_change() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    create_topic(dir);
+    let users = |tier: &str| {
+        let mut text = "user_id,tier\n".to_string();
+        for u in 0..7 {
+            text += &format!("user_{u},{tier}\n");
+        }
+        std::fs::create_dir_all(dir.join("dim")).unwrap();
+        // Written aside and renamed: a reload never sees half a file.
+        std::fs::write(dir.join("users.tmp"), text).unwrap();
+        std::fs::rename(dir.join("users.tmp"), dir.join("dim/users.csv")).unwrap();
+    };
+    users("silver");
+    let sql = dir.join("lookup.sql");
+    std::fs::write(
+        &sql,
+        "CREATE TABLE events (
+           user_id STRING, amount BIGINT, ts TIMESTAMP(3),
+           WATERMARK FOR ts AS ts - INTERVAL '1' SECOND
+         ) WITH ('connector' = 'log', 'topic' = 'events', 'format' = 'json', 'log.dir' = 'log');
+         CREATE TABLE users (user_id STRING, tier STRING)
+           WITH ('connector' = 'files', 'path' = 'dim', 'format' = 'csv',
+                 'lookup.join.cache.ttl' = '50ms');
+         CREATE TABLE enriched WITH ('connector' = 'files', 'path' = 'out', 'format' = 'json');
+         INSERT INTO enriched
+         SELECT e.user_id, e.amount, u.tier
+         FROM (SELECT *, PROCTIME() AS pt FROM events) e
+         JOIN users FOR SYSTEM_TIME AS OF e.pt AS u ON e.user_id = u.user_id;\n",
+    )
+    .unwrap();
+    let out = dir.join("out");
+    produce(dir, 0..100);
+    let mut job = start_stream(dir, &sql, "state");
+    let t = wait_for_rows(&out, 100);
+    assert_eq!(t, BTreeMap::from([("silver".to_string(), 100)]));
+
+    users("gold");
+    // Longer than the check interval, and the job is idle: its ticks check the files.
+    std::thread::sleep(Duration::from_millis(800));
+    produce(dir, 100..200);
+    let t = wait_for_rows(&out, 200);
+    assert_eq!(
+        t,
+        BTreeMap::from([("gold".to_string(), 100), ("silver".to_string(), 100)])
+    );
+    terminate(&mut job);
+
+    // A restart loads the table again, as it is now.
+    users("platinum");
+    let mut job = start_stream(dir, &sql, "state");
+    produce(dir, 200..250);
+    let t = wait_for_rows(&out, 250);
+    terminate(&mut job);
+    assert_eq!(
+        t,
+        BTreeMap::from([
+            ("gold".to_string(), 100),
+            ("platinum".to_string(), 50),
+            ("silver".to_string(), 100)
+        ])
+    );
+}

@@ -20,6 +20,9 @@
 //!   when nothing is late; its late rejects are rows no open session could take.
 //! * `allowed_lateness_turns_late_rows_into_corrections`: the same with rows later than the
 //!   delay and a long `table.exec.emit.allow-lateness`: no rejects, the batch answer.
+//! * A LEFT event-time temporal join of the events with a versioned table of the same rows
+//!   (PRIMARY KEY k): stream = batch = a model; with late rows, only versions are rejected (the
+//!   events are read first) and each event joins the accepted ones.
 //! * `update_mode_upserts_to_the_batch_answer`: the window aggregates in update mode, emitting
 //!   after every batch, upserted by (window, key), equal the batch output.
 //! * Retractions: a GROUP BY over the GROUP BY k (how many keys have n rows) and a HAVING that
@@ -208,6 +211,23 @@ SELECT a.id AS a_id, b.id AS b_id
 FROM events a JOIN events b
   ON a.k = b.k AND a.ts BETWEEN b.ts - INTERVAL '{slide}' SECOND AND b.ts;
 
+CREATE TABLE prices (
+  id BIGINT,
+  k VARCHAR,
+  cust VARCHAR,
+  qty BIGINT,
+  amount DECIMAL(10, 2),
+  ts TIMESTAMP(3),
+  PRIMARY KEY (k) NOT ENFORCED,
+  WATERMARK FOR ts AS {watermark}
+) WITH ('connector' = 'files', 'path' = 'in', 'format' = 'csv');
+
+CREATE TABLE temporal_out WITH ('connector' = 'files', 'path' = 'out/temporal', 'format' = 'csv');
+
+INSERT INTO temporal_out
+SELECT e.id, p.id AS version
+FROM events e LEFT JOIN prices FOR SYSTEM_TIME AS OF e.ts AS p ON e.k = p.k;
+
 CREATE TABLE last_out WITH ('connector' = 'files', 'path' = 'out/last', 'format' = 'csv');
 
 INSERT INTO last_out
@@ -252,6 +272,9 @@ struct Outcome {
     over: Vec<Vec<String>>,
     /// A self interval join: (a id, b id) with equal keys, a at most a HOP slide before b.
     join: Vec<Vec<String>>,
+    /// A LEFT temporal join of the events with themselves as a versioned table keyed by k:
+    /// (id, id of the version valid at its time, or empty).
+    temporal: Vec<Vec<String>>,
     /// Each key's latest row (k, id): update mode in stream mode.
     last: Vec<Vec<String>>,
     /// A GROUP BY over the GROUP BY k: per row count n, the keys with n rows, their SUM(qty),
@@ -325,6 +348,7 @@ fn run_with(
     let over = read_sink(&dir.join("out/over"));
     let join = read_sink(&dir.join("out/join"));
     let last = read_sink(&dir.join("out/last"));
+    let temporal = read_sink(&dir.join("out/temporal"));
     let spread = read_sink(&dir.join("out/spread"));
     let busy = read_sink(&dir.join("out/busy"));
     let rejects = read_rejects(&report.rejects_path, Some(&report.run_id)).unwrap();
@@ -349,6 +373,7 @@ fn run_with(
         over,
         join,
         last,
+        temporal,
         spread,
         busy,
         rejects,
@@ -682,6 +707,39 @@ fn over_model(
     out
 }
 
+/// The temporal join's rows: each event's id with the id of the version of its key valid at its
+/// time (the latest event of that key at or before it, the later-arriving of equal times) among
+/// the events `is_version` accepts, `None` without one; sorted.
+fn temporal_model(
+    events: &[Event],
+    is_version: impl Fn(usize) -> bool,
+) -> Vec<(usize, Option<usize>)> {
+    let mut out: Vec<(usize, Option<usize>)> = events
+        .iter()
+        .enumerate()
+        .map(|(a, ea)| {
+            let version = events
+                .iter()
+                .enumerate()
+                .filter(|(b, eb)| is_version(*b) && eb.key == ea.key && eb.t <= ea.t)
+                .max_by_key(|(b, eb)| (eb.t, *b))
+                .map(|(b, _)| b);
+            (a, version)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn parse_temporal(rows: &[Vec<String>]) -> Vec<(usize, Option<usize>)> {
+    let mut out: Vec<(usize, Option<usize>)> = rows
+        .iter()
+        .map(|r| (r[0].parse().unwrap(), r[1].parse().ok()))
+        .collect();
+    out.sort();
+    out
+}
+
 /// The join sink's expected pairs among the events `keep` accepts, sorted.
 fn join_model(events: &[Event], range: i64, keep: impl Fn(usize) -> bool) -> Vec<(usize, usize)> {
     let mut out = vec![];
@@ -806,7 +864,8 @@ fn late_rows(rejects: &[Value]) -> Vec<LateRow> {
     rejects
         .iter()
         .filter(|r| {
-            !["over_out", "join_out", "last_out"].contains(&r["sink"].as_str().unwrap_or(""))
+            !["over_out", "join_out", "last_out", "temporal_out"]
+                .contains(&r["sink"].as_str().unwrap_or(""))
         })
         .map(|r| {
             assert_eq!(r["reason"], "late", "unexpected reject {r}");
@@ -1076,6 +1135,8 @@ proptest! {
         prop_assert_eq!(sorted(&stream.topn), sorted(&batch.topn), "Top-N stream vs batch");
         prop_assert_eq!(&stream.over, &batch.over, "OVER stream vs batch (rows in the same order)");
         prop_assert_eq!(parse_join(&stream.join), parse_join(&batch.join), "interval join stream vs batch");
+        prop_assert_eq!(parse_temporal(&stream.temporal), parse_temporal(&batch.temporal), "temporal join stream vs batch");
+        prop_assert_eq!(parse_temporal(&batch.temporal), temporal_model(&s.events, |_| true), "temporal join batch vs model");
         // Keep-last deduplication: batch writes each key's latest row (by time, then arrival);
         // stream mode's updates, upserted by key, end there too.
         let mut latest: BTreeMap<String, (i64, usize)> = BTreeMap::new();
@@ -1193,11 +1254,24 @@ proptest! {
             join_model(&s.events, s.hop_min.0 * MINUTE, |id| !join_late.contains(&id)),
             "interval join stream vs model of accepted rows"
         );
+        // The temporal join reads every event before any version (sources are read one after
+        // the other): only versions can be late, and each event joins the accepted versions.
+        let temporal_rejects: Vec<&Value> = stream.rejects.iter().filter(|r| r["sink"] == "temporal_out").collect();
+        prop_assert!(temporal_rejects.iter().all(|r| r["table"] == "prices" && r["reason"] == "late"), "{:?}", temporal_rejects);
+        let stale: BTreeSet<usize> = late_ids(&stream.rejects, "temporal_out").into_iter().collect();
+        prop_assert!(stale.is_subset(&possible), "temporal join rejected versions within the delay: {:?}", stale);
+        prop_assert_eq!(
+            parse_temporal(&stream.temporal),
+            temporal_model(&s.events, |id| !stale.contains(&id)),
+            "temporal join stream vs model of accepted versions"
+        );
+        prop_assert_eq!(parse_temporal(&batch.temporal), temporal_model(&s.events, |_| true));
         prop_assert_eq!(
             stream.report.rejects.get("late").copied().unwrap_or(0),
             (late.len()
                 + over_late.len()
                 + join_rejects.len()
+                + temporal_rejects.len()
                 + stream.rejects.iter().filter(|r| r["sink"] == "last_out").count()) as u64
         );
         let mut rejected_tumble = BTreeSet::new();

@@ -1143,7 +1143,11 @@ async fn temporal_joins_are_checked_before_data_moves() {
              JOIN stores FOR SYSTEM_TIME AS OF o.ordered_at AS s ON o.store_id = s.store_id;"
                 .into(),
             Mode::Batch,
-            vec!["`stores` is not a versioned table", "PRIMARY KEY", "WATERMARK"],
+            vec![
+                "`stores` is not a versioned table",
+                "PRIMARY KEY",
+                "WATERMARK",
+            ],
         ),
         (
             // Neither an event time nor a processing time.
@@ -1198,7 +1202,10 @@ async fn temporal_joins_are_checked_before_data_moves() {
          ON o.store_id = s.store_id AND s.city <> 'Lyon';\n"
     );
     let err = fails(&pipeline, Mode::Stream).await;
-    assert_mentions(&err, &["a LEFT JOIN stores FOR SYSTEM_TIME AS OF pt", "s.city"]);
+    assert_mentions(
+        &err,
+        &["a LEFT JOIN stores FOR SYSTEM_TIME AS OF pt", "s.city"],
+    );
 
     // The clause needs a table before it and a column after it.
     let pipeline = format!(
@@ -1232,7 +1239,10 @@ async fn temporal_joins_are_checked_before_data_moves() {
     let line = line_of(&pipeline, "CREATE TABLE side");
     assert_mentions(
         &err,
-        &[&format!("line {line}"), "'connector.type' = 'kafka' is not supported"],
+        &[
+            &format!("line {line}"),
+            "'connector.type' = 'kafka' is not supported",
+        ],
     );
 }
 

@@ -20,10 +20,8 @@ const RATE: u64 = 1_000;
 
 /// Queries Flowline cannot run yet in one mode or both, with a part of the error they give
 /// (the missing feature; BENCHMARKS.md lists them).
-const UNSUPPORTED: &[(&str, &str)] = &[(
-    "q5",
-    "a JOIN whose right input is an update-mode aggregate",
-)];
+const UNSUPPORTED: &[(&str, &str)] =
+    &[("q5", "a JOIN whose right input is an update-mode aggregate")];
 
 fn nexmark_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../benches/nexmark")
@@ -137,7 +135,11 @@ async fn run(query: &str, mode: Mode, dir: &Path) -> Result<(Vec<String>, u64), 
     } else {
         query.to_string()
     };
-    let text = format!("{}\n{views}\n{}", source_ddl(), with_file_sink(&query, &out));
+    let text = format!(
+        "{}\n{views}\n{}",
+        source_ddl(),
+        with_file_sink(&query, &out)
+    );
     let pipeline = dir.join(format!("{mode}.sql"));
     std::fs::write(&pipeline, text).unwrap();
     let options = RunOptions {

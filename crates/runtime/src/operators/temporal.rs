@@ -739,10 +739,21 @@ mod tests {
         let err = op
             .process(Message::Data(batch("", &[(Some(1), 1, 0)])), &mut out)
             .unwrap_err();
-        assert!(err.to_string().contains("before the table `rates` was loaded"), "{err}");
-        op.process_right(Message::Data(batch("r", &[(Some(1), 10, 0), (Some(1), 11, 0), (None, 12, 0)])), &mut out)
+        assert!(
+            err.to_string()
+                .contains("before the table `rates` was loaded"),
+            "{err}"
+        );
+        op.process_right(
+            Message::Data(batch(
+                "r",
+                &[(Some(1), 10, 0), (Some(1), 11, 0), (None, 12, 0)],
+            )),
+            &mut out,
+        )
+        .unwrap();
+        op.process_right(Message::Watermark(Watermark::MAX), &mut out)
             .unwrap();
-        op.process_right(Message::Watermark(Watermark::MAX), &mut out).unwrap();
         op.process_right(Message::EndOfInput, &mut out).unwrap();
         assert!(out.messages.is_empty(), "a load sends nothing");
         op.process(
@@ -750,7 +761,8 @@ mod tests {
             &mut out,
         )
         .unwrap();
-        op.process(Message::Watermark(Watermark(6)), &mut out).unwrap();
+        op.process(Message::Watermark(Watermark(6)), &mut out)
+            .unwrap();
         let mut rows = rows_of(&out);
         rows.sort();
         assert_eq!(
@@ -765,11 +777,16 @@ mod tests {
         assert_eq!(watermarks(&out), vec![6]);
         // A reload replaces the table whole.
         let mut out = Output::default();
-        op.process_right(Message::Data(batch("r", &[(Some(2), 20, 0)])), &mut out).unwrap();
-        op.process(Message::Data(batch("", &[(Some(2), 4, 8)])), &mut out).unwrap();
-        op.process_right(Message::EndOfInput, &mut out).unwrap();
-        op.process(Message::Data(batch("", &[(Some(1), 5, 9), (Some(2), 6, 9)])), &mut out)
+        op.process_right(Message::Data(batch("r", &[(Some(2), 20, 0)])), &mut out)
             .unwrap();
+        op.process(Message::Data(batch("", &[(Some(2), 4, 8)])), &mut out)
+            .unwrap();
+        op.process_right(Message::EndOfInput, &mut out).unwrap();
+        op.process(
+            Message::Data(batch("", &[(Some(1), 5, 9), (Some(2), 6, 9)])),
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(
             rows_of(&out),
             vec![
@@ -783,12 +800,17 @@ mod tests {
         let mut inner = LookupJoin::new(spec(JoinKind::Inner, false)).unwrap();
         let mut out = Output::default();
         inner.process_right(Message::EndOfInput, &mut out).unwrap();
-        inner.process(Message::Data(batch("", &[(Some(1), 1, 5)])), &mut out).unwrap();
+        inner
+            .process(Message::Data(batch("", &[(Some(1), 1, 5)])), &mut out)
+            .unwrap();
         assert!(rows_of(&out).is_empty());
         // A snapshot holds no rows and restores only into the same layout.
         let mut state = vec![];
         op.snapshot(&mut state).unwrap();
-        LookupJoin::new(spec(JoinKind::Left, false)).unwrap().restore(&state).unwrap();
+        LookupJoin::new(spec(JoinKind::Left, false))
+            .unwrap()
+            .restore(&state)
+            .unwrap();
         assert!(inner.restore(&state).is_err());
     }
 
@@ -803,7 +825,11 @@ mod tests {
                 .max_by_key(|r| r.2)
                 .map(|r| {
                     // The last arrival of the latest time.
-                    *right.iter().rev().find(|x| x.0 == r.0 && x.2 == r.2).unwrap()
+                    *right
+                        .iter()
+                        .rev()
+                        .find(|x| x.0 == r.0 && x.2 == r.2)
+                        .unwrap()
                 });
             match version {
                 Some(r) => out.push((k, v, t, Some(r.1), Some(r.2))),
@@ -887,18 +913,26 @@ mod tests {
         let mut op = TemporalJoin::new(spec(JoinKind::Inner, true), "orders").unwrap();
         let mut out = Output::default();
         op.process_right(
-            Message::Data(batch("r", &[(Some(1), 10, 0), (Some(1), 11, 10), (Some(1), 12, 20)])),
+            Message::Data(batch(
+                "r",
+                &[(Some(1), 10, 0), (Some(1), 11, 10), (Some(1), 12, 20)],
+            )),
             &mut out,
         )
         .unwrap();
-        op.process_right(Message::Watermark(Watermark(15)), &mut out).unwrap();
-        op.process(Message::Watermark(Watermark(30)), &mut out).unwrap();
+        op.process_right(Message::Watermark(Watermark(15)), &mut out)
+            .unwrap();
+        op.process(Message::Watermark(Watermark(30)), &mut out)
+            .unwrap();
         assert_eq!(watermarks(&out), vec![15]);
         // The version at 0 is no longer valid at 15 or later: dropped; 10 and 20 stay.
         assert_eq!(op.versions.values().map(Vec::len).sum::<usize>(), 2);
         let mut out = Output::default();
-        op.process(Message::Data(batch("", &[(Some(1), 1, 12), (Some(1), 2, 17)])), &mut out)
-            .unwrap();
+        op.process(
+            Message::Data(batch("", &[(Some(1), 1, 12), (Some(1), 2, 17)])),
+            &mut out,
+        )
+        .unwrap();
         let right = batch("r", &[(Some(1), 13, 14)]);
         op.process_right(Message::Data(right), &mut out).unwrap();
         let missing = RecordBatch::try_new(
@@ -911,7 +945,11 @@ mod tests {
         )
         .unwrap();
         op.process_right(Message::Data(missing), &mut out).unwrap();
-        let reasons: Vec<_> = out.rejects.iter().map(|r| (r.reason, r.table.as_str())).collect();
+        let reasons: Vec<_> = out
+            .rejects
+            .iter()
+            .map(|r| (r.reason, r.table.as_str()))
+            .collect();
         assert_eq!(
             reasons,
             vec![
@@ -920,7 +958,8 @@ mod tests {
                 (RejectReason::MissingEventTime, "rates"),
             ]
         );
-        op.process_right(Message::Watermark(Watermark(25)), &mut out).unwrap();
+        op.process_right(Message::Watermark(Watermark(25)), &mut out)
+            .unwrap();
         assert_eq!(rows_of(&out), vec![(Some(1), 2, 17, Some(11), Some(10))]);
     }
 }
