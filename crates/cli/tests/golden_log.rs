@@ -132,6 +132,7 @@ golden_log_cases!(
     top_n_stream,
     retractions,
     temporal_joins,
+    window_over_window,
 );
 
 /// Why a case folder does not run over the log.

@@ -86,6 +86,7 @@ golden_cases!(
     top_n_stream,
     retractions,
     temporal_joins,
+    window_over_window,
 );
 
 #[test]

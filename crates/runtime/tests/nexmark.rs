@@ -20,8 +20,7 @@ const RATE: u64 = 1_000;
 
 /// Queries Flowline cannot run yet in one mode or both, with a part of the error they give
 /// (the missing feature; BENCHMARKS.md lists them).
-const UNSUPPORTED: &[(&str, &str)] =
-    &[("q5", "a JOIN whose right input is an update-mode aggregate")];
+const UNSUPPORTED: &[(&str, &str)] = &[];
 
 fn nexmark_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../benches/nexmark")

@@ -436,13 +436,33 @@ impl Lowering<'_> {
             LogicalPlan::Aggregate(a) => {
                 let mut chain = self.lower(&a.input)?;
                 let over_updates = chain.output == OutputMode::Update;
-                if chain.aggregated {
+                // A group column that is a window bound of the window relation below, passed
+                // through unchanged (possibly renamed, and through an aggregate below).
+                let traced_bound = |bound: &str| {
+                    a.group_expr.iter().position(|e| {
+                        matches!(e, Expr::Column(c) if trace_column(&a.input, &c.name).is_some_and(|(table, column)| {
+                            column == bound && self.def.tvfs.iter().any(|t| t.name == table)
+                        }))
+                    })
+                };
+                // Over an append-mode window aggregate, grouping by its window bounds is a
+                // window aggregate of the same windows (Nexmark q5's maximum per window): each
+                // window's rows arrive before the watermark that closes it.
+                let rewindowed = match (chain.aggregated, chain.window, over_updates) {
+                    (true, Some(kind), false) if !matches!(kind, WindowKind::Session { .. }) => {
+                        traced_bound("window_start")
+                            .zip(traced_bound("window_end"))
+                            .map(|(start, end)| WindowColumns { kind, start, end })
+                    }
+                    _ => None,
+                };
+                if chain.aggregated && rewindowed.is_none() {
                     if chain.window.is_some() && a.group_expr.iter().any(|e| {
                         matches!(e, Expr::Column(c) if c.name.eq_ignore_ascii_case("window_start") || c.name.eq_ignore_ascii_case("window_end"))
                     }) {
                         return Err(self.unsupported(
-                            "a window aggregate over an aggregate",
-                            "aggregate the first aggregate's results without a window (a GROUP BY over a GROUP BY), or run with --mode batch",
+                            "a window aggregate over an aggregate, not grouped by both of its window bounds",
+                            "group by the first aggregate's window_start and window_end (a window aggregate of the same windows), aggregate its results without a window (a GROUP BY over a GROUP BY), or run with --mode batch",
                         ));
                     }
                     chain.window = None;
@@ -461,6 +481,7 @@ impl Lowering<'_> {
                     column_pos("window_start"),
                     column_pos("window_end"),
                 ) {
+                    _ if rewindowed.is_some() => rewindowed,
                     (Some(kind), Some(start), Some(end)) => Some(WindowColumns { kind, start, end }),
                     (Some(WindowKind::Session { .. }), None, None) => {
                         return Err(self.unsupported(
@@ -478,7 +499,11 @@ impl Lowering<'_> {
                 };
                 // Firing and lateness are derived from the window the TVF assigned: the grouped
                 // window columns must be those columns, not values computed from them.
-                for pos in window.iter().flat_map(|w| [w.start, w.end]) {
+                for pos in window
+                    .iter()
+                    .filter(|_| rewindowed.is_none())
+                    .flat_map(|w| [w.start, w.end])
+                {
                     let Expr::Column(c) = &a.group_expr[pos] else {
                         continue;
                     };
