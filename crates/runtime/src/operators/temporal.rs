@@ -867,7 +867,7 @@ mod tests {
             for (i, r) in right.iter_mut().enumerate() { r.1 = 100 + i as i64; }
             let mut messages: Vec<(usize, Message)> = vec![];
             let (mut l, mut r) = (0, 0);
-            for &take_left in order.iter().chain(std::iter::repeat(&true).take(60)) {
+            for &take_left in order.iter().chain(std::iter::repeat_n(&true, 60)) {
                 let side = if (take_left && l < left.len()) || r == right.len() { LEFT } else { RIGHT };
                 let (rows, at) = if side == LEFT { (&left, &mut l) } else { (&right, &mut r) };
                 if *at == rows.len() { break; }
