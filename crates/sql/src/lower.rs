@@ -1252,25 +1252,7 @@ impl Lowering<'_> {
                 "a LEFT JOIN's ON may hold equalities and event-time bounds between the inputs; filter the inputs before the join, or run with --mode batch",
             ));
         }
-        let (left_keys, right_keys): (Vec<_>, Vec<_>) = pairs.into_iter().unzip();
-        let spec = JoinSpec {
-            kind,
-            left_keys: left_keys
-                .iter()
-                .map(|e| self.physical(e, &j.left))
-                .collect::<Result<_>>()?,
-            right_keys: right_keys
-                .iter()
-                .map(|e| self.physical(e, &j.right))
-                .collect::<Result<_>>()?,
-            state_ttl: if time.is_none() { self.state_ttl } else { None },
-            time,
-            as_of: None,
-            right_table: right.source.clone(),
-            left_schema: Arc::new(j.left.schema().as_arrow().clone()),
-            right_schema: Arc::new(j.right.schema().as_arrow().clone()),
-            schema: Arc::new(j.schema.as_arrow().clone()),
-        };
+        let spec = self.join_spec(j, kind, pairs, time, None, &right.source)?;
         let window_join = spec.time.as_ref().is_some_and(|t| t.window_end);
         let mut chain = left;
         chain.nodes.push(Node::Join(spec));
@@ -1289,6 +1271,42 @@ impl Lowering<'_> {
             });
         }
         Ok(chain)
+    }
+
+    /// The join node of `j` on the equalities `pairs` (left, right); a regular join (no `time`,
+    /// no `as_of`) gets the state TTL.
+    fn join_spec(
+        &self,
+        j: &datafusion::logical_expr::Join,
+        kind: JoinKind,
+        pairs: Vec<(Expr, Expr)>,
+        time: Option<JoinTime>,
+        as_of: Option<AsOf>,
+        right_table: &str,
+    ) -> Result<JoinSpec> {
+        let (left_keys, right_keys): (Vec<_>, Vec<_>) = pairs.into_iter().unzip();
+        Ok(JoinSpec {
+            kind,
+            left_keys: left_keys
+                .iter()
+                .map(|e| self.physical(e, &j.left))
+                .collect::<Result<_>>()?,
+            right_keys: right_keys
+                .iter()
+                .map(|e| self.physical(e, &j.right))
+                .collect::<Result<_>>()?,
+            state_ttl: if time.is_none() && as_of.is_none() {
+                self.state_ttl
+            } else {
+                None
+            },
+            time,
+            as_of,
+            right_table: right_table.to_string(),
+            left_schema: Arc::new(j.left.schema().as_arrow().clone()),
+            right_schema: Arc::new(j.right.schema().as_arrow().clone()),
+            schema: Arc::new(j.schema.as_arrow().clone()),
+        })
     }
 
     /// `JOIN t FOR SYSTEM_TIME AS OF x`: a lookup join when `x` is a processing-time attribute,
@@ -1430,25 +1448,7 @@ impl Lowering<'_> {
                 "a LEFT temporal join's ON may hold only equalities on the table's key; filter the inputs before the join, or join INNER and filter after",
             ));
         }
-        let (left_keys, right_keys): (Vec<_>, Vec<_>) = pairs.into_iter().unzip();
-        let spec = JoinSpec {
-            kind,
-            left_keys: left_keys
-                .iter()
-                .map(|e| self.physical(e, &j.left))
-                .collect::<Result<_>>()?,
-            right_keys: right_keys
-                .iter()
-                .map(|e| self.physical(e, &j.right))
-                .collect::<Result<_>>()?,
-            time: None,
-            as_of: Some(as_of),
-            state_ttl: None,
-            right_table: right.source.clone(),
-            left_schema: Arc::new(j.left.schema().as_arrow().clone()),
-            right_schema: Arc::new(j.right.schema().as_arrow().clone()),
-            schema: Arc::new(j.schema.as_arrow().clone()),
-        };
+        let spec = self.join_spec(j, kind, pairs, None, Some(as_of), &right.source)?;
         let mut chain = left;
         chain.nodes.push(Node::Join(spec));
         chain.right = Some(JoinInput {
