@@ -1195,6 +1195,21 @@ async fn temporal_joins_are_checked_before_data_moves() {
         assert_mentions(&err, &[&format!("line {line}")]);
     }
 
+    // The clause belongs to a join's right input.
+    for insert in [
+        "INSERT INTO out SELECT r.store_id, r.rate FROM rates FOR SYSTEM_TIME AS OF ordered_at AS r;",
+        "INSERT INTO out SELECT o.order_id, r.rate FROM rates FOR SYSTEM_TIME AS OF o.ordered_at AS r \
+         JOIN orders o ON o.store_id = r.store_id;",
+    ] {
+        let pipeline = format!("{ORDERS}{RATES}{OUT}{insert}\n");
+        let err = fails(&pipeline, Mode::Batch).await;
+        let line = line_of(&pipeline, "FOR SYSTEM_TIME");
+        assert_mentions(
+            &err,
+            &[&format!("line {line}"), "belongs to the right input of a JOIN"],
+        );
+    }
+
     // A LEFT temporal join holds only key equalities.
     let pipeline = format!(
         "{ORDERS}{STORES}{OUT}{timed}INSERT INTO out SELECT o.order_id, s.city FROM timed o \
@@ -1244,6 +1259,31 @@ async fn temporal_joins_are_checked_before_data_moves() {
             "'connector.type' = 'kafka' is not supported",
         ],
     );
+}
+
+/// Each clause is its own relation: the same table joined plainly, in another INSERT or in the
+/// same one, stays a regular join.
+#[tokio::test]
+async fn only_the_relation_written_as_of_is_a_temporal_join() {
+    let pipeline = format!(
+        "{ORDERS}{RATES}{OUT}CREATE TABLE out2 WITH ('connector' = 'files', 'path' = 'out/two', 'format' = 'csv');
+INSERT INTO out SELECT o.order_id, r.rate FROM orders o
+  JOIN rates FOR SYSTEM_TIME AS OF o.ordered_at AS r ON o.store_id = r.store_id;
+INSERT INTO out2 SELECT o.order_id, r.rate FROM orders o JOIN rates r ON o.store_id = r.store_id;
+"
+    );
+    let dir = project(&pipeline);
+    let options = RunOptions {
+        mode: Some(Mode::Stream),
+        ..Default::default()
+    };
+    let opened = OpenedPipeline::open(&dir.path().join("pipeline.sql"), options)
+        .await
+        .unwrap();
+    let plans = opened.explain();
+    let (first, second) = plans.split_once("INSERT INTO out2").unwrap();
+    assert!(first.contains("(temporal join:"), "{plans}");
+    assert!(second.contains("(regular join"), "{plans}");
 }
 
 #[tokio::test]

@@ -87,6 +87,23 @@ pub async fn bind(
             let provider = binder.bind(ctx, call, input, schema).await?;
             ctx.register_table(call.name.as_str(), provider)?;
         }
+        // `table FOR SYSTEM_TIME AS OF ...`: the query reads a view of the table by a
+        // generated name (see `TemporalRef`).
+        for t in def.temporal.iter().filter(|t| t.statement == i) {
+            let plan = ctx
+                .table(t.table.as_str())
+                .await
+                .map_err(|e| {
+                    Error::Plan(format!(
+                        "line {}: {} FOR SYSTEM_TIME AS OF: {}",
+                        t.line,
+                        t.table,
+                        Error::from(e)
+                    ))
+                })?
+                .into_unoptimized_plan();
+            ctx.register_table(t.name.as_str(), Arc::new(ViewTable::new(plan, None)))?;
+        }
         match stmt {
             Statement::View { name, query, line } => {
                 let plan = plan_query(ctx, query, *line).await?;

@@ -168,6 +168,9 @@ struct Lowering<'a> {
     state_ttl: Option<i64>,
     /// The rank limit of the filter being lowered (`rn = 1`), for the ranking below it.
     rank_limit: std::cell::Cell<Option<u64>>,
+    /// The `FOR SYSTEM_TIME AS OF` relation being lowered as a temporal join's right input;
+    /// anywhere else such a relation is an error.
+    as_of_input: std::cell::Cell<Option<&'a str>>,
 }
 
 /// Lowers one bound insert to a dataflow chain, or explains what is not supported (see the
@@ -188,6 +191,7 @@ pub fn lower_insert(
         allowed_lateness: options.allowed_lateness,
         state_ttl: options.state_ttl,
         rank_limit: std::cell::Cell::new(None),
+        as_of_input: std::cell::Cell::new(None),
     };
     let chain = l.lower(&insert.plan).and_then(|chain| {
         if open_session(&chain.nodes) {
@@ -274,7 +278,7 @@ fn check_retractable(spec: &AggregateSpec) -> std::result::Result<(), (String, S
     Ok(())
 }
 
-impl Lowering<'_> {
+impl<'a> Lowering<'a> {
     fn unsupported(&self, construct: &str, hint: &str) -> Error {
         Error::Unsupported {
             construct: construct.to_string(),
@@ -353,7 +357,18 @@ impl Lowering<'_> {
                 }
                 Ok(chain)
             }
-            LogicalPlan::SubqueryAlias(a) => self.lower(&a.input),
+            LogicalPlan::SubqueryAlias(a) => {
+                let name = a.alias.table();
+                if let Some(t) = self.def.temporal.iter().find(|t| t.name == name) {
+                    if self.as_of_input.get() != Some(t.name.as_str()) {
+                        return Err(Error::Plan(format!(
+                            "line {}: {} FOR SYSTEM_TIME AS OF {}: the clause belongs to the right input of a JOIN (the table each row of the other input is joined with), e.g. `FROM orders o JOIN rates FOR SYSTEM_TIME AS OF o.order_time AS r ON o.currency = r.currency`",
+                            t.line, t.table, t.column
+                        )));
+                    }
+                }
+                self.lower(&a.input)
+            }
             LogicalPlan::Projection(p) => {
                 let mut chain = self.lower(&p.input)?;
                 if chain.output == OutputMode::Update {
@@ -419,7 +434,7 @@ impl Lowering<'_> {
                         ),
                     )?;
                 }
-                if let Some(limit) = rank_limit(&f.predicate, &f.input) {
+                if let Some(limit) = limit {
                     if let Some(Node::WindowRank(rank)) = chain
                         .nodes
                         .iter_mut()
@@ -1110,26 +1125,7 @@ impl Lowering<'_> {
         };
         let left = self.lower(&j.left)?;
         let right = self.lower(&j.right)?;
-        for (side, chain) in [("left", &left), ("right", &right)] {
-            if open_session(&chain.nodes) {
-                return Err(self.unsupported(
-                    &format!("a JOIN whose {side} input is a SESSION window relation"),
-                    "a session's bounds are known only once it closes: aggregate the sessions first (GROUP BY window_start, window_end and the PARTITION BY columns), then join the results",
-                ));
-            }
-            if chain.right.is_some() {
-                return Err(self.unsupported(
-                    "a join of more than two inputs",
-                    "join two inputs per INSERT (write the first join into a sink and read it back), or run with --mode batch",
-                ));
-            }
-            if chain.output == OutputMode::Update {
-                return Err(self.unsupported(
-                    &format!("a JOIN whose {side} input is an update-mode aggregate"),
-                    "join append-only inputs (a window aggregate in append mode), or run with --mode batch",
-                ));
-            }
-        }
+        self.check_join_inputs(&left, &right)?;
         let on_left = |e: &Expr| on_input(e, &j.left);
         let on_right = |e: &Expr| on_input(e, &j.right);
         let (pairs, mut rest) = split_join_condition(j, condition);
@@ -1254,16 +1250,56 @@ impl Lowering<'_> {
         }
         let spec = self.join_spec(j, kind, pairs, time, None, &right.source)?;
         let window_join = spec.time.as_ref().is_some_and(|t| t.window_end);
+        let mut chain = self.attach_join(j, left, right, spec, rest)?;
+        if !window_join {
+            chain.window = None;
+        }
+        chain.aggregated = false;
+        Ok(chain)
+    }
+
+    /// Refuses join inputs the dataflow cannot join: SESSION window relations not merged into
+    /// sessions yet, inputs that already join two, and update-mode aggregates.
+    fn check_join_inputs(&self, left: &Chain, right: &Chain) -> Result<()> {
+        for (side, chain) in [("left", left), ("right", right)] {
+            if open_session(&chain.nodes) {
+                return Err(self.unsupported(
+                    &format!("a JOIN whose {side} input is a SESSION window relation"),
+                    "a session's bounds are known only once it closes: aggregate the sessions first (GROUP BY window_start, window_end and the PARTITION BY columns), then join the results",
+                ));
+            }
+            if chain.right.is_some() {
+                return Err(self.unsupported(
+                    "a join of more than two inputs",
+                    "join two inputs per INSERT (write the first join into a sink and read it back), or run with --mode batch",
+                ));
+            }
+            if chain.output == OutputMode::Update {
+                return Err(self.unsupported(
+                    &format!("a JOIN whose {side} input is an update-mode aggregate"),
+                    "join append-only inputs (a window aggregate in append mode), or run with --mode batch",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `left` followed by the join `spec` whose second input is `right`, then the conjuncts
+    /// `rest` of the join condition as a filter.
+    fn attach_join(
+        &self,
+        j: &datafusion::logical_expr::Join,
+        left: Chain,
+        right: Chain,
+        spec: JoinSpec,
+        rest: Vec<Expr>,
+    ) -> Result<Chain> {
         let mut chain = left;
         chain.nodes.push(Node::Join(spec));
         chain.right = Some(JoinInput {
             source: right.source,
             nodes: right.nodes,
         });
-        if !window_join {
-            chain.window = None;
-        }
-        chain.aggregated = false;
         let join_plan = LogicalPlan::Join(j.clone());
         if let Some(predicate) = datafusion::logical_expr::utils::conjunction(rest) {
             chain.nodes.push(Node::Filter {
@@ -1316,7 +1352,7 @@ impl Lowering<'_> {
         &self,
         j: &datafusion::logical_expr::Join,
         condition: Option<&Expr>,
-        t: &TemporalRef,
+        t: &'a TemporalRef,
     ) -> Result<Chain> {
         use datafusion::logical_expr::JoinType;
         let construct = format!("JOIN {} FOR SYSTEM_TIME AS OF {}", t.table, t.column);
@@ -1337,25 +1373,11 @@ impl Lowering<'_> {
             ));
         };
         let left = self.lower(&j.left)?;
-        let right = self.lower(&j.right)?;
-        if left.right.is_some() {
-            return Err(self.unsupported(
-                "a join of more than two inputs",
-                "join two inputs per INSERT (write the first join into a sink and read it back), or run with --mode batch",
-            ));
-        }
-        if left.output == OutputMode::Update {
-            return Err(self.unsupported(
-                &format!("{construct} over an update-mode aggregate"),
-                "join append-only rows (a window aggregate in append mode)",
-            ));
-        }
-        if open_session(&left.nodes) {
-            return Err(self.unsupported(
-                &format!("{construct} over a SESSION window relation"),
-                "aggregate the sessions first (GROUP BY window_start, window_end), then join the results",
-            ));
-        }
+        self.as_of_input.set(Some(t.name.as_str()));
+        let right = self.lower(&j.right);
+        self.as_of_input.set(None);
+        let right = right?;
+        self.check_join_inputs(&left, &right)?;
         let Some(field) = j
             .left
             .schema()
@@ -1449,19 +1471,8 @@ impl Lowering<'_> {
             ));
         }
         let spec = self.join_spec(j, kind, pairs, None, Some(as_of), &right.source)?;
-        let mut chain = left;
-        chain.nodes.push(Node::Join(spec));
-        chain.right = Some(JoinInput {
-            source: right.source,
-            nodes: right.nodes,
-        });
-        let join_plan = LogicalPlan::Join(j.clone());
-        if let Some(predicate) = datafusion::logical_expr::utils::conjunction(rest) {
-            chain.nodes.push(Node::Filter {
-                predicate: self.physical(&predicate, &join_plan)?,
-            });
-        }
-        Ok(chain)
+        // Joined rows keep the left row's time and window: what follows may still window.
+        self.attach_join(j, left, right, spec, rest)
     }
 
     /// In stream mode, `e` must be the event-time column of the chain's source, unchanged;
@@ -1761,19 +1772,23 @@ pub fn reservoir_sample_size(
 /// own window, only the dataflow's session aggregate merges them), or a table joined
 /// `FOR SYSTEM_TIME AS OF` (DataFusion would join every version), directly or through views.
 pub fn needs_dataflow(def: &PipelineDef, plan: &LogicalPlan) -> bool {
-    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::common::tree_node::TreeNodeRecursion;
     let mut found = false;
-    let _ = plan.apply(|node| {
+    // Subqueries too: one that joins AS OF must not fall back to DataFusion either.
+    let _ = plan.apply_with_subqueries(|node| {
+        // A relation joined AS OF (a view DataFusion inlines under its generated name).
+        if let LogicalPlan::SubqueryAlias(a) = node {
+            if def.temporal.iter().any(|t| t.name == a.alias.table()) {
+                found = true;
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
         if let LogicalPlan::TableScan(scan) = node {
             let name = scan.table_name.table();
             let session = def
                 .tvfs
                 .iter()
-                .any(|c| c.name == name && matches!(c.kind, WindowKind::Session { .. }))
-                || def
-                    .temporal
-                    .iter()
-                    .any(|t| t.table.eq_ignore_ascii_case(name));
+                .any(|c| c.name == name && matches!(c.kind, WindowKind::Session { .. }));
             let in_view = source_as_provider(&scan.source)
                 .ok()
                 .and_then(|p| {
@@ -1794,18 +1809,17 @@ pub fn needs_dataflow(def: &PipelineDef, plan: &LogicalPlan) -> bool {
 /// The `FOR SYSTEM_TIME AS OF` clause of a join's right input, if it has one: the input is the
 /// clause's table under its alias.
 fn temporal_ref<'a>(def: &'a PipelineDef, right: &LogicalPlan) -> Option<&'a TemporalRef> {
-    let (alias, input) = match right {
-        LogicalPlan::SubqueryAlias(a) => (Some(a.alias.table()), a.input.as_ref()),
-        other => (None, other),
+    // The user's alias, then the generated relation (a view, which DataFusion inlines under
+    // its name).
+    let input = match right {
+        LogicalPlan::SubqueryAlias(a) => a.input.as_ref(),
+        other => other,
     };
-    let LogicalPlan::TableScan(scan) = input else {
+    let LogicalPlan::SubqueryAlias(relation) = input else {
         return None;
     };
-    let table = scan.table_name.table();
-    let alias = alias.unwrap_or(table);
-    def.temporal
-        .iter()
-        .find(|t| t.table.eq_ignore_ascii_case(table) && t.alias.eq_ignore_ascii_case(alias))
+    let name = relation.alias.table();
+    def.temporal.iter().find(|t| t.name == name)
 }
 
 /// Whether output column `name` of `plan` is a processing-time attribute: made by `PROCTIME()`
@@ -1953,8 +1967,6 @@ fn trace_column(plan: &LogicalPlan, name: &str) -> Option<(String, String)> {
     }
 }
 
-/// `n` when `predicate` keeps ranks up to `n` of the ranking directly below (`rank <= n`,
-/// `rank < n + 1`, `rank = 1`, also written the other way round).
 /// The window function under an expression's aliases.
 fn window_function(e: &Expr) -> Option<&datafusion::logical_expr::expr::WindowFunction> {
     let mut e = e;
@@ -1967,6 +1979,8 @@ fn window_function(e: &Expr) -> Option<&datafusion::logical_expr::expr::WindowFu
     }
 }
 
+/// `n` when `predicate` keeps ranks up to `n` of the ranking directly below (`rank <= n`,
+/// `rank < n + 1`, `rank = 1`, also written the other way round).
 fn rank_limit(predicate: &Expr, input: &LogicalPlan) -> Option<u64> {
     use datafusion::logical_expr::{BinaryExpr, Operator};
     let Expr::BinaryExpr(BinaryExpr { left, op, right }) = predicate else {

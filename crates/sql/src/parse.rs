@@ -34,14 +34,18 @@ pub struct PipelineDef {
 }
 
 /// `JOIN table FOR SYSTEM_TIME AS OF qualifier.column [AS] alias`: the join with `table` is
-/// temporal, at the time in `column` of the other input.
+/// temporal, at the time in `column` of the other input. The query reads relation `name`
+/// instead of `table` (a view of it), so the planner knows exactly which relation is joined
+/// `AS OF`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TemporalRef {
+    /// The generated relation in the query's place of `table`.
+    pub name: String,
     pub table: String,
-    /// The name the table has in the query: its alias, else its name.
-    pub alias: String,
     pub column: String,
     pub line: u64,
+    /// Index into [`PipelineDef::statements`] of the statement it appears in.
+    pub statement: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -292,13 +296,19 @@ impl PipelineDef {
         Ok(out)
     }
 
-    /// Removes each `FOR SYSTEM_TIME AS OF <column>` after a table name, recording it in
-    /// [`PipelineDef::temporal`].
+    /// Replaces each `table FOR SYSTEM_TIME AS OF [qualifier.]column [[AS] alias]` by
+    /// `<generated relation> AS alias` (the alias defaulting to the table's name), recording it
+    /// in [`PipelineDef::temporal`]; the binder makes the generated relation a view of `table`,
+    /// so the planner finds exactly the relations joined `AS OF`.
     fn rewrite_system_time(&mut self, tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>> {
+        use datafusion::sql::sqlparser::keywords::{Keyword as K, RESERVED_FOR_TABLE_ALIAS};
         let sig: Vec<usize> = (0..tokens.len())
             .filter(|&i| !is_space(&tokens[i].token))
             .collect();
         let mut drop = vec![false; tokens.len()];
+        let mut replace: BTreeMap<usize, Vec<Token>> = BTreeMap::new();
+        let example =
+            "`JOIN rates FOR SYSTEM_TIME AS OF o.order_time AS r ON o.currency = r.currency`";
         for s in 0..sig.len() {
             let at = |k: usize| sig.get(s + k).map(|&i| &tokens[i].token);
             if !(is_word(at(0), "FOR")
@@ -309,11 +319,18 @@ impl PipelineDef {
                 continue;
             }
             let loc = tokens[sig[s]].span.start;
-            let table = match s.checked_sub(1).map(|p| &tokens[sig[p]].token) {
-                Some(Token::Word(w)) => w.value.clone(),
+            // The table name, right after JOIN (or FROM, or a comma).
+            let before = |back: usize| s.checked_sub(back).map(|p| &tokens[sig[p]].token);
+            let table = match (before(1), before(2)) {
+                (Some(Token::Word(w)), Some(Token::Word(k)))
+                    if k.quote_style.is_none() && matches!(k.keyword, K::JOIN | K::FROM) =>
+                {
+                    w.value.clone()
+                }
+                (Some(Token::Word(w)), Some(Token::Comma)) => w.value.clone(),
                 _ => {
                     return Err(syntax_at(
-                        "FOR SYSTEM_TIME AS OF follows a table name (`JOIN rates FOR SYSTEM_TIME AS OF o.order_time AS r`)",
+                        &format!("FOR SYSTEM_TIME AS OF follows the joined table's name, and its alias comes after the clause: {example}"),
                         loc,
                     ))
                 }
@@ -326,7 +343,7 @@ impl PipelineDef {
                     Some(Token::Word(w)) => parts.push(w.value.clone()),
                     _ => {
                         return Err(syntax_at(
-                            "FOR SYSTEM_TIME AS OF takes a time column of the other input (`o.order_time`, or a PROCTIME() column)",
+                            &format!("FOR SYSTEM_TIME AS OF takes a time column of the other input (its event time, or a column made by PROCTIME() in a view or subquery): {example}"),
                             loc,
                         ))
                     }
@@ -338,37 +355,74 @@ impl PipelineDef {
                     break;
                 }
             }
+            if at(k - s) == Some(&Token::LParen) {
+                return Err(syntax_at(
+                    "FOR SYSTEM_TIME AS OF takes a column, not a function call: select PROCTIME() AS pt in the other input (`FROM (SELECT *, PROCTIME() AS pt FROM orders) o`), then write `FOR SYSTEM_TIME AS OF o.pt`",
+                    loc,
+                ));
+            }
             let mut a = k;
-            if is_word(at(a - s), "AS") {
+            let explicit_as = is_word(at(a - s), "AS");
+            if explicit_as {
                 a += 1;
             }
             let alias = match at(a - s) {
                 Some(Token::Word(w))
                     if w.quote_style.is_some()
-                        || !["ON", "JOIN", "WHERE", "LEFT", "INNER", "GROUP", "USING"]
-                            .iter()
-                            .any(|r| w.value.eq_ignore_ascii_case(r)) =>
+                        || !RESERVED_FOR_TABLE_ALIAS.contains(&w.keyword) =>
                 {
-                    w.value.clone()
+                    Some(w.value.clone())
                 }
-                _ => table.clone(),
+                _ if explicit_as => {
+                    return Err(syntax_at("expected an alias after AS", loc));
+                }
+                _ => None,
             };
+            let column = parts.pop().unwrap_or_default();
+            let qualifier = parts.pop();
+            let name = format!("__flowline_as_of_{}", self.temporal.len());
+            if qualifier.as_deref() == Some(alias.as_deref().unwrap_or(&table)) {
+                return Err(syntax_at(
+                    &format!("FOR SYSTEM_TIME AS OF `{}.{column}` names the joined table itself: the time is a column of the other input, {example}", qualifier.unwrap_or_default()),
+                    loc,
+                ));
+            }
             for &i in &sig[s..k] {
                 drop[i] = true;
             }
+            let mut with = vec![Token::make_word(&name, None)];
+            if alias.is_none() {
+                with.push(Token::make_keyword("AS"));
+                with.push(Token::make_word(&table, None));
+            }
+            replace.insert(sig[s - 1], with);
             self.temporal.push(TemporalRef {
+                name,
                 table,
-                alias,
-                column: parts.pop().unwrap_or_default(),
+                column,
                 line: loc.line,
+                statement: self.statements.len(),
             });
         }
-        Ok(tokens
-            .into_iter()
-            .zip(drop)
-            .filter(|(_, d)| !d)
-            .map(|(t, _)| t)
-            .collect())
+        let mut out = Vec::with_capacity(tokens.len() + 2 * replace.len());
+        for (i, t) in tokens.into_iter().enumerate() {
+            if let Some(with) = replace.remove(&i) {
+                for (n, token) in with.into_iter().enumerate() {
+                    if n > 0 {
+                        out.push(TokenWithSpan::new(
+                            Token::Whitespace(
+                                datafusion::sql::sqlparser::tokenizer::Whitespace::Space,
+                            ),
+                            t.span,
+                        ));
+                    }
+                    out.push(TokenWithSpan::new(token, t.span));
+                }
+            } else if !drop[i] {
+                out.push(t);
+            }
+        }
+        Ok(out)
     }
 
     fn tvf_call(
@@ -1105,6 +1159,94 @@ GROUP BY window_start, window_end, store_id;
         let err =
             PipelineDef::parse("CREATE TABLE t (a JSON) WITH ('connector'='files')").unwrap_err();
         assert!(err.to_string().contains("unsupported type"), "{err}");
+    }
+
+    /// The query text of statement `i`.
+    fn query_text(def: &PipelineDef, i: usize) -> String {
+        match &def.statements[i] {
+            Statement::View { query, .. } | Statement::Insert { query, .. } => query.to_string(),
+        }
+    }
+
+    #[test]
+    fn for_system_time_as_of_becomes_a_generated_relation_per_clause() {
+        let def = PipelineDef::parse(
+            "INSERT INTO a SELECT * FROM o JOIN rates FOR SYSTEM_TIME AS OF o.ts AS r ON o.c = r.c;\n\
+             INSERT INTO b SELECT * FROM o LEFT JOIN rates FOR SYSTEM_TIME AS OF o.pt ON o.c = rates.c;\n\
+             INSERT INTO c SELECT * FROM o JOIN rates AS r ON o.c = r.c;\n\
+             INSERT INTO d SELECT * FROM o JOIN rates FOR SYSTEM_TIME AS OF ts r FULL JOIN x ON true",
+        )
+        .unwrap();
+        let refs: Vec<_> = def
+            .temporal
+            .iter()
+            .map(|t| {
+                (
+                    t.name.as_str(),
+                    t.table.as_str(),
+                    t.column.as_str(),
+                    t.statement,
+                    t.line,
+                )
+            })
+            .collect();
+        assert_eq!(
+            refs,
+            vec![
+                ("__flowline_as_of_0", "rates", "ts", 0, 1),
+                ("__flowline_as_of_1", "rates", "pt", 1, 2),
+                ("__flowline_as_of_2", "rates", "ts", 3, 4),
+            ]
+        );
+        assert!(
+            query_text(&def, 0).contains("JOIN __flowline_as_of_0 AS r ON"),
+            "{}",
+            query_text(&def, 0)
+        );
+        // Without an alias, the relation keeps the table's name for the query's references.
+        assert!(
+            query_text(&def, 1).contains("JOIN __flowline_as_of_1 AS rates ON"),
+            "{}",
+            query_text(&def, 1)
+        );
+        // A plain join of the same table stays a plain join.
+        assert!(
+            query_text(&def, 2).contains("JOIN rates AS r ON"),
+            "{}",
+            query_text(&def, 2)
+        );
+        // An alias without AS, then a keyword that is no alias.
+        assert!(
+            query_text(&def, 3).contains("JOIN __flowline_as_of_2 r FULL JOIN x"),
+            "{}",
+            query_text(&def, 3)
+        );
+
+        for (sql, message) in [
+            (
+                "INSERT INTO a SELECT * FROM o JOIN rates AS r FOR SYSTEM_TIME AS OF o.ts ON true",
+                "its alias comes after the clause",
+            ),
+            (
+                "INSERT INTO a SELECT * FROM o JOIN rates FOR SYSTEM_TIME AS OF PROCTIME() ON true",
+                "not a function call",
+            ),
+            (
+                "INSERT INTO a SELECT * FROM o JOIN rates FOR SYSTEM_TIME AS OF 5 ON true",
+                "takes a time column",
+            ),
+            (
+                "INSERT INTO a SELECT * FROM o JOIN rates FOR SYSTEM_TIME AS OF r.ts AS r ON true",
+                "names the joined table itself",
+            ),
+        ] {
+            let err = PipelineDef::parse(sql).unwrap_err();
+            assert!(
+                matches!(err, Error::Syntax { line: 1, .. }),
+                "{sql}: {err:?}"
+            );
+            assert!(err.to_string().contains(message), "{sql}: {err}");
+        }
     }
 
     #[test]
