@@ -39,9 +39,9 @@ ALL_QUERIES = [f"q{i}" for i in range(23)]
 # Queries that are runnable on Flowline but that this comparison cannot check. (Queries marked
 # `-- Flowline: not applicable:` in their header are skipped with the reason given there.)
 SKIP = {
-    "q13": "needs the side_input table (a CSV made by upstream's side_input_gen.sh, read by a "
-    "processing-time lookup join FOR SYSTEM_TIME AS OF PROCTIME()); the generated "
-    "input has no such table",
+    "q13": "not translated yet: its side_input table (a CSV as upstream's side_input_gen.sh "
+    "makes it, read by a lookup join FOR SYSTEM_TIME AS OF PROCTIME()) is not written by "
+    "this script",
 }
 
 # The three views of ddl_views.sql over the Parquet files, plus `seq`, the position of the

@@ -117,10 +117,6 @@ golden_log_cases!(
     stream_joins,
     deduplicate,
     aggregates_parquet,
-    // Engine bug: `LogSource::decode` builds its text columns from `LogSource::schema()`, which
-    // now includes the computed columns (`dateTime`, `processed_at`; `ts`, `doubled`), instead
-    // of the physical ones; `Converter::finish` then gets more columns than the physical schema
-    // (debug builds panic in the source task; a CSV record is rejected as having too few fields).
     nested_and_computed,
     stateless_functions,
     view_two_sinks,

@@ -249,7 +249,8 @@ impl Default for NexmarkConfig {
 #[error("invalid nexmark configuration: {0}")]
 pub struct NexmarkConfigError(pub String);
 
-/// The largest `*.avg-size` accepted: events this big already make batches of tens of MiB.
+/// The largest `*.avg-size` accepted (batches of such events are cut to stay under 1 GiB of
+/// text per column).
 pub const MAX_AVG_BYTE_SIZE: u32 = 1 << 20;
 
 /// Rows of Nexmark's side input, the dimension table q13 joins on `MOD(auction, 10000)`.
@@ -569,7 +570,15 @@ impl NexmarkGenerator {
         if remaining == 0 {
             return None;
         }
-        let rows = max_rows.clamp(1, MAX_BATCH_ROWS) as u64;
+        // A text column's offsets are i32: keep a batch's `extra` (up to 1.2 × the average size,
+        // plus the other texts) under 1 GiB.
+        let c = &self.config;
+        let most = c
+            .avg_person_byte_size
+            .max(c.avg_auction_byte_size)
+            .max(c.avg_bid_byte_size) as u64;
+        let fits = ((1u64 << 30) / (most * 6 / 5 + 256)).max(1);
+        let rows = (max_rows.clamp(1, MAX_BATCH_ROWS) as u64).min(fits);
         Some(rows.min(remaining) as usize)
     }
 

@@ -33,6 +33,8 @@ use flowline_runtime::operators::build;
 
 const ROWS_PER_BATCH: usize = 8192;
 const BATCHES: usize = 64;
+/// `cargo test --all-targets` runs each benchmark once, unoptimised: a few batches suffice.
+const TEST_BATCHES: usize = 4;
 const AUCTIONS: i64 = 10_000;
 /// Event time advances this much per batch (about 1 s per 8192 bids).
 const BATCH_MS: i64 = 1_000;
@@ -217,15 +219,20 @@ fn run_one(op: &mut dyn Operator, input: &[RecordBatch]) -> usize {
 }
 
 fn bench(c: &mut Criterion) {
-    let left = bids("", BATCHES, ROWS_PER_BATCH, AUCTIONS);
+    let batches = if std::env::args().any(|a| a == "--bench") {
+        BATCHES
+    } else {
+        TEST_BATCHES
+    };
+    let left = bids("", batches, ROWS_PER_BATCH, AUCTIONS);
     let schema = bid_schema("");
     let mut group = c.benchmark_group("operators");
-    group.throughput(Throughput::Elements((BATCHES * ROWS_PER_BATCH) as u64));
+    group.throughput(Throughput::Elements((batches * ROWS_PER_BATCH) as u64));
     group.sample_size(10);
 
     // Join inputs: a second stream of bids for the interval join (fewer keys' worth of rows
     // would explode the output: the right side is a tenth of the left), a bounded table.
-    let right_stream = bids("r", BATCHES, ROWS_PER_BATCH / 10, AUCTIONS);
+    let right_stream = bids("r", batches, ROWS_PER_BATCH / 10, AUCTIONS);
     let table = auctions(1);
     let versions = auctions(4);
     let two_input: [(&str, Node, &Vec<RecordBatch>, bool); 4] = [

@@ -932,11 +932,19 @@ impl OpenedPipeline {
                     schema: schema.clone(),
                     rows,
                     change_type: declares_change_type(table),
-                    key: self
-                        .sink_keys
-                        .get(name)
-                        .map(|key| key.iter().filter_map(|k| schema.index_of(k).ok()).collect())
-                        .unwrap_or_default(),
+                    key: match self.sink_keys.get(name) {
+                        Some(key) => key
+                            .iter()
+                            .map(|k| {
+                                schema.index_of(k).map_err(|_| {
+                                    Error::Internal(format!(
+                                        "sink {name} has no column `{k}` of its upsert key"
+                                    ))
+                                })
+                            })
+                            .collect::<Result<_>>()?,
+                        None => vec![],
+                    },
                     discard_deletes: table.connector() == Some("blackhole"),
                     pending: vec![],
                 },
@@ -1338,13 +1346,13 @@ impl SinkSlot {
                 }
             })
             .collect::<Result<Vec<_>>>()?;
-        if self.change_type {
-            columns.push(Arc::new(arrow::array::StringArray::from(vec![
-                change;
-                batch
-                    .num_rows(
-                    )
-            ])));
+        if let (true, Some(field)) = (self.change_type, self.schema.fields().last()) {
+            // As the declared string type (STRING, or a large or view string).
+            let text = arrow::array::StringArray::from_iter_values(std::iter::repeat_n(
+                change,
+                batch.num_rows(),
+            ));
+            columns.push(arrow::compute::cast(&text, field.data_type())?);
         }
         let batch = RecordBatch::try_new(self.schema.clone(), columns)?;
         self.sink.write(&batch)?;
@@ -1569,9 +1577,10 @@ impl OpenedPipeline {
 
     /// Loads `watch`'s table into the lookup joins that read it if it was never loaded, or if
     /// `watch.interval` passed since the last check and its files changed. A load is read whole
-    /// before the joins see it, so a reload that fails (a file removed while being read)
-    /// leaves the previous table in place and is retried at the next check; the first load
-    /// failing is an error. Returns whether a load happened.
+    /// before the joins see it, so a reload that fails (a file removed while being read), or
+    /// finds no file at all (a folder being replaced), leaves the previous table in place and
+    /// is retried at the next check; the first load failing is an error. A reload writes the
+    /// rejects of the files that changed only (the others' are in the bin already).
     pub(crate) fn refresh_dimension(
         &self,
         watch: &mut DimensionWatch,
@@ -1579,45 +1588,62 @@ impl OpenedPipeline {
         sinks: &mut BTreeMap<String, SinkSlot>,
         bin: &mut RejectBin,
         state: &mut RunState,
-    ) -> Result<bool> {
+    ) -> Result<()> {
         let first = watch.files.is_null();
         if !first && watch.checked.elapsed() < watch.interval {
-            return Ok(false);
+            return Ok(());
         }
         watch.checked = Instant::now();
         let table = self
             .def
             .table(&watch.name)
             .ok_or_else(|| Error::Internal(format!("no dimension table {}", watch.name)))?;
-        let read = || -> Result<(serde_json::Value, Vec<Decoded>)> {
+        // `None`: the files did not change.
+        let read = || -> Result<Option<(serde_json::Value, Vec<Decoded>)>> {
             let source = FileSource::open(table, &self.base_dir)?;
             let files = BoundedSource::describe(&source);
             if files == watch.files {
-                return Ok((files, vec![]));
+                return Ok(None);
+            }
+            if !first && source.files().is_empty() {
+                return Err(Error::Execution("no file to read".into()));
             }
             let mut reader = SourceReader::start(Arc::new(source), self.batch_size, 1, None);
             let mut parts = vec![];
             while let Some((_, decoded)) = reader.next_batch()? {
                 parts.push(decoded);
             }
-            Ok((files, parts))
+            Ok(Some((files, parts)))
         };
         let (files, parts) = match read() {
-            Ok((files, _)) if files == watch.files => return Ok(false),
-            Ok(loaded) => loaded,
+            Ok(None) => return Ok(()),
+            Ok(Some(loaded)) => loaded,
             Err(e) if first => return Err(e),
             Err(e) => {
                 eprintln!(
-                    "warning: reloading lookup table `{}` failed, keeping the previous load: {e}",
-                    watch.name
+                    "warning: reloading lookup table `{}` failed, keeping the previous load (retried in {:?}): {e}",
+                    watch.name, watch.interval
                 );
-                return Ok(false);
+                return Ok(());
             }
         };
+        // Files listed the same way at the last load: their rejects were written then.
+        let unchanged: BTreeSet<String> = watch.files["files"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|f| files["files"].as_array().is_some_and(|now| now.contains(f)))
+            .filter_map(|f| f["path"].as_str().map(str::to_string))
+            .collect();
         let name = watch.name.as_str();
         let mut rows = 0;
         for decoded in parts {
-            bin.write(&decoded.rejects)?;
+            let fresh: Vec<_> = decoded
+                .rejects
+                .into_iter()
+                .filter(|r| r.file.as_ref().is_none_or(|f| !unchanged.contains(f)))
+                .collect();
+            bin.write(&fresh)?;
             if decoded.batch.num_rows() == 0 {
                 continue;
             }
@@ -1635,10 +1661,11 @@ impl OpenedPipeline {
         {
             chain.push_from(name, Message::EndOfInput, sinks, bin)?;
         }
-        *state.rows_read.entry(watch.name.clone()).or_default() += rows;
+        // A dimension's rows read: its current table.
+        state.rows_read.insert(watch.name.clone(), rows);
         state.read_sources.insert(watch.name.clone());
         watch.files = files;
-        Ok(true)
+        Ok(())
     }
 }
 
@@ -2019,12 +2046,16 @@ fn describe(node: &Node) -> String {
                 .join(", "),
             match (&spec.time, spec.state_ttl) {
                 _ if matches!(spec.as_of, Some(AsOf::ProcessingTime)) => format!(
-                    " (lookup join: each row joins the table `{}` as loaded when it arrives; reloaded when its files change)",
+                    " (lookup join: each row joins the table `{}` as loaded when it arrives; in a job over logs, reloaded when its files change)",
                     spec.right_table
                 ),
                 _ if spec.as_of.is_some() => format!(
-                    " (temporal join: each row joins the version of `{}` valid at its event time, once the watermark passes it)",
-                    spec.right_table
+                    " (temporal join: each row joins the version of `{}` valid at its event time{}, once the watermark passes it)",
+                    spec.right_table,
+                    match &spec.as_of {
+                        Some(AsOf::EventTime { left, right }) => format!(" ({left} as of {right})"),
+                        _ => String::new(),
+                    }
                 ),
                 (None, None) => " (regular join: state grows with the input)".to_string(),
                 (None, Some(ttl)) =>

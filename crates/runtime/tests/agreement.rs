@@ -170,7 +170,7 @@ CREATE TABLE busy_out (k VARCHAR, n BIGINT, qty BIGINT, customers BIGINT, _chang
 
 INSERT INTO busy_out
 SELECT k, COUNT(*) AS n, SUM(qty) AS qty, COUNT(DISTINCT cust) AS customers
-FROM events GROUP BY k HAVING COUNT(*) <= 3 OR SUM(qty) > 100;
+FROM events GROUP BY k HAVING COUNT(*) <= 3 OR SUM(qty) > 600;
 
 {SESSION_MARKER}
 CREATE TABLE session_out WITH ('connector' = 'files', 'path' = 'out/session', 'format' = 'csv');
@@ -280,7 +280,7 @@ struct Outcome {
     /// A GROUP BY over the GROUP BY k: per row count n, the keys with n rows, their SUM(qty),
     /// MAX(SUM(qty)), MIN(SUM(amount)); `_change_type` last (deletes in stream mode).
     spread: Vec<Vec<String>>,
-    /// GROUP BY k HAVING COUNT(*) <= 3 OR SUM(qty) > 100: k, n, qty, customers, `_change_type`.
+    /// GROUP BY k HAVING COUNT(*) <= 3 OR SUM(qty) > 600: k, n, qty, customers, `_change_type`.
     busy: Vec<Vec<String>>,
     rejects: Vec<Value>,
 }
@@ -734,7 +734,12 @@ fn temporal_model(
 fn parse_temporal(rows: &[Vec<String>]) -> Vec<(usize, Option<usize>)> {
     let mut out: Vec<(usize, Option<usize>)> = rows
         .iter()
-        .map(|r| (r[0].parse().unwrap(), r[1].parse().ok()))
+        .map(|r| {
+            (
+                r[0].parse().unwrap(),
+                (!r[1].is_empty()).then(|| r[1].parse().unwrap()),
+            )
+        })
         .collect();
     out.sort();
     out

@@ -937,7 +937,7 @@ async fn session_windows_need_their_group_by_and_append_mode() {
 }
 
 #[tokio::test]
-async fn stream_mode_ranks_only_per_window() {
+async fn stream_mode_ranks_a_whole_stream_only_as_a_keyed_top_n_in_update_mode() {
     // A ranking over a whole stream without a limit on the rank never ends: refused in stream
     // mode, on DataFusion in batch mode.
     let unbounded = format!(

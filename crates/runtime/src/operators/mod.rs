@@ -1,5 +1,15 @@
 //! Synchronous operators over Arrow record batches. Each implements
 //! [`flowline_core::Operator`]; [`build`] instantiates one from a plan node.
+//!
+//! * `stateless.rs`: filter, project (both pass retractions through).
+//! * `window.rs`: window assignment (TUMBLE, HOP, CUMULATE, SESSION).
+//! * `aggregate.rs`: aggregate per window or over all input, append or update; `sketch.rs`
+//!   its HyperLogLog and reservoir sample; `session.rs` the SESSION aggregate; `retract.rs`
+//!   the plain GROUP BY with retractions (under a HAVING or another aggregate).
+//! * `rank.rs`: window Top-N; `top_n.rs`: whole-stream Top-N (update mode); `dedup.rs`:
+//!   deduplication; `over.rs`: OVER aggregates (these two wait in `time_buffer.rs`).
+//! * `join.rs`: interval, window and regular joins; `temporal.rs`: lookup and event-time
+//!   temporal joins (`FOR SYSTEM_TIME AS OF`).
 
 mod aggregate;
 mod dedup;

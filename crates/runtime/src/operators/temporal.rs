@@ -133,7 +133,11 @@ impl LookupJoin {
                 .or_default()
                 .push(i as u32);
         }
-        let bytes = rows.get_array_memory_size() + keys.size() + by_key.len() * 48;
+        let bytes = rows.get_array_memory_size()
+            + by_key
+                .iter()
+                .map(|(k, at)| k.len() + at.len() * 4 + 48)
+                .sum::<usize>();
         self.table = Some(Dimension {
             rows,
             by_key,
@@ -177,12 +181,19 @@ impl LookupJoin {
         if left_at.is_empty() {
             return Ok(());
         }
-        let left_at = UInt32Array::from(left_at);
-        let left = batch
-            .columns()
-            .iter()
-            .map(|c| Ok(take(c.as_ref(), &left_at, None)?))
-            .collect::<Result<Vec<_>>>()?;
+        // Each row once, in order (unique dimension keys): the left columns as they are.
+        let identity = left_at.len() == batch.num_rows()
+            && left_at.iter().enumerate().all(|(i, &at)| at as usize == i);
+        let left = if identity {
+            batch.columns().to_vec()
+        } else {
+            let left_at = UInt32Array::from(left_at);
+            batch
+                .columns()
+                .iter()
+                .map(|c| Ok(take(c.as_ref(), &left_at, None)?))
+                .collect::<Result<Vec<_>>>()?
+        };
         let right_at = UInt32Array::from(right_at);
         out.emit(Message::Data(output(
             &self.spec,
@@ -248,6 +259,11 @@ impl Operator for LookupJoin {
 
 // ------------------------------------------------------------------------- event-time join
 
+/// Approximate bytes of a kept row: its encoding, its key and the bookkeeping.
+fn entry_size(key: Option<&[u8]>, row: &OwnedRow) -> usize {
+    row.as_ref().len() + key.map_or(0, <[u8]>::len) + 48
+}
+
 const LEFT: usize = 0;
 const RIGHT: usize = 1;
 
@@ -296,7 +312,7 @@ impl TemporalJoin {
         };
         let (keys, key_types) = key_converter(&spec)?;
         let layout = format!(
-            "{:?} temporal join; keys {key_types:?}; left {} columns; right {} columns",
+            "{:?} temporal join as of {left} = {right}; keys {key_types:?}; left {} columns; right {} columns",
             spec.kind,
             spec.left_schema.fields().len(),
             spec.right_schema.fields().len()
@@ -344,16 +360,22 @@ impl TemporalJoin {
             }
             let key: Option<Box<[u8]>> =
                 (!key_columns.iter().any(|c| c.is_null(i))).then(|| keys.row(i).as_ref().into());
-            let row = rows.row(i).owned();
             let seq = self.next;
             self.next += 1;
-            self.bytes += row.as_ref().len() + key.as_ref().map_or(0, |k| k.len()) + 48;
-            if side == LEFT {
-                self.waiting.insert((time, seq), Waiting { key, row });
-            } else if let Some(key) = key {
-                self.keep_version(key, Version { time, seq, row });
+            match (side, key) {
+                (LEFT, key) => {
+                    let row = rows.row(i).owned();
+                    self.bytes += entry_size(key.as_deref(), &row);
+                    self.waiting.insert((time, seq), Waiting { key, row });
+                }
+                (_, Some(key)) => {
+                    let row = rows.row(i).owned();
+                    self.bytes += entry_size(Some(&key), &row);
+                    self.keep_version(key, Version { time, seq, row });
+                }
+                // A version with a NULL key can be looked up by no row.
+                (_, None) => {}
             }
-            // A version with a NULL key can be looked up by no row.
         }
         let table = if side == LEFT {
             &self.table_name
@@ -396,7 +418,7 @@ impl TemporalJoin {
                 break;
             }
             let waiting = entry.remove();
-            freed += waiting.row.as_ref().len() + waiting.key.as_ref().map_or(0, |k| k.len()) + 48;
+            freed += entry_size(waiting.key.as_deref(), &waiting.row);
             let version = waiting.key.as_ref().and_then(|k| {
                 let list = self.versions.get(k)?;
                 let at = list.partition_point(|v| v.time <= time);
@@ -450,7 +472,7 @@ impl TemporalJoin {
                 let valid = list.partition_point(|v| v.time <= w.0);
                 if valid > 1 {
                     for v in list.drain(..valid - 1) {
-                        freed += v.row.as_ref().len() + key.len() + 48;
+                        freed += entry_size(Some(&key), &v.row);
                     }
                 }
             }
@@ -593,7 +615,7 @@ impl TemporalJoin {
             for i in 0..batch.num_rows() {
                 let key: Option<Box<[u8]>> = keys.is_valid(i).then(|| keys.value(i).into());
                 let (time, seq, row) = (times.value(i), seqs.value(i) as u64, rows.row(i).owned());
-                restored.bytes += row.as_ref().len() + key.as_ref().map_or(0, |k| k.len()) + 48;
+                restored.bytes += entry_size(key.as_deref(), &row);
                 if side == LEFT {
                     restored.waiting.insert((time, seq), Waiting { key, row });
                 } else {
@@ -888,8 +910,10 @@ mod tests {
                 if i == cut {
                     let mut state = vec![];
                     op.snapshot(&mut state).unwrap();
+                    let bytes = op.state_bytes();
                     op = TemporalJoin::new(spec(kind, true), "orders").unwrap();
                     op.restore(&state).unwrap();
+                    prop_assert_eq!(op.state_bytes(), bytes, "restored state counts the same bytes");
                 }
                 let mut step = Output::default();
                 if side == LEFT { op.process(m, &mut step).unwrap() } else { op.process_right(m, &mut step).unwrap() }

@@ -57,6 +57,8 @@ pub struct TopN {
     /// Partitions with changes not yet emitted (exactly those whose `changed_from` is set).
     dirty: BTreeSet<Vec<u8>>,
     next_seq: u64,
+    /// The maximum watermark came: everything was emitted.
+    ended: bool,
     bytes: usize,
     layout: String,
 }
@@ -114,6 +116,7 @@ impl TopN {
             partitions: HashMap::new(),
             dirty: BTreeSet::new(),
             next_seq: 0,
+            ended: false,
             bytes: 0,
             layout,
         })
@@ -347,7 +350,9 @@ impl Operator for TopN {
         match message {
             Message::Data(batch) => self.on_batch(batch)?,
             Message::Watermark(w) => {
-                if w == Watermark::MAX {
+                // Watermarks are monotone: the maximum comes once.
+                if w == Watermark::MAX && !self.ended {
+                    self.ended = true;
                     self.emit(self.spec.output == OutputMode::Append, out)?;
                 }
                 out.emit(Message::Watermark(w));
