@@ -21,11 +21,11 @@
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, Int64Builder, StringArray, StringBuilder};
-use arrow::datatypes::{DataType, TimeUnit};
+use arrow::datatypes::{DataType, Field, FieldRef, TimeUnit};
 use datafusion::common::{exec_err, plan_err, Result, ScalarValue};
 use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature,
-    Volatility,
+    ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    TypeSignature, Volatility,
 };
 use datafusion::prelude::SessionContext;
 
@@ -173,9 +173,53 @@ pub fn java_date_pattern(pattern: &str) -> std::result::Result<String, String> {
     Ok(out)
 }
 
+/// A Java date pattern, parsed into chrono's format items.
+fn date_pattern_items(
+    pattern: &str,
+) -> std::result::Result<Vec<chrono::format::Item<'static>>, String> {
+    java_date_pattern(pattern).and_then(|f| {
+        chrono::format::StrftimeItems::new(&f)
+            .parse_to_owned()
+            .map_err(|e| e.to_string())
+    })
+}
+
+/// The text of a literal argument, if it is one.
+fn literal_text<'a>(args: &ReturnFieldArgs<'a>, i: usize) -> Option<&'a str> {
+    match args.scalar_arguments.get(i).copied().flatten()? {
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::LargeUtf8(Some(s))
+        | ScalarValue::Utf8View(Some(s)) => Some(s.as_str()),
+        _ => None,
+    }
+}
+
+/// The (nullable) result field of `udf` for arguments of the types in `args`.
+fn result_field(udf: &dyn ScalarUDFImpl, args: &ReturnFieldArgs<'_>) -> Result<FieldRef> {
+    let types: Vec<DataType> = args
+        .arg_fields
+        .iter()
+        .map(|f| f.data_type().clone())
+        .collect();
+    Ok(Arc::new(Field::new(
+        udf.name(),
+        udf.return_type(&types)?,
+        true,
+    )))
+}
+
 impl ScalarUDFImpl for DateFormat {
     fn name(&self) -> &str {
         "date_format"
+    }
+    /// A literal pattern that does not parse is a planning error, before data moves.
+    fn return_field_from_args(&self, args: ReturnFieldArgs<'_>) -> Result<FieldRef> {
+        if let Some(pattern) = literal_text(&args, 1) {
+            if let Err(e) = date_pattern_items(pattern) {
+                return plan_err!("DATE_FORMAT pattern '{pattern}': {e}");
+            }
+        }
+        result_field(self, &args)
     }
     fn signature(&self) -> &Signature {
         &self.signature
@@ -212,12 +256,7 @@ impl ScalarUDFImpl for DateFormat {
             }
             let pattern = patterns.value(row);
             if cached.as_ref().is_none_or(|(p, _)| p != pattern) {
-                let items = java_date_pattern(pattern).and_then(|f| {
-                    chrono::format::StrftimeItems::new(&f)
-                        .parse_to_owned()
-                        .map_err(|e| e.to_string())
-                });
-                match items {
+                match date_pattern_items(pattern) {
                     Ok(items) => cached = Some((pattern.to_string(), items)),
                     Err(e) => return exec_err!("DATE_FORMAT pattern '{pattern}': {e}"),
                 }
@@ -298,6 +337,15 @@ impl RegexpExtract {
 impl ScalarUDFImpl for RegexpExtract {
     fn name(&self) -> &str {
         "regexp_extract"
+    }
+    /// A literal regex that does not parse is a planning error, before data moves.
+    fn return_field_from_args(&self, args: ReturnFieldArgs<'_>) -> Result<FieldRef> {
+        if let Some(regex) = literal_text(&args, 1) {
+            if let Err(e) = regex::Regex::new(regex) {
+                return plan_err!("REGEXP_EXTRACT regex '{regex}': {e}");
+            }
+        }
+        result_field(self, &args)
     }
     fn signature(&self) -> &Signature {
         &self.signature

@@ -1341,3 +1341,28 @@ GROUP BY window_start, window_end, city;
         );
     }
 }
+
+/// A literal DATE_FORMAT pattern or REGEXP_EXTRACT regex that does not parse is a plan error
+/// naming the line, in every mode (not an execution error at the first row).
+#[tokio::test]
+async fn bad_literal_patterns_fail_before_data_moves() {
+    for (call, needle) in [
+        (
+            "DATE_FORMAT(ordered_at, 'yyyy Z')",
+            "DATE_FORMAT pattern 'yyyy Z'",
+        ),
+        (
+            "REGEXP_EXTRACT(store_id, 's(', 1)",
+            "REGEXP_EXTRACT regex 's('",
+        ),
+    ] {
+        let pipeline =
+            format!("{ORDERS}{OUT}INSERT INTO out SELECT order_id, {call} AS v FROM orders;\n");
+        let line = line_of(&pipeline, "INSERT INTO out");
+        for mode in [Mode::Batch, Mode::Stream] {
+            let err = fails(&pipeline, mode).await;
+            assert!(matches!(err, Error::Plan(_)), "{mode}: {err:?}");
+            assert_mentions(&err, &[needle, &format!("line {line}")]);
+        }
+    }
+}
