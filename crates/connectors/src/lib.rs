@@ -53,6 +53,7 @@ pub mod nexmark;
 pub mod nexmark_source;
 mod options;
 pub use options::log_dir;
+pub mod serving;
 pub mod sink;
 pub mod source;
 

@@ -6,6 +6,8 @@
 //! * `connector = 'log'`: records of a topic of the embedded log (`log_sink.rs`).
 //! * `connector = 'print'`: a pretty table or JSON lines on standard output.
 //! * `connector = 'blackhole'`: rows are counted and dropped (Flink's, for benchmarks).
+//! * `connector = 'table'`: a serving table in an embedded store, upserted by its PRIMARY KEY
+//!   or appended (`serving.rs`).
 //!
 //! # Two phases
 //!
@@ -48,8 +50,9 @@ use serde::{Deserialize, Serialize};
 use crate::hive;
 use crate::log_sink::{self, LogConfig, LogSink};
 use crate::options::{self, FileFormat};
+use crate::serving::{self, TableSink};
 
-const CONNECTORS: &[&str] = &["files", "print", "log", "blackhole"];
+const CONNECTORS: &[&str] = &["files", "print", "log", "blackhole", "table"];
 const FILE_SINK_OPTIONS: &[&str] = &[
     "connector",
     "path",
@@ -118,6 +121,8 @@ pub enum Prepared {
         staged: Option<String>,
         partitions: Vec<PreparedPartition>,
     },
+    /// A serving table: the epoch's changes are staged in its store (`rows` of them).
+    Table { epoch: u64, rows: u64 },
 }
 
 impl Prepared {
@@ -126,14 +131,15 @@ impl Prepared {
         match self {
             Prepared::Print { epoch, .. }
             | Prepared::Files { epoch, .. }
-            | Prepared::Log { epoch, .. } => *epoch,
+            | Prepared::Log { epoch, .. }
+            | Prepared::Table { epoch, .. } => *epoch,
         }
     }
 
     /// Rows (records) of the epoch.
     pub fn rows(&self) -> u64 {
         match self {
-            Prepared::Print { rows, .. } => *rows,
+            Prepared::Print { rows, .. } | Prepared::Table { rows, .. } => *rows,
             Prepared::Files { files, .. } => files.iter().map(|f| f.rows).sum(),
             Prepared::Log { partitions, .. } => partitions.iter().map(|p| p.records).sum(),
         }
@@ -144,6 +150,7 @@ impl Prepared {
             Prepared::Print { .. } => "print",
             Prepared::Files { .. } => "files",
             Prepared::Log { .. } => "log",
+            Prepared::Table { .. } => "table",
         }
     }
 }
@@ -280,6 +287,7 @@ enum SinkConfig {
     Files(FileConfig),
     Print(PrintFormat),
     Log(LogConfig),
+    Table,
 }
 
 fn parse_sink(def: &TableDef) -> Result<SinkConfig> {
@@ -308,6 +316,10 @@ fn parse_sink(def: &TableDef) -> Result<SinkConfig> {
             Ok(SinkConfig::Print(PrintFormat::Discard))
         }
         "log" => Ok(SinkConfig::Log(log_sink::parse(def)?)),
+        "table" => {
+            serving::parse_config(def)?;
+            Ok(SinkConfig::Table)
+        }
         _ => {
             options::check_known(def, FILE_SINK_OPTIONS)?;
             let path = options::required(def, "path")?.to_string();
@@ -387,7 +399,11 @@ pub fn open_sink(
     match parse_sink(def)? {
         SinkConfig::Print(format) => {
             if let SinkMode::Epochs {
-                resume: Some(p @ (Prepared::Files { .. } | Prepared::Log { .. })),
+                resume:
+                    Some(
+                        p
+                        @ (Prepared::Files { .. } | Prepared::Log { .. } | Prepared::Table { .. }),
+                    ),
                 ..
             } = &ctx.mode
             {
@@ -402,6 +418,7 @@ pub fn open_sink(
         }
         SinkConfig::Files(config) => Ok(Box::new(FileSink::open(def, config, schema, ctx)?)),
         SinkConfig::Log(config) => Ok(Box::new(LogSink::open(def, config, schema, ctx)?)),
+        SinkConfig::Table => Ok(Box::new(TableSink::open(def, schema, ctx)?)),
     }
 }
 

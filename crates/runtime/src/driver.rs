@@ -445,7 +445,7 @@ impl OpenedPipeline {
                     check_upsert_key(table, &plan, &schema, insert.line, &mut sink_keys)?;
                     if plan.deletes
                         && !declares_change_type(table)
-                        && table.connector() != Some("blackhole")
+                        && !matches!(table.connector(), Some("blackhole" | "table"))
                     {
                         return Err(Error::Plan(format!(
                             "line {}: INSERT INTO {} can delete rows it wrote (a group that stops matching a HAVING, or whose rows were all taken back by the aggregate below it): declare a last column `{CHANGE_TYPE_COLUMN} STRING` in table {}; the sink writes 'upsert' or 'delete' into it for each row",
@@ -923,6 +923,19 @@ impl OpenedPipeline {
                 log_dir: self.log_dir.clone(),
                 mode,
             };
+            // A serving table is told each row's change by a last `_change_type` column.
+            let serving = table.connector() == Some("table");
+            let schema = if serving {
+                let mut fields = schema.fields().to_vec();
+                fields.push(Arc::new(Field::new(
+                    CHANGE_TYPE_COLUMN,
+                    DataType::Utf8,
+                    false,
+                )));
+                Arc::new(Schema::new(fields))
+            } else {
+                schema.clone()
+            };
             let sink = open_sink(table, schema.clone(), &ctx, self.print_output())?;
             sinks.insert(
                 name.clone(),
@@ -931,7 +944,7 @@ impl OpenedPipeline {
                     sink,
                     schema: schema.clone(),
                     rows,
-                    change_type: declares_change_type(table),
+                    change_type: serving || declares_change_type(table),
                     key: match self.sink_keys.get(name) {
                         Some(key) => key
                             .iter()
@@ -1935,6 +1948,15 @@ fn check_upsert_key(
         return Ok(());
     }
     if let Some(key) = &key {
+        if table.connector() == Some("table") && table.primary_key.is_empty() {
+            return Err(Error::Plan(format!(
+                "line {line}: INSERT INTO {} writes updates keyed by ({}), but serving table {} declares no PRIMARY KEY to upsert them by: add `PRIMARY KEY ({}) NOT ENFORCED` to its CREATE TABLE",
+                table.name,
+                key.join(", "),
+                table.name,
+                key.join(", ")
+            )));
+        }
         let declared: Vec<(String, Vec<String>)> = [
             ("PRIMARY KEY".to_string(), table.primary_key.clone()),
             (

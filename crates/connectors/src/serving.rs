@@ -1,0 +1,920 @@
+//! Serving tables (`'connector' = 'table'`): a pipeline's results kept in an embedded store
+//! (redb) so that they can be read by key or whole, over HTTP (`flowline serve`) or in tests.
+//!
+//! # Layout
+//!
+//! A serving table is a folder (option `path`, default `serving/<table>` beside the pipeline)
+//! holding one redb database per *version* (`<version>.redb`, option `version`, default `v1`)
+//! and a file `CURRENT` naming the version readers see. The first version written becomes
+//! current; another version is built beside it (a shadow, for a replay) and made current by
+//! [`ServingTable::swap`], an atomic rename: a reader resolves `CURRENT` once per read and reads
+//! one committed snapshot of one version, so it never sees a half-built table.
+//!
+//! A version's database has three redb tables: `rows` (key → row), `staged` ((epoch, seq) →
+//! change, durable but not visible), and `meta` (schema, key columns, row format, writer,
+//! published epoch and generation, last publish time). Keys and rows are Arrow's row format
+//! ([`arrow::row`]) of the key columns and of all columns: keys sort as the values do, and a row
+//! decodes back to typed columns. The row format is Arrow's, so the store records Arrow's major
+//! version and refuses to open under another one.
+//!
+//! # Semantics
+//!
+//! * With a `PRIMARY KEY (...) NOT ENFORCED`, a row *upserts* its key (the last write of a key
+//!   wins) and a delete (update mode's `_change_type = 'delete'`) removes it. Without one, rows
+//!   are *appended* under generated keys.
+//! * Batch ([`SinkMode::Run`]): the run's rows *replace* the table in one transaction, as a files
+//!   sink replaces its files.
+//! * Stream ([`SinkMode::Epochs`]), exactly-once: [`Sink::prepare`] writes the epoch's changes to
+//!   `staged` (committed, invisible); [`Sink::publish`] applies them to `rows`, removes them
+//!   from `staged` and records the epoch as published, in one transaction, so a publish repeated
+//!   after a crash changes nothing. Opening publishes the checkpoint's epoch, then drops every
+//!   other staged change (later epochs are replayed). A job that starts without a checkpoint
+//!   starts a new *generation*: appended rows of earlier generations keep their keys.
+//! * One pipeline writes a version (`writer` in `meta`); another pipeline writing it is an error
+//!   that names both.
+//! * A database is opened once per process and shared (the sink writing it and HTTP readers);
+//!   another process that has it open makes opening fail with a message saying so.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+use arrow::array::{ArrayRef, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Schema, SchemaRef};
+use arrow::row::{RowConverter, SortField};
+use flowline_core::{Error, Result, TableDef};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+
+use crate::options;
+use crate::sink::{wrong_prepared, Prepared, Sink, SinkCommit, SinkContext, SinkMode};
+
+/// The options of `connector = 'table'`.
+pub(crate) const TABLE_SINK_OPTIONS: &[&str] = &["connector", "path", "version"];
+/// The version written when the table does not say.
+pub const DEFAULT_VERSION: &str = "v1";
+/// The column through which the runtime tells the sink whether a row is an upsert or a delete.
+pub const CHANGE_TYPE: &str = "_change_type";
+/// Rows per batch when a table is read.
+const READ_BATCH_ROWS: usize = 8192;
+
+const ROWS: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("rows");
+const STAGED: TableDefinition<'_, (u64, u64), &[u8]> = TableDefinition::new("staged");
+const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
+
+/// The row format's identity: Arrow's row encoding may change between major versions.
+const ROW_FORMAT: &str = "arrow-row-59";
+
+const UPSERT: u8 = 0;
+const DELETE: u8 = 1;
+
+/// Where a serving table lives and which version a pipeline writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServingConfig {
+    /// The table's folder (relative paths resolve against the pipeline's folder).
+    pub path: String,
+    pub version: String,
+}
+
+/// Checks the options of a `connector = 'table'` table.
+pub fn parse_config(def: &TableDef) -> Result<ServingConfig> {
+    options::check_known(def, TABLE_SINK_OPTIONS)?;
+    let path = def
+        .option("path")
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("serving/{}", def.name));
+    let version = def.option("version").unwrap_or(DEFAULT_VERSION).to_string();
+    check_version_name(&version).map_err(|m| Error::option(&def.name, m))?;
+    Ok(ServingConfig { path, version })
+}
+
+/// A version name is letters, digits, `-`, `_` and `.` (not starting with `.`).
+pub fn check_version_name(version: &str) -> std::result::Result<(), String> {
+    let ok = !version.is_empty()
+        && !version.starts_with('.')
+        && version
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid version '{version}' in option `version`: use letters, digits, '-', '_' \
+             and '.', e.g. 'v2'"
+        ))
+    }
+}
+
+/// The folder of serving table `def` for a pipeline in `base_dir`.
+pub fn table_dir(def: &TableDef, base_dir: &Path) -> Result<PathBuf> {
+    let config = parse_config(def)?;
+    Ok(resolve(base_dir, &config.path))
+}
+
+fn resolve(base_dir: &Path, path: &str) -> PathBuf {
+    let p = Path::new(path);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base_dir.join(p)
+    }
+}
+
+fn store_error(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Input {
+        path: path.to_path_buf(),
+        message: format!("serving table store: {e}"),
+    }
+}
+
+/// Opens (creating if `create`) the database at `path`, shared by everyone in this process.
+fn database(path: &Path, create: bool) -> Result<Option<Arc<Database>>> {
+    static OPEN: OnceLock<Mutex<HashMap<PathBuf, Weak<Database>>>> = OnceLock::new();
+    let mut open = OPEN
+        .get_or_init(Default::default)
+        .lock()
+        .map_err(|_| Error::Internal("serving table registry poisoned".into()))?;
+    let key = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    if let Some(db) = open.get(&key).and_then(Weak::upgrade) {
+        return Ok(Some(db));
+    }
+    if !create && !path.exists() {
+        return Ok(None);
+    }
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, e))?;
+    }
+    let db = Database::create(path).map_err(|e| match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => store_error(
+            path,
+            "it is open in another process (a `flowline serve` or `flowline run` that writes or \
+             serves it); stop that process or serve the table from it",
+        ),
+        other => store_error(path, other),
+    })?;
+    let db = Arc::new(db);
+    let key = fs::canonicalize(path).unwrap_or(key);
+    open.retain(|_, w| w.strong_count() > 0);
+    open.insert(key, Arc::downgrade(&db));
+    Ok(Some(db))
+}
+
+fn schema_bytes(schema: &Schema) -> Result<Vec<u8>> {
+    let mut buf = vec![];
+    let mut writer = arrow::ipc::writer::StreamWriter::try_new(&mut buf, schema)?;
+    writer.finish()?;
+    drop(writer);
+    Ok(buf)
+}
+
+fn schema_from_bytes(bytes: &[u8]) -> Result<SchemaRef> {
+    let reader = arrow::ipc::reader::StreamReader::try_new(Cursor::new(bytes), None)?;
+    Ok(reader.schema())
+}
+
+fn converter(schema: &Schema, columns: &[usize]) -> Result<RowConverter> {
+    Ok(RowConverter::new(
+        columns
+            .iter()
+            .map(|&i| SortField::new(schema.field(i).data_type().clone()))
+            .collect(),
+    )?)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn u64_meta(bytes: Option<&[u8]>) -> u64 {
+    bytes
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map_or(0, u64::from_le_bytes)
+}
+
+/// What a version's `meta` says.
+#[derive(Debug, Clone, Default)]
+struct Meta {
+    schema: Option<SchemaRef>,
+    key: Vec<String>,
+    row_format: Option<String>,
+    writer: Option<String>,
+    published_epoch: u64,
+    generation: u64,
+    updated_ms: u64,
+}
+
+fn read_meta(table: &impl ReadableTable<&'static str, &'static [u8]>, path: &Path) -> Result<Meta> {
+    let get = |k: &str| -> Result<Option<Vec<u8>>> {
+        Ok(table
+            .get(k)
+            .map_err(|e| store_error(path, e))?
+            .map(|v| v.value().to_vec()))
+    };
+    let text = |b: Option<Vec<u8>>| b.map(|b| String::from_utf8_lossy(&b).into_owned());
+    Ok(Meta {
+        schema: get("schema")?.map(|b| schema_from_bytes(&b)).transpose()?,
+        key: match get("key")? {
+            Some(b) => serde_json::from_slice(&b).map_err(|e| store_error(path, e))?,
+            None => vec![],
+        },
+        row_format: text(get("row_format")?),
+        writer: text(get("writer")?),
+        published_epoch: u64_meta(get("published_epoch")?.as_deref()),
+        generation: u64_meta(get("generation")?.as_deref()),
+        updated_ms: u64_meta(get("updated_ms")?.as_deref()),
+    })
+}
+
+/// Everything a reader learns about one version of a serving table.
+#[derive(Debug, Clone)]
+pub struct VersionInfo {
+    pub version: String,
+    /// The columns (none before the first publish).
+    pub schema: Option<SchemaRef>,
+    /// The primary key columns (empty: an append table).
+    pub key: Vec<String>,
+    pub rows: u64,
+    /// The last epoch published by a stream job (0 for batch runs).
+    pub published_epoch: u64,
+    /// Milliseconds since the epoch of the last publish (0: never).
+    pub updated_ms: u64,
+    /// The pipeline writing it.
+    pub writer: Option<String>,
+}
+
+/// A serving table's folder: its versions and which one is current.
+#[derive(Debug, Clone)]
+pub struct ServingTable {
+    dir: PathBuf,
+}
+
+impl ServingTable {
+    pub fn at(dir: impl Into<PathBuf>) -> ServingTable {
+        ServingTable { dir: dir.into() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn version_path(&self, version: &str) -> PathBuf {
+        self.dir.join(format!("{version}.redb"))
+    }
+
+    /// The versions on disk, sorted by name.
+    pub fn versions(&self) -> Result<Vec<String>> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+            Err(e) => return Err(Error::io("read", &self.dir, e)),
+        };
+        let mut versions = vec![];
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("read", &self.dir, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(v) = name.strip_suffix(".redb") {
+                versions.push(v.to_string());
+            }
+        }
+        versions.sort();
+        Ok(versions)
+    }
+
+    /// The version readers see: `CURRENT`, else the only or first version on disk.
+    pub fn current(&self) -> Result<Option<String>> {
+        let path = self.dir.join("CURRENT");
+        match fs::read_to_string(&path) {
+            Ok(v) => Ok(Some(v.trim().to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Ok(self.versions()?.into_iter().next())
+            }
+            Err(e) => Err(Error::io("read", &path, e)),
+        }
+    }
+
+    /// Makes `version` the one readers see, atomically (write aside, rename).
+    pub fn swap(&self, version: &str) -> Result<()> {
+        check_version_name(version).map_err(|m| store_error(&self.dir, m))?;
+        if !self.version_path(version).exists() {
+            return Err(store_error(
+                &self.dir,
+                format!("there is no version '{version}' to swap in"),
+            ));
+        }
+        let tmp = self.dir.join(".CURRENT.tmp");
+        fs::write(&tmp, format!("{version}\n")).map_err(|e| Error::io("write", &tmp, e))?;
+        if let Ok(f) = fs::File::open(&tmp) {
+            let _ = f.sync_all();
+        }
+        let path = self.dir.join("CURRENT");
+        fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &tmp, e))?;
+        crate::sink::sync_dir(&self.dir)
+    }
+
+    fn open_version(&self, version: Option<&str>) -> Result<Option<(String, Arc<Database>)>> {
+        let version = match version {
+            Some(v) => v.to_string(),
+            None => match self.current()? {
+                Some(v) => v,
+                None => return Ok(None),
+            },
+        };
+        check_version_name(&version).map_err(|m| store_error(&self.dir, m))?;
+        Ok(database(&self.version_path(&version), false)?.map(|db| (version, db)))
+    }
+
+    /// What a version (default: the current one) holds, without reading its rows.
+    pub fn info(&self, version: Option<&str>) -> Result<Option<VersionInfo>> {
+        let Some((version, db)) = self.open_version(version)? else {
+            return Ok(None);
+        };
+        let path = self.version_path(&version);
+        let txn = db.begin_read().map_err(|e| store_error(&path, e))?;
+        let (meta, rows) = match txn.open_table(META) {
+            Ok(t) => {
+                let meta = read_meta(&t, &path)?;
+                let rows = match txn.open_table(ROWS) {
+                    Ok(r) => r.len().map_err(|e| store_error(&path, e))?,
+                    Err(redb::TableError::TableDoesNotExist(_)) => 0,
+                    Err(e) => return Err(store_error(&path, e)),
+                };
+                (meta, rows)
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => (Meta::default(), 0),
+            Err(e) => return Err(store_error(&path, e)),
+        };
+        Ok(Some(VersionInfo {
+            version,
+            schema: meta.schema,
+            key: meta.key,
+            rows,
+            published_epoch: meta.published_epoch,
+            updated_ms: meta.updated_ms,
+            writer: meta.writer,
+        }))
+    }
+
+    /// Reads a whole version (default: the current one) from one committed snapshot, in key
+    /// order (append tables: in the order rows were published). `None` if the table has no
+    /// version yet or nothing was ever published to it.
+    pub fn read(&self, version: Option<&str>) -> Result<Option<(SchemaRef, Vec<RecordBatch>)>> {
+        self.scan(version)
+    }
+
+    /// Reads the rows of a version whose primary key equals `key` (values as text, in key
+    /// column order, cast to the key columns' types). `None` as for [`ServingTable::read`].
+    pub fn lookup(
+        &self,
+        version: Option<&str>,
+        key: &[&str],
+    ) -> Result<Option<(SchemaRef, Vec<RecordBatch>)>> {
+        let Some((version, db)) = self.open_version(version)? else {
+            return Ok(None);
+        };
+        let path = self.version_path(&version);
+        let txn = db.begin_read().map_err(|e| store_error(&path, e))?;
+        let meta = match txn.open_table(META) {
+            Ok(t) => read_meta(&t, &path)?,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(store_error(&path, e)),
+        };
+        let Some(schema) = meta.schema else {
+            return Ok(None);
+        };
+        check_row_format(&meta.row_format, &path)?;
+        if meta.key.is_empty() {
+            return Err(store_error(
+                &path,
+                "the table has no PRIMARY KEY, so it cannot be read by key",
+            ));
+        }
+        if meta.key.len() != key.len() {
+            return Err(store_error(
+                &path,
+                format!(
+                    "the key is ({}): give {} value(s), not {}",
+                    meta.key.join(", "),
+                    meta.key.len(),
+                    key.len()
+                ),
+            ));
+        }
+        let positions = key_positions(&schema, &meta.key, &path)?;
+        let mut columns: Vec<ArrayRef> = vec![];
+        for (&i, text) in positions.iter().zip(key) {
+            let value: ArrayRef = Arc::new(StringArray::from(vec![*text]));
+            let strict = arrow::compute::CastOptions {
+                safe: false,
+                ..Default::default()
+            };
+            let field = schema.field(i);
+            columns.push(
+                arrow::compute::cast_with_options(&value, field.data_type(), &strict).map_err(
+                    |e| {
+                        store_error(
+                            &path,
+                            format!(
+                                "key value '{text}' is not a {} for column `{}`: {e}",
+                                field.data_type(),
+                                field.name()
+                            ),
+                        )
+                    },
+                )?,
+            );
+        }
+        let key_rows = converter(&schema, &positions)?.convert_columns(&columns)?;
+        let wanted = key_rows.row(0);
+        let rows = match txn.open_table(ROWS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => {
+                return Ok(Some((schema.clone(), vec![RecordBatch::new_empty(schema)])))
+            }
+            Err(e) => return Err(store_error(&path, e)),
+        };
+        let found = rows
+            .get(wanted.as_ref())
+            .map_err(|e| store_error(&path, e))?
+            .map(|v| v.value().to_vec());
+        let all: Vec<usize> = (0..schema.fields().len()).collect();
+        let conv = converter(&schema, &all)?;
+        let batch = decode(&conv, &schema, found.iter().map(Vec::as_slice))?;
+        Ok(Some((schema, vec![batch])))
+    }
+
+    fn scan(&self, version: Option<&str>) -> Result<Option<(SchemaRef, Vec<RecordBatch>)>> {
+        let Some((version, db)) = self.open_version(version)? else {
+            return Ok(None);
+        };
+        let path = self.version_path(&version);
+        let txn = db.begin_read().map_err(|e| store_error(&path, e))?;
+        let meta = match txn.open_table(META) {
+            Ok(t) => read_meta(&t, &path)?,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(store_error(&path, e)),
+        };
+        let Some(schema) = meta.schema else {
+            return Ok(None);
+        };
+        check_row_format(&meta.row_format, &path)?;
+        let all: Vec<usize> = (0..schema.fields().len()).collect();
+        let conv = converter(&schema, &all)?;
+        let mut batches = vec![];
+        let rows = match txn.open_table(ROWS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => {
+                return Ok(Some((schema.clone(), vec![RecordBatch::new_empty(schema)])))
+            }
+            Err(e) => return Err(store_error(&path, e)),
+        };
+        let mut chunk: Vec<Vec<u8>> = Vec::with_capacity(READ_BATCH_ROWS);
+        for entry in rows.iter().map_err(|e| store_error(&path, e))? {
+            let (_, value) = entry.map_err(|e| store_error(&path, e))?;
+            chunk.push(value.value().to_vec());
+            if chunk.len() == READ_BATCH_ROWS {
+                batches.push(decode(&conv, &schema, chunk.iter().map(Vec::as_slice))?);
+                chunk.clear();
+            }
+        }
+        if !chunk.is_empty() || batches.is_empty() {
+            batches.push(decode(&conv, &schema, chunk.iter().map(Vec::as_slice))?);
+        }
+        Ok(Some((schema, batches)))
+    }
+}
+
+fn check_row_format(format: &Option<String>, path: &Path) -> Result<()> {
+    match format.as_deref() {
+        Some(ROW_FORMAT) | None => Ok(()),
+        Some(other) => Err(store_error(
+            path,
+            format!(
+                "rows are stored in format '{other}', this Flowline reads '{ROW_FORMAT}'; \
+                 rebuild the table with a replay into a new version"
+            ),
+        )),
+    }
+}
+
+fn key_positions(schema: &Schema, key: &[String], path: &Path) -> Result<Vec<usize>> {
+    key.iter()
+        .map(|k| {
+            schema
+                .fields()
+                .iter()
+                .position(|f| f.name().eq_ignore_ascii_case(k))
+                .ok_or_else(|| store_error(path, format!("key column `{k}` is not a column")))
+        })
+        .collect()
+}
+
+fn decode<'a>(
+    conv: &RowConverter,
+    schema: &SchemaRef,
+    rows: impl Iterator<Item = &'a [u8]>,
+) -> Result<RecordBatch> {
+    let parser = conv.parser();
+    let parsed: Vec<_> = rows.map(|r| parser.parse(r)).collect();
+    let columns = conv.convert_rows(parsed)?;
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+// -------------------------------------------------------------------- sink
+
+/// One change waiting for publish: an upsert or delete of a key (append tables: no key).
+struct Change {
+    op: u8,
+    key: Vec<u8>,
+    row: Vec<u8>,
+}
+
+impl Change {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(5 + self.key.len() + self.row.len());
+        out.push(self.op);
+        out.extend_from_slice(&(self.key.len() as u32).to_le_bytes());
+        out.extend_from_slice(&self.key);
+        out.extend_from_slice(&self.row);
+        out
+    }
+
+    fn decode(bytes: &[u8], path: &Path) -> Result<Change> {
+        let bad = || store_error(path, "a staged change is truncated");
+        let (&op, rest) = bytes.split_first().ok_or_else(bad)?;
+        let len = rest
+            .get(..4)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(u32::from_le_bytes)
+            .ok_or_else(bad)? as usize;
+        let key = rest.get(4..4 + len).ok_or_else(bad)?.to_vec();
+        let row = rest.get(4 + len..).ok_or_else(bad)?.to_vec();
+        Ok(Change { op, key, row })
+    }
+}
+
+pub(crate) struct TableSink {
+    table: String,
+    path: PathBuf,
+    db: Arc<Database>,
+    /// The stored columns (without [`CHANGE_TYPE`]).
+    schema: SchemaRef,
+    /// Whether written batches carry [`CHANGE_TYPE`] as their last column.
+    change_type: bool,
+    key_names: Vec<String>,
+    key: Vec<usize>,
+    rows: RowConverter,
+    keys: Option<RowConverter>,
+    pending: Vec<Change>,
+    /// `None`: a batch run (replace at publish); `Some(job)`: a stream job.
+    job: Option<String>,
+    generation: u64,
+}
+
+impl TableSink {
+    pub(crate) fn open(def: &TableDef, schema: SchemaRef, ctx: &SinkContext) -> Result<TableSink> {
+        let config = parse_config(def)?;
+        let dir = resolve(&ctx.base_dir, &config.path);
+        let table = ServingTable::at(&dir);
+        let path = table.version_path(&config.version);
+        let change_type = schema
+            .fields()
+            .last()
+            .is_some_and(|f| f.name() == CHANGE_TYPE);
+        let stored: SchemaRef = if change_type {
+            Arc::new(Schema::new(
+                schema.fields()[..schema.fields().len() - 1].to_vec(),
+            ))
+        } else {
+            schema.clone()
+        };
+        let key = def
+            .primary_key
+            .iter()
+            .map(|k| {
+                stored
+                    .fields()
+                    .iter()
+                    .position(|f| f.name().eq_ignore_ascii_case(k))
+                    .ok_or_else(|| {
+                        Error::option(
+                            &def.name,
+                            format!("PRIMARY KEY column `{k}` is not a column of the table"),
+                        )
+                    })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let key_names: Vec<String> = key
+            .iter()
+            .map(|&i| stored.field(i).name().clone())
+            .collect();
+        let db =
+            database(&path, true)?.ok_or_else(|| Error::Internal("database vanished".into()))?;
+        let all: Vec<usize> = (0..stored.fields().len()).collect();
+        let mut sink = TableSink {
+            table: def.name.clone(),
+            path: path.clone(),
+            db,
+            rows: converter(&stored, &all)?,
+            keys: if key.is_empty() {
+                None
+            } else {
+                Some(converter(&stored, &key)?)
+            },
+            schema: stored,
+            change_type,
+            key_names,
+            key,
+            pending: vec![],
+            job: None,
+            generation: 0,
+        };
+        if let SinkMode::Epochs { job, resume, .. } = &ctx.mode {
+            sink.job = Some(job.clone());
+            sink.open_job(job, resume.as_ref())?;
+        }
+        if !table.dir.join("CURRENT").exists() {
+            // The first version written becomes current.
+            table.swap(&config.version)?;
+        }
+        Ok(sink)
+    }
+
+    /// A stream job: checks the writer and the columns, publishes the checkpoint's epoch, drops
+    /// other staged changes, and starts a generation when there is no checkpoint.
+    fn open_job(&mut self, job: &str, resume: Option<&Prepared>) -> Result<()> {
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        let meta = {
+            let t = txn.open_table(META).map_err(|e| self.err(e))?;
+            read_meta(&t, &self.path)?
+        };
+        if let Some(writer) = &meta.writer {
+            if writer != job {
+                return Err(Error::Plan(format!(
+                    "serving table {} (`{}`) is written by pipeline `{writer}`; pipeline `{job}` \
+                     cannot write it too: give one of them another 'path' or 'version'",
+                    self.table,
+                    self.path.display()
+                )));
+            }
+        }
+        check_row_format(&meta.row_format, &self.path)?;
+        let has_rows = txn
+            .open_table(ROWS)
+            .map_err(|e| self.err(e))?
+            .len()
+            .map_err(|e| self.err(e))?
+            > 0;
+        if let Some(old) = &meta.schema {
+            let same = old.fields().len() == self.schema.fields().len()
+                && old
+                    .fields()
+                    .iter()
+                    .zip(self.schema.fields())
+                    .all(|(a, b)| a.name() == b.name() && a.data_type() == b.data_type());
+            if !same && has_rows {
+                return Err(Error::Plan(format!(
+                    "serving table {} (`{}`) holds columns ({}) but the pipeline writes ({}): \
+                     write a new version ('version' = 'v2') and swap it in, or remove the folder",
+                    self.table,
+                    self.path.display(),
+                    describe(old),
+                    describe(&self.schema)
+                )));
+            }
+            if meta.key != self.key_names && has_rows {
+                return Err(Error::Plan(format!(
+                    "serving table {} (`{}`) is keyed by ({}) but the pipeline declares ({}): \
+                     write a new version ('version' = 'v2') and swap it in",
+                    self.table,
+                    self.path.display(),
+                    meta.key.join(", "),
+                    self.key_names.join(", ")
+                )));
+            }
+        }
+        self.generation = if resume.is_some() {
+            meta.generation
+        } else {
+            meta.generation + 1
+        };
+        {
+            let mut m = txn.open_table(META).map_err(|e| self.err(e))?;
+            self.write_meta(&mut m, Some(job))?;
+            m.insert("generation", self.generation.to_le_bytes().as_slice())
+                .map_err(|e| self.err(e))?;
+            if resume.is_none() {
+                m.insert("published_epoch", 0u64.to_le_bytes().as_slice())
+                    .map_err(|e| self.err(e))?;
+            }
+        }
+        txn.commit().map_err(|e| self.err(e))?;
+        match resume {
+            Some(p @ Prepared::Table { .. }) => {
+                self.publish(p)?;
+            }
+            Some(other) => return Err(wrong_prepared(&self.table, "table", other)),
+            None => {}
+        }
+        // Later epochs are replayed by the runtime under the same numbers.
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        txn.delete_table(STAGED).map_err(|e| self.err(e))?;
+        txn.commit().map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> Error {
+        store_error(&self.path, e)
+    }
+
+    fn write_meta(
+        &self,
+        m: &mut redb::Table<'_, &'static str, &'static [u8]>,
+        writer: Option<&str>,
+    ) -> Result<()> {
+        let key = serde_json::to_vec(&self.key_names).map_err(|e| self.err(e))?;
+        m.insert("schema", schema_bytes(&self.schema)?.as_slice())
+            .map_err(|e| self.err(e))?;
+        m.insert("key", key.as_slice()).map_err(|e| self.err(e))?;
+        m.insert("row_format", ROW_FORMAT.as_bytes())
+            .map_err(|e| self.err(e))?;
+        match writer {
+            Some(w) => m.insert("writer", w.as_bytes()).map_err(|e| self.err(e))?,
+            None => m.remove("writer").map_err(|e| self.err(e))?,
+        };
+        Ok(())
+    }
+
+    /// Applies one change to `rows`; `append_key` is the key of a row of an append table.
+    fn apply(
+        &self,
+        rows: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
+        change: &Change,
+        append_key: &[u8],
+    ) -> Result<()> {
+        let key: &[u8] = if self.key.is_empty() {
+            append_key
+        } else {
+            &change.key
+        };
+        if change.op == DELETE {
+            rows.remove(key).map_err(|e| self.err(e))?;
+        } else {
+            rows.insert(key, change.row.as_slice())
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+}
+
+fn describe(schema: &Schema) -> String {
+    schema
+        .fields()
+        .iter()
+        .map(|f| format!("{} {}", f.name(), f.data_type()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The key of the `seq`-th appended row of `epoch` in `generation`: they sort in publish order.
+fn append_key(generation: u64, epoch: u64, seq: u64) -> [u8; 24] {
+    let mut k = [0u8; 24];
+    k[..8].copy_from_slice(&generation.to_be_bytes());
+    k[8..16].copy_from_slice(&epoch.to_be_bytes());
+    k[16..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+impl Sink for TableSink {
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let width = self.schema.fields().len();
+        let ops: Vec<u8> = if self.change_type {
+            let column = arrow::compute::cast(batch.column(width), &DataType::Utf8)?;
+            let text = column
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .ok_or_else(|| Error::Internal("change type is not text".into()))?;
+            text.iter()
+                .map(|t| if t == Some("delete") { DELETE } else { UPSERT })
+                .collect()
+        } else {
+            vec![UPSERT; batch.num_rows()]
+        };
+        let columns = &batch.columns()[..width];
+        let rows = self.rows.convert_columns(columns)?;
+        let keys = match &self.keys {
+            Some(conv) => {
+                let key_columns: Vec<ArrayRef> =
+                    self.key.iter().map(|&i| columns[i].clone()).collect();
+                Some(conv.convert_columns(&key_columns)?)
+            }
+            None => None,
+        };
+        if self.key.is_empty() && ops.contains(&DELETE) {
+            return Err(Error::Plan(format!(
+                "serving table {} got a delete but has no PRIMARY KEY to find the row by; \
+                 declare PRIMARY KEY (...) NOT ENFORCED",
+                self.table
+            )));
+        }
+        self.pending.reserve(batch.num_rows());
+        for (i, op) in ops.into_iter().enumerate() {
+            self.pending.push(Change {
+                op,
+                key: keys
+                    .as_ref()
+                    .map(|k| k.row(i).as_ref().to_vec())
+                    .unwrap_or_default(),
+                row: rows.row(i).as_ref().to_vec(),
+            });
+        }
+        Ok(())
+    }
+
+    fn prepare(&mut self, epoch: u64) -> Result<Prepared> {
+        let rows = self.pending.len() as u64;
+        if self.job.is_some() {
+            let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+            {
+                let mut staged = txn.open_table(STAGED).map_err(|e| self.err(e))?;
+                for (seq, change) in std::mem::take(&mut self.pending).iter().enumerate() {
+                    staged
+                        .insert((epoch, seq as u64), change.encode().as_slice())
+                        .map_err(|e| self.err(e))?;
+                }
+            }
+            txn.commit().map_err(|e| self.err(e))?;
+        }
+        Ok(Prepared::Table { epoch, rows })
+    }
+
+    fn publish(&mut self, prepared: &Prepared) -> Result<SinkCommit> {
+        let Prepared::Table { epoch, rows } = prepared else {
+            return Err(wrong_prepared(&self.table, "table", prepared));
+        };
+        let epoch = *epoch;
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        match &self.job {
+            None => {
+                // A batch run replaces the table.
+                txn.delete_table(ROWS).map_err(|e| self.err(e))?;
+                txn.delete_table(STAGED).map_err(|e| self.err(e))?;
+                {
+                    let mut table = txn.open_table(ROWS).map_err(|e| self.err(e))?;
+                    for (seq, change) in std::mem::take(&mut self.pending).iter().enumerate() {
+                        self.apply(&mut table, change, &append_key(0, 0, seq as u64))?;
+                    }
+                    let mut m = txn.open_table(META).map_err(|e| self.err(e))?;
+                    self.write_meta(&mut m, None)?;
+                    m.insert("published_epoch", 0u64.to_le_bytes().as_slice())
+                        .map_err(|e| self.err(e))?;
+                    m.insert("updated_ms", now_ms().to_le_bytes().as_slice())
+                        .map_err(|e| self.err(e))?;
+                }
+            }
+            Some(_) => {
+                let published = {
+                    let m = txn.open_table(META).map_err(|e| self.err(e))?;
+                    read_meta(&m, &self.path)?.published_epoch
+                };
+                let mut staged = txn.open_table(STAGED).map_err(|e| self.err(e))?;
+                let changes = staged
+                    .range((epoch, 0)..=(epoch, u64::MAX))
+                    .map_err(|e| self.err(e))?
+                    .map(|entry| {
+                        let (k, v) = entry.map_err(|e| self.err(e))?;
+                        Ok((k.value().1, Change::decode(v.value(), &self.path)?))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                if epoch > published {
+                    let mut table = txn.open_table(ROWS).map_err(|e| self.err(e))?;
+                    for (seq, change) in &changes {
+                        self.apply(
+                            &mut table,
+                            change,
+                            &append_key(self.generation, epoch, *seq),
+                        )?;
+                    }
+                    let mut m = txn.open_table(META).map_err(|e| self.err(e))?;
+                    m.insert("published_epoch", epoch.to_le_bytes().as_slice())
+                        .map_err(|e| self.err(e))?;
+                    m.insert("updated_ms", now_ms().to_le_bytes().as_slice())
+                        .map_err(|e| self.err(e))?;
+                }
+                for (seq, _) in &changes {
+                    staged.remove((epoch, *seq)).map_err(|e| self.err(e))?;
+                }
+            }
+        }
+        txn.commit().map_err(|e| self.err(e))?;
+        Ok(SinkCommit {
+            rows: *rows,
+            files: vec![],
+        })
+    }
+}
