@@ -41,6 +41,11 @@ fn pipeline(dir: &Path, name: &str, out: &str, window: &str) -> PathBuf {
                'format' = 'json');
              CREATE TABLE pairs WITH ('connector' = 'files', 'path' = '{out}_pairs',
                'format' = 'json');
+             CREATE TABLE served WITH ('connector' = 'table', 'path' = 'serving/{out}');
+             INSERT INTO served
+             SELECT window_start, window_end, user_id, COUNT(*) AS n, SUM(amount) AS total
+             FROM TABLE(TUMBLE(TABLE events, DESCRIPTOR(ts), INTERVAL '{window}' SECOND))
+             GROUP BY window_start, window_end, user_id;
              INSERT INTO totals
              SELECT window_start, window_end, user_id, COUNT(*) AS n, SUM(amount) AS total
              FROM TABLE(TUMBLE(TABLE events, DESCRIPTOR(ts), INTERVAL '{window}' SECOND))
@@ -340,6 +345,44 @@ fn results(out: &Path) -> (Results, usize) {
     (rows, count)
 }
 
+/// The rows of an append serving table (the window totals), as [`results`] reads files.
+fn served_results(dir: &Path) -> (Results, usize) {
+    use arrow::array::{Int64Array, StringArray, TimestampMillisecondArray};
+    let mut rows = Results::new();
+    let mut count = 0;
+    let table = flowline_connectors::serving::ServingTable::at(dir);
+    let Some((_, batches)) = table.read(None).unwrap() else {
+        return (rows, 0);
+    };
+    for b in batches {
+        let col = |name: &str| b.column(b.schema().index_of(name).unwrap()).clone();
+        let start = col("window_start");
+        let start = start
+            .as_any()
+            .downcast_ref::<TimestampMillisecondArray>()
+            .unwrap();
+        let user = col("user_id");
+        let user = user.as_any().downcast_ref::<StringArray>().unwrap();
+        let n = col("n");
+        let n = n.as_any().downcast_ref::<Int64Array>().unwrap();
+        let total = col("total");
+        let total = total.as_any().downcast_ref::<Int64Array>().unwrap();
+        for i in 0..b.num_rows() {
+            let start = chrono::DateTime::from_timestamp_millis(start.value(i))
+                .unwrap()
+                .format("%Y-%m-%dT%H:%M:%S")
+                .to_string();
+            let key = (start, user.value(i).to_string());
+            let value = (n.value(i), total.value(i));
+            count += 1;
+            if let Some(old) = rows.insert(key.clone(), value) {
+                panic!("window {key:?} served twice: {old:?} and {value:?}");
+            }
+        }
+    }
+    (rows, count)
+}
+
 fn wait_for(out: &Path, want: usize, timeout: Duration) -> usize {
     let started = Instant::now();
     loop {
@@ -451,6 +494,11 @@ fn kill_9_at_random_moments_loses_and_doubles_nothing() {
         "rows written (saw {got} before the last kill)"
     );
     assert_exact(&rows, &want);
+    // The serving table got the same rows, each once (append: its staged epochs were published
+    // exactly once through the kills).
+    let (served, served_count) = served_results(&dir.join("serving/out"));
+    assert_eq!(served_count, want.len(), "rows served");
+    assert_exact(&served, &want);
     // Session state (open sessions' rows) went through the same kills: exact sessions too,
     // except the closing events' own one-event sessions.
     let mut sessions = session_results(&dir.join("out_sessions"));
@@ -498,6 +546,8 @@ fn kill_9_at_random_moments_loses_and_doubles_nothing() {
     let (rows2, count2) = results(&dir.join("out2"));
     assert_eq!(count2, want.len());
     assert_exact(&rows2, &want);
+    let (served2, _) = served_results(&dir.join("serving/out2"));
+    assert_exact(&served2, &want);
 
     // Killed runs write no manifest record; the last, stopped by SIGTERM, restored a
     // checkpoint and read every record of the topic.
@@ -935,6 +985,24 @@ fn upserted(out: &Path) -> (Totals, usize) {
     (table, rows)
 }
 
+/// The rows of a serving table keyed by `user_id`, as user → (n, total).
+fn served_totals(dir: &Path) -> Totals {
+    use arrow::array::{Int64Array, StringArray};
+    let table = flowline_connectors::serving::ServingTable::at(dir);
+    let (_, batches) = table.read(None).unwrap().expect("a served table");
+    let mut out = Totals::new();
+    for b in batches {
+        let user = b.column(0).as_any().downcast_ref::<StringArray>().unwrap();
+        let n = b.column(1).as_any().downcast_ref::<Int64Array>().unwrap();
+        let total = b.column(2).as_any().downcast_ref::<Int64Array>().unwrap();
+        for i in 0..b.num_rows() {
+            let old = out.insert(user.value(i).to_string(), (n.value(i), total.value(i)));
+            assert!(old.is_none(), "a key served twice");
+        }
+    }
+    out
+}
+
 #[test]
 fn a_plain_group_by_streams_updates_that_upsert_to_the_exact_totals_through_kills() {
     let tmp = tempfile::tempdir().unwrap();
@@ -962,6 +1030,11 @@ fn a_plain_group_by_streams_updates_that_upsert_to_the_exact_totals_through_kill
                    WITH ('connector' = 'files', 'path' = '{out}', 'format' = 'json');
                  CREATE TABLE user_totals WITH ('connector' = 'log', 'topic' = 'user_totals',
                      'log.dir' = 'log');
+                 CREATE TABLE served (user_id STRING, n BIGINT, total BIGINT,
+                     PRIMARY KEY (user_id) NOT ENFORCED)
+                   WITH ('connector' = 'table', 'path' = 'serving/{out}');
+                 INSERT INTO served
+                 SELECT user_id, COUNT(*) AS n, SUM(amount) AS total FROM events GROUP BY user_id;
                  INSERT INTO totals
                  SELECT user_id, COUNT(*) AS n, SUM(amount) AS total FROM events GROUP BY user_id;
                  INSERT INTO user_totals
@@ -1039,6 +1112,11 @@ fn a_plain_group_by_streams_updates_that_upsert_to_the_exact_totals_through_kill
         }
     }
     assert_eq!(from_log, want, "the upserted log output");
+    assert_eq!(
+        served_totals(&dir.join("serving/out")),
+        want,
+        "the serving table"
+    );
 
     // Micro-batches over the same topic end with the same totals; a batch run writes each
     // total once.
@@ -1049,6 +1127,7 @@ fn a_plain_group_by_streams_updates_that_upsert_to_the_exact_totals_through_kill
         "state_micro",
     );
     assert_eq!(upserted(&dir.join("out_micro")).0, want);
+    assert_eq!(served_totals(&dir.join("serving/out_micro")), want);
     let batch = sql("batch", "out_batch");
     let out = run(
         dir,
@@ -1062,6 +1141,7 @@ fn a_plain_group_by_streams_updates_that_upsert_to_the_exact_totals_through_kill
     let (once, rows) = upserted(&dir.join("out_batch"));
     assert_eq!(once, want);
     assert_eq!(rows, want.len(), "batch mode writes each final result once");
+    assert_eq!(served_totals(&dir.join("serving/out_batch")), want);
 }
 
 /// Tiers of the lookup join's rows in `out`: tier → rows.
