@@ -114,6 +114,7 @@ impl PipelineArgs {
             checkpoint_interval,
             log_dir: self.log_dir.clone(),
             stop: None,
+            live: None,
         })
     }
 }

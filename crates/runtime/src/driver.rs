@@ -26,6 +26,7 @@ use sha2::{Digest, Sha256};
 use crate::operators::{self, window::millis, WindowAggregate};
 use crate::reader::SourceReader;
 use crate::rejects::RejectBin;
+use crate::status::LiveStatus;
 use crate::stream::{JobReport, JobSettings, Trigger};
 use crate::{fallback, manifest};
 
@@ -69,6 +70,8 @@ pub struct RunOptions {
     pub output_mode: Option<OutputMode>,
     /// Update mode: how often changed results are emitted (default 1 s; 0: after every batch).
     pub emit_interval: Option<Duration>,
+    /// Where the run copies its live numbers (rows, rejects, watermarks, lag, checkpoints).
+    pub live: Option<Arc<LiveStatus>>,
 }
 
 /// What a run did, as also recorded in the manifest.
@@ -153,6 +156,8 @@ pub struct OpenedPipeline {
     pub emit_interval: Duration,
     /// Sink name → the upsert key of the rows it receives, by column name (update mode only).
     pub(crate) sink_keys: BTreeMap<String, Vec<String>>,
+    /// Where the run copies its live numbers.
+    pub(crate) live: Arc<LiveStatus>,
 }
 
 /// Parses, plans and runs a pipeline file.
@@ -543,6 +548,7 @@ impl OpenedPipeline {
                 .into_iter()
                 .filter_map(|(sink, key)| Some((sink, key?)))
                 .collect(),
+            live: options.live.clone().unwrap_or_default(),
         })
     }
 
@@ -612,6 +618,14 @@ impl OpenedPipeline {
             None => self.execute(&run_id, &mut bin, &mut state).await,
         };
         let flushed = bin.flush();
+        self.live.update(|l| {
+            l.rows_read.clone_from(&state.rows_read);
+            l.rows_written.clone_from(&state.rows_written);
+            l.rejects.clone_from(bin.counts());
+            if result.is_ok() && !state.commits.is_empty() {
+                l.last_publish_ms = Some(crate::status::now_ms());
+            }
+        });
         let ended = chrono::Utc::now();
         let inputs: Vec<_> = self
             .sources
@@ -804,6 +818,10 @@ impl OpenedPipeline {
                     }
                     read += batch.num_rows() as u64;
                     state.rows_read.insert(name.clone(), read);
+                    self.live.update(|l| {
+                        l.rows_read.insert(name.clone(), read);
+                        l.rejects.clone_from(bin.counts());
+                    });
                     if buffer {
                         buffered
                             .entry(name.clone())

@@ -21,9 +21,11 @@ pub mod operators;
 mod reader;
 pub mod rejects;
 mod rows;
+pub mod status;
 mod stream;
 
 pub use driver::{parse_emit_interval, run_pipeline, OpenedPipeline, RunOptions, RunReport};
 pub use flowline_core::plan::OutputMode;
 pub use flowline_sql::Mode;
+pub use status::{LiveStatus, StatusSnapshot};
 pub use stream::Trigger;

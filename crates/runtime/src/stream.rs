@@ -685,8 +685,15 @@ impl Job<'_> {
                     let batch = decoded.batch;
                     let name = &self.names[source];
                     if batch.num_rows() > 0 {
-                        *state.rows_read.entry(name.clone()).or_default() +=
-                            batch.num_rows() as u64;
+                        let read = state.rows_read.entry(name.clone()).or_default();
+                        *read += batch.num_rows() as u64;
+                        let read = *read;
+                        self.pipeline.live.update(|l| {
+                            l.rows_read.insert(name.clone(), read);
+                            if !decoded.rejects.is_empty() {
+                                l.rejects.clone_from(bin.counts());
+                            }
+                        });
                         self.clocks[source].observe(partition, &batch)?;
                         for chain in self.chains.iter_mut().filter(|c| c.reads(name)) {
                             chain.push_from(
@@ -768,8 +775,9 @@ impl Job<'_> {
         report: &mut JobReport,
     ) -> Result<()> {
         let clock = Instant::now();
-        self.checkpoint(bin, state).await?;
+        let bytes = self.checkpoint(bin, state).await?;
         let ms = clock.elapsed().as_millis() as u64;
+        self.publish_live(ms, bytes, bin, state);
         report.checkpoint_ms_max = report.checkpoint_ms_max.max(ms);
         report.first_epoch.get_or_insert(self.epoch);
         report.last_epoch = Some(self.epoch);
@@ -796,6 +804,9 @@ impl Job<'_> {
         if let Some(w) = self.clocks[source].advance() {
             self.changed = true;
             let name = &self.names[source];
+            self.pipeline.live.update(|l| {
+                l.watermarks.insert(name.clone(), w.0);
+            });
             state.record_state(&self.chains);
             for chain in self.chains.iter_mut().filter(|c| c.reads(name)) {
                 chain.push_from(name, Message::Watermark(w), &mut self.sinks, bin)?;
@@ -804,8 +815,57 @@ impl Job<'_> {
         Ok(())
     }
 
-    /// Checkpoint `self.epoch` (see the module documentation for the protocol).
-    async fn checkpoint(&mut self, bin: &mut RejectBin, state: &mut RunState) -> Result<()> {
+    /// Copies the numbers of a completed checkpoint into the live status.
+    fn publish_live(&self, ms: u64, bytes: u64, bin: &RejectBin, state: &RunState) {
+        let mut lag = BTreeMap::new();
+        for (s, source) in self.sources.iter().enumerate() {
+            let behind: u64 = (0..source.partitions())
+                .filter_map(|p| source.topic().offsets(p).ok())
+                .zip(&self.positions[s])
+                .map(|((_, end), &at)| end.saturating_sub(at))
+                .sum();
+            lag.insert(self.names[s].clone(), behind);
+        }
+        let operators = self
+            .chains
+            .iter()
+            .enumerate()
+            .flat_map(|(c, chain)| {
+                chain
+                    .ops
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, op)| op.state_bytes() > 0)
+                    .map(move |(i, op)| crate::status::OperatorStatus {
+                        insert: c,
+                        sink: chain.sink.clone(),
+                        position: i,
+                        operator: op.name().to_string(),
+                        state_bytes: op.state_bytes() as u64,
+                    })
+            })
+            .collect();
+        let now = crate::status::now_ms();
+        self.pipeline.live.update(|l| {
+            l.rows_read.clone_from(&state.rows_read);
+            l.rows_written.clone_from(&state.rows_written);
+            l.rejects.clone_from(bin.counts());
+            l.lag_records = lag;
+            l.last_publish_ms = Some(now);
+            l.checkpoints += 1;
+            l.last_checkpoint = Some(crate::status::CheckpointStatus {
+                epoch: self.epoch,
+                duration_ms: ms,
+                bytes,
+                at_ms: now,
+            });
+            l.operators = operators;
+        });
+    }
+
+    /// Checkpoint `self.epoch` (see the module documentation for the protocol); returns the
+    /// bytes of operator state it wrote.
+    async fn checkpoint(&mut self, bin: &mut RejectBin, state: &mut RunState) -> Result<u64> {
         let epoch = self.epoch;
         state.record_state(&self.chains);
         let mut prepared: BTreeMap<String, Prepared> = BTreeMap::new();
@@ -875,6 +935,7 @@ impl Job<'_> {
             state_bytes: 0,
             state_checksum: String::new(),
         };
+        let bytes = blob.len() as u64;
         self.store.write(meta, blob).await?;
         // The checkpoint is complete: publish, then tell the log how far the job has read.
         for (name, slot) in self.sinks.iter_mut() {
@@ -892,7 +953,7 @@ impl Job<'_> {
             source.commit_group(&offsets)?;
         }
         self.store.prune(3).await?;
-        Ok(())
+        Ok(bytes)
     }
 }
 

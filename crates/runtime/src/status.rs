@@ -1,0 +1,111 @@
+//! Live numbers of a running job, for whoever watches it (`flowline serve`'s API, dashboard and
+//! `/metrics`, the terminal progress bar).
+//!
+//! The driver owns the job; it copies its counters into a shared [`LiveStatus`] at points where
+//! they are consistent: after each batch (rows read, rejects), when a watermark advances, after
+//! each checkpoint (rows published, checkpoint time and size, lag, state per operator). Readers
+//! take a [`StatusSnapshot`] (a clone under a short lock). Nothing here influences the job.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+/// A checkpoint as the job saw it.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct CheckpointStatus {
+    pub epoch: u64,
+    pub duration_ms: u64,
+    /// Bytes of operator state written.
+    pub bytes: u64,
+    /// When it completed (ms since the Unix epoch).
+    pub at_ms: u64,
+}
+
+/// One stateful operator's state now.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct OperatorStatus {
+    /// 0-based INSERT number.
+    pub insert: usize,
+    pub sink: String,
+    pub position: usize,
+    pub operator: String,
+    pub state_bytes: u64,
+}
+
+/// What a job has done so far.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct StatusSnapshot {
+    /// Rows read per source.
+    pub rows_read: BTreeMap<String, u64>,
+    /// Rows published per sink (visible to readers).
+    pub rows_written: BTreeMap<String, u64>,
+    /// Rejected rows per reason.
+    pub rejects: BTreeMap<String, u64>,
+    /// Current watermark per source (ms since the Unix epoch; absent before the first).
+    pub watermarks: BTreeMap<String, i64>,
+    /// Log sources: records appended but not read yet, summed over partitions.
+    pub lag_records: BTreeMap<String, u64>,
+    /// Bounded inputs: rows (log records) to read in all, when known (for progress).
+    pub input_total: Option<u64>,
+    /// When output was last published (ms since the Unix epoch).
+    pub last_publish_ms: Option<u64>,
+    pub last_checkpoint: Option<CheckpointStatus>,
+    pub checkpoints: u64,
+    pub operators: Vec<OperatorStatus>,
+}
+
+impl StatusSnapshot {
+    pub fn total_read(&self) -> u64 {
+        self.rows_read.values().sum()
+    }
+
+    pub fn total_rejects(&self) -> u64 {
+        self.rejects.values().sum()
+    }
+
+    pub fn total_lag(&self) -> u64 {
+        self.lag_records.values().sum()
+    }
+
+    /// The smallest watermark over sources, if every source has one.
+    pub fn watermark(&self) -> Option<i64> {
+        self.watermarks.values().copied().min()
+    }
+}
+
+/// The shared, updated copy of a job's numbers.
+#[derive(Debug, Default)]
+pub struct LiveStatus {
+    inner: Mutex<StatusSnapshot>,
+}
+
+impl LiveStatus {
+    pub fn new() -> LiveStatus {
+        LiveStatus::default()
+    }
+
+    /// A copy of the numbers now.
+    pub fn snapshot(&self) -> StatusSnapshot {
+        self.inner.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Changes the numbers under the lock.
+    pub(crate) fn update(&self, f: impl FnOnce(&mut StatusSnapshot)) {
+        if let Ok(mut s) = self.inner.lock() {
+            f(&mut s);
+        }
+    }
+
+    /// Starts over (a new run of the same job).
+    pub fn reset(&self) {
+        self.update(|s| *s = StatusSnapshot::default());
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
