@@ -5,7 +5,10 @@ mod bench;
 mod bench_nexmark;
 mod bench_stream;
 mod generate;
+mod http;
 mod log_cmd;
+mod project;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -63,10 +66,44 @@ struct PipelineArgs {
     /// Where the manifest and rejects live (default: .flowline/<pipeline name>/ beside the file).
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// Declare how fresh the output must be (e.g. 2s, 5m, 6h) instead of a mode: Flowline
+    /// picks stream, micro-batch (with a trigger) or batch by the seeds' rules (see `explain`).
+    #[arg(long, conflicts_with_all = ["mode", "trigger"])]
+    freshness: Option<String>,
 }
 
 impl PipelineArgs {
+    /// The mode chosen from `--freshness`, and why.
+    fn chosen(&self) -> Result<Option<(project::RunPlan, String)>> {
+        match &self.freshness {
+            None => Ok(None),
+            Some(f) => Ok(Some(project::choose_mode(
+                project::duration(f).context("--freshness")?,
+            ))),
+        }
+    }
+
     fn options(&self) -> Result<RunOptions> {
+        let mut args = self.clone();
+        if let Some((plan, _)) = self.chosen()? {
+            let ms = |d: Duration| format!("{}ms", d.as_millis());
+            match plan {
+                project::RunPlan::Stream { checkpoint } => {
+                    args.mode = Some("stream".into());
+                    args.checkpoint_interval = checkpoint.map(ms).or(args.checkpoint_interval);
+                }
+                project::RunPlan::MicroBatch { trigger } => {
+                    args.mode = Some("micro-batch".into());
+                    args.trigger = Some(Trigger::Interval(trigger.as_millis() as u64));
+                }
+                // One batch run; schedules belong to `flowline serve`.
+                project::RunPlan::Batch { .. } => args.mode = Some("batch".into()),
+            }
+        }
+        args.mode_options()
+    }
+
+    fn mode_options(&self) -> Result<RunOptions> {
         let (mode, trigger) = match self.mode.as_deref().map(str::to_ascii_lowercase).as_deref() {
             None => (None, self.trigger),
             Some("micro-batch" | "microbatch") => (
@@ -115,6 +152,7 @@ impl PipelineArgs {
             log_dir: self.log_dir.clone(),
             stop: None,
             live: None,
+            params: Default::default(),
         })
     }
 }
@@ -187,6 +225,15 @@ enum Command {
         #[command(subcommand)]
         what: bench::Bench,
     },
+    /// Host a project's pipelines (flowline.toml): schedules, triggers and streams side by
+    /// side, with the HTTP API, serving tables and metrics.
+    Serve {
+        /// The project folder (holding flowline.toml) or the project file.
+        project: PathBuf,
+        /// Listen on this address instead of the project's (default 127.0.0.1:8080).
+        #[arg(long)]
+        listen: Option<String>,
+    },
     /// The embedded log: create topics, produce, consume, describe.
     Log {
         #[command(subcommand)]
@@ -228,8 +275,18 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
             }
         }
         Command::Explain { args } => {
+            if let Some((plan, why)) = args.chosen()? {
+                println!("mode: {plan}\n  because {why}");
+            }
             let pipeline = OpenedPipeline::open(&args.pipeline, args.options()?).await?;
             print!("{}", pipeline.explain());
+        }
+        Command::Serve { project, listen } => {
+            let mut project = project::Project::load(&project)?;
+            if let Some(l) = listen {
+                project.listen = l;
+            }
+            serve_project(project).await?;
         }
         Command::Runs { args, json } => {
             let pipeline = OpenedPipeline::open(&args.pipeline, args.options()?).await?;
@@ -260,6 +317,63 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Log { command } => command.run()?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `flowline serve`: opens every pipeline, starts them, serves HTTP until SIGTERM/SIGINT.
+async fn serve_project(project: project::Project) -> Result<()> {
+    let listen = project.listen.clone();
+    let server = Arc::new(serve::Server::open(project).await?);
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let local = listener.local_addr()?;
+    eprint!("{}", server.describe());
+    eprintln!("serving on http://{local}/ (API: /api/pipelines, /api/tables, /metrics)");
+    let runners = server.start()?;
+    let sampler = {
+        let server = server.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                for p in &server.pipelines {
+                    p.sample();
+                }
+            }
+        })
+    };
+    let stopping = {
+        let server = server.clone();
+        async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            match (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
+                }
+                _ => std::future::pending::<()>().await,
+            }
+            eprintln!("stopping: every pipeline takes a final checkpoint");
+            server.stop();
+        }
+    };
+    axum::serve(listener, http::router(server.clone()))
+        .with_graceful_shutdown(stopping)
+        .await
+        .context("HTTP server")?;
+    sampler.abort();
+    let _ = tokio::task::spawn_blocking(move || {
+        for r in runners {
+            let _ = r.join();
+        }
+    })
+    .await;
+    Ok(())
 }
 
 fn print_runs(records: &[serde_json::Value]) {

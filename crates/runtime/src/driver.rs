@@ -72,6 +72,9 @@ pub struct RunOptions {
     pub emit_interval: Option<Duration>,
     /// Where the run copies its live numbers (rows, rejects, watermarks, lag, checkpoints).
     pub live: Option<Arc<LiveStatus>>,
+    /// `${NAME}` in the pipeline text is replaced by the value of `NAME` (a scheduled run's
+    /// `SCHEDULED_TIME`, say); other `${...}` are left as written.
+    pub params: BTreeMap<String, String>,
 }
 
 /// What a run did, as also recorded in the manifest.
@@ -158,6 +161,8 @@ pub struct OpenedPipeline {
     pub(crate) sink_keys: BTreeMap<String, Vec<String>>,
     /// Where the run copies its live numbers.
     pub(crate) live: Arc<LiveStatus>,
+    /// The `${NAME}` values substituted into the text (recorded in the manifest).
+    params: BTreeMap<String, String>,
 }
 
 /// Parses, plans and runs a pipeline file.
@@ -167,8 +172,11 @@ pub async fn run_pipeline(path: &Path, options: RunOptions) -> Result<RunReport>
 
 impl OpenedPipeline {
     pub async fn open(path: &Path, options: RunOptions) -> Result<OpenedPipeline> {
-        let text =
+        let mut text =
             std::fs::read_to_string(path).map_err(|e| Error::io("read pipeline", path, e))?;
+        for (name, value) in &options.params {
+            text = text.replace(&format!("${{{name}}}"), value);
+        }
         let def = PipelineDef::parse(&text)?;
         let base_dir = path
             .parent()
@@ -549,6 +557,7 @@ impl OpenedPipeline {
                 .filter_map(|(sink, key)| Some((sink, key?)))
                 .collect(),
             live: options.live.clone().unwrap_or_default(),
+            params: options.params.clone(),
         })
     }
 
@@ -601,6 +610,16 @@ impl OpenedPipeline {
             }
         }
         s
+    }
+
+    /// Whether the pipeline reads logs (a long-running job) rather than only bounded sources.
+    pub fn reads_logs(&self) -> bool {
+        self.job.is_some()
+    }
+
+    /// The tables the pipeline writes.
+    pub fn sinks(&self) -> impl Iterator<Item = &str> {
+        self.sink_schemas.keys().map(String::as_str)
     }
 
     pub async fn run(self) -> Result<RunReport> {
@@ -702,6 +721,7 @@ impl OpenedPipeline {
             "operator_state": state.operator_state_json(),
             "emit_interval_ms": (!self.sink_keys.is_empty()).then_some(self.emit_interval.as_millis() as u64),
             "checkpoints": checkpoints,
+            "params": (!self.params.is_empty()).then_some(&self.params),
         });
         manifest::append(&self.manifest_path, &record)?;
         result?;

@@ -1,0 +1,716 @@
+//! The HTTP API of `flowline serve` (JSON; described by `GET /api/openapi.json`), Prometheus
+//! metrics at `/metrics`, and the dashboard pages.
+//!
+//! Bound to 127.0.0.1 unless the project says otherwise. With a token (`[server] token` or
+//! `$FLOWLINE_TOKEN`), every request but `/` and `/api/openapi.json` needs
+//! `Authorization: Bearer <token>`. Errors are `{"error": "..."}` with a 4xx/5xx status.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use flowline_runtime::rejects;
+use serde_json::{json, Value};
+
+use crate::serve::{now_ms, Hosted, Server};
+
+type Shared = Arc<Server>;
+
+/// The OpenAPI description of this API.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
+    (status, Json(json!({ "error": message.to_string() }))).into_response()
+}
+
+fn not_found(what: &str, name: &str) -> Response {
+    error(StatusCode::NOT_FOUND, format!("no {what} named `{name}`"))
+}
+
+pub fn router(server: Shared) -> Router {
+    Router::new()
+        .route("/api/project", get(project))
+        .route("/api/pipelines", get(pipelines))
+        .route("/api/pipelines/{name}", get(pipeline))
+        .route("/api/pipelines/{name}/runs", get(runs))
+        .route("/api/pipelines/{name}/rejects", get(pipeline_rejects))
+        .route("/api/pipelines/{name}/history", get(history))
+        .route("/api/pipelines/{name}/run", post(run_now))
+        .route("/api/pipelines/{name}/backfill", post(backfill))
+        .route("/api/tables", get(tables))
+        .route("/api/tables/{name}", get(table))
+        .route("/api/sql", post(sql))
+        .route("/metrics", get(metrics))
+        .layer(middleware::from_fn_with_state(server.clone(), auth))
+        .route("/api/openapi.json", get(openapi))
+        .with_state(server)
+}
+
+async fn auth(State(server): State<Shared>, request: Request, next: Next) -> Response {
+    if let Some(token) = &server.project.token {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(token.as_str()) {
+            let mut r = error(
+                StatusCode::UNAUTHORIZED,
+                "this server needs `Authorization: Bearer <token>`",
+            );
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return r;
+        }
+    }
+    next.run(request).await
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+async fn project(State(server): State<Shared>) -> Response {
+    Json(json!({
+        "name": server.project.name,
+        "dir": server.project.dir.display().to_string(),
+        "started_ms": server.started_ms,
+        "now_ms": now_ms(),
+        "pipelines": server.pipelines.iter().map(|p| p.spec.name.clone()).collect::<Vec<_>>(),
+        "tables": server.tables.keys().collect::<Vec<_>>(),
+    }))
+    .into_response()
+}
+
+/// Everything about one pipeline now.
+pub fn pipeline_json(p: &Hosted) -> Value {
+    let state = p.state();
+    let live = p.live();
+    let freshness = p.freshness_ms();
+    let target = p.spec.freshness.map(|f| f.as_millis() as u64);
+    json!({
+        "name": p.spec.name,
+        "file": p.spec.file.display().to_string(),
+        "mode": p.spec.plan.mode_name(),
+        "plan": p.spec.plan.to_string(),
+        "reason": p.spec.reason,
+        "reads_logs": p.reads_logs,
+        "sinks": p.sinks,
+        "status": state.status,
+        "since_ms": state.since_ms,
+        "error": state.error,
+        "runs": state.runs,
+        "failures": state.failures,
+        "restarts": state.restarts,
+        "next_run_ms": state.next_run_ms,
+        "last_run": state.last_run,
+        "last_success_ms": state.last_success_ms,
+        "backfill_queued": state.backfill_queued,
+        "freshness": {
+            "target_ms": target,
+            "current_ms": freshness,
+            "ok": match (target, freshness) {
+                (Some(t), Some(f)) => Some(f <= t),
+                (Some(_), None) => Some(false),
+                (None, _) => None,
+            },
+        },
+        "watermark_ms": live.watermark(),
+        "watermarks": live.watermarks,
+        "lag_records": live.total_lag(),
+        "lag": live.lag_records,
+        "throughput_rows_per_s": p.throughput(),
+        "rows_read": live.rows_read,
+        "rows_written": live.rows_written,
+        "rejects": live.rejects,
+        "rejects_total": live.total_rejects(),
+        "last_checkpoint": live.last_checkpoint,
+        "checkpoints": live.checkpoints,
+        "operators": live.operators,
+    })
+}
+
+async fn pipelines(State(server): State<Shared>) -> Response {
+    Json(
+        server
+            .pipelines
+            .iter()
+            .map(|p| pipeline_json(p))
+            .collect::<Vec<_>>(),
+    )
+    .into_response()
+}
+
+async fn pipeline(State(server): State<Shared>, Path(name): Path<String>) -> Response {
+    match server.pipeline(&name) {
+        Some(p) => Json(pipeline_json(p)).into_response(),
+        None => not_found("pipeline", &name),
+    }
+}
+
+fn limit(q: &HashMap<String, String>, default: usize) -> Result<usize, Response> {
+    match q.get("limit") {
+        None => Ok(default),
+        Some(l) => l.parse().map_err(|_| {
+            error(
+                StatusCode::BAD_REQUEST,
+                format!("limit '{l}' is not a number"),
+            )
+        }),
+    }
+}
+
+async fn runs(
+    State(server): State<Shared>,
+    Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(p) = server.pipeline(&name) else {
+        return not_found("pipeline", &name);
+    };
+    let limit = match limit(&q, 50) {
+        Ok(l) => l,
+        Err(r) => return r,
+    };
+    match flowline_runtime::manifest::read(&p.manifest_path) {
+        Ok(records) => {
+            let skip = records.len().saturating_sub(limit);
+            Json(records.into_iter().skip(skip).rev().collect::<Vec<_>>()).into_response()
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+async fn pipeline_rejects(
+    State(server): State<Shared>,
+    Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(p) = server.pipeline(&name) else {
+        return not_found("pipeline", &name);
+    };
+    let limit = match limit(&q, 100) {
+        Ok(l) => l,
+        Err(r) => return r,
+    };
+    match rejects::read_rejects(&p.rejects_path, q.get("run").map(String::as_str)) {
+        Ok(rows) => {
+            let total = rows.len();
+            let skip = total.saturating_sub(limit);
+            Json(json!({
+                "total": total,
+                "path": p.rejects_path.display().to_string(),
+                "rejects": rows.into_iter().skip(skip).rev().collect::<Vec<_>>(),
+            }))
+            .into_response()
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+async fn history(State(server): State<Shared>, Path(name): Path<String>) -> Response {
+    let Some(p) = server.pipeline(&name) else {
+        return not_found("pipeline", &name);
+    };
+    let h = p.history.lock().map(|h| h.clone()).unwrap_or_default();
+    Json(h).into_response()
+}
+
+async fn run_now(State(server): State<Shared>, Path(name): Path<String>) -> Response {
+    let Some(p) = server.pipeline(&name) else {
+        return not_found("pipeline", &name);
+    };
+    if p.reads_logs && !matches!(p.spec.plan, crate::project::RunPlan::Batch { .. }) {
+        return error(
+            StatusCode::CONFLICT,
+            format!(
+                "pipeline {name} runs continuously ({}); there is no run to start",
+                p.spec.plan
+            ),
+        );
+    }
+    p.wake.store(true, std::sync::atomic::Ordering::SeqCst);
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({"pipeline": name, "requested": "run now"})),
+    )
+        .into_response()
+}
+
+/// `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM:SSZ` or ms since the epoch.
+fn parse_time(text: &str) -> Option<i64> {
+    if let Ok(ms) = text.parse::<i64>() {
+        return Some(ms);
+    }
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Some(t.timestamp_millis());
+    }
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc().timestamp_millis())
+}
+
+async fn backfill(
+    State(server): State<Shared>,
+    Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(p) = server.pipeline(&name) else {
+        return not_found("pipeline", &name);
+    };
+    let time = |key: &str, default: Option<i64>| -> Result<i64, Response> {
+        match q.get(key) {
+            Some(t) => parse_time(t).ok_or_else(|| {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    format!("{key} '{t}' is not a date (2026-03-17), an RFC 3339 time or ms"),
+                )
+            }),
+            None => default.ok_or_else(|| {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    format!("give `{key}` (a date such as 2026-03-17)"),
+                )
+            }),
+        }
+    };
+    // Default: the runs missed since the last successful one.
+    let last_ok = crate::serve::last_successful_run_ms(&p.manifest_path);
+    let (from, to) = match (time("from", last_ok), time("to", Some(now_ms() as i64))) {
+        (Ok(f), Ok(t)) => (f, t),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
+    match p.queue_backfill(from, to) {
+        Ok(times) => (
+            StatusCode::ACCEPTED,
+            Json(json!({
+                "pipeline": name,
+                "runs": times.len(),
+                "scheduled_times": times
+                    .iter()
+                    .filter_map(|t| chrono::DateTime::from_timestamp_millis(*t))
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                    .collect::<Vec<_>>(),
+            })),
+        )
+            .into_response(),
+        Err(e) => error(StatusCode::BAD_REQUEST, format!("{e:#}")),
+    }
+}
+
+fn table_json(name: &str, server: &Server) -> Value {
+    let entry = &server.tables[name];
+    let info = entry.table.info(None);
+    let versions = entry.table.versions().unwrap_or_default();
+    match info {
+        Ok(Some(info)) => json!({
+            "name": name,
+            "pipeline": entry.pipeline,
+            "version": info.version,
+            "versions": versions,
+            "key": info.key,
+            "rows": info.rows,
+            "updated_ms": info.updated_ms,
+            "published_epoch": info.published_epoch,
+            "columns": info.schema.map(|s| s.fields().iter().map(|f| json!({"name": f.name(), "type": f.data_type().to_string()})).collect::<Vec<_>>()),
+        }),
+        Ok(None) => json!({"name": name, "pipeline": entry.pipeline, "rows": 0, "versions": versions, "version": null}),
+        Err(e) => json!({"name": name, "pipeline": entry.pipeline, "error": e.to_string()}),
+    }
+}
+
+async fn tables(State(server): State<Shared>) -> Response {
+    Json(
+        server
+            .tables
+            .keys()
+            .map(|n| table_json(n, &server))
+            .collect::<Vec<_>>(),
+    )
+    .into_response()
+}
+
+fn batches_response(
+    format: &str,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    envelope: Value,
+    limit: usize,
+) -> Response {
+    let limited: Vec<RecordBatch> = {
+        let mut left = limit;
+        let mut out = vec![];
+        for b in batches {
+            if left == 0 {
+                break;
+            }
+            let n = b.num_rows().min(left);
+            out.push(b.slice(0, n));
+            left -= n;
+        }
+        out
+    };
+    let total: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    match format {
+        "json" => {
+            let mut buf = vec![];
+            {
+                let mut w = arrow::json::ArrayWriter::new(&mut buf);
+                for b in &limited {
+                    if let Err(e) = w.write(b) {
+                        return error(StatusCode::INTERNAL_SERVER_ERROR, e);
+                    }
+                }
+                if let Err(e) = w.finish() {
+                    return error(StatusCode::INTERNAL_SERVER_ERROR, e);
+                }
+            }
+            let rows: Value = if buf.is_empty() {
+                json!([])
+            } else {
+                serde_json::from_slice(&buf).unwrap_or(json!([]))
+            };
+            let mut body = envelope;
+            body["columns"] = json!(schema
+                .fields()
+                .iter()
+                .map(|f| json!({"name": f.name(), "type": f.data_type().to_string()}))
+                .collect::<Vec<_>>());
+            body["total_rows"] = json!(total);
+            body["truncated"] = json!(total > limit);
+            body["rows"] = rows;
+            Json(body).into_response()
+        }
+        "csv" => {
+            let mut buf = vec![];
+            {
+                let mut w = arrow::csv::WriterBuilder::new()
+                    .with_header(true)
+                    .build(&mut buf);
+                for b in &limited {
+                    if let Err(e) = w.write(b) {
+                        return error(StatusCode::INTERNAL_SERVER_ERROR, e);
+                    }
+                }
+            }
+            if limited.is_empty() {
+                buf = schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
+                    .into_bytes();
+                buf.push(b'\n');
+            }
+            ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], buf).into_response()
+        }
+        "arrow" => {
+            let mut buf = vec![];
+            let written = (|| -> Result<(), arrow::error::ArrowError> {
+                let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut buf, schema)?;
+                for b in &limited {
+                    w.write(b)?;
+                }
+                w.finish()
+            })();
+            if let Err(e) = written {
+                return error(StatusCode::INTERNAL_SERVER_ERROR, e);
+            }
+            (
+                [(header::CONTENT_TYPE, "application/vnd.apache.arrow.stream")],
+                Body::from(buf),
+            )
+                .into_response()
+        }
+        other => error(
+            StatusCode::BAD_REQUEST,
+            format!("unknown format '{other}' (json, csv or arrow)"),
+        ),
+    }
+}
+
+async fn table(
+    State(server): State<Shared>,
+    Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(entry) = server.tables.get(&name) else {
+        return not_found("serving table", &name);
+    };
+    let limit = match limit(&q, usize::MAX) {
+        Ok(l) => l,
+        Err(r) => return r,
+    };
+    let version = q.get("version").map(String::as_str);
+    let read = match q.get("key") {
+        Some(key) => {
+            let parts: Vec<&str> = key.split(',').collect();
+            entry.table.lookup(version, &parts)
+        }
+        None => entry.table.read(version),
+    };
+    let format = q.get("format").map(String::as_str).unwrap_or("json");
+    match read {
+        Ok(Some((schema, batches))) => {
+            let info = entry.table.info(version).ok().flatten();
+            let envelope = json!({
+                "table": name,
+                "version": info.as_ref().map(|i| i.version.clone()),
+                "key": info.as_ref().map(|i| i.key.clone()),
+                "updated_ms": info.as_ref().map(|i| i.updated_ms),
+            });
+            batches_response(format, &schema, &batches, envelope, limit)
+        }
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            format!("serving table `{name}` has no published rows yet"),
+        ),
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+async fn sql(
+    State(server): State<Shared>,
+    Query(q): Query<HashMap<String, String>>,
+    body: String,
+) -> Response {
+    use datafusion::execution::context::SQLOptions;
+    use datafusion::prelude::SessionContext;
+    let ctx = SessionContext::new();
+    for (name, entry) in &server.tables {
+        match entry.table.read(None) {
+            Ok(Some((schema, batches))) => {
+                match datafusion::datasource::MemTable::try_new(schema, vec![batches]) {
+                    Ok(t) => {
+                        if let Err(e) = ctx.register_table(name.as_str(), Arc::new(t)) {
+                            return error(StatusCode::INTERNAL_SERVER_ERROR, e);
+                        }
+                    }
+                    Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+                }
+            }
+            Ok(None) => {}
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        }
+    }
+    let options = SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false);
+    let df = match ctx.sql_with_options(&body, options).await {
+        Ok(df) => df,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    let batches = match df.collect().await {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let limit = match limit(&q, usize::MAX) {
+        Ok(l) => l,
+        Err(r) => return r,
+    };
+    let format = q.get("format").map(String::as_str).unwrap_or("json");
+    batches_response(format, &schema, &batches, json!({"sql": body}), limit)
+}
+
+/// Escapes a Prometheus label value.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The Prometheus text exposition of every pipeline's numbers.
+pub fn metrics_text(server: &Server) -> String {
+    let mut out = String::new();
+    let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, f64)>| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (labels, v) in rows {
+            let _ = writeln!(out, "{name}{{{labels}}} {v}");
+        }
+    };
+    let ps = &server.pipelines;
+    let pl = |p: &Hosted| format!("pipeline=\"{}\"", label(&p.spec.name));
+    let each = |f: &dyn Fn(&Hosted) -> Vec<(String, f64)>| -> Vec<(String, f64)> {
+        ps.iter().flat_map(|p| f(p)).collect()
+    };
+    family(
+        "flowline_pipeline_up",
+        "gauge",
+        "1 while the pipeline is running or waiting for its next run, 0 when retrying or stopped",
+        each(&|p| {
+            let s = p.state().status;
+            vec![(
+                pl(p),
+                f64::from(u8::from(matches!(s.as_str(), "running" | "waiting"))),
+            )]
+        }),
+    );
+    family(
+        "flowline_runs_total",
+        "counter",
+        "Runs started",
+        each(&|p| vec![(pl(p), p.state().runs as f64)]),
+    );
+    family(
+        "flowline_run_failures_total",
+        "counter",
+        "Runs that failed",
+        each(&|p| vec![(pl(p), p.state().failures as f64)]),
+    );
+    family(
+        "flowline_rows_read_total",
+        "counter",
+        "Rows read per source in the current run",
+        each(&|p| {
+            p.live()
+                .rows_read
+                .iter()
+                .map(|(s, n)| (format!("{},source=\"{}\"", pl(p), label(s)), *n as f64))
+                .collect()
+        }),
+    );
+    family(
+        "flowline_rows_written_total",
+        "counter",
+        "Rows published per sink in the current run",
+        each(&|p| {
+            p.live()
+                .rows_written
+                .iter()
+                .map(|(s, n)| (format!("{},sink=\"{}\"", pl(p), label(s)), *n as f64))
+                .collect()
+        }),
+    );
+    family(
+        "flowline_rejects_total",
+        "counter",
+        "Rejected rows per reason in the current run",
+        each(&|p| {
+            p.live()
+                .rejects
+                .iter()
+                .map(|(r, n)| (format!("{},reason=\"{}\"", pl(p), label(r)), *n as f64))
+                .collect()
+        }),
+    );
+    family(
+        "flowline_watermark_ms",
+        "gauge",
+        "Current watermark per source, ms since the Unix epoch",
+        each(&|p| {
+            p.live()
+                .watermarks
+                .iter()
+                .filter(|(_, w)| **w > i64::MIN && **w < i64::MAX)
+                .map(|(s, w)| (format!("{},source=\"{}\"", pl(p), label(s)), *w as f64))
+                .collect()
+        }),
+    );
+    family(
+        "flowline_lag_records",
+        "gauge",
+        "Log records appended but not read yet, per source",
+        each(&|p| {
+            p.live()
+                .lag_records
+                .iter()
+                .map(|(s, n)| (format!("{},source=\"{}\"", pl(p), label(s)), *n as f64))
+                .collect()
+        }),
+    );
+    family(
+        "flowline_freshness_seconds",
+        "gauge",
+        "Age of the published output (now minus the last publish)",
+        each(&|p| {
+            p.freshness_ms()
+                .map(|f| vec![(pl(p), f as f64 / 1000.0)])
+                .unwrap_or_default()
+        }),
+    );
+    family(
+        "flowline_freshness_target_seconds",
+        "gauge",
+        "Declared freshness target",
+        each(&|p| {
+            p.spec
+                .freshness
+                .map(|f| vec![(pl(p), f.as_secs_f64())])
+                .unwrap_or_default()
+        }),
+    );
+    family(
+        "flowline_checkpoint_duration_ms",
+        "gauge",
+        "Duration of the last checkpoint",
+        each(&|p| {
+            p.live()
+                .last_checkpoint
+                .map(|c| vec![(pl(p), c.duration_ms as f64)])
+                .unwrap_or_default()
+        }),
+    );
+    family(
+        "flowline_checkpoint_bytes",
+        "gauge",
+        "Operator state bytes written by the last checkpoint",
+        each(&|p| {
+            p.live()
+                .last_checkpoint
+                .map(|c| vec![(pl(p), c.bytes as f64)])
+                .unwrap_or_default()
+        }),
+    );
+    family(
+        "flowline_checkpoints_total",
+        "counter",
+        "Checkpoints completed in the current run",
+        each(&|p| vec![(pl(p), p.live().checkpoints as f64)]),
+    );
+    family(
+        "flowline_operator_state_bytes",
+        "gauge",
+        "State held per stateful operator at the last checkpoint",
+        each(&|p| {
+            p.live()
+                .operators
+                .iter()
+                .map(|o| {
+                    (
+                        format!(
+                            "{},sink=\"{}\",operator=\"{}\",position=\"{}\"",
+                            pl(p),
+                            label(&o.sink),
+                            label(&o.operator),
+                            o.position
+                        ),
+                        o.state_bytes as f64,
+                    )
+                })
+                .collect()
+        }),
+    );
+    out
+}
+
+async fn metrics(State(server): State<Shared>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        metrics_text(&server),
+    )
+        .into_response()
+}

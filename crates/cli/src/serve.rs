@@ -1,0 +1,612 @@
+//! `flowline serve PROJECT_DIR`: one process hosting every pipeline of a project, each on its own
+//! thread, plus the HTTP API (`http.rs`).
+//!
+//! * A **stream** pipeline (over logs) is one long job; a **micro-batch** pipeline over logs is
+//!   one long job with an interval trigger, over files a batch run every trigger; a **batch**
+//!   pipeline runs on its schedule (cron in UTC, or an interval), and once at start when the
+//!   last scheduled time passed without a successful run. A run can also be asked for now, and
+//!   missed scheduled runs can be backfilled on request: each backfilled run gets its scheduled
+//!   time as `${SCHEDULED_TIME}` (`YYYY-MM-DD HH:MM:SS`) and `${SCHEDULED_DATE}` in its text.
+//! * A failing run (an error or a panic) is recorded and retried after a backoff (1 s, doubling,
+//!   at most 60 s); it never stops the other pipelines. The backoff starts over after a run
+//!   that succeeded or lasted a minute.
+//! * Every pipeline is opened (parsed, planned, options checked) before anything runs: a bad
+//!   pipeline stops `serve` at start with its error.
+//! * SIGTERM or SIGINT stops every job (streams take a final checkpoint) and then the server.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use flowline_connectors::serving;
+use flowline_runtime::{
+    manifest, LiveStatus, Mode, OpenedPipeline, RunOptions, RunReport, StatusSnapshot, Trigger,
+};
+use serde::Serialize;
+
+use crate::project::{PipelineSpec, Project, RunPlan};
+
+/// The longest wait between restarts of a failing pipeline.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// A run that lasted this long resets the backoff.
+const HEALTHY_RUN: Duration = Duration::from_secs(60);
+/// At most this many runs per backfill request.
+pub const MAX_BACKFILL_RUNS: usize = 1000;
+
+/// The last run of a pipeline.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct LastRun {
+    pub run_id: Option<String>,
+    pub status: String,
+    pub started_ms: u64,
+    pub ended_ms: u64,
+    /// A scheduled or backfilled run: the time it stands for.
+    pub scheduled_ms: Option<i64>,
+    pub error: Option<String>,
+    pub rows_read: u64,
+    pub rows_written: u64,
+    pub rejects: u64,
+}
+
+/// What a pipeline's runner is doing.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct RunnerState {
+    /// starting, running, waiting, retrying, stopped
+    pub status: String,
+    pub since_ms: u64,
+    /// The error of the last failed run, until a run succeeds.
+    pub error: Option<String>,
+    pub restarts: u64,
+    pub runs: u64,
+    pub failures: u64,
+    /// When the next scheduled (or retried) run starts.
+    pub next_run_ms: Option<i64>,
+    pub last_run: Option<LastRun>,
+    /// When a run last succeeded (ms since the Unix epoch).
+    pub last_success_ms: Option<u64>,
+    /// Backfill runs waiting.
+    pub backfill_queued: usize,
+}
+
+/// A pipeline hosted by `serve`.
+pub struct Hosted {
+    pub spec: PipelineSpec,
+    pub live: Arc<LiveStatus>,
+    pub state: Mutex<RunnerState>,
+    pub stop: Arc<AtomicBool>,
+    /// Set to run a batch (or a micro-batch over files) now.
+    pub wake: AtomicBool,
+    /// Scheduled times to run, oldest first.
+    pub backfill: Mutex<VecDeque<i64>>,
+    pub manifest_path: PathBuf,
+    pub rejects_path: PathBuf,
+    pub reads_logs: bool,
+    pub sinks: Vec<String>,
+    log_dir: PathBuf,
+    /// One sample a second of the numbers charts show, newest last.
+    pub history: Mutex<VecDeque<Sample>>,
+}
+
+/// The numbers of a pipeline at one moment, for charts and throughput.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sample {
+    pub at_ms: u64,
+    pub rows_read: u64,
+    pub rows_written: u64,
+    pub rejects: u64,
+    /// Rows read per second since the previous sample.
+    pub rows_per_s: f64,
+    pub lag_records: u64,
+    pub freshness_ms: Option<u64>,
+}
+
+/// Samples kept per pipeline (ten minutes at one a second).
+pub const HISTORY: usize = 600;
+
+/// A serving table and the pipeline writing it.
+#[derive(Debug, Clone)]
+pub struct TableEntry {
+    pub pipeline: String,
+    pub table: serving::ServingTable,
+}
+
+/// Everything `serve` hosts.
+pub struct Server {
+    pub project: Project,
+    pub pipelines: Vec<Arc<Hosted>>,
+    pub tables: BTreeMap<String, TableEntry>,
+    pub started_ms: u64,
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn set<T>(m: &Mutex<T>, f: impl FnOnce(&mut T)) {
+    if let Ok(mut g) = m.lock() {
+        f(&mut g);
+    }
+}
+
+impl Hosted {
+    pub fn state(&self) -> RunnerState {
+        self.state.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    pub fn live(&self) -> StatusSnapshot {
+        self.live.snapshot()
+    }
+
+    /// Records a sample now.
+    pub fn sample(&self) {
+        let live = self.live();
+        let at = now_ms();
+        let freshness_ms = self.freshness_ms();
+        set(&self.history, |h| {
+            let rows_read = live.total_read();
+            let rows_per_s = match h.back() {
+                Some(prev) if at > prev.at_ms && rows_read >= prev.rows_read => {
+                    (rows_read - prev.rows_read) as f64 * 1000.0 / (at - prev.at_ms) as f64
+                }
+                _ => 0.0,
+            };
+            h.push_back(Sample {
+                at_ms: at,
+                rows_read,
+                rows_written: live.rows_written.values().sum(),
+                rejects: live.total_rejects(),
+                rows_per_s,
+                lag_records: live.total_lag(),
+                freshness_ms,
+            });
+            while h.len() > HISTORY {
+                h.pop_front();
+            }
+        });
+    }
+
+    /// Rows read per second over the last samples (up to ten seconds).
+    pub fn throughput(&self) -> f64 {
+        let h = self.history.lock().map(|h| h.clone()).unwrap_or_default();
+        let recent: Vec<&Sample> = h.iter().rev().take(10).collect();
+        match (recent.first(), recent.last()) {
+            (Some(new), Some(old)) if new.at_ms > old.at_ms && new.rows_read >= old.rows_read => {
+                (new.rows_read - old.rows_read) as f64 * 1000.0 / (new.at_ms - old.at_ms) as f64
+            }
+            _ => 0.0,
+        }
+    }
+
+    fn set_status(&self, status: &str) {
+        set(&self.state, |s| {
+            if s.status != status {
+                s.status = status.to_string();
+                s.since_ms = now_ms();
+            }
+        });
+    }
+
+    /// How old the published output is: now minus the last publish (a checkpoint, or a run's
+    /// commit). `None` before the first.
+    pub fn freshness_ms(&self) -> Option<u64> {
+        let live = self.live();
+        let last = live
+            .last_publish_ms
+            .or_else(|| self.state().last_success_ms)?;
+        Some(now_ms().saturating_sub(last))
+    }
+
+    /// Queues the scheduled times in `(from, to]` for runs, oldest first; returns them.
+    pub fn queue_backfill(&self, from_ms: i64, to_ms: i64) -> Result<Vec<i64>> {
+        let schedule = match &self.spec.plan {
+            RunPlan::Batch {
+                schedule: Some(schedule),
+            } => schedule,
+            _ => bail!(
+                "pipeline {} is not a scheduled batch pipeline ({}); only scheduled runs can be \
+                 backfilled",
+                self.spec.name,
+                self.spec.plan
+            ),
+        };
+        if to_ms < from_ms {
+            bail!("backfill: `to` is before `from`");
+        }
+        let times = schedule.between(from_ms - 1, to_ms, from_ms, MAX_BACKFILL_RUNS + 1);
+        if times.len() > MAX_BACKFILL_RUNS {
+            bail!("backfill: more than {MAX_BACKFILL_RUNS} scheduled runs in that range; ask for a shorter one");
+        }
+        set(&self.backfill, |q| q.extend(times.iter().copied()));
+        let queued = self.backfill.lock().map(|q| q.len()).unwrap_or(0);
+        set(&self.state, |s| s.backfill_queued = queued);
+        Ok(times)
+    }
+
+    fn options(&self, mode: Mode, trigger: Option<Trigger>) -> RunOptions {
+        let (checkpoint_interval, trigger) = match (&self.spec.plan, trigger) {
+            (RunPlan::Stream { checkpoint }, _) => (*checkpoint, Some(Trigger::Continuous)),
+            (_, t) => (None, t),
+        };
+        RunOptions {
+            mode: Some(mode),
+            trigger,
+            checkpoint_interval,
+            log_dir: Some(self.log_dir.clone()),
+            stop: Some(self.stop.clone()),
+            live: Some(self.live.clone()),
+            emit_interval: self.spec.emit_interval,
+            ..Default::default()
+        }
+    }
+
+    /// One run, on this thread, with its own async runtime; a panic is an error.
+    fn run_once(&self, options: RunOptions, scheduled_ms: Option<i64>) -> Result<RunReport> {
+        self.live.reset();
+        let started = now_ms();
+        set(&self.state, |s| {
+            s.runs += 1;
+            s.next_run_ms = None;
+        });
+        self.set_status("running");
+        let file = self.spec.file.clone();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async move {
+                let pipeline = OpenedPipeline::open(&file, options).await?;
+                Ok::<_, anyhow::Error>(pipeline.run().await?)
+            })
+        }))
+        .unwrap_or_else(|panic| {
+            let why = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "a panic".into());
+            Err(anyhow::anyhow!("the run panicked: {why}"))
+        });
+        let live = self.live();
+        let ended = now_ms();
+        set(&self.state, |s| {
+            s.last_run = Some(LastRun {
+                run_id: result.as_ref().ok().map(|r| r.run_id.clone()),
+                status: if result.is_ok() { "ok" } else { "failed" }.into(),
+                started_ms: started,
+                ended_ms: ended,
+                scheduled_ms,
+                error: result.as_ref().err().map(|e| format!("{e:#}")),
+                rows_read: live.total_read(),
+                rows_written: live.rows_written.values().sum(),
+                rejects: live.total_rejects(),
+            });
+            match &result {
+                Ok(_) => {
+                    s.last_success_ms = Some(ended);
+                    s.error = None;
+                }
+                Err(e) => {
+                    s.failures += 1;
+                    s.error = Some(format!("{e:#}"));
+                }
+            }
+        });
+        if let Err(e) = &result {
+            eprintln!("pipeline {}: run failed: {e:#}", self.spec.name);
+        }
+        result
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// Sleeps until `until` (ms since the epoch), a wake-up, a backfill, or stop. Returns true
+    /// when woken early by a request.
+    fn wait_until(&self, until_ms: i64) -> bool {
+        loop {
+            if self.stopped() {
+                return false;
+            }
+            if self.wake.swap(false, Ordering::SeqCst) {
+                return true;
+            }
+            if self.backfill.lock().map(|q| !q.is_empty()).unwrap_or(false) {
+                return true;
+            }
+            if now_ms() as i64 >= until_ms {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The runner: runs the pipeline as its plan says until stopped.
+    fn supervise(self: Arc<Self>) {
+        let origin = now_ms() as i64;
+        let mut backoff = Duration::ZERO;
+        // A scheduled batch that missed its last scheduled time runs once at start.
+        let mut due_at_start = match &self.spec.plan {
+            RunPlan::Batch { schedule: None } => Some(None),
+            RunPlan::Batch {
+                schedule: Some(schedule),
+            } => {
+                let last_ok = last_successful_run_ms(&self.manifest_path);
+                let slot = schedule.last_at_or_before(origin, origin);
+                match (slot, last_ok) {
+                    (Some(slot), Some(ok)) if ok >= slot => None,
+                    (slot, _) => Some(slot),
+                }
+            }
+            _ => None,
+        };
+        let mut next_micro = origin;
+        while !self.stopped() {
+            if !backoff.is_zero() {
+                let until = now_ms() as i64 + backoff.as_millis() as i64;
+                set(&self.state, |s| {
+                    s.restarts += 1;
+                    s.next_run_ms = Some(until);
+                });
+                self.set_status("retrying");
+                self.wait_until(until);
+                if self.stopped() {
+                    break;
+                }
+            }
+            let started = Instant::now();
+            let result = match &self.spec.plan {
+                RunPlan::Stream { .. } => {
+                    self.run_once(self.options(Mode::Stream, Some(Trigger::Continuous)), None)
+                }
+                RunPlan::MicroBatch { trigger } if self.reads_logs => self.run_once(
+                    self.options(
+                        Mode::Stream,
+                        Some(Trigger::Interval(trigger.as_millis() as u64)),
+                    ),
+                    None,
+                ),
+                RunPlan::MicroBatch { trigger } => {
+                    // Over files: a batch run every trigger.
+                    if backoff.is_zero() {
+                        set(&self.state, |s| s.next_run_ms = Some(next_micro));
+                        self.set_status("waiting");
+                        self.wait_until(next_micro);
+                        if self.stopped() {
+                            break;
+                        }
+                    }
+                    next_micro = now_ms() as i64 + trigger.as_millis() as i64;
+                    self.run_once(self.options(Mode::Batch, None), None)
+                }
+                RunPlan::Batch { schedule } => {
+                    let slot = if let Some(slot) = due_at_start.take() {
+                        slot
+                    } else if let Some(t) = self.backfill.lock().ok().and_then(|mut q| q.pop_front())
+                    {
+                        Some(t)
+                    } else if !backoff.is_zero() {
+                        // Retry the run that failed.
+                        self.state()
+                            .last_run
+                            .and_then(|r| r.scheduled_ms)
+                    } else {
+                        let next = schedule
+                            .as_ref()
+                            .and_then(|s| s.next_after(now_ms() as i64, origin));
+                        set(&self.state, |s| s.next_run_ms = next);
+                        self.set_status("waiting");
+                        let early = self.wait_until(next.unwrap_or(i64::MAX));
+                        if self.stopped() {
+                            break;
+                        }
+                        if early {
+                            // A request: a backfilled time, or (none queued) a run now.
+                            self.backfill.lock().ok().and_then(|mut q| q.pop_front())
+                        } else {
+                            next
+                        }
+                    };
+                    let queued = self.backfill.lock().map(|q| q.len()).unwrap_or(0);
+                    set(&self.state, |s| s.backfill_queued = queued);
+                    let mut options = self.options(Mode::Batch, None);
+                    if let Some(t) = slot.and_then(chrono::DateTime::from_timestamp_millis) {
+                        options.params.insert(
+                            "SCHEDULED_TIME".into(),
+                            t.format("%Y-%m-%d %H:%M:%S").to_string(),
+                        );
+                        options
+                            .params
+                            .insert("SCHEDULED_DATE".into(), t.format("%Y-%m-%d").to_string());
+                    }
+                    self.run_once(options, slot)
+                }
+            };
+            match result {
+                Ok(_) => {
+                    backoff = Duration::ZERO;
+                    if matches!(self.spec.plan, RunPlan::Stream { .. })
+                        || (matches!(self.spec.plan, RunPlan::MicroBatch { .. })
+                            && self.reads_logs)
+                    {
+                        // A long job returns only when stopped.
+                        if !self.stopped() {
+                            // It ended on its own (all its sources bounded): restart later.
+                            backoff = Duration::from_secs(1);
+                        }
+                    }
+                }
+                Err(_) => {
+                    backoff = if started.elapsed() >= HEALTHY_RUN || backoff.is_zero() {
+                        Duration::from_secs(1)
+                    } else {
+                        (backoff * 2).min(MAX_BACKOFF)
+                    };
+                }
+            }
+        }
+        set(&self.state, |s| s.next_run_ms = None);
+        self.set_status("stopped");
+    }
+}
+
+/// When the pipeline last ran successfully, from its manifest (ms since the Unix epoch).
+pub fn last_successful_run_ms(manifest_path: &std::path::Path) -> Option<i64> {
+    let records = manifest::read(manifest_path).ok()?;
+    records
+        .iter()
+        .rev()
+        .find(|r| r["status"] == "ok")
+        .and_then(|r| r["ended_at"].as_str())
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.timestamp_millis())
+}
+
+impl Server {
+    /// Opens every pipeline of the project (all errors before anything runs) and collects the
+    /// serving tables.
+    pub async fn open(project: Project) -> Result<Server> {
+        let mut pipelines = vec![];
+        let mut tables: BTreeMap<String, TableEntry> = BTreeMap::new();
+        for spec in &project.pipelines {
+            let options = RunOptions {
+                mode: Some(match spec.plan {
+                    RunPlan::Stream { .. } => Mode::Stream,
+                    _ => Mode::Batch,
+                }),
+                log_dir: Some(project.log_dir.clone()),
+                ..Default::default()
+            };
+            let opened = OpenedPipeline::open(&spec.file, options)
+                .await
+                .with_context(|| format!("pipeline {} (`{}`)", spec.name, spec.file.display()))?;
+            let reads_logs = opened.reads_logs();
+            if matches!(spec.plan, RunPlan::Stream { .. }) && !reads_logs {
+                bail!(
+                    "pipeline {}: mode stream needs a log source ('connector' = 'log'); a \
+                     pipeline over files only runs as batch or micro-batch",
+                    spec.name
+                );
+            }
+            let mut sinks = vec![];
+            for sink in opened.sinks() {
+                sinks.push(sink.to_string());
+                let Some(def) = opened.def.table(sink) else {
+                    continue;
+                };
+                if def.connector() != Some("table") {
+                    continue;
+                }
+                let dir = serving::table_dir(def, &opened.base_dir)?;
+                if let Some(other) = tables.get(&def.name) {
+                    if other.table.dir() != dir {
+                        bail!(
+                            "serving table `{}` is written by pipelines {} and {} into different \
+                             folders; give one of them another name",
+                            def.name,
+                            other.pipeline,
+                            spec.name
+                        );
+                    }
+                    bail!(
+                        "serving table `{}` is written by pipelines {} and {}: one pipeline per \
+                         table",
+                        def.name,
+                        other.pipeline,
+                        spec.name
+                    );
+                }
+                tables.insert(
+                    def.name.clone(),
+                    TableEntry {
+                        pipeline: spec.name.clone(),
+                        table: serving::ServingTable::at(dir),
+                    },
+                );
+            }
+            pipelines.push(Arc::new(Hosted {
+                spec: spec.clone(),
+                live: Arc::new(LiveStatus::new()),
+                state: Mutex::new(RunnerState {
+                    status: "starting".into(),
+                    since_ms: now_ms(),
+                    ..Default::default()
+                }),
+                stop: Arc::new(AtomicBool::new(false)),
+                wake: AtomicBool::new(false),
+                backfill: Mutex::new(VecDeque::new()),
+                manifest_path: opened.manifest_path.clone(),
+                rejects_path: opened.rejects_path.clone(),
+                reads_logs,
+                sinks,
+                log_dir: project.log_dir.clone(),
+                history: Mutex::new(VecDeque::new()),
+            }));
+        }
+        Ok(Server {
+            project,
+            pipelines,
+            tables,
+            started_ms: now_ms(),
+        })
+    }
+
+    pub fn pipeline(&self, name: &str) -> Option<&Arc<Hosted>> {
+        self.pipelines.iter().find(|p| p.spec.name == name)
+    }
+
+    /// Starts every pipeline's runner thread.
+    pub fn start(&self) -> Result<Vec<std::thread::JoinHandle<()>>> {
+        self.pipelines
+            .iter()
+            .map(|p| {
+                let p = p.clone();
+                std::thread::Builder::new()
+                    .name(format!("pipeline-{}", p.spec.name))
+                    .spawn(move || p.supervise())
+                    .context("cannot start a pipeline thread")
+            })
+            .collect()
+    }
+
+    /// Asks every pipeline to stop (streams take a final checkpoint).
+    pub fn stop(&self) {
+        for p in &self.pipelines {
+            p.stop.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// A text description of the project: each pipeline, its mode and why.
+    pub fn describe(&self) -> String {
+        let mut s = format!(
+            "project {} ({})\n",
+            self.project.name,
+            self.project.dir.display()
+        );
+        for p in &self.pipelines {
+            s += &format!(
+                "  {:<12} {} — {}{}\n",
+                p.spec.name,
+                p.spec.plan,
+                p.spec.reason,
+                p.spec
+                    .freshness
+                    .map(|f| format!(" (freshness target {})", crate::project::human(f)))
+                    .unwrap_or_default()
+            );
+        }
+        for (name, t) in &self.tables {
+            s += &format!(
+                "  serving table {name} ← {} ({})\n",
+                t.pipeline,
+                t.table.dir().display()
+            );
+        }
+        s
+    }
+}
