@@ -186,6 +186,9 @@ def summary_table(queries, fl, fk, flink_cols, skipped):
                 else:
                     seen.add(why)
                     notes.append(f"{label}: {why}")
+        adapted = next((r["adapted"] for r in fk_res if r and r.get("adapted")), None)
+        if adapted:
+            notes.append(f"Flink text: {adapted}")
         rows.append([q] + [cell(r) for r in fl_res] + [cell(r) for r in fk_res]
                     + [ratio, "; ".join(notes)])
     gm = math.exp(sum(map(math.log, ratios)) / len(ratios)) if ratios else None

@@ -324,7 +324,9 @@ fn table_json(name: &str, server: &Server) -> Value {
             "published_epoch": info.published_epoch,
             "columns": info.schema.map(|s| s.fields().iter().map(|f| json!({"name": f.name(), "type": f.data_type().to_string()})).collect::<Vec<_>>()),
         }),
-        Ok(None) => json!({"name": name, "pipeline": entry.pipeline, "rows": 0, "versions": versions, "version": null}),
+        Ok(None) => {
+            json!({"name": name, "pipeline": entry.pipeline, "rows": 0, "versions": versions, "version": null})
+        }
         Err(e) => json!({"name": name, "pipeline": entry.pipeline, "error": e.to_string()}),
     }
 }

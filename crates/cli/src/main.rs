@@ -4,6 +4,7 @@
 mod bench;
 mod bench_nexmark;
 mod bench_stream;
+mod freshmart;
 mod generate;
 mod http;
 mod log_cmd;
@@ -322,6 +323,12 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
 /// `flowline serve`: opens every pipeline, starts them, serves HTTP until SIGTERM/SIGINT.
 async fn serve_project(project: project::Project) -> Result<()> {
     let listen = project.listen.clone();
+    // Generators' topics exist before the pipelines reading them are opened.
+    for g in &project.generators {
+        g.create_topic(&project.log_dir)?;
+    }
+    let generators = project.generators.clone();
+    let log_dir = project.log_dir.clone();
     let server = Arc::new(serve::Server::open(project).await?);
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
@@ -330,6 +337,11 @@ async fn serve_project(project: project::Project) -> Result<()> {
     eprint!("{}", server.describe());
     eprintln!("serving on http://{local}/ (API: /api/pipelines, /api/tables, /metrics)");
     let runners = server.start()?;
+    let generators_stop = Arc::new(AtomicBool::new(false));
+    let generators = generators
+        .into_iter()
+        .map(|g| freshmart::start(g, log_dir.clone(), generators_stop.clone()))
+        .collect::<Result<Vec<_>>>()?;
     let sampler = {
         let server = server.clone();
         tokio::spawn(async move {
@@ -344,6 +356,7 @@ async fn serve_project(project: project::Project) -> Result<()> {
     };
     let stopping = {
         let server = server.clone();
+        let generators_stop = generators_stop.clone();
         async move {
             use tokio::signal::unix::{signal, SignalKind};
             match (
@@ -359,6 +372,7 @@ async fn serve_project(project: project::Project) -> Result<()> {
                 _ => std::future::pending::<()>().await,
             }
             eprintln!("stopping: every pipeline takes a final checkpoint");
+            generators_stop.store(true, Ordering::SeqCst);
             server.stop();
         }
     };
@@ -368,7 +382,7 @@ async fn serve_project(project: project::Project) -> Result<()> {
         .context("HTTP server")?;
     sampler.abort();
     let _ = tokio::task::spawn_blocking(move || {
-        for r in runners {
+        for r in runners.into_iter().chain(generators) {
             let _ = r.join();
         }
     })

@@ -17,6 +17,11 @@
 //! schedule = "0 4 * * *"        # batch: cron (UTC), or "every 6h"
 //! checkpoint_interval = "1s"    # stream
 //! emit_interval = "1s"          # update mode
+//!
+//! [[generator]]                 # optional: events appended to the log while served
+//! kind = "freshmart-orders"
+//! topic = "orders"
+//! rate = 50                     # per second
 //! ```
 //!
 //! A pipeline with only a `freshness` gets its mode from the seeds' decision rules
@@ -43,6 +48,8 @@ struct ProjectFile {
     server: ServerSection,
     #[serde(default)]
     pipeline: Vec<PipelineEntry>,
+    #[serde(default)]
+    generator: Vec<crate::freshmart::GeneratorSpec>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -127,7 +134,8 @@ impl Schedule {
             }
             Schedule::Every(d) => {
                 let step = d.as_millis().max(1) as i64;
-                (at_ms >= origin_ms).then(|| origin_ms + (at_ms - origin_ms).div_euclid(step) * step)
+                (at_ms >= origin_ms)
+                    .then(|| origin_ms + (at_ms - origin_ms).div_euclid(step) * step)
             }
         }
     }
@@ -152,7 +160,9 @@ impl Schedule {
 impl std::fmt::Display for Schedule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Schedule::Cron { pattern, cron } => write!(f, "cron \"{pattern}\" ({})", cron.describe()),
+            Schedule::Cron { pattern, cron } => {
+                write!(f, "cron \"{pattern}\" ({})", cron.describe())
+            }
             Schedule::Every(d) => write!(f, "every {}", human(*d)),
         }
     }
@@ -219,6 +229,8 @@ pub struct Project {
     pub token: Option<String>,
     pub log_dir: PathBuf,
     pub pipelines: Vec<PipelineSpec>,
+    /// Event generators appending to topics of the project's log while it is served.
+    pub generators: Vec<crate::freshmart::GeneratorSpec>,
 }
 
 /// A duration such as `2s`, `5m`, `1h` or `500ms`.
@@ -360,6 +372,10 @@ impl Project {
             }
             pipelines.push(spec);
         }
+        for g in &parsed.generator {
+            g.check()
+                .with_context(|| format!("{} [[generator]]", file.display()))?;
+        }
         Ok(Project {
             dir,
             name,
@@ -367,6 +383,7 @@ impl Project {
             token,
             log_dir,
             pipelines,
+            generators: parsed.generator,
         })
     }
 }
@@ -485,7 +502,10 @@ mod tests {
         let day = 86_400_000;
         let t0 = 1_773_878_400_000; // 2026-03-19T00:00:00Z
         assert_eq!(cron.next_after(t0, 0), Some(t0 + 4 * 3_600_000));
-        assert_eq!(cron.next_after(t0 + 4 * 3_600_000, 0), Some(t0 + day + 4 * 3_600_000));
+        assert_eq!(
+            cron.next_after(t0 + 4 * 3_600_000, 0),
+            Some(t0 + day + 4 * 3_600_000)
+        );
         assert_eq!(cron.between(t0, t0 + 3 * day, 0, 10).len(), 3);
         let every = Schedule::parse("every 6h").unwrap();
         assert_eq!(every.next_after(t0, t0), Some(t0 + 6 * 3_600_000));

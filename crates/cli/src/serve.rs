@@ -387,14 +387,13 @@ impl Hosted {
                 RunPlan::Batch { schedule } => {
                     let slot = if let Some(slot) = due_at_start.take() {
                         slot
-                    } else if let Some(t) = self.backfill.lock().ok().and_then(|mut q| q.pop_front())
+                    } else if let Some(t) =
+                        self.backfill.lock().ok().and_then(|mut q| q.pop_front())
                     {
                         Some(t)
                     } else if !backoff.is_zero() {
                         // Retry the run that failed.
-                        self.state()
-                            .last_run
-                            .and_then(|r| r.scheduled_ms)
+                        self.state().last_run.and_then(|r| r.scheduled_ms)
                     } else {
                         let next = schedule
                             .as_ref()
@@ -431,8 +430,7 @@ impl Hosted {
                 Ok(_) => {
                     backoff = Duration::ZERO;
                     if matches!(self.spec.plan, RunPlan::Stream { .. })
-                        || (matches!(self.spec.plan, RunPlan::MicroBatch { .. })
-                            && self.reads_logs)
+                        || (matches!(self.spec.plan, RunPlan::MicroBatch { .. }) && self.reads_logs)
                     {
                         // A long job returns only when stopped.
                         if !self.stopped() {

@@ -1,0 +1,340 @@
+//! `flowline serve` end to end, through the binary and its HTTP API: the FreshMart project's
+//! stream, micro-batch and batch pipelines run side by side from one process with a generator
+//! appending orders; serving tables are read as JSON, CSV, Arrow and by key, and with SQL; a
+//! failing pipeline is retried with backoff without stopping the others; scheduled runs are
+//! backfilled with their scheduled date; the token is enforced; metrics are exposed; SIGTERM
+//! stops everything cleanly.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const TOKEN: &str = "s3cret";
+
+struct Reply {
+    status: u16,
+    headers: String,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// One HTTP/1.1 request on a new connection.
+fn request(addr: &str, method: &str, path: &str, token: Option<&str>, body: &str) -> Reply {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = vec![];
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head");
+    let headers = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    let mut body = raw[split + 4..].to_vec();
+    if headers.contains("transfer-encoding: chunked") {
+        let mut out = vec![];
+        let mut rest = &body[..];
+        loop {
+            let line_end = rest.windows(2).position(|w| w == b"\r\n").unwrap();
+            let size =
+                usize::from_str_radix(std::str::from_utf8(&rest[..line_end]).unwrap().trim(), 16)
+                    .unwrap();
+            if size == 0 {
+                break;
+            }
+            out.extend_from_slice(&rest[line_end + 2..line_end + 2 + size]);
+            rest = &rest[line_end + 2 + size + 2..];
+        }
+        body = out;
+    }
+    let status = headers[9..12].parse().unwrap();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn get(addr: &str, path: &str) -> Reply {
+    request(addr, "GET", path, Some(TOKEN), "")
+}
+
+fn post(addr: &str, path: &str, body: &str) -> Reply {
+    request(addr, "POST", path, Some(TOKEN), body)
+}
+
+/// Polls `f` until it gives `Some`, or panics after `secs` with `what`.
+fn wait<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The FreshMart example with test settings: a faster operations trigger, a token, and a
+/// pipeline that always fails (a value too large for its sink column).
+fn project(dir: &Path) {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/freshmart");
+    for f in ["fraud.sql", "operations.sql", "pnl.sql"] {
+        std::fs::copy(example.join(f), dir.join(f)).unwrap();
+    }
+    std::fs::write(dir.join("big.csv"), "n\n3000000000\n").unwrap();
+    std::fs::write(
+        dir.join("broken.sql"),
+        "CREATE TABLE src (n BIGINT) WITH ('connector' = 'files', 'path' = 'big.csv', 'format' = 'csv');
+         CREATE TABLE small (n INT) WITH ('connector' = 'table');
+         INSERT INTO small SELECT n FROM src;\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("flowline.toml"),
+        format!(
+            "[project]\nname = \"freshmart-test\"\n[server]\ntoken = \"{TOKEN}\"\n
+             [[generator]]\nkind = \"freshmart-orders\"\ntopic = \"orders\"\nrate = 200\nhistory = 3000\nbad_every = 101\n
+             [[pipeline]]\nfile = \"fraud.sql\"\nmode = \"stream\"\nfreshness = \"2s\"\ncheckpoint_interval = \"500ms\"\n
+             [[pipeline]]\nfile = \"operations.sql\"\nfreshness = \"2s\"\n
+             [[pipeline]]\nfile = \"pnl.sql\"\nmode = \"batch\"\nschedule = \"0 4 * * *\"\n
+             [[pipeline]]\nfile = \"broken.sql\"\nmode = \"batch\"\n"
+        ),
+    )
+    .unwrap();
+}
+
+/// Starts `flowline serve` on a free port; returns the child and its address.
+fn start(dir: &Path) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flowline"))
+        .args(["serve", ".", "--listen", "127.0.0.1:0"])
+        .current_dir(dir)
+        .env_remove("FLOWLINE_TOKEN")
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("serve exited before listening")
+            .unwrap();
+        if let Some(rest) = line.strip_prefix("serving on http://") {
+            break rest.split('/').next().unwrap().to_string();
+        }
+    };
+    // Keep draining stderr so the server never blocks on it.
+    std::thread::spawn(move || for _ in lines {});
+    (child, addr)
+}
+
+fn rows(reply: &Reply) -> Vec<Value> {
+    reply.json()["rows"].as_array().cloned().unwrap_or_default()
+}
+
+#[test]
+fn serve_hosts_stream_micro_batch_and_batch_pipelines_with_an_api() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    project(dir);
+    let (mut child, addr) = start(dir);
+
+    // The description is public; everything else needs the token.
+    let spec = request(&addr, "GET", "/api/openapi.json", None, "");
+    assert_eq!(spec.status, 200);
+    assert!(spec.json()["paths"]["/api/tables/{name}"].is_object());
+    let refused = request(&addr, "GET", "/api/pipelines", None, "");
+    assert_eq!(refused.status, 401, "{}", refused.text());
+    let refused = request(&addr, "GET", "/metrics", Some("wrong"), "");
+    assert_eq!(refused.status, 401);
+
+    // The mode of `operations` was chosen from its freshness and says why.
+    let ops = get(&addr, "/api/pipelines/operations").json();
+    assert_eq!(ops["mode"], "micro-batch", "{ops}");
+    assert!(
+        ops["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("chosen: freshness 2s"),
+        "{ops}"
+    );
+
+    // Fraud alerts arrive from the stream: only stolen cards, four or more uses a minute.
+    let alerts = wait(90, "fraud alerts", || {
+        let r = get(&addr, "/api/tables/fraud_alerts");
+        (r.status == 200 && !rows(&r).is_empty()).then(|| rows(&r))
+    });
+    for a in &alerts {
+        assert!(
+            a["card_id"].as_str().unwrap().starts_with("card-stolen-"),
+            "{a}"
+        );
+        assert!(a["tx_last_minute"].as_i64().unwrap() >= 4, "{a}");
+    }
+    // One alert by key.
+    let id = alerts[0]["order_id"].as_i64().unwrap();
+    let one = get(&addr, &format!("/api/tables/fraud_alerts?key={id}"));
+    assert_eq!(rows(&one).len(), 1);
+    assert_eq!(rows(&one)[0]["order_id"].as_i64(), Some(id));
+    let bad_key = get(&addr, "/api/tables/fraud_alerts?key=abc");
+    assert_eq!(bad_key.status, 400, "{}", bad_key.text());
+
+    // The micro-batch operations view and the batch P&L (run at start: it never ran).
+    let minutes = wait(90, "store minutes", || {
+        let r = get(&addr, "/api/tables/store_minutes");
+        (r.status == 200 && !rows(&r).is_empty()).then(|| rows(&r))
+    });
+    assert!(minutes.iter().all(|m| m["orders"].as_i64().unwrap() > 0));
+    let pnl = wait(90, "the P&L", || {
+        let r = get(&addr, "/api/tables/daily_pnl");
+        (r.status == 200 && !rows(&r).is_empty()).then(|| rows(&r))
+    });
+    let orders: i64 = pnl.iter().map(|r| r["orders"].as_i64().unwrap()).sum();
+    // The history (less its malformed orders) was in the topic before the first run.
+    assert!(orders >= 3000 - 3000 / 101, "{orders} orders in the P&L");
+    // The malformed orders went to the rejects of every pipeline that read them.
+    let rejects = wait(60, "rejects", || {
+        let r = get(&addr, "/api/pipelines/pnl/rejects?limit=5").json();
+        (r["total"].as_u64().unwrap_or(0) > 0).then_some(r)
+    });
+    assert!(rejects["rejects"][0]["reason"].is_string(), "{rejects}");
+
+    // Formats and SQL.
+    let csv = get(&addr, "/api/tables/daily_pnl?format=csv");
+    assert!(csv.headers.contains("text/csv"));
+    assert!(
+        csv.text().starts_with("day,store_id,orders,revenue\n"),
+        "{}",
+        csv.text()
+    );
+    let arrow = get(&addr, "/api/tables/daily_pnl?format=arrow");
+    assert!(arrow
+        .headers
+        .contains("application/vnd.apache.arrow.stream"));
+    let reader =
+        arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(arrow.body), None).unwrap();
+    let arrow_rows: usize = reader.map(|b| b.unwrap().num_rows()).sum();
+    assert!(arrow_rows > 0);
+    let sum = post(&addr, "/api/sql", "SELECT SUM(orders) AS n FROM daily_pnl");
+    assert_eq!(sum.status, 200, "{}", sum.text());
+    assert!(rows(&sum)[0]["n"].as_i64().unwrap() >= orders);
+    for statement in [
+        "DROP TABLE daily_pnl",
+        "INSERT INTO daily_pnl SELECT * FROM daily_pnl",
+        "CREATE TABLE x AS SELECT 1",
+    ] {
+        let r = post(&addr, "/api/sql", statement);
+        assert_eq!(r.status, 400, "{statement}: {}", r.text());
+    }
+
+    // The broken pipeline fails, is retried with backoff, and the others keep running.
+    let broken = wait(60, "retries of the broken pipeline", || {
+        let b = get(&addr, "/api/pipelines/broken").json();
+        (b["failures"].as_u64().unwrap_or(0) >= 2).then_some(b)
+    });
+    assert!(
+        broken["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be written as Int32"),
+        "{broken}"
+    );
+    assert!(broken["restarts"].as_u64().unwrap() >= 1, "{broken}");
+    let fraud = get(&addr, "/api/pipelines/fraud").json();
+    assert_eq!(fraud["status"], "running", "{fraud}");
+    assert_eq!(fraud["failures"], 0, "{fraud}");
+    assert!(fraud["checkpoints"].as_u64().unwrap() >= 1, "{fraud}");
+    assert_eq!(fraud["freshness"]["target_ms"], 2000);
+
+    // Backfill two missed nightly runs: each gets its scheduled date.
+    let runs_before = get(&addr, "/api/pipelines/pnl").json()["runs"]
+        .as_u64()
+        .unwrap();
+    let queued = post(
+        &addr,
+        "/api/pipelines/pnl/backfill?from=2026-03-01&to=2026-03-03",
+        "",
+    );
+    assert_eq!(queued.status, 202, "{}", queued.text());
+    assert_eq!(
+        queued.json()["scheduled_times"],
+        serde_json::json!(["2026-03-01T04:00:00Z", "2026-03-02T04:00:00Z"])
+    );
+    wait(90, "the backfilled runs", || {
+        let p = get(&addr, "/api/pipelines/pnl").json();
+        (p["runs"].as_u64().unwrap() >= runs_before + 2 && p["status"] == "waiting").then_some(())
+    });
+    let runs = get(&addr, "/api/pipelines/pnl/runs?limit=2").json();
+    let dates: Vec<&str> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["params"]["SCHEDULED_DATE"].as_str().unwrap())
+        .collect();
+    assert_eq!(dates, ["2026-03-02", "2026-03-01"], "{runs}");
+    let not_scheduled = post(
+        &addr,
+        "/api/pipelines/fraud/backfill?from=2026-03-01&to=2026-03-03",
+        "",
+    );
+    assert_eq!(not_scheduled.status, 400);
+    assert_eq!(get(&addr, "/api/pipelines/nope").status, 404);
+
+    // Metrics per pipeline, source, sink and operator.
+    let metrics = get(&addr, "/metrics").text();
+    for needle in [
+        "flowline_rows_read_total{pipeline=\"fraud\",source=\"orders\"}",
+        "flowline_rows_written_total{pipeline=\"fraud\",sink=\"fraud_alerts\"}",
+        "flowline_lag_records{pipeline=\"fraud\",source=\"orders\"}",
+        "flowline_operator_state_bytes{pipeline=\"fraud\",sink=\"fraud_alerts\",operator=\"over-aggregate\"",
+        "flowline_run_failures_total{pipeline=\"broken\"}",
+        "flowline_freshness_seconds{pipeline=\"fraud\"}",
+    ] {
+        assert!(metrics.contains(needle), "{needle} missing from:\n{metrics}");
+    }
+
+    // SIGTERM: every job stops (streams with a final checkpoint) and the process exits 0.
+    let status = Command::new("sh")
+        .args(["-c", &format!("kill -TERM {}", child.id())])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let exit = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "serve ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(exit.success(), "{exit}");
+    // After the process is gone, the serving tables are readable on disk.
+    let table = flowline_connectors::serving::ServingTable::at(dir.join("serving/fraud_alerts"));
+    let (_, batches) = table.read(None).unwrap().unwrap();
+    let served: usize = batches.iter().map(|b| b.num_rows()).sum();
+    assert!(served >= alerts.len());
+}
