@@ -276,12 +276,14 @@ def error_lines(e):
 
 
 def short_error(first, root):
-    """One line for the table: the error's first line, or the root cause's when the first line
-    is a generic wrapper of a failed job."""
+    """One line for the table: the error's first line (with its root cause's first line when that
+    differs), or only the root cause's when the first line is a generic wrapper of a failed job."""
     generic = ("Job execution failed", "JobExecutionException", "ExecutionException",
                "An error occurred while calling")
     if root and any(g in first for g in generic):
         return root
+    if root and root not in first:
+        return f"{first} [root cause: {root}]"
     return first
 
 

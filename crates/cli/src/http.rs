@@ -157,14 +157,14 @@ async fn pipeline(State(server): State<Shared>, Path(name): Path<String>) -> Res
     }
 }
 
-fn limit(q: &HashMap<String, String>, default: usize) -> Result<usize, Response> {
+fn limit(q: &HashMap<String, String>, default: usize) -> Result<usize, Box<Response>> {
     match q.get("limit") {
         None => Ok(default),
         Some(l) => l.parse().map_err(|_| {
-            error(
+            Box::new(error(
                 StatusCode::BAD_REQUEST,
                 format!("limit '{l}' is not a number"),
-            )
+            ))
         }),
     }
 }
@@ -179,7 +179,7 @@ async fn runs(
     };
     let limit = match limit(&q, 50) {
         Ok(l) => l,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match flowline_runtime::manifest::read(&p.manifest_path) {
         Ok(records) => {
@@ -200,7 +200,7 @@ async fn pipeline_rejects(
     };
     let limit = match limit(&q, 100) {
         Ok(l) => l,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match rejects::read_rejects(&p.rejects_path, q.get("run").map(String::as_str)) {
         Ok(rows) => {
@@ -268,27 +268,22 @@ async fn backfill(
     let Some(p) = server.pipeline(&name) else {
         return not_found("pipeline", &name);
     };
-    let time = |key: &str, default: Option<i64>| -> Result<i64, Response> {
+    let time = |key: &str, default: Option<i64>| -> Result<i64, Box<Response>> {
+        let bad = |m: String| Box::new(error(StatusCode::BAD_REQUEST, m));
         match q.get(key) {
             Some(t) => parse_time(t).ok_or_else(|| {
-                error(
-                    StatusCode::BAD_REQUEST,
-                    format!("{key} '{t}' is not a date (2026-03-17), an RFC 3339 time or ms"),
-                )
+                bad(format!(
+                    "{key} '{t}' is not a date (2026-03-17), an RFC 3339 time or ms"
+                ))
             }),
-            None => default.ok_or_else(|| {
-                error(
-                    StatusCode::BAD_REQUEST,
-                    format!("give `{key}` (a date such as 2026-03-17)"),
-                )
-            }),
+            None => default.ok_or_else(|| bad(format!("give `{key}` (a date such as 2026-03-17)"))),
         }
     };
     // Default: the runs missed since the last successful one.
     let last_ok = crate::serve::last_successful_run_ms(&p.manifest_path);
     let (from, to) = match (time("from", last_ok), time("to", Some(now_ms() as i64))) {
         (Ok(f), Ok(t)) => (f, t),
-        (Err(r), _) | (_, Err(r)) => return r,
+        (Err(r), _) | (_, Err(r)) => return *r,
     };
     match p.queue_backfill(from, to) {
         Ok(times) => (
@@ -452,7 +447,7 @@ async fn table(
     };
     let limit = match limit(&q, usize::MAX) {
         Ok(l) => l,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let version = q.get("version").map(String::as_str);
     let read = match q.get("key") {
@@ -521,7 +516,7 @@ async fn sql(
     };
     let limit = match limit(&q, usize::MAX) {
         Ok(l) => l,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let format = q.get("format").map(String::as_str).unwrap_or("json");
     batches_response(format, &schema, &batches, json!({"sql": body}), limit)

@@ -245,7 +245,7 @@ pub fn duration(text: &str) -> Result<Duration> {
 pub fn human(d: Duration) -> String {
     let ms = d.as_millis() as u64;
     let (h, m, s) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60);
-    if ms % 1000 != 0 {
+    if !ms.is_multiple_of(1000) {
         return format!("{ms}ms");
     }
     let mut out = String::new();

@@ -302,6 +302,12 @@ impl Hosted {
         result
     }
 
+    /// The oldest queued backfill time.
+    fn pop_backfill(&self) -> Option<i64> {
+        let mut queue = self.backfill.lock().ok()?;
+        queue.pop_front()
+    }
+
     fn stopped(&self) -> bool {
         self.stop.load(Ordering::SeqCst)
     }
@@ -387,13 +393,11 @@ impl Hosted {
                 RunPlan::Batch { schedule } => {
                     let slot = if let Some(slot) = due_at_start.take() {
                         slot
-                    } else if let Some(t) =
-                        self.backfill.lock().ok().and_then(|mut q| q.pop_front())
-                    {
-                        Some(t)
                     } else if !backoff.is_zero() {
-                        // Retry the run that failed.
+                        // Retry the run that failed (a backfilled one keeps its time).
                         self.state().last_run.and_then(|r| r.scheduled_ms)
+                    } else if let Some(t) = self.pop_backfill() {
+                        Some(t)
                     } else {
                         let next = schedule
                             .as_ref()
@@ -406,7 +410,7 @@ impl Hosted {
                         }
                         if early {
                             // A request: a backfilled time, or (none queued) a run now.
-                            self.backfill.lock().ok().and_then(|mut q| q.pop_front())
+                            self.pop_backfill()
                         } else {
                             next
                         }
