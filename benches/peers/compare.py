@@ -302,6 +302,7 @@ def main():
     flink_cols = [(label.strip(), key) for label, key in flink_cols]
 
     started = time.monotonic()
+    load_start = os.getloadavg()
     data_dir = fn.input_dir(work, args.events)
     fn.generate(flowline, data_dir, args.events)
     warmup_dir = None
@@ -345,6 +346,7 @@ def main():
                           + (f" {r['events_per_s_per_core']:,.0f} ev/s/core"
                              if r["status"] == "ok" else f" ({r.get('why')})"), flush=True)
     elapsed = time.monotonic() - started
+    load_end = os.getloadavg()
 
     table, gm, n = summary_table(queries, fl, fk, flink_cols, skipped)
     print()
@@ -360,12 +362,15 @@ def main():
     print(detail_table(runnable, fl, fk, flink_cols, ref))
     print()
     print(f"command: {command}")
-    print(f"total time: {elapsed / 60:.1f} min")
+    print(f"total time: {elapsed / 60:.1f} min; load average (1/5/15 min) at the start "
+          f"{'/'.join(f'{x:.2f}' for x in load_start)}, at the end "
+          f"{'/'.join(f'{x:.2f}' for x in load_end)}")
     if args.json:
         doc = {"date": str(dt.date.today()), "command": command, "versions": info,
                "events": args.events, "rate": fn.RATE, "files": fn.FILES,
                "warmup_events": args.warmup_events,
                "upstream_options": not args.no_upstream_options,
+               "load_average_start": load_start, "load_average_end": load_end,
                "geomean_ratio": gm, "queries_compared": n,
                "flowline": [r for r in fl.values()],
                "flowline_parquet_reference": [r for r in ref.values()],

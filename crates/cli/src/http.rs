@@ -2,7 +2,8 @@
 //! metrics at `/metrics`, and the dashboard pages.
 //!
 //! Bound to 127.0.0.1 unless the project says otherwise. With a token (`[server] token` or
-//! `$FLOWLINE_TOKEN`), every request but `/` and `/api/openapi.json` needs
+//! `$FLOWLINE_TOKEN`), every request but the dashboard page `/` (whose requests carry the
+//! token given as `/?token=...`) and `/api/openapi.json` needs
 //! `Authorization: Bearer <token>`. Errors are `{"error": "..."}` with a 4xx/5xx status.
 
 use std::collections::HashMap;
@@ -52,6 +53,7 @@ pub fn router(server: Shared) -> Router {
         .route("/metrics", get(metrics))
         .layer(middleware::from_fn_with_state(server.clone(), auth))
         .route("/api/openapi.json", get(openapi))
+        .route("/", get(dashboard))
         .with_state(server)
 }
 
@@ -73,6 +75,17 @@ async fn auth(State(server): State<Shared>, request: Request, next: Next) -> Res
         }
     }
     next.run(request).await
+}
+
+/// The dashboard: one page that polls the API (with `?token=` when the server has a token).
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+async fn dashboard() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        DASHBOARD,
+    )
+        .into_response()
 }
 
 async fn openapi() -> Response {

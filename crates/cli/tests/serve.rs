@@ -167,6 +167,13 @@ fn serve_hosts_stream_micro_batch_and_batch_pipelines_with_an_api() {
     let spec = request(&addr, "GET", "/api/openapi.json", None, "");
     assert_eq!(spec.status, 200);
     assert!(spec.json()["paths"]["/api/tables/{name}"].is_object());
+    let page = request(&addr, "GET", "/", None, "");
+    assert_eq!(page.status, 200);
+    assert!(page.headers.contains("text/html"));
+    assert!(
+        page.text().contains("/api/pipelines"),
+        "the dashboard polls the API"
+    );
     let refused = request(&addr, "GET", "/api/pipelines", None, "");
     assert_eq!(refused.status, 401, "{}", refused.text());
     let refused = request(&addr, "GET", "/metrics", Some("wrong"), "");

@@ -371,20 +371,15 @@ impl ServingTable {
         version: Option<&str>,
         key: &[&str],
     ) -> Result<Option<(SchemaRef, Vec<RecordBatch>)>> {
-        let Some((version, db)) = self.open_version(version)? else {
+        let Some(Snapshot {
+            path,
+            txn,
+            meta,
+            schema,
+        }) = self.snapshot(version)?
+        else {
             return Ok(None);
         };
-        let path = self.version_path(&version);
-        let txn = db.begin_read().map_err(|e| store_error(&path, e))?;
-        let meta = match txn.open_table(META) {
-            Ok(t) => read_meta(&t, &path)?,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(store_error(&path, e)),
-        };
-        let Some(schema) = meta.schema else {
-            return Ok(None);
-        };
-        check_row_format(&meta.row_format, &path)?;
         if meta.key.is_empty() {
             return Err(store_error(
                 &path,
@@ -445,7 +440,9 @@ impl ServingTable {
         Ok(Some((schema, vec![batch])))
     }
 
-    fn scan(&self, version: Option<&str>) -> Result<Option<(SchemaRef, Vec<RecordBatch>)>> {
+    /// One committed snapshot of a version that has been published to (`None`: no such
+    /// version, or nothing published yet).
+    fn snapshot(&self, version: Option<&str>) -> Result<Option<Snapshot>> {
         let Some((version, db)) = self.open_version(version)? else {
             return Ok(None);
         };
@@ -456,10 +453,28 @@ impl ServingTable {
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
             Err(e) => return Err(store_error(&path, e)),
         };
-        let Some(schema) = meta.schema else {
+        let Some(schema) = meta.schema.clone() else {
             return Ok(None);
         };
         check_row_format(&meta.row_format, &path)?;
+        Ok(Some(Snapshot {
+            path,
+            txn,
+            meta,
+            schema,
+        }))
+    }
+
+    fn scan(&self, version: Option<&str>) -> Result<Option<(SchemaRef, Vec<RecordBatch>)>> {
+        let Some(Snapshot {
+            path,
+            txn,
+            meta,
+            schema,
+        }) = self.snapshot(version)?
+        else {
+            return Ok(None);
+        };
         let all: Vec<usize> = (0..schema.fields().len()).collect();
         let conv = converter(&schema, &all)?;
         let mut batches = vec![];
@@ -484,6 +499,14 @@ impl ServingTable {
         }
         Ok(Some((schema, batches)))
     }
+}
+
+/// A read transaction on a version, with what its `meta` says.
+struct Snapshot {
+    path: PathBuf,
+    txn: redb::ReadTransaction,
+    meta: Meta,
+    schema: SchemaRef,
 }
 
 fn check_row_format(format: &Option<String>, path: &Path) -> Result<()> {
