@@ -180,7 +180,9 @@ def summary_table(queries, fl, fk, flink_cols, skipped):
         for label, r in list(zip(("Flowline stream", "Flowline batch"), fl_res)) + \
                 list(zip([f"Flink {l}" for l, _ in flink_cols], fk_res)):
             if r and r.get("status") == "failed":
-                why = r.get("why", "").replace("|", "/")
+                # Java class names without their package, to keep the table narrow.
+                why = re.sub(r"\b(?:[a-z_]\w*\.)+([A-Z]\w*(?:Exception|Error))\b", r"\1",
+                             r.get("why", "")).replace("|", "/")
                 if why in seen:
                     notes[-1] = notes[-1].replace(":", f", {label}:", 1)
                 else:

@@ -126,6 +126,16 @@ fn project(dir: &Path) {
     .unwrap();
 }
 
+/// Kills the server if the test fails before stopping it.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts `flowline serve` on a free port; returns the child and its address.
 fn start(dir: &Path) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_flowline"))
@@ -161,7 +171,8 @@ fn serve_hosts_stream_micro_batch_and_batch_pipelines_with_an_api() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     project(dir);
-    let (mut child, addr) = start(dir);
+    let (child, addr) = start(dir);
+    let mut server = Server(child);
 
     // The description is public; everything else needs the token.
     let spec = request(&addr, "GET", "/api/openapi.json", None, "");
@@ -216,6 +227,12 @@ fn serve_hosts_stream_micro_batch_and_batch_pipelines_with_an_api() {
         (r.status == 200 && !rows(&r).is_empty()).then(|| rows(&r))
     });
     assert!(minutes.iter().all(|m| m["orders"].as_i64().unwrap() > 0));
+    // The first nightly run happened at start (it never ran): it succeeded.
+    let first = wait(90, "the P&L's first run", || {
+        let p = get(&addr, "/api/pipelines/pnl").json();
+        p["last_run"].is_object().then_some(p)
+    });
+    assert_eq!(first["last_run"]["status"], "ok", "{first}");
     let pnl = wait(90, "the P&L", || {
         let r = get(&addr, "/api/tables/daily_pnl");
         (r.status == 200 && !rows(&r).is_empty()).then(|| rows(&r))
@@ -326,13 +343,13 @@ fn serve_hosts_stream_micro_batch_and_batch_pipelines_with_an_api() {
 
     // SIGTERM: every job stops (streams with a final checkpoint) and the process exits 0.
     let status = Command::new("sh")
-        .args(["-c", &format!("kill -TERM {}", child.id())])
+        .args(["-c", &format!("kill -TERM {}", server.0.id())])
         .status()
         .unwrap();
     assert!(status.success());
     let deadline = Instant::now() + Duration::from_secs(60);
     let exit = loop {
-        if let Some(s) = child.try_wait().unwrap() {
+        if let Some(s) = server.0.try_wait().unwrap() {
             break s;
         }
         assert!(Instant::now() < deadline, "serve ignored SIGTERM");

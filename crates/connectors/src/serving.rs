@@ -372,6 +372,7 @@ impl ServingTable {
         key: &[&str],
     ) -> Result<Option<(SchemaRef, Vec<RecordBatch>)>> {
         let Some(Snapshot {
+            _db,
             path,
             txn,
             meta,
@@ -458,6 +459,7 @@ impl ServingTable {
         };
         check_row_format(&meta.row_format, &path)?;
         Ok(Some(Snapshot {
+            _db: db,
             path,
             txn,
             meta,
@@ -467,6 +469,7 @@ impl ServingTable {
 
     fn scan(&self, version: Option<&str>) -> Result<Option<(SchemaRef, Vec<RecordBatch>)>> {
         let Some(Snapshot {
+            _db,
             path,
             txn,
             meta,
@@ -503,6 +506,8 @@ impl ServingTable {
 
 /// A read transaction on a version, with what its `meta` says.
 struct Snapshot {
+    /// Keeps the database open: dropping the last handle closes it under the transaction.
+    _db: Arc<Database>,
     path: PathBuf,
     txn: redb::ReadTransaction,
     meta: Meta,

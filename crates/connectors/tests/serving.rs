@@ -255,7 +255,10 @@ fn a_key_lookup_reads_one_row() {
     sink.write(&changes(&[("a", 1, "upsert"), ("b", 2, "upsert")]))
         .unwrap();
     sink.commit().unwrap();
+    // The writer is gone: readers open the store themselves and keep it open while reading.
+    drop(sink);
     let table = ServingTable::at(tmp.path().join("serving/totals"));
+    assert_eq!(contents(tmp.path(), None), pairs(&[("a", 1), ("b", 2)]));
     let (_, batches) = table.lookup(None, &["b"]).unwrap().unwrap();
     assert_eq!(batches[0].num_rows(), 1);
     let n = batches[0]
