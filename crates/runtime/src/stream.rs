@@ -606,6 +606,7 @@ impl OpenedPipeline {
             sinks,
             changed: checkpoint.is_none(),
             emit: EmitClock::new(self.emit_interval),
+            lag_readers: vec![],
         };
         let result = job.drive(rx, bin, state, report).await;
         drop(job);
@@ -643,6 +644,8 @@ struct Job<'a> {
     changed: bool,
     /// When update-mode chains emit their changed results.
     emit: EmitClock,
+    /// Per source, one reader per partition, for the lag shown to watchers.
+    lag_readers: Vec<Vec<PartitionReader>>,
 }
 
 impl Job<'_> {
@@ -816,14 +819,24 @@ impl Job<'_> {
     }
 
     /// Copies the numbers of a completed checkpoint into the live status.
-    fn publish_live(&self, ms: u64, bytes: u64, bin: &RejectBin, state: &RunState) {
+    fn publish_live(&mut self, ms: u64, bytes: u64, bin: &RejectBin, state: &RunState) {
+        // Readers kept open find a partition's end incrementally (a new one reads the whole
+        // active segment).
+        if self.lag_readers.is_empty() {
+            self.lag_readers = self
+                .sources
+                .iter()
+                .map(|source| source.readers().unwrap_or_default())
+                .collect();
+        }
         let mut lag = BTreeMap::new();
-        for (s, source) in self.sources.iter().enumerate() {
-            let behind: u64 = (0..source.partitions())
-                .filter_map(|p| source.topic().offsets(p).ok())
-                .zip(&self.positions[s])
-                .map(|((_, end), &at)| end.saturating_sub(at))
-                .sum();
+        for (s, readers) in self.lag_readers.iter_mut().enumerate() {
+            let mut behind = 0;
+            for (reader, &at) in readers.iter_mut().zip(&self.positions[s]) {
+                if let Ok((_, end)) = reader.offsets() {
+                    behind += end.saturating_sub(at);
+                }
+            }
             lag.insert(self.names[s].clone(), behind);
         }
         let operators = self
