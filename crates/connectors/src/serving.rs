@@ -472,7 +472,7 @@ impl ServingTable {
             _db,
             path,
             txn,
-            meta,
+            meta: _,
             schema,
         }) = self.snapshot(version)?
         else {
