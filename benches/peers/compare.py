@@ -354,6 +354,7 @@ def main():
     print()
     print(f"Nexmark, {args.events:,} events (JSON lines, {fn.FILES} files, "
           f"{fn.RATE:,} events/s of event time), events/s per core (= events / CPU seconds)")
+    print()
     print(table)
     print()
     if gm is not None:
@@ -361,6 +362,7 @@ def main():
               f"queries: {gm:.2f}")
     print()
     print("Every run (wall and CPU as defined in compare.py / flink_nexmark.py):")
+    print()
     print(detail_table(runnable, fl, fk, flink_cols, ref))
     print()
     print(f"command: {command}")
