@@ -43,7 +43,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use arrow::array::{ArrayRef, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Schema, SchemaRef};
-use arrow::row::{RowConverter, SortField};
+use arrow::row::{RowConverter, Rows, SortField};
 use flowline_core::{Error, Result, TableDef};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
@@ -183,9 +183,7 @@ fn converter(schema: &Schema, columns: &[usize]) -> Result<RowConverter> {
 }
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    flowline_log::now_ms().max(0) as u64
 }
 
 fn u64_meta(bytes: Option<&[u8]>) -> u64 {
@@ -328,22 +326,20 @@ impl ServingTable {
 
     /// What a version (default: the current one) holds, without reading its rows.
     pub fn info(&self, version: Option<&str>) -> Result<Option<VersionInfo>> {
-        let Some((version, db)) = self.open_version(version)? else {
+        // `_db` is bound: it keeps the store open while `txn` reads.
+        let Some(Snapshot {
+            _db,
+            version,
+            path,
+            txn,
+            meta,
+        }) = self.open_snapshot(version)?
+        else {
             return Ok(None);
         };
-        let path = self.version_path(&version);
-        let txn = db.begin_read().map_err(|e| store_error(&path, e))?;
-        let (meta, rows) = match txn.open_table(META) {
-            Ok(t) => {
-                let meta = read_meta(&t, &path)?;
-                let rows = match txn.open_table(ROWS) {
-                    Ok(r) => r.len().map_err(|e| store_error(&path, e))?,
-                    Err(redb::TableError::TableDoesNotExist(_)) => 0,
-                    Err(e) => return Err(store_error(&path, e)),
-                };
-                (meta, rows)
-            }
-            Err(redb::TableError::TableDoesNotExist(_)) => (Meta::default(), 0),
+        let rows = match txn.open_table(ROWS) {
+            Ok(r) => r.len().map_err(|e| store_error(&path, e))?,
+            Err(redb::TableError::TableDoesNotExist(_)) => 0,
             Err(e) => return Err(store_error(&path, e)),
         };
         Ok(Some(VersionInfo {
@@ -371,13 +367,16 @@ impl ServingTable {
         version: Option<&str>,
         key: &[&str],
     ) -> Result<Option<(SchemaRef, Vec<RecordBatch>)>> {
-        let Some(Snapshot {
-            _db,
-            path,
-            txn,
-            meta,
+        let Some((
+            Snapshot {
+                _db,
+                path,
+                txn,
+                meta,
+                ..
+            },
             schema,
-        }) = self.snapshot(version)?
+        )) = self.snapshot(version)?
         else {
             return Ok(None);
         };
@@ -441,9 +440,9 @@ impl ServingTable {
         Ok(Some((schema, vec![batch])))
     }
 
-    /// One committed snapshot of a version that has been published to (`None`: no such
-    /// version, or nothing published yet).
-    fn snapshot(&self, version: Option<&str>) -> Result<Option<Snapshot>> {
+    /// One committed snapshot of a version (`None`: no such version). Its `meta` is empty
+    /// before the first write.
+    fn open_snapshot(&self, version: Option<&str>) -> Result<Option<Snapshot>> {
         let Some((version, db)) = self.open_version(version)? else {
             return Ok(None);
         };
@@ -451,31 +450,33 @@ impl ServingTable {
         let txn = db.begin_read().map_err(|e| store_error(&path, e))?;
         let meta = match txn.open_table(META) {
             Ok(t) => read_meta(&t, &path)?,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(redb::TableError::TableDoesNotExist(_)) => Meta::default(),
             Err(e) => return Err(store_error(&path, e)),
         };
-        let Some(schema) = meta.schema.clone() else {
-            return Ok(None);
-        };
-        check_row_format(&meta.row_format, &path)?;
         Ok(Some(Snapshot {
             _db: db,
+            version,
             path,
             txn,
             meta,
-            schema,
         }))
     }
 
+    /// A snapshot of a version that has been published to, and its columns (`None`: no such
+    /// version, or nothing published yet).
+    fn snapshot(&self, version: Option<&str>) -> Result<Option<(Snapshot, SchemaRef)>> {
+        let Some(snapshot) = self.open_snapshot(version)? else {
+            return Ok(None);
+        };
+        let Some(schema) = snapshot.meta.schema.clone() else {
+            return Ok(None);
+        };
+        check_row_format(&snapshot.meta.row_format, &snapshot.path)?;
+        Ok(Some((snapshot, schema)))
+    }
+
     fn scan(&self, version: Option<&str>) -> Result<Option<(SchemaRef, Vec<RecordBatch>)>> {
-        let Some(Snapshot {
-            _db,
-            path,
-            txn,
-            meta: _,
-            schema,
-        }) = self.snapshot(version)?
-        else {
+        let Some((Snapshot { _db, path, txn, .. }, schema)) = self.snapshot(version)? else {
             return Ok(None);
         };
         let all: Vec<usize> = (0..schema.fields().len()).collect();
@@ -508,10 +509,10 @@ impl ServingTable {
 struct Snapshot {
     /// Keeps the database open: dropping the last handle closes it under the transaction.
     _db: Arc<Database>,
+    version: String,
     path: PathBuf,
     txn: redb::ReadTransaction,
     meta: Meta,
-    schema: SchemaRef,
 }
 
 fn check_row_format(format: &Option<String>, path: &Path) -> Result<()> {
@@ -552,35 +553,46 @@ fn decode<'a>(
 
 // -------------------------------------------------------------------- sink
 
-/// One change waiting for publish: an upsert or delete of a key (append tables: no key).
-struct Change {
-    op: u8,
-    key: Vec<u8>,
-    row: Vec<u8>,
+/// The changes of one written batch, waiting for prepare (batch runs: for publish), in Arrow's
+/// row format: one buffer per batch, no copy per row.
+struct PendingBatch {
+    ops: Vec<u8>,
+    /// Key rows (`None`: an append table).
+    keys: Option<Rows>,
+    rows: Rows,
 }
 
-impl Change {
-    fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(5 + self.key.len() + self.row.len());
-        out.push(self.op);
-        out.extend_from_slice(&(self.key.len() as u32).to_le_bytes());
-        out.extend_from_slice(&self.key);
-        out.extend_from_slice(&self.row);
-        out
+impl PendingBatch {
+    /// Change `i`: (op, key, row).
+    fn change(&self, i: usize) -> (u8, &[u8], &[u8]) {
+        (
+            self.ops[i],
+            self.keys.as_ref().map_or(&[][..], |k| k.row(i).data()),
+            self.rows.row(i).data(),
+        )
     }
+}
 
-    fn decode(bytes: &[u8], path: &Path) -> Result<Change> {
-        let bad = || store_error(path, "a staged change is truncated");
-        let (&op, rest) = bytes.split_first().ok_or_else(bad)?;
-        let len = rest
-            .get(..4)
-            .and_then(|b| <[u8; 4]>::try_from(b).ok())
-            .map(u32::from_le_bytes)
-            .ok_or_else(bad)? as usize;
-        let key = rest.get(4..4 + len).ok_or_else(bad)?.to_vec();
-        let row = rest.get(4 + len..).ok_or_else(bad)?.to_vec();
-        Ok(Change { op, key, row })
-    }
+/// A staged change: op, key length (u32 LE), key, row.
+fn encode_change(buf: &mut Vec<u8>, op: u8, key: &[u8], row: &[u8]) {
+    buf.clear();
+    buf.push(op);
+    buf.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    buf.extend_from_slice(key);
+    buf.extend_from_slice(row);
+}
+
+fn decode_change<'a>(bytes: &'a [u8], path: &Path) -> Result<(u8, &'a [u8], &'a [u8])> {
+    let bad = || store_error(path, "a staged change is truncated");
+    let (&op, rest) = bytes.split_first().ok_or_else(bad)?;
+    let len = rest
+        .get(..4)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map(u32::from_le_bytes)
+        .ok_or_else(bad)? as usize;
+    let key = rest.get(4..4 + len).ok_or_else(bad)?;
+    let row = rest.get(4 + len..).ok_or_else(bad)?;
+    Ok((op, key, row))
 }
 
 pub(crate) struct TableSink {
@@ -595,7 +607,7 @@ pub(crate) struct TableSink {
     key: Vec<usize>,
     rows: RowConverter,
     keys: Option<RowConverter>,
-    pending: Vec<Change>,
+    pending: Vec<PendingBatch>,
     /// `None`: a batch run (replace at publish); `Some(job)`: a stream job.
     job: Option<String>,
     generation: u64,
@@ -779,21 +791,23 @@ impl TableSink {
     fn apply(
         &self,
         rows: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
-        change: &Change,
+        (op, key, row): (u8, &[u8], &[u8]),
         append_key: &[u8],
     ) -> Result<()> {
-        let key: &[u8] = if self.key.is_empty() {
-            append_key
-        } else {
-            &change.key
-        };
-        if change.op == DELETE {
+        let key = if self.key.is_empty() { append_key } else { key };
+        if op == DELETE {
             rows.remove(key).map_err(|e| self.err(e))?;
         } else {
-            rows.insert(key, change.row.as_slice())
-                .map_err(|e| self.err(e))?;
+            rows.insert(key, row).map_err(|e| self.err(e))?;
         }
         Ok(())
+    }
+
+    /// The pending changes in write order.
+    fn changes(&self) -> impl Iterator<Item = (u8, &[u8], &[u8])> {
+        self.pending
+            .iter()
+            .flat_map(|b| (0..b.ops.len()).map(move |i| b.change(i)))
     }
 }
 
@@ -833,8 +847,14 @@ impl Sink for TableSink {
         } else {
             vec![UPSERT; batch.num_rows()]
         };
+        if self.key.is_empty() && ops.contains(&DELETE) {
+            return Err(Error::Plan(format!(
+                "serving table {} got a delete but has no PRIMARY KEY to find the row by; \
+                 declare PRIMARY KEY (...) NOT ENFORCED",
+                self.table
+            )));
+        }
         let columns = &batch.columns()[..width];
-        let rows = self.rows.convert_columns(columns)?;
         let keys = match &self.keys {
             Some(conv) => {
                 let key_columns: Vec<ArrayRef> =
@@ -843,40 +863,30 @@ impl Sink for TableSink {
             }
             None => None,
         };
-        if self.key.is_empty() && ops.contains(&DELETE) {
-            return Err(Error::Plan(format!(
-                "serving table {} got a delete but has no PRIMARY KEY to find the row by; \
-                 declare PRIMARY KEY (...) NOT ENFORCED",
-                self.table
-            )));
-        }
-        self.pending.reserve(batch.num_rows());
-        for (i, op) in ops.into_iter().enumerate() {
-            self.pending.push(Change {
-                op,
-                key: keys
-                    .as_ref()
-                    .map(|k| k.row(i).as_ref().to_vec())
-                    .unwrap_or_default(),
-                row: rows.row(i).as_ref().to_vec(),
-            });
-        }
+        self.pending.push(PendingBatch {
+            ops,
+            keys,
+            rows: self.rows.convert_columns(columns)?,
+        });
         Ok(())
     }
 
     fn prepare(&mut self, epoch: u64) -> Result<Prepared> {
-        let rows = self.pending.len() as u64;
+        let rows = self.pending.iter().map(|b| b.ops.len() as u64).sum();
         if self.job.is_some() {
             let txn = self.db.begin_write().map_err(|e| self.err(e))?;
             {
                 let mut staged = txn.open_table(STAGED).map_err(|e| self.err(e))?;
-                for (seq, change) in std::mem::take(&mut self.pending).iter().enumerate() {
+                let mut buf = vec![];
+                for (seq, (op, key, row)) in self.changes().enumerate() {
+                    encode_change(&mut buf, op, key, row);
                     staged
-                        .insert((epoch, seq as u64), change.encode().as_slice())
+                        .insert((epoch, seq as u64), buf.as_slice())
                         .map_err(|e| self.err(e))?;
                 }
             }
             txn.commit().map_err(|e| self.err(e))?;
+            self.pending.clear();
         }
         Ok(Prepared::Table { epoch, rows })
     }
@@ -894,7 +904,7 @@ impl Sink for TableSink {
                 txn.delete_table(STAGED).map_err(|e| self.err(e))?;
                 {
                     let mut table = txn.open_table(ROWS).map_err(|e| self.err(e))?;
-                    for (seq, change) in std::mem::take(&mut self.pending).iter().enumerate() {
+                    for (seq, change) in self.changes().enumerate() {
                         self.apply(&mut table, change, &append_key(0, 0, seq as u64))?;
                     }
                     let mut m = txn.open_table(META).map_err(|e| self.err(e))?;
@@ -904,29 +914,22 @@ impl Sink for TableSink {
                     m.insert("updated_ms", now_ms().to_le_bytes().as_slice())
                         .map_err(|e| self.err(e))?;
                 }
+                self.pending.clear();
             }
             Some(_) => {
                 let published = {
                     let m = txn.open_table(META).map_err(|e| self.err(e))?;
                     read_meta(&m, &self.path)?.published_epoch
                 };
+                let epoch_range = (epoch, 0)..=(epoch, u64::MAX);
                 let mut staged = txn.open_table(STAGED).map_err(|e| self.err(e))?;
-                let changes = staged
-                    .range((epoch, 0)..=(epoch, u64::MAX))
-                    .map_err(|e| self.err(e))?
-                    .map(|entry| {
-                        let (k, v) = entry.map_err(|e| self.err(e))?;
-                        Ok((k.value().1, Change::decode(v.value(), &self.path)?))
-                    })
-                    .collect::<Result<Vec<_>>>()?;
                 if epoch > published {
                     let mut table = txn.open_table(ROWS).map_err(|e| self.err(e))?;
-                    for (seq, change) in &changes {
-                        self.apply(
-                            &mut table,
-                            change,
-                            &append_key(self.generation, epoch, *seq),
-                        )?;
+                    for entry in staged.range(epoch_range.clone()).map_err(|e| self.err(e))? {
+                        let (k, v) = entry.map_err(|e| self.err(e))?;
+                        let change = decode_change(v.value(), &self.path)?;
+                        let key = append_key(self.generation, epoch, k.value().1);
+                        self.apply(&mut table, change, &key)?;
                     }
                     let mut m = txn.open_table(META).map_err(|e| self.err(e))?;
                     m.insert("published_epoch", epoch.to_le_bytes().as_slice())
@@ -934,9 +937,9 @@ impl Sink for TableSink {
                     m.insert("updated_ms", now_ms().to_le_bytes().as_slice())
                         .map_err(|e| self.err(e))?;
                 }
-                for (seq, _) in &changes {
-                    staged.remove((epoch, *seq)).map_err(|e| self.err(e))?;
-                }
+                staged
+                    .retain_in(epoch_range, |_, _| false)
+                    .map_err(|e| self.err(e))?;
             }
         }
         txn.commit().map_err(|e| self.err(e))?;
