@@ -109,7 +109,7 @@ pub fn pipeline_json(p: &Hosted) -> Value {
     let state = p.state();
     let live = p.live();
     let freshness = p.freshness_ms();
-    let target = p.spec.freshness.map(|f| f.as_millis() as u64);
+    let target = p.spec.freshness.map(|f| f.as_millis() as i64);
     json!({
         "name": p.spec.name,
         "file": p.spec.file.display().to_string(),
@@ -293,8 +293,8 @@ async fn backfill(
         }
     };
     // Default: the runs missed since the last successful one.
-    let last_ok = crate::serve::last_successful_run_ms(&p.manifest_path);
-    let (from, to) = match (time("from", last_ok), time("to", Some(now_ms() as i64))) {
+    let last_ok = p.state().last_success_ms;
+    let (from, to) = match (time("from", last_ok), time("to", Some(now_ms()))) {
         (Ok(f), Ok(t)) => (f, t),
         (Err(r), _) | (_, Err(r)) => return *r,
     };
@@ -544,166 +544,161 @@ fn label(v: &str) -> String {
 
 /// The Prometheus text exposition of every pipeline's numbers.
 pub fn metrics_text(server: &Server) -> String {
+    /// One pipeline's numbers, taken once.
+    struct Taken {
+        labels: String,
+        state: crate::serve::RunnerState,
+        live: flowline_runtime::StatusSnapshot,
+        freshness_ms: Option<i64>,
+        target: Option<std::time::Duration>,
+    }
+    let taken: Vec<Taken> = server
+        .pipelines
+        .iter()
+        .map(|p| Taken {
+            labels: format!("pipeline=\"{}\"", label(&p.spec.name)),
+            state: p.state(),
+            live: p.live(),
+            freshness_ms: p.freshness_ms(),
+            target: p.spec.freshness,
+        })
+        .collect();
     let mut out = String::new();
-    let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, f64)>| {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-        for (labels, v) in rows {
-            let _ = writeln!(out, "{name}{{{labels}}} {v}");
-        }
-    };
-    let ps = &server.pipelines;
-    let pl = |p: &Hosted| format!("pipeline=\"{}\"", label(&p.spec.name));
-    let each = |f: &dyn Fn(&Hosted) -> Vec<(String, f64)>| -> Vec<(String, f64)> {
-        ps.iter().flat_map(|p| f(p)).collect()
+    let mut family =
+        |name: &str, kind: &str, help: &str, rows: &dyn Fn(&Taken) -> Vec<(String, f64)>| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            for t in &taken {
+                for (labels, v) in rows(t) {
+                    let _ = writeln!(out, "{name}{{{labels}}} {v}");
+                }
+            }
+        };
+    let one = |t: &Taken, v: f64| vec![(t.labels.clone(), v)];
+    // Rows of a per-name map, labelled `what="name"`.
+    let each = |t: &Taken, what: &str, m: &std::collections::BTreeMap<String, u64>| {
+        m.iter()
+            .map(|(n, v)| (format!("{},{what}=\"{}\"", t.labels, label(n)), *v as f64))
+            .collect()
     };
     family(
         "flowline_pipeline_up",
         "gauge",
         "1 while the pipeline is running or waiting for its next run, 0 when retrying or stopped",
-        each(&|p| {
-            let s = p.state().status;
-            vec![(
-                pl(p),
-                f64::from(u8::from(matches!(s.as_str(), "running" | "waiting"))),
-            )]
-        }),
+        &|t| {
+            let up = matches!(t.state.status.as_str(), "running" | "waiting");
+            one(t, f64::from(u8::from(up)))
+        },
     );
-    family(
-        "flowline_runs_total",
-        "counter",
-        "Runs started",
-        each(&|p| vec![(pl(p), p.state().runs as f64)]),
-    );
+    family("flowline_runs_total", "counter", "Runs started", &|t| {
+        one(t, t.state.runs as f64)
+    });
     family(
         "flowline_run_failures_total",
         "counter",
         "Runs that failed",
-        each(&|p| vec![(pl(p), p.state().failures as f64)]),
+        &|t| one(t, t.state.failures as f64),
     );
     family(
         "flowline_rows_read_total",
         "counter",
         "Rows read per source in the current run",
-        each(&|p| {
-            p.live()
-                .rows_read
-                .iter()
-                .map(|(s, n)| (format!("{},source=\"{}\"", pl(p), label(s)), *n as f64))
-                .collect()
-        }),
+        &|t| each(t, "source", &t.live.rows_read),
     );
     family(
         "flowline_rows_written_total",
         "counter",
         "Rows published per sink in the current run",
-        each(&|p| {
-            p.live()
-                .rows_written
-                .iter()
-                .map(|(s, n)| (format!("{},sink=\"{}\"", pl(p), label(s)), *n as f64))
-                .collect()
-        }),
+        &|t| each(t, "sink", &t.live.rows_written),
     );
     family(
         "flowline_rejects_total",
         "counter",
         "Rejected rows per reason in the current run",
-        each(&|p| {
-            p.live()
-                .rejects
-                .iter()
-                .map(|(r, n)| (format!("{},reason=\"{}\"", pl(p), label(r)), *n as f64))
-                .collect()
-        }),
+        &|t| each(t, "reason", &t.live.rejects),
     );
     family(
         "flowline_watermark_ms",
         "gauge",
         "Current watermark per source, ms since the Unix epoch",
-        each(&|p| {
-            p.live()
+        &|t| {
+            t.live
                 .watermarks
                 .iter()
                 .filter(|(_, w)| **w > i64::MIN && **w < i64::MAX)
-                .map(|(s, w)| (format!("{},source=\"{}\"", pl(p), label(s)), *w as f64))
+                .map(|(s, w)| (format!("{},source=\"{}\"", t.labels, label(s)), *w as f64))
                 .collect()
-        }),
+        },
     );
     family(
         "flowline_lag_records",
         "gauge",
         "Log records appended but not read yet, per source",
-        each(&|p| {
-            p.live()
-                .lag_records
-                .iter()
-                .map(|(s, n)| (format!("{},source=\"{}\"", pl(p), label(s)), *n as f64))
-                .collect()
-        }),
+        &|t| each(t, "source", &t.live.lag_records),
     );
     family(
         "flowline_freshness_seconds",
         "gauge",
         "Age of the published output (now minus the last publish)",
-        each(&|p| {
-            p.freshness_ms()
-                .map(|f| vec![(pl(p), f as f64 / 1000.0)])
+        &|t| {
+            t.freshness_ms
+                .map(|f| one(t, f as f64 / 1000.0))
                 .unwrap_or_default()
-        }),
+        },
     );
     family(
         "flowline_freshness_target_seconds",
         "gauge",
         "Declared freshness target",
-        each(&|p| {
-            p.spec
-                .freshness
-                .map(|f| vec![(pl(p), f.as_secs_f64())])
+        &|t| {
+            t.target
+                .map(|f| one(t, f.as_secs_f64()))
                 .unwrap_or_default()
-        }),
+        },
     );
     family(
         "flowline_checkpoint_duration_ms",
         "gauge",
         "Duration of the last checkpoint",
-        each(&|p| {
-            p.live()
+        &|t| {
+            t.live
                 .last_checkpoint
-                .map(|c| vec![(pl(p), c.duration_ms as f64)])
+                .as_ref()
+                .map(|c| one(t, c.duration_ms as f64))
                 .unwrap_or_default()
-        }),
+        },
     );
     family(
         "flowline_checkpoint_bytes",
         "gauge",
         "Operator state bytes written by the last checkpoint",
-        each(&|p| {
-            p.live()
+        &|t| {
+            t.live
                 .last_checkpoint
-                .map(|c| vec![(pl(p), c.bytes as f64)])
+                .as_ref()
+                .map(|c| one(t, c.bytes as f64))
                 .unwrap_or_default()
-        }),
+        },
     );
     family(
         "flowline_checkpoints_total",
         "counter",
         "Checkpoints completed in the current run",
-        each(&|p| vec![(pl(p), p.live().checkpoints as f64)]),
+        &|t| one(t, t.live.checkpoints as f64),
     );
     family(
         "flowline_operator_state_bytes",
         "gauge",
         "State held per stateful operator at the last checkpoint",
-        each(&|p| {
-            p.live()
+        &|t| {
+            t.live
                 .operators
                 .iter()
                 .map(|o| {
                     (
                         format!(
                             "{},sink=\"{}\",operator=\"{}\",position=\"{}\"",
-                            pl(p),
+                            t.labels,
                             label(&o.sink),
                             label(&o.operator),
                             o.position
@@ -712,7 +707,7 @@ pub fn metrics_text(server: &Server) -> String {
                     )
                 })
                 .collect()
-        }),
+        },
     );
     out
 }

@@ -41,8 +41,8 @@ pub const MAX_BACKFILL_RUNS: usize = 1000;
 pub struct LastRun {
     pub run_id: Option<String>,
     pub status: String,
-    pub started_ms: u64,
-    pub ended_ms: u64,
+    pub started_ms: i64,
+    pub ended_ms: i64,
     /// A scheduled or backfilled run: the time it stands for.
     pub scheduled_ms: Option<i64>,
     pub error: Option<String>,
@@ -56,7 +56,7 @@ pub struct LastRun {
 pub struct RunnerState {
     /// starting, running, waiting, retrying, stopped
     pub status: String,
-    pub since_ms: u64,
+    pub since_ms: i64,
     /// The error of the last failed run, until a run succeeds.
     pub error: Option<String>,
     pub restarts: u64,
@@ -66,7 +66,7 @@ pub struct RunnerState {
     pub next_run_ms: Option<i64>,
     pub last_run: Option<LastRun>,
     /// When a run last succeeded (ms since the Unix epoch).
-    pub last_success_ms: Option<u64>,
+    pub last_success_ms: Option<i64>,
     /// Backfill runs waiting.
     pub backfill_queued: usize,
 }
@@ -93,14 +93,14 @@ pub struct Hosted {
 /// The numbers of a pipeline at one moment, for charts and throughput.
 #[derive(Debug, Clone, Serialize)]
 pub struct Sample {
-    pub at_ms: u64,
+    pub at_ms: i64,
     pub rows_read: u64,
     pub rows_written: u64,
     pub rejects: u64,
     /// Rows read per second since the previous sample.
     pub rows_per_s: f64,
     pub lag_records: u64,
-    pub freshness_ms: Option<u64>,
+    pub freshness_ms: Option<i64>,
 }
 
 /// Samples kept per pipeline (ten minutes at one a second).
@@ -118,14 +118,10 @@ pub struct Server {
     pub project: Project,
     pub pipelines: Vec<Arc<Hosted>>,
     pub tables: BTreeMap<String, TableEntry>,
-    pub started_ms: u64,
+    pub started_ms: i64,
 }
 
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+pub use flowline_log::now_ms;
 
 fn set<T>(m: &Mutex<T>, f: impl FnOnce(&mut T)) {
     if let Ok(mut g) = m.lock() {
@@ -193,12 +189,12 @@ impl Hosted {
 
     /// How old the published output is: now minus the last publish (a checkpoint, or a run's
     /// commit). `None` before the first.
-    pub fn freshness_ms(&self) -> Option<u64> {
+    pub fn freshness_ms(&self) -> Option<i64> {
         let live = self.live();
         let last = live
             .last_publish_ms
             .or_else(|| self.state().last_success_ms)?;
-        Some(now_ms().saturating_sub(last))
+        Some((now_ms() - last).max(0))
     }
 
     /// Queues the scheduled times in `(from, to]` for runs, oldest first; returns them.
@@ -325,7 +321,7 @@ impl Hosted {
             if self.backfill.lock().map(|q| !q.is_empty()).unwrap_or(false) {
                 return true;
             }
-            if now_ms() as i64 >= until_ms {
+            if now_ms() >= until_ms {
                 return false;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -334,7 +330,7 @@ impl Hosted {
 
     /// The runner: runs the pipeline as its plan says until stopped.
     fn supervise(self: Arc<Self>) {
-        let origin = now_ms() as i64;
+        let origin = now_ms();
         let mut backoff = Duration::ZERO;
         // A scheduled batch that missed its last scheduled time runs once at start.
         let mut due_at_start = match &self.spec.plan {
@@ -342,7 +338,7 @@ impl Hosted {
             RunPlan::Batch {
                 schedule: Some(schedule),
             } => {
-                let last_ok = last_successful_run_ms(&self.manifest_path);
+                let last_ok = self.state().last_success_ms;
                 let slot = schedule.last_at_or_before(origin, origin);
                 match (slot, last_ok) {
                     (Some(slot), Some(ok)) if ok >= slot => None,
@@ -354,7 +350,7 @@ impl Hosted {
         let mut next_micro = origin;
         while !self.stopped() {
             if !backoff.is_zero() {
-                let until = now_ms() as i64 + backoff.as_millis() as i64;
+                let until = now_ms() + backoff.as_millis() as i64;
                 set(&self.state, |s| {
                     s.restarts += 1;
                     s.next_run_ms = Some(until);
@@ -387,7 +383,7 @@ impl Hosted {
                             break;
                         }
                     }
-                    next_micro = now_ms() as i64 + trigger.as_millis() as i64;
+                    next_micro = now_ms() + trigger.as_millis() as i64;
                     self.run_once(self.options(Mode::Batch, None), None)
                 }
                 RunPlan::Batch { schedule } => {
@@ -401,7 +397,7 @@ impl Hosted {
                     } else {
                         let next = schedule
                             .as_ref()
-                            .and_then(|s| s.next_after(now_ms() as i64, origin));
+                            .and_then(|s| s.next_after(now_ms(), origin));
                         set(&self.state, |s| s.next_run_ms = next);
                         self.set_status("waiting");
                         let early = self.wait_until(next.unwrap_or(i64::MAX));
@@ -458,7 +454,7 @@ impl Hosted {
 }
 
 /// When the pipeline last ran successfully, from its manifest (ms since the Unix epoch).
-pub fn last_successful_run_ms(manifest_path: &std::path::Path) -> Option<i64> {
+fn last_successful_run_ms(manifest_path: &std::path::Path) -> Option<i64> {
     let records = manifest::read(manifest_path).ok()?;
     records
         .iter()
@@ -537,6 +533,8 @@ impl Server {
                 state: Mutex::new(RunnerState {
                     status: "starting".into(),
                     since_ms: now_ms(),
+                    // Freshness counts from the last successful run before this start.
+                    last_success_ms: last_successful_run_ms(&opened.manifest_path),
                     ..Default::default()
                 }),
                 stop: Arc::new(AtomicBool::new(false)),

@@ -299,7 +299,10 @@ impl ServingTable {
         if !self.version_path(version).exists() {
             return Err(store_error(
                 &self.dir,
-                format!("there is no version '{version}' to swap in"),
+                format!(
+                    "there is no version '{version}' to swap in (versions: {})",
+                    self.versions()?.join(", ")
+                ),
             ));
         }
         let tmp = self.dir.join(".CURRENT.tmp");
@@ -383,7 +386,7 @@ impl ServingTable {
         if meta.key.is_empty() {
             return Err(store_error(
                 &path,
-                "the table has no PRIMARY KEY, so it cannot be read by key",
+                "the table has no PRIMARY KEY, so it cannot be read by key: read it whole",
             ));
         }
         if meta.key.len() != key.len() {

@@ -457,8 +457,8 @@ impl OpenedPipeline {
                 Ok(plan) => {
                     check_upsert_key(table, &plan, &schema, insert.line, &mut sink_keys)?;
                     if plan.deletes
-                        && !declares_change_type(table)
-                        && !matches!(table.connector(), Some("blackhole" | "table"))
+                        && !takes_change_type(table)
+                        && table.connector() != Some("blackhole")
                     {
                         return Err(Error::Plan(format!(
                             "line {}: INSERT INTO {} can delete rows it wrote (a group that stops matching a HAVING, or whose rows were all taken back by the aggregate below it): declare a last column `{CHANGE_TYPE_COLUMN} STRING` in table {}; the sink writes 'upsert' or 'delete' into it for each row",
@@ -642,7 +642,7 @@ impl OpenedPipeline {
             l.rows_written.clone_from(&state.rows_written);
             l.rejects.clone_from(bin.counts());
             if result.is_ok() && !state.commits.is_empty() {
-                l.last_publish_ms = Some(crate::status::now_ms());
+                l.last_publish_ms = Some(flowline_log::now_ms());
             }
         });
         let ended = chrono::Utc::now();
@@ -961,19 +961,6 @@ impl OpenedPipeline {
                 log_dir: self.log_dir.clone(),
                 mode,
             };
-            // A serving table is told each row's change by a last `_change_type` column.
-            let serving = table.connector() == Some("table");
-            let schema = if serving {
-                let mut fields = schema.fields().to_vec();
-                fields.push(Arc::new(Field::new(
-                    CHANGE_TYPE_COLUMN,
-                    DataType::Utf8,
-                    false,
-                )));
-                Arc::new(Schema::new(fields))
-            } else {
-                schema.clone()
-            };
             let sink = open_sink(table, schema.clone(), &ctx, self.print_output())?;
             sinks.insert(
                 name.clone(),
@@ -982,7 +969,7 @@ impl OpenedPipeline {
                     sink,
                     schema: schema.clone(),
                     rows,
-                    change_type: serving || declares_change_type(table),
+                    change_type: takes_change_type(table),
                     key: match self.sink_keys.get(name) {
                         Some(key) => key
                             .iter()
@@ -1217,6 +1204,8 @@ pub(crate) struct RunState {
     pub(crate) peak_state: usize,
     /// Peak state bytes per stateful operator: (chain, sink, position, operator name).
     pub(crate) operator_state: BTreeMap<(usize, String, usize, &'static str), usize>,
+    /// The state of each stateful operator when last recorded.
+    pub(crate) current_state: Vec<crate::status::OperatorStatus>,
     /// Log sources: partition → next offset to read, when the run ended.
     pub(crate) positions: BTreeMap<String, BTreeMap<u32, u64>>,
 }
@@ -1226,10 +1215,18 @@ impl RunState {
     /// O(operators): operators report their state size in O(1).
     pub(crate) fn record_state(&mut self, chains: &[Chain]) {
         let mut total = 0;
+        self.current_state.clear();
         for (c, chain) in chains.iter().enumerate() {
             for (i, op) in chain.ops.iter().enumerate() {
                 let bytes = op.state_bytes();
                 if bytes > 0 {
+                    self.current_state.push(crate::status::OperatorStatus {
+                        insert: c,
+                        sink: chain.sink.clone(),
+                        position: i,
+                        operator: op.name().to_string(),
+                        state_bytes: bytes as u64,
+                    });
                     let peak = self
                         .operator_state
                         .entry((c, chain.sink.clone(), i, op.name()))
@@ -1262,6 +1259,12 @@ fn declares_change_type(table: &TableDef) -> bool {
         .columns
         .last()
         .is_some_and(|c| c.name.eq_ignore_ascii_case(CHANGE_TYPE_COLUMN))
+}
+
+/// Whether a sink is told each row's change in a last [`CHANGE_TYPE_COLUMN`]: it declares the
+/// column, or it is a serving table (which applies the changes and does not store the column).
+fn takes_change_type(table: &TableDef) -> bool {
+    declares_change_type(table) || table.connector() == Some("table")
 }
 
 pub(crate) struct SinkSlot {
@@ -1857,8 +1860,24 @@ pub(crate) fn bounded_watermark(max_seen: i64, delay: i64) -> Watermark {
     Watermark(max_seen.saturating_sub(delay).saturating_sub(1))
 }
 
-/// The schema written to a sink: its declared columns, or the query's.
+/// The schema written to a sink: its declared columns, or the query's; a serving table's gets
+/// [`CHANGE_TYPE_COLUMN`] added last (see [`takes_change_type`]).
 fn sink_schema(table: &TableDef, query: &SchemaRef, line: u64) -> Result<SchemaRef> {
+    let schema = sink_columns(table, query, line)?;
+    if table.connector() != Some("table") || declares_change_type(table) {
+        return Ok(schema);
+    }
+    let mut fields = schema.fields().to_vec();
+    fields.push(Arc::new(Field::new(
+        CHANGE_TYPE_COLUMN,
+        DataType::Utf8,
+        false,
+    )));
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+/// The declared columns of a sink, or the query's.
+fn sink_columns(table: &TableDef, query: &SchemaRef, line: u64) -> Result<SchemaRef> {
     // A declared `_change_type` column is filled by the sink, not by the query.
     let declared = if declares_change_type(table) {
         let c = &table.columns[table.columns.len() - 1];

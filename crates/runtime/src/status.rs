@@ -1,5 +1,5 @@
 //! Live numbers of a running job, for whoever watches it (`flowline serve`'s API, dashboard and
-//! `/metrics`, the terminal progress bar).
+//! `/metrics`).
 //!
 //! The driver owns the job; it copies its counters into a shared [`LiveStatus`] at points where
 //! they are consistent: after each batch (rows read, rejects), when a watermark advances, after
@@ -19,7 +19,7 @@ pub struct CheckpointStatus {
     /// Bytes of operator state written.
     pub bytes: u64,
     /// When it completed (ms since the Unix epoch).
-    pub at_ms: u64,
+    pub at_ms: i64,
 }
 
 /// One stateful operator's state now.
@@ -46,10 +46,8 @@ pub struct StatusSnapshot {
     pub watermarks: BTreeMap<String, i64>,
     /// Log sources: records appended but not read yet, summed over partitions.
     pub lag_records: BTreeMap<String, u64>,
-    /// Bounded inputs: rows (log records) to read in all, when known (for progress).
-    pub input_total: Option<u64>,
     /// When output was last published (ms since the Unix epoch).
-    pub last_publish_ms: Option<u64>,
+    pub last_publish_ms: Option<i64>,
     pub last_checkpoint: Option<CheckpointStatus>,
     pub checkpoints: u64,
     pub operators: Vec<OperatorStatus>,
@@ -101,11 +99,4 @@ impl LiveStatus {
     pub fn reset(&self) {
         self.update(|s| *s = StatusSnapshot::default());
     }
-}
-
-/// Milliseconds since the Unix epoch, now.
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

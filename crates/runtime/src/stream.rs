@@ -839,26 +839,7 @@ impl Job<'_> {
             }
             lag.insert(self.names[s].clone(), behind);
         }
-        let operators = self
-            .chains
-            .iter()
-            .enumerate()
-            .flat_map(|(c, chain)| {
-                chain
-                    .ops
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, op)| op.state_bytes() > 0)
-                    .map(move |(i, op)| crate::status::OperatorStatus {
-                        insert: c,
-                        sink: chain.sink.clone(),
-                        position: i,
-                        operator: op.name().to_string(),
-                        state_bytes: op.state_bytes() as u64,
-                    })
-            })
-            .collect();
-        let now = crate::status::now_ms();
+        let now = flowline_log::now_ms();
         self.pipeline.live.update(|l| {
             l.rows_read.clone_from(&state.rows_read);
             l.rows_written.clone_from(&state.rows_written);
@@ -872,7 +853,7 @@ impl Job<'_> {
                 bytes,
                 at_ms: now,
             });
-            l.operators = operators;
+            l.operators.clone_from(&state.current_state);
         });
     }
 

@@ -1378,19 +1378,12 @@ impl<'a> Lowering<'a> {
         self.as_of_input.set(None);
         let right = right?;
         self.check_join_inputs(&left, &right)?;
-        let Some(field) = j
-            .left
-            .schema()
-            .columns()
-            .into_iter()
-            .find(|c| c.name == t.column)
-        else {
+        let Some(time) = column_named(&j.left, &t.column) else {
             return Err(plan_error(format!(
                 "the other input has no column `{}`",
                 t.column
             )));
         };
-        let time = Expr::Column(field);
         let (pairs, rest) = split_join_condition(j, condition);
         if pairs.is_empty() {
             return Err(plan_error(
@@ -1413,19 +1406,12 @@ impl<'a> Lowering<'a> {
                     table.name
                 )));
             };
-            let Some(right_time) = j
-                .right
-                .schema()
-                .columns()
-                .into_iter()
-                .find(|c| c.name == wm.column)
-            else {
+            let Some(right_time) = column_named(&j.right, &wm.column) else {
                 return Err(plan_error(format!(
                     "the versioned table's event time `{}` is not among its columns here",
                     wm.column
                 )));
             };
-            let right_time = Expr::Column(right_time);
             self.check_event_time(&j.right, &right_time, &right, "the versioned table's time")?;
             // The versions are keyed by the primary key: every key column must be matched by
             // an equality; other equalities filter the version found.
@@ -2065,4 +2051,13 @@ fn find_subquery(expr: &Expr) -> Option<String> {
         Ok(TreeNodeRecursion::Continue)
     });
     found
+}
+
+/// The column of `plan`'s output named `name`, as an expression.
+fn column_named(plan: &LogicalPlan, name: &str) -> Option<Expr> {
+    plan.schema()
+        .columns()
+        .into_iter()
+        .find(|c| c.name == name)
+        .map(Expr::Column)
 }
