@@ -47,6 +47,10 @@ pub fn router(server: Shared) -> Router {
         .route("/api/pipelines/{name}/history", get(history))
         .route("/api/pipelines/{name}/run", post(run_now))
         .route("/api/pipelines/{name}/backfill", post(backfill))
+        .route(
+            "/api/pipelines/{name}/replay",
+            post(replay_start).get(replay_status),
+        )
         .route("/api/tables", get(tables))
         .route("/api/tables/{name}", get(table))
         .route("/api/sql", post(sql))
@@ -128,6 +132,8 @@ pub fn pipeline_json(p: &Hosted) -> Value {
         "last_run": state.last_run,
         "last_success_ms": state.last_success_ms,
         "backfill_queued": state.backfill_queued,
+        "version": p.active_version(),
+        "replay": p.replay.lock().ok().and_then(|r| r.clone()),
         "freshness": {
             "target_ms": target,
             "current_ms": freshness,
@@ -215,13 +221,14 @@ async fn pipeline_rejects(
         Ok(l) => l,
         Err(r) => return *r,
     };
-    match rejects::read_rejects(&p.rejects_path, q.get("run").map(String::as_str)) {
+    let rejects_path = p.rejects_path();
+    match rejects::read_rejects(&rejects_path, q.get("run").map(String::as_str)) {
         Ok(rows) => {
             let total = rows.len();
             let skip = total.saturating_sub(limit);
             Json(json!({
                 "total": total,
-                "path": p.rejects_path.display().to_string(),
+                "path": rejects_path.display().to_string(),
                 "rejects": rows.into_iter().skip(skip).rev().collect::<Vec<_>>(),
             }))
             .into_response()
@@ -259,8 +266,68 @@ async fn run_now(State(server): State<Shared>, Path(name): Path<String>) -> Resp
         .into_response()
 }
 
+/// Starts a Kappa replay into a new version: `?as=v2[&max_lag=100][&diff=true]`.
+async fn replay_start(
+    State(server): State<Shared>,
+    Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(p) = server.pipeline(&name) else {
+        return not_found("pipeline", &name);
+    };
+    let Some(version) = q.get("as") else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "give the version to build: `?as=v2`",
+        );
+    };
+    let max_lag = match q.get("max_lag").map(|v| v.parse::<u64>()) {
+        None => crate::replay::DEFAULT_MAX_LAG,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "max_lag must be a number of records",
+            )
+        }
+    };
+    let diff = match q.get("diff").map(String::as_str) {
+        None | Some("false") | Some("0") => false,
+        Some("true") | Some("1") | Some("") => true,
+        Some(other) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("diff must be true or false, not '{other}'"),
+            )
+        }
+    };
+    let request = crate::replay::ReplayRequest {
+        version: version.clone(),
+        max_lag,
+        diff,
+    };
+    match crate::replay::start(p, request).await {
+        Ok(status) => (StatusCode::ACCEPTED, Json(status)).into_response(),
+        Err(e) => error(StatusCode::CONFLICT, format!("{e:#}")),
+    }
+}
+
+/// The pipeline's last replay.
+async fn replay_status(State(server): State<Shared>, Path(name): Path<String>) -> Response {
+    let Some(p) = server.pipeline(&name) else {
+        return not_found("pipeline", &name);
+    };
+    match p.replay.lock().ok().and_then(|r| r.clone()) {
+        Some(r) => Json(r).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!("pipeline {name} has not been replayed since the server started"),
+        ),
+    }
+}
+
 /// `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM:SSZ` or ms since the epoch.
-fn parse_time(text: &str) -> Option<i64> {
+pub(crate) fn parse_time(text: &str) -> Option<i64> {
     if let Ok(ms) = text.parse::<i64>() {
         return Some(ms);
     }

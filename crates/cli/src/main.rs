@@ -4,11 +4,15 @@
 mod bench;
 mod bench_nexmark;
 mod bench_stream;
+mod client;
 mod freshmart;
 mod generate;
 mod http;
 mod log_cmd;
+mod progress;
 mod project;
+mod project_cmd;
+mod replay;
 mod serve;
 
 use std::path::PathBuf;
@@ -154,6 +158,7 @@ impl PipelineArgs {
             stop: None,
             live: None,
             params: Default::default(),
+            serving_version: None,
         })
     }
 }
@@ -235,6 +240,44 @@ enum Command {
         #[arg(long)]
         listen: Option<String>,
     },
+    /// Kappa replay: run the pipeline's SQL (as it is now) from the start of its logs into a new
+    /// version of its serving tables, then swap it in once caught up. Asks the project's running
+    /// `flowline serve`, or runs the replay itself when none is running.
+    Replay {
+        /// The project folder (holding flowline.toml) or the project file.
+        project: PathBuf,
+        /// The pipeline's name.
+        pipeline: String,
+        /// The version to build (e.g. v2).
+        #[arg(long = "as", value_name = "VERSION")]
+        version: String,
+        /// Swap once the records left to read are at most this many.
+        #[arg(long, default_value_t = replay::DEFAULT_MAX_LAG)]
+        max_lag: u64,
+        /// Compare the old and new versions on closed windows before the swap.
+        #[arg(long)]
+        diff: bool,
+        /// The running server's address (default: the project's).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Run a scheduled batch pipeline for each scheduled time in a range (`${SCHEDULED_DATE}`
+    /// set per run). Asks the project's running `flowline serve`, or runs them itself.
+    Backfill {
+        /// The project folder (holding flowline.toml) or the project file.
+        project: PathBuf,
+        /// The pipeline's name.
+        pipeline: String,
+        /// From this time, exclusive (2026-03-17, RFC 3339, or ms).
+        #[arg(long)]
+        from: String,
+        /// Up to this time, inclusive (default: now).
+        #[arg(long)]
+        to: Option<String>,
+        /// The running server's address (default: the project's).
+        #[arg(long)]
+        listen: Option<String>,
+    },
     /// The embedded log: create topics, produce, consume, describe.
     Log {
         #[command(subcommand)]
@@ -269,8 +312,17 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Run { args, quiet } => {
             let mut options = args.options()?;
             options.stop = Some(stop_on_signals());
+            let live = Arc::new(flowline_runtime::LiveStatus::new());
+            options.live = Some(live.clone());
             let pipeline = OpenedPipeline::open(&args.pipeline, options).await?;
-            let report = pipeline.run().await?;
+            let done = Arc::new(AtomicBool::new(false));
+            let watcher = (!quiet).then(|| progress::watch_run(live, done.clone()));
+            let report = pipeline.run().await;
+            done.store(true, Ordering::SeqCst);
+            if let Some(w) = watcher {
+                let _ = w.join();
+            }
+            let report = report?;
             if !quiet {
                 eprint!("{}", report.summary());
             }
@@ -316,6 +368,30 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Generate { what } => what.run().context("generating data")?,
         Command::Bench { what } => what.run().await?,
         Command::Log { command } => command.run()?,
+        Command::Replay {
+            project,
+            pipeline,
+            version,
+            max_lag,
+            diff,
+            listen,
+        } => {
+            let request = replay::ReplayRequest {
+                version,
+                max_lag,
+                diff,
+            };
+            return project_cmd::replay(&project, &pipeline, request, listen).await;
+        }
+        Command::Backfill {
+            project,
+            pipeline,
+            from,
+            to,
+            listen,
+        } => {
+            return project_cmd::backfill(&project, &pipeline, &from, to.as_deref(), listen).await;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

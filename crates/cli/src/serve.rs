@@ -77,12 +77,26 @@ pub struct Hosted {
     pub live: Arc<LiveStatus>,
     pub state: Mutex<RunnerState>,
     pub stop: Arc<AtomicBool>,
+    /// Stops the running job only: the runner starts it again (on the active version). A
+    /// replay sets it after its swap.
+    pub restart: Arc<AtomicBool>,
+    /// The serving-table version the pipeline writes, when not the one its SQL declares (after
+    /// a replay swapped another in).
+    pub version: Mutex<Option<String>>,
+    /// The version its SQL declares (default `v1`).
+    pub declared_version: String,
+    /// The serving tables it writes.
+    pub serving: Vec<(String, serving::ServingTable)>,
+    /// The last replay of the pipeline (running or ended).
+    pub replay: Mutex<Option<crate::replay::ReplayStatus>>,
     /// Set to run a batch (or a micro-batch over files) now.
     pub wake: AtomicBool,
     /// Scheduled times to run, oldest first.
     pub backfill: Mutex<VecDeque<i64>>,
     pub manifest_path: PathBuf,
-    pub rejects_path: PathBuf,
+    rejects_path: PathBuf,
+    /// The rejects file is the default one in the state folder (so a version has its own).
+    rejects_in_state_dir: bool,
     pub reads_logs: bool,
     pub sinks: Vec<String>,
     log_dir: PathBuf,
@@ -178,7 +192,28 @@ impl Hosted {
         }
     }
 
-    fn set_status(&self, status: &str) {
+    /// The version written now: the swapped-in one, else the declared one.
+    pub fn active_version(&self) -> String {
+        self.version
+            .lock()
+            .ok()
+            .and_then(|v| v.clone())
+            .unwrap_or_else(|| self.declared_version.clone())
+    }
+
+    /// Where the rejects of the active version go.
+    pub fn rejects_path(&self) -> PathBuf {
+        match self.version.lock().ok().and_then(|v| v.clone()) {
+            Some(v) if self.rejects_in_state_dir && v != self.declared_version => self
+                .manifest_path
+                .parent()
+                .map(|d| d.join("versions").join(&v).join("rejects.jsonl"))
+                .unwrap_or_else(|| self.rejects_path.clone()),
+            _ => self.rejects_path.clone(),
+        }
+    }
+
+    pub(crate) fn set_status(&self, status: &str) {
         set(&self.state, |s| {
             if s.status != status {
                 s.status = status.to_string();
@@ -199,6 +234,15 @@ impl Hosted {
 
     /// Queues the scheduled times in `(from, to]` for runs, oldest first; returns them.
     pub fn queue_backfill(&self, from_ms: i64, to_ms: i64) -> Result<Vec<i64>> {
+        let times = self.backfill_times(from_ms, to_ms)?;
+        set(&self.backfill, |q| q.extend(times.iter().copied()));
+        let queued = self.backfill.lock().map(|q| q.len()).unwrap_or(0);
+        set(&self.state, |s| s.backfill_queued = queued);
+        Ok(times)
+    }
+
+    /// The scheduled times in `(from, to]`, oldest first.
+    pub fn backfill_times(&self, from_ms: i64, to_ms: i64) -> Result<Vec<i64>> {
         let schedule = match &self.spec.plan {
             RunPlan::Batch {
                 schedule: Some(schedule),
@@ -217,13 +261,10 @@ impl Hosted {
         if times.len() > MAX_BACKFILL_RUNS {
             bail!("backfill: more than {MAX_BACKFILL_RUNS} scheduled runs in that range; ask for a shorter one");
         }
-        set(&self.backfill, |q| q.extend(times.iter().copied()));
-        let queued = self.backfill.lock().map(|q| q.len()).unwrap_or(0);
-        set(&self.state, |s| s.backfill_queued = queued);
         Ok(times)
     }
 
-    fn options(&self, mode: Mode, trigger: Option<Trigger>) -> RunOptions {
+    pub(crate) fn options(&self, mode: Mode, trigger: Option<Trigger>) -> RunOptions {
         let (checkpoint_interval, trigger) = match (&self.spec.plan, trigger) {
             (RunPlan::Stream { checkpoint }, _) => (*checkpoint, Some(Trigger::Continuous)),
             (_, t) => (None, t),
@@ -233,9 +274,10 @@ impl Hosted {
             trigger,
             checkpoint_interval,
             log_dir: Some(self.log_dir.clone()),
-            stop: Some(self.stop.clone()),
+            stop: Some(self.restart.clone()),
             live: Some(self.live.clone()),
             emit_interval: self.spec.emit_interval,
+            serving_version: self.version.lock().ok().and_then(|v| v.clone()),
             ..Default::default()
         }
     }
@@ -296,6 +338,22 @@ impl Hosted {
             eprintln!("pipeline {}: run failed: {e:#}", self.spec.name);
         }
         result
+    }
+
+    /// A batch run for a scheduled time (`None`: unscheduled), which its text sees as
+    /// `${SCHEDULED_TIME}` (`YYYY-MM-DD HH:MM:SS`) and `${SCHEDULED_DATE}`.
+    pub fn run_slot(&self, slot: Option<i64>) -> Result<RunReport> {
+        let mut options = self.options(Mode::Batch, None);
+        if let Some(t) = slot.and_then(chrono::DateTime::from_timestamp_millis) {
+            options.params.insert(
+                "SCHEDULED_TIME".into(),
+                t.format("%Y-%m-%d %H:%M:%S").to_string(),
+            );
+            options
+                .params
+                .insert("SCHEDULED_DATE".into(), t.format("%Y-%m-%d").to_string());
+        }
+        self.run_once(options, slot)
     }
 
     /// The oldest queued backfill time.
@@ -413,19 +471,14 @@ impl Hosted {
                     };
                     let queued = self.backfill.lock().map(|q| q.len()).unwrap_or(0);
                     set(&self.state, |s| s.backfill_queued = queued);
-                    let mut options = self.options(Mode::Batch, None);
-                    if let Some(t) = slot.and_then(chrono::DateTime::from_timestamp_millis) {
-                        options.params.insert(
-                            "SCHEDULED_TIME".into(),
-                            t.format("%Y-%m-%d %H:%M:%S").to_string(),
-                        );
-                        options
-                            .params
-                            .insert("SCHEDULED_DATE".into(), t.format("%Y-%m-%d").to_string());
-                    }
-                    self.run_once(options, slot)
+                    self.run_slot(slot)
                 }
             };
+            if self.restart.swap(false, Ordering::SeqCst) && !self.stopped() {
+                // Stopped to start again on another version (a replay swapped it in).
+                backoff = Duration::ZERO;
+                continue;
+            }
             match result {
                 Ok(_) => {
                     backoff = Duration::ZERO;
@@ -492,6 +545,8 @@ impl Server {
                 );
             }
             let mut sinks = vec![];
+            let mut own_tables = vec![];
+            let mut declared_version = None;
             for sink in opened.sinks() {
                 sinks.push(sink.to_string());
                 let Some(def) = opened.def.table(sink) else {
@@ -501,6 +556,8 @@ impl Server {
                     continue;
                 }
                 let dir = serving::table_dir(def, &opened.base_dir)?;
+                declared_version.get_or_insert(serving::parse_config(def)?.version);
+                own_tables.push((def.name.clone(), serving::ServingTable::at(&dir)));
                 if let Some(other) = tables.get(&def.name) {
                     if other.table.dir() != dir {
                         bail!(
@@ -527,6 +584,14 @@ impl Server {
                     },
                 );
             }
+            let declared_version =
+                declared_version.unwrap_or_else(|| serving::DEFAULT_VERSION.to_string());
+            // After a replay's swap, the pipeline goes on writing the version readers see.
+            let version = match own_tables.first() {
+                Some((_, t)) => t.current()?.filter(|v| *v != declared_version),
+                None => None,
+            };
+            let default_rejects = opened.state_dir.join("rejects.jsonl");
             pipelines.push(Arc::new(Hosted {
                 spec: spec.clone(),
                 live: Arc::new(LiveStatus::new()),
@@ -538,9 +603,15 @@ impl Server {
                     ..Default::default()
                 }),
                 stop: Arc::new(AtomicBool::new(false)),
+                restart: Arc::new(AtomicBool::new(false)),
+                version: Mutex::new(version),
+                declared_version,
+                serving: own_tables,
+                replay: Mutex::new(None),
                 wake: AtomicBool::new(false),
                 backfill: Mutex::new(VecDeque::new()),
                 manifest_path: opened.manifest_path.clone(),
+                rejects_in_state_dir: opened.rejects_path == default_rejects,
                 rejects_path: opened.rejects_path.clone(),
                 reads_logs,
                 sinks,
@@ -578,6 +649,10 @@ impl Server {
     pub fn stop(&self) {
         for p in &self.pipelines {
             p.stop.store(true, Ordering::SeqCst);
+            p.restart.store(true, Ordering::SeqCst);
+            if let Ok(Some(r)) = p.replay.lock().map(|r| r.clone()) {
+                r.stop.store(true, Ordering::SeqCst);
+            }
         }
     }
 

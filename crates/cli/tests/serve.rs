@@ -362,3 +362,160 @@ fn serve_hosts_stream_micro_batch_and_batch_pipelines_with_an_api() {
     let served: usize = batches.iter().map(|b| b.num_rows()).sum();
     assert!(served >= alerts.len());
 }
+
+/// Kappa replay-and-swap: v2 of the fraud pipeline (a lower threshold) replays the log from the
+/// start into a shadow table while v1 serves; once caught up it is compared with v1 and swapped
+/// in. A reader polling the table all along never sees it shrink (no half-built table, no gap),
+/// and the pipeline goes on writing v2. Bad requests fail before anything runs; a stopped
+/// project replays in-process from the command line.
+#[test]
+fn replay_builds_a_new_version_beside_the_served_one_and_swaps_it_in() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    project(dir);
+    let (child, addr) = start(dir);
+    let mut server = Server(child);
+    let alerts = |addr: &str| -> Option<(u64, String)> {
+        let r = get(addr, "/api/tables/fraud_alerts?limit=0");
+        (r.status == 200).then(|| {
+            let v = r.json();
+            (
+                v["total_rows"].as_u64().unwrap(),
+                v["version"].as_str().unwrap().to_string(),
+            )
+        })
+    };
+    let v1_rows = wait(60, "v1 fraud alerts", || {
+        alerts(&addr).filter(|(n, _)| *n > 0).map(|(n, _)| n)
+    });
+
+    // A reader polls all along: the table never shrinks and never goes missing.
+    let stop_reader = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let addr = addr.clone();
+        let stop = stop_reader.clone();
+        std::thread::spawn(move || {
+            let mut seen: Vec<(u64, String)> = vec![];
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let (n, version) = alerts(&addr).expect("the table is always readable");
+                if let Some((prev, _)) = seen.last() {
+                    assert!(
+                        n >= *prev,
+                        "the served table shrank from {prev} to {n} ({version})"
+                    );
+                }
+                seen.push((n, version));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            seen
+        })
+    };
+
+    // Bad requests fail before anything runs.
+    let r = post(&addr, "/api/pipelines/fraud/replay?as=v1", "");
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(
+        r.text().contains("already serves version v1"),
+        "{}",
+        r.text()
+    );
+    let r = post(&addr, "/api/pipelines/fraud/replay", "");
+    assert_eq!(r.status, 400, "{}", r.text());
+    let good = std::fs::read_to_string(dir.join("fraud.sql")).unwrap();
+    std::fs::write(
+        dir.join("fraud.sql"),
+        good.replace("WHERE tx_last_minute", "WHER tx"),
+    )
+    .unwrap();
+    let r = post(&addr, "/api/pipelines/fraud/replay?as=v2", "");
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(
+        r.text().contains("new version of pipeline fraud"),
+        "{}",
+        r.text()
+    );
+    assert!(!dir.join("serving/fraud_alerts/v2.redb").exists());
+
+    // v2: alerts from three transactions a minute instead of four.
+    std::fs::write(
+        dir.join("fraud.sql"),
+        good.replace("tx_last_minute >= 4", "tx_last_minute >= 3"),
+    )
+    .unwrap();
+    let r = post(
+        &addr,
+        "/api/pipelines/fraud/replay?as=v2&max_lag=50&diff=true",
+        "",
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+    let again = post(&addr, "/api/pipelines/fraud/replay?as=v3", "");
+    assert_eq!(again.status, 409, "one replay at a time: {}", again.text());
+    let done = wait(90, "the replay to swap", || {
+        let r = get(&addr, "/api/pipelines/fraud/replay").json();
+        assert_ne!(r["status"], "failed", "{r}");
+        (r["status"] == "swapped").then_some(r)
+    });
+    assert_eq!(done["from_version"], "v1");
+    let diff = &done["diff"][0];
+    assert_eq!(diff["table"], "fraud_alerts", "{done}");
+    // Every v1 alert is a v2 alert; v2 adds the three-a-minute ones.
+    assert_eq!(diff["changed"], 0, "{diff}");
+    assert_eq!(diff["only_from"], 0, "{diff}");
+    assert!(diff["only_to"].as_u64().unwrap() > 0, "{diff}");
+    assert!(diff["same"].as_u64().unwrap() >= v1_rows, "{diff}");
+    assert!(diff["samples"][0]["to"]["tx_last_minute"] == 3, "{diff}");
+
+    // The pipeline goes on with v2, from the replay's checkpoint.
+    let p = wait(30, "fraud running on v2", || {
+        let p = get(&addr, "/api/pipelines/fraud").json();
+        (p["version"] == "v2" && p["status"] == "running").then_some(p)
+    });
+    assert_eq!(p["replay"]["version"], "v2");
+    let written = |addr: &str| {
+        get(addr, "/api/tables/fraud_alerts?limit=0").json()["updated_ms"]
+            .as_u64()
+            .unwrap()
+    };
+    let at_swap = written(&addr);
+    wait(30, "v2 publishing new epochs", || {
+        (written(&addr) > at_swap).then_some(())
+    });
+    let table = get(&addr, "/api/tables/fraud_alerts?limit=100000").json();
+    assert_eq!(table["version"], "v2");
+    assert!(rows(&get(&addr, "/api/tables/fraud_alerts?limit=100000"))
+        .iter()
+        .all(|r| r["tx_last_minute"].as_i64().unwrap() >= 3));
+    stop_reader.store(true, std::sync::atomic::Ordering::SeqCst);
+    let seen = reader.join().expect("the reader saw no gap");
+    assert!(seen.iter().any(|(_, v)| v == "v1") && seen.iter().any(|(_, v)| v == "v2"));
+
+    // Stopped, the project replays in this process from the command line.
+    let pid = server.0.id();
+    Command::new("sh")
+        .args(["-c", &format!("kill -TERM {pid}")])
+        .status()
+        .unwrap();
+    assert!(server.0.wait().unwrap().success());
+    let out = Command::new(env!("CARGO_BIN_EXE_flowline"))
+        .args([
+            "replay", ".", "pnl", "--as", "v2", "--diff", "--listen", &addr,
+        ])
+        .current_dir(dir)
+        .env_remove("FLOWLINE_TOKEN")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("replaying in this process"), "{err}");
+    assert!(
+        err.contains("replay of pnl into v2 (from v1): swapped"),
+        "{err}"
+    );
+    assert!(err.contains("diff daily_pnl v1→v2"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("serving/daily_pnl/CURRENT"))
+            .unwrap()
+            .trim(),
+        "v2"
+    );
+}

@@ -75,6 +75,11 @@ pub struct RunOptions {
     /// `${NAME}` in the pipeline text is replaced by the value of `NAME` (a scheduled run's
     /// `SCHEDULED_TIME`, say); other `${...}` are left as written.
     pub params: BTreeMap<String, String>,
+    /// Write this version of every serving table (`connector = 'table'`) instead of the one the
+    /// pipeline declares: a replay builds a shadow version beside the one being served. A version
+    /// other than the declared one keeps its checkpoints, staging and rejects in its own state
+    /// folder (`<state dir>/versions/<version>`); the manifest stays shared and records it.
+    pub serving_version: Option<String>,
 }
 
 /// What a run did, as also recorded in the manifest.
@@ -163,6 +168,8 @@ pub struct OpenedPipeline {
     pub(crate) live: Arc<LiveStatus>,
     /// The `${NAME}` values substituted into the text (recorded in the manifest).
     params: BTreeMap<String, String>,
+    /// The serving-table version written instead of the declared one (a replay).
+    serving_version: Option<String>,
 }
 
 /// Parses, plans and runs a pipeline file.
@@ -177,7 +184,7 @@ impl OpenedPipeline {
         for (name, value) in &options.params {
             text = text.replace(&format!("${{{name}}}"), value);
         }
-        let def = PipelineDef::parse(&text)?;
+        let mut def = PipelineDef::parse(&text)?;
         let base_dir = path
             .parent()
             .map(Path::to_path_buf)
@@ -235,17 +242,38 @@ impl OpenedPipeline {
                 base_dir.join(p)
             }
         };
-        let state_dir = options
+        let pipeline_state_dir = options
             .state_dir
             .clone()
             .or_else(|| def.settings.get("state.dir").map(|s| resolve(s)))
             .unwrap_or_else(|| base_dir.join(".flowline").join(&name));
+        let manifest_path = pipeline_state_dir.join("manifest.jsonl");
+        // A replay writes another version of the serving tables, with state of its own.
+        let mut state_dir = pipeline_state_dir;
+        if let Some(version) = &options.serving_version {
+            flowline_connectors::serving::check_version_name(version)
+                .map_err(|m| Error::Plan(format!("serving version: {m}")))?;
+            let mut declared = None;
+            for table in def.tables.iter_mut() {
+                if table.connector() == Some("table") {
+                    declared.get_or_insert_with(|| {
+                        table
+                            .option("version")
+                            .unwrap_or(flowline_connectors::serving::DEFAULT_VERSION)
+                            .to_string()
+                    });
+                    table.options.insert("version".into(), version.clone());
+                }
+            }
+            if declared.as_deref() != Some(version.as_str()) {
+                state_dir = state_dir.join("versions").join(version);
+            }
+        }
         let rejects_path = options
             .rejects_path
             .clone()
             .or_else(|| def.settings.get("rejects.path").map(|s| resolve(s)))
             .unwrap_or_else(|| state_dir.join("rejects.jsonl"));
-        let manifest_path = state_dir.join("manifest.jsonl");
 
         // Tables: sinks are INSERT targets, every other table is a source.
         let mut sink_names = BTreeSet::new();
@@ -558,6 +586,7 @@ impl OpenedPipeline {
                 .collect(),
             live: options.live.clone().unwrap_or_default(),
             params: options.params.clone(),
+            serving_version: options.serving_version.clone(),
         })
     }
 
@@ -722,6 +751,7 @@ impl OpenedPipeline {
             "emit_interval_ms": (!self.sink_keys.is_empty()).then_some(self.emit_interval.as_millis() as u64),
             "checkpoints": checkpoints,
             "params": (!self.params.is_empty()).then_some(&self.params),
+            "serving_version": self.serving_version,
         });
         manifest::append(&self.manifest_path, &record)?;
         result?;

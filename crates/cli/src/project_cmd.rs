@@ -1,0 +1,269 @@
+//! `flowline replay` and `flowline backfill`: act on a project's pipeline. When the project's
+//! `flowline serve` is running (its address answers), the command asks it through the HTTP API
+//! and follows the work with a progress bar; otherwise it opens the project itself and does the
+//! work in this process, with the same code the server uses.
+
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::Value;
+
+use crate::client;
+use crate::progress::Progress;
+use crate::project::Project;
+use crate::replay::{self, ReplayRequest};
+use crate::serve::{Hosted, Server};
+
+const API_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The running server's base URL, if one answers at the project's address.
+fn running_server(project: &Project) -> Option<String> {
+    let addr = project.listen.to_socket_addrs().ok()?.next()?;
+    TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    Some(format!("http://{}", project.listen))
+}
+
+fn load(path: &Path, listen: Option<String>) -> Result<Project> {
+    let mut project = Project::load(path)?;
+    if let Some(l) = listen {
+        project.listen = l;
+    }
+    Ok(project)
+}
+
+/// Opens the project in this process (no runner started) and finds the pipeline.
+async fn open_here(project: Project, pipeline: &str) -> Result<(Arc<Server>, Arc<Hosted>)> {
+    for g in &project.generators {
+        g.create_topic(&project.log_dir)?;
+    }
+    let server = Arc::new(Server::open(project).await?);
+    let hosted = server.pipeline(pipeline).cloned().ok_or_else(|| {
+        anyhow!(
+            "the project has no pipeline `{pipeline}` (pipelines: {})",
+            server
+                .pipelines
+                .iter()
+                .map(|p| p.spec.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })?;
+    Ok((server, hosted))
+}
+
+fn api_error(reply: &client::Reply) -> anyhow::Error {
+    let message = reply
+        .json()
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_string))
+        .unwrap_or_else(|| String::from_utf8_lossy(&reply.body).into_owned());
+    anyhow!("the server refused ({}): {message}", reply.status)
+}
+
+/// `flowline replay PROJECT PIPELINE --as VERSION`.
+pub async fn replay(
+    path: &Path,
+    pipeline: &str,
+    request: ReplayRequest,
+    listen: Option<String>,
+) -> Result<ExitCode> {
+    let project = load(path, listen)?;
+    let token = project.token.clone();
+    let status = if let Some(base) = running_server(&project) {
+        eprintln!("asking the running server at {base}");
+        let url = format!(
+            "{base}/api/pipelines/{pipeline}/replay?as={}&max_lag={}&diff={}",
+            request.version, request.max_lag, request.diff
+        );
+        let reply = client::request("POST", &url, token.as_deref(), None, API_TIMEOUT)?;
+        if reply.status != 202 {
+            return Err(api_error(&reply));
+        }
+        let status_url = format!("{base}/api/pipelines/{pipeline}/replay");
+        follow_replay(|| {
+            let reply = client::request("GET", &status_url, token.as_deref(), None, API_TIMEOUT)?;
+            if reply.status != 200 {
+                return Err(api_error(&reply));
+            }
+            reply.json()
+        })
+        .await?
+    } else {
+        eprintln!(
+            "no server answers at {}: replaying in this process",
+            project.listen
+        );
+        let (_server, hosted) = open_here(project, pipeline).await?;
+        replay::start(&hosted, request).await?;
+        follow_replay(|| {
+            let r = hosted.replay.lock().ok().and_then(|r| r.clone());
+            Ok(serde_json::to_value(r)?)
+        })
+        .await?
+    };
+    print_replay(&status);
+    Ok(if status["status"] == "swapped" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Polls a replay's status with a progress bar until it ends; returns the last status.
+async fn follow_replay(mut get: impl FnMut() -> Result<Value>) -> Result<Value> {
+    let mut bar = Progress::new("replay");
+    loop {
+        let status = get()?;
+        let state = status["status"].as_str().unwrap_or("?").to_string();
+        let read = status["rows_read"].as_u64().unwrap_or(0);
+        let lag = status["lag_records"].as_u64();
+        bar.set(
+            read,
+            lag.map(|l| read + l),
+            format!(
+                "{state} into {}: {read} rows{}",
+                status["version"].as_str().unwrap_or("?"),
+                lag.map(|l| format!(", {l} behind")).unwrap_or_default()
+            ),
+        );
+        if !matches!(state.as_str(), "catching-up" | "comparing") {
+            bar.finish();
+            return Ok(status);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn print_replay(status: &Value) {
+    eprintln!(
+        "replay of {} into {} (from {}): {} — {} rows read{}",
+        status["pipeline"].as_str().unwrap_or("?"),
+        status["version"].as_str().unwrap_or("?"),
+        status["from_version"].as_str().unwrap_or("?"),
+        status["status"].as_str().unwrap_or("?"),
+        status["rows_read"].as_u64().unwrap_or(0),
+        status["error"]
+            .as_str()
+            .map(|e| format!("\n  error: {e}"))
+            .unwrap_or_default()
+    );
+    for d in status["diff"].as_array().into_iter().flatten() {
+        eprintln!(
+            "  diff {} {}→{}{}: {} rows vs {}, {} same, {} changed, {} only in {}, {} only in {}{}",
+            d["table"].as_str().unwrap_or("?"),
+            d["from_version"].as_str().unwrap_or("?"),
+            d["to_version"].as_str().unwrap_or("?"),
+            d["closed_until_ms"]
+                .as_i64()
+                .and_then(chrono::DateTime::from_timestamp_millis)
+                .map(|t| format!(" (windows closed by {})", t.format("%Y-%m-%d %H:%M:%S")))
+                .unwrap_or_default(),
+            d["from_rows"],
+            d["to_rows"],
+            d["same"],
+            d["changed"],
+            d["only_from"],
+            d["from_version"].as_str().unwrap_or("?"),
+            d["only_to"],
+            d["to_version"].as_str().unwrap_or("?"),
+            if d["schema_changed"] == true {
+                " (the columns changed: rows only counted)"
+            } else {
+                ""
+            }
+        );
+        for s in d["samples"].as_array().into_iter().flatten() {
+            eprintln!("    {s}");
+        }
+    }
+}
+
+/// `flowline backfill PROJECT PIPELINE --from DATE [--to DATE]`.
+pub async fn backfill(
+    path: &Path,
+    pipeline: &str,
+    from: &str,
+    to: Option<&str>,
+    listen: Option<String>,
+) -> Result<ExitCode> {
+    let time = |t: &str| {
+        crate::http::parse_time(t)
+            .ok_or_else(|| anyhow!("'{t}' is not a date (2026-03-17), an RFC 3339 time or ms"))
+    };
+    let from_ms = time(from)?;
+    let to_ms = match to {
+        Some(t) => time(t)?,
+        None => crate::serve::now_ms(),
+    };
+    let project = load(path, listen)?;
+    let token = project.token.clone();
+    if let Some(base) = running_server(&project) {
+        let url = format!("{base}/api/pipelines/{pipeline}/backfill?from={from_ms}&to={to_ms}");
+        let reply = client::request("POST", &url, token.as_deref(), None, API_TIMEOUT)?;
+        if reply.status != 202 {
+            return Err(api_error(&reply));
+        }
+        let total = reply.json()?["runs"].as_u64().unwrap_or(0);
+        eprintln!("the server at {base} queued {total} runs");
+        let status_url = format!("{base}/api/pipelines/{pipeline}");
+        let first =
+            client::request("GET", &status_url, token.as_deref(), None, API_TIMEOUT)?.json()?;
+        let runs_before = first["runs"].as_u64().unwrap_or(0);
+        let failures_before = first["failures"].as_u64().unwrap_or(0);
+        let mut bar = Progress::new("backfill");
+        loop {
+            let p =
+                client::request("GET", &status_url, token.as_deref(), None, API_TIMEOUT)?.json()?;
+            let queued = p["backfill_queued"].as_u64().unwrap_or(0);
+            let running = p["status"] == "running";
+            let done = total.saturating_sub(queued + u64::from(running));
+            bar.set(done, Some(total), "runs".into());
+            if queued == 0 && !running && p["runs"].as_u64().unwrap_or(0) >= runs_before + total {
+                bar.finish();
+                let failed = p["failures"].as_u64().unwrap_or(0) - failures_before;
+                eprintln!("backfill of {pipeline}: {total} runs, {failed} failed");
+                return Ok(if failed == 0 {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    eprintln!(
+        "no server answers at {}: running the backfill in this process",
+        project.listen
+    );
+    let (_server, hosted) = open_here(project, pipeline).await?;
+    let times = hosted.backfill_times(from_ms, to_ms)?;
+    let total = times.len() as u64;
+    let hosted2 = hosted.clone();
+    let failed = tokio::task::spawn_blocking(move || {
+        let mut bar = Progress::new("backfill");
+        let mut failed = 0;
+        for (i, t) in times.iter().enumerate() {
+            let day = chrono::DateTime::from_timestamp_millis(*t)
+                .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+                .unwrap_or_default();
+            bar.set(i as u64, Some(total), format!("runs (now {day})"));
+            if hosted2.run_slot(Some(*t)).is_err() {
+                failed += 1;
+            }
+        }
+        bar.finish();
+        failed
+    })
+    .await
+    .context("the backfill thread")?;
+    eprintln!("backfill of {pipeline}: {total} runs, {failed} failed");
+    if failed > 0 {
+        bail!("{failed} of {total} backfilled runs failed (see `flowline runs`)");
+    }
+    let _ = hosted;
+    Ok(ExitCode::SUCCESS)
+}

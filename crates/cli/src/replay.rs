@@ -1,0 +1,545 @@
+//! Kappa replay-and-swap: a new version of a pipeline (its SQL file as it is now) runs from the
+//! start of its log sources into a *shadow* version of its serving tables while the old version
+//! keeps serving; when the shadow has caught up (lag at or below a threshold after a
+//! checkpoint), it stops with a final checkpoint, is optionally compared with the old version on
+//! closed windows, and is swapped in, one atomic rename per table: a reader sees the old version
+//! or the whole new one, never a half-built table. The pipeline's runner then stops the old job
+//! and goes on with the new version from the shadow's checkpoint.
+//!
+//! A batch pipeline's replay is one run into the shadow version, then the swap.
+//!
+//! Started by `POST /api/pipelines/{name}/replay?as=v2` or `flowline replay PROJECT PIPELINE --as
+//! v2` (which asks a running server, or runs the replay itself when none is running).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use arrow::array::{Array, ArrayRef, RecordBatch};
+use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use arrow::row::{RowConverter, Rows, SortField};
+use flowline_connectors::serving::{self, ServingTable};
+use flowline_runtime::{LiveStatus, Mode, OpenedPipeline, RunOptions, Trigger};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::project::RunPlan;
+use crate::serve::{now_ms, Hosted};
+
+/// The default lag (records not yet read from the log sources) under which a replay swaps.
+pub const DEFAULT_MAX_LAG: u64 = 100;
+/// Differences listed per table in a diff report (all are counted).
+const DIFF_SAMPLES: usize = 10;
+/// The column that marks a row's window as closed (at or before the watermark).
+const CLOSE_COLUMN: &str = "window_end";
+
+/// What to replay.
+#[derive(Debug, Clone)]
+pub struct ReplayRequest {
+    /// The version to build (`v2`).
+    pub version: String,
+    /// Swap once the lag is at or below this many records.
+    pub max_lag: u64,
+    /// Compare the old and new versions before the swap.
+    pub diff: bool,
+}
+
+/// A replay, as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplayStatus {
+    pub pipeline: String,
+    pub version: String,
+    /// The version served when the replay started.
+    pub from_version: String,
+    /// catching-up, comparing, swapped, failed, stopped
+    pub status: String,
+    pub started_ms: i64,
+    pub ended_ms: Option<i64>,
+    pub max_lag: u64,
+    pub rows_read: u64,
+    /// Records still to read from the logs (known after the first checkpoint).
+    pub lag_records: Option<u64>,
+    pub watermark_ms: Option<i64>,
+    pub checkpoints: u64,
+    pub error: Option<String>,
+    pub diff: Option<Vec<TableDiff>>,
+    #[serde(skip)]
+    pub stop: Arc<AtomicBool>,
+}
+
+impl ReplayStatus {
+    pub fn running(&self) -> bool {
+        matches!(self.status.as_str(), "catching-up" | "comparing")
+    }
+}
+
+/// Checks a replay request and starts it on its own thread. Errors (a bad version, the new SQL
+/// not planning, a replay already running) come back before anything runs.
+pub async fn start(hosted: &Arc<Hosted>, request: ReplayRequest) -> Result<ReplayStatus> {
+    let name = &hosted.spec.name;
+    serving::check_version_name(&request.version).map_err(anyhow::Error::msg)?;
+    if let Some(r) = hosted.replay.lock().ok().and_then(|r| r.clone()) {
+        if r.running() {
+            bail!(
+                "pipeline {name} is already replaying into version {} ({})",
+                r.version,
+                r.status
+            );
+        }
+    }
+    if hosted.serving.is_empty() {
+        bail!(
+            "pipeline {name} writes no serving table ('connector' = 'table'); a replay builds a \
+             new version of its serving tables (it writes: {})",
+            hosted.sinks.join(", ")
+        );
+    }
+    let from_version = hosted.active_version();
+    if request.version == from_version {
+        bail!(
+            "pipeline {name} already serves version {from_version}; replay into a new version \
+             (e.g. --as v{})",
+            next_version_number(&from_version)
+        );
+    }
+    for (table, t) in &hosted.serving {
+        if t.versions()?.contains(&request.version) {
+            bail!(
+                "serving table {table} already has a version {}: choose a new version name \
+                 (versions: {})",
+                request.version,
+                t.versions()?.join(", ")
+            );
+        }
+    }
+    let streaming = streams(hosted);
+    let mut options = if streaming {
+        let mut o = hosted.options(Mode::Stream, Some(Trigger::Continuous));
+        // Publish often while catching up: the swap waits for a checkpoint under the lag.
+        o.checkpoint_interval = Some(Duration::from_secs(1));
+        o
+    } else {
+        hosted.options(Mode::Batch, None)
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let live = Arc::new(LiveStatus::new());
+    options.stop = Some(stop.clone());
+    options.live = Some(live.clone());
+    options.serving_version = Some(request.version.clone());
+    // The new logic must plan, and write the same serving tables, before anything runs.
+    let opened = OpenedPipeline::open(&hosted.spec.file, options.clone())
+        .await
+        .with_context(|| format!("the new version of pipeline {name}"))?;
+    let mut new_sinks: Vec<&str> = opened.sinks().collect();
+    let mut old_sinks: Vec<&str> = hosted.sinks.iter().map(String::as_str).collect();
+    new_sinks.sort();
+    old_sinks.sort();
+    if new_sinks != old_sinks {
+        bail!(
+            "the new version of pipeline {name} writes {} but the served one writes {}: a \
+             replay swaps the same tables",
+            new_sinks.join(", "),
+            old_sinks.join(", ")
+        );
+    }
+    drop(opened);
+    let status = ReplayStatus {
+        pipeline: name.clone(),
+        version: request.version.clone(),
+        from_version,
+        status: "catching-up".into(),
+        started_ms: now_ms(),
+        ended_ms: None,
+        max_lag: request.max_lag,
+        rows_read: 0,
+        lag_records: None,
+        watermark_ms: None,
+        checkpoints: 0,
+        error: None,
+        diff: None,
+        stop: stop.clone(),
+    };
+    if let Ok(mut r) = hosted.replay.lock() {
+        *r = Some(status.clone());
+    }
+    let hosted = hosted.clone();
+    std::thread::Builder::new()
+        .name(format!("replay-{name}"))
+        .spawn(move || {
+            let outcome = drive(&hosted, &request, options, stop, live, streaming);
+            update(&hosted, |r| {
+                r.ended_ms = Some(now_ms());
+                match outcome {
+                    Ok(status) => r.status = status.into(),
+                    Err(e) => {
+                        r.status = "failed".into();
+                        r.error = Some(format!("{e:#}"));
+                    }
+                }
+            });
+            if let Some(r) = hosted.replay.lock().ok().and_then(|r| r.clone()) {
+                eprintln!(
+                    "pipeline {}: replay into {} {}{}",
+                    r.pipeline,
+                    r.version,
+                    r.status,
+                    r.error.map(|e| format!(": {e}")).unwrap_or_default()
+                );
+            }
+        })
+        .context("cannot start the replay thread")?;
+    Ok(status)
+}
+
+/// Whether the pipeline's replay is a job over logs (else one batch run).
+fn streams(hosted: &Hosted) -> bool {
+    hosted.reads_logs && !matches!(hosted.spec.plan, RunPlan::Batch { .. })
+}
+
+fn next_version_number(version: &str) -> u64 {
+    version
+        .trim_start_matches(|c: char| !c.is_ascii_digit())
+        .parse::<u64>()
+        .map(|n| n + 1)
+        .unwrap_or(2)
+}
+
+fn update(hosted: &Hosted, f: impl FnOnce(&mut ReplayStatus)) {
+    if let Ok(mut r) = hosted.replay.lock() {
+        if let Some(r) = r.as_mut() {
+            f(r);
+        }
+    }
+}
+
+/// Runs the shadow job until caught up, compares, swaps. Returns the final status.
+fn drive(
+    hosted: &Arc<Hosted>,
+    request: &ReplayRequest,
+    options: RunOptions,
+    stop: Arc<AtomicBool>,
+    live: Arc<LiveStatus>,
+    streaming: bool,
+) -> Result<&'static str> {
+    let file = hosted.spec.file.clone();
+    let job = std::thread::Builder::new()
+        .name(format!("replay-job-{}", hosted.spec.name))
+        .spawn(move || -> Result<()> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async move {
+                OpenedPipeline::open(&file, options).await?.run().await?;
+                Ok(())
+            })
+        })
+        .context("cannot start the replay job")?;
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        let snap = live.snapshot();
+        let lag = (snap.checkpoints > 0).then(|| snap.total_lag());
+        update(hosted, |r| {
+            r.rows_read = snap.total_read();
+            r.lag_records = lag;
+            r.watermark_ms = snap.watermark();
+            r.checkpoints = snap.checkpoints;
+        });
+        if job.is_finished() {
+            break;
+        }
+        if hosted.stop.load(Ordering::SeqCst) {
+            stop.store(true, Ordering::SeqCst);
+        }
+        if streaming && lag.is_some_and(|l| l <= request.max_lag) {
+            // Caught up: a final checkpoint publishes everything read.
+            stop.store(true, Ordering::SeqCst);
+        }
+    }
+    match job.join() {
+        Ok(result) => result.context("the replay job failed")?,
+        Err(_) => bail!("the replay job panicked"),
+    }
+    if hosted.stop.load(Ordering::SeqCst) {
+        return Ok("stopped");
+    }
+    let snap = live.snapshot();
+    update(hosted, |r| {
+        r.rows_read = snap.total_read();
+        r.watermark_ms = snap.watermark();
+        r.checkpoints = snap.checkpoints;
+        if streaming {
+            r.lag_records = Some(snap.total_lag());
+        }
+    });
+    let from = hosted.active_version();
+    if request.diff {
+        update(hosted, |r| r.status = "comparing".into());
+        // Closed windows: those both versions have finished (end at or before both watermarks).
+        let closed_until = if streaming {
+            match (hosted.live().watermark(), snap.watermark()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        let mut reports = vec![];
+        for (name, table) in &hosted.serving {
+            reports.push(diff(name, table, &from, &request.version, closed_until)?);
+        }
+        update(hosted, |r| r.diff = Some(reports));
+    }
+    for (name, table) in &hosted.serving {
+        table
+            .swap(&request.version)
+            .with_context(|| format!("swapping serving table {name} to {}", request.version))?;
+    }
+    if let Ok(mut v) = hosted.version.lock() {
+        *v = (request.version != hosted.declared_version).then(|| request.version.clone());
+    }
+    // The old job stops; the runner goes on with the new version from its checkpoint.
+    hosted.restart.store(true, Ordering::SeqCst);
+    Ok("swapped")
+}
+
+/// How two versions of a serving table differ.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct TableDiff {
+    pub table: String,
+    pub from_version: String,
+    pub to_version: String,
+    /// Only rows whose `window_end` is at or before this were compared (closed windows).
+    pub closed_until_ms: Option<i64>,
+    /// Rows compared, per version.
+    pub from_rows: u64,
+    pub to_rows: u64,
+    /// Keyed tables: rows of the same key that are equal / differ.
+    pub same: u64,
+    pub changed: u64,
+    /// Rows (or keys) in one version only.
+    pub only_from: u64,
+    pub only_to: u64,
+    /// The columns differ: rows are only counted.
+    pub schema_changed: bool,
+    /// Some of the differences, as `{"kind", "from", "to"}`.
+    pub samples: Vec<Value>,
+}
+
+/// One version's rows, encoded for comparison.
+struct Side {
+    rows: Rows,
+    keys: Option<Rows>,
+    /// (batch, row) of each encoded row, to show it.
+    at: Vec<(usize, usize)>,
+    batches: Vec<RecordBatch>,
+}
+
+/// Compares two versions of a table: by key when it has one, else as multisets of rows.
+pub fn diff(
+    name: &str,
+    table: &ServingTable,
+    from: &str,
+    to: &str,
+    closed_until_ms: Option<i64>,
+) -> Result<TableDiff> {
+    let mut report = TableDiff {
+        table: name.to_string(),
+        from_version: from.to_string(),
+        to_version: to.to_string(),
+        ..Default::default()
+    };
+    let read = |v: &str| -> Result<Option<(SchemaRef, Vec<RecordBatch>)>> {
+        table
+            .read(Some(v))
+            .with_context(|| format!("reading version {v} of {name}"))
+    };
+    let (Some((from_schema, from_batches)), Some((to_schema, to_batches))) =
+        (read(from)?, read(to)?)
+    else {
+        bail!("serving table {name} lacks version {from} or {to}");
+    };
+    let key = table.info(Some(to))?.map(|i| i.key).unwrap_or_default();
+    let same_columns = from_schema.fields().len() == to_schema.fields().len()
+        && from_schema
+            .fields()
+            .iter()
+            .zip(to_schema.fields())
+            .all(|(a, b)| a.name() == b.name() && a.data_type() == b.data_type());
+    let cutoff = closed_until_ms.filter(|_| from_schema.index_of(CLOSE_COLUMN).is_ok());
+    report.closed_until_ms = cutoff;
+    if !same_columns {
+        report.schema_changed = true;
+        report.from_rows = count(&from_batches, cutoff)? as u64;
+        report.to_rows = count(&to_batches, cutoff)? as u64;
+        return Ok(report);
+    }
+    let fields: Vec<SortField> = from_schema
+        .fields()
+        .iter()
+        .map(|f| SortField::new(f.data_type().clone()))
+        .collect();
+    let key_idx: Vec<usize> = key
+        .iter()
+        .filter_map(|k| from_schema.index_of(k).ok())
+        .collect();
+    let key_fields: Vec<SortField> = key_idx.iter().map(|&i| fields[i].clone()).collect();
+    let encode = |batches: Vec<RecordBatch>| -> Result<Side> {
+        let conv = RowConverter::new(fields.clone())?;
+        let key_conv = RowConverter::new(key_fields.clone())?;
+        let mut rows = conv.empty_rows(0, 0);
+        let mut keys = key_conv.empty_rows(0, 0);
+        let mut at = vec![];
+        for (b, batch) in batches.iter().enumerate() {
+            let keep = closed(batch, cutoff)?;
+            let indices: Vec<u32> = (0..batch.num_rows())
+                .filter(|&i| keep.as_ref().is_none_or(|k| k[i]))
+                .map(|i| i as u32)
+                .collect();
+            let idx = arrow::array::UInt32Array::from(indices.clone());
+            let cols: Vec<ArrayRef> = batch
+                .columns()
+                .iter()
+                .map(|c| arrow::compute::take(c, &idx, None))
+                .collect::<std::result::Result<_, _>>()?;
+            conv.append(&mut rows, &cols)?;
+            if !key_idx.is_empty() {
+                let kc: Vec<ArrayRef> = key_idx.iter().map(|&i| cols[i].clone()).collect();
+                key_conv.append(&mut keys, &kc)?;
+            }
+            at.extend(indices.iter().map(|&i| (b, i as usize)));
+        }
+        Ok(Side {
+            rows,
+            keys: (!key_idx.is_empty()).then_some(keys),
+            at,
+            batches,
+        })
+    };
+    let a = encode(from_batches)?;
+    let b = encode(to_batches)?;
+    report.from_rows = a.rows.num_rows() as u64;
+    report.to_rows = b.rows.num_rows() as u64;
+    let mut sample = |kind: &str, from: Option<Value>, to: Option<Value>| {
+        if report.samples.len() < DIFF_SAMPLES {
+            report
+                .samples
+                .push(json!({ "kind": kind, "from": from, "to": to }));
+        }
+    };
+    match (&a.keys, &b.keys) {
+        (Some(ak), Some(bk)) => {
+            let mut by_key: HashMap<&[u8], usize> = HashMap::new();
+            for i in 0..ak.num_rows() {
+                by_key.insert(ak.row(i).data(), i);
+            }
+            for j in 0..bk.num_rows() {
+                match by_key.remove(bk.row(j).data()) {
+                    Some(i) if a.rows.row(i).data() == b.rows.row(j).data() => report.same += 1,
+                    Some(i) => {
+                        report.changed += 1;
+                        sample("changed", Some(row_json(&a, i)?), Some(row_json(&b, j)?));
+                    }
+                    None => {
+                        report.only_to += 1;
+                        sample("only_to", None, Some(row_json(&b, j)?));
+                    }
+                }
+            }
+            let mut left: Vec<usize> = by_key.into_values().collect();
+            left.sort_unstable();
+            for i in left {
+                report.only_from += 1;
+                sample("only_from", Some(row_json(&a, i)?), None);
+            }
+        }
+        _ => {
+            let mut counts: HashMap<&[u8], (i64, usize)> = HashMap::new();
+            for i in 0..a.rows.num_rows() {
+                counts.entry(a.rows.row(i).data()).or_insert((0, i)).0 += 1;
+            }
+            for j in 0..b.rows.num_rows() {
+                let e = counts
+                    .entry(b.rows.row(j).data())
+                    .or_insert((0, usize::MAX));
+                e.0 -= 1;
+                if e.0 < 0 {
+                    report.only_to += 1;
+                    sample("only_to", None, Some(row_json(&b, j)?));
+                } else {
+                    report.same += 1;
+                }
+            }
+            let mut left: Vec<(i64, usize)> =
+                counts.into_values().filter(|(n, _)| *n > 0).collect();
+            left.sort_unstable_by_key(|(_, i)| *i);
+            for (n, i) in left {
+                report.only_from += n as u64;
+                sample("only_from", Some(row_json(&a, i)?), None);
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Which rows of a batch are closed (`window_end` at or before the cutoff); `None`: all.
+fn closed(batch: &RecordBatch, cutoff: Option<i64>) -> Result<Option<Vec<bool>>> {
+    let Some(cutoff) = cutoff else {
+        return Ok(None);
+    };
+    let Ok(i) = batch.schema().index_of(CLOSE_COLUMN) else {
+        return Ok(None);
+    };
+    let ms = arrow::compute::cast(
+        batch.column(i),
+        &DataType::Timestamp(TimeUnit::Millisecond, None),
+    )?;
+    let ms = arrow::compute::cast(&ms, &DataType::Int64)?;
+    let ms = ms
+        .as_any()
+        .downcast_ref::<arrow::array::Int64Array>()
+        .context("window_end is not a time")?;
+    Ok(Some(
+        (0..ms.len())
+            .map(|r| ms.is_valid(r) && ms.value(r) <= cutoff)
+            .collect(),
+    ))
+}
+
+fn count(batches: &[RecordBatch], cutoff: Option<i64>) -> Result<usize> {
+    let mut n = 0;
+    for b in batches {
+        n += match closed(b, cutoff)? {
+            Some(keep) => keep.iter().filter(|k| **k).count(),
+            None => b.num_rows(),
+        };
+    }
+    Ok(n)
+}
+
+/// Row `i` of a side as a JSON object.
+fn row_json(side: &Side, i: usize) -> Result<Value> {
+    let (b, r) = side.at[i];
+    let one = side.batches[b].slice(r, 1);
+    let mut buf = vec![];
+    {
+        let mut w = arrow::json::ArrayWriter::new(&mut buf);
+        w.write(&one)?;
+        w.finish()?;
+    }
+    let rows: Value = serde_json::from_slice(&buf).unwrap_or(json!([]));
+    Ok(rows.get(0).cloned().unwrap_or(Value::Null))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_version_counts_up() {
+        assert_eq!(next_version_number("v1"), 2);
+        assert_eq!(next_version_number("v9"), 10);
+        assert_eq!(next_version_number("blue"), 2);
+    }
+}
