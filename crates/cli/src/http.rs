@@ -53,6 +53,9 @@ pub fn router(server: Shared) -> Router {
         )
         .route("/api/tables", get(tables))
         .route("/api/tables/{name}", get(table))
+        .route("/api/views", get(views))
+        .route("/api/views/{name}", get(view))
+        .route("/api/alerts", get(alerts))
         .route("/api/sql", post(sql))
         .route("/metrics", get(metrics))
         .layer(middleware::from_fn_with_state(server.clone(), auth))
@@ -134,6 +137,11 @@ pub fn pipeline_json(p: &Hosted) -> Value {
         "backfill_queued": state.backfill_queued,
         "version": p.active_version(),
         "replay": p.replay.lock().ok().and_then(|r| r.clone()),
+        "alerts": p.alerts.lock().map(|a| a.firing.clone()).unwrap_or_default(),
+        "alert_thresholds": {
+            "lag_records": p.spec.alert_lag,
+            "freshness_ms": p.spec.alert_freshness.or(p.spec.freshness).map(|d| d.as_millis() as u64),
+        },
         "freshness": {
             "target_ms": target,
             "current_ms": freshness,
@@ -562,29 +570,11 @@ async fn sql(
     Query(q): Query<HashMap<String, String>>,
     body: String,
 ) -> Response {
-    use datafusion::execution::context::SQLOptions;
-    use datafusion::prelude::SessionContext;
-    let ctx = SessionContext::new();
-    for (name, entry) in &server.tables {
-        match entry.table.read(None) {
-            Ok(Some((schema, batches))) => {
-                match datafusion::datasource::MemTable::try_new(schema, vec![batches]) {
-                    Ok(t) => {
-                        if let Err(e) = ctx.register_table(name.as_str(), Arc::new(t)) {
-                            return error(StatusCode::INTERNAL_SERVER_ERROR, e);
-                        }
-                    }
-                    Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
-                }
-            }
-            Ok(None) => {}
-            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
-        }
-    }
-    let options = SQLOptions::new()
-        .with_allow_ddl(false)
-        .with_allow_dml(false)
-        .with_allow_statements(false);
+    let ctx = match crate::views::context(&server, &body).await {
+        Ok(ctx) => ctx,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
+    };
+    let options = crate::views::read_only();
     let df = match ctx.sql_with_options(&body, options).await {
         Ok(df) => df,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
@@ -600,6 +590,78 @@ async fn sql(
     };
     let format = q.get("format").map(String::as_str).unwrap_or("json");
     batches_response(format, &schema, &batches, json!({"sql": body}), limit)
+}
+
+/// Every pipeline's alerts: those firing and the latest events.
+async fn alerts(State(server): State<Shared>) -> Response {
+    let mut firing = vec![];
+    let mut events = vec![];
+    for p in &server.pipelines {
+        if let Ok(book) = p.alerts.lock() {
+            firing.extend(book.firing.iter().cloned());
+            events.extend(book.events.iter().cloned());
+        }
+    }
+    events.sort_by_key(|a| a.resolved_ms.unwrap_or(a.since_ms));
+    Json(json!({
+        "webhook": server.project.alert_webhook.is_some(),
+        "firing": firing,
+        "events": events,
+    }))
+    .into_response()
+}
+
+async fn views(State(server): State<Shared>) -> Response {
+    Json(
+        server
+            .project
+            .views
+            .iter()
+            .map(|v| {
+                json!({
+                    "name": v.name,
+                    "batch": v.batch,
+                    "stream": v.stream,
+                    "time_column": v.time_column,
+                    "period_ms": v.period.as_millis() as u64,
+                })
+            })
+            .collect::<Vec<_>>(),
+    )
+    .into_response()
+}
+
+/// A Lambda view's rows: `?format=json|csv|arrow&limit=`.
+async fn view(
+    State(server): State<Shared>,
+    Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(spec) = server.project.views.iter().find(|v| v.name == name) else {
+        return not_found("view", &name);
+    };
+    let rows = match crate::views::evaluate(&server, spec).await {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
+    };
+    let limit = match limit(&q, usize::MAX) {
+        Ok(l) => l,
+        Err(r) => return *r,
+    };
+    let format = q.get("format").map(String::as_str).unwrap_or("json");
+    let envelope = json!({
+        "view": name,
+        "batch": spec.batch,
+        "stream": spec.stream,
+        "time_column": spec.time_column,
+        "boundary_ms": rows.boundary_ms,
+        "boundary": rows
+            .boundary_ms
+            .and_then(chrono::DateTime::from_timestamp_millis)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        "batch_run": rows.batch_run,
+    });
+    batches_response(format, &rows.schema, &rows.batches, envelope, limit)
 }
 
 /// Escapes a Prometheus label value.
@@ -618,6 +680,7 @@ pub fn metrics_text(server: &Server) -> String {
         live: flowline_runtime::StatusSnapshot,
         freshness_ms: Option<i64>,
         target: Option<std::time::Duration>,
+        alerts: Vec<crate::serve::Alert>,
     }
     let taken: Vec<Taken> = server
         .pipelines
@@ -628,6 +691,11 @@ pub fn metrics_text(server: &Server) -> String {
             live: p.live(),
             freshness_ms: p.freshness_ms(),
             target: p.spec.freshness,
+            alerts: p
+                .alerts
+                .lock()
+                .map(|a| a.firing.clone())
+                .unwrap_or_default(),
         })
         .collect();
     let mut out = String::new();
@@ -655,6 +723,17 @@ pub fn metrics_text(server: &Server) -> String {
         &|t| {
             let up = matches!(t.state.status.as_str(), "running" | "waiting");
             one(t, f64::from(u8::from(up)))
+        },
+    );
+    family(
+        "flowline_alert_firing",
+        "gauge",
+        "1 for each alert firing (kind: lag or freshness)",
+        &|t| {
+            t.alerts
+                .iter()
+                .map(|a| (format!("{},kind=\"{}\"", t.labels, a.kind), 1.0))
+                .collect()
         },
     );
     family("flowline_runs_total", "counter", "Runs started", &|t| {

@@ -14,6 +14,7 @@ mod project;
 mod project_cmd;
 mod replay;
 mod serve;
+mod views;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -427,6 +428,7 @@ async fn serve_project(project: project::Project) -> Result<()> {
                 for p in &server.pipelines {
                     p.sample();
                 }
+                server.check_alerts();
             }
         })
     };

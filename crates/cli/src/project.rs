@@ -8,6 +8,7 @@
 //! [server]
 //! listen = "127.0.0.1:8080"     # default; loopback unless said otherwise
 //! token = "secret"              # optional bearer token (or $FLOWLINE_TOKEN)
+//! alert_webhook = "http://127.0.0.1:9000/alerts"   # alerts are POSTed here (optional)
 //!
 //! [[pipeline]]
 //! file = "fraud.sql"            # name: the file's stem unless `name` is given
@@ -17,11 +18,20 @@
 //! schedule = "0 4 * * *"        # batch: cron (UTC), or "every 6h"
 //! checkpoint_interval = "1s"    # stream
 //! emit_interval = "1s"          # update mode
+//! alert_lag = 10000             # alert when the logs' lag exceeds this many records
+//! alert_freshness = "10s"       # alert when the output is older (default: `freshness`)
 //!
 //! [[generator]]                 # optional: events appended to the log while served
 //! kind = "freshmart-orders"
 //! topic = "orders"
 //! rate = 50                     # per second
+//!
+//! [[view]]                      # a Lambda view: batch history + the stream's open period
+//! name = "revenue_by_day"
+//! batch = "daily_pnl"           # a serving table written by a batch pipeline
+//! stream = "SELECT ... FROM store_minutes GROUP BY ..."   # or a serving table
+//! time_column = "day"
+//! period = "1d"                 # boundary: the batch run's newest event time, rounded down
 //! ```
 //!
 //! A pipeline with only a `freshness` gets its mode from the seeds' decision rules
@@ -50,6 +60,18 @@ struct ProjectFile {
     pipeline: Vec<PipelineEntry>,
     #[serde(default)]
     generator: Vec<crate::freshmart::GeneratorSpec>,
+    #[serde(default)]
+    view: Vec<ViewEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ViewEntry {
+    name: String,
+    batch: String,
+    stream: String,
+    time_column: String,
+    period: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -64,6 +86,7 @@ struct ProjectSection {
 struct ServerSection {
     listen: Option<String>,
     token: Option<String>,
+    alert_webhook: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -77,6 +100,8 @@ struct PipelineEntry {
     schedule: Option<String>,
     checkpoint_interval: Option<String>,
     emit_interval: Option<String>,
+    alert_lag: Option<u64>,
+    alert_freshness: Option<String>,
 }
 
 /// When a scheduled batch runs.
@@ -218,6 +243,25 @@ pub struct PipelineSpec {
     /// Why the plan is what it is (declared, or chosen from the freshness).
     pub reason: String,
     pub emit_interval: Option<Duration>,
+    /// Alert when the log sources' lag exceeds this many records.
+    pub alert_lag: Option<u64>,
+    /// Alert when the output is older than this (default: the freshness target).
+    pub alert_freshness: Option<Duration>,
+}
+
+/// A Lambda view: a batch table answers for closed periods, a stream query for the open one.
+#[derive(Debug, Clone)]
+pub struct ViewSpec {
+    pub name: String,
+    /// The serving table written by the batch pipeline.
+    pub batch: String,
+    /// A serving table, or a SELECT over serving tables, with the batch table's columns.
+    pub stream: String,
+    /// The column both sides are split on (a DATE or TIMESTAMP).
+    pub time_column: String,
+    /// The periods of the time column: the boundary is the batch run's newest event time
+    /// rounded down to a period.
+    pub period: Duration,
 }
 
 /// A loaded `flowline.toml`.
@@ -231,6 +275,9 @@ pub struct Project {
     pub pipelines: Vec<PipelineSpec>,
     /// Event generators appending to topics of the project's log while it is served.
     pub generators: Vec<crate::freshmart::GeneratorSpec>,
+    /// Alerts (firing and resolved) are posted here as JSON.
+    pub alert_webhook: Option<String>,
+    pub views: Vec<ViewSpec>,
 }
 
 /// A duration such as `2s`, `5m`, `1h` or `500ms`.
@@ -376,6 +423,35 @@ impl Project {
             g.check()
                 .with_context(|| format!("{} [[generator]]", file.display()))?;
         }
+        let mut views: Vec<ViewSpec> = vec![];
+        for v in parsed.view {
+            let at = format!("{} [[view]] {}", file.display(), v.name);
+            let name_ok = !v.name.is_empty()
+                && v.name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !name_ok {
+                bail!("{at}: a view name is letters, digits and '_'");
+            }
+            if views.iter().any(|w| w.name == v.name) {
+                bail!("{at}: a second view named `{}`", v.name);
+            }
+            views.push(ViewSpec {
+                period: duration(&v.period).with_context(|| format!("{at}: period"))?,
+                name: v.name,
+                batch: v.batch,
+                stream: v.stream,
+                time_column: v.time_column,
+            });
+        }
+        if let Some(url) = &parsed.server.alert_webhook {
+            if !url.starts_with("http://") {
+                bail!(
+                    "{}: alert_webhook '{url}' must be an http:// URL (put a TLS proxy in front                      for https)",
+                    file.display()
+                );
+            }
+        }
         Ok(Project {
             dir,
             name,
@@ -384,6 +460,8 @@ impl Project {
             log_dir,
             pipelines,
             generators: parsed.generator,
+            alert_webhook: parsed.server.alert_webhook,
+            views,
         })
     }
 }
@@ -469,6 +547,12 @@ impl PipelineEntry {
             }
             Some(other) => bail!("unknown mode '{other}' (stream, micro-batch or batch)"),
         };
+        let alert_freshness = self
+            .alert_freshness
+            .as_deref()
+            .map(duration)
+            .transpose()
+            .context("alert_freshness")?;
         Ok(PipelineSpec {
             name,
             file,
@@ -476,6 +560,8 @@ impl PipelineEntry {
             freshness,
             reason,
             emit_interval,
+            alert_lag: self.alert_lag,
+            alert_freshness,
         })
     }
 }

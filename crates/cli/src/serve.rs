@@ -87,6 +87,10 @@ pub struct Hosted {
     pub declared_version: String,
     /// The serving tables it writes.
     pub serving: Vec<(String, serving::ServingTable)>,
+    /// Alerts firing now and the latest alert events.
+    pub alerts: Mutex<AlertBook>,
+    /// When the pipeline was opened (freshness counts from here before a first publish).
+    opened_ms: i64,
     /// The last replay of the pipeline (running or ended).
     pub replay: Mutex<Option<crate::replay::ReplayStatus>>,
     /// Set to run a batch (or a micro-batch over files) now.
@@ -115,6 +119,33 @@ pub struct Sample {
     pub rows_per_s: f64,
     pub lag_records: u64,
     pub freshness_ms: Option<i64>,
+}
+
+/// An alert: a threshold of a pipeline breached (firing) or no longer breached (resolved).
+#[derive(Debug, Clone, Serialize)]
+pub struct Alert {
+    pub pipeline: String,
+    /// `lag` (records behind the logs) or `freshness` (ms since output was published).
+    pub kind: &'static str,
+    /// `firing` or `resolved`.
+    pub status: &'static str,
+    pub value: i64,
+    pub threshold: i64,
+    pub message: String,
+    /// When it started firing.
+    pub since_ms: i64,
+    pub resolved_ms: Option<i64>,
+}
+
+/// Alert events kept per pipeline.
+const ALERT_EVENTS: usize = 50;
+
+/// A pipeline's alerts.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AlertBook {
+    pub firing: Vec<Alert>,
+    /// The latest events (fired and resolved), newest last.
+    pub events: VecDeque<Alert>,
 }
 
 /// Samples kept per pipeline (ten minutes at one a second).
@@ -230,6 +261,86 @@ impl Hosted {
             .last_publish_ms
             .or_else(|| self.state().last_success_ms)?;
         Some((now_ms() - last).max(0))
+    }
+
+    /// Compares lag and freshness with the pipeline's thresholds; returns the alerts that
+    /// started firing or resolved since the last check.
+    pub fn check_alerts(&self) -> Vec<Alert> {
+        let now = now_ms();
+        let mut checks: Vec<(&'static str, i64, i64, String)> = vec![];
+        if let Some(max) = self.spec.alert_lag {
+            let lag = self.live().total_lag() as i64;
+            checks.push((
+                "lag",
+                lag,
+                max as i64,
+                format!("{lag} records behind its logs (threshold {max})"),
+            ));
+        }
+        if let Some(max) = self.spec.alert_freshness.or(self.spec.freshness) {
+            let max = max.as_millis() as i64;
+            let (age, what) = match self.freshness_ms() {
+                Some(f) => (f, "output last published"),
+                None => (
+                    (now - self.opened_ms).max(0),
+                    "nothing published since start",
+                ),
+            };
+            checks.push((
+                "freshness",
+                age,
+                max,
+                format!(
+                    "{what} {} ago (threshold {})",
+                    crate::project::human(Duration::from_millis(age as u64)),
+                    crate::project::human(Duration::from_millis(max as u64))
+                ),
+            ));
+        }
+        let mut events = vec![];
+        let Ok(mut book) = self.alerts.lock() else {
+            return events;
+        };
+        for (kind, value, threshold, message) in checks {
+            let at = book.firing.iter().position(|a| a.kind == kind);
+            match (value > threshold, at) {
+                (true, None) => {
+                    let alert = Alert {
+                        pipeline: self.spec.name.clone(),
+                        kind,
+                        status: "firing",
+                        value,
+                        threshold,
+                        message: format!("pipeline {}: {message}", self.spec.name),
+                        since_ms: now,
+                        resolved_ms: None,
+                    };
+                    book.firing.push(alert.clone());
+                    events.push(alert);
+                }
+                (true, Some(i)) => {
+                    let a = &mut book.firing[i];
+                    a.value = value;
+                    a.message = format!("pipeline {}: {message}", self.spec.name);
+                }
+                (false, Some(i)) => {
+                    let mut alert = book.firing.remove(i);
+                    alert.status = "resolved";
+                    alert.value = value;
+                    alert.message = format!("pipeline {}: {message}", self.spec.name);
+                    alert.resolved_ms = Some(now);
+                    events.push(alert);
+                }
+                (false, None) => {}
+            }
+        }
+        for e in &events {
+            book.events.push_back(e.clone());
+            while book.events.len() > ALERT_EVENTS {
+                book.events.pop_front();
+            }
+        }
+        events
     }
 
     /// Queues the scheduled times in `(from, to]` for runs, oldest first; returns them.
@@ -608,6 +719,8 @@ impl Server {
                 declared_version,
                 serving: own_tables,
                 replay: Mutex::new(None),
+                alerts: Mutex::new(AlertBook::default()),
+                opened_ms: now_ms(),
                 wake: AtomicBool::new(false),
                 backfill: Mutex::new(VecDeque::new()),
                 manifest_path: opened.manifest_path.clone(),
@@ -619,12 +732,16 @@ impl Server {
                 history: Mutex::new(VecDeque::new()),
             }));
         }
-        Ok(Server {
+        let server = Server {
             project,
             pipelines,
             tables,
             started_ms: now_ms(),
-        })
+        };
+        for view in &server.project.views {
+            crate::views::check(view, &server)?;
+        }
+        Ok(server)
     }
 
     pub fn pipeline(&self, name: &str) -> Option<&Arc<Hosted>> {
@@ -643,6 +760,36 @@ impl Server {
                     .context("cannot start a pipeline thread")
             })
             .collect()
+    }
+
+    /// Checks every pipeline's alert thresholds: new and resolved alerts are logged and posted
+    /// to the webhook (one attempt each, on a thread of its own; a failed post is logged).
+    pub fn check_alerts(&self) {
+        for p in &self.pipelines {
+            for alert in p.check_alerts() {
+                eprintln!("alert {}: {}", alert.status, alert.message);
+                if let Some(url) = self.project.alert_webhook.clone() {
+                    let body = serde_json::json!({
+                        "project": self.project.name,
+                        "alert": alert,
+                    })
+                    .to_string();
+                    std::thread::spawn(move || {
+                        match crate::client::request(
+                            "POST",
+                            &url,
+                            None,
+                            Some(&body),
+                            Duration::from_secs(10),
+                        ) {
+                            Ok(r) if (200..300).contains(&r.status) => {}
+                            Ok(r) => eprintln!("alert webhook {url} answered {}", r.status),
+                            Err(e) => eprintln!("alert webhook {url}: {e:#}"),
+                        }
+                    });
+                }
+            }
+        }
     }
 
     /// Asks every pipeline to stop (streams take a final checkpoint).

@@ -97,10 +97,13 @@ fn wait<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
-/// The FreshMart example with test settings: a faster operations trigger, a token, and a
-/// pipeline that always fails (a value too large for its sink column).
-fn project(dir: &Path) {
+/// The FreshMart example with test settings: a faster operations trigger, a token, a pipeline
+/// that always fails (a value too large for its sink column), a 3-second freshness alert on the
+/// nightly P&L posted to `webhook`, and the example's Lambda view.
+fn project(dir: &Path, webhook: &str) {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/freshmart");
+    let toml = std::fs::read_to_string(example.join("flowline.toml")).unwrap();
+    let view = &toml[toml.find("[[view]]").expect("the example's Lambda view")..];
     for f in ["fraud.sql", "operations.sql", "pnl.sql"] {
         std::fs::copy(example.join(f), dir.join(f)).unwrap();
     }
@@ -115,15 +118,72 @@ fn project(dir: &Path) {
     std::fs::write(
         dir.join("flowline.toml"),
         format!(
-            "[project]\nname = \"freshmart-test\"\n[server]\ntoken = \"{TOKEN}\"\n
+            "[project]\nname = \"freshmart-test\"\n[server]\ntoken = \"{TOKEN}\"\nalert_webhook = \"{webhook}\"\n
              [[generator]]\nkind = \"freshmart-orders\"\ntopic = \"orders\"\nrate = 200\nhistory = 3000\nbad_every = 101\n
              [[pipeline]]\nfile = \"fraud.sql\"\nmode = \"stream\"\nfreshness = \"2s\"\ncheckpoint_interval = \"500ms\"\n
              [[pipeline]]\nfile = \"operations.sql\"\nfreshness = \"2s\"\n
-             [[pipeline]]\nfile = \"pnl.sql\"\nmode = \"batch\"\nschedule = \"0 4 * * *\"\n
-             [[pipeline]]\nfile = \"broken.sql\"\nmode = \"batch\"\n"
+             [[pipeline]]\nfile = \"pnl.sql\"\nmode = \"batch\"\nschedule = \"0 4 * * *\"\nalert_freshness = \"3s\"\n
+             [[pipeline]]\nfile = \"broken.sql\"\nmode = \"batch\"\n{view}"
         ),
     )
     .unwrap();
+}
+
+/// A loopback webhook: the JSON bodies POSTed to it, in order.
+fn webhook() -> (String, std::sync::mpsc::Receiver<Value>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/alerts", listener.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut s) = conn else { continue };
+            let mut raw = vec![];
+            let mut buf = [0u8; 4096];
+            let body = loop {
+                let n = s.read(&mut buf).unwrap_or(0);
+                if n == 0 {
+                    break None;
+                }
+                raw.extend_from_slice(&buf[..n]);
+                let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+                    continue;
+                };
+                let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+                assert!(head.starts_with("post /alerts "), "{head}");
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map(|v| v.trim().parse().unwrap())
+                    .unwrap_or(0);
+                if raw.len() >= end + 4 + len {
+                    break Some(raw[end + 4..end + 4 + len].to_vec());
+                }
+            };
+            let _ = s.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+            if let Some(body) = body {
+                let _ = tx.send(serde_json::from_slice(&body).unwrap());
+            }
+        }
+    });
+    (url, rx)
+}
+
+/// Waits up to `secs` for a webhook post that `f` accepts.
+fn posted(
+    hooks: &std::sync::mpsc::Receiver<Value>,
+    secs: u64,
+    f: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let v = hooks
+            .recv_timeout(left)
+            .expect("the webhook post did not arrive in time");
+        if f(&v) {
+            return v;
+        }
+    }
 }
 
 /// Kills the server if the test fails before stopping it.
@@ -170,7 +230,8 @@ fn rows(reply: &Reply) -> Vec<Value> {
 fn serve_hosts_stream_micro_batch_and_batch_pipelines_with_an_api() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    project(dir);
+    let (hook_url, hooks) = webhook();
+    project(dir, &hook_url);
     let (child, addr) = start(dir);
     let mut server = Server(child);
 
@@ -275,6 +336,79 @@ fn serve_hosts_stream_micro_batch_and_batch_pipelines_with_an_api() {
         assert_eq!(r.status, 400, "{statement}: {}", r.text());
     }
 
+    // The Lambda view: closed days from the nightly batch, today from the micro-batch minutes,
+    // each equal to its source in one snapshot (the view is also a table in SQL).
+    let view = wait(60, "the Lambda view with both layers", || {
+        let v = get(&addr, "/api/views/revenue_by_day").json();
+        let layers: Vec<&str> = v["rows"]
+            .as_array()?
+            .iter()
+            .map(|r| r["_layer"].as_str().unwrap())
+            .collect();
+        (layers.contains(&"batch") && layers.contains(&"stream")).then_some(v)
+    });
+    let boundary = view["boundary"].as_str().unwrap()[..10].to_string();
+    for r in view["rows"].as_array().unwrap() {
+        let day = r["day"].as_str().unwrap();
+        match r["_layer"].as_str().unwrap() {
+            "batch" => assert!(day < boundary.as_str(), "{r} (boundary {boundary})"),
+            _ => assert!(day >= boundary.as_str(), "{r} (boundary {boundary})"),
+        }
+    }
+    let check = post(
+        &addr,
+        "/api/sql",
+        "SELECT v._layer, COUNT(*) AS n, SUM(CASE WHEN v.orders = COALESCE(p.orders, m.orders) \
+           THEN 0 ELSE 1 END) AS wrong \
+         FROM revenue_by_day v \
+         LEFT JOIN daily_pnl p ON v._layer = 'batch' AND v.day = p.day AND v.store_id = p.store_id \
+         LEFT JOIN (SELECT CAST(window_start AS DATE) AS day, store_id, SUM(orders) AS orders \
+                    FROM store_minutes GROUP BY 1, 2) m \
+           ON v._layer = 'stream' AND v.day = m.day AND v.store_id = m.store_id \
+         GROUP BY v._layer ORDER BY v._layer",
+    );
+    assert_eq!(check.status, 200, "{}", check.text());
+    let layers = rows(&check);
+    assert_eq!(layers.len(), 2, "{layers:?}");
+    for l in &layers {
+        assert!(l["n"].as_i64().unwrap() > 0, "{l}");
+        assert_eq!(l["wrong"], 0, "{l}");
+    }
+    assert_eq!(get(&addr, "/api/views/nope").status, 404);
+
+    // Alerts: the P&L's output grows older than its 3 s threshold; the alert is on the API and
+    // in the metrics, and posted to the webhook; a run now resolves it (posted too).
+    let fired = posted(&hooks, 60, |v| {
+        v["alert"]["pipeline"] == "pnl" && v["alert"]["status"] == "firing"
+    });
+    assert_eq!(fired["alert"]["kind"], "freshness", "{fired}");
+    assert_eq!(fired["alert"]["threshold"], 3000, "{fired}");
+    assert_eq!(fired["project"], "freshmart-test");
+    let firing = get(&addr, "/api/alerts").json();
+    assert!(
+        firing["firing"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["pipeline"] == "pnl"),
+        "{firing}"
+    );
+    assert_eq!(
+        get(&addr, "/api/pipelines/pnl").json()["alerts"][0]["kind"],
+        "freshness"
+    );
+    assert!(get(&addr, "/metrics")
+        .text()
+        .contains("flowline_alert_firing{pipeline=\"pnl\",kind=\"freshness\"} 1"));
+    assert_eq!(post(&addr, "/api/pipelines/pnl/run", "").status, 202);
+    let resolved = posted(&hooks, 60, |v| {
+        v["alert"]["pipeline"] == "pnl" && v["alert"]["status"] == "resolved"
+    });
+    assert!(
+        resolved["alert"]["resolved_ms"].as_i64().unwrap()
+            >= fired["alert"]["since_ms"].as_i64().unwrap()
+    );
+
     // The broken pipeline fails, is retried with backoff, and the others keep running.
     let broken = wait(60, "retries of the broken pipeline", || {
         let b = get(&addr, "/api/pipelines/broken").json();
@@ -372,7 +506,8 @@ fn serve_hosts_stream_micro_batch_and_batch_pipelines_with_an_api() {
 fn replay_builds_a_new_version_beside_the_served_one_and_swaps_it_in() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    project(dir);
+    let (hook_url, _hooks) = webhook();
+    project(dir, &hook_url);
     let (child, addr) = start(dir);
     let mut server = Server(child);
     let alerts = |addr: &str| -> Option<(u64, String)> {

@@ -1,0 +1,196 @@
+//! Lambda views and the read-only SQL context over serving tables.
+//!
+//! A Lambda view (`[[view]]` in `flowline.toml`, the seeds' view-count example) answers from the
+//! *batch* table for closed periods and from the *stream* side for the open one, so one query
+//! shows exact history and a fresh today:
+//!
+//! * the **boundary** is the newest event time read by the batch pipeline's last successful run
+//!   (its manifest's `max_event_time`), rounded down to the view's `period`: periods before it are
+//!   closed (the batch run saw them whole), the period holding it and later ones are open;
+//! * rows of the batch table with `time_column` before the boundary, plus rows of the stream side
+//!   (a serving table, or a SELECT over serving tables) at or after it, each with a `_layer`
+//!   column saying which (`batch` or `stream`);
+//! * before the batch pipeline's first successful run, everything comes from the stream side.
+//!
+//! Each side is read from one committed snapshot of its table's current version.
+
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context, Result};
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use datafusion::execution::context::SQLOptions;
+use datafusion::prelude::SessionContext;
+use flowline_runtime::manifest;
+
+use crate::project::ViewSpec;
+use crate::serve::Server;
+
+/// A view's rows and where the split was.
+pub struct ViewRows {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+    /// The first instant of the open period (ms since the Unix epoch); `None` before the batch
+    /// pipeline's first run.
+    pub boundary_ms: Option<i64>,
+    /// The batch run the boundary comes from.
+    pub batch_run: Option<String>,
+}
+
+/// SQL options of every query over serving tables: read-only.
+pub fn read_only() -> SQLOptions {
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+}
+
+/// A DataFusion context with every serving table (its current version) registered under its
+/// name, and the Lambda views that `sql` names (a view is computed only when asked for).
+pub async fn context(server: &Server, sql: &str) -> Result<SessionContext> {
+    let ctx = tables_context(server)?;
+    let text = sql.to_ascii_lowercase();
+    for view in &server.project.views {
+        if !text.contains(&view.name.to_ascii_lowercase()) {
+            continue;
+        }
+        let rows = evaluate_in(&ctx, server, view).await?;
+        let table = datafusion::datasource::MemTable::try_new(rows.schema, vec![rows.batches])?;
+        ctx.register_table(view.name.as_str(), Arc::new(table))?;
+    }
+    Ok(ctx)
+}
+
+fn tables_context(server: &Server) -> Result<SessionContext> {
+    let ctx = SessionContext::new();
+    for (name, entry) in &server.tables {
+        if let Some((schema, batches)) = entry.table.read(None)? {
+            let table = datafusion::datasource::MemTable::try_new(schema, vec![batches])?;
+            ctx.register_table(name.as_str(), Arc::new(table))?;
+        }
+    }
+    Ok(ctx)
+}
+
+/// Checks a view against the project's serving tables (before anything runs).
+pub fn check(view: &ViewSpec, server: &Server) -> Result<()> {
+    let Some(entry) = server.tables.get(&view.batch) else {
+        bail!(
+            "view {}: batch table `{}` is not a serving table of the project (tables: {})",
+            view.name,
+            view.batch,
+            server.tables.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
+    };
+    let writer = server
+        .pipeline(&entry.pipeline)
+        .ok_or_else(|| anyhow!("view {}: no pipeline {}", view.name, entry.pipeline))?;
+    if !matches!(writer.spec.plan, crate::project::RunPlan::Batch { .. }) {
+        bail!(
+            "view {}: batch table `{}` is written by pipeline {}, which is not a batch pipeline \
+             ({})",
+            view.name,
+            view.batch,
+            writer.spec.name,
+            writer.spec.plan
+        );
+    }
+    if server.tables.contains_key(&view.name) {
+        bail!("view {}: a serving table has that name", view.name);
+    }
+    if !is_query(&view.stream) && !server.tables.contains_key(&view.stream) {
+        bail!(
+            "view {}: stream `{}` is neither a serving table of the project nor a SELECT",
+            view.name,
+            view.stream
+        );
+    }
+    Ok(())
+}
+
+fn is_query(text: &str) -> bool {
+    let t = text.trim_start().to_ascii_lowercase();
+    t.starts_with("select") || t.starts_with("with") || t.starts_with('(')
+}
+
+/// The rows of a view now.
+pub async fn evaluate(server: &Server, view: &ViewSpec) -> Result<ViewRows> {
+    let ctx = tables_context(server)?;
+    evaluate_in(&ctx, server, view).await
+}
+
+async fn evaluate_in(ctx: &SessionContext, server: &Server, view: &ViewSpec) -> Result<ViewRows> {
+    let (boundary_ms, batch_run) = boundary(server, view)?;
+    let column = format!("\"{}\"", view.time_column.replace('"', "\"\""));
+    let stream = if is_query(&view.stream) {
+        format!("({})", view.stream)
+    } else {
+        format!("\"{}\"", view.stream)
+    };
+    let has_batch = ctx.table_exist(view.batch.as_str())?;
+    let sql = match (boundary_ms, has_batch) {
+        (Some(b), true) => {
+            let at = chrono::DateTime::from_timestamp_millis(b)
+                .ok_or_else(|| anyhow!("boundary out of range"))?
+                .format("%Y-%m-%d %H:%M:%S%.3f");
+            format!(
+                "SELECT *, 'batch' AS _layer FROM \"{batch}\" \
+                   WHERE CAST({column} AS TIMESTAMP) < TIMESTAMP '{at}' \
+                 UNION ALL \
+                 SELECT *, 'stream' AS _layer FROM {stream} AS s \
+                   WHERE CAST(s.{column} AS TIMESTAMP) >= TIMESTAMP '{at}' \
+                 ORDER BY {column}",
+                batch = view.batch
+            )
+        }
+        _ => format!("SELECT *, 'stream' AS _layer FROM {stream} AS s ORDER BY {column}"),
+    };
+    let df = ctx
+        .sql_with_options(&sql, read_only())
+        .await
+        .with_context(|| {
+            format!(
+                "view {}: the batch table `{}` and the stream side must have the same columns, \
+                 with `{}` a date or time",
+                view.name, view.batch, view.time_column
+            )
+        })?;
+    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    let batches = df
+        .collect()
+        .await
+        .with_context(|| format!("view {}", view.name))?;
+    Ok(ViewRows {
+        schema,
+        batches,
+        boundary_ms,
+        batch_run,
+    })
+}
+
+/// The first instant of the open period and the batch run it comes from.
+fn boundary(server: &Server, view: &ViewSpec) -> Result<(Option<i64>, Option<String>)> {
+    let Some(entry) = server.tables.get(&view.batch) else {
+        return Ok((None, None));
+    };
+    let Some(writer) = server.pipeline(&entry.pipeline) else {
+        return Ok((None, None));
+    };
+    let records = manifest::read(&writer.manifest_path).unwrap_or_default();
+    let Some(run) = records.iter().rev().find(|r| r["status"] == "ok") else {
+        return Ok((None, None));
+    };
+    let newest = run["max_event_time"]
+        .as_object()
+        .into_iter()
+        .flat_map(|m| m.values())
+        .filter_map(|v| v.as_str())
+        .filter_map(|t| chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S%.f").ok())
+        .map(|t| t.and_utc().timestamp_millis())
+        .max();
+    let period = view.period.as_millis().max(1) as i64;
+    Ok((
+        newest.map(|t| t.div_euclid(period) * period),
+        run["run_id"].as_str().map(str::to_string),
+    ))
+}
