@@ -274,7 +274,8 @@ async fn run_now(State(server): State<Shared>, Path(name): Path<String>) -> Resp
         .into_response()
 }
 
-/// Starts a Kappa replay into a new version: `?as=v2[&max_lag=100][&diff=true]`.
+/// Starts a Kappa replay into a new version (`?as=v2[&max_lag=100][&diff=true]`), or
+/// corrections of a time range (`?from=...&to=...[&column=...]`).
 async fn replay_start(
     State(server): State<Shared>,
     Path(name): Path<String>,
@@ -283,10 +284,45 @@ async fn replay_start(
     let Some(p) = server.pipeline(&name) else {
         return not_found("pipeline", &name);
     };
+    if q.contains_key("from") || q.contains_key("to") {
+        if q.contains_key("as") {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "give either `as` (a new version) or `from` and `to` (corrections), not both",
+            );
+        }
+        let mut range = [0i64; 2];
+        for (i, key) in ["from", "to"].into_iter().enumerate() {
+            match q.get(key).map(|t| (t, parse_time(t))) {
+                Some((_, Some(ms))) => range[i] = ms,
+                Some((t, None)) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        format!("{key} '{t}' is not a date (2026-03-17), an RFC 3339 time or ms"),
+                    )
+                }
+                None => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        format!("corrections need both `from` and `to` (`{key}` is missing)"),
+                    )
+                }
+            }
+        }
+        let range = flowline_connectors::TimeRange {
+            from_ms: range[0],
+            to_ms: range[1],
+            column: q.get("column").cloned(),
+        };
+        return match crate::replay::start_correction(p, range).await {
+            Ok(status) => (StatusCode::ACCEPTED, Json(status)).into_response(),
+            Err(e) => error(StatusCode::CONFLICT, format!("{e:#}")),
+        };
+    }
     let Some(version) = q.get("as") else {
         return error(
             StatusCode::BAD_REQUEST,
-            "give the version to build: `?as=v2`",
+            "give the version to build (`?as=v2`), or a time range to correct (`?from=&to=`)",
         );
     };
     let max_lag = match q.get("max_lag").map(|v| v.parse::<u64>()) {

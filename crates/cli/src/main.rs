@@ -160,6 +160,7 @@ impl PipelineArgs {
             live: None,
             params: Default::default(),
             serving_version: None,
+            time_range: None,
         })
     }
 }
@@ -242,16 +243,31 @@ enum Command {
         listen: Option<String>,
     },
     /// Kappa replay: run the pipeline's SQL (as it is now) from the start of its logs into a new
-    /// version of its serving tables, then swap it in once caught up. Asks the project's running
-    /// `flowline serve`, or runs the replay itself when none is running.
+    /// version of its serving tables, then swap it in once caught up (`--as v2`); or rerun a
+    /// time range and replace that range of the served tables (`--from ... --to ...`). Asks the
+    /// project's running `flowline serve`, or does the work itself when none is running.
     Replay {
         /// The project folder (holding flowline.toml) or the project file.
         project: PathBuf,
         /// The pipeline's name.
         pipeline: String,
         /// The version to build (e.g. v2).
-        #[arg(long = "as", value_name = "VERSION")]
-        version: String,
+        #[arg(
+            long = "as",
+            value_name = "VERSION",
+            required_unless_present = "from",
+            conflicts_with = "from"
+        )]
+        version: Option<String>,
+        /// Corrections: the start of the event-time range (2026-03-17, RFC 3339, or ms).
+        #[arg(long, requires = "to")]
+        from: Option<String>,
+        /// Corrections: the end of the range (exclusive).
+        #[arg(long, requires = "from")]
+        to: Option<String>,
+        /// Corrections: the serving tables' time column (default: their first date/time column).
+        #[arg(long, requires = "from")]
+        column: Option<String>,
         /// Swap once the records left to read are at most this many.
         #[arg(long, default_value_t = replay::DEFAULT_MAX_LAG)]
         max_lag: u64,
@@ -373,16 +389,23 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
             project,
             pipeline,
             version,
+            from,
+            to,
+            column,
             max_lag,
             diff,
             listen,
         } => {
-            let request = replay::ReplayRequest {
-                version,
-                max_lag,
-                diff,
+            let what = match (version, from, to) {
+                (Some(version), _, _) => project_cmd::ReplayWhat::Version(replay::ReplayRequest {
+                    version,
+                    max_lag,
+                    diff,
+                }),
+                (None, Some(from), Some(to)) => project_cmd::ReplayWhat::Range { from, to, column },
+                _ => anyhow::bail!("give --as VERSION, or --from and --to"),
             };
-            return project_cmd::replay(&project, &pipeline, request, listen).await;
+            return project_cmd::replay(&project, &pipeline, what, listen).await;
         }
         Command::Backfill {
             project,

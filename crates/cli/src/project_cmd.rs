@@ -64,21 +64,49 @@ fn api_error(reply: &client::Reply) -> anyhow::Error {
     anyhow!("the server refused ({}): {message}", reply.status)
 }
 
-/// `flowline replay PROJECT PIPELINE --as VERSION`.
+/// What `flowline replay` does.
+pub enum ReplayWhat {
+    /// Build a new version and swap it in.
+    Version(ReplayRequest),
+    /// Corrections of an event-time range.
+    Range {
+        from: String,
+        to: String,
+        column: Option<String>,
+    },
+}
+
+/// `flowline replay PROJECT PIPELINE --as VERSION` or `--from T --to T`.
 pub async fn replay(
     path: &Path,
     pipeline: &str,
-    request: ReplayRequest,
+    what: ReplayWhat,
     listen: Option<String>,
 ) -> Result<ExitCode> {
     let project = load(path, listen)?;
     let token = project.token.clone();
+    let query = match &what {
+        ReplayWhat::Version(r) => format!("as={}&max_lag={}&diff={}", r.version, r.max_lag, r.diff),
+        ReplayWhat::Range { from, to, column } => {
+            let time = |t: &str| {
+                crate::http::parse_time(t).ok_or_else(|| {
+                    anyhow!("'{t}' is not a date (2026-03-17), an RFC 3339 time or ms")
+                })
+            };
+            format!(
+                "from={}&to={}{}",
+                time(from)?,
+                time(to)?,
+                column
+                    .as_ref()
+                    .map(|c| format!("&column={c}"))
+                    .unwrap_or_default()
+            )
+        }
+    };
     let status = if let Some(base) = running_server(&project) {
         eprintln!("asking the running server at {base}");
-        let url = format!(
-            "{base}/api/pipelines/{pipeline}/replay?as={}&max_lag={}&diff={}",
-            request.version, request.max_lag, request.diff
-        );
+        let url = format!("{base}/api/pipelines/{pipeline}/replay?{query}");
         let reply = client::request("POST", &url, token.as_deref(), None, API_TIMEOUT)?;
         if reply.status != 202 {
             return Err(api_error(&reply));
@@ -98,7 +126,20 @@ pub async fn replay(
             project.listen
         );
         let (_server, hosted) = open_here(project, pipeline).await?;
-        replay::start(&hosted, request).await?;
+        match what {
+            ReplayWhat::Version(request) => {
+                replay::start(&hosted, request).await?;
+            }
+            ReplayWhat::Range { from, to, column } => {
+                let time = |t: &str| crate::http::parse_time(t).unwrap_or_default();
+                let range = flowline_connectors::TimeRange {
+                    from_ms: time(&from),
+                    to_ms: time(&to),
+                    column,
+                };
+                replay::start_correction(&hosted, range).await?;
+            }
+        }
         follow_replay(|| {
             let r = hosted.replay.lock().ok().and_then(|r| r.clone());
             Ok(serde_json::to_value(r)?)
@@ -106,11 +147,13 @@ pub async fn replay(
         .await?
     };
     print_replay(&status);
-    Ok(if status["status"] == "swapped" {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(
+        if status["status"] == "swapped" || status["status"] == "corrected" {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        },
+    )
 }
 
 /// Polls a replay's status with a progress bar until it ends; returns the last status.
@@ -130,7 +173,7 @@ async fn follow_replay(mut get: impl FnMut() -> Result<Value>) -> Result<Value> 
                 lag.map(|l| format!(", {l} behind")).unwrap_or_default()
             ),
         );
-        if !matches!(state.as_str(), "catching-up" | "comparing") {
+        if !matches!(state.as_str(), "catching-up" | "comparing" | "correcting") {
             bar.finish();
             return Ok(status);
         }
@@ -139,6 +182,29 @@ async fn follow_replay(mut get: impl FnMut() -> Result<Value>) -> Result<Value> 
 }
 
 fn print_replay(status: &Value) {
+    if let Some(range) = status["range"].as_array() {
+        let at = |v: &Value| {
+            v.as_i64()
+                .and_then(chrono::DateTime::from_timestamp_millis)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                .unwrap_or_default()
+        };
+        eprintln!(
+            "corrections of {} in version {}, event time [{}, {}): {} — {} rows read, {} rows written{}",
+            status["pipeline"].as_str().unwrap_or("?"),
+            status["version"].as_str().unwrap_or("?"),
+            at(&range[0]),
+            at(&range[1]),
+            status["status"].as_str().unwrap_or("?"),
+            status["rows_read"].as_u64().unwrap_or(0),
+            status["rows_written"].as_u64().unwrap_or(0),
+            status["error"]
+                .as_str()
+                .map(|e| format!("\n  error: {e}"))
+                .unwrap_or_default()
+        );
+        return;
+    }
     eprintln!(
         "replay of {} into {} (from {}): {} — {} rows read{}",
         status["pipeline"].as_str().unwrap_or("?"),

@@ -8,6 +8,12 @@
 //!
 //! A batch pipeline's replay is one run into the shadow version, then the swap.
 //!
+//! **Corrections** ("six bad hours"): [`start_correction`] reruns the pipeline's current SQL as a
+//! batch over the source rows whose event time is in a range and replaces only that range of the
+//! served version's tables, in one transaction per table (rows of the range that the rerun no
+//! longer produces are removed). Windows that straddle the range's ends see only part of their
+//! input, so the rerun's rows outside the range are dropped: give a range aligned to the windows.
+//!
 //! Started by `POST /api/pipelines/{name}/replay?as=v2` or `flowline replay PROJECT PIPELINE --as
 //! v2` (which asks a running server, or runs the replay itself when none is running).
 
@@ -53,8 +59,11 @@ pub struct ReplayStatus {
     pub version: String,
     /// The version served when the replay started.
     pub from_version: String,
-    /// catching-up, comparing, swapped, failed, stopped
+    /// catching-up, comparing, swapped, failed, stopped; for corrections: correcting, corrected
     pub status: String,
+    /// Corrections: the event-time range `[from, to)` rerun (ms since the Unix epoch).
+    pub range: Option<(i64, i64)>,
+    pub rows_written: u64,
     pub started_ms: i64,
     pub ended_ms: Option<i64>,
     pub max_lag: u64,
@@ -71,7 +80,10 @@ pub struct ReplayStatus {
 
 impl ReplayStatus {
     pub fn running(&self) -> bool {
-        matches!(self.status.as_str(), "catching-up" | "comparing")
+        matches!(
+            self.status.as_str(),
+            "catching-up" | "comparing" | "correcting"
+        )
     }
 }
 
@@ -150,6 +162,8 @@ pub async fn start(hosted: &Arc<Hosted>, request: ReplayRequest) -> Result<Repla
         version: request.version.clone(),
         from_version,
         status: "catching-up".into(),
+        range: None,
+        rows_written: 0,
         started_ms: now_ms(),
         ended_ms: None,
         max_lag: request.max_lag,
@@ -190,6 +204,84 @@ pub async fn start(hosted: &Arc<Hosted>, request: ReplayRequest) -> Result<Repla
             }
         })
         .context("cannot start the replay thread")?;
+    Ok(status)
+}
+
+/// Checks a correction request and starts it on its own thread: a batch run of the pipeline's
+/// current SQL over the event-time range, replacing that range of its served tables.
+pub async fn start_correction(
+    hosted: &Arc<Hosted>,
+    range: flowline_connectors::TimeRange,
+) -> Result<ReplayStatus> {
+    let name = &hosted.spec.name;
+    if let Some(r) = hosted.replay.lock().ok().and_then(|r| r.clone()) {
+        if r.running() {
+            bail!("pipeline {name} is already replaying ({})", r.status);
+        }
+    }
+    if hosted.serving.is_empty() {
+        bail!(
+            "pipeline {name} writes no serving table ('connector' = 'table'); corrections \
+             replace a time range of serving tables (it writes: {})",
+            hosted.sinks.join(", ")
+        );
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let live = Arc::new(LiveStatus::new());
+    let mut options = hosted.options(Mode::Batch, None);
+    options.stop = Some(stop.clone());
+    options.live = Some(live.clone());
+    options.time_range = Some(range.clone());
+    let opened = OpenedPipeline::open(&hosted.spec.file, options)
+        .await
+        .with_context(|| format!("corrections of pipeline {name}"))?;
+    let version = hosted.active_version();
+    let status = ReplayStatus {
+        pipeline: name.clone(),
+        version: version.clone(),
+        from_version: version,
+        status: "correcting".into(),
+        range: Some((range.from_ms, range.to_ms)),
+        rows_written: 0,
+        started_ms: now_ms(),
+        ended_ms: None,
+        max_lag: 0,
+        rows_read: 0,
+        lag_records: None,
+        watermark_ms: None,
+        checkpoints: 0,
+        error: None,
+        diff: None,
+        stop,
+    };
+    if let Ok(mut r) = hosted.replay.lock() {
+        *r = Some(status.clone());
+    }
+    let hosted = hosted.clone();
+    std::thread::Builder::new()
+        .name(format!("correct-{name}"))
+        .spawn(move || {
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| Ok(rt.block_on(opened.run())?));
+            let snap = live.snapshot();
+            update(&hosted, |r| {
+                r.ended_ms = Some(now_ms());
+                r.rows_read = snap.total_read();
+                r.rows_written = snap.rows_written.values().sum();
+                match result {
+                    Ok(_) => r.status = "corrected".into(),
+                    Err(e) => {
+                        r.status = "failed".into();
+                        r.error = Some(format!("{e:#}"));
+                    }
+                }
+            });
+            eprintln!("pipeline {}: corrections ended", hosted.spec.name);
+        })
+        .context("cannot start the corrections thread")?;
     Ok(status)
 }
 

@@ -607,9 +607,10 @@ fn replay_builds_a_new_version_beside_the_served_one_and_swaps_it_in() {
     });
     assert_eq!(p["replay"]["version"], "v2");
     let written = |addr: &str| {
-        get(addr, "/api/tables/fraud_alerts?limit=0").json()["updated_ms"]
+        let t = get(addr, "/api/tables/fraud_alerts?limit=0").json();
+        t["updated_ms"]
             .as_u64()
-            .unwrap()
+            .unwrap_or_else(|| panic!("no updated_ms: {t}"))
     };
     let at_swap = written(&addr);
     wait(30, "v2 publishing new epochs", || {
@@ -623,6 +624,83 @@ fn replay_builds_a_new_version_beside_the_served_one_and_swaps_it_in() {
     stop_reader.store(true, std::sync::atomic::Ordering::SeqCst);
     let seen = reader.join().expect("the reader saw no gap");
     assert!(seen.iter().any(|(_, v)| v == "v1") && seen.iter().any(|(_, v)| v == "v2"));
+
+    // Corrections: six hours of the operations table rerun with fixed logic (revenue doubled,
+    // say) replace exactly that range; rows outside it stay as they were.
+    let minutes = |addr: &str| -> std::collections::BTreeMap<(String, i64), f64> {
+        rows(&get(addr, "/api/tables/store_minutes?limit=10000000"))
+            .iter()
+            .map(|r| {
+                let start = chrono::NaiveDateTime::parse_from_str(
+                    r["window_start"].as_str().unwrap(),
+                    "%Y-%m-%dT%H:%M:%S%.f",
+                )
+                .unwrap()
+                .and_utc()
+                .timestamp_millis();
+                (
+                    (r["store_id"].as_str().unwrap().to_string(), start),
+                    r["revenue"].as_f64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let before = wait(60, "store minutes", || {
+        let m = minutes(&addr);
+        (m.len() > 100).then_some(m)
+    });
+    let hour = 3_600_000;
+    let first = before.keys().map(|(_, t)| *t).min().unwrap();
+    let (from, to) = ((first / hour + 1) * hour, (first / hour + 7) * hour);
+    let ops = std::fs::read_to_string(dir.join("operations.sql")).unwrap();
+    std::fs::write(
+        dir.join("operations.sql"),
+        ops.replace("SUM(amount) AS revenue", "SUM(amount) * 2 AS revenue"),
+    )
+    .unwrap();
+    let bad = post(
+        &addr,
+        &format!("/api/pipelines/operations/replay?from={to}&to={from}"),
+        "",
+    );
+    assert_eq!(bad.status, 409, "{}", bad.text());
+    assert!(
+        bad.text().contains("the time range is empty"),
+        "{}",
+        bad.text()
+    );
+    let r = post(
+        &addr,
+        &format!("/api/pipelines/operations/replay?from={from}&to={to}"),
+        "",
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+    let done = wait(90, "the corrections", || {
+        let r = get(&addr, "/api/pipelines/operations/replay").json();
+        assert_ne!(r["status"], "failed", "{r}");
+        (r["status"] == "corrected").then_some(r)
+    });
+    assert!(done["rows_written"].as_u64().unwrap() > 0, "{done}");
+    let after = minutes(&addr);
+    let mut corrected = 0;
+    for (key, revenue) in &before {
+        let (_, start) = key;
+        if *start < from {
+            assert_eq!(after.get(key), Some(revenue), "{key:?} is before the range");
+        } else if *start < to {
+            assert_eq!(
+                after.get(key),
+                Some(&(revenue * 2.0)),
+                "{key:?} is in the range"
+            );
+            corrected += 1;
+        }
+    }
+    assert!(corrected > 0);
+    let in_range = |m: &std::collections::BTreeMap<(String, i64), f64>| {
+        m.keys().filter(|(_, t)| (from..to).contains(t)).count()
+    };
+    assert_eq!(in_range(&after), in_range(&before));
 
     // Stopped, the project replays in this process from the command line.
     let pid = server.0.id();

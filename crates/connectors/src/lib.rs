@@ -61,6 +61,6 @@ pub use log_source::{LogSource, Startup};
 pub use nexmark_source::NexmarkSource;
 pub use sink::{
     open_sink, validate_sink_options, Prepared, PreparedFile, PreparedPartition, Sink, SinkCommit,
-    SinkContext, SinkMode, WrittenFile,
+    SinkContext, SinkMode, TimeRange, WrittenFile,
 };
 pub use source::{json_kind, BoundedSource, Decoded, FileSource, SourceFile};

@@ -48,7 +48,7 @@ use flowline_core::{Error, Result, TableDef};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use crate::options;
-use crate::sink::{wrong_prepared, Prepared, Sink, SinkCommit, SinkContext, SinkMode};
+use crate::sink::{wrong_prepared, Prepared, Sink, SinkCommit, SinkContext, SinkMode, TimeRange};
 
 /// The options of `connector = 'table'`.
 pub(crate) const TABLE_SINK_OPTIONS: &[&str] = &["connector", "path", "version"];
@@ -136,16 +136,32 @@ fn database(path: &Path, create: bool) -> Result<Option<Arc<Database>>> {
         .lock()
         .map_err(|_| Error::Internal("serving table registry poisoned".into()))?;
     let key = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    if let Some(db) = open.get(&key).and_then(Weak::upgrade) {
-        return Ok(Some(db));
-    }
+    let was_open_here = match open.get(&key) {
+        Some(weak) => match weak.upgrade() {
+            Some(db) => return Ok(Some(db)),
+            None => true,
+        },
+        None => false,
+    };
     if !create && !path.exists() {
         return Ok(None);
     }
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, e))?;
     }
-    let db = Database::create(path).map_err(|e| match e {
+    // A handle of this process that was just dropped may still be closing (its file lock not
+    // yet released): wait for it rather than report another process.
+    let mut attempts = 0;
+    let opened = loop {
+        match Database::create(path) {
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) if was_open_here && attempts < 200 => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => break other,
+        }
+    };
+    let db = opened.map_err(|e| match e {
         redb::DatabaseError::DatabaseAlreadyOpen => store_error(
             path,
             "it is open in another process (a `flowline serve` or `flowline run` that writes or \
@@ -614,6 +630,9 @@ pub(crate) struct TableSink {
     /// `None`: a batch run (replace at publish); `Some(job)`: a stream job.
     job: Option<String>,
     generation: u64,
+    /// A batch run of corrections: replace only the rows whose column (by position) is in the
+    /// range.
+    slice: Option<(usize, TimeRange)>,
 }
 
 impl TableSink {
@@ -653,6 +672,48 @@ impl TableSink {
             .iter()
             .map(|&i| stored.field(i).name().clone())
             .collect();
+        let slice = match &ctx.slice {
+            None => None,
+            Some(range) => {
+                if !matches!(ctx.mode, SinkMode::Run { .. }) {
+                    return Err(Error::Plan(format!(
+                        "serving table {}: corrections of a time range are batch runs",
+                        def.name
+                    )));
+                }
+                let is_time = |t: &DataType| {
+                    matches!(
+                        t,
+                        DataType::Timestamp(..) | DataType::Date32 | DataType::Date64
+                    )
+                };
+                let column = match &range.column {
+                    Some(c) => stored
+                        .fields()
+                        .iter()
+                        .position(|f| f.name().eq_ignore_ascii_case(c) && is_time(f.data_type()))
+                        .ok_or_else(|| {
+                            Error::option(
+                                &def.name,
+                                format!("corrections: `{c}` is not a date or timestamp column"),
+                            )
+                        })?,
+                    None => stored
+                        .fields()
+                        .iter()
+                        .position(|f| is_time(f.data_type()))
+                        .ok_or_else(|| {
+                            Error::option(
+                                &def.name,
+                                "corrections replace the rows of a time range, but the table \
+                                 has no date or timestamp column"
+                                    .to_string(),
+                            )
+                        })?,
+                };
+                Some((column, range.clone()))
+            }
+        };
         let db =
             database(&path, true)?.ok_or_else(|| Error::Internal("database vanished".into()))?;
         let all: Vec<usize> = (0..stored.fields().len()).collect();
@@ -673,6 +734,7 @@ impl TableSink {
             pending: vec![],
             job: None,
             generation: 0,
+            slice,
         };
         if let SinkMode::Epochs { job, resume, .. } = &ctx.mode {
             sink.job = Some(job.clone());
@@ -806,6 +868,83 @@ impl TableSink {
         Ok(())
     }
 
+    /// Corrections: in one transaction, removes the rows in the time range and writes the run's
+    /// rows (upserted by key; appended under a new generation). Rows outside the range, the
+    /// writer and the published epoch stay as they are.
+    fn replace_slice(&mut self, txn: &redb::WriteTransaction) -> Result<()> {
+        let Some((column, range)) = &self.slice else {
+            return Ok(());
+        };
+        let meta = {
+            let m = txn.open_table(META).map_err(|e| self.err(e))?;
+            read_meta(&m, &self.path)?
+        };
+        check_row_format(&meta.row_format, &self.path)?;
+        if let Some(old) = &meta.schema {
+            let same = old.fields().len() == self.schema.fields().len()
+                && old
+                    .fields()
+                    .iter()
+                    .zip(self.schema.fields())
+                    .all(|(a, b)| a.name() == b.name() && a.data_type() == b.data_type());
+            if !same || meta.key != self.key_names {
+                return Err(Error::Plan(format!(
+                    "serving table {} (`{}`) holds columns ({}) keyed by ({}) but the corrections \
+                     have ({}) keyed by ({}): replay into a new version instead",
+                    self.table,
+                    self.path.display(),
+                    describe(old),
+                    meta.key.join(", "),
+                    describe(&self.schema),
+                    self.key_names.join(", ")
+                )));
+            }
+        }
+        let mut table = txn.open_table(ROWS).map_err(|e| self.err(e))?;
+        let existing: Vec<(Vec<u8>, Vec<u8>)> = table
+            .iter()
+            .map_err(|e| self.err(e))?
+            .map(|entry| {
+                entry
+                    .map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
+                    .map_err(|e| self.err(e))
+            })
+            .collect::<Result<_>>()?;
+        if !existing.is_empty() {
+            let parser = self.rows.parser();
+            let columns = self
+                .rows
+                .convert_rows(existing.iter().map(|(_, row)| parser.parse(row)))?;
+            let inside = range.mask(&columns[*column])?;
+            for (i, (key, _)) in existing.iter().enumerate() {
+                if inside.value(i) {
+                    table.remove(key.as_slice()).map_err(|e| self.err(e))?;
+                }
+            }
+        }
+        // Only the run's rows inside the range: others come from a part of their input.
+        let generation = meta.generation + 1;
+        let mut seq = 0u64;
+        for b in &self.pending {
+            let columns = self.rows.convert_rows(b.rows.iter())?;
+            let inside = range.mask(&columns[*column])?;
+            for i in (0..b.ops.len()).filter(|&i| inside.value(i)) {
+                self.apply(&mut table, b.change(i), &append_key(generation, 0, seq))?;
+                seq += 1;
+            }
+        }
+        drop(table);
+        let mut m = txn.open_table(META).map_err(|e| self.err(e))?;
+        self.write_meta(&mut m, meta.writer.as_deref())?;
+        m.insert("generation", generation.to_le_bytes().as_slice())
+            .map_err(|e| self.err(e))?;
+        m.insert("updated_ms", now_ms().to_le_bytes().as_slice())
+            .map_err(|e| self.err(e))?;
+        drop(m);
+        self.pending.clear();
+        Ok(())
+    }
+
     /// The pending changes in write order.
     fn changes(&self) -> impl Iterator<Item = (u8, &[u8], &[u8])> {
         self.pending
@@ -901,6 +1040,7 @@ impl Sink for TableSink {
         let epoch = *epoch;
         let txn = self.db.begin_write().map_err(|e| self.err(e))?;
         match &self.job {
+            None if self.slice.is_some() => self.replace_slice(&txn)?,
             None => {
                 // A batch run replaces the table.
                 txn.delete_table(ROWS).map_err(|e| self.err(e))?;

@@ -164,6 +164,37 @@ pub struct SinkContext {
     /// [`crate::log_dir`]).
     pub log_dir: PathBuf,
     pub mode: SinkMode,
+    /// A batch run of corrections: a serving table replaces only its rows in this time range
+    /// (other sinks refuse it).
+    pub slice: Option<TimeRange>,
+}
+
+/// A half-open range of event time, `[from_ms, to_ms)`, and the column of a sink it applies to
+/// (`None`: the sink's first date or timestamp column).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimeRange {
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub column: Option<String>,
+}
+
+impl TimeRange {
+    /// Which rows of a date or timestamp column fall in the range (nulls do not).
+    pub fn mask(&self, column: &arrow::array::ArrayRef) -> Result<arrow::array::BooleanArray> {
+        use arrow::array::Array;
+        use arrow::datatypes::{DataType, TimeUnit};
+        let ms = arrow::compute::cast(column, &DataType::Timestamp(TimeUnit::Millisecond, None))?;
+        let ms = arrow::compute::cast(&ms, &DataType::Int64)?;
+        let ms = ms
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>()
+            .ok_or_else(|| Error::Internal("time column is not a time".into()))?;
+        Ok((0..ms.len())
+            .map(|i| {
+                Some(ms.is_valid(i) && ms.value(i) >= self.from_ms && ms.value(i) < self.to_ms)
+            })
+            .collect())
+    }
 }
 
 /// How the runtime drives a sink.

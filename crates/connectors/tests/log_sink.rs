@@ -106,6 +106,7 @@ fn run_ctx(base: &Path) -> SinkContext {
         mode: SinkMode::Run {
             run_id: "r1".into(),
         },
+        slice: None,
     }
 }
 
@@ -118,6 +119,7 @@ fn epochs_ctx(base: &Path, resume: Option<Prepared>) -> SinkContext {
             staging: base.join("state/staging/out"),
             resume,
         },
+        slice: None,
     }
 }
 

@@ -55,6 +55,7 @@ fn run_ctx(base: &Path) -> SinkContext {
         mode: SinkMode::Run {
             run_id: "r1".into(),
         },
+        slice: None,
     }
 }
 
@@ -67,6 +68,7 @@ fn job_ctx(base: &Path, job: &str, resume: Option<Prepared>) -> SinkContext {
             staging: base.join("state/staging"),
             resume,
         },
+        slice: None,
     }
 }
 

@@ -59,6 +59,7 @@ fn run_ctx(base: &Path, run_id: &str) -> SinkContext {
         mode: SinkMode::Run {
             run_id: run_id.into(),
         },
+        slice: None,
     }
 }
 
@@ -580,6 +581,7 @@ fn epochs_ctx(base: &Path, job: &str, resume: Option<Prepared>) -> SinkContext {
             staging: base.join("state/staging"),
             resume,
         },
+        slice: None,
     }
 }
 

@@ -80,6 +80,9 @@ pub struct RunOptions {
     /// other than the declared one keeps its checkpoints, staging and rejects in its own state
     /// folder (`<state dir>/versions/<version>`); the manifest stays shared and records it.
     pub serving_version: Option<String>,
+    /// Corrections: a batch run that reads only the source rows whose event time (WATERMARK
+    /// column) is in the range, and replaces only the rows of that range in its serving tables.
+    pub time_range: Option<flowline_connectors::TimeRange>,
 }
 
 /// What a run did, as also recorded in the manifest.
@@ -170,6 +173,8 @@ pub struct OpenedPipeline {
     params: BTreeMap<String, String>,
     /// The serving-table version written instead of the declared one (a replay).
     serving_version: Option<String>,
+    /// Corrections of a time range (see [`RunOptions::time_range`]).
+    time_range: Option<flowline_connectors::TimeRange>,
 }
 
 /// Parses, plans and runs a pipeline file.
@@ -287,6 +292,29 @@ impl OpenedPipeline {
                 };
                 validate_sink_options(table).map_err(|e| at_line(e, table.line))?;
                 sink_names.insert(table.name.clone());
+            }
+        }
+        if let Some(range) = &options.time_range {
+            if mode != Mode::Batch {
+                return Err(Error::Plan(
+                    "corrections of a time range run in batch mode".into(),
+                ));
+            }
+            if range.from_ms >= range.to_ms {
+                return Err(Error::Plan(
+                    "corrections: the time range is empty (`from` is not before `to`)".into(),
+                ));
+            }
+            for sink in &sink_names {
+                if let Some(t) = def.table(sink) {
+                    if t.connector() != Some("table") {
+                        return Err(Error::Plan(format!(
+                            "corrections replace a time range of serving tables; sink `{sink}` \
+                             is a '{}' table",
+                            t.connector().unwrap_or("?")
+                        )));
+                    }
+                }
             }
         }
         let log_dir = options
@@ -587,6 +615,7 @@ impl OpenedPipeline {
             live: options.live.clone().unwrap_or_default(),
             params: options.params.clone(),
             serving_version: options.serving_version.clone(),
+            time_range: options.time_range.clone(),
         })
     }
 
@@ -752,6 +781,11 @@ impl OpenedPipeline {
             "checkpoints": checkpoints,
             "params": (!self.params.is_empty()).then_some(&self.params),
             "serving_version": self.serving_version,
+            "time_range": self.time_range.as_ref().map(|r| json!({
+                "from_ms": r.from_ms,
+                "to_ms": r.to_ms,
+                "column": r.column,
+            })),
         });
         manifest::append(&self.manifest_path, &record)?;
         result?;
@@ -837,6 +871,7 @@ impl OpenedPipeline {
             // Batch mode over several files, when every INSERT on this source aggregates:
             // each worker aggregates its share of the files, then the states are merged.
             let parallel = self.mode == Mode::Batch
+                && self.time_range.is_none()
                 && !buffer
                 && workers > 1
                 && source.parts() > 1
@@ -862,7 +897,7 @@ impl OpenedPipeline {
                 let mut emit = EmitClock::new(self.emit_interval);
                 while let Some((_, decoded)) = reader.next_batch()? {
                     bin.write(&decoded.rejects)?;
-                    let batch = decoded.batch;
+                    let batch = self.in_time_range(decoded.batch, tracker.column)?;
                     if batch.num_rows() == 0 {
                         continue;
                     }
@@ -990,6 +1025,7 @@ impl OpenedPipeline {
                 base_dir: self.base_dir.clone(),
                 log_dir: self.log_dir.clone(),
                 mode,
+                slice: self.time_range.clone(),
             };
             let sink = open_sink(table, schema.clone(), &ctx, self.print_output())?;
             sinks.insert(
@@ -1878,6 +1914,24 @@ pub(crate) fn commit_all(
 }
 
 /// The event-time column of a source (its `WATERMARK FOR` column) and the declared delay.
+impl OpenedPipeline {
+    /// Corrections: the rows of a source batch whose event time is in the range (all rows when
+    /// there is no range).
+    pub(crate) fn in_time_range(
+        &self,
+        batch: RecordBatch,
+        column: Option<usize>,
+    ) -> Result<RecordBatch> {
+        match (&self.time_range, column) {
+            (Some(range), Some(c)) if batch.num_rows() > 0 => {
+                let keep = range.mask(batch.column(c))?;
+                Ok(arrow::compute::filter_record_batch(&batch, &keep)?)
+            }
+            _ => Ok(batch),
+        }
+    }
+}
+
 pub(crate) fn event_time(table: &TableDef, schema: &Schema) -> Result<(Option<usize>, i64)> {
     Ok(match &table.watermark {
         Some(w) => (Some(schema.index_of(&w.column)?), w.delay_ms),

@@ -685,7 +685,9 @@ impl Job<'_> {
                     self.changed = true;
                     bin.write(&decoded.rejects)?;
                     self.positions[source][partition as usize] = next;
-                    let batch = decoded.batch;
+                    let batch = self
+                        .pipeline
+                        .in_time_range(decoded.batch, self.clocks[source].column)?;
                     let name = &self.names[source];
                     if batch.num_rows() > 0 {
                         let read = state.rows_read.entry(name.clone()).or_default();
