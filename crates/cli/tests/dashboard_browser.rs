@@ -28,7 +28,12 @@ fn dashboard_works_in_headless_chromium() {
     let _ = std::fs::remove_dir_all(&out);
     let run = Command::new("node")
         .arg(browser_dir.join("dashboard.mjs"))
-        .args(["--serve", env!("CARGO_BIN_EXE_flowline"), "--token", "s3cret"])
+        .args([
+            "--serve",
+            env!("CARGO_BIN_EXE_flowline"),
+            "--token",
+            "s3cret",
+        ])
         .arg("--out")
         .arg(&out)
         .output()
@@ -40,9 +45,16 @@ fn dashboard_works_in_headless_chromium() {
         "the browser test failed:\n{stdout}\n{stderr}"
     );
     // The screenshots it checked are there, as PNG files.
-    for shot in ["dashboard-initial.png", "dashboard-later.png", "table-fraud_alerts.png"] {
+    for shot in [
+        "dashboard-initial.png",
+        "dashboard-later.png",
+        "table-fraud_alerts.png",
+    ] {
         let bytes = std::fs::read(out.join(shot)).unwrap_or_else(|e| panic!("{shot}: {e}"));
-        assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "{shot} is not a PNG");
+        assert!(
+            bytes.starts_with(b"\x89PNG\r\n\x1a\n"),
+            "{shot} is not a PNG"
+        );
         assert!(bytes.len() > 10_000, "{shot} is suspiciously small");
     }
 }
