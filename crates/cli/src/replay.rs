@@ -79,6 +79,38 @@ pub struct ReplayStatus {
 }
 
 impl ReplayStatus {
+    /// A replay starting now, recorded as the pipeline's last one.
+    fn begin(
+        hosted: &Hosted,
+        version: String,
+        status: &str,
+        max_lag: u64,
+        stop: Arc<AtomicBool>,
+    ) -> ReplayStatus {
+        let r = ReplayStatus {
+            pipeline: hosted.spec.name.clone(),
+            version,
+            from_version: hosted.active_version(),
+            status: status.into(),
+            range: None,
+            rows_written: 0,
+            started_ms: now_ms(),
+            ended_ms: None,
+            max_lag,
+            rows_read: 0,
+            lag_records: None,
+            watermark_ms: None,
+            checkpoints: 0,
+            error: None,
+            diff: None,
+            stop,
+        };
+        if let Ok(mut last) = hosted.replay.lock() {
+            *last = Some(r.clone());
+        }
+        r
+    }
+
     pub fn running(&self) -> bool {
         matches!(
             self.status.as_str(),
@@ -157,27 +189,13 @@ pub async fn start(hosted: &Arc<Hosted>, request: ReplayRequest) -> Result<Repla
         );
     }
     drop(opened);
-    let status = ReplayStatus {
-        pipeline: name.clone(),
-        version: request.version.clone(),
-        from_version,
-        status: "catching-up".into(),
-        range: None,
-        rows_written: 0,
-        started_ms: now_ms(),
-        ended_ms: None,
-        max_lag: request.max_lag,
-        rows_read: 0,
-        lag_records: None,
-        watermark_ms: None,
-        checkpoints: 0,
-        error: None,
-        diff: None,
-        stop: stop.clone(),
-    };
-    if let Ok(mut r) = hosted.replay.lock() {
-        *r = Some(status.clone());
-    }
+    let status = ReplayStatus::begin(
+        hosted,
+        request.version.clone(),
+        "catching-up",
+        request.max_lag,
+        stop.clone(),
+    );
     let hosted = hosted.clone();
     std::thread::Builder::new()
         .name(format!("replay-{name}"))
@@ -235,28 +253,9 @@ pub async fn start_correction(
     let opened = OpenedPipeline::open(&hosted.spec.file, options)
         .await
         .with_context(|| format!("corrections of pipeline {name}"))?;
-    let version = hosted.active_version();
-    let status = ReplayStatus {
-        pipeline: name.clone(),
-        version: version.clone(),
-        from_version: version,
-        status: "correcting".into(),
-        range: Some((range.from_ms, range.to_ms)),
-        rows_written: 0,
-        started_ms: now_ms(),
-        ended_ms: None,
-        max_lag: 0,
-        rows_read: 0,
-        lag_records: None,
-        watermark_ms: None,
-        checkpoints: 0,
-        error: None,
-        diff: None,
-        stop,
-    };
-    if let Ok(mut r) = hosted.replay.lock() {
-        *r = Some(status.clone());
-    }
+    let mut status = ReplayStatus::begin(hosted, hosted.active_version(), "correcting", 0, stop);
+    status.range = Some((range.from_ms, range.to_ms));
+    update(hosted, |r| r.range = status.range);
     let hosted = hosted.clone();
     std::thread::Builder::new()
         .name(format!("correct-{name}"))
@@ -453,12 +452,7 @@ pub fn diff(
         bail!("serving table {name} lacks version {from} or {to}");
     };
     let key = table.info(Some(to))?.map(|i| i.key).unwrap_or_default();
-    let same_columns = from_schema.fields().len() == to_schema.fields().len()
-        && from_schema
-            .fields()
-            .iter()
-            .zip(to_schema.fields())
-            .all(|(a, b)| a.name() == b.name() && a.data_type() == b.data_type());
+    let same_columns = serving::same_columns(&from_schema, &to_schema);
     let cutoff = closed_until_ms.filter(|_| from_schema.index_of(CLOSE_COLUMN).is_ok());
     report.closed_until_ms = cutoff;
     if !same_columns {

@@ -773,12 +773,7 @@ impl TableSink {
             .map_err(|e| self.err(e))?
             > 0;
         if let Some(old) = &meta.schema {
-            let same = old.fields().len() == self.schema.fields().len()
-                && old
-                    .fields()
-                    .iter()
-                    .zip(self.schema.fields())
-                    .all(|(a, b)| a.name() == b.name() && a.data_type() == b.data_type());
+            let same = same_columns(old, &self.schema);
             if !same && has_rows {
                 return Err(Error::Plan(format!(
                     "serving table {} (`{}`) holds columns ({}) but the pipeline writes ({}): \
@@ -881,12 +876,7 @@ impl TableSink {
         };
         check_row_format(&meta.row_format, &self.path)?;
         if let Some(old) = &meta.schema {
-            let same = old.fields().len() == self.schema.fields().len()
-                && old
-                    .fields()
-                    .iter()
-                    .zip(self.schema.fields())
-                    .all(|(a, b)| a.name() == b.name() && a.data_type() == b.data_type());
+            let same = same_columns(old, &self.schema);
             if !same || meta.key != self.key_names {
                 return Err(Error::Plan(format!(
                     "serving table {} (`{}`) holds columns ({}) keyed by ({}) but the corrections \
@@ -951,6 +941,15 @@ impl TableSink {
             .iter()
             .flat_map(|b| (0..b.ops.len()).map(move |i| b.change(i)))
     }
+}
+
+/// Whether two schemas have the same column names and types, in order.
+pub fn same_columns(a: &Schema, b: &Schema) -> bool {
+    a.fields().len() == b.fields().len()
+        && a.fields()
+            .iter()
+            .zip(b.fields())
+            .all(|(x, y)| x.name() == y.name() && x.data_type() == y.data_type())
 }
 
 fn describe(schema: &Schema) -> String {
