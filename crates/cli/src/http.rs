@@ -293,14 +293,9 @@ async fn replay_start(
         }
         let mut range = [0i64; 2];
         for (i, key) in ["from", "to"].into_iter().enumerate() {
-            match q.get(key).map(|t| (t, parse_time(t))) {
-                Some((_, Some(ms))) => range[i] = ms,
-                Some((t, None)) => {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        format!("{key} '{t}' is not a date (2026-03-17), an RFC 3339 time or ms"),
-                    )
-                }
+            match q.get(key).map(|t| parse_time(t)) {
+                Some(Ok(ms)) => range[i] = ms,
+                Some(Err(e)) => return error(StatusCode::BAD_REQUEST, format!("{key}: {e}")),
                 None => {
                     return error(
                         StatusCode::BAD_REQUEST,
@@ -314,10 +309,7 @@ async fn replay_start(
             to_ms: range[1],
             column: q.get("column").cloned(),
         };
-        return match crate::replay::start_correction(p, range).await {
-            Ok(status) => (StatusCode::ACCEPTED, Json(status)).into_response(),
-            Err(e) => error(StatusCode::CONFLICT, format!("{e:#}")),
-        };
+        return replay_response(crate::replay::start_correction(p, range).await);
     }
     let Some(version) = q.get("as") else {
         return error(
@@ -350,9 +342,18 @@ async fn replay_start(
         max_lag,
         diff,
     };
-    match crate::replay::start(p, request).await {
+    replay_response(crate::replay::start(p, request).await)
+}
+
+/// 202 with the replay's status; 409 when it conflicts with one running or a version that
+/// exists; 400 for a request that cannot run (bad SQL, no serving table, an empty range).
+fn replay_response(started: anyhow::Result<crate::replay::ReplayStatus>) -> Response {
+    match started {
         Ok(status) => (StatusCode::ACCEPTED, Json(status)).into_response(),
-        Err(e) => error(StatusCode::CONFLICT, format!("{e:#}")),
+        Err(e) if e.downcast_ref::<crate::replay::Conflict>().is_some() => {
+            error(StatusCode::CONFLICT, format!("{e:#}"))
+        }
+        Err(e) => error(StatusCode::BAD_REQUEST, format!("{e:#}")),
     }
 }
 
@@ -371,17 +372,20 @@ async fn replay_status(State(server): State<Shared>, Path(name): Path<String>) -
 }
 
 /// `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM:SSZ` or ms since the epoch.
-pub(crate) fn parse_time(text: &str) -> Option<i64> {
+pub(crate) fn parse_time(text: &str) -> Result<i64, String> {
     if let Ok(ms) = text.parse::<i64>() {
-        return Some(ms);
+        return Ok(ms);
     }
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
-        return Some(t.timestamp_millis());
+        return Ok(t.timestamp_millis());
     }
     chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
         .ok()
         .and_then(|d| d.and_hms_opt(0, 0, 0))
         .map(|t| t.and_utc().timestamp_millis())
+        .ok_or_else(|| {
+            format!("'{text}' is not a date (2026-03-17), an RFC 3339 time (2026-03-17T06:00:00Z) or ms")
+        })
 }
 
 async fn backfill(
@@ -395,11 +399,7 @@ async fn backfill(
     let time = |key: &str, default: Option<i64>| -> Result<i64, Box<Response>> {
         let bad = |m: String| Box::new(error(StatusCode::BAD_REQUEST, m));
         match q.get(key) {
-            Some(t) => parse_time(t).ok_or_else(|| {
-                bad(format!(
-                    "{key} '{t}' is not a date (2026-03-17), an RFC 3339 time or ms"
-                ))
-            }),
+            Some(t) => parse_time(t).map_err(|e| bad(format!("{key}: {e}"))),
             None => default.ok_or_else(|| bad(format!("give `{key}` (a date such as 2026-03-17)"))),
         }
     };
@@ -461,13 +461,35 @@ async fn tables(State(server): State<Shared>) -> Response {
     .into_response()
 }
 
+/// Rows as a JSON array of objects (Arrow's JSON writer: nulls left out, decimals as numbers).
+pub(crate) fn json_rows(batches: &[RecordBatch]) -> Result<Value, arrow::error::ArrowError> {
+    let mut buf = vec![];
+    {
+        let mut w = arrow::json::ArrayWriter::new(&mut buf);
+        for b in batches {
+            w.write(b)?;
+        }
+        w.finish()?;
+    }
+    if buf.is_empty() {
+        return Ok(json!([]));
+    }
+    serde_json::from_slice(&buf).map_err(|e| arrow::error::ArrowError::JsonError(e.to_string()))
+}
+
+/// Rows in the format asked for (`?format=json|csv|arrow`, default JSON), at most `?limit=`
+/// of them; JSON wraps them in `envelope` with the columns and the total.
 fn batches_response(
-    format: &str,
+    q: &HashMap<String, String>,
     schema: &SchemaRef,
     batches: &[RecordBatch],
     envelope: Value,
-    limit: usize,
 ) -> Response {
+    let limit = match limit(q, usize::MAX) {
+        Ok(l) => l,
+        Err(r) => return *r,
+    };
+    let format = q.get("format").map(String::as_str).unwrap_or("json");
     let limited: Vec<RecordBatch> = {
         let mut left = limit;
         let mut out = vec![];
@@ -484,22 +506,9 @@ fn batches_response(
     let total: usize = batches.iter().map(RecordBatch::num_rows).sum();
     match format {
         "json" => {
-            let mut buf = vec![];
-            {
-                let mut w = arrow::json::ArrayWriter::new(&mut buf);
-                for b in &limited {
-                    if let Err(e) = w.write(b) {
-                        return error(StatusCode::INTERNAL_SERVER_ERROR, e);
-                    }
-                }
-                if let Err(e) = w.finish() {
-                    return error(StatusCode::INTERNAL_SERVER_ERROR, e);
-                }
-            }
-            let rows: Value = if buf.is_empty() {
-                json!([])
-            } else {
-                serde_json::from_slice(&buf).unwrap_or(json!([]))
+            let rows = match json_rows(&limited) {
+                Ok(rows) => rows,
+                Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
             };
             let mut body = envelope;
             body["columns"] = json!(schema
@@ -569,10 +578,6 @@ async fn table(
     let Some(entry) = server.tables.get(&name) else {
         return not_found("serving table", &name);
     };
-    let limit = match limit(&q, usize::MAX) {
-        Ok(l) => l,
-        Err(r) => return *r,
-    };
     let version = q.get("version").map(String::as_str);
     let read = match q.get("key") {
         Some(key) => {
@@ -581,7 +586,6 @@ async fn table(
         }
         None => entry.table.read(version),
     };
-    let format = q.get("format").map(String::as_str).unwrap_or("json");
     match read {
         Ok(Some((schema, batches))) => {
             let info = entry.table.info(version).ok().flatten();
@@ -591,7 +595,7 @@ async fn table(
                 "key": info.as_ref().map(|i| i.key.clone()),
                 "updated_ms": info.as_ref().map(|i| i.updated_ms),
             });
-            batches_response(format, &schema, &batches, envelope, limit)
+            batches_response(&q, &schema, &batches, envelope)
         }
         Ok(None) => error(
             StatusCode::NOT_FOUND,
@@ -620,12 +624,7 @@ async fn sql(
         Ok(b) => b,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    let limit = match limit(&q, usize::MAX) {
-        Ok(l) => l,
-        Err(r) => return *r,
-    };
-    let format = q.get("format").map(String::as_str).unwrap_or("json");
-    batches_response(format, &schema, &batches, json!({"sql": body}), limit)
+    batches_response(&q, &schema, &batches, json!({"sql": body}))
 }
 
 /// Every pipeline's alerts: those firing and the latest events.
@@ -680,11 +679,6 @@ async fn view(
         Ok(r) => r,
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
     };
-    let limit = match limit(&q, usize::MAX) {
-        Ok(l) => l,
-        Err(r) => return *r,
-    };
-    let format = q.get("format").map(String::as_str).unwrap_or("json");
     let envelope = json!({
         "view": name,
         "batch": spec.batch,
@@ -697,7 +691,7 @@ async fn view(
             .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
         "batch_run": rows.batch_run,
     });
-    batches_response(format, &rows.schema, &rows.batches, envelope, limit)
+    batches_response(&q, &rows.schema, &rows.batches, envelope)
 }
 
 /// Escapes a Prometheus label value.

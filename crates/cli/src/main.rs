@@ -96,7 +96,9 @@ impl PipelineArgs {
             match plan {
                 project::RunPlan::Stream { checkpoint } => {
                     args.mode = Some("stream".into());
-                    args.checkpoint_interval = checkpoint.map(ms).or(args.checkpoint_interval);
+                    // An explicit --checkpoint-interval wins over the one derived from the freshness.
+                    args.checkpoint_interval =
+                        args.checkpoint_interval.take().or(checkpoint.map(ms));
                 }
                 project::RunPlan::MicroBatch { trigger } => {
                     args.mode = Some("micro-batch".into());

@@ -447,7 +447,8 @@ impl Project {
         if let Some(url) = &parsed.server.alert_webhook {
             if !url.starts_with("http://") {
                 bail!(
-                    "{}: alert_webhook '{url}' must be an http:// URL (put a TLS proxy in front                      for https)",
+                    "{}: alert_webhook '{url}' must be an http:// URL (put a TLS proxy in front \
+                     for https)",
                     file.display()
                 );
             }

@@ -85,24 +85,30 @@ pub async fn replay(
 ) -> Result<ExitCode> {
     let project = load(path, listen)?;
     let token = project.token.clone();
-    let query = match &what {
-        ReplayWhat::Version(r) => format!("as={}&max_lag={}&diff={}", r.version, r.max_lag, r.diff),
-        ReplayWhat::Range { from, to, column } => {
-            let time = |t: &str| {
-                crate::http::parse_time(t).ok_or_else(|| {
-                    anyhow!("'{t}' is not a date (2026-03-17), an RFC 3339 time or ms")
-                })
-            };
-            format!(
-                "from={}&to={}{}",
-                time(from)?,
-                time(to)?,
-                column
-                    .as_ref()
-                    .map(|c| format!("&column={c}"))
-                    .unwrap_or_default()
-            )
+    let time =
+        |what: &str, t: &str| crate::http::parse_time(t).map_err(|e| anyhow!("--{what}: {e}"));
+    let range = match &what {
+        ReplayWhat::Version(_) => None,
+        ReplayWhat::Range { from, to, column } => Some(flowline_connectors::TimeRange {
+            from_ms: time("from", from)?,
+            to_ms: time("to", to)?,
+            column: column.clone(),
+        }),
+    };
+    let query = match (&what, &range) {
+        (ReplayWhat::Version(r), _) => {
+            format!("as={}&max_lag={}&diff={}", r.version, r.max_lag, r.diff)
         }
+        (_, Some(r)) => format!(
+            "from={}&to={}{}",
+            r.from_ms,
+            r.to_ms,
+            r.column
+                .as_ref()
+                .map(|c| format!("&column={c}"))
+                .unwrap_or_default()
+        ),
+        (_, None) => unreachable!("a range was parsed above"),
     };
     let status = if let Some(base) = running_server(&project) {
         eprintln!("asking the running server at {base}");
@@ -126,19 +132,14 @@ pub async fn replay(
             project.listen
         );
         let (_server, hosted) = open_here(project, pipeline).await?;
-        match what {
-            ReplayWhat::Version(request) => {
+        match (what, range) {
+            (ReplayWhat::Version(request), _) => {
                 replay::start(&hosted, request).await?;
             }
-            ReplayWhat::Range { from, to, column } => {
-                let time = |t: &str| crate::http::parse_time(t).unwrap_or_default();
-                let range = flowline_connectors::TimeRange {
-                    from_ms: time(&from),
-                    to_ms: time(&to),
-                    column,
-                };
+            (_, Some(range)) => {
                 replay::start_correction(&hosted, range).await?;
             }
+            (_, None) => unreachable!("a range was parsed above"),
         }
         follow_replay(|| {
             let r = hosted.replay.lock().ok().and_then(|r| r.clone());
@@ -256,18 +257,25 @@ pub async fn backfill(
     to: Option<&str>,
     listen: Option<String>,
 ) -> Result<ExitCode> {
-    let time = |t: &str| {
-        crate::http::parse_time(t)
-            .ok_or_else(|| anyhow!("'{t}' is not a date (2026-03-17), an RFC 3339 time or ms"))
-    };
-    let from_ms = time(from)?;
+    let time =
+        |what: &str, t: &str| crate::http::parse_time(t).map_err(|e| anyhow!("--{what}: {e}"));
+    let from_ms = time("from", from)?;
     let to_ms = match to {
-        Some(t) => time(t)?,
+        Some(t) => time("to", t)?,
         None => crate::serve::now_ms(),
     };
     let project = load(path, listen)?;
     let token = project.token.clone();
     if let Some(base) = running_server(&project) {
+        let status_url = format!("{base}/api/pipelines/{pipeline}");
+        // Counted before asking: the first backfilled run may start at once.
+        let first = client::request("GET", &status_url, token.as_deref(), None, API_TIMEOUT)?;
+        if first.status != 200 {
+            return Err(api_error(&first));
+        }
+        let first = first.json()?;
+        let runs_before = first["runs"].as_u64().unwrap_or(0);
+        let failures_before = first["failures"].as_u64().unwrap_or(0);
         let url = format!("{base}/api/pipelines/{pipeline}/backfill?from={from_ms}&to={to_ms}");
         let reply = client::request("POST", &url, token.as_deref(), None, API_TIMEOUT)?;
         if reply.status != 202 {
@@ -275,11 +283,6 @@ pub async fn backfill(
         }
         let total = reply.json()?["runs"].as_u64().unwrap_or(0);
         eprintln!("the server at {base} queued {total} runs");
-        let status_url = format!("{base}/api/pipelines/{pipeline}");
-        let first =
-            client::request("GET", &status_url, token.as_deref(), None, API_TIMEOUT)?.json()?;
-        let runs_before = first["runs"].as_u64().unwrap_or(0);
-        let failures_before = first["failures"].as_u64().unwrap_or(0);
         let mut bar = Progress::new("backfill");
         loop {
             let p =
@@ -330,6 +333,5 @@ pub async fn backfill(
     if failed > 0 {
         bail!("{failed} of {total} backfilled runs failed (see `flowline runs`)");
     }
-    let _ = hosted;
     Ok(ExitCode::SUCCESS)
 }

@@ -119,20 +119,53 @@ impl ReplayStatus {
     }
 }
 
+/// A request that conflicts with the pipeline's state (a replay running, a version that
+/// exists): HTTP 409, where other refusals are 400.
+#[derive(Debug)]
+pub struct Conflict(pub String);
+
+impl std::fmt::Display for Conflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Conflict {}
+
+/// Holds the pipeline's replay slot while a request is checked (the checks await), so that two
+/// requests cannot both start; released when dropped, after the replay is recorded.
+struct Starting<'a>(&'a AtomicBool);
+
+impl Drop for Starting<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
+fn reserve(hosted: &Hosted) -> Result<Starting<'_>> {
+    let name = &hosted.spec.name;
+    if hosted.replay_starting.swap(true, Ordering::SeqCst) {
+        return Err(Conflict(format!("pipeline {name} is starting a replay already")).into());
+    }
+    let slot = Starting(&hosted.replay_starting);
+    if let Some(r) = hosted.replay.lock().ok().and_then(|r| r.clone()) {
+        if r.running() {
+            return Err(Conflict(format!(
+                "pipeline {name} is already replaying into version {} ({}); wait for it to end",
+                r.version, r.status
+            ))
+            .into());
+        }
+    }
+    Ok(slot)
+}
+
 /// Checks a replay request and starts it on its own thread. Errors (a bad version, the new SQL
 /// not planning, a replay already running) come back before anything runs.
 pub async fn start(hosted: &Arc<Hosted>, request: ReplayRequest) -> Result<ReplayStatus> {
     let name = &hosted.spec.name;
     serving::check_version_name(&request.version).map_err(anyhow::Error::msg)?;
-    if let Some(r) = hosted.replay.lock().ok().and_then(|r| r.clone()) {
-        if r.running() {
-            bail!(
-                "pipeline {name} is already replaying into version {} ({})",
-                r.version,
-                r.status
-            );
-        }
-    }
+    let _slot = reserve(hosted)?;
     if hosted.serving.is_empty() {
         bail!(
             "pipeline {name} writes no serving table ('connector' = 'table'); a replay builds a \
@@ -142,20 +175,22 @@ pub async fn start(hosted: &Arc<Hosted>, request: ReplayRequest) -> Result<Repla
     }
     let from_version = hosted.active_version();
     if request.version == from_version {
-        bail!(
+        return Err(Conflict(format!(
             "pipeline {name} already serves version {from_version}; replay into a new version \
              (e.g. --as v{})",
             next_version_number(&from_version)
-        );
+        ))
+        .into());
     }
     for (table, t) in &hosted.serving {
         if t.versions()?.contains(&request.version) {
-            bail!(
+            return Err(Conflict(format!(
                 "serving table {table} already has a version {}: choose a new version name \
                  (versions: {})",
                 request.version,
                 t.versions()?.join(", ")
-            );
+            ))
+            .into());
         }
     }
     let streaming = streams(hosted);
@@ -232,11 +267,7 @@ pub async fn start_correction(
     range: flowline_connectors::TimeRange,
 ) -> Result<ReplayStatus> {
     let name = &hosted.spec.name;
-    if let Some(r) = hosted.replay.lock().ok().and_then(|r| r.clone()) {
-        if r.running() {
-            bail!("pipeline {name} is already replaying ({})", r.status);
-        }
-    }
+    let _slot = reserve(hosted)?;
     if hosted.serving.is_empty() {
         bail!(
             "pipeline {name} writes no serving table ('connector' = 'table'); corrections \
@@ -250,9 +281,12 @@ pub async fn start_correction(
     options.stop = Some(stop.clone());
     options.live = Some(live.clone());
     options.time_range = Some(range.clone());
-    let opened = OpenedPipeline::open(&hosted.spec.file, options)
-        .await
-        .with_context(|| format!("corrections of pipeline {name}"))?;
+    // The range and the sinks are checked before anything runs.
+    drop(
+        OpenedPipeline::open(&hosted.spec.file, options.clone())
+            .await
+            .with_context(|| format!("corrections of pipeline {name}"))?,
+    );
     let mut status = ReplayStatus::begin(hosted, hosted.active_version(), "correcting", 0, stop);
     status.range = Some((range.from_ms, range.to_ms));
     update(hosted, |r| r.range = status.range);
@@ -260,11 +294,7 @@ pub async fn start_correction(
     std::thread::Builder::new()
         .name(format!("correct-{name}"))
         .spawn(move || {
-            let result = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(anyhow::Error::from)
-                .and_then(|rt| Ok(rt.block_on(opened.run())?));
+            let result = crate::serve::run_blocking(&hosted.spec.file, options);
             let snap = live.snapshot();
             update(&hosted, |r| {
                 r.ended_ms = Some(now_ms());
@@ -317,15 +347,7 @@ fn drive(
     let file = hosted.spec.file.clone();
     let job = std::thread::Builder::new()
         .name(format!("replay-job-{}", hosted.spec.name))
-        .spawn(move || -> Result<()> {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(async move {
-                OpenedPipeline::open(&file, options).await?.run().await?;
-                Ok(())
-            })
-        })
+        .spawn(move || crate::serve::run_blocking(&file, options))
         .context("cannot start the replay job")?;
     loop {
         std::thread::sleep(Duration::from_millis(100));
@@ -349,7 +371,9 @@ fn drive(
         }
     }
     match job.join() {
-        Ok(result) => result.context("the replay job failed")?,
+        Ok(result) => {
+            result.context("the replay job failed")?;
+        }
         Err(_) => bail!("the replay job panicked"),
     }
     if hosted.stop.load(Ordering::SeqCst) {
@@ -390,8 +414,11 @@ fn drive(
     if let Ok(mut v) = hosted.version.lock() {
         *v = (request.version != hosted.declared_version).then(|| request.version.clone());
     }
-    // The old job stops; the runner goes on with the new version from its checkpoint.
-    hosted.restart.store(true, Ordering::SeqCst);
+    // The old job stops; the runner goes on with the new version from its checkpoint. (A batch
+    // pipeline's next run reads the version when it starts.)
+    if streaming {
+        hosted.restart.store(true, Ordering::SeqCst);
+    }
     Ok("swapped")
 }
 
@@ -607,14 +634,7 @@ fn count(batches: &[RecordBatch], cutoff: Option<i64>) -> Result<usize> {
 /// Row `i` of a side as a JSON object.
 fn row_json(side: &Side, i: usize) -> Result<Value> {
     let (b, r) = side.at[i];
-    let one = side.batches[b].slice(r, 1);
-    let mut buf = vec![];
-    {
-        let mut w = arrow::json::ArrayWriter::new(&mut buf);
-        w.write(&one)?;
-        w.finish()?;
-    }
-    let rows: Value = serde_json::from_slice(&buf).unwrap_or(json!([]));
+    let rows = crate::http::json_rows(&[side.batches[b].slice(r, 1)])?;
     Ok(rows.get(0).cloned().unwrap_or(Value::Null))
 }
 

@@ -67,6 +67,8 @@ pub struct RunnerState {
     pub last_run: Option<LastRun>,
     /// When a run last succeeded (ms since the Unix epoch).
     pub last_success_ms: Option<i64>,
+    /// When an earlier job of this runner last published (kept across restarts of a stream).
+    pub last_publish_ms: Option<i64>,
     /// Backfill runs waiting.
     pub backfill_queued: usize,
 }
@@ -91,6 +93,8 @@ pub struct Hosted {
     pub alerts: Mutex<AlertBook>,
     /// When the pipeline was opened (freshness counts from here before a first publish).
     opened_ms: i64,
+    /// Held while a replay request is checked (see `replay::start`).
+    pub replay_starting: AtomicBool,
     /// The last replay of the pipeline (running or ended).
     pub replay: Mutex<Option<crate::replay::ReplayStatus>>,
     /// Set to run a batch (or a micro-batch over files) now.
@@ -257,9 +261,11 @@ impl Hosted {
     /// commit). `None` before the first.
     pub fn freshness_ms(&self) -> Option<i64> {
         let live = self.live();
+        let state = self.state();
         let last = live
             .last_publish_ms
-            .or_else(|| self.state().last_success_ms)?;
+            .or(state.last_publish_ms)
+            .or(state.last_success_ms)?;
         Some((now_ms() - last).max(0))
     }
 
@@ -368,7 +374,7 @@ impl Hosted {
         if to_ms < from_ms {
             bail!("backfill: `to` is before `from`");
         }
-        let times = schedule.between(from_ms - 1, to_ms, from_ms, MAX_BACKFILL_RUNS + 1);
+        let times = schedule.between(from_ms, to_ms, self.opened_ms, MAX_BACKFILL_RUNS + 1);
         if times.len() > MAX_BACKFILL_RUNS {
             bail!("backfill: more than {MAX_BACKFILL_RUNS} scheduled runs in that range; ask for a shorter one");
         }
@@ -395,6 +401,15 @@ impl Hosted {
 
     /// One run, on this thread, with its own async runtime; a panic is an error.
     fn run_once(&self, options: RunOptions, scheduled_ms: Option<i64>) -> Result<RunReport> {
+        // A restart asked for while no job ran must not stop this one; a stop still does.
+        self.restart.store(false, Ordering::SeqCst);
+        if self.stopped() {
+            self.restart.store(true, Ordering::SeqCst);
+        }
+        let published = self.live().last_publish_ms;
+        set(&self.state, |s| {
+            s.last_publish_ms = s.last_publish_ms.max(published);
+        });
         self.live.reset();
         let started = now_ms();
         set(&self.state, |s| {
@@ -402,24 +417,7 @@ impl Hosted {
             s.next_run_ms = None;
         });
         self.set_status("running");
-        let file = self.spec.file.clone();
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(async move {
-                let pipeline = OpenedPipeline::open(&file, options).await?;
-                Ok::<_, anyhow::Error>(pipeline.run().await?)
-            })
-        }))
-        .unwrap_or_else(|panic| {
-            let why = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "a panic".into());
-            Err(anyhow::anyhow!("the run panicked: {why}"))
-        });
+        let result = run_blocking(&self.spec.file, options);
         let live = self.live();
         let ended = now_ms();
         set(&self.state, |s| {
@@ -499,7 +497,8 @@ impl Hosted {
 
     /// The runner: runs the pipeline as its plan says until stopped.
     fn supervise(self: Arc<Self>) {
-        let origin = now_ms();
+        // Interval schedules count from when the pipeline was opened (backfills use the same).
+        let origin = self.opened_ms;
         let mut backoff = Duration::ZERO;
         // A scheduled batch that missed its last scheduled time runs once at start.
         let mut due_at_start = match &self.spec.plan {
@@ -617,6 +616,28 @@ impl Hosted {
     }
 }
 
+/// Opens and runs a pipeline on this thread, with an async runtime of its own; a panic is an
+/// error. Every run `serve` starts (scheduled, stream, replay, corrections) goes through here.
+pub fn run_blocking(file: &std::path::Path, options: RunOptions) -> Result<RunReport> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async move {
+            let pipeline = OpenedPipeline::open(file, options).await?;
+            Ok::<_, anyhow::Error>(pipeline.run().await?)
+        })
+    }))
+    .unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "a panic".into());
+        Err(anyhow::anyhow!("the run panicked: {why}"))
+    })
+}
+
 /// When the pipeline last ran successfully, from its manifest (ms since the Unix epoch).
 fn last_successful_run_ms(manifest_path: &std::path::Path) -> Option<i64> {
     let records = manifest::read(manifest_path).ok()?;
@@ -719,6 +740,7 @@ impl Server {
                 declared_version,
                 serving: own_tables,
                 replay: Mutex::new(None),
+                replay_starting: AtomicBool::new(false),
                 alerts: Mutex::new(AlertBook::default()),
                 opened_ms: now_ms(),
                 wake: AtomicBool::new(false),

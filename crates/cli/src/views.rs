@@ -4,9 +4,11 @@
 //! *batch* table for closed periods and from the *stream* side for the open one, so one query
 //! shows exact history and a fresh today:
 //!
-//! * the **boundary** is the newest event time read by the batch pipeline's last successful run
-//!   (its manifest's `max_event_time`), rounded down to the view's `period`: periods before it are
-//!   closed (the batch run saw them whole), the period holding it and later ones are open;
+//! * the **boundary** is the newest event time read by the batch pipeline's last successful full
+//!   run of the served version (its manifest's `max_event_time`; with several sources the
+//!   smallest of their newest; corrections of a range and replays not swapped in do not count),
+//!   rounded down to the view's `period`: periods before it are closed (the batch run saw them
+//!   whole), the period holding it and later ones are open;
 //! * rows of the batch table with `time_column` before the boundary, plus rows of the stream side
 //!   (a serving table, or a SELECT over serving tables) at or after it, each with a `_layer`
 //!   column saying which (`batch` or `stream`);
@@ -177,20 +179,31 @@ fn boundary(server: &Server, view: &ViewSpec) -> Result<(Option<i64>, Option<Str
         return Ok((None, None));
     };
     let records = manifest::read(&writer.manifest_path).unwrap_or_default();
-    let Some(run) = records.iter().rev().find(|r| r["status"] == "ok") else {
+    let active = writer.active_version();
+    // The last full run of the version served: not a correction of a range, not a replay into
+    // a version that is not (yet) served, and one that read events.
+    let newest_event = |r: &serde_json::Value| -> Option<i64> {
+        r["max_event_time"]
+            .as_object()?
+            .values()
+            .filter_map(|v| v.as_str())
+            .filter_map(|t| chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S%.f").ok())
+            .map(|t| t.and_utc().timestamp_millis())
+            // Every source has seen up to the smallest of their newest events.
+            .min()
+    };
+    let Some((run, newest)) = records.iter().rev().find_map(|r| {
+        let version = r["serving_version"]
+            .as_str()
+            .unwrap_or(&writer.declared_version);
+        let usable = r["status"] == "ok" && r["time_range"].is_null() && version == active;
+        usable.then(|| newest_event(r).map(|t| (r, t))).flatten()
+    }) else {
         return Ok((None, None));
     };
-    let newest = run["max_event_time"]
-        .as_object()
-        .into_iter()
-        .flat_map(|m| m.values())
-        .filter_map(|v| v.as_str())
-        .filter_map(|t| chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S%.f").ok())
-        .map(|t| t.and_utc().timestamp_millis())
-        .max();
     let period = view.period.as_millis().max(1) as i64;
     Ok((
-        newest.map(|t| t.div_euclid(period) * period),
+        Some(newest.div_euclid(period) * period),
         run["run_id"].as_str().map(str::to_string),
     ))
 }

@@ -563,7 +563,7 @@ fn replay_builds_a_new_version_beside_the_served_one_and_swaps_it_in() {
     )
     .unwrap();
     let r = post(&addr, "/api/pipelines/fraud/replay?as=v2", "");
-    assert_eq!(r.status, 409, "{}", r.text());
+    assert_eq!(r.status, 400, "{}", r.text());
     assert!(
         r.text().contains("new version of pipeline fraud"),
         "{}",
@@ -663,7 +663,7 @@ fn replay_builds_a_new_version_beside_the_served_one_and_swaps_it_in() {
         &format!("/api/pipelines/operations/replay?from={to}&to={from}"),
         "",
     );
-    assert_eq!(bad.status, 409, "{}", bad.text());
+    assert_eq!(bad.status, 400, "{}", bad.text());
     assert!(
         bad.text().contains("the time range is empty"),
         "{}",
@@ -702,6 +702,30 @@ fn replay_builds_a_new_version_beside_the_served_one_and_swaps_it_in() {
     };
     assert_eq!(in_range(&after), in_range(&before));
 
+    // A batch pipeline's replay swaps in after one run; its next run reads everything again
+    // (the swap must not leave it stopped before it starts).
+    let r = post(&addr, "/api/pipelines/pnl/replay?as=v2", "");
+    assert_eq!(r.status, 202, "{}", r.text());
+    wait(90, "the P&L replay to swap", || {
+        let r = get(&addr, "/api/pipelines/pnl/replay").json();
+        assert_ne!(r["status"], "failed", "{r}");
+        (r["status"] == "swapped").then_some(())
+    });
+    let runs = get(&addr, "/api/pipelines/pnl").json()["runs"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(post(&addr, "/api/pipelines/pnl/run", "").status, 202);
+    let after = wait(90, "the P&L's run on v2", || {
+        let p = get(&addr, "/api/pipelines/pnl").json();
+        (p["runs"].as_u64().unwrap() > runs && p["status"] == "waiting").then_some(p)
+    });
+    assert_eq!(after["version"], "v2", "{after}");
+    assert_eq!(after["last_run"]["status"], "ok", "{after}");
+    assert!(
+        after["last_run"]["rows_read"].as_u64().unwrap() > 1000,
+        "the run after the swap read nothing: {after}"
+    );
+
     // Stopped, the project replays in this process from the command line.
     let pid = server.0.id();
     Command::new("sh")
@@ -711,7 +735,7 @@ fn replay_builds_a_new_version_beside_the_served_one_and_swaps_it_in() {
     assert!(server.0.wait().unwrap().success());
     let out = Command::new(env!("CARGO_BIN_EXE_flowline"))
         .args([
-            "replay", ".", "pnl", "--as", "v2", "--diff", "--listen", &addr,
+            "replay", ".", "pnl", "--as", "v3", "--diff", "--listen", &addr,
         ])
         .current_dir(dir)
         .env_remove("FLOWLINE_TOKEN")
@@ -721,14 +745,14 @@ fn replay_builds_a_new_version_beside_the_served_one_and_swaps_it_in() {
     assert!(out.status.success(), "{err}");
     assert!(err.contains("replaying in this process"), "{err}");
     assert!(
-        err.contains("replay of pnl into v2 (from v1): swapped"),
+        err.contains("replay of pnl into v3 (from v2): swapped"),
         "{err}"
     );
-    assert!(err.contains("diff daily_pnl v1→v2"), "{err}");
+    assert!(err.contains("diff daily_pnl v2→v3"), "{err}");
     assert_eq!(
         std::fs::read_to_string(dir.join("serving/daily_pnl/CURRENT"))
             .unwrap()
             .trim(),
-        "v2"
+        "v3"
     );
 }

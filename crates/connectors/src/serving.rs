@@ -644,7 +644,7 @@ impl TableSink {
         let change_type = schema
             .fields()
             .last()
-            .is_some_and(|f| f.name() == CHANGE_TYPE);
+            .is_some_and(|f| f.name().eq_ignore_ascii_case(CHANGE_TYPE));
         let stored: SchemaRef = if change_type {
             Arc::new(Schema::new(
                 schema.fields()[..schema.fields().len() - 1].to_vec(),
@@ -695,7 +695,17 @@ impl TableSink {
                         .ok_or_else(|| {
                             Error::option(
                                 &def.name,
-                                format!("corrections: `{c}` is not a date or timestamp column"),
+                                format!(
+                                    "corrections: `{c}` is not a date or timestamp column (those \
+                                     are: {})",
+                                    stored
+                                        .fields()
+                                        .iter()
+                                        .filter(|f| is_time(f.data_type()))
+                                        .map(|f| f.name().as_str())
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
+                                ),
                             )
                         })?,
                     None => stored

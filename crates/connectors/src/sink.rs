@@ -165,7 +165,7 @@ pub struct SinkContext {
     pub log_dir: PathBuf,
     pub mode: SinkMode,
     /// A batch run of corrections: a serving table replaces only its rows in this time range
-    /// (other sinks refuse it).
+    /// (other sinks refuse it when opened).
     pub slice: Option<TimeRange>,
 }
 
@@ -427,7 +427,15 @@ pub fn open_sink(
     ctx: &SinkContext,
     stdout: Box<dyn std::io::Write + Send>,
 ) -> Result<Box<dyn Sink>> {
-    match parse_sink(def)? {
+    let config = parse_sink(def)?;
+    if ctx.slice.is_some() && !matches!(config, SinkConfig::Table) {
+        return Err(Error::Plan(format!(
+            "corrections replace a time range of serving tables; sink `{}` is not one \
+             ('connector' = 'table')",
+            def.name
+        )));
+    }
+    match config {
         SinkConfig::Print(format) => {
             if let SinkMode::Epochs {
                 resume:

@@ -175,6 +175,10 @@ pub struct OpenedPipeline {
     serving_version: Option<String>,
     /// Corrections of a time range (see [`RunOptions::time_range`]).
     time_range: Option<flowline_connectors::TimeRange>,
+    /// Corrections: the event-time range each source is cut to. A fact source is cut to the
+    /// range; a temporal join's versioned table keeps everything before its end (the version
+    /// valid at the range's start is older); a lookup dimension is read whole (absent here).
+    time_cuts: BTreeMap<String, flowline_connectors::TimeRange>,
 }
 
 /// Parses, plans and runs a pipeline file.
@@ -270,8 +274,18 @@ impl OpenedPipeline {
                     table.options.insert("version".into(), version.clone());
                 }
             }
-            if declared.as_deref() != Some(version.as_str()) {
-                state_dir = state_dir.join("versions").join(version);
+            match declared {
+                None => {
+                    return Err(Error::Plan(format!(
+                        "serving version '{version}': the pipeline writes no serving table \
+                         ('connector' = 'table'), so there is no version to build; a replay \
+                         into a new version needs one"
+                    )))
+                }
+                Some(d) if d != *version => {
+                    state_dir = state_dir.join("versions").join(version);
+                }
+                Some(_) => {}
             }
         }
         let rejects_path = options
@@ -297,7 +311,9 @@ impl OpenedPipeline {
         if let Some(range) = &options.time_range {
             if mode != Mode::Batch {
                 return Err(Error::Plan(
-                    "corrections of a time range run in batch mode".into(),
+                    "corrections of a time range run in batch mode: run them with `--mode batch` (or \
+                     SET 'execution.mode' = 'batch'); `flowline replay --from --to` does"
+                        .into(),
                 ));
             }
             if range.from_ms >= range.to_ms {
@@ -576,6 +592,33 @@ impl OpenedPipeline {
                 }
             }
         }
+        let mut time_cuts = BTreeMap::new();
+        if let Some(range) = &options.time_range {
+            for table in &def.tables {
+                if !sink_names.contains(&table.name) {
+                    time_cuts.insert(table.name.clone(), range.clone());
+                }
+            }
+            for p in &planned {
+                let Planned::Dataflow(plan) = p else { continue };
+                let Some(right) = &plan.right else { continue };
+                let as_of = plan.nodes.iter().find_map(|n| match n {
+                    Node::Join(j) => j.as_of.clone(),
+                    _ => None,
+                });
+                match as_of {
+                    Some(AsOf::ProcessingTime) => {
+                        time_cuts.remove(&right.source);
+                    }
+                    Some(_) => {
+                        if let Some(cut) = time_cuts.get_mut(&right.source) {
+                            cut.from_ms = i64::MIN;
+                        }
+                    }
+                    None => {}
+                }
+            }
+        }
         for p in &planned {
             if let Planned::Dataflow(plan) = p {
                 if let Some(dim) =
@@ -616,6 +659,7 @@ impl OpenedPipeline {
             params: options.params.clone(),
             serving_version: options.serving_version.clone(),
             time_range: options.time_range.clone(),
+            time_cuts,
         })
     }
 
@@ -897,7 +941,7 @@ impl OpenedPipeline {
                 let mut emit = EmitClock::new(self.emit_interval);
                 while let Some((_, decoded)) = reader.next_batch()? {
                     bin.write(&decoded.rejects)?;
-                    let batch = self.in_time_range(decoded.batch, tracker.column)?;
+                    let batch = self.in_time_range(name, decoded.batch, tracker.column)?;
                     if batch.num_rows() == 0 {
                         continue;
                     }
@@ -1913,16 +1957,16 @@ pub(crate) fn commit_all(
     Ok(())
 }
 
-/// The event-time column of a source (its `WATERMARK FOR` column) and the declared delay.
 impl OpenedPipeline {
-    /// Corrections: the rows of a source batch whose event time is in the range (all rows when
-    /// there is no range).
+    /// Corrections: the rows of a batch of source `name` whose event time is in its cut (all
+    /// rows when there is none).
     pub(crate) fn in_time_range(
         &self,
+        name: &str,
         batch: RecordBatch,
         column: Option<usize>,
     ) -> Result<RecordBatch> {
-        match (&self.time_range, column) {
+        match (self.time_cuts.get(name), column) {
             (Some(range), Some(c)) if batch.num_rows() > 0 => {
                 let keep = range.mask(batch.column(c))?;
                 Ok(arrow::compute::filter_record_batch(&batch, &keep)?)
@@ -1932,6 +1976,7 @@ impl OpenedPipeline {
     }
 }
 
+/// The event-time column of a source (its `WATERMARK FOR` column) and the declared delay.
 pub(crate) fn event_time(table: &TableDef, schema: &Schema) -> Result<(Option<usize>, i64)> {
     Ok(match &table.watermark {
         Some(w) => (Some(schema.index_of(&w.column)?), w.delay_ms),

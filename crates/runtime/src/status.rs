@@ -66,7 +66,7 @@ impl StatusSnapshot {
         self.lag_records.values().sum()
     }
 
-    /// The smallest watermark over sources, if every source has one.
+    /// The smallest watermark over the sources that have one (`None` before the first).
     pub fn watermark(&self) -> Option<i64> {
         self.watermarks.values().copied().min()
     }

@@ -685,10 +685,12 @@ impl Job<'_> {
                     self.changed = true;
                     bin.write(&decoded.rejects)?;
                     self.positions[source][partition as usize] = next;
-                    let batch = self
-                        .pipeline
-                        .in_time_range(decoded.batch, self.clocks[source].column)?;
                     let name = &self.names[source];
+                    let batch = self.pipeline.in_time_range(
+                        name,
+                        decoded.batch,
+                        self.clocks[source].column,
+                    )?;
                     if batch.num_rows() > 0 {
                         let read = state.rows_read.entry(name.clone()).or_default();
                         *read += batch.num_rows() as u64;
