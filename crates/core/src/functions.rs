@@ -98,15 +98,15 @@ pub fn java_date_pattern(pattern: &str) -> std::result::Result<String, String> {
                     }
                     break;
                 }
-                if i + 1 == chars.len() {
-                    return Err("a quote ' is not closed".into());
-                }
                 if chars[i] == '%' {
                     out.push_str("%%");
                 } else {
                     out.push(chars[i]);
                 }
                 i += 1;
+            }
+            if i >= chars.len() {
+                return Err("a quote ' is not closed".into());
             }
             i += 1;
             continue;
@@ -655,6 +655,14 @@ mod tests {
         );
         assert_eq!(java_date_pattern("'it''s' 100%").unwrap(), "it's 100%%");
         assert!(java_date_pattern("yyyy-ww").unwrap_err().contains("'w'"));
+        for unclosed in ["'ab", "HH'", "'a''"] {
+            assert!(
+                java_date_pattern(unclosed)
+                    .unwrap_err()
+                    .contains("not closed"),
+                "{unclosed}"
+            );
+        }
         // Exactly the digits Java prints, or an error instead of other digits.
         assert_eq!(java_date_pattern("ss.SSSSSS").unwrap(), "%S.%6f");
         assert!(java_date_pattern("ss.SS").unwrap_err().contains("SSS"));

@@ -59,3 +59,14 @@ pub fn read_json_lines(path: &std::path::Path) -> flowline_core::Result<Vec<serd
     }
     Ok(out)
 }
+
+/// A row converter over every column of `schema` (rows kept in operator state).
+pub fn row_converter(schema: &arrow::datatypes::Schema) -> Result<arrow::row::RowConverter> {
+    Ok(arrow::row::RowConverter::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| arrow::row::SortField::new(f.data_type().clone()))
+            .collect(),
+    )?)
+}

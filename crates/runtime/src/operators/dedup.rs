@@ -59,13 +59,7 @@ impl Deduplicate {
     pub fn new(spec: DedupSpec, table_name: &str) -> Result<Self> {
         let n = spec.schema.fields().len() - 1;
         let input: SchemaRef = Arc::new(Schema::new(spec.schema.fields()[..n].to_vec()));
-        let rows = RowConverter::new(
-            input
-                .fields()
-                .iter()
-                .map(|f| SortField::new(f.data_type().clone()))
-                .collect(),
-        )?;
+        let rows = crate::rows::row_converter(&input)?;
         let layout = format!(
             "keep {}; input {:?}; partition {}",
             if spec.keep_last { "last" } else { "first" },

@@ -79,13 +79,7 @@ struct Side {
 
 impl Side {
     fn new(schema: SchemaRef) -> Result<Side> {
-        let rows = RowConverter::new(
-            schema
-                .fields()
-                .iter()
-                .map(|f| SortField::new(f.data_type().clone()))
-                .collect(),
-        )?;
+        let rows = crate::rows::row_converter(&schema)?;
         Ok(Side {
             schema,
             rows,

@@ -33,9 +33,9 @@ use std::sync::Arc;
 use arrow::array::{
     new_empty_array, Array, ArrayRef, AsArray, BinaryArray, Int64Array, RecordBatch, UInt32Array,
 };
-use arrow::compute::{concat_batches, take};
+use arrow::compute::take;
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
-use arrow::row::{OwnedRow, RowConverter, SortField};
+use arrow::row::{OwnedRow, RowConverter};
 use datafusion::physical_expr::PhysicalExpr;
 use flowline_core::plan::{AsOf, JoinKind, JoinSpec};
 use flowline_core::{Error, Message, Operator, Output, RejectReason, Result, Watermark};
@@ -68,16 +68,6 @@ fn output(
     }
     let schema = crate::rows::relax_nullability(&spec.schema, &columns);
     Ok(RecordBatch::try_new(schema, columns)?)
-}
-
-fn row_converter(schema: &SchemaRef) -> Result<RowConverter> {
-    Ok(RowConverter::new(
-        schema
-            .fields()
-            .iter()
-            .map(|f| SortField::new(f.data_type().clone()))
-            .collect(),
-    )?)
 }
 
 // ------------------------------------------------------------------------- lookup join
@@ -119,7 +109,22 @@ impl LookupJoin {
 
     /// Makes the rows loaded since the last load the table.
     fn finish_load(&mut self) -> Result<()> {
-        let rows = concat_batches(&self.spec.right_schema, &std::mem::take(&mut self.loading))?;
+        // Loaded rows may hold NULLs in columns declared NOT NULL (they are not rejected), so
+        // the batch's schema is relaxed as the output's is.
+        let loaded = std::mem::take(&mut self.loading);
+        let rows = if loaded.is_empty() {
+            RecordBatch::new_empty(self.spec.right_schema.clone())
+        } else {
+            let columns = (0..self.spec.right_schema.fields().len())
+                .map(|c| {
+                    let parts: Vec<&dyn Array> =
+                        loaded.iter().map(|b| b.column(c).as_ref()).collect();
+                    arrow::compute::concat(&parts)
+                })
+                .collect::<std::result::Result<Vec<ArrayRef>, _>>()?;
+            let schema = crate::rows::relax_nullability(&self.spec.right_schema, &columns);
+            RecordBatch::try_new(schema, columns)?
+        };
         let key_columns = key_columns(&self.spec, true, &rows)?;
         let keys = self.keys.convert_columns(&key_columns)?;
         let mut by_key: HashMap<Box<[u8]>, Vec<u32>> = HashMap::new();
@@ -319,8 +324,8 @@ impl TemporalJoin {
         );
         Ok(TemporalJoin {
             rows: [
-                row_converter(&spec.left_schema)?,
-                row_converter(&spec.right_schema)?,
+                crate::rows::row_converter(&spec.left_schema)?,
+                crate::rows::row_converter(&spec.right_schema)?,
             ],
             spec,
             times: [left, right],

@@ -104,13 +104,7 @@ impl TopN {
         Ok(TopN {
             keys: RowConverter::new(key_types.into_iter().map(SortField::new).collect())?,
             order: RowConverter::new(order_fields)?,
-            rows: RowConverter::new(
-                input
-                    .fields()
-                    .iter()
-                    .map(|f| SortField::new(f.data_type().clone()))
-                    .collect(),
-            )?,
+            rows: crate::rows::row_converter(&input)?,
             input,
             spec,
             partitions: HashMap::new(),
