@@ -16,6 +16,8 @@ use anyhow::{bail, Context, Result};
 use flowline_log::{Log, TopicConfig};
 use serde::Deserialize;
 
+use crate::serve::{Producers, Server};
+
 /// `[[generator]]` of flowline.toml.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -104,25 +106,37 @@ impl GeneratorSpec {
     }
 
     /// Appends orders until `stop`, continuing after the orders already in the topic.
-    pub fn run(&self, log_dir: &Path, stop: &AtomicBool) -> Result<()> {
+    /// The producer is shared with the server (replays of corrected rejects append too): it is
+    /// locked only while a tick's orders are appended.
+    pub fn run(&self, log_dir: &Path, producers: &Producers, stop: &AtomicBool) -> Result<()> {
         let topic = Log::open(log_dir)?.topic(&self.topic)?;
-        let mut producer = topic.producer()?;
-        let mut next: u64 = producer.end_offsets().iter().sum();
+        let producer = producers.get(&topic)?;
+        let lock = || {
+            producer
+                .lock()
+                .map_err(|_| anyhow::anyhow!("producer of {} poisoned", self.topic))
+        };
+        // Order numbers go on after the topic's record count: replayed corrections are
+        // records too, so a restart may skip numbers but never repeats one.
+        let mut next: u64 = lock()?.end_offsets().iter().sum();
         let started = Instant::now();
         let mut sent = 0u64;
         while !stop.load(Ordering::SeqCst) {
             let due = started.elapsed().as_millis() as u64 * self.rate / 1000;
             let now = chrono::Utc::now().timestamp_millis();
-            while sent < due {
-                let (key, value) = order(next, now, self);
-                producer.append(Some(key.as_bytes()), value.as_bytes(), now)?;
-                next += 1;
-                sent += 1;
+            {
+                let mut producer = lock()?;
+                while sent < due {
+                    let (key, value) = order(next, now, self);
+                    producer.append(Some(key.as_bytes()), value.as_bytes(), now)?;
+                    next += 1;
+                    sent += 1;
+                }
+                producer.flush()?;
             }
-            producer.flush()?;
             std::thread::sleep(Duration::from_millis(50));
         }
-        producer.flush()?;
+        lock()?.flush()?;
         Ok(())
     }
 }
@@ -170,12 +184,13 @@ pub fn order(i: u64, now_ms: i64, spec: &GeneratorSpec) -> (String, String) {
 pub fn start(
     spec: GeneratorSpec,
     log_dir: std::path::PathBuf,
+    server: Arc<Server>,
     stop: Arc<AtomicBool>,
 ) -> Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name(format!("generator-{}", spec.topic))
         .spawn(move || {
-            if let Err(e) = spec.run(&log_dir, &stop) {
+            if let Err(e) = spec.run(&log_dir, &server.producers, &stop) {
                 eprintln!("generator for topic {}: {e:#}", spec.topic);
             }
         })

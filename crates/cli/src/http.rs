@@ -44,6 +44,7 @@ pub fn router(server: Shared) -> Router {
         .route("/api/pipelines/{name}", get(pipeline))
         .route("/api/pipelines/{name}/runs", get(runs))
         .route("/api/pipelines/{name}/rejects", get(pipeline_rejects))
+        .route("/api/pipelines/{name}/rejects/replay", post(rejects_replay))
         .route("/api/pipelines/{name}/history", get(history))
         .route("/api/pipelines/{name}/run", post(run_now))
         .route("/api/pipelines/{name}/backfill", post(backfill))
@@ -230,17 +231,124 @@ async fn pipeline_rejects(
         Err(r) => return *r,
     };
     let rejects_path = p.rejects_path();
-    match rejects::read_rejects(&rejects_path, q.get("run").map(String::as_str)) {
-        Ok(rows) => {
+    let read = rejects::read_rejects(&rejects_path, q.get("run").map(String::as_str))
+        .and_then(|rows| Ok((rows, rejects::replayed(&p.replay_ledgers)?)));
+    match read {
+        Ok((rows, replayed)) => {
             let total = rows.len();
             let skip = total.saturating_sub(limit);
+            let rows = rows.into_iter().skip(skip).rev().map(|mut r| {
+                if let Some(at) = rejects::replay_key(&r).and_then(|k| replayed.get(&k)) {
+                    r["replayed_at"] = at.clone().into();
+                }
+                r
+            });
             Json(json!({
                 "total": total,
                 "path": rejects_path.display().to_string(),
-                "rejects": rows.into_iter().skip(skip).rev().collect::<Vec<_>>(),
+                "replayed": replayed.len(),
+                "rejects": rows.collect::<Vec<_>>(),
             }))
             .into_response()
         }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+/// Replays corrected rejects: the body is a JSON array (or JSON lines) of rejects as listed by
+/// `GET .../rejects`, each with `raw` corrected. Log rows are appended through this process's
+/// producer of the topic (shared with the generators); file rows become a new file that the
+/// next run reads (`?run=true` starts that run now). All rows are checked before any is
+/// written: 400 names the first that cannot be replayed, 409 one that already was.
+async fn rejects_replay(
+    State(server): State<Shared>,
+    Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    body: String,
+) -> Response {
+    let Some(p) = server.pipeline(&name).cloned() else {
+        return not_found("pipeline", &name);
+    };
+    let rows: Vec<Value> = match serde_json::from_str::<Value>(&body) {
+        Ok(Value::Array(rows)) => rows,
+        Ok(row @ Value::Object(_)) => vec![row],
+        _ => match body
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(i, l)| serde_json::from_str(l).map_err(|e| format!("body line {}: {e}", i + 1)))
+            .collect()
+        {
+            Ok(rows) => rows,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("the body is not a JSON array or JSON lines of corrected rejects: {e}"),
+                )
+            }
+        },
+    };
+    let run = match q.get("run").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("run: expected true or false, not `{other}`"),
+            )
+        }
+    };
+    let mode = match p.spec.plan {
+        crate::project::RunPlan::Stream { .. } => flowline_runtime::Mode::Stream,
+        _ => flowline_runtime::Mode::Batch,
+    };
+    let opened =
+        match flowline_runtime::OpenedPipeline::open(&p.spec.file, p.options(mode, None)).await {
+            Ok(o) => o,
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        };
+    let replay_server = server.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        rejects::replay_corrected(&opened, &rows, &mut |topic, partition, values| {
+            let producer = replay_server
+                .producers
+                .get(topic)
+                .map_err(|e| flowline_core::Error::Execution(format!("{e:#}")))?;
+            let mut producer = producer
+                .lock()
+                .map_err(|_| flowline_core::Error::Internal("producer lock".into()))?;
+            let now = flowline_log::now_ms();
+            let mut first = None;
+            for v in values {
+                first.get_or_insert(producer.append_to(partition, None, v, now)?);
+            }
+            producer.flush()?;
+            first.ok_or_else(|| flowline_core::Error::Internal("nothing to append".into()))
+        })
+    })
+    .await;
+    match result {
+        Ok(Ok(summary)) => {
+            let started = run && !p.reads_logs;
+            if started {
+                p.wake.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            Json(json!({
+                "pipeline": name,
+                "replayed": summary.rows,
+                "appended": summary.appended.iter().map(|(t, p, o, n)| json!({
+                    "topic": t, "partition": p, "offset": o, "rows": n,
+                })).collect::<Vec<_>>(),
+                "files": summary.files.iter().map(|(f, n)| json!({
+                    "path": f, "rows": n,
+                })).collect::<Vec<_>>(),
+                "run_started": started,
+            }))
+            .into_response()
+        }
+        Ok(Err(rejects::ReplayError::AlreadyReplayed(m))) => error(StatusCode::CONFLICT, m),
+        Ok(Err(rejects::ReplayError::Invalid(m))) => error(StatusCode::BAD_REQUEST, m),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
 }

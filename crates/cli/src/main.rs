@@ -16,13 +16,13 @@ mod replay;
 mod serve;
 mod views;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use flowline_core::plan::OutputMode;
 use flowline_runtime::{manifest, rejects, Mode, OpenedPipeline, RunOptions, Trigger};
@@ -224,6 +224,12 @@ enum Command {
         /// A run id, or `all`.
         #[arg(long)]
         run: Option<String>,
+        /// Replay corrected rejects from this file (`-`: standard input): JSON lines, each a
+        /// reject as printed here with its `raw` text corrected. Log sources get the rows
+        /// appended to the partition they came from; file sources get a new file beside the
+        /// bad one. Every row is checked first; nothing is written if one still fails.
+        #[arg(long, value_name = "FILE")]
+        replay: Option<PathBuf>,
     },
     /// Generate example data.
     Generate {
@@ -371,7 +377,28 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
                 print_runs(&records);
             }
         }
-        Command::Rejects { args, run } => {
+        Command::Rejects {
+            args,
+            run,
+            replay: Some(file),
+        } => {
+            if run.is_some() {
+                bail!("--run chooses rejects to show; --replay replays the rows of its file");
+            }
+            let pipeline = OpenedPipeline::open(&args.pipeline, args.options()?).await?;
+            let corrected = read_corrected(&file)?;
+            let summary = replay_rejects_here(&pipeline, &corrected)?;
+            for (topic, partition, offset, n) in &summary.appended {
+                println!(
+                    "appended {n} rows to topic {topic} partition {partition} at offset {offset}"
+                );
+            }
+            for (path, n) in &summary.files {
+                println!("wrote {n} rows to {path} (read by the next run)");
+            }
+            println!("replayed {} corrected rejects", summary.rows);
+        }
+        Command::Rejects { args, run, .. } => {
             let pipeline = OpenedPipeline::open(&args.pipeline, args.options()?).await?;
             let run = match run.as_deref() {
                 Some("all") => None,
@@ -422,6 +449,48 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Corrected rejects from a JSON-lines file (`-`: standard input).
+fn read_corrected(file: &Path) -> Result<Vec<serde_json::Value>> {
+    let text = if file == Path::new("-") {
+        std::io::read_to_string(std::io::stdin()).context("cannot read standard input")?
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?
+    };
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l)
+                .with_context(|| format!("{} line {}: not a JSON object", file.display(), i + 1))
+        })
+        .collect()
+}
+
+/// Replays corrected rejects in this process: log rows go through a producer of its own (the
+/// topic's writer lock: refused while `flowline serve` writes the topic; use its API then).
+fn replay_rejects_here(
+    pipeline: &OpenedPipeline,
+    corrected: &[serde_json::Value],
+) -> Result<rejects::ReplaySummary> {
+    let mut producers: std::collections::BTreeMap<String, flowline_log::Producer> =
+        Default::default();
+    let summary =
+        rejects::replay_corrected(pipeline, corrected, &mut |topic, partition, values| {
+            let producer = match producers.entry(topic.name().to_string()) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => e.insert(topic.producer()?),
+            };
+            let now = flowline_log::now_ms();
+            let mut first = None;
+            for v in values {
+                first.get_or_insert(producer.append_to(partition, None, v, now)?);
+            }
+            producer.flush()?;
+            first.ok_or_else(|| flowline_core::Error::Internal("nothing to append".into()))
+        })?;
+    Ok(summary)
+}
+
 /// `flowline serve`: opens every pipeline, starts them, serves HTTP until SIGTERM/SIGINT.
 async fn serve_project(project: project::Project) -> Result<()> {
     let listen = project.listen.clone();
@@ -442,7 +511,7 @@ async fn serve_project(project: project::Project) -> Result<()> {
     let generators_stop = Arc::new(AtomicBool::new(false));
     let generators = generators
         .into_iter()
-        .map(|g| freshmart::start(g, log_dir.clone(), generators_stop.clone()))
+        .map(|g| freshmart::start(g, log_dir.clone(), server.clone(), generators_stop.clone()))
         .collect::<Result<Vec<_>>>()?;
     let sampler = {
         let server = server.clone();

@@ -107,6 +107,8 @@ pub struct Hosted {
     rejects_in_state_dir: bool,
     pub reads_logs: bool,
     pub sinks: Vec<String>,
+    /// The ledgers of corrected rejects replayed into its sources.
+    pub replay_ledgers: Vec<PathBuf>,
     log_dir: PathBuf,
     /// One sample a second of the numbers charts show, newest last.
     pub history: Mutex<VecDeque<Sample>>,
@@ -168,6 +170,35 @@ pub struct Server {
     pub pipelines: Vec<Arc<Hosted>>,
     pub tables: BTreeMap<String, TableEntry>,
     pub started_ms: i64,
+    /// The producers of the topics this process appends to.
+    pub producers: Producers,
+}
+
+/// One producer per topic for everything in this process that appends to the log (generators,
+/// replays of corrected rejects): a partition has one writer, held by a file lock, so two
+/// producers of one topic in one process would refuse each other.
+#[derive(Default)]
+pub struct Producers {
+    open: Mutex<BTreeMap<PathBuf, Arc<Mutex<flowline_log::Producer>>>>,
+}
+
+impl Producers {
+    /// The producer of `topic`, opened on first use.
+    pub fn get(&self, topic: &flowline_log::Topic) -> Result<Arc<Mutex<flowline_log::Producer>>> {
+        let mut open = self
+            .open
+            .lock()
+            .map_err(|_| anyhow::anyhow!("producers lock poisoned"))?;
+        if let Some(p) = open.get(topic.dir()) {
+            return Ok(p.clone());
+        }
+        let p =
+            Arc::new(Mutex::new(topic.producer().with_context(|| {
+                format!("cannot write topic {}", topic.name())
+            })?));
+        open.insert(topic.dir().to_path_buf(), p.clone());
+        Ok(p)
+    }
 }
 
 pub use flowline_log::now_ms;
@@ -750,6 +781,7 @@ impl Server {
                 rejects_path: opened.rejects_path.clone(),
                 reads_logs,
                 sinks,
+                replay_ledgers: flowline_runtime::rejects::ledger_paths(&opened),
                 log_dir: project.log_dir.clone(),
                 history: Mutex::new(VecDeque::new()),
             }));
@@ -759,6 +791,7 @@ impl Server {
             pipelines,
             tables,
             started_ms: now_ms(),
+            producers: Producers::default(),
         };
         for view in &server.project.views {
             crate::views::check(view, &server)?;

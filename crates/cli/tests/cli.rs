@@ -411,3 +411,135 @@ fn bench_nexmark_measures_every_source_and_mode_alike() {
         );
     }
 }
+
+/// Orders and revenue (in cents) of each store on 2026-03-16, from the daily revenue output.
+fn revenue_on_16th(dir: &Path) -> BTreeMap<String, (u64, i64)> {
+    let text =
+        fs::read_to_string(dir.join("out/daily_revenue/day=2026-03-16/part-00000.csv")).unwrap();
+    text.lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            let cents = (f[1].parse::<f64>().unwrap() * 100.0).round() as i64;
+            (f[0].to_string(), (f[2].parse().unwrap(), cents))
+        })
+        .collect()
+}
+
+#[test]
+fn corrected_rejects_replay_into_the_next_run_once() {
+    let ex = example(&[]);
+    let p = ex.pipeline.as_str();
+    ok(&ex.cwd, &["run", p]);
+    let before = revenue_on_16th(&ex.dir);
+    let (out, _) = ok(&ex.cwd, &["rejects", p]);
+    let rejects = json_lines(&out);
+    assert_eq!(rejects.len(), 3, "{out}");
+    let fixes = [
+        ("12.5x", "12.50"),
+        ("yesterday at noon", "2026-03-16 12:00:00"),
+        ("c0003,10.00", "c0003,10.00,2026-03-16 13:00:00"),
+    ];
+    let correct = |r: &Value, broken: bool| {
+        let mut r = r.clone();
+        let mut raw = r["raw"].as_str().unwrap().to_string();
+        for (bad, good) in fixes {
+            raw = raw.replace(bad, good);
+        }
+        if broken {
+            raw = raw.replace("12.50", "12.5.0");
+        }
+        r["raw"] = raw.into();
+        r.to_string()
+    };
+    let corrected = ex.dir.join("corrected.jsonl");
+
+    // A row that still does not decode: refused, naming the row and why; nothing written.
+    let text: Vec<String> = rejects.iter().map(|r| correct(r, true)).collect();
+    fs::write(&corrected, text.join("\n")).unwrap();
+    let out = flowline(
+        &ex.cwd,
+        &["rejects", p, "--replay", corrected.to_str().unwrap()],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    let bad_row = rejects
+        .iter()
+        .position(|r| r["reason"] == "bad-value")
+        .unwrap()
+        + 1;
+    assert!(
+        err.contains(&format!(
+            "corrected row {bad_row}: still rejected: bad-value"
+        )) && err.contains("12.5.0"),
+        "{err}"
+    );
+    let listed = |dir: &str| {
+        let mut names: Vec<String> = fs::read_dir(ex.dir.join(dir))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(listed("data/orders/dt=2026-03-16"), ["orders-0000.csv"]);
+    let root = listed("data/orders");
+    assert!(
+        !root.iter().any(|n| n.starts_with(".replay-")),
+        "no staging left behind: {root:?}"
+    );
+
+    // Corrected: one new file beside the bad one (its Hive partition), read by the next run.
+    let text: Vec<String> = rejects.iter().map(|r| correct(r, false)).collect();
+    fs::write(&corrected, text.join("\n")).unwrap();
+    let (out, _) = ok(
+        &ex.cwd,
+        &["rejects", p, "--replay", corrected.to_str().unwrap()],
+    );
+    assert!(out.contains("replayed 3 corrected rejects"), "{out}");
+    let names = listed("data/orders/dt=2026-03-16");
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names[0].starts_with("corrected-") && names[0].ends_with(".csv"));
+    ok(&ex.cwd, &["run", p]);
+    let after = revenue_on_16th(&ex.dir);
+    for (store, cents) in [("store-01", 1250), ("store-02", 1000), ("store-03", 1000)] {
+        let (b, a) = (before[store], after[store]);
+        assert_eq!((a.0, a.1), (b.0 + 1, b.1 + cents), "{store}");
+    }
+    for (store, v) in &before {
+        if !["store-01", "store-02", "store-03"].contains(&store.as_str()) {
+            assert_eq!(after[store], *v, "{store}");
+        }
+    }
+
+    // Once only: the same rejects, from the new run's bin entries too, are refused.
+    let (out, _) = ok(&ex.cwd, &["rejects", p]);
+    let again: Vec<String> = json_lines(&out).iter().map(|r| correct(r, false)).collect();
+    assert_eq!(again.len(), 3);
+    fs::write(&corrected, again.join("\n")).unwrap();
+    let out = flowline(
+        &ex.cwd,
+        &["rejects", p, "--replay", corrected.to_str().unwrap()],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("was replayed at"),
+        "{err}"
+    );
+
+    // Late rows are in their source already: refused with the range to rerun.
+    let late = serde_json::json!({
+        "reason": "late", "table": "orders", "raw": "{}",
+        "window": ["2026-03-16T00:00:00Z", "2026-03-17T00:00:00Z"],
+    });
+    fs::write(&corrected, late.to_string()).unwrap();
+    let out = flowline(
+        &ex.cwd,
+        &["rejects", p, "--replay", corrected.to_str().unwrap()],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("rerun its window as corrections"),
+        "{err}"
+    );
+}

@@ -308,6 +308,110 @@ fn serve_hosts_stream_micro_batch_and_batch_pipelines_with_an_api() {
     });
     assert!(rejects["rejects"][0]["reason"].is_string(), "{rejects}");
 
+    // Replaying a corrected reject of the fraud stream: checked first (a correction that still
+    // does not decode is refused and nothing is appended), then appended to the partition it
+    // came from through the server's producer (the generator's), read by the running job
+    // without a new reject, marked replayed, and refused a second time through any pipeline
+    // reading that topic.
+    let reject = wait(60, "a fraud reject", || {
+        let r = get(&addr, "/api/pipelines/fraud/rejects?limit=1").json();
+        r["rejects"].get(0).cloned()
+    });
+    assert_eq!(reject["reason"], "bad-value", "{reject}");
+    let raw = reject["raw"].as_str().unwrap();
+    assert!(raw.contains("\"amount\":\"n/a\""), "{raw}");
+    let partition_dir = Path::new(reject["file"].as_str().unwrap());
+    let partition: u32 = partition_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{reject}"));
+    let topic_end = || {
+        flowline_log::Log::open(dir.join(".flowline/log"))
+            .unwrap()
+            .topic("orders")
+            .unwrap()
+            .offsets(partition)
+            .unwrap()
+            .1
+    };
+    let mut still_bad = reject.clone();
+    still_bad["raw"] = raw.replace("\"n/a\"", "\"12,34\"").into();
+    let end = topic_end();
+    let refused = post(
+        &addr,
+        "/api/pipelines/fraud/rejects/replay",
+        &still_bad.to_string(),
+    );
+    assert_eq!(refused.status, 400, "{}", refused.text());
+    assert!(
+        refused
+            .text()
+            .contains("corrected row 1: still rejected: bad-value"),
+        "{}",
+        refused.text()
+    );
+    let mut fixed = reject.clone();
+    fixed["raw"] = raw.replace("\"n/a\"", "12.34").into();
+    let body = serde_json::to_string(&[&fixed]).unwrap();
+    let replayed = post(&addr, "/api/pipelines/fraud/rejects/replay", &body);
+    assert_eq!(replayed.status, 200, "{}", replayed.text());
+    let replayed = replayed.json();
+    assert_eq!(replayed["replayed"], 1, "{replayed}");
+    let appended = &replayed["appended"][0];
+    assert_eq!(appended["partition"], partition, "{replayed}");
+    let offset = appended["offset"].as_u64().unwrap();
+    assert!(
+        offset >= end,
+        "appended after the refused attempt: {offset} < {end}"
+    );
+    let mut reader = flowline_log::Log::open(dir.join(".flowline/log"))
+        .unwrap()
+        .topic("orders")
+        .unwrap()
+        .reader(partition)
+        .unwrap();
+    let records = reader.read(offset, 1, 1 << 20).unwrap();
+    assert_eq!(records[0].value, fixed["raw"].as_str().unwrap().as_bytes());
+    // The stream reads past it (a later reject of that partition) without rejecting it.
+    let fraud_rejects = wait(60, "the stream past the replayed order", || {
+        let r = get(&addr, "/api/pipelines/fraud/rejects?limit=1000").json();
+        let rows = r["rejects"].as_array().unwrap().clone();
+        rows.iter()
+            .any(|x| x["file"] == reject["file"] && x["line"].as_u64() > Some(offset))
+            .then_some(rows)
+    });
+    assert!(
+        !fraud_rejects
+            .iter()
+            .any(|x| x["file"] == reject["file"] && x["line"].as_u64() == Some(offset)),
+        "the corrected order was rejected again"
+    );
+    let marked = fraud_rejects
+        .iter()
+        .find(|x| x["file"] == reject["file"] && x["line"] == reject["line"])
+        .expect("the original reject is still listed");
+    assert!(marked["replayed_at"].is_string(), "{marked}");
+    let twice = post(&addr, "/api/pipelines/fraud/rejects/replay", &body);
+    assert_eq!(twice.status, 409, "{}", twice.text());
+    let ops_reject = wait(60, "the same reject in operations", || {
+        let r = get(&addr, "/api/pipelines/operations/rejects?limit=1000").json();
+        r["rejects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["line"] == reject["line"] && x["file"] == reject["file"])
+            .cloned()
+    });
+    let mut ops_fixed = ops_reject.clone();
+    ops_fixed["raw"] = fixed["raw"].clone();
+    let via_ops = post(
+        &addr,
+        "/api/pipelines/operations/rejects/replay",
+        &ops_fixed.to_string(),
+    );
+    assert_eq!(via_ops.status, 409, "{}", via_ops.text());
+
     // Formats and SQL.
     let csv = get(&addr, "/api/tables/daily_pnl?format=csv");
     assert!(csv.headers.contains("text/csv"));

@@ -231,6 +231,16 @@ impl LogSource {
         self.topic.partitions()
     }
 
+    /// The partition whose folder a reject names as its `file`.
+    pub fn partition_of(&self, file: &str) -> Option<u32> {
+        let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        let file = canonical(Path::new(file));
+        self.partition_dirs
+            .iter()
+            .position(|d| canonical(d) == file)
+            .map(|p| p as u32)
+    }
+
     /// A reader per partition. Kept open, a reader finds the partition's end incrementally
     /// (a new one scans the newest segment), so jobs ask their readers, not the topic.
     pub fn readers(&self) -> Result<Vec<PartitionReader>> {

@@ -195,6 +195,16 @@ impl FileSource {
         &self.files
     }
 
+    /// The file format's name and extension: `csv`, `json` or `parquet`.
+    pub fn format_name(&self) -> &'static str {
+        self.format.extension()
+    }
+
+    /// Whether CSV files start with a header line (`csv.header`).
+    pub fn csv_header(&self) -> bool {
+        self.format == FileFormat::Csv && self.csv.header
+    }
+
     /// Decode file `index` into batches of at most `batch_size` rows in exactly `schema()`;
     /// rows that fail go to `Decoded::rejects` (never an error). Calls `emit` per batch, in file
     /// order. Stops early and returns the error if `emit` returns Err.

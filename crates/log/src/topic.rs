@@ -191,6 +191,11 @@ impl Topic {
         &self.name
     }
 
+    /// The topic's folder (one subfolder per partition).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
     pub fn config(&self) -> &TopicConfig {
         &self.config
     }

@@ -719,6 +719,11 @@ impl OpenedPipeline {
         self.job.is_some()
     }
 
+    /// The log source reading table `name`, if it is one.
+    pub fn log_source(&self, name: &str) -> Option<&Arc<LogSource>> {
+        self.log_sources.get(name)
+    }
+
     /// The tables the pipeline writes.
     pub fn sinks(&self) -> impl Iterator<Item = &str> {
         self.sink_schemas.keys().map(String::as_str)
