@@ -164,6 +164,7 @@ pub fn pipeline_json(p: &Hosted) -> Value {
         "last_checkpoint": live.last_checkpoint,
         "checkpoints": live.checkpoints,
         "operators": live.operators,
+        "operator_rows": live.operator_rows,
     })
 }
 
@@ -992,6 +993,39 @@ pub fn metrics_text(server: &Server) -> String {
                 })
                 .collect()
         },
+    );
+    // Rows in and out of every operator, labelled like the state above.
+    let operator_rows = |t: &Taken, out: bool| -> Vec<(String, f64)> {
+        t.live
+            .operator_rows
+            .iter()
+            .map(|o| {
+                (
+                    format!(
+                        "{},sink=\"{}\",operator=\"{}\",position=\"{}\"",
+                        t.labels,
+                        label(&o.sink),
+                        label(&o.operator),
+                        o.position
+                    ),
+                    (if out { o.rows_out } else { o.rows_in }) as f64,
+                )
+            })
+            .collect()
+    };
+    family(
+        "flowline_operator_rows_in_total",
+        "counter",
+        "Rows each operator received in the current run (data and retractions), as of the last \
+         watermark, checkpoint or end",
+        &|t| operator_rows(t, false),
+    );
+    family(
+        "flowline_operator_rows_out_total",
+        "counter",
+        "Rows each operator sent in the current run (data and retractions), as of the last \
+         watermark, checkpoint or end",
+        &|t| operator_rows(t, true),
     );
     out
 }

@@ -240,6 +240,33 @@ fn batch_and_stream_write_identical_files() {
     assert_eq!(records[1]["batch_size"], 7);
     assert_eq!(records[0]["rows_written"], records[1]["rows_written"]);
 
+    // Rows in and out of every operator: the same in both modes (batch splits the files over
+    // workers, stream reads 7 rows at a time), each operator's input is what the one before it
+    // sent, the first reads every row of the source, and the last sends what its sink wrote.
+    let ops = records[0]["operator_rows"]
+        .as_array()
+        .expect("operator_rows");
+    assert_eq!(records[0]["operator_rows"], records[1]["operator_rows"]);
+    let read = records[0]["rows_read"]["orders"].as_u64().unwrap();
+    for sink in ["daily_revenue", "hourly_orders", "daily_totals"] {
+        let chain: Vec<&Value> = ops.iter().filter(|o| o["sink"] == sink).collect();
+        assert!(chain.len() >= 3, "{sink}: {chain:?}");
+        assert_eq!(chain[0]["rows_in"], read, "{sink}");
+        for pair in chain.windows(2) {
+            assert_eq!(pair[0]["rows_out"], pair[1]["rows_in"], "{sink}: {pair:?}");
+        }
+        assert_eq!(
+            chain.last().unwrap()["rows_out"],
+            records[0]["rows_written"][sink],
+            "{sink}"
+        );
+        let aggregate = chain
+            .iter()
+            .find(|o| o["operator"] == "window-aggregate")
+            .unwrap();
+        assert!(aggregate["rows_out"].as_u64() < aggregate["rows_in"].as_u64());
+    }
+
     // State per stateful operator, in the manifest and the summary: every INSERT of the example
     // aggregates, and each operator's peak is part of the run's peak.
     for (record, summary) in records.iter().zip([&batch_summary, &stream_summary]) {

@@ -578,6 +578,33 @@ fn serve_hosts_stream_micro_batch_and_batch_pipelines_with_an_api() {
     ] {
         assert!(metrics.contains(needle), "{needle} missing from:\n{metrics}");
     }
+    // Rows in and out per operator of the fraud stream, from one snapshot: each operator
+    // received what the one before it sent, and the first received rows.
+    let per_position = |family: &str| -> Vec<(String, u64)> {
+        let prefix = format!("{family}{{pipeline=\"fraud\",sink=\"fraud_alerts\",operator=\"");
+        let mut v: Vec<(usize, String, u64)> = metrics
+            .lines()
+            .filter_map(|l| l.strip_prefix(&prefix))
+            .map(|rest| {
+                let (op, rest) = rest.split_once('"').unwrap();
+                let pos = rest.split('"').nth(1).unwrap().parse().unwrap();
+                let n = rest.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as u64;
+                (pos, op.to_string(), n)
+            })
+            .collect();
+        v.sort();
+        v.into_iter().map(|(_, op, n)| (op, n)).collect()
+    };
+    let (rows_in, rows_out) = (
+        per_position("flowline_operator_rows_in_total"),
+        per_position("flowline_operator_rows_out_total"),
+    );
+    assert!(rows_in.len() >= 2, "{metrics}");
+    assert_eq!(rows_in.len(), rows_out.len());
+    assert!(rows_in[0].1 > 0, "{rows_in:?}");
+    for i in 1..rows_in.len() {
+        assert_eq!(rows_in[i].1, rows_out[i - 1].1, "{rows_in:?} {rows_out:?}");
+    }
 
     // SIGTERM: every job stops (streams with a final checkpoint) and the process exits 0.
     let status = Command::new("sh")

@@ -256,7 +256,7 @@ impl LogSink {
             .collect::<Result<Vec<_>>>()?;
         let reserved = writers.iter().map(PartitionWriter::next_offset).collect();
         let (staging, temporary) = match &ctx.mode {
-            SinkMode::Run { run_id } => (
+            SinkMode::Run { run_id, .. } => (
                 std::env::temp_dir().join(format!(
                     "flowline-log-sink-{}-{}-{}-{}",
                     std::process::id(),

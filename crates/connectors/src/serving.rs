@@ -30,8 +30,8 @@
 //!   after a crash changes nothing. Opening publishes the checkpoint's epoch, then drops every
 //!   other staged change (later epochs are replayed). A job that starts without a checkpoint
 //!   starts a new *generation*: appended rows of earlier generations keep their keys.
-//! * One pipeline writes a version (`writer` in `meta`); another pipeline writing it is an error
-//!   that names both.
+//! * One pipeline writes a version (`writer` in `meta`, set by its batch runs and stream jobs);
+//!   another pipeline writing it, in either mode, is an error at open that names both.
 //! * A database is opened once per process and shared (the sink writing it and HTTP readers);
 //!   another process that has it open makes opening fail with a message saying so.
 
@@ -629,6 +629,8 @@ pub(crate) struct TableSink {
     pending: Vec<PendingBatch>,
     /// `None`: a batch run (replace at publish); `Some(job)`: a stream job.
     job: Option<String>,
+    /// The pipeline writing (a batch run's or a stream job's), recorded as the version's writer.
+    writer: String,
     generation: u64,
     /// A batch run of corrections: replace only the rows whose column (by position) is in the
     /// range.
@@ -743,9 +745,13 @@ impl TableSink {
             key,
             pending: vec![],
             job: None,
+            writer: match &ctx.mode {
+                SinkMode::Run { job, .. } | SinkMode::Epochs { job, .. } => job.clone(),
+            },
             generation: 0,
             slice,
         };
+        sink.check_writer()?;
         if let SinkMode::Epochs { job, resume, .. } = &ctx.mode {
             sink.job = Some(job.clone());
             sink.open_job(job, resume.as_ref())?;
@@ -757,6 +763,27 @@ impl TableSink {
         Ok(sink)
     }
 
+    /// Refuses a pipeline other than the version's writer: one pipeline writes a version, in
+    /// batch runs, corrections or a stream job (checked when the sink opens, before data moves).
+    fn check_writer(&self) -> Result<()> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let meta = match txn.open_table(META) {
+            Ok(t) => read_meta(&t, &self.path)?,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+            Err(e) => return Err(self.err(e)),
+        };
+        match &meta.writer {
+            Some(writer) if *writer != self.writer => Err(Error::Plan(format!(
+                "serving table {} (`{}`) is written by pipeline `{writer}`; pipeline `{}` \
+                 cannot write it too: give one of them another 'path' or 'version'",
+                self.table,
+                self.path.display(),
+                self.writer
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// A stream job: checks the writer and the columns, publishes the checkpoint's epoch, drops
     /// other staged changes, and starts a generation when there is no checkpoint.
     fn open_job(&mut self, job: &str, resume: Option<&Prepared>) -> Result<()> {
@@ -765,16 +792,6 @@ impl TableSink {
             let t = txn.open_table(META).map_err(|e| self.err(e))?;
             read_meta(&t, &self.path)?
         };
-        if let Some(writer) = &meta.writer {
-            if writer != job {
-                return Err(Error::Plan(format!(
-                    "serving table {} (`{}`) is written by pipeline `{writer}`; pipeline `{job}` \
-                     cannot write it too: give one of them another 'path' or 'version'",
-                    self.table,
-                    self.path.display()
-                )));
-            }
-        }
         check_row_format(&meta.row_format, &self.path)?;
         let has_rows = txn
             .open_table(ROWS)
@@ -1060,7 +1077,7 @@ impl Sink for TableSink {
                         self.apply(&mut table, change, &append_key(0, 0, seq as u64))?;
                     }
                     let mut m = txn.open_table(META).map_err(|e| self.err(e))?;
-                    self.write_meta(&mut m, None)?;
+                    self.write_meta(&mut m, Some(&self.writer))?;
                     m.insert("published_epoch", 0u64.to_le_bytes().as_slice())
                         .map_err(|e| self.err(e))?;
                     m.insert("updated_ms", now_ms().to_le_bytes().as_slice())

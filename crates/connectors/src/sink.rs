@@ -200,8 +200,10 @@ impl TimeRange {
 /// How the runtime drives a sink.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SinkMode {
-    /// Batch: one commit at the end of the run; file sinks replace what they write.
-    Run { run_id: String },
+    /// Batch: one commit at the end of the run; file sinks replace what they write. `job`
+    /// names the pipeline (a serving table refuses a batch run of another pipeline than the one
+    /// that writes it).
+    Run { run_id: String, job: String },
     /// Stream / micro-batch, exactly-once: output is published per checkpoint epoch and
     /// appended. `job` names the pipeline (unique staging names); `staging` is a private folder
     /// under the job's state directory the sink may use; `resume` is the [`Prepared`] of the last
@@ -687,7 +689,7 @@ impl FileSink {
             .map(Path::to_path_buf)
             .collect();
         let (staging_name, mode) = match &ctx.mode {
-            SinkMode::Run { run_id } => (
+            SinkMode::Run { run_id, .. } => (
                 format!(".staging-{}", safe_name(run_id)),
                 FileMode::Run {
                     created_dirs,

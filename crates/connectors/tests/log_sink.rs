@@ -105,6 +105,7 @@ fn run_ctx(base: &Path) -> SinkContext {
         log_dir: base.join("log"),
         mode: SinkMode::Run {
             run_id: "r1".into(),
+            job: "test".into(),
         },
         slice: None,
     }

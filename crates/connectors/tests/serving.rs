@@ -54,6 +54,7 @@ fn run_ctx(base: &Path) -> SinkContext {
         log_dir: base.join("log"),
         mode: SinkMode::Run {
             run_id: "r1".into(),
+            job: "test".into(),
         },
         slice: None,
     }
@@ -295,6 +296,46 @@ fn wrong_uses_are_errors_that_say_what_to_do() {
     .unwrap()
     .to_string();
     assert!(err.contains("is written by pipeline `job-a`"), "{err}");
+    // A batch run of another pipeline would replace the stream's table: refused at open, and
+    // the table keeps its rows. A batch run of the writer itself (corrections) is allowed.
+    let batch_of = |job: &str| SinkContext {
+        mode: SinkMode::Run {
+            run_id: "r9".into(),
+            job: job.into(),
+        },
+        ..run_ctx(tmp.path())
+    };
+    let err = open_sink(
+        &def,
+        input_schema(),
+        &batch_of("nightly"),
+        Box::new(std::io::sink()),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        err.contains("is written by pipeline `job-a`; pipeline `nightly` cannot write it too"),
+        "{err}"
+    );
+    assert_eq!(contents(tmp.path(), None), pairs(&[("a", 1)]));
+    drop(open(&def, &batch_of("job-a")));
+    // The other way round: a batch pipeline's table refuses a stream job of another pipeline.
+    let other = served(&["user_id"], &[("path", "serving/other")]);
+    let mut sink = open(&other, &batch_of("nightly"));
+    sink.write(&changes(&[("a", 1, "upsert")])).unwrap();
+    sink.commit().unwrap();
+    drop(sink);
+    let err = open_sink(
+        &other,
+        input_schema(),
+        &job_ctx(tmp.path(), "job-a", None),
+        Box::new(std::io::sink()),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("is written by pipeline `nightly`"), "{err}");
     // Other columns over existing rows.
     let wider = Arc::new(Schema::new(vec![
         Field::new("user_id", DataType::Utf8, true),

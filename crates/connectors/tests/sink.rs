@@ -58,6 +58,7 @@ fn run_ctx(base: &Path, run_id: &str) -> SinkContext {
         log_dir: base.join("log"),
         mode: SinkMode::Run {
             run_id: run_id.into(),
+            job: "test".into(),
         },
         slice: None,
     }

@@ -747,6 +747,7 @@ impl OpenedPipeline {
         self.live.update(|l| {
             l.rows_read.clone_from(&state.rows_read);
             l.rows_written.clone_from(&state.rows_written);
+            l.operator_rows.clone_from(&state.current_rows);
             l.rejects.clone_from(bin.counts());
             if result.is_ok() && !state.commits.is_empty() {
                 l.last_publish_ms = Some(flowline_log::now_ms());
@@ -826,6 +827,7 @@ impl OpenedPipeline {
             "max_event_time": state.max_event_time,
             "peak_state_bytes": state.peak_state,
             "operator_state": state.operator_state_json(),
+            "operator_rows": state.current_rows,
             "emit_interval_ms": (!self.sink_keys.is_empty()).then_some(self.emit_interval.as_millis() as u64),
             "checkpoints": checkpoints,
             "params": (!self.params.is_empty()).then_some(&self.params),
@@ -857,6 +859,7 @@ impl OpenedPipeline {
             (
                 SinkMode::Run {
                     run_id: run_id.to_string(),
+                    job: self.name.clone(),
                 },
                 0,
             )
@@ -989,6 +992,8 @@ impl OpenedPipeline {
                 chain.push_from(name, Message::Watermark(Watermark::MAX), &mut sinks, bin)?;
                 chain.push_from(name, Message::EndOfInput, &mut sinks, bin)?;
             }
+            // Rows in and out as the input ended.
+            state.record_state(&chains);
             state.rows_read.insert(name.clone(), read);
             state
                 .watermarks
@@ -1144,6 +1149,7 @@ impl OpenedPipeline {
                         .table(&plan.sink)
                         .map(|t| t.name.clone())
                         .unwrap_or_default(),
+                    rows: vec![RowsInOut::default(); ops.len()],
                     ops,
                 });
             }
@@ -1202,12 +1208,14 @@ impl OpenedPipeline {
                                 prefix,
                                 WindowAggregate::new(spec.clone(), name)?,
                                 sink.clone(),
+                                vec![RowsInOut::default(); k + 1],
                             ));
                         }
                         let mut run = PartialRun {
                             aggregates: vec![],
                             rejects: BTreeMap::new(),
                             rows: 0,
+                            op_rows: vec![],
                             tracker: WatermarkTracker::new(table, &source.schema())?,
                         };
                         for index in (w..part_count).step_by(workers) {
@@ -1219,11 +1227,12 @@ impl OpenedPipeline {
                                 }
                                 run.rows += d.batch.num_rows() as u64;
                                 run.tracker.observe(&d.batch)?;
-                                for (prefix, aggregate, sink) in parts.iter_mut() {
+                                for (prefix, aggregate, sink, rows) in parts.iter_mut() {
                                     let mut out = vec![];
                                     feed(
                                         prefix,
                                         aggregate,
+                                        rows,
                                         Message::Data(d.batch.clone()),
                                         &mut out,
                                     )?;
@@ -1236,7 +1245,10 @@ impl OpenedPipeline {
                             })?;
                             run.rejects.insert(index, rejects);
                         }
-                        run.aggregates = parts.into_iter().map(|(_, a, _)| a).collect();
+                        for (_, aggregate, _, rows) in parts {
+                            run.aggregates.push(aggregate);
+                            run.op_rows.push(rows);
+                        }
                         Ok(run)
                     })
                 })
@@ -1256,6 +1268,12 @@ impl OpenedPipeline {
         for run in &mut runs {
             rejects.append(&mut run.rejects);
             rows += run.rows;
+            for (&i, counts) in mine.iter().zip(&run.op_rows) {
+                for (into, from) in chains[i].rows.iter_mut().zip(counts) {
+                    into.rows_in += from.rows_in;
+                    into.rows_out += from.rows_out;
+                }
+            }
             if let Some(t) = run.tracker.max_seen {
                 tracker.max_seen = Some(tracker.max_seen.map_or(t, |m| m.max(t)));
             }
@@ -1284,23 +1302,35 @@ struct PartialRun {
     /// Rejects per file index, so they are written in file order.
     rejects: BTreeMap<usize, Vec<flowline_core::Reject>>,
     rows: u64,
+    /// Rows in and out of each chain's operators up to its aggregate.
+    op_rows: Vec<Vec<RowsInOut>>,
     tracker: WatermarkTracker,
 }
 
 /// Pushes `message` through stateless `prefix` operators into `aggregate`, collecting rejects.
+/// `rows` counts rows in and out of each prefix operator and, last, of the aggregate.
 fn feed(
     prefix: &mut [Box<dyn Operator>],
     aggregate: &mut WindowAggregate,
+    rows: &mut [RowsInOut],
     message: Message,
     rejects: &mut Vec<flowline_core::Reject>,
 ) -> Result<()> {
     let mut out = Output::default();
+    let n = rows_of(&message);
+    let (count, rest_rows) = rows
+        .split_first_mut()
+        .ok_or_else(|| Error::Internal("no row counts for an operator".into()))?;
     match prefix.split_first_mut() {
-        None => aggregate.process(message, &mut out)?,
+        None => {
+            aggregate.process(message, &mut out)?;
+            count.count(n, &out);
+        }
         Some((op, rest)) => {
             op.process(message, &mut out)?;
+            count.count(n, &out);
             for m in std::mem::take(&mut out.messages) {
-                feed(rest, aggregate, m, rejects)?;
+                feed(rest, aggregate, rest_rows, m, rejects)?;
             }
         }
     }
@@ -1321,16 +1351,43 @@ pub(crate) struct RunState {
     pub(crate) operator_state: BTreeMap<(usize, String, usize, &'static str), usize>,
     /// The state of each stateful operator when last recorded.
     pub(crate) current_state: Vec<crate::status::OperatorStatus>,
+    /// Rows in and out of every operator when last recorded.
+    pub(crate) current_rows: Vec<crate::status::OperatorRows>,
     /// Log sources: partition → next offset to read, when the run ended.
     pub(crate) positions: BTreeMap<String, BTreeMap<u32, u64>>,
 }
 
 impl RunState {
-    /// Records the state every operator holds now: per-operator peaks and the total's peak.
-    /// O(operators): operators report their state size in O(1).
+    /// Records the state every operator holds now (per-operator peaks and the total's peak) and
+    /// the rows each received and sent. O(operators): operators report their state in O(1).
     pub(crate) fn record_state(&mut self, chains: &[Chain]) {
         let mut total = 0;
         self.current_state.clear();
+        // Labels once; afterwards only the counts change (this runs at every watermark).
+        let operators: usize = chains.iter().map(|c| c.ops.len()).sum();
+        if self.current_rows.len() != operators {
+            self.current_rows =
+                chains
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(c, chain)| {
+                        chain.ops.iter().enumerate().map(move |(i, op)| {
+                            crate::status::OperatorRows {
+                                insert: c,
+                                sink: chain.sink.clone(),
+                                position: i,
+                                operator: op.name().to_string(),
+                                ..Default::default()
+                            }
+                        })
+                    })
+                    .collect();
+        }
+        let counts = chains.iter().flat_map(|c| c.rows.iter());
+        for (row, count) in self.current_rows.iter_mut().zip(counts) {
+            row.rows_in = count.rows_in;
+            row.rows_out = count.rows_out;
+        }
         for (c, chain) in chains.iter().enumerate() {
             for (i, op) in chain.ops.iter().enumerate() {
                 let bytes = op.state_bytes();
@@ -1545,6 +1602,31 @@ pub(crate) struct Chain {
     right_at: usize,
     pub(crate) sink: String,
     pub(crate) ops: Vec<Box<dyn Operator>>,
+    /// Rows each operator of `ops` received and sent (data and retractions), in order.
+    pub(crate) rows: Vec<RowsInOut>,
+}
+
+/// Rows an operator received and sent.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct RowsInOut {
+    pub(crate) rows_in: u64,
+    pub(crate) rows_out: u64,
+}
+
+impl RowsInOut {
+    /// Counts `message` in and what `out` holds out.
+    fn count(&mut self, message_rows: u64, out: &Output) {
+        self.rows_in += message_rows;
+        self.rows_out += out.messages.iter().map(rows_of).sum::<u64>();
+    }
+}
+
+/// The rows a message carries (data or retractions).
+fn rows_of(message: &Message) -> u64 {
+    match message {
+        Message::Data(b) | Message::Retract(b) => b.num_rows() as u64,
+        _ => 0,
+    }
 }
 
 impl Chain {
@@ -1572,7 +1654,16 @@ impl Chain {
                 .get_mut(&self.sink)
                 .ok_or_else(|| Error::Internal(format!("no sink {}", self.sink)))?;
             let (main, right) = self.ops.split_at_mut(self.right_at);
-            push_right(right, &mut main[join_at..], message, slot, bin).map_err(|e| match e {
+            let (main_rows, right_rows) = self.rows.split_at_mut(self.right_at);
+            let (join_and_rest, rows_after) = (&mut main[join_at..], &mut main_rows[join_at..]);
+            push_right(
+                (right, right_rows),
+                (join_and_rest, rows_after),
+                message,
+                slot,
+                bin,
+            )
+            .map_err(|e| match e {
                 Error::Execution(m) => Error::Execution(format!("INSERT INTO {}: {m}", self.sink)),
                 other => other,
             })
@@ -1590,7 +1681,11 @@ impl Chain {
         let slot = sinks
             .get_mut(&self.sink)
             .ok_or_else(|| Error::Internal(format!("no sink {}", self.sink)))?;
-        push(&mut self.ops[..self.right_at], message, slot, bin).map_err(|e| match e {
+        let (ops, rows) = (
+            &mut self.ops[..self.right_at],
+            &mut self.rows[..self.right_at],
+        );
+        push(ops, rows, message, slot, bin).map_err(|e| match e {
             // Name the INSERT whose expressions failed (division by zero, overflow, ...).
             Error::Execution(m) => Error::Execution(format!("INSERT INTO {}: {m}", self.sink)),
             other => other,
@@ -1650,29 +1745,35 @@ impl EmitClock {
 /// Pushes a message through a join's right-input operators `right`, then into the join
 /// (`join_and_rest[0]`, as its right input) and what follows it.
 fn push_right(
-    right: &mut [Box<dyn Operator>],
-    join_and_rest: &mut [Box<dyn Operator>],
+    (right, right_rows): (&mut [Box<dyn Operator>], &mut [RowsInOut]),
+    (join_and_rest, rows_after): (&mut [Box<dyn Operator>], &mut [RowsInOut]),
     message: Message,
     sink: &mut SinkSlot,
     bin: &mut RejectBin,
 ) -> Result<()> {
     let mut out = Output::default();
-    match right.split_first_mut() {
-        Some((op, rest)) => {
+    let rows = rows_of(&message);
+    match (right.split_first_mut(), right_rows.split_first_mut()) {
+        (Some((op, rest)), Some((count, rest_rows))) => {
             op.process(message, &mut out)?;
+            count.count(rows, &out);
             write_rejects(&mut out, sink, bin)?;
             for m in out.messages {
-                push_right(rest, join_and_rest, m, sink, bin)?;
+                push_right((rest, rest_rows), (join_and_rest, rows_after), m, sink, bin)?;
             }
         }
-        None => {
-            let (join, after) = join_and_rest
-                .split_first_mut()
-                .ok_or_else(|| Error::Internal("no join for a right input".into()))?;
+        _ => {
+            let (Some((join, after)), Some((count, after_rows))) = (
+                join_and_rest.split_first_mut(),
+                rows_after.split_first_mut(),
+            ) else {
+                return Err(Error::Internal("no join for a right input".into()));
+            };
             join.process_right(message, &mut out)?;
+            count.count(rows, &out);
             write_rejects(&mut out, sink, bin)?;
             for m in out.messages {
-                push(after, m, sink, bin)?;
+                push(after, after_rows, m, sink, bin)?;
             }
         }
     }
@@ -1689,24 +1790,27 @@ fn write_rejects(out: &mut Output, sink: &SinkSlot, bin: &mut RejectBin) -> Resu
 
 fn push(
     ops: &mut [Box<dyn Operator>],
+    rows: &mut [RowsInOut],
     message: Message,
     sink: &mut SinkSlot,
     bin: &mut RejectBin,
 ) -> Result<()> {
-    match ops.split_first_mut() {
-        None => match message {
+    match (ops.split_first_mut(), rows.split_first_mut()) {
+        (None, _) | (_, None) => match message {
             Message::Data(batch) => sink.write(&batch),
             Message::Retract(batch) => sink.retract(&batch),
             Message::Watermark(_) | Message::EndOfInput | Message::EmitUpdates => {
                 sink.flush_deletes()
             }
         },
-        Some((op, rest)) => {
+        (Some((op, rest)), Some((count, rest_rows))) => {
             let mut out = Output::default();
+            let rows = rows_of(&message);
             op.process(message, &mut out)?;
+            count.count(rows, &out);
             write_rejects(&mut out, sink, bin)?;
             for m in out.messages {
-                push(rest, m, sink, bin)?;
+                push(rest, rest_rows, m, sink, bin)?;
             }
             Ok(())
         }

@@ -3,7 +3,8 @@
 //!
 //! The driver owns the job; it copies its counters into a shared [`LiveStatus`] at points where
 //! they are consistent: after each batch (rows read, rejects), when a watermark advances, after
-//! each checkpoint (rows published, checkpoint time and size, lag, state per operator). Readers
+//! each checkpoint (rows published, checkpoint time and size, lag, state per operator), rows in
+//! and out per operator when watermarks advance, at checkpoints and at the end. Readers
 //! take a [`StatusSnapshot`] (a clone under a short lock). Nothing here influences the job.
 
 use std::collections::BTreeMap;
@@ -33,6 +34,19 @@ pub struct OperatorStatus {
     pub state_bytes: u64,
 }
 
+/// Rows one operator received and sent (data and retractions) in the current run.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct OperatorRows {
+    /// 0-based INSERT number.
+    pub insert: usize,
+    pub sink: String,
+    /// Position in the INSERT's chain (a join's right-input operators come after the others).
+    pub position: usize,
+    pub operator: String,
+    pub rows_in: u64,
+    pub rows_out: u64,
+}
+
 /// What a job has done so far.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct StatusSnapshot {
@@ -51,6 +65,8 @@ pub struct StatusSnapshot {
     pub last_checkpoint: Option<CheckpointStatus>,
     pub checkpoints: u64,
     pub operators: Vec<OperatorStatus>,
+    /// Rows in and out of every operator, as of the last watermark or checkpoint.
+    pub operator_rows: Vec<OperatorRows>,
 }
 
 impl StatusSnapshot {

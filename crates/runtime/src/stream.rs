@@ -475,6 +475,7 @@ impl OpenedPipeline {
             let mode = if batch {
                 SinkMode::Run {
                     run_id: run_id.to_string(),
+                    job: self.name.clone(),
                 }
             } else {
                 SinkMode::Epochs {
@@ -858,6 +859,7 @@ impl Job<'_> {
                 at_ms: now,
             });
             l.operators.clone_from(&state.current_state);
+            l.operator_rows.clone_from(&state.current_rows);
         });
     }
 
