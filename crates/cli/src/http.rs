@@ -142,6 +142,7 @@ pub fn pipeline_json(p: &Hosted) -> Value {
         "alert_thresholds": {
             "lag_records": p.spec.alert_lag,
             "freshness_ms": p.spec.alert_freshness.or(p.spec.freshness).map(|d| d.as_millis() as u64),
+            "for_ms": p.spec.alert_for.map(|d| d.as_millis() as u64),
         },
         "freshness": {
             "target_ms": target,
@@ -318,13 +319,9 @@ async fn rejects_replay(
             let mut producer = producer
                 .lock()
                 .map_err(|_| flowline_core::Error::Internal("producer lock".into()))?;
-            let now = flowline_log::now_ms();
-            let mut first = None;
-            for v in values {
-                first.get_or_insert(producer.append_to(partition, None, v, now)?);
-            }
-            producer.flush()?;
-            first.ok_or_else(|| flowline_core::Error::Internal("nothing to append".into()))
+            producer
+                .append_all_to(partition, values, flowline_log::now_ms())?
+                .ok_or_else(|| flowline_core::Error::Internal("nothing to append".into()))
         })
     })
     .await;
@@ -849,6 +846,15 @@ pub fn metrics_text(server: &Server) -> String {
             }
         };
     let one = |t: &Taken, v: f64| vec![(t.labels.clone(), v)];
+    // The labels of one operator of a pipeline.
+    let op_labels = |t: &Taken, sink: &str, operator: &str, position: usize| {
+        format!(
+            "{},sink=\"{}\",operator=\"{}\",position=\"{position}\"",
+            t.labels,
+            label(sink),
+            label(operator)
+        )
+    };
     // Rows of a per-name map, labelled `what="name"`.
     let each = |t: &Taken, what: &str, m: &std::collections::BTreeMap<String, u64>| {
         m.iter()
@@ -981,13 +987,7 @@ pub fn metrics_text(server: &Server) -> String {
                 .iter()
                 .map(|o| {
                     (
-                        format!(
-                            "{},sink=\"{}\",operator=\"{}\",position=\"{}\"",
-                            t.labels,
-                            label(&o.sink),
-                            label(&o.operator),
-                            o.position
-                        ),
+                        op_labels(t, &o.sink, &o.operator, o.position),
                         o.state_bytes as f64,
                     )
                 })
@@ -1001,13 +1001,7 @@ pub fn metrics_text(server: &Server) -> String {
             .iter()
             .map(|o| {
                 (
-                    format!(
-                        "{},sink=\"{}\",operator=\"{}\",position=\"{}\"",
-                        t.labels,
-                        label(&o.sink),
-                        label(&o.operator),
-                        o.position
-                    ),
+                    op_labels(t, &o.sink, &o.operator, o.position),
                     (if out { o.rows_out } else { o.rows_in }) as f64,
                 )
             })

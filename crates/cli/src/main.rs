@@ -480,13 +480,9 @@ fn replay_rejects_here(
                 std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::btree_map::Entry::Vacant(e) => e.insert(topic.producer()?),
             };
-            let now = flowline_log::now_ms();
-            let mut first = None;
-            for v in values {
-                first.get_or_insert(producer.append_to(partition, None, v, now)?);
-            }
-            producer.flush()?;
-            first.ok_or_else(|| flowline_core::Error::Internal("nothing to append".into()))
+            producer
+                .append_all_to(partition, values, flowline_log::now_ms())?
+                .ok_or_else(|| flowline_core::Error::Internal("nothing to append".into()))
         })?;
     Ok(summary)
 }

@@ -20,6 +20,7 @@
 //! emit_interval = "1s"          # update mode
 //! alert_lag = 10000             # alert when the logs' lag exceeds this many records
 //! alert_freshness = "10s"       # alert when the output is older (default: `freshness`)
+//! alert_for = "30s"             # a breach fires once it lasted this long (default: at once)
 //!
 //! [[generator]]                 # optional: events appended to the log while served
 //! kind = "freshmart-orders"
@@ -102,6 +103,7 @@ struct PipelineEntry {
     emit_interval: Option<String>,
     alert_lag: Option<u64>,
     alert_freshness: Option<String>,
+    alert_for: Option<String>,
 }
 
 /// When a scheduled batch runs.
@@ -247,6 +249,8 @@ pub struct PipelineSpec {
     pub alert_lag: Option<u64>,
     /// Alert when the output is older than this (default: the freshness target).
     pub alert_freshness: Option<Duration>,
+    /// A breach fires only once it lasted this long (`None`: at the first check).
+    pub alert_for: Option<Duration>,
 }
 
 /// A Lambda view: a batch table answers for closed periods, a stream query for the open one.
@@ -554,6 +558,12 @@ impl PipelineEntry {
             .map(duration)
             .transpose()
             .context("alert_freshness")?;
+        let alert_for = self
+            .alert_for
+            .as_deref()
+            .map(duration)
+            .transpose()
+            .context("alert_for")?;
         Ok(PipelineSpec {
             name,
             file,
@@ -563,6 +573,7 @@ impl PipelineEntry {
             emit_interval,
             alert_lag: self.alert_lag,
             alert_freshness,
+            alert_for,
         })
     }
 }

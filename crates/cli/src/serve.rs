@@ -152,6 +152,75 @@ pub struct AlertBook {
     pub firing: Vec<Alert>,
     /// The latest events (fired and resolved), newest last.
     pub events: VecDeque<Alert>,
+    /// Breaches not firing yet (`alert_for`): kind → when the breach began.
+    pub pending: BTreeMap<&'static str, i64>,
+}
+
+/// One threshold checked now.
+struct Check {
+    kind: &'static str,
+    value: i64,
+    threshold: i64,
+    message: String,
+}
+
+impl AlertBook {
+    /// Records one check at `now` (ms): a breach fires once it has lasted `hold_ms` (at once
+    /// when 0), a firing alert takes the new value, and a check within its threshold resolves
+    /// it (or forgets a breach that never fired). Returns the event, if any (kept in `events`).
+    fn observe(&mut self, pipeline: &str, check: Check, now: i64, hold_ms: i64) -> Option<Alert> {
+        let Check {
+            kind,
+            value,
+            threshold,
+            message,
+        } = check;
+        let at = self.firing.iter().position(|a| a.kind == kind);
+        let event = match (value > threshold, at) {
+            (true, None) => {
+                let since = *self.pending.entry(kind).or_insert(now);
+                if now - since < hold_ms {
+                    return None;
+                }
+                self.pending.remove(kind);
+                let alert = Alert {
+                    pipeline: pipeline.to_string(),
+                    kind,
+                    status: "firing",
+                    value,
+                    threshold,
+                    message,
+                    since_ms: since,
+                    resolved_ms: None,
+                };
+                self.firing.push(alert.clone());
+                alert
+            }
+            (true, Some(i)) => {
+                let a = &mut self.firing[i];
+                a.value = value;
+                a.message = message;
+                return None;
+            }
+            (false, Some(i)) => {
+                let mut alert = self.firing.remove(i);
+                alert.status = "resolved";
+                alert.value = value;
+                alert.message = message;
+                alert.resolved_ms = Some(now);
+                alert
+            }
+            (false, None) => {
+                self.pending.remove(kind);
+                return None;
+            }
+        };
+        self.events.push_back(event.clone());
+        while self.events.len() > ALERT_EVENTS {
+            self.events.pop_front();
+        }
+        Some(event)
+    }
 }
 
 /// Samples kept per pipeline (ten minutes at one a second).
@@ -334,50 +403,23 @@ impl Hosted {
                 ),
             ));
         }
-        let mut events = vec![];
         let Ok(mut book) = self.alerts.lock() else {
-            return events;
+            return vec![];
         };
-        for (kind, value, threshold, message) in checks {
-            let at = book.firing.iter().position(|a| a.kind == kind);
-            match (value > threshold, at) {
-                (true, None) => {
-                    let alert = Alert {
-                        pipeline: self.spec.name.clone(),
-                        kind,
-                        status: "firing",
-                        value,
-                        threshold,
-                        message: format!("pipeline {}: {message}", self.spec.name),
-                        since_ms: now,
-                        resolved_ms: None,
-                    };
-                    book.firing.push(alert.clone());
-                    events.push(alert);
-                }
-                (true, Some(i)) => {
-                    let a = &mut book.firing[i];
-                    a.value = value;
-                    a.message = format!("pipeline {}: {message}", self.spec.name);
-                }
-                (false, Some(i)) => {
-                    let mut alert = book.firing.remove(i);
-                    alert.status = "resolved";
-                    alert.value = value;
-                    alert.message = format!("pipeline {}: {message}", self.spec.name);
-                    alert.resolved_ms = Some(now);
-                    events.push(alert);
-                }
-                (false, None) => {}
-            }
-        }
-        for e in &events {
-            book.events.push_back(e.clone());
-            while book.events.len() > ALERT_EVENTS {
-                book.events.pop_front();
-            }
-        }
-        events
+        let hold_ms = self.spec.alert_for.map_or(0, |d| d.as_millis() as i64);
+        checks
+            .into_iter()
+            .filter_map(|(kind, value, threshold, message)| {
+                let message = format!("pipeline {}: {message}", self.spec.name);
+                let check = Check {
+                    kind,
+                    value,
+                    threshold,
+                    message,
+                };
+                book.observe(&self.spec.name, check, now, hold_ms)
+            })
+            .collect()
     }
 
     /// Queues the scheduled times in `(from, to]` for runs, oldest first; returns them.
@@ -681,6 +723,36 @@ fn last_successful_run_ms(manifest_path: &std::path::Path) -> Option<i64> {
         .map(|t| t.timestamp_millis())
 }
 
+/// Attempts to post an alert event to the webhook.
+const WEBHOOK_ATTEMPTS: u32 = 3;
+
+/// Posts an alert event to the webhook: up to [`WEBHOOK_ATTEMPTS`] attempts, 1 s then 2 s
+/// apart, while the answer is not 2xx (a 4xx other than 408 and 429 is not retried); each
+/// failure is logged.
+fn post_alert(url: &str, body: &str) {
+    for attempt in 1..=WEBHOOK_ATTEMPTS {
+        let retry =
+            match crate::client::request("POST", url, None, Some(body), Duration::from_secs(10)) {
+                Ok(r) if (200..300).contains(&r.status) => return,
+                Ok(r) => {
+                    eprintln!(
+                        "alert webhook {url} answered {} (attempt {attempt})",
+                        r.status
+                    );
+                    !(400..500).contains(&r.status) || r.status == 408 || r.status == 429
+                }
+                Err(e) => {
+                    eprintln!("alert webhook {url}: {e:#} (attempt {attempt})");
+                    true
+                }
+            };
+        if !retry || attempt == WEBHOOK_ATTEMPTS {
+            return;
+        }
+        std::thread::sleep(Duration::from_secs(u64::from(attempt)));
+    }
+}
+
 impl Server {
     /// Opens every pipeline of the project (all errors before anything runs) and collects the
     /// serving tables.
@@ -818,7 +890,7 @@ impl Server {
     }
 
     /// Checks every pipeline's alert thresholds: new and resolved alerts are logged and posted
-    /// to the webhook (one attempt each, on a thread of its own; a failed post is logged).
+    /// to the webhook (on a thread of its own, see [`post_alert`]).
     pub fn check_alerts(&self) {
         for p in &self.pipelines {
             for alert in p.check_alerts() {
@@ -829,19 +901,7 @@ impl Server {
                         "alert": alert,
                     })
                     .to_string();
-                    std::thread::spawn(move || {
-                        match crate::client::request(
-                            "POST",
-                            &url,
-                            None,
-                            Some(&body),
-                            Duration::from_secs(10),
-                        ) {
-                            Ok(r) if (200..300).contains(&r.status) => {}
-                            Ok(r) => eprintln!("alert webhook {url} answered {}", r.status),
-                            Err(e) => eprintln!("alert webhook {url}: {e:#}"),
-                        }
-                    });
+                    std::thread::spawn(move || post_alert(&url, &body));
                 }
             }
         }
@@ -885,5 +945,97 @@ impl Server {
             );
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(value: i64) -> Check {
+        Check {
+            kind: "lag",
+            value,
+            threshold: 100,
+            message: format!("{value} records behind"),
+        }
+    }
+
+    #[test]
+    fn a_breach_fires_once_it_lasted_the_hold_and_resolves_once() {
+        let mut book = AlertBook::default();
+        // Without a hold: at the first check over the threshold.
+        assert!(book.observe("p", check(50), 0, 0).is_none());
+        let fired = book.observe("p", check(150), 1_000, 0).unwrap();
+        assert_eq!((fired.status, fired.since_ms), ("firing", 1_000));
+        assert!(book.observe("p", check(170), 2_000, 0).is_none(), "once");
+        assert_eq!(
+            book.firing[0].value, 170,
+            "the firing alert follows the value"
+        );
+        let resolved = book.observe("p", check(10), 3_000, 0).unwrap();
+        assert_eq!(
+            (resolved.status, resolved.resolved_ms),
+            ("resolved", Some(3_000))
+        );
+        assert!(book.firing.is_empty());
+
+        // With a 30 s hold: a 20 s breach never fires; a 30 s one fires, dated from its start.
+        let hold = 30_000;
+        assert!(book.observe("p", check(150), 10_000, hold).is_none());
+        assert!(book.observe("p", check(150), 30_000, hold).is_none());
+        assert!(
+            book.observe("p", check(90), 31_000, hold).is_none(),
+            "forgotten"
+        );
+        assert!(book.pending.is_empty());
+        for now in [40_000, 50_000, 69_999] {
+            assert!(book.observe("p", check(150), now, hold).is_none(), "{now}");
+        }
+        let fired = book.observe("p", check(150), 70_000, hold).unwrap();
+        assert_eq!((fired.status, fired.since_ms), ("firing", 40_000));
+        assert!(book.pending.is_empty());
+        assert_eq!(book.events.len(), 3, "fired, resolved, fired");
+    }
+
+    /// A loopback webhook answering with `statuses` in turn; returns its URL and the number of
+    /// requests it received.
+    fn webhook(statuses: &'static [u16]) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = hits.clone();
+        std::thread::spawn(move || {
+            for (stream, status) in listener.incoming().zip(statuses) {
+                let mut stream = stream.unwrap();
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf);
+                counted.fetch_add(1, Ordering::SeqCst);
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+            }
+        });
+        (url, hits)
+    }
+
+    #[test]
+    fn the_webhook_is_retried_until_it_accepts_but_not_after_a_client_error() {
+        let (url, hits) = webhook(&[503, 500, 200, 200]);
+        post_alert(&url, "{}");
+        assert_eq!(
+            hits.load(Ordering::SeqCst),
+            3,
+            "two failures, then accepted"
+        );
+        let (url, hits) = webhook(&[400, 200]);
+        post_alert(&url, "{}");
+        assert_eq!(
+            hits.load(Ordering::SeqCst),
+            1,
+            "a bad request is not retried"
+        );
     }
 }

@@ -339,6 +339,22 @@ impl Producer {
         self.writers[partition as usize].append(key, value, timestamp)
     }
 
+    /// Appends keyless records to a chosen partition and flushes; returns the first one's
+    /// offset (`None` when there were none).
+    pub fn append_all_to(
+        &mut self,
+        partition: u32,
+        values: &[Vec<u8>],
+        timestamp: i64,
+    ) -> Result<Option<u64>> {
+        let mut first = None;
+        for v in values {
+            first.get_or_insert(self.append_to(partition, None, v, timestamp)?);
+        }
+        self.flush()?;
+        Ok(first)
+    }
+
     /// Syncs every partition.
     pub fn flush(&mut self) -> Result<()> {
         self.writers.iter_mut().try_for_each(PartitionWriter::flush)
