@@ -55,13 +55,27 @@ pub fn request(
     timeout: Duration,
 ) -> Result<Reply> {
     let (host, path) = split_url(url)?;
-    let addr = host
+    // Every address the name resolves to, in order (`localhost` is often `::1` first while the
+    // listener is on 127.0.0.1).
+    let mut last = None;
+    let mut connected = None;
+    for addr in host
         .to_socket_addrs()
         .with_context(|| format!("cannot resolve {host}"))?
-        .next()
-        .ok_or_else(|| anyhow!("{host} resolves to no address"))?;
-    let mut s = TcpStream::connect_timeout(&addr, timeout)
-        .with_context(|| format!("cannot connect to {host}"))?;
+    {
+        match TcpStream::connect_timeout(&addr, timeout) {
+            Ok(s) => {
+                connected = Some(s);
+                break;
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    let mut s = match (connected, last) {
+        (Some(s), _) => s,
+        (None, Some(e)) => return Err(e).with_context(|| format!("cannot connect to {host}")),
+        (None, None) => return Err(anyhow!("{host} resolves to no address")),
+    };
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
     let auth = token

@@ -271,24 +271,9 @@ async fn rejects_replay(
     let Some(p) = server.pipeline(&name).cloned() else {
         return not_found("pipeline", &name);
     };
-    let rows: Vec<Value> = match serde_json::from_str::<Value>(&body) {
-        Ok(Value::Array(rows)) => rows,
-        Ok(row @ Value::Object(_)) => vec![row],
-        _ => match body
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-            .map(|(i, l)| serde_json::from_str(l).map_err(|e| format!("body line {}: {e}", i + 1)))
-            .collect()
-        {
-            Ok(rows) => rows,
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!("the body is not a JSON array or JSON lines of corrected rejects: {e}"),
-                )
-            }
-        },
+    let rows = match rejects::parse_corrected(&body) {
+        Ok(rows) => rows,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("the body: {e}")),
     };
     let run = match q.get("run").map(String::as_str) {
         None | Some("false") => false,
@@ -312,16 +297,7 @@ async fn rejects_replay(
     let replay_server = server.clone();
     let result = tokio::task::spawn_blocking(move || {
         rejects::replay_corrected(&opened, &rows, &mut |topic, partition, values| {
-            let producer = replay_server
-                .producers
-                .get(topic)
-                .map_err(|e| flowline_core::Error::Execution(format!("{e:#}")))?;
-            let mut producer = producer
-                .lock()
-                .map_err(|_| flowline_core::Error::Internal("producer lock".into()))?;
-            producer
-                .append_all_to(partition, values, flowline_log::now_ms())?
-                .ok_or_else(|| flowline_core::Error::Internal("nothing to append".into()))
+            replay_server.producers.append_to(topic, partition, values)
         })
     })
     .await;
@@ -1011,14 +987,14 @@ pub fn metrics_text(server: &Server) -> String {
         "flowline_operator_rows_in_total",
         "counter",
         "Rows each operator received in the current run (data and retractions), as of the last \
-         watermark, checkpoint or end",
+         checkpoint or the end of the run",
         &|t| operator_rows(t, false),
     );
     family(
         "flowline_operator_rows_out_total",
         "counter",
         "Rows each operator sent in the current run (data and retractions), as of the last \
-         watermark, checkpoint or end",
+         checkpoint or the end of the run",
         &|t| operator_rows(t, true),
     );
     out

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use flowline_core::plan::OutputMode;
 use flowline_runtime::{manifest, rejects, Mode, OpenedPipeline, RunOptions, Trigger};
@@ -228,7 +228,7 @@ enum Command {
         /// reject as printed here with its `raw` text corrected. Log sources get the rows
         /// appended to the partition they came from; file sources get a new file beside the
         /// bad one. Every row is checked first; nothing is written if one still fails.
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, value_name = "FILE", conflicts_with = "run")]
         replay: Option<PathBuf>,
     },
     /// Generate example data.
@@ -379,12 +379,9 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
         }
         Command::Rejects {
             args,
-            run,
             replay: Some(file),
+            ..
         } => {
-            if run.is_some() {
-                bail!("--run chooses rejects to show; --replay replays the rows of its file");
-            }
             let pipeline = OpenedPipeline::open(&args.pipeline, args.options()?).await?;
             let corrected = read_corrected(&file)?;
             let summary = replay_rejects_here(&pipeline, &corrected)?;
@@ -449,42 +446,28 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Corrected rejects from a JSON-lines file (`-`: standard input).
+/// Corrected rejects from a file (`-`: standard input): JSON lines or a JSON array.
 fn read_corrected(file: &Path) -> Result<Vec<serde_json::Value>> {
     let text = if file == Path::new("-") {
         std::io::read_to_string(std::io::stdin()).context("cannot read standard input")?
     } else {
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?
     };
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            serde_json::from_str(l)
-                .with_context(|| format!("{} line {}: not a JSON object", file.display(), i + 1))
-        })
-        .collect()
+    rejects::parse_corrected(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))
 }
 
-/// Replays corrected rejects in this process: log rows go through a producer of its own (the
+/// Replays corrected rejects in this process: log rows go through producers of its own (the
 /// topic's writer lock: refused while `flowline serve` writes the topic; use its API then).
 fn replay_rejects_here(
     pipeline: &OpenedPipeline,
     corrected: &[serde_json::Value],
 ) -> Result<rejects::ReplaySummary> {
-    let mut producers: std::collections::BTreeMap<String, flowline_log::Producer> =
-        Default::default();
-    let summary =
-        rejects::replay_corrected(pipeline, corrected, &mut |topic, partition, values| {
-            let producer = match producers.entry(topic.name().to_string()) {
-                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::btree_map::Entry::Vacant(e) => e.insert(topic.producer()?),
-            };
-            producer
-                .append_all_to(partition, values, flowline_log::now_ms())?
-                .ok_or_else(|| flowline_core::Error::Internal("nothing to append".into()))
-        })?;
-    Ok(summary)
+    let producers = serve::Producers::default();
+    Ok(rejects::replay_corrected(
+        pipeline,
+        corrected,
+        &mut |topic, partition, values| producers.append_to(topic, partition, values),
+    )?)
 }
 
 /// `flowline serve`: opens every pipeline, starts them, serves HTTP until SIGTERM/SIGINT.
@@ -544,10 +527,13 @@ async fn serve_project(project: project::Project) -> Result<()> {
             server.stop();
         }
     };
-    axum::serve(listener, http::router(server.clone()))
+    let served = axum::serve(listener, http::router(server.clone()))
         .with_graceful_shutdown(stopping)
         .await
-        .context("HTTP server")?;
+        .context("HTTP server");
+    // Whatever ended the HTTP server, the jobs stop with their final checkpoints.
+    generators_stop.store(true, Ordering::SeqCst);
+    server.stop();
     sampler.abort();
     let _ = tokio::task::spawn_blocking(move || {
         for r in runners.into_iter().chain(generators) {
@@ -555,7 +541,7 @@ async fn serve_project(project: project::Project) -> Result<()> {
         }
     })
     .await;
-    Ok(())
+    served
 }
 
 fn print_runs(records: &[serde_json::Value]) {

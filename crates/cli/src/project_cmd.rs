@@ -285,15 +285,40 @@ pub async fn backfill(
         eprintln!("the server at {base} queued {total} runs");
         let mut bar = Progress::new("backfill");
         loop {
-            let p =
-                client::request("GET", &status_url, token.as_deref(), None, API_TIMEOUT)?.json()?;
+            let reply = client::request("GET", &status_url, token.as_deref(), None, API_TIMEOUT)?;
+            if reply.status != 200 {
+                return Err(api_error(&reply));
+            }
+            let p = reply.json()?;
+            let runs = p["runs"].as_u64().unwrap_or(0);
+            if runs < runs_before {
+                bar.finish();
+                anyhow::bail!(
+                    "the server at {base} restarted during the backfill; its queue was lost: \
+                     run the backfill again"
+                );
+            }
+            if p["status"] == "retrying" {
+                // A backfilled run failed: the server retries it with backoff before the rest.
+                bar.finish();
+                eprintln!(
+                    "backfill of {pipeline}: a run failed ({}); the server retries it before the \
+                     {} runs still queued: watch {status_url}",
+                    p["error"].as_str().unwrap_or("see the pipeline's last run"),
+                    p["backfill_queued"].as_u64().unwrap_or(0)
+                );
+                return Ok(ExitCode::FAILURE);
+            }
             let queued = p["backfill_queued"].as_u64().unwrap_or(0);
             let running = p["status"] == "running";
             let done = total.saturating_sub(queued + u64::from(running));
             bar.set(done, Some(total), "runs".into());
-            if queued == 0 && !running && p["runs"].as_u64().unwrap_or(0) >= runs_before + total {
+            if queued == 0 && !running && runs >= runs_before + total {
                 bar.finish();
-                let failed = p["failures"].as_u64().unwrap_or(0) - failures_before;
+                let failed = p["failures"]
+                    .as_u64()
+                    .unwrap_or(0)
+                    .saturating_sub(failures_before);
                 eprintln!("backfill of {pipeline}: {total} runs, {failed} failed");
                 return Ok(if failed == 0 {
                     ExitCode::SUCCESS

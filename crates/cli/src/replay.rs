@@ -183,12 +183,23 @@ pub async fn start(hosted: &Arc<Hosted>, request: ReplayRequest) -> Result<Repla
         .into());
     }
     for (table, t) in &hosted.serving {
-        if t.versions()?.contains(&request.version) {
+        let versions = t.versions()?;
+        if versions.contains(&request.version) {
             return Err(Conflict(format!(
-                "serving table {table} already has a version {}: choose a new version name \
-                 (versions: {})",
+                "serving table {table} already has a version {}: choose a new version name, or \
+                 delete that version's file under `{}` to build it again (versions: {})",
                 request.version,
-                t.versions()?.join(", ")
+                t.dir().display(),
+                versions.join(", ")
+            ))
+            .into());
+        }
+        // Without the served version (and so without `CURRENT`), the first version written
+        // would become current: the half-built replay would be what readers see.
+        if !versions.contains(&from_version) {
+            return Err(Conflict(format!(
+                "serving table {table} has no version {from_version} yet: pipeline {name} has \
+                 not written it; run the pipeline once, then replay it into a new version"
             ))
             .into());
         }

@@ -241,6 +241,8 @@ pub struct Server {
     pub started_ms: i64,
     /// The producers of the topics this process appends to.
     pub producers: Producers,
+    /// Alert events for the webhook, posted in order by one thread (see [`post_alert`]).
+    webhook: Option<std::sync::mpsc::Sender<String>>,
 }
 
 /// One producer per topic for everything in this process that appends to the log (generators,
@@ -267,6 +269,25 @@ impl Producers {
             })?));
         open.insert(topic.dir().to_path_buf(), p.clone());
         Ok(p)
+    }
+
+    /// Appends keyless records to a partition of `topic` through its producer; returns the
+    /// first one's offset.
+    pub fn append_to(
+        &self,
+        topic: &flowline_log::Topic,
+        partition: u32,
+        values: &[Vec<u8>],
+    ) -> flowline_core::Result<u64> {
+        let producer = self
+            .get(topic)
+            .map_err(|e| flowline_core::Error::Execution(format!("{e:#}")))?;
+        let mut producer = producer
+            .lock()
+            .map_err(|_| flowline_core::Error::Internal("producer lock poisoned".into()))?;
+        producer
+            .append_all_to(partition, values, flowline_log::now_ms())?
+            .ok_or_else(|| flowline_core::Error::Internal("nothing to append".into()))
     }
 }
 
@@ -548,9 +569,10 @@ impl Hosted {
         self.stop.load(Ordering::SeqCst)
     }
 
-    /// Sleeps until `until` (ms since the epoch), a wake-up, a backfill, or stop. Returns true
-    /// when woken early by a request.
-    fn wait_until(&self, until_ms: i64) -> bool {
+    /// Sleeps until `until` (ms since the epoch), a wake-up, a queued backfill (when
+    /// `wake_on_backfill`: not during a retry's backoff, which would retry a failing backfilled
+    /// run at once, again and again), or stop. Returns true when woken early by a request.
+    fn wait_until(&self, until_ms: i64, wake_on_backfill: bool) -> bool {
         loop {
             if self.stopped() {
                 return false;
@@ -558,7 +580,7 @@ impl Hosted {
             if self.wake.swap(false, Ordering::SeqCst) {
                 return true;
             }
-            if self.backfill.lock().map(|q| !q.is_empty()).unwrap_or(false) {
+            if wake_on_backfill && self.backfill.lock().map(|q| !q.is_empty()).unwrap_or(false) {
                 return true;
             }
             if now_ms() >= until_ms {
@@ -597,7 +619,7 @@ impl Hosted {
                     s.next_run_ms = Some(until);
                 });
                 self.set_status("retrying");
-                self.wait_until(until);
+                self.wait_until(until, false);
                 if self.stopped() {
                     break;
                 }
@@ -619,7 +641,7 @@ impl Hosted {
                     if backoff.is_zero() {
                         set(&self.state, |s| s.next_run_ms = Some(next_micro));
                         self.set_status("waiting");
-                        self.wait_until(next_micro);
+                        self.wait_until(next_micro, true);
                         if self.stopped() {
                             break;
                         }
@@ -641,7 +663,7 @@ impl Hosted {
                             .and_then(|s| s.next_after(now_ms(), origin));
                         set(&self.state, |s| s.next_run_ms = next);
                         self.set_status("waiting");
-                        let early = self.wait_until(next.unwrap_or(i64::MAX));
+                        let early = self.wait_until(next.unwrap_or(i64::MAX), true);
                         if self.stopped() {
                             break;
                         }
@@ -858,13 +880,26 @@ impl Server {
                 history: Mutex::new(VecDeque::new()),
             }));
         }
-        let server = Server {
+        let mut server = Server {
             project,
             pipelines,
             tables,
             started_ms: now_ms(),
             producers: Producers::default(),
+            webhook: None,
         };
+        if let Some(url) = server.project.alert_webhook.clone() {
+            let (events, queue) = std::sync::mpsc::channel::<String>();
+            std::thread::Builder::new()
+                .name("alert-webhook".into())
+                .spawn(move || {
+                    for body in queue {
+                        post_alert(&url, &body);
+                    }
+                })
+                .context("cannot start the alert webhook thread")?;
+            server.webhook = Some(events);
+        }
         for view in &server.project.views {
             crate::views::check(view, &server)?;
         }
@@ -890,18 +925,19 @@ impl Server {
     }
 
     /// Checks every pipeline's alert thresholds: new and resolved alerts are logged and posted
-    /// to the webhook (on a thread of its own, see [`post_alert`]).
+    /// to the webhook, in order, by the webhook thread (see [`post_alert`]).
     pub fn check_alerts(&self) {
         for p in &self.pipelines {
             for alert in p.check_alerts() {
                 eprintln!("alert {}: {}", alert.status, alert.message);
-                if let Some(url) = self.project.alert_webhook.clone() {
+                if let Some(webhook) = &self.webhook {
                     let body = serde_json::json!({
                         "project": self.project.name,
                         "alert": alert,
                     })
                     .to_string();
-                    std::thread::spawn(move || post_alert(&url, &body));
+                    // In order: a resolution never overtakes the firing it resolves.
+                    let _ = webhook.send(body);
                 }
             }
         }

@@ -554,6 +554,22 @@ fn corrected_rejects_replay_into_the_next_run_once() {
         "{err}"
     );
 
+    // A blank correction or one spanning lines is refused (it would vanish or split).
+    for (raw, message) in [
+        ("  ", "its `raw` text is empty"),
+        ("1,a\n2,b", "spans several lines"),
+    ] {
+        let mut r = rejects[0].clone();
+        r["raw"] = raw.into();
+        fs::write(&corrected, r.to_string()).unwrap();
+        let out = flowline(
+            &ex.cwd,
+            &["rejects", p, "--replay", corrected.to_str().unwrap()],
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(message), "{err}");
+    }
+
     // Late rows are in their source already: refused with the range to rerun.
     let late = serde_json::json!({
         "reason": "late", "table": "orders", "raw": "{}",

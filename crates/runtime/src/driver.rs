@@ -1762,7 +1762,7 @@ fn push_right(
                 push_right((rest, rest_rows), (join_and_rest, rows_after), m, sink, bin)?;
             }
         }
-        _ => {
+        (None, None) => {
             let (Some((join, after)), Some((count, after_rows))) = (
                 join_and_rest.split_first_mut(),
                 rows_after.split_first_mut(),
@@ -1775,6 +1775,11 @@ fn push_right(
             for m in out.messages {
                 push(after, after_rows, m, sink, bin)?;
             }
+        }
+        _ => {
+            return Err(Error::Internal(
+                "right-input operators and their row counts differ in number".into(),
+            ))
         }
     }
     Ok(())
@@ -1796,7 +1801,7 @@ fn push(
     bin: &mut RejectBin,
 ) -> Result<()> {
     match (ops.split_first_mut(), rows.split_first_mut()) {
-        (None, _) | (_, None) => match message {
+        (None, None) => match message {
             Message::Data(batch) => sink.write(&batch),
             Message::Retract(batch) => sink.retract(&batch),
             Message::Watermark(_) | Message::EndOfInput | Message::EmitUpdates => {
@@ -1814,6 +1819,9 @@ fn push(
             }
             Ok(())
         }
+        _ => Err(Error::Internal(
+            "operators and their row counts differ in number".into(),
+        )),
     }
 }
 

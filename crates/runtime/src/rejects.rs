@@ -83,6 +83,28 @@ pub fn read_rejects(path: &Path, run_id: Option<&str>) -> Result<Vec<serde_json:
     Ok(all)
 }
 
+/// Corrected rejects as sent: a JSON array of rejects, one reject, or JSON lines of them.
+pub fn parse_corrected(text: &str) -> std::result::Result<Vec<serde_json::Value>, String> {
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Array(rows)) => Ok(rows),
+        Ok(row @ serde_json::Value::Object(_)) => Ok(vec![row]),
+        _ => text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(i, l)| {
+                serde_json::from_str(l).map_err(|e| {
+                    format!(
+                        "line {}: not a JSON object ({e}); send a JSON array or JSON lines of \
+                         rejects as listed, each with `raw` corrected",
+                        i + 1
+                    )
+                })
+            })
+            .collect(),
+    }
+}
+
 /// Why corrected rows were not replayed. Nothing was written in either case.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
@@ -277,8 +299,9 @@ pub fn replay_corrected(
             })
             .collect();
     let mut groups: Vec<(Target, Vec<Row>)> = vec![];
+    let mut sources = BTreeMap::new();
     for (index, row) in corrected.iter().enumerate() {
-        let (target, row) = resolve(pipeline, &bin, index, row)?;
+        let (target, row) = resolve(pipeline, &mut sources, &bin, index, row)?;
         match groups.iter_mut().find(|(t, _)| t.same(&target)) {
             Some((_, rows)) => rows.push(row),
             None => groups.push((target, vec![row])),
@@ -345,7 +368,7 @@ pub fn replay_corrected(
             Target::Folder { header, .. } => {
                 let first = 1 + usize::from(header.is_some());
                 staged
-                    .stage(pipeline, target, rows, &format!("{stamp}-{n}"))?
+                    .stage(pipeline, target, rows, n, &format!("{stamp}-{n}"))?
                     .into_iter()
                     .map(|r| (r.line.unwrap_or(first as u64) as usize - first, r))
                     .collect()
@@ -360,13 +383,11 @@ pub fn replay_corrected(
         }
     }
 
-    // Write: files first (one rename each), then the log appends, then the ledgers.
-    let files = staged.commit()?;
+    // Write group by group: its rows (one rename, or one append), then at once its ledger lines,
+    // so that whatever fails later, what reached a source is recorded as replayed.
     let mut summary = ReplaySummary::default();
     let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let mut files = files.into_iter();
-    let mut lines: BTreeMap<PathBuf, String> = BTreeMap::new();
-    for (target, rows) in &groups {
+    for (n, (target, rows)) in groups.iter().enumerate() {
         match target {
             Target::Log { source, partition } => {
                 let values: Vec<Vec<u8>> = rows.iter().map(|r| r.raw.as_bytes().to_vec()).collect();
@@ -379,35 +400,46 @@ pub fn replay_corrected(
                 ));
             }
             Target::Folder { .. } => {
-                if let Some(f) = files.next() {
-                    summary.files.push((f.display().to_string(), rows.len()));
-                }
+                let file = staged.commit(n)?;
+                summary.files.push((file.display().to_string(), rows.len()));
             }
         }
-        let ledger = lines.entry(target.ledger()).or_default();
+        let path = target.ledger();
+        let mut text = String::new();
         for r in rows {
-            *ledger += &serde_json::json!({
+            text += &serde_json::json!({
                 "file": r.key.0, "line": r.key.1, "table": r.table,
                 "pipeline": pipeline.name, "replayed_at": at,
             })
             .to_string();
-            ledger.push('\n');
-            summary.rows += 1;
+            text.push('\n');
         }
-    }
-    for (path, text) in lines {
-        if let Some(file) = ledgers.get_mut(&path) {
-            file.write_all(text.as_bytes())
-                .and_then(|_| file.sync_data())
-                .map_err(|e| Error::io("write", &path, e))?;
-        }
+        let file = ledgers
+            .get_mut(&path)
+            .ok_or_else(|| Error::Internal(format!("ledger {} not locked", path.display())))?;
+        file.write_all(text.as_bytes())
+            .and_then(|_| file.sync_data())
+            .map_err(|e| Error::io("write", &path, e))?;
+        summary.rows += rows.len();
     }
     Ok(summary)
+}
+
+/// A file source as a replay needs it, listed once per request.
+struct FolderSource {
+    /// Its files, canonical.
+    files: std::collections::BTreeSet<PathBuf>,
+    root: PathBuf,
+    format: &'static str,
+    csv_header: bool,
+    /// File → its first line (CSV header), read once.
+    headers: BTreeMap<PathBuf, String>,
 }
 
 /// Checks one corrected row against the bin and finds where it goes.
 fn resolve(
     pipeline: &crate::OpenedPipeline,
+    cache: &mut BTreeMap<String, FolderSource>,
     bin: &BTreeMap<(String, String, u64), serde_json::Value>,
     index: usize,
     row: &serde_json::Value,
@@ -416,6 +448,19 @@ fn resolve(
     let Some(raw) = row["raw"].as_str() else {
         return Err(invalid(index, "has no `raw` text (the corrected row)"));
     };
+    let raw = raw.trim_end_matches(['\n', '\r']);
+    if raw.trim().is_empty() {
+        return Err(invalid(
+            index,
+            "its `raw` text is empty: send the corrected row (to drop a bad row, do not replay it)",
+        ));
+    }
+    if raw.contains(['\n', '\r']) {
+        return Err(invalid(
+            index,
+            "its `raw` text spans several lines: a corrected row is one record on one line",
+        ));
+    }
     let reason = row["reason"].as_str().unwrap_or_default();
     if reason == RejectReason::Late.as_str() {
         let window = row["window"]
@@ -466,12 +511,12 @@ fn resolve(
             format!("the reject is {}, not a source reject", original["reason"]),
         ));
     }
-    let key = replay_key(row).unwrap_or_else(|| (file.to_string(), line));
+    let key = (canonical(Path::new(file)).display().to_string(), line);
     let row = Row {
         index,
         key,
         table: table.to_string(),
-        raw: raw.trim_end_matches(['\n', '\r']).to_string(),
+        raw: raw.to_string(),
     };
     if let Some(source) = pipeline.log_source(table) {
         let Some(partition) = source.partition_of(file) else {
@@ -503,8 +548,24 @@ fn resolve(
         ));
     };
     let file = PathBuf::from(&row.key.0);
-    let source = flowline_connectors::FileSource::open(def, &pipeline.base_dir)?;
-    if !source.files().iter().any(|f| canonical(&f.path) == file) {
+    let source = match cache.entry(table.to_string()) {
+        std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+        std::collections::btree_map::Entry::Vacant(e) => {
+            let opened = flowline_connectors::FileSource::open(def, &pipeline.base_dir)?;
+            e.insert(FolderSource {
+                files: opened.files().iter().map(|f| canonical(&f.path)).collect(),
+                root: canonical(
+                    &pipeline
+                        .base_dir
+                        .join(def.option("path").unwrap_or_default()),
+                ),
+                format: opened.format_name(),
+                csv_header: opened.csv_header(),
+                headers: BTreeMap::new(),
+            })
+        }
+    };
+    if !source.files.contains(&file) {
         return Err(invalid(
             index,
             format!(
@@ -513,12 +574,7 @@ fn resolve(
             ),
         ));
     }
-    let root = canonical(
-        &pipeline
-            .base_dir
-            .join(def.option("path").unwrap_or_default()),
-    );
-    if root == file {
+    if source.root == file {
         return Err(invalid(
             index,
             format!(
@@ -528,23 +584,27 @@ fn resolve(
             ),
         ));
     }
-    if source.format_name() == "parquet" {
+    if source.format == "parquet" {
         return Err(invalid(
             index,
             format!("source {table} is Parquet; write a corrected Parquet file into its folder"),
         ));
     }
-    let header = if source.csv_header() {
-        Some(first_line(&file)?)
-    } else {
-        None
+    let header = match source.headers.get(&file) {
+        _ if !source.csv_header => None,
+        Some(h) => Some(h.clone()),
+        None => {
+            let h = first_line(&file)?;
+            source.headers.insert(file.clone(), h.clone());
+            Some(h)
+        }
     };
     let target = Target::Folder {
         table: table.to_string(),
         dir: file.parent().map(Path::to_path_buf).unwrap_or_default(),
-        root,
+        root: source.root.clone(),
         header,
-        format: source.format_name(),
+        format: source.format,
     };
     Ok((target, row))
 }
@@ -554,8 +614,8 @@ fn resolve(
 /// sees the partition values that place gives. Dropped without commit, they are removed.
 #[derive(Default)]
 struct Staged {
-    /// (staging folder, staged file, final file)
-    files: Vec<(PathBuf, PathBuf, PathBuf)>,
+    /// Group number → (staging folder, staged file, final file).
+    files: BTreeMap<usize, (PathBuf, PathBuf, PathBuf)>,
 }
 
 impl Staged {
@@ -565,6 +625,7 @@ impl Staged {
         pipeline: &crate::OpenedPipeline,
         target: &Target,
         rows: &[Row],
+        group: usize,
         tag: &str,
     ) -> Result<Vec<Reject>> {
         let Target::Folder {
@@ -582,7 +643,7 @@ impl Staged {
         let inner = folder.join(dir.strip_prefix(root).unwrap_or(Path::new("")));
         let staged = inner.join(&name);
         self.files
-            .push((folder.clone(), staged.clone(), dir.join(&name)));
+            .insert(group, (folder.clone(), staged.clone(), dir.join(&name)));
         let mut text = String::new();
         for line in header.iter().chain(rows.iter().map(|r| &r.raw)) {
             text.push_str(line);
@@ -599,30 +660,38 @@ impl Staged {
         def.options
             .insert("path".into(), folder.display().to_string());
         let source = flowline_connectors::FileSource::open(&def, &pipeline.base_dir)?;
-        let mut bad = vec![];
+        let (mut bad, mut good) = (vec![], 0);
         source.read_file(0, 8192, &mut |d| {
+            good += d.batch.num_rows();
             bad.extend(d.rejects);
             Ok(())
         })?;
+        if good + bad.len() != rows.len() {
+            return Err(Error::Internal(format!(
+                "{} corrected rows of table {table} decoded as {} rows",
+                rows.len(),
+                good + bad.len()
+            )));
+        }
         Ok(bad)
     }
 
-    /// Moves every staged file to its place; returns the final paths.
-    fn commit(mut self) -> Result<Vec<PathBuf>> {
-        let files = std::mem::take(&mut self.files);
-        let mut done = vec![];
-        for (folder, staged, fin) in &files {
-            std::fs::rename(staged, fin).map_err(|e| Error::io("rename", staged, e))?;
-            let _ = std::fs::remove_dir_all(folder);
-            done.push(fin.clone());
-        }
-        Ok(done)
+    /// Moves group `group`'s staged file to its place; returns the final path. The others stay
+    /// staged (and are removed if never committed).
+    fn commit(&mut self, group: usize) -> Result<PathBuf> {
+        let (folder, staged, fin) = self
+            .files
+            .remove(&group)
+            .ok_or_else(|| Error::Internal(format!("nothing staged for group {group}")))?;
+        let moved = std::fs::rename(&staged, &fin).map_err(|e| Error::io("rename", &staged, e));
+        let _ = std::fs::remove_dir_all(&folder);
+        moved.map(|_| fin)
     }
 }
 
 impl Drop for Staged {
     fn drop(&mut self) {
-        for (folder, _, _) in &self.files {
+        for (folder, _, _) in self.files.values() {
             let _ = std::fs::remove_dir_all(folder);
         }
     }

@@ -3,8 +3,8 @@
 //!
 //! The driver owns the job; it copies its counters into a shared [`LiveStatus`] at points where
 //! they are consistent: after each batch (rows read, rejects), when a watermark advances, after
-//! each checkpoint (rows published, checkpoint time and size, lag, state per operator), rows in
-//! and out per operator when watermarks advance, at checkpoints and at the end. Readers
+//! each checkpoint (rows published, checkpoint time and size, lag, state and rows in and out per
+//! operator), and at the end of a run. Readers
 //! take a [`StatusSnapshot`] (a clone under a short lock). Nothing here influences the job.
 
 use std::collections::BTreeMap;
@@ -65,7 +65,7 @@ pub struct StatusSnapshot {
     pub last_checkpoint: Option<CheckpointStatus>,
     pub checkpoints: u64,
     pub operators: Vec<OperatorStatus>,
-    /// Rows in and out of every operator, as of the last watermark or checkpoint.
+    /// Rows in and out of every operator, as of the last checkpoint (or the end of the run).
     pub operator_rows: Vec<OperatorRows>,
 }
 
