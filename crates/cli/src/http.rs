@@ -19,6 +19,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use flowline_connectors::serving;
 use flowline_runtime::rejects;
 use serde_json::{json, Value};
 
@@ -136,6 +137,9 @@ pub fn pipeline_json(p: &Hosted) -> Value {
         "last_run": state.last_run,
         "last_success_ms": state.last_success_ms,
         "backfill_queued": state.backfill_queued,
+        "backfill_done": state.backfill_done,
+        "backfill_failed": state.backfill_failed,
+        "given_up": state.given_up,
         "version": p.active_version(),
         "replay": p.replay.lock().ok().and_then(|r| r.clone()),
         "alerts": p.alerts.lock().map(|a| a.firing.clone()).unwrap_or_default(),
@@ -187,6 +191,14 @@ async fn pipeline(State(server): State<Shared>, Path(name): Path<String>) -> Res
     }
 }
 
+/// Runs `read` (files, stores) on the blocking threads, so that a slow disk never stalls the
+/// handlers of other requests.
+async fn blocking<T: Send + 'static>(
+    read: impl FnOnce() -> flowline_core::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    Ok(tokio::task::spawn_blocking(read).await??)
+}
+
 fn limit(q: &HashMap<String, String>, default: usize) -> Result<usize, Box<Response>> {
     match q.get("limit") {
         None => Ok(default),
@@ -211,11 +223,9 @@ async fn runs(
         Ok(l) => l,
         Err(r) => return *r,
     };
-    match flowline_runtime::manifest::read(&p.manifest_path) {
-        Ok(records) => {
-            let skip = records.len().saturating_sub(limit);
-            Json(records.into_iter().skip(skip).rev().collect::<Vec<_>>()).into_response()
-        }
+    let path = p.manifest_path.clone();
+    match blocking(move || flowline_runtime::manifest::read_last(&path, limit)).await {
+        Ok(records) => Json(records.into_iter().rev().collect::<Vec<_>>()).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
 }
@@ -233,8 +243,16 @@ async fn pipeline_rejects(
         Err(r) => return *r,
     };
     let rejects_path = p.rejects_path();
-    let read = rejects::read_rejects(&rejects_path, q.get("run").map(String::as_str))
-        .and_then(|rows| Ok((rows, rejects::replayed(&p.replay_ledgers)?)));
+    let (path, run, ledgers) = (
+        rejects_path.clone(),
+        q.get("run").cloned(),
+        p.replay_ledgers.clone(),
+    );
+    let read = blocking(move || {
+        let rows = rejects::read_rejects(&path, run.as_deref())?;
+        Ok((rows, rejects::replayed(&ledgers)?))
+    })
+    .await;
     match read {
         Ok((rows, replayed)) => {
             let total = rows.len();
@@ -533,14 +551,18 @@ fn table_json(name: &str, server: &Server) -> Value {
 }
 
 async fn tables(State(server): State<Shared>) -> Response {
-    Json(
-        server
+    let listed = blocking(move || {
+        Ok(server
             .tables
             .keys()
             .map(|n| table_json(n, &server))
-            .collect::<Vec<_>>(),
-    )
-    .into_response()
+            .collect::<Vec<_>>())
+    })
+    .await;
+    match listed {
+        Ok(tables) => Json(tables).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
 }
 
 /// Rows as a JSON array of objects (Arrow's JSON writer: nulls left out, decimals as numbers).
@@ -660,30 +682,40 @@ async fn table(
     let Some(entry) = server.tables.get(&name) else {
         return not_found("serving table", &name);
     };
-    let version = q.get("version").map(String::as_str);
-    let read = match q.get("key") {
+    let version = q.get("version").cloned();
+    if let Some(v) = &version {
+        if let Err(e) = serving::check_version_name(v) {
+            return error(StatusCode::BAD_REQUEST, format!("version: {e}"));
+        }
+    }
+    let key = q.get("key").cloned();
+    let table = entry.table.clone();
+    // The store is read off the async threads: a large table must not stall the others.
+    let read = tokio::task::spawn_blocking(move || match key {
         Some(key) => {
             let parts: Vec<&str> = key.split(',').collect();
-            entry.table.lookup(version, &parts)
+            table.lookup(version.as_deref(), &parts)
         }
-        None => entry.table.read(version),
-    };
+        None => Ok(table.read_rows(version.as_deref())?),
+    })
+    .await;
     match read {
-        Ok(Some((schema, batches))) => {
-            let info = entry.table.info(version).ok().flatten();
+        Ok(Ok(Some(rows))) => {
             let envelope = json!({
                 "table": name,
-                "version": info.as_ref().map(|i| i.version.clone()),
-                "key": info.as_ref().map(|i| i.key.clone()),
-                "updated_ms": info.as_ref().map(|i| i.updated_ms),
+                "version": rows.version,
+                "key": rows.key,
+                "updated_ms": rows.updated_ms,
             });
-            batches_response(&q, &schema, &batches, envelope)
+            batches_response(&q, &rows.schema, &rows.batches, envelope)
         }
-        Ok(None) => error(
+        Ok(Ok(None)) => error(
             StatusCode::NOT_FOUND,
             format!("serving table `{name}` has no published rows yet"),
         ),
-        Err(e) => error(StatusCode::BAD_REQUEST, e),
+        Ok(Err(serving::ReadError::Request(e))) => error(StatusCode::BAD_REQUEST, e),
+        Ok(Err(serving::ReadError::Store(e))) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
 }
 
@@ -697,14 +729,19 @@ async fn sql(
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
     };
     let options = crate::views::read_only();
+    // A table that cannot be read is the server's fault; anything else is the query's.
+    let status = |e: &datafusion::error::DataFusionError| match e.find_root() {
+        datafusion::error::DataFusionError::External(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::BAD_REQUEST,
+    };
     let df = match ctx.sql_with_options(&body, options).await {
         Ok(df) => df,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+        Err(e) => return error(status(&e), e),
     };
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
     let batches = match df.collect().await {
         Ok(b) => b,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+        Err(e) => return error(status(&e), e),
     };
     batches_response(&q, &schema, &batches, json!({"sql": body}))
 }
@@ -865,6 +902,29 @@ pub fn metrics_text(server: &Server) -> String {
         "counter",
         "Runs that failed",
         &|t| one(t, t.state.failures as f64),
+    );
+    family(
+        "flowline_backfill_queued",
+        "gauge",
+        "Backfilled runs waiting",
+        &|t| one(t, t.state.backfill_queued as f64),
+    );
+    family(
+        "flowline_backfill_runs_total",
+        "counter",
+        "Backfilled runs finished (outcome: ok, or given_up after repeated failures)",
+        &|t| {
+            vec![
+                (
+                    format!("{},outcome=\"ok\"", t.labels),
+                    t.state.backfill_done as f64,
+                ),
+                (
+                    format!("{},outcome=\"given_up\"", t.labels),
+                    t.state.backfill_failed as f64,
+                ),
+            ]
+        },
     );
     family(
         "flowline_rows_read_total",

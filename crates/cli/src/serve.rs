@@ -33,6 +33,14 @@ use crate::project::{PipelineSpec, Project, RunPlan};
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// A run that lasted this long resets the backoff.
 const HEALTHY_RUN: Duration = Duration::from_secs(60);
+/// A scheduled or backfilled batch run that fails this many times in a row is given up: its
+/// time is recorded in [`RunnerState::given_up`] and the runner goes on (the next backfilled
+/// time, or the next scheduled one), so one bad day cannot block the queue behind it.
+pub const MAX_SLOT_ATTEMPTS: u32 = 4;
+
+/// Scheduled times given up, kept in the state (the newest).
+const GIVEN_UP_KEPT: usize = 50;
+
 /// At most this many runs per backfill request.
 pub const MAX_BACKFILL_RUNS: usize = 1000;
 
@@ -71,6 +79,13 @@ pub struct RunnerState {
     pub last_publish_ms: Option<i64>,
     /// Backfill runs waiting.
     pub backfill_queued: usize,
+    /// Backfilled runs that succeeded.
+    pub backfill_done: u64,
+    /// Backfilled runs given up after [`MAX_SLOT_ATTEMPTS`] failures.
+    pub backfill_failed: u64,
+    /// Scheduled or backfilled times given up after [`MAX_SLOT_ATTEMPTS`] failures (ms since
+    /// the epoch, oldest first; the newest 50). Backfill them again once the cause is fixed.
+    pub given_up: Vec<i64>,
 }
 
 /// A pipeline hosted by `serve`.
@@ -611,6 +626,11 @@ impl Hosted {
             _ => None,
         };
         let mut next_micro = origin;
+        // The batch slot being run: whether it came from the backfill queue, and its failures.
+        let mut from_backfill = false;
+        let mut slot_failures = 0u32;
+        // The last batch slot was given up: the runner waits as `failed` until a run succeeds.
+        let mut gave_up = false;
         while !self.stopped() {
             if !backoff.is_zero() {
                 let until = now_ms() + backoff.as_millis() as i64;
@@ -650,26 +670,34 @@ impl Hosted {
                     self.run_once(self.options(Mode::Batch, None), None)
                 }
                 RunPlan::Batch { schedule } => {
+                    let retry = !backoff.is_zero();
+                    if !retry {
+                        from_backfill = false;
+                        slot_failures = 0;
+                    }
                     let slot = if let Some(slot) = due_at_start.take() {
                         slot
-                    } else if !backoff.is_zero() {
+                    } else if retry {
                         // Retry the run that failed (a backfilled one keeps its time).
                         self.state().last_run.and_then(|r| r.scheduled_ms)
                     } else if let Some(t) = self.pop_backfill() {
+                        from_backfill = true;
                         Some(t)
                     } else {
                         let next = schedule
                             .as_ref()
                             .and_then(|s| s.next_after(now_ms(), origin));
                         set(&self.state, |s| s.next_run_ms = next);
-                        self.set_status("waiting");
+                        self.set_status(if gave_up { "failed" } else { "waiting" });
                         let early = self.wait_until(next.unwrap_or(i64::MAX), true);
                         if self.stopped() {
                             break;
                         }
                         if early {
                             // A request: a backfilled time, or (none queued) a run now.
-                            self.pop_backfill()
+                            let queued = self.pop_backfill();
+                            from_backfill = queued.is_some();
+                            queued
                         } else {
                             next
                         }
@@ -684,8 +712,13 @@ impl Hosted {
                 backoff = Duration::ZERO;
                 continue;
             }
+            let batch = matches!(self.spec.plan, RunPlan::Batch { .. });
             match result {
                 Ok(_) => {
+                    if batch && from_backfill {
+                        set(&self.state, |s| s.backfill_done += 1);
+                    }
+                    gave_up = false;
                     backoff = Duration::ZERO;
                     if matches!(self.spec.plan, RunPlan::Stream { .. })
                         || (matches!(self.spec.plan, RunPlan::MicroBatch { .. }) && self.reads_logs)
@@ -697,7 +730,29 @@ impl Hosted {
                         }
                     }
                 }
+                Err(_) if batch && slot_failures + 1 >= MAX_SLOT_ATTEMPTS => {
+                    let slot = self.state().last_run.and_then(|r| r.scheduled_ms);
+                    eprintln!(
+                        "pipeline {}: giving up the run for {} after {MAX_SLOT_ATTEMPTS} failures",
+                        self.spec.name,
+                        slot.and_then(chrono::DateTime::from_timestamp_millis)
+                            .map_or_else(|| "now".to_string(), |t| t.to_rfc3339())
+                    );
+                    set(&self.state, |s| {
+                        if from_backfill {
+                            s.backfill_failed += 1;
+                        }
+                        if let Some(t) = slot {
+                            s.given_up.push(t);
+                            let over = s.given_up.len().saturating_sub(GIVEN_UP_KEPT);
+                            s.given_up.drain(..over);
+                        }
+                    });
+                    backoff = Duration::ZERO;
+                    gave_up = true;
+                }
                 Err(_) => {
+                    slot_failures += 1;
                     backoff = if started.elapsed() >= HEALTHY_RUN || backoff.is_zero() {
                         Duration::from_secs(1)
                     } else {

@@ -16,13 +16,17 @@
 //!
 //! Each side is read from one committed snapshot of its table's current version.
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, bail, Context, Result};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
+use datafusion::catalog::{SchemaProvider, TableProvider};
+use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::SessionContext;
+use flowline_connectors::serving::ServingTable;
 use flowline_runtime::manifest;
 
 use crate::project::ViewSpec;
@@ -47,8 +51,9 @@ pub fn read_only() -> SQLOptions {
         .with_allow_statements(false)
 }
 
-/// A DataFusion context with every serving table (its current version) registered under its
-/// name, and the Lambda views that `sql` names (a view is computed only when asked for).
+/// A DataFusion context over the project's serving tables, each under its name, and the
+/// Lambda views that `sql` names (a view is computed only when asked for). A table is read
+/// (its current version, one committed snapshot) only when the query names it.
 pub async fn context(server: &Server, sql: &str) -> Result<SessionContext> {
     let ctx = tables_context(server)?;
     let text = sql.to_ascii_lowercase();
@@ -64,14 +69,94 @@ pub async fn context(server: &Server, sql: &str) -> Result<SessionContext> {
 }
 
 fn tables_context(server: &Server) -> Result<SessionContext> {
+    serving_context(
+        server
+            .tables
+            .iter()
+            .map(|(name, entry)| (name.clone(), entry.table.clone()))
+            .collect(),
+    )
+}
+
+fn serving_context(tables: BTreeMap<String, ServingTable>) -> Result<SessionContext> {
     let ctx = SessionContext::new();
-    for (name, entry) in &server.tables {
-        if let Some((schema, batches)) = entry.table.read(None)? {
-            let table = datafusion::datasource::MemTable::try_new(schema, vec![batches])?;
-            ctx.register_table(name.as_str(), Arc::new(table))?;
-        }
-    }
+    let schema = ServingSchema {
+        tables,
+        loaded: Mutex::default(),
+    };
+    let catalog = ctx
+        .catalog("datafusion")
+        .ok_or_else(|| anyhow!("DataFusion has no default catalog"))?;
+    catalog.register_schema("public", Arc::new(schema))?;
     Ok(ctx)
+}
+
+/// The serving tables as DataFusion's default schema. The planner asks for the tables a query
+/// names; each is read then, once per context, off the async threads. A table with nothing
+/// published yet does not exist. Views computed for the query are registered here too.
+#[derive(Debug)]
+struct ServingSchema {
+    tables: BTreeMap<String, ServingTable>,
+    /// Tables read so far and views registered, by name.
+    loaded: Mutex<HashMap<String, Arc<dyn TableProvider>>>,
+}
+
+impl ServingSchema {
+    fn loaded(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<dyn TableProvider>>> {
+        self.loaded.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[async_trait::async_trait]
+impl SchemaProvider for ServingSchema {
+    fn table_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.tables.keys().cloned().collect();
+        names.extend(self.loaded().keys().cloned());
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        if let Some(table) = self.loaded().get(name) {
+            return Ok(Some(Arc::clone(table)));
+        }
+        let Some(table) = self.tables.get(name).cloned() else {
+            return Ok(None);
+        };
+        let read = tokio::task::spawn_blocking(move || table.read(None))
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let Some((schema, batches)) = read else {
+            return Ok(None);
+        };
+        let table: Arc<dyn TableProvider> = Arc::new(datafusion::datasource::MemTable::try_new(
+            schema,
+            vec![batches],
+        )?);
+        let mut loaded = self.loaded();
+        Ok(Some(Arc::clone(
+            loaded.entry(name.to_string()).or_insert(table),
+        )))
+    }
+
+    fn register_table(
+        &self,
+        name: String,
+        table: Arc<dyn TableProvider>,
+    ) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        if self.tables.contains_key(&name) {
+            return Err(DataFusionError::Plan(format!(
+                "{name} is a serving table; a view cannot take its name"
+            )));
+        }
+        Ok(self.loaded().insert(name, table))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.tables.contains_key(name) || self.loaded().contains_key(name)
+    }
 }
 
 /// Checks a view against the project's serving tables (before anything runs).
@@ -129,7 +214,9 @@ async fn evaluate_in(ctx: &SessionContext, server: &Server, view: &ViewSpec) -> 
     } else {
         format!("\"{}\"", view.stream)
     };
-    let has_batch = ctx.table_exist(view.batch.as_str())?;
+    // Read here (not only when the SQL below plans), because a batch table with nothing
+    // published yet leaves the stream side alone.
+    let has_batch = ctx.table_provider(view.batch.as_str()).await.is_ok();
     let sql = match (boundary_ms, has_batch) {
         (Some(b), true) => {
             let at = chrono::DateTime::from_timestamp_millis(b)
@@ -206,4 +293,48 @@ fn boundary(server: &Server, view: &ViewSpec) -> Result<(Option<i64>, Option<Str
         Some(newest.div_euclid(period) * period),
         run["run_id"].as_str().map(str::to_string),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A table is read only when a query names it: a broken store fails only the queries that
+    /// read it, as the server's fault (an external error), and a table with nothing published
+    /// does not exist.
+    #[tokio::test]
+    async fn tables_are_read_when_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let broken = dir.path().join("broken");
+        std::fs::create_dir_all(&broken).unwrap();
+        std::fs::write(broken.join("v1.redb"), b"not a redb file").unwrap();
+        let tables = BTreeMap::from([
+            ("broken".to_string(), ServingTable::at(&broken)),
+            (
+                "empty".to_string(),
+                ServingTable::at(dir.path().join("empty")),
+            ),
+        ]);
+        let ctx = serving_context(tables).unwrap();
+        let one = ctx
+            .sql("SELECT 1 AS x")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        assert_eq!(one[0].num_rows(), 1);
+        let err = ctx.sql("SELECT * FROM broken").await.unwrap_err();
+        assert!(
+            matches!(err.find_root(), DataFusionError::External(_)),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("v1.redb"), "{err}");
+        let err = ctx.sql("SELECT * FROM empty").await.unwrap_err();
+        assert!(err.to_string().contains("not found"), "{err}");
+        // Views computed for a query cannot shadow a serving table.
+        let mem =
+            datafusion::datasource::MemTable::try_new(one[0].schema(), vec![one.clone()]).unwrap();
+        assert!(ctx.register_table("broken", Arc::new(mem)).is_err());
+    }
 }

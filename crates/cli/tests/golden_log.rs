@@ -116,6 +116,7 @@ golden_log_cases!(
     over_velocity,
     stream_joins,
     deduplicate,
+    deduplicate_ttl,
     aggregates_parquet,
     nested_and_computed,
     stateless_functions,

@@ -526,6 +526,13 @@ fn serve_hosts_stream_micro_batch_and_batch_pipelines_with_an_api() {
         "{broken}"
     );
     assert!(broken["restarts"].as_u64().unwrap() >= 1, "{broken}");
+    // After 4 attempts (1, 2 and 4 s apart) its run is given up: it waits, failed, for a
+    // request instead of retrying forever.
+    let broken = wait(60, "the broken run given up", || {
+        let b = get(&addr, "/api/pipelines/broken").json();
+        (b["status"] == "failed").then_some(b)
+    });
+    assert_eq!(broken["failures"], 4, "{broken}");
     let fraud = get(&addr, "/api/pipelines/fraud").json();
     assert_eq!(fraud["status"], "running", "{fraud}");
     assert_eq!(fraud["failures"], 0, "{fraud}");
@@ -550,6 +557,20 @@ fn serve_hosts_stream_micro_batch_and_batch_pipelines_with_an_api() {
         let p = get(&addr, "/api/pipelines/pnl").json();
         (p["runs"].as_u64().unwrap() >= runs_before + 2 && p["status"] == "waiting").then_some(())
     });
+    let pnl = get(&addr, "/api/pipelines/pnl").json();
+    assert_eq!(
+        (
+            &pnl["backfill_done"],
+            &pnl["backfill_failed"],
+            &pnl["backfill_queued"]
+        ),
+        (
+            &serde_json::json!(2),
+            &serde_json::json!(0),
+            &serde_json::json!(0)
+        ),
+        "{pnl}"
+    );
     let runs = get(&addr, "/api/pipelines/pnl/runs?limit=2").json();
     let dates: Vec<&str> = runs
         .as_array()
@@ -573,7 +594,9 @@ fn serve_hosts_stream_micro_batch_and_batch_pipelines_with_an_api() {
         "flowline_rows_written_total{pipeline=\"fraud\",sink=\"fraud_alerts\"}",
         "flowline_lag_records{pipeline=\"fraud\",source=\"orders\"}",
         "flowline_operator_state_bytes{pipeline=\"fraud\",sink=\"fraud_alerts\",operator=\"over-aggregate\"",
-        "flowline_run_failures_total{pipeline=\"broken\"}",
+        "flowline_run_failures_total{pipeline=\"broken\"} 4",
+        "flowline_pipeline_up{pipeline=\"broken\"} 0",
+        "flowline_backfill_runs_total{pipeline=\"pnl\",outcome=\"ok\"} 2",
         "flowline_freshness_seconds{pipeline=\"fraud\"}",
     ] {
         assert!(metrics.contains(needle), "{needle} missing from:\n{metrics}");

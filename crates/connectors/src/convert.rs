@@ -50,6 +50,12 @@ impl Failures {
         }
     }
 
+    #[cfg(test)]
+    pub(crate) fn get(&self, row: usize) -> Option<(RejectReason, &str)> {
+        let f = self.slots.get(row)?.as_ref()?;
+        Some((f.reason, f.detail.as_str()))
+    }
+
     pub(crate) fn is_failed(&self, row: usize) -> bool {
         self.slots.get(row).is_some_and(Option::is_some)
     }

@@ -47,6 +47,7 @@
 mod computed;
 mod convert;
 mod hive;
+mod json_row;
 mod log_sink;
 pub mod log_source;
 pub mod nexmark;
@@ -57,10 +58,11 @@ pub mod serving;
 pub mod sink;
 pub mod source;
 
+pub use json_row::json_kind;
 pub use log_source::{LogSource, Startup};
 pub use nexmark_source::NexmarkSource;
 pub use sink::{
     open_sink, validate_sink_options, Prepared, PreparedFile, PreparedPartition, Sink, SinkCommit,
     SinkContext, SinkMode, TimeRange, WrittenFile,
 };
-pub use source::{json_kind, BoundedSource, Decoded, FileSource, SourceFile};
+pub use source::{BoundedSource, Decoded, FileSource, SourceFile};

@@ -28,8 +28,9 @@ use flowline_core::{Error, RejectReason, Result, TableDef};
 use flowline_log::{Log, PartitionReader, Record, Topic};
 
 use crate::convert::{is_string_type, text_convertible, Converter};
+use crate::json_row::JsonColumns;
 use crate::options;
-use crate::source::{csv_cell, json_row, Decoded, TextBatch};
+use crate::source::{csv_cell, Decoded, TextBatch};
 
 const LOG_SOURCE_OPTIONS: &[&str] = &[
     "connector",
@@ -297,20 +298,14 @@ impl LogSource {
             .collect();
         let mut body = Vec::with_capacity(records.iter().map(|r| r.value.len()).sum());
         let mut batch = TextBatch::new(fields.len(), records.len());
-        let no_partitions = vec![None; fields.len()];
+        let mut json = JsonColumns::new(fields, vec![None; fields.len()]);
         let mut csv_record = csv::ByteRecord::new();
         for record in records {
             let start = body.len();
             body.extend_from_slice(&record.value);
             batch.spans.push((record.offset, start, body.len()));
             match self.format {
-                LogFormat::Json => json_row(
-                    &mut batch,
-                    &record.value,
-                    fields,
-                    &is_string,
-                    &no_partitions,
-                ),
+                LogFormat::Json => json.decode_row(&mut batch, &record.value),
                 LogFormat::Csv => {
                     self.csv_row(&mut batch, &record.value, &is_string, &mut csv_record)
                 }

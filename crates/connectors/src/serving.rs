@@ -259,6 +259,28 @@ pub struct VersionInfo {
     pub writer: Option<String>,
 }
 
+/// Rows of one version read from one committed snapshot, with what that snapshot says of it.
+#[derive(Debug, Clone)]
+pub struct VersionRows {
+    pub version: String,
+    /// The primary key columns (empty: an append table).
+    pub key: Vec<String>,
+    /// Milliseconds since the epoch of the last publish.
+    pub updated_ms: u64,
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+}
+
+/// Why a keyed read failed: the key asked for does not fit the table, or the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The request is wrong (the number of key values, a value of the wrong type).
+    #[error("{0}")]
+    Request(String),
+    #[error(transparent)]
+    Store(#[from] Error),
+}
+
 /// A serving table's folder: its versions and which one is current.
 #[derive(Debug, Clone)]
 pub struct ServingTable {
@@ -376,6 +398,11 @@ impl ServingTable {
     /// order (append tables: in the order rows were published). `None` if the table has no
     /// version yet or nothing was ever published to it.
     pub fn read(&self, version: Option<&str>) -> Result<Option<(SchemaRef, Vec<RecordBatch>)>> {
+        Ok(self.scan(version)?.map(|r| (r.schema, r.batches)))
+    }
+
+    /// As [`ServingTable::read`], with the version, key and publish time of the same snapshot.
+    pub fn read_rows(&self, version: Option<&str>) -> Result<Option<VersionRows>> {
         self.scan(version)
     }
 
@@ -385,14 +412,14 @@ impl ServingTable {
         &self,
         version: Option<&str>,
         key: &[&str],
-    ) -> Result<Option<(SchemaRef, Vec<RecordBatch>)>> {
+    ) -> std::result::Result<Option<VersionRows>, ReadError> {
         let Some((
             Snapshot {
                 _db,
+                version,
                 path,
                 txn,
                 meta,
-                ..
             },
             schema,
         )) = self.snapshot(version)?
@@ -400,21 +427,17 @@ impl ServingTable {
             return Ok(None);
         };
         if meta.key.is_empty() {
-            return Err(store_error(
-                &path,
-                "the table has no PRIMARY KEY, so it cannot be read by key: read it whole",
+            return Err(ReadError::Request(
+                "the table has no PRIMARY KEY, so it cannot be read by key: read it whole".into(),
             ));
         }
         if meta.key.len() != key.len() {
-            return Err(store_error(
-                &path,
-                format!(
-                    "the key is ({}): give {} value(s), not {}",
-                    meta.key.join(", "),
-                    meta.key.len(),
-                    key.len()
-                ),
-            ));
+            return Err(ReadError::Request(format!(
+                "the key is ({}): give {} value(s), not {}",
+                meta.key.join(", "),
+                meta.key.len(),
+                key.len()
+            )));
         }
         let positions = key_positions(&schema, &meta.key, &path)?;
         let mut columns: Vec<ArrayRef> = vec![];
@@ -428,35 +451,37 @@ impl ServingTable {
             columns.push(
                 arrow::compute::cast_with_options(&value, field.data_type(), &strict).map_err(
                     |e| {
-                        store_error(
-                            &path,
-                            format!(
-                                "key value '{text}' is not a {} for column `{}`: {e}",
-                                field.data_type(),
-                                field.name()
-                            ),
-                        )
+                        ReadError::Request(format!(
+                            "key value '{text}' is not a {} for column `{}`: {e}",
+                            field.data_type(),
+                            field.name()
+                        ))
                     },
                 )?,
             );
         }
-        let key_rows = converter(&schema, &positions)?.convert_columns(&columns)?;
+        let key_rows = converter(&schema, &positions)?
+            .convert_columns(&columns)
+            .map_err(Error::from)?;
         let wanted = key_rows.row(0);
-        let rows = match txn.open_table(ROWS) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => {
-                return Ok(Some((schema.clone(), vec![RecordBatch::new_empty(schema)])))
-            }
-            Err(e) => return Err(store_error(&path, e)),
+        let found = match txn.open_table(ROWS) {
+            Ok(rows) => rows
+                .get(wanted.as_ref())
+                .map_err(|e| store_error(&path, e))?
+                .map(|v| v.value().to_vec()),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(store_error(&path, e).into()),
         };
-        let found = rows
-            .get(wanted.as_ref())
-            .map_err(|e| store_error(&path, e))?
-            .map(|v| v.value().to_vec());
         let all: Vec<usize> = (0..schema.fields().len()).collect();
         let conv = converter(&schema, &all)?;
         let batch = decode(&conv, &schema, found.iter().map(Vec::as_slice))?;
-        Ok(Some((schema, vec![batch])))
+        Ok(Some(VersionRows {
+            version,
+            key: meta.key,
+            updated_ms: meta.updated_ms,
+            schema,
+            batches: vec![batch],
+        }))
     }
 
     /// One committed snapshot of a version (`None`: no such version). Its `meta` is empty
@@ -494,17 +519,36 @@ impl ServingTable {
         Ok(Some((snapshot, schema)))
     }
 
-    fn scan(&self, version: Option<&str>) -> Result<Option<(SchemaRef, Vec<RecordBatch>)>> {
-        let Some((Snapshot { _db, path, txn, .. }, schema)) = self.snapshot(version)? else {
+    fn scan(&self, version: Option<&str>) -> Result<Option<VersionRows>> {
+        let Some((
+            Snapshot {
+                _db,
+                version,
+                path,
+                txn,
+                meta,
+            },
+            schema,
+        )) = self.snapshot(version)?
+        else {
             return Ok(None);
         };
         let all: Vec<usize> = (0..schema.fields().len()).collect();
         let conv = converter(&schema, &all)?;
         let mut batches = vec![];
+        let done = |batches: Vec<RecordBatch>| {
+            Ok(Some(VersionRows {
+                version,
+                key: meta.key,
+                updated_ms: meta.updated_ms,
+                schema: schema.clone(),
+                batches,
+            }))
+        };
         let rows = match txn.open_table(ROWS) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => {
-                return Ok(Some((schema.clone(), vec![RecordBatch::new_empty(schema)])))
+                return done(vec![RecordBatch::new_empty(schema.clone())])
             }
             Err(e) => return Err(store_error(&path, e)),
         };
@@ -520,7 +564,7 @@ impl ServingTable {
         if !chunk.is_empty() || batches.is_empty() {
             batches.push(decode(&conv, &schema, chunk.iter().map(Vec::as_slice))?);
         }
-        Ok(Some((schema, batches)))
+        done(batches)
     }
 }
 

@@ -2,7 +2,6 @@
 //! (CSV, JSON lines or Parquet) into batches of the declared schema plus rejects.
 
 use std::collections::HashSet;
-use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,10 +12,10 @@ use datafusion::scalar::ScalarValue;
 use flowline_core::{Error, Reject, RejectReason, Result, TableDef};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
-use serde_json::Value;
 
 use crate::convert::{is_string_type, text_convertible, Converter, Failures};
 use crate::hive;
+use crate::json_row::JsonColumns;
 use crate::options::{self, FileFormat};
 
 /// The options a file source accepts.
@@ -425,10 +424,7 @@ impl FileSource {
             .iter()
             .map(|f| Self::partition_value(file, f.name()))
             .collect();
-        let is_string: Vec<bool> = fields
-            .iter()
-            .map(|f| is_string_type(f.data_type()))
-            .collect();
+        let mut columns = JsonColumns::new(fields, partitions);
 
         let mut batch = TextBatch::new(fields.len(), batch_size);
         let mut offset = 0usize;
@@ -451,7 +447,7 @@ impl FileSource {
                 continue;
             }
             batch.spans.push((line_no, start, end));
-            json_row(&mut batch, text, fields, &is_string, &partitions);
+            columns.decode_row(&mut batch, text);
             if batch.spans.len() >= batch_size {
                 let decoded = batch.finish(&self.converter, &file.path, &data)?;
                 emit(decoded)?;
@@ -614,95 +610,6 @@ impl TextBatch {
     }
 }
 
-/// Decodes one JSON object (one line of a file, one log record) into the next row of `batch`.
-/// The caller has pushed the row's span; a row that fails is recorded in `batch.failures`.
-pub(crate) fn json_row(
-    batch: &mut TextBatch,
-    text: &[u8],
-    fields: &arrow::datatypes::Fields,
-    is_string: &[bool],
-    partitions: &[Option<Option<String>>],
-) {
-    let row = batch.spans.len() - 1;
-
-    let parsed = match serde_json::from_slice::<Value>(text) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(other) => Err(format!(
-            "expected a JSON object, found {}",
-            json_kind(&other)
-        )),
-        Err(e) => Err(e.to_string()),
-    };
-    let object = match parsed {
-        Ok(o) => o,
-        Err(detail) => {
-            batch.failures.set(row, RejectReason::InvalidJson, detail);
-            batch.append_nulls();
-            return;
-        }
-    };
-    let lookup = |name: &str| -> Option<&Value> {
-        object.get(name).or_else(|| {
-            object
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v)
-        })
-    };
-    // A nested value only fits a string column (as its JSON text) or a ROW / ARRAY column.
-    let nested = fields
-        .iter()
-        .zip(is_string)
-        .find_map(|(f, s)| match lookup(f.name()) {
-            Some(v @ (Value::Array(_) | Value::Object(_)))
-                if !s && !crate::convert::is_nested_type(f.data_type()) =>
-            {
-                Some(format!(
-                    "column `{}`: cannot convert {v} to {}",
-                    f.name(),
-                    f.data_type()
-                ))
-            }
-            _ => None,
-        });
-    if let Some(detail) = nested {
-        batch.failures.set(row, RejectReason::BadValue, detail);
-        batch.append_nulls();
-        return;
-    }
-    for (c, field) in fields.iter().enumerate() {
-        let builder = &mut batch.builders[c];
-        match lookup(field.name()) {
-            None => match &partitions[c] {
-                Some(v) => builder.append_option(v.as_deref()),
-                None => builder.append_null(),
-            },
-            Some(Value::Null) => builder.append_null(),
-            Some(Value::Bool(b)) => builder.append_value(if *b { "true" } else { "false" }),
-            Some(Value::Number(n)) => {
-                let _ = write!(builder, "{n}");
-                builder.append_value("");
-            }
-            Some(Value::String(s)) => {
-                if is_string[c] {
-                    builder.append_value(s);
-                } else {
-                    let t = s.trim();
-                    if t.is_empty() {
-                        builder.append_null();
-                    } else {
-                        builder.append_value(t);
-                    }
-                }
-            }
-            Some(v) => {
-                let _ = write!(builder, "{v}");
-                builder.append_value("");
-            }
-        }
-    }
-}
-
 /// A CSV field as text for its column, or `None` for NULL. For non-string columns surrounding
 /// spaces are ignored and an empty field is NULL; for string columns a field is NULL only when
 /// it equals an explicit `csv.null-literal`.
@@ -720,18 +627,6 @@ pub(crate) fn csv_cell<'a>(
 
 fn memchr_newline(bytes: &[u8]) -> Option<usize> {
     bytes.iter().position(|&b| b == b'\n')
-}
-
-/// "a number", "an array", ...: what a JSON value is, for error messages.
-pub fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 /// Renders one row of a batch as a JSON object (the raw text of a rejected Parquet row).

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use common::table;
-use flowline_connectors::serving::{ServingTable, CHANGE_TYPE};
+use flowline_connectors::serving::{ReadError, ServingTable, CHANGE_TYPE};
 use flowline_connectors::{open_sink, Prepared, Sink, SinkContext, SinkMode};
 use flowline_core::TableDef;
 
@@ -262,7 +262,12 @@ fn a_key_lookup_reads_one_row() {
     drop(sink);
     let table = ServingTable::at(tmp.path().join("serving/totals"));
     assert_eq!(contents(tmp.path(), None), pairs(&[("a", 1), ("b", 2)]));
-    let (_, batches) = table.lookup(None, &["b"]).unwrap().unwrap();
+    let rows = table.lookup(None, &["b"]).unwrap().unwrap();
+    assert_eq!(
+        (rows.version.as_str(), rows.key.clone()),
+        ("v1", vec!["user_id".to_string()])
+    );
+    let batches = rows.batches;
     assert_eq!(batches[0].num_rows(), 1);
     let n = batches[0]
         .column(1)
@@ -270,10 +275,12 @@ fn a_key_lookup_reads_one_row() {
         .downcast_ref::<Int64Array>()
         .unwrap();
     assert_eq!(n.value(0), 2);
-    let (_, missing) = table.lookup(None, &["zz"]).unwrap().unwrap();
-    assert_eq!(missing[0].num_rows(), 0);
-    let err = table.lookup(None, &["a", "b"]).unwrap_err().to_string();
-    assert!(err.contains("the key is (user_id)"), "{err}");
+    let missing = table.lookup(None, &["zz"]).unwrap().unwrap();
+    assert_eq!(missing.batches[0].num_rows(), 0);
+    // A key that does not fit is the request's fault, not the store's.
+    let err = table.lookup(None, &["a", "b"]).unwrap_err();
+    assert!(matches!(err, ReadError::Request(_)), "{err:?}");
+    assert!(err.to_string().contains("the key is (user_id)"), "{err}");
 }
 
 #[test]

@@ -366,4 +366,7 @@ pub struct DedupSpec {
     pub keep_last: bool,
     /// The input's columns, then the row number (always 1).
     pub schema: SchemaRef,
+    /// `table.exec.state.ttl` (ms): a key not seen while the watermark advanced this much is
+    /// forgotten (keep-first: its next row is emitted again).
+    pub state_ttl: Option<i64>,
 }

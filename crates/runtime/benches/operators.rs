@@ -314,6 +314,7 @@ fn bench(c: &mut Criterion) {
                 time: ts.clone(),
                 keep_last: false,
                 schema: with_calls(&[("rn", DataType::UInt64)]),
+                state_ttl: None,
             }),
         ),
         (

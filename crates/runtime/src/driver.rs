@@ -2352,10 +2352,17 @@ fn describe(node: &Node) -> String {
             spec.output
         ),
         Node::Deduplicate(spec) => format!(
-            "deduplicate partition by [{}]: keep the {} row by {}",
+            "deduplicate partition by [{}]: keep the {} row by {}{}",
             list(&spec.partition),
             if spec.keep_last { "last" } else { "first" },
-            spec.time
+            spec.time,
+            match spec.state_ttl {
+                Some(ttl) => format!(
+                    ", a key forgotten {ttl} ms of event time after its {} row",
+                    if spec.keep_last { "newest" } else { "first" }
+                ),
+                None => String::new(),
+            }
         ),
         Node::Join(spec) => format!(
             "{} join on [{}]{}",

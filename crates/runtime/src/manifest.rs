@@ -23,3 +23,8 @@ pub fn append(path: &Path, record: &serde_json::Value) -> Result<()> {
 pub fn read(path: &Path) -> Result<Vec<serde_json::Value>> {
     crate::rows::read_json_lines(path)
 }
+
+/// The last `n` records of a manifest, oldest first, reading only the file's end.
+pub fn read_last(path: &Path, n: usize) -> Result<Vec<serde_json::Value>> {
+    crate::rows::read_json_lines_tail(path, n)
+}

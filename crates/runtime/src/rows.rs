@@ -70,3 +70,85 @@ pub fn row_converter(schema: &arrow::datatypes::Schema) -> Result<arrow::row::Ro
             .collect(),
     )?)
 }
+
+/// The last `n` parseable lines of a JSON-lines file (a manifest), read from its end: the cost
+/// follows `n`, not the file's length. A missing file is empty.
+pub fn read_json_lines_tail(
+    path: &std::path::Path,
+    n: usize,
+) -> flowline_core::Result<Vec<serde_json::Value>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let io = |e| flowline_core::Error::io("read", path, e);
+    let mut f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => return Err(io(e)),
+    };
+    let mut end = f.metadata().map_err(io)?.len();
+    // `tail` holds the bytes after `end`, starting at a line start once more was read.
+    let mut tail: Vec<u8> = vec![];
+    let mut out: Vec<serde_json::Value> = vec![];
+    const CHUNK: u64 = 64 * 1024;
+    while out.len() < n && end > 0 {
+        let start = end.saturating_sub(CHUNK);
+        let mut chunk = vec![0u8; (end - start) as usize];
+        f.seek(SeekFrom::Start(start)).map_err(io)?;
+        f.read_exact(&mut chunk).map_err(io)?;
+        chunk.extend_from_slice(&tail);
+        // Lines wholly inside `chunk`: all but the first, unless the file starts here.
+        let first_full = if start == 0 {
+            0
+        } else {
+            match chunk.iter().position(|&b| b == b'\n') {
+                Some(i) => i + 1,
+                None => {
+                    tail = chunk;
+                    end = start;
+                    continue;
+                }
+            }
+        };
+        let mut found: Vec<serde_json::Value> = chunk[first_full..]
+            .split(|&b| b == b'\n')
+            .filter_map(|line| serde_json::from_slice(line).ok())
+            .collect();
+        found.extend(out);
+        out = found;
+        tail = chunk[..first_full].to_vec();
+        end = start;
+    }
+    let skip = out.len().saturating_sub(n);
+    Ok(out.split_off(skip))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tail_reads_the_last_lines_across_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.jsonl");
+        // Lines of about 1 KB, so that 300 of them span several 64 KB chunks; one torn line.
+        let pad = "x".repeat(1000);
+        let mut text = String::new();
+        for i in 0..300 {
+            text.push_str(&format!("{{\"i\":{i},\"pad\":\"{pad}\"}}\n"));
+        }
+        text.push_str("{\"i\":");
+        std::fs::write(&path, &text).unwrap();
+        let ids = |n| -> Vec<i64> {
+            super::read_json_lines_tail(&path, n)
+                .unwrap()
+                .iter()
+                .map(|v| v["i"].as_i64().unwrap())
+                .collect()
+        };
+        assert_eq!(ids(3), vec![297, 298, 299]);
+        assert_eq!(ids(150), (150..300).collect::<Vec<_>>());
+        assert_eq!(ids(1000), (0..300).collect::<Vec<_>>());
+        let all = super::read_json_lines(&path).unwrap();
+        assert_eq!(all.len(), 300);
+        assert!(super::read_json_lines_tail(&dir.path().join("none"), 5)
+            .unwrap()
+            .is_empty());
+    }
+}

@@ -19,7 +19,7 @@
 //! watermarks are per partition, the source's watermark is their minimum over partitions that
 //! are not idle; a checkpoint restores only into the plan it was taken from.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
@@ -607,7 +607,8 @@ impl OpenedPipeline {
             sinks,
             changed: checkpoint.is_none(),
             emit: EmitClock::new(self.emit_interval),
-            lag_readers: vec![],
+            lag_readers: BTreeMap::new(),
+            lag_unknown: BTreeSet::new(),
         };
         let result = job.drive(rx, bin, state, report).await;
         drop(job);
@@ -646,7 +647,9 @@ struct Job<'a> {
     /// When update-mode chains emit their changed results.
     emit: EmitClock,
     /// Per source, one reader per partition, for the lag shown to watchers.
-    lag_readers: Vec<Vec<PartitionReader>>,
+    lag_readers: BTreeMap<usize, Vec<PartitionReader>>,
+    /// Sources whose lag could not be read (warned once until it can be again).
+    lag_unknown: BTreeSet<usize>,
 }
 
 impl Job<'_> {
@@ -826,23 +829,43 @@ impl Job<'_> {
     /// Copies the numbers of a completed checkpoint into the live status.
     fn publish_live(&mut self, ms: u64, bytes: u64, bin: &RejectBin, state: &RunState) {
         // Readers kept open find a partition's end incrementally (a new one reads the whole
-        // active segment).
-        if self.lag_readers.is_empty() {
-            self.lag_readers = self
-                .sources
-                .iter()
-                .map(|source| source.readers().unwrap_or_default())
-                .collect();
-        }
+        // active segment). A source whose ends cannot be read has no lag in the status (it is
+        // unknown, not 0), and its readers are opened again at the next checkpoint.
         let mut lag = BTreeMap::new();
-        for (s, readers) in self.lag_readers.iter_mut().enumerate() {
-            let mut behind = 0;
-            for (reader, &at) in readers.iter_mut().zip(&self.positions[s]) {
-                if let Ok((_, end)) = reader.offsets() {
-                    behind += end.saturating_sub(at);
+        for (s, source) in self.sources.iter().enumerate() {
+            let readers = match self.lag_readers.entry(s) {
+                std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::btree_map::Entry::Vacant(v) => match source.readers() {
+                    Ok(readers) => v.insert(readers),
+                    Err(e) => {
+                        if self.lag_unknown.insert(s) {
+                            eprintln!("warning: lag of source {} unknown: {e}", self.names[s]);
+                        }
+                        continue;
+                    }
+                },
+            };
+            let ends: std::result::Result<Vec<u64>, _> = readers
+                .iter_mut()
+                .map(|r| r.offsets().map(|(_, end)| end))
+                .collect();
+            match ends {
+                Ok(ends) => {
+                    let behind = ends
+                        .iter()
+                        .zip(&self.positions[s])
+                        .map(|(end, at)| end.saturating_sub(*at))
+                        .sum::<u64>();
+                    lag.insert(self.names[s].clone(), behind);
+                    self.lag_unknown.remove(&s);
+                }
+                Err(e) => {
+                    if self.lag_unknown.insert(s) {
+                        eprintln!("warning: lag of source {} unknown: {e}", self.names[s]);
+                    }
+                    self.lag_readers.remove(&s);
                 }
             }
-            lag.insert(self.names[s].clone(), behind);
         }
         let now = flowline_log::now_ms();
         self.pipeline.live.update(|l| {

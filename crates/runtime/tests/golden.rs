@@ -73,6 +73,7 @@ golden_cases!(
     over_velocity,
     stream_joins,
     deduplicate,
+    deduplicate_ttl,
     aggregates_parquet,
     stateless_functions,
     view_two_sinks,

@@ -885,6 +885,7 @@ impl<'a> Lowering<'a> {
             time: self.physical(&order.expr, &w.input)?,
             keep_last,
             schema: Arc::new(w.schema.as_arrow().clone()),
+            state_ttl: self.state_ttl,
         }));
         Ok(chain)
     }

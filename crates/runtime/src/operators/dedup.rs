@@ -8,15 +8,21 @@
 //!   watermark the keys whose row changed are emitted (update mode: a downstream upsert by the
 //!   key holds each key's latest row). State: one row per key.
 //!
+//! State TTL (`table.exec.state.ttl`, in event time): a key's kept row counts for rows at most
+//! `ttl` after it (keep-first: after the key's first row, which is never rewritten; keep-last:
+//! after its newest). A later row finds the key forgotten: keep-first emits it again, as Flink
+//! does; keep-last emits it as an update of the key, as always. Keys are dropped from memory
+//! once the watermark passes their row's time + `ttl` (no row can still find them).
+//!
 //! Invariants: results depend only on the rows and their arrival order, never on batch sizes
-//! or watermark timing; a row arriving at or before the watermark is rejected as `late` (the
-//! key's answer may already be out).
+//! or watermark timing (with or without a TTL); a row arriving at or before the watermark is
+//! rejected as `late` (the key's answer may already be out).
 //!
 //! Checkpoints: a frame of the [`codec`](crate::codec) (tag `FDDP`, version 1): the layout,
 //! the watermark, then two Arrow IPC streams: the waiting rows, and the kept keys (the kept row
 //! for keep-last, with its time and key).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use arrow::array::{
@@ -36,7 +42,8 @@ const MAGIC: [u8; 4] = *b"FDDP";
 const VERSION: u8 = 1;
 const CHECKPOINT: &str = "deduplicate checkpoint";
 
-/// What is kept per key: the time of its row, and for keep-last the row.
+/// What is kept per key: the time of its row (the state TTL counts from it), and for keep-last
+/// the row.
 struct KeptRow {
     time: i64,
     row: Option<OwnedRow>,
@@ -51,6 +58,11 @@ pub struct Deduplicate {
     waiting: TimeBuffer,
     kept: HashMap<Vec<u8>, KeptRow>,
     kept_bytes: usize,
+    /// With a state TTL: (time, key) in time order, one per time a key's row was set; an entry
+    /// whose key has a newer row since is skipped when it comes due.
+    expiry: VecDeque<(i64, Vec<u8>)>,
+    /// Keys dropped by the state TTL.
+    expired: u64,
     watermark: Watermark,
     layout: String,
 }
@@ -78,6 +90,8 @@ impl Deduplicate {
             rows,
             kept: HashMap::new(),
             kept_bytes: 0,
+            expiry: VecDeque::new(),
+            expired: 0,
             watermark: Watermark::MIN,
             layout,
         })
@@ -148,11 +162,17 @@ impl Deduplicate {
                     Some(k) => {
                         self.kept_bytes += size;
                         self.kept_bytes -= k.row.as_ref().map_or(0, |r| r.as_ref().len());
+                        if self.spec.state_ttl.is_some() && k.time != t {
+                            self.expiry.push_back((t, key.clone()));
+                        }
                         k.time = t;
                         k.row = Some(row);
                     }
                     None => {
                         self.kept_bytes += size + key.len() + 48;
+                        if self.spec.state_ttl.is_some() {
+                            self.expiry.push_back((t, key.clone()));
+                        }
                         self.kept.insert(
                             key.clone(),
                             KeptRow {
@@ -183,17 +203,27 @@ impl Deduplicate {
             let mut first = vec![];
             for &i in &order {
                 let key = keys.row(i as usize).as_ref().to_vec();
-                if self.kept.contains_key(&key) {
-                    continue;
+                let t = times.value(i as usize);
+                match self.kept.get_mut(&key) {
+                    // Forgotten by the TTL: the key starts again with this row.
+                    Some(k)
+                        if self
+                            .spec
+                            .state_ttl
+                            .is_some_and(|ttl| k.time.saturating_add(ttl) < t) =>
+                    {
+                        k.time = t;
+                    }
+                    Some(_) => continue,
+                    None => {
+                        self.kept_bytes += key.len() + 48;
+                        self.kept
+                            .insert(key.clone(), KeptRow { time: t, row: None });
+                    }
                 }
-                self.kept_bytes += key.len() + 48;
-                self.kept.insert(
-                    key,
-                    KeptRow {
-                        time: times.value(i as usize),
-                        row: None,
-                    },
-                );
+                if self.spec.state_ttl.is_some() {
+                    self.expiry.push_back((t, key));
+                }
                 first.push(i);
             }
             if !first.is_empty() {
@@ -207,6 +237,26 @@ impl Deduplicate {
             }
         }
         Ok(())
+    }
+
+    /// State TTL: drops the keys whose row is more than the TTL before the watermark (every
+    /// row still to come is after the watermark, so none of them could find such a key).
+    fn expire(&mut self) {
+        let Some(ttl) = self.spec.state_ttl else {
+            return;
+        };
+        let wm = self.watermark.0;
+        while let Some(&(time, _)) = self.expiry.front() {
+            if time.saturating_add(ttl) >= wm {
+                break;
+            }
+            let (time, key) = self.expiry.pop_front().expect("a front entry");
+            if self.kept.get(&key).is_some_and(|k| k.time == time) {
+                let k = self.kept.remove(&key).expect("present");
+                self.kept_bytes -= key.len() + 48 + k.row.as_ref().map_or(0, |r| r.as_ref().len());
+                self.expired += 1;
+            }
+        }
     }
 
     fn emit(&self, mut columns: Vec<ArrayRef>, out: &mut Output) -> Result<()> {
@@ -299,6 +349,14 @@ impl Deduplicate {
             .as_primitive::<arrow::datatypes::Int64Type>();
         let mut map = HashMap::new();
         let mut bytes = 0;
+        let mut expiry: Vec<(i64, Vec<u8>)> = vec![];
+        if self.spec.state_ttl.is_some() {
+            expiry = (0..kept.num_rows())
+                .map(|i| (times.value(i), keys.value(i).to_vec()))
+                .collect();
+            expiry.sort();
+        }
+        self.expiry = expiry.into();
         for i in 0..kept.num_rows() {
             let row = rows.as_ref().map(|r| r.row(i).owned());
             bytes += keys.value(i).len() + 48 + row.as_ref().map_or(0, |r| r.as_ref().len());
@@ -326,6 +384,7 @@ impl Operator for Deduplicate {
                 if w > self.watermark {
                     self.watermark = w;
                     self.fire(out)?;
+                    self.expire();
                 }
                 out.emit(Message::Watermark(w));
             }
@@ -375,6 +434,7 @@ mod tests {
             time: col("ts", &input).unwrap(),
             keep_last,
             schema: Arc::new(Schema::new(fields)),
+            state_ttl: None,
         }
     }
 
@@ -430,6 +490,69 @@ mod tests {
         // After watermark 15: a's newest so far is v = 2 (time 10), b's v = 3; at the end a's
         // row at 30.
         assert_eq!(last, [("a".into(), 2), ("b".into(), 3), ("a".into(), 4)]);
+    }
+
+    /// With a TTL a key's row counts for rows at most the TTL after it: keep-first emits a later
+    /// row again; results do not depend on the watermarks; keys leave memory once the
+    /// watermark passes their row's time + TTL, and a restore keeps all that.
+    #[test]
+    fn state_ttl_forgets_keys_in_event_time() {
+        let ttl_spec = |keep_last| DedupSpec {
+            state_ttl: Some(100),
+            ..spec(keep_last)
+        };
+        let rows = [
+            ("a", 1, 10),
+            ("b", 2, 10),
+            ("a", 3, 110), // 100 after a's first row: still a duplicate
+            ("b", 4, 120), // more than 100 after b's first row: b starts again
+            ("a", 5, 111), // a's first row stays at 10: 111 is past the TTL, a starts again
+            ("a", 6, 200), // within 100 of a's row at 111: a duplicate
+        ];
+        let mut sorted = rows.to_vec();
+        sorted.sort_by_key(|r| r.2);
+        let expected: Vec<(String, i64)> = [("a", 1), ("b", 2), ("a", 5), ("b", 4)]
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect();
+        let whole = [
+            Message::Data(batch(&sorted)),
+            Message::Watermark(Watermark::MAX),
+        ];
+        let (got, _) = run(&mut Deduplicate::new(ttl_spec(false), "t").unwrap(), &whole);
+        assert_eq!(got, expected);
+        // Row by row, the watermark just before the next row: the same rows, and keys leave
+        // memory.
+        let mut messages = vec![];
+        for (i, r) in sorted.iter().enumerate() {
+            messages.push(Message::Data(batch(&[*r])));
+            if let Some(next) = sorted.get(i + 1) {
+                messages.push(Message::Watermark(Watermark(next.2 - 1)));
+            }
+        }
+        messages.push(Message::Watermark(Watermark(400)));
+        for at in 0..=messages.len() {
+            let mut first = Deduplicate::new(ttl_spec(false), "t").unwrap();
+            let (mut got, rejects) = run(&mut first, &messages[..at]);
+            let mut state = vec![];
+            first.snapshot(&mut state).unwrap();
+            let mut second = Deduplicate::new(ttl_spec(false), "t").unwrap();
+            second.restore(&state).unwrap();
+            got.extend(run(&mut second, &messages[at..]).0);
+            assert_eq!((got, rejects), (expected.clone(), 0), "restored at {at}");
+            assert!(second.kept.is_empty(), "all expired at watermark 400");
+            assert_eq!(first.expired + second.expired, 3, "at {at}");
+        }
+        // Without a TTL, a and b are emitted once.
+        let (got, _) = run(&mut Deduplicate::new(spec(false), "t").unwrap(), &whole);
+        assert_eq!(got, [("a".into(), 1), ("b".into(), 2)]);
+        // Keep-last: the same final rows with or without a TTL.
+        let (got, _) = run(
+            &mut Deduplicate::new(ttl_spec(true), "t").unwrap(),
+            &messages,
+        );
+        let last: BTreeMap<String, i64> = got.into_iter().collect();
+        assert_eq!(last, BTreeMap::from([("a".into(), 6), ("b".into(), 4)]));
     }
 
     proptest! {
