@@ -105,6 +105,21 @@ impl ServingSchema {
     fn loaded(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<dyn TableProvider>>> {
         self.loaded.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// The serving table a name means: its exact name, else the one table whose name differs
+    /// only in case (DataFusion lower-cases unquoted names; pipelines keep the case written).
+    fn resolve(&self, name: &str) -> Option<(&String, &ServingTable)> {
+        self.tables.get_key_value(name).or_else(|| {
+            let mut matches = self
+                .tables
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case(name));
+            match (matches.next(), matches.next()) {
+                (Some(one), None) => Some(one),
+                _ => None,
+            }
+        })
+    }
 }
 
 #[async_trait::async_trait]
@@ -121,9 +136,13 @@ impl SchemaProvider for ServingSchema {
         if let Some(table) = self.loaded().get(name) {
             return Ok(Some(Arc::clone(table)));
         }
-        let Some(table) = self.tables.get(name).cloned() else {
+        let Some((name, table)) = self.resolve(name) else {
             return Ok(None);
         };
+        if let Some(table) = self.loaded().get(name) {
+            return Ok(Some(Arc::clone(table)));
+        }
+        let (name, table) = (name.clone(), table.clone());
         let read = tokio::task::spawn_blocking(move || table.read(None))
             .await
             .map_err(|e| DataFusionError::External(Box::new(e)))?
@@ -136,9 +155,7 @@ impl SchemaProvider for ServingSchema {
             vec![batches],
         )?);
         let mut loaded = self.loaded();
-        Ok(Some(Arc::clone(
-            loaded.entry(name.to_string()).or_insert(table),
-        )))
+        Ok(Some(Arc::clone(loaded.entry(name).or_insert(table))))
     }
 
     fn register_table(
@@ -146,7 +163,7 @@ impl SchemaProvider for ServingSchema {
         name: String,
         table: Arc<dyn TableProvider>,
     ) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        if self.tables.contains_key(&name) {
+        if self.resolve(&name).is_some() {
             return Err(DataFusionError::Plan(format!(
                 "{name} is a serving table; a view cannot take its name"
             )));
@@ -155,7 +172,7 @@ impl SchemaProvider for ServingSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.tables.contains_key(name) || self.loaded().contains_key(name)
+        self.resolve(name).is_some() || self.loaded().contains_key(name)
     }
 }
 
@@ -215,8 +232,14 @@ async fn evaluate_in(ctx: &SessionContext, server: &Server, view: &ViewSpec) -> 
         format!("\"{}\"", view.stream)
     };
     // Read here (not only when the SQL below plans), because a batch table with nothing
-    // published yet leaves the stream side alone.
-    let has_batch = ctx.table_provider(view.batch.as_str()).await.is_ok();
+    // published yet leaves the stream side alone; a store that fails fails the view.
+    let has_batch = ctx
+        .catalog("datafusion")
+        .and_then(|c| c.schema("public"))
+        .ok_or_else(|| anyhow!("no serving schema"))?
+        .table(&view.batch)
+        .await?
+        .is_some();
     let sql = match (boundary_ms, has_batch) {
         (Some(b), true) => {
             let at = chrono::DateTime::from_timestamp_millis(b)
@@ -309,7 +332,8 @@ mod tests {
         std::fs::create_dir_all(&broken).unwrap();
         std::fs::write(broken.join("v1.redb"), b"not a redb file").unwrap();
         let tables = BTreeMap::from([
-            ("broken".to_string(), ServingTable::at(&broken)),
+            // Pipelines keep the case written; DataFusion lower-cases unquoted names.
+            ("Broken".to_string(), ServingTable::at(&broken)),
             (
                 "empty".to_string(),
                 ServingTable::at(dir.path().join("empty")),
@@ -332,6 +356,8 @@ mod tests {
         assert!(err.to_string().contains("v1.redb"), "{err}");
         let err = ctx.sql("SELECT * FROM empty").await.unwrap_err();
         assert!(err.to_string().contains("not found"), "{err}");
+        let err = ctx.sql("SELECT * FROM \"Broken\"").await.unwrap_err();
+        assert!(err.to_string().contains("v1.redb"), "{err}");
         // Views computed for a query cannot shadow a serving table.
         let mem =
             datafusion::datasource::MemTable::try_new(one[0].schema(), vec![one.clone()]).unwrap();

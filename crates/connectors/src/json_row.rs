@@ -108,6 +108,24 @@ impl JsonColumns {
         for (c, slot) in self.slots.iter().enumerate() {
             let Some(slot) = slot else { continue };
             let raw = &text[slot.start..slot.end];
+            // serde_json checks escapes only when it decodes them: decode the strings that
+            // have some (and nested values bound for a string column) before anything of the
+            // row is appended, so that `"\ud800"` rejects the row as it always did.
+            let escaped = match raw[0] {
+                b'"' => raw
+                    .contains(&b'\\')
+                    .then(|| serde_json::from_slice::<String>(raw).err()),
+                b'{' | b'[' if self.is_string[c] => {
+                    Some(serde_json::from_slice::<Value>(raw).err())
+                }
+                _ => None,
+            };
+            if let Some(Some(e)) = escaped {
+                let detail = format!("column `{}`: {e}", self.names[c]);
+                batch.failures.set(row, RejectReason::InvalidJson, detail);
+                batch.append_nulls();
+                return;
+            }
             if matches!(raw[0], b'{' | b'[') && !self.is_string[c] && !self.is_nested[c] {
                 let detail = format!(
                     "column `{}`: cannot convert {} to {}",
@@ -137,6 +155,7 @@ impl JsonColumns {
                     let inner = &raw[1..raw.len() - 1];
                     let owned;
                     let s = if inner.contains('\\') {
+                        // Checked above: it decodes.
                         owned = serde_json::from_str::<String>(raw).unwrap_or_default();
                         owned.as_str()
                     } else {
@@ -377,7 +396,18 @@ mod tests {
             r#"{"id": 1} trailing"#,
             r#"{"id": {"nested": true}}"#,
             r#"{"id": 5}"#,
+            r#"{"id": 6, "Name": "\ud800"}"#,
+            r#"{"id": 7, "Name": {"a": "\udc00"}}"#,
         ]);
+        // A lone surrogate is not text: the row is rejected, never stored as an empty string.
+        for (i, bad) in [(5, "Name"), (6, "Name")] {
+            let (reason, detail) = got[i].clone().unwrap_err();
+            assert_eq!(reason, RejectReason::InvalidJson, "{detail}");
+            assert!(
+                detail.contains(bad) && (detail.contains("surrogate") || detail.contains("escape")),
+                "{detail}"
+            );
+        }
         let (reason, detail) = got[0].clone().unwrap_err();
         assert_eq!(reason, RejectReason::InvalidJson);
         assert!(detail.contains("EOF"), "{detail}");

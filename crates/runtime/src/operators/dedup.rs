@@ -22,7 +22,8 @@
 //! the watermark, then two Arrow IPC streams: the waiting rows, and the kept keys (the kept row
 //! for keep-last, with its time and key).
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 
 use arrow::array::{
@@ -58,9 +59,10 @@ pub struct Deduplicate {
     waiting: TimeBuffer,
     kept: HashMap<Vec<u8>, KeptRow>,
     kept_bytes: usize,
-    /// With a state TTL: (time, key) in time order, one per time a key's row was set; an entry
-    /// whose key has a newer row since is skipped when it comes due.
-    expiry: VecDeque<(i64, Vec<u8>)>,
+    /// With a state TTL: one (time, key) per kept key, earliest first. The time is the key's
+    /// row time when it was pushed; an entry whose key has a newer row since is pushed again
+    /// at that time when it comes due.
+    expiry: BinaryHeap<Reverse<(i64, Vec<u8>)>>,
     /// Keys dropped by the state TTL.
     expired: u64,
     watermark: Watermark,
@@ -90,7 +92,7 @@ impl Deduplicate {
             rows,
             kept: HashMap::new(),
             kept_bytes: 0,
-            expiry: VecDeque::new(),
+            expiry: BinaryHeap::new(),
             expired: 0,
             watermark: Watermark::MIN,
             layout,
@@ -162,16 +164,13 @@ impl Deduplicate {
                     Some(k) => {
                         self.kept_bytes += size;
                         self.kept_bytes -= k.row.as_ref().map_or(0, |r| r.as_ref().len());
-                        if self.spec.state_ttl.is_some() && k.time != t {
-                            self.expiry.push_back((t, key.clone()));
-                        }
                         k.time = t;
                         k.row = Some(row);
                     }
                     None => {
                         self.kept_bytes += size + key.len() + 48;
                         if self.spec.state_ttl.is_some() {
-                            self.expiry.push_back((t, key.clone()));
+                            self.expiry.push(Reverse((t, key.clone())));
                         }
                         self.kept.insert(
                             key.clone(),
@@ -217,12 +216,11 @@ impl Deduplicate {
                     Some(_) => continue,
                     None => {
                         self.kept_bytes += key.len() + 48;
-                        self.kept
-                            .insert(key.clone(), KeptRow { time: t, row: None });
+                        if self.spec.state_ttl.is_some() {
+                            self.expiry.push(Reverse((t, key.clone())));
+                        }
+                        self.kept.insert(key, KeptRow { time: t, row: None });
                     }
-                }
-                if self.spec.state_ttl.is_some() {
-                    self.expiry.push_back((t, key));
                 }
                 first.push(i);
             }
@@ -246,15 +244,23 @@ impl Deduplicate {
             return;
         };
         let wm = self.watermark.0;
-        while let Some(&(time, _)) = self.expiry.front() {
-            if time.saturating_add(ttl) >= wm {
-                break;
-            }
-            let (time, key) = self.expiry.pop_front().expect("a front entry");
-            if self.kept.get(&key).is_some_and(|k| k.time == time) {
+        let due = |time: i64| time.saturating_add(ttl) < wm;
+        while self
+            .expiry
+            .peek()
+            .is_some_and(|Reverse((time, _))| due(*time))
+        {
+            let Reverse((_, key)) = self.expiry.pop().expect("peeked");
+            let Some(now) = self.kept.get(&key).map(|k| k.time) else {
+                continue;
+            };
+            if due(now) {
                 let k = self.kept.remove(&key).expect("present");
                 self.kept_bytes -= key.len() + 48 + k.row.as_ref().map_or(0, |r| r.as_ref().len());
                 self.expired += 1;
+            } else {
+                // A newer row of the key since: due later.
+                self.expiry.push(Reverse((now, key)));
             }
         }
     }
@@ -349,14 +355,13 @@ impl Deduplicate {
             .as_primitive::<arrow::datatypes::Int64Type>();
         let mut map = HashMap::new();
         let mut bytes = 0;
-        let mut expiry: Vec<(i64, Vec<u8>)> = vec![];
-        if self.spec.state_ttl.is_some() {
-            expiry = (0..kept.num_rows())
-                .map(|i| (times.value(i), keys.value(i).to_vec()))
-                .collect();
-            expiry.sort();
-        }
-        self.expiry = expiry.into();
+        self.expiry = if self.spec.state_ttl.is_some() {
+            (0..kept.num_rows())
+                .map(|i| Reverse((times.value(i), keys.value(i).to_vec())))
+                .collect()
+        } else {
+            BinaryHeap::new()
+        };
         for i in 0..kept.num_rows() {
             let row = rows.as_ref().map(|r| r.row(i).owned());
             bytes += keys.value(i).len() + 48 + row.as_ref().map_or(0, |r| r.as_ref().len());
