@@ -184,10 +184,28 @@ async fn pipelines(State(server): State<Shared>) -> Response {
     .into_response()
 }
 
-async fn pipeline(State(server): State<Shared>, Path(name): Path<String>) -> Response {
-    match server.pipeline(&name) {
-        Some(p) => Json(pipeline_json(p)).into_response(),
-        None => not_found("pipeline", &name),
+async fn pipeline(Pipeline(p): Pipeline) -> Response {
+    Json(pipeline_json(&p)).into_response()
+}
+
+/// The pipeline a path names (`/api/pipelines/{name}/...`); a 404 naming it when there is none.
+struct Pipeline(Arc<Hosted>);
+
+impl axum::extract::FromRequestParts<Shared> for Pipeline {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        server: &Shared,
+    ) -> Result<Self, Response> {
+        let Path(name) = Path::<String>::from_request_parts(parts, server)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        server
+            .pipeline(&name)
+            .cloned()
+            .map(Pipeline)
+            .ok_or_else(|| not_found("pipeline", &name))
     }
 }
 
@@ -211,14 +229,7 @@ fn limit(q: &HashMap<String, String>, default: usize) -> Result<usize, Box<Respo
     }
 }
 
-async fn runs(
-    State(server): State<Shared>,
-    Path(name): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    let Some(p) = server.pipeline(&name) else {
-        return not_found("pipeline", &name);
-    };
+async fn runs(Pipeline(p): Pipeline, Query(q): Query<HashMap<String, String>>) -> Response {
     let limit = match limit(&q, 50) {
         Ok(l) => l,
         Err(r) => return *r,
@@ -231,13 +242,9 @@ async fn runs(
 }
 
 async fn pipeline_rejects(
-    State(server): State<Shared>,
-    Path(name): Path<String>,
+    Pipeline(p): Pipeline,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let Some(p) = server.pipeline(&name) else {
-        return not_found("pipeline", &name);
-    };
     let limit = match limit(&q, 100) {
         Ok(l) => l,
         Err(r) => return *r,
@@ -249,15 +256,13 @@ async fn pipeline_rejects(
         p.replay_ledgers.clone(),
     );
     let read = blocking(move || {
-        let rows = rejects::read_rejects(&path, run.as_deref())?;
-        Ok((rows, rejects::replayed(&ledgers)?))
+        let (total, rows) = rejects::read_last_rejects(&path, run.as_deref(), limit)?;
+        Ok((total, rows, rejects::replayed(&ledgers)?))
     })
     .await;
     match read {
-        Ok((rows, replayed)) => {
-            let total = rows.len();
-            let skip = total.saturating_sub(limit);
-            let rows = rows.into_iter().skip(skip).rev().map(|mut r| {
+        Ok((total, rows, replayed)) => {
+            let rows = rows.into_iter().rev().map(|mut r| {
                 if let Some(at) = rejects::replay_key(&r).and_then(|k| replayed.get(&k)) {
                     r["replayed_at"] = at.clone().into();
                 }
@@ -282,13 +287,11 @@ async fn pipeline_rejects(
 /// written: 400 names the first that cannot be replayed, 409 one that already was.
 async fn rejects_replay(
     State(server): State<Shared>,
-    Path(name): Path<String>,
+    Pipeline(p): Pipeline,
     Query(q): Query<HashMap<String, String>>,
     body: String,
 ) -> Response {
-    let Some(p) = server.pipeline(&name).cloned() else {
-        return not_found("pipeline", &name);
-    };
+    let name = p.spec.name.clone();
     let rows = match rejects::parse_corrected(&body) {
         Ok(rows) => rows,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("the body: {e}")),
@@ -321,7 +324,7 @@ async fn rejects_replay(
     .await;
     match result {
         Ok(Ok(summary)) => {
-            let started = run && !p.reads_logs;
+            let started = run && !p.continuous();
             if started {
                 p.wake.store(true, std::sync::atomic::Ordering::SeqCst);
             }
@@ -345,19 +348,14 @@ async fn rejects_replay(
     }
 }
 
-async fn history(State(server): State<Shared>, Path(name): Path<String>) -> Response {
-    let Some(p) = server.pipeline(&name) else {
-        return not_found("pipeline", &name);
-    };
+async fn history(Pipeline(p): Pipeline) -> Response {
     let h = p.history.lock().map(|h| h.clone()).unwrap_or_default();
     Json(h).into_response()
 }
 
-async fn run_now(State(server): State<Shared>, Path(name): Path<String>) -> Response {
-    let Some(p) = server.pipeline(&name) else {
-        return not_found("pipeline", &name);
-    };
-    if p.reads_logs && !matches!(p.spec.plan, crate::project::RunPlan::Batch { .. }) {
+async fn run_now(Pipeline(p): Pipeline) -> Response {
+    let name = p.spec.name.clone();
+    if p.continuous() {
         return error(
             StatusCode::CONFLICT,
             format!(
@@ -376,14 +374,7 @@ async fn run_now(State(server): State<Shared>, Path(name): Path<String>) -> Resp
 
 /// Starts a Kappa replay into a new version (`?as=v2[&max_lag=100][&diff=true]`), or
 /// corrections of a time range (`?from=...&to=...[&column=...]`).
-async fn replay_start(
-    State(server): State<Shared>,
-    Path(name): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    let Some(p) = server.pipeline(&name) else {
-        return not_found("pipeline", &name);
-    };
+async fn replay_start(Pipeline(p): Pipeline, Query(q): Query<HashMap<String, String>>) -> Response {
     if q.contains_key("from") || q.contains_key("to") {
         if q.contains_key("as") {
             return error(
@@ -409,7 +400,7 @@ async fn replay_start(
             to_ms: range[1],
             column: q.get("column").cloned(),
         };
-        return replay_response(crate::replay::start_correction(p, range).await);
+        return replay_response(crate::replay::start_correction(&p, range).await);
     }
     let Some(version) = q.get("as") else {
         return error(
@@ -442,7 +433,7 @@ async fn replay_start(
         max_lag,
         diff,
     };
-    replay_response(crate::replay::start(p, request).await)
+    replay_response(crate::replay::start(&p, request).await)
 }
 
 /// 202 with the replay's status; 409 when it conflicts with one running or a version that
@@ -458,10 +449,8 @@ fn replay_response(started: anyhow::Result<crate::replay::ReplayStatus>) -> Resp
 }
 
 /// The pipeline's last replay.
-async fn replay_status(State(server): State<Shared>, Path(name): Path<String>) -> Response {
-    let Some(p) = server.pipeline(&name) else {
-        return not_found("pipeline", &name);
-    };
+async fn replay_status(Pipeline(p): Pipeline) -> Response {
+    let name = p.spec.name.clone();
     match p.replay.lock().ok().and_then(|r| r.clone()) {
         Some(r) => Json(r).into_response(),
         None => error(
@@ -488,14 +477,8 @@ pub(crate) fn parse_time(text: &str) -> Result<i64, String> {
         })
 }
 
-async fn backfill(
-    State(server): State<Shared>,
-    Path(name): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    let Some(p) = server.pipeline(&name) else {
-        return not_found("pipeline", &name);
-    };
+async fn backfill(Pipeline(p): Pipeline, Query(q): Query<HashMap<String, String>>) -> Response {
+    let name = p.spec.name.clone();
     let time = |key: &str, default: Option<i64>| -> Result<i64, Box<Response>> {
         let bad = |m: String| Box::new(error(StatusCode::BAD_REQUEST, m));
         match q.get(key) {

@@ -400,7 +400,7 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
             let run = match run.as_deref() {
                 Some("all") => None,
                 Some(id) => Some(id.to_string()),
-                None => manifest::read(&pipeline.manifest_path)?
+                None => manifest::read_last(&pipeline.manifest_path, 1)?
                     .last()
                     .and_then(|r| r["run_id"].as_str().map(str::to_string)),
             };

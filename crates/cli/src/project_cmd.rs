@@ -274,8 +274,12 @@ pub async fn backfill(
             return Err(api_error(&first));
         }
         let first = first.json()?;
-        let runs_before = first["runs"].as_u64().unwrap_or(0);
-        let failures_before = first["failures"].as_u64().unwrap_or(0);
+        // Backfilled runs end as done, or failed after the server's retries (given up).
+        let counters = |p: &serde_json::Value| {
+            let n = |k: &str| p[k].as_u64().unwrap_or(0);
+            (n("backfill_done"), n("backfill_failed"))
+        };
+        let (done_before, failed_before) = counters(&first);
         let url = format!("{base}/api/pipelines/{pipeline}/backfill?from={from_ms}&to={to_ms}");
         let reply = client::request("POST", &url, token.as_deref(), None, API_TIMEOUT)?;
         if reply.status != 202 {
@@ -284,42 +288,44 @@ pub async fn backfill(
         let total = reply.json()?["runs"].as_u64().unwrap_or(0);
         eprintln!("the server at {base} queued {total} runs");
         let mut bar = Progress::new("backfill");
+        let mut warned_retry = false;
         loop {
             let reply = client::request("GET", &status_url, token.as_deref(), None, API_TIMEOUT)?;
             if reply.status != 200 {
                 return Err(api_error(&reply));
             }
             let p = reply.json()?;
-            let runs = p["runs"].as_u64().unwrap_or(0);
-            if runs < runs_before {
+            let (done, failed) = counters(&p);
+            if done < done_before || failed < failed_before {
                 bar.finish();
                 anyhow::bail!(
                     "the server at {base} restarted during the backfill; its queue was lost: \
                      run the backfill again"
                 );
             }
-            if p["status"] == "retrying" {
-                // A backfilled run failed: the server retries it with backoff before the rest.
+            if p["status"] == "retrying" && !warned_retry {
+                warned_retry = true;
+                eprintln!(
+                    "backfill of {pipeline}: a run failed ({}); the server retries it (up to {} \
+                     attempts) before the rest",
+                    p["error"].as_str().unwrap_or("see the pipeline's last run"),
+                    crate::serve::MAX_SLOT_ATTEMPTS
+                );
+            }
+            let (done, failed) = (done - done_before, failed - failed_before);
+            bar.set(done + failed, Some(total), "runs".into());
+            if done + failed >= total {
                 bar.finish();
                 eprintln!(
-                    "backfill of {pipeline}: a run failed ({}); the server retries it before the \
-                     {} runs still queued: watch {status_url}",
-                    p["error"].as_str().unwrap_or("see the pipeline's last run"),
-                    p["backfill_queued"].as_u64().unwrap_or(0)
+                    "backfill of {pipeline}: {total} runs, {failed} given up after failing {} \
+                     times{}",
+                    crate::serve::MAX_SLOT_ATTEMPTS,
+                    if failed > 0 {
+                        format!(" (their times: `given_up` at {status_url}; backfill them again once fixed)")
+                    } else {
+                        String::new()
+                    }
                 );
-                return Ok(ExitCode::FAILURE);
-            }
-            let queued = p["backfill_queued"].as_u64().unwrap_or(0);
-            let running = p["status"] == "running";
-            let done = total.saturating_sub(queued + u64::from(running));
-            bar.set(done, Some(total), "runs".into());
-            if queued == 0 && !running && runs >= runs_before + total {
-                bar.finish();
-                let failed = p["failures"]
-                    .as_u64()
-                    .unwrap_or(0)
-                    .saturating_sub(failures_before);
-                eprintln!("backfill of {pipeline}: {total} runs, {failed} failed");
                 return Ok(if failed == 0 {
                     ExitCode::SUCCESS
                 } else {

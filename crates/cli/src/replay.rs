@@ -31,7 +31,6 @@ use flowline_runtime::{LiveStatus, Mode, OpenedPipeline, RunOptions, Trigger};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::project::RunPlan;
 use crate::serve::{now_ms, Hosted};
 
 /// The default lag (records not yet read from the log sources) under which a replay swaps.
@@ -204,7 +203,7 @@ pub async fn start(hosted: &Arc<Hosted>, request: ReplayRequest) -> Result<Repla
             .into());
         }
     }
-    let streaming = streams(hosted);
+    let streaming = hosted.continuous();
     let mut options = if streaming {
         let mut o = hosted.options(Mode::Stream, Some(Trigger::Continuous));
         // Publish often while catching up: the swap waits for a checkpoint under the lag.
@@ -323,11 +322,6 @@ pub async fn start_correction(
         })
         .context("cannot start the corrections thread")?;
     Ok(status)
-}
-
-/// Whether the pipeline's replay is a job over logs (else one batch run).
-fn streams(hosted: &Hosted) -> bool {
-    hosted.reads_logs && !matches!(hosted.spec.plan, RunPlan::Batch { .. })
 }
 
 fn next_version_number(version: &str) -> u64 {
@@ -545,12 +539,16 @@ pub fn diff(
     let b = encode(to_batches)?;
     report.from_rows = a.rows.num_rows() as u64;
     report.to_rows = b.rows.num_rows() as u64;
-    let mut sample = |kind: &str, from: Option<Value>, to: Option<Value>| {
+    // Rows are rendered only while samples are wanted.
+    let mut sample = |kind: &str, from: Option<(&Side, usize)>, to: Option<(&Side, usize)>| {
         if report.samples.len() < DIFF_SAMPLES {
+            let render = |at: Option<(&Side, usize)>| at.map(|(s, i)| row_json(s, i)).transpose();
+            let (from, to) = (render(from)?, render(to)?);
             report
                 .samples
                 .push(json!({ "kind": kind, "from": from, "to": to }));
         }
+        anyhow::Ok(())
     };
     match (&a.keys, &b.keys) {
         (Some(ak), Some(bk)) => {
@@ -563,11 +561,11 @@ pub fn diff(
                     Some(i) if a.rows.row(i).data() == b.rows.row(j).data() => report.same += 1,
                     Some(i) => {
                         report.changed += 1;
-                        sample("changed", Some(row_json(&a, i)?), Some(row_json(&b, j)?));
+                        sample("changed", Some((&a, i)), Some((&b, j)))?;
                     }
                     None => {
                         report.only_to += 1;
-                        sample("only_to", None, Some(row_json(&b, j)?));
+                        sample("only_to", None, Some((&b, j)))?;
                     }
                 }
             }
@@ -575,7 +573,7 @@ pub fn diff(
             left.sort_unstable();
             for i in left {
                 report.only_from += 1;
-                sample("only_from", Some(row_json(&a, i)?), None);
+                sample("only_from", Some((&a, i)), None)?;
             }
         }
         _ => {
@@ -590,7 +588,7 @@ pub fn diff(
                 e.0 -= 1;
                 if e.0 < 0 {
                     report.only_to += 1;
-                    sample("only_to", None, Some(row_json(&b, j)?));
+                    sample("only_to", None, Some((&b, j)))?;
                 } else {
                     report.same += 1;
                 }
@@ -600,7 +598,7 @@ pub fn diff(
             left.sort_unstable_by_key(|(_, i)| *i);
             for (n, i) in left {
                 report.only_from += n as u64;
-                sample("only_from", Some(row_json(&a, i)?), None);
+                sample("only_from", Some((&a, i)), None)?;
             }
         }
     }

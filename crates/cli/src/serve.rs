@@ -574,6 +574,12 @@ impl Hosted {
         self.run_once(options, slot)
     }
 
+    /// Whether the pipeline runs as one long job over logs (stream, or micro-batches over
+    /// logs), rather than as batch runs (`serve` refuses a stream over files at start).
+    pub fn continuous(&self) -> bool {
+        self.reads_logs && !matches!(self.spec.plan, RunPlan::Batch { .. })
+    }
+
     /// The oldest queued backfill time.
     fn pop_backfill(&self) -> Option<i64> {
         let mut queue = self.backfill.lock().ok()?;
@@ -720,9 +726,7 @@ impl Hosted {
                     }
                     gave_up = false;
                     backoff = Duration::ZERO;
-                    if matches!(self.spec.plan, RunPlan::Stream { .. })
-                        || (matches!(self.spec.plan, RunPlan::MicroBatch { .. }) && self.reads_logs)
-                    {
+                    if self.continuous() {
                         // A long job returns only when stopped.
                         if !self.stopped() {
                             // It ended on its own (all its sources bounded): restart later.

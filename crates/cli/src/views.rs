@@ -56,9 +56,9 @@ pub fn read_only() -> SQLOptions {
 /// (its current version, one committed snapshot) only when the query names it.
 pub async fn context(server: &Server, sql: &str) -> Result<SessionContext> {
     let ctx = tables_context(server)?;
-    let text = sql.to_ascii_lowercase();
+    let named = named_tables(&ctx, sql);
     for view in &server.project.views {
-        if !text.contains(&view.name.to_ascii_lowercase()) {
+        if !named.iter().any(|n| n.eq_ignore_ascii_case(&view.name)) {
             continue;
         }
         let rows = evaluate_in(&ctx, server, view).await?;
@@ -66,6 +66,18 @@ pub async fn context(server: &Server, sql: &str) -> Result<SessionContext> {
         ctx.register_table(view.name.as_str(), Arc::new(table))?;
     }
     Ok(ctx)
+}
+
+/// The tables a statement reads (as DataFusion resolves them; CTEs excluded). Empty when the
+/// text does not parse: the query then fails with the parser's own error.
+fn named_tables(ctx: &SessionContext, sql: &str) -> Vec<String> {
+    let state = ctx.state();
+    let dialect = state.config().options().sql_parser.dialect;
+    state
+        .sql_to_statement(sql, &dialect)
+        .and_then(|statement| state.resolve_table_references(&statement))
+        .map(|refs| refs.iter().map(|r| r.table().to_string()).collect())
+        .unwrap_or_default()
 }
 
 fn tables_context(server: &Server) -> Result<SessionContext> {
@@ -224,7 +236,7 @@ pub async fn evaluate(server: &Server, view: &ViewSpec) -> Result<ViewRows> {
 }
 
 async fn evaluate_in(ctx: &SessionContext, server: &Server, view: &ViewSpec) -> Result<ViewRows> {
-    let (boundary_ms, batch_run) = boundary(server, view)?;
+    let (boundary_ms, batch_run) = boundary(server, view).await?;
     let column = format!("\"{}\"", view.time_column.replace('"', "\"\""));
     let stream = if is_query(&view.stream) {
         format!("({})", view.stream)
@@ -280,16 +292,34 @@ async fn evaluate_in(ctx: &SessionContext, server: &Server, view: &ViewSpec) -> 
     })
 }
 
-/// The first instant of the open period and the batch run it comes from.
-fn boundary(server: &Server, view: &ViewSpec) -> Result<(Option<i64>, Option<String>)> {
+/// The first instant of the open period and the batch run it comes from. The manifest is read
+/// on the blocking pool.
+async fn boundary(server: &Server, view: &ViewSpec) -> Result<(Option<i64>, Option<String>)> {
     let Some(entry) = server.tables.get(&view.batch) else {
         return Ok((None, None));
     };
     let Some(writer) = server.pipeline(&entry.pipeline) else {
         return Ok((None, None));
     };
-    let records = manifest::read(&writer.manifest_path).unwrap_or_default();
-    let active = writer.active_version();
+    let path = writer.manifest_path.clone();
+    let (active, declared) = (writer.active_version(), writer.declared_version.clone());
+    let period = view.period.as_millis().max(1) as i64;
+    tokio::task::spawn_blocking(move || {
+        let records = manifest::read(&path)
+            .with_context(|| format!("the batch pipeline's manifest {}", path.display()))?;
+        Ok(boundary_in(&records, &active, &declared, period))
+    })
+    .await?
+}
+
+/// [`boundary`] from the batch pipeline's manifest records, the version it serves and the one
+/// its SQL declares.
+fn boundary_in(
+    records: &[serde_json::Value],
+    active: &str,
+    declared: &str,
+    period: i64,
+) -> (Option<i64>, Option<String>) {
     // The last full run of the version served: not a correction of a range, not a replay into
     // a version that is not (yet) served, and one that read events.
     let newest_event = |r: &serde_json::Value| -> Option<i64> {
@@ -303,19 +333,16 @@ fn boundary(server: &Server, view: &ViewSpec) -> Result<(Option<i64>, Option<Str
             .min()
     };
     let Some((run, newest)) = records.iter().rev().find_map(|r| {
-        let version = r["serving_version"]
-            .as_str()
-            .unwrap_or(&writer.declared_version);
+        let version = r["serving_version"].as_str().unwrap_or(declared);
         let usable = r["status"] == "ok" && r["time_range"].is_null() && version == active;
         usable.then(|| newest_event(r).map(|t| (r, t))).flatten()
     }) else {
-        return Ok((None, None));
+        return (None, None);
     };
-    let period = view.period.as_millis().max(1) as i64;
-    Ok((
+    (
         Some(newest.div_euclid(period) * period),
         run["run_id"].as_str().map(str::to_string),
-    ))
+    )
 }
 
 #[cfg(test)]
@@ -358,6 +385,16 @@ mod tests {
         assert!(err.to_string().contains("not found"), "{err}");
         let err = ctx.sql("SELECT * FROM \"Broken\"").await.unwrap_err();
         assert!(err.to_string().contains("v1.redb"), "{err}");
+        // Views are computed only for the queries that read them, not for any text that
+        // mentions their name.
+        assert_eq!(
+            named_tables(
+                &ctx,
+                "WITH v AS (SELECT 1) SELECT 'pnl' AS x FROM v JOIN daily_pnl p ON true"
+            ),
+            vec!["daily_pnl".to_string()]
+        );
+        assert!(named_tables(&ctx, "SELEC oops").is_empty());
         // Views computed for a query cannot shadow a serving table.
         let mem =
             datafusion::datasource::MemTable::try_new(one[0].schema(), vec![one.clone()]).unwrap();

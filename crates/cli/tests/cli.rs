@@ -264,7 +264,7 @@ fn batch_and_stream_write_identical_files() {
             .iter()
             .find(|o| o["operator"] == "window-aggregate")
             .unwrap();
-        assert!(aggregate["rows_out"].as_u64() < aggregate["rows_in"].as_u64());
+        assert!(aggregate["rows_out"].as_u64().unwrap() < aggregate["rows_in"].as_u64().unwrap());
     }
 
     // State per stateful operator, in the manifest and the summary: every INSERT of the example
@@ -480,16 +480,20 @@ fn corrected_rejects_replay_into_the_next_run_once() {
         r.to_string()
     };
     let corrected = ex.dir.join("corrected.jsonl");
+    // Replays `text` as the corrections file; it must fail: returns its error output.
+    let refused = |text: &str| -> String {
+        fs::write(&corrected, text).unwrap();
+        let out = flowline(
+            &ex.cwd,
+            &["rejects", p, "--replay", corrected.to_str().unwrap()],
+        );
+        assert!(!out.status.success(), "the replay of {text} succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
 
     // A row that still does not decode: refused, naming the row and why; nothing written.
     let text: Vec<String> = rejects.iter().map(|r| correct(r, true)).collect();
-    fs::write(&corrected, text.join("\n")).unwrap();
-    let out = flowline(
-        &ex.cwd,
-        &["rejects", p, "--replay", corrected.to_str().unwrap()],
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let err = refused(&text.join("\n"));
     let bad_row = rejects
         .iter()
         .position(|r| r["reason"] == "bad-value")
@@ -543,16 +547,8 @@ fn corrected_rejects_replay_into_the_next_run_once() {
     let (out, _) = ok(&ex.cwd, &["rejects", p]);
     let again: Vec<String> = json_lines(&out).iter().map(|r| correct(r, false)).collect();
     assert_eq!(again.len(), 3);
-    fs::write(&corrected, again.join("\n")).unwrap();
-    let out = flowline(
-        &ex.cwd,
-        &["rejects", p, "--replay", corrected.to_str().unwrap()],
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && err.contains("was replayed at"),
-        "{err}"
-    );
+    let err = refused(&again.join("\n"));
+    assert!(err.contains("was replayed at"), "{err}");
 
     // A blank correction or one spanning lines is refused (it would vanish or split).
     for (raw, message) in [
@@ -561,13 +557,8 @@ fn corrected_rejects_replay_into_the_next_run_once() {
     ] {
         let mut r = rejects[0].clone();
         r["raw"] = raw.into();
-        fs::write(&corrected, r.to_string()).unwrap();
-        let out = flowline(
-            &ex.cwd,
-            &["rejects", p, "--replay", corrected.to_str().unwrap()],
-        );
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success() && err.contains(message), "{err}");
+        let err = refused(&r.to_string());
+        assert!(err.contains(message), "{err}");
     }
 
     // Late rows are in their source already: refused with the range to rerun.
@@ -575,14 +566,6 @@ fn corrected_rejects_replay_into_the_next_run_once() {
         "reason": "late", "table": "orders", "raw": "{}",
         "window": ["2026-03-16T00:00:00Z", "2026-03-17T00:00:00Z"],
     });
-    fs::write(&corrected, late.to_string()).unwrap();
-    let out = flowline(
-        &ex.cwd,
-        &["rejects", p, "--replay", corrected.to_str().unwrap()],
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && err.contains("rerun its window as corrections"),
-        "{err}"
-    );
+    let err = refused(&late.to_string());
+    assert!(err.contains("rerun its window as corrections"), "{err}");
 }

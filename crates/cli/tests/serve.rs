@@ -196,6 +196,24 @@ impl Drop for Server {
     }
 }
 
+/// Sends SIGTERM and waits (at most 60 s) for `serve` to stop every job and exit 0.
+fn stop(server: &mut Server) {
+    let status = Command::new("sh")
+        .args(["-c", &format!("kill -TERM {}", server.0.id())])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let exit = loop {
+        if let Some(s) = server.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "serve ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(exit.success(), "{exit}");
+}
+
 /// Starts `flowline serve` on a free port; returns the child and its address.
 fn start(dir: &Path) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_flowline"))
@@ -361,18 +379,26 @@ fn serve_hosts_stream_micro_batch_and_batch_pipelines_with_an_api() {
     let appended = &replayed["appended"][0];
     assert_eq!(appended["partition"], partition, "{replayed}");
     let offset = appended["offset"].as_u64().unwrap();
-    assert!(
-        offset >= end,
-        "appended after the refused attempt: {offset} < {end}"
-    );
     let mut reader = flowline_log::Log::open(dir.join(".flowline/log"))
         .unwrap()
         .topic("orders")
         .unwrap()
         .reader(partition)
         .unwrap();
-    let records = reader.read(offset, 1, 1 << 20).unwrap();
-    assert_eq!(records[0].value, fixed["raw"].as_str().unwrap().as_bytes());
+    // The refused attempt appended nothing: the generator's records since are not it.
+    let since = reader
+        .read(end, (offset + 1 - end) as usize, 1 << 26)
+        .unwrap();
+    assert_eq!(since.len() as u64, offset + 1 - end);
+    let refused_raw = still_bad["raw"].as_str().unwrap().as_bytes();
+    assert!(
+        since.iter().all(|r| r.value != refused_raw),
+        "the refused row was appended"
+    );
+    assert_eq!(
+        since.last().unwrap().value,
+        fixed["raw"].as_str().unwrap().as_bytes()
+    );
     // The stream reads past it (a later reject of that partition) without rejecting it.
     let fraud_rejects = wait(60, "the stream past the replayed order", || {
         let r = get(&addr, "/api/pipelines/fraud/rejects?limit=1000").json();
@@ -630,20 +656,7 @@ fn serve_hosts_stream_micro_batch_and_batch_pipelines_with_an_api() {
     }
 
     // SIGTERM: every job stops (streams with a final checkpoint) and the process exits 0.
-    let status = Command::new("sh")
-        .args(["-c", &format!("kill -TERM {}", server.0.id())])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let exit = loop {
-        if let Some(s) = server.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "serve ignored SIGTERM");
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert!(exit.success(), "{exit}");
+    stop(&mut server);
     // After the process is gone, the serving tables are readable on disk.
     let table = flowline_connectors::serving::ServingTable::at(dir.join("serving/fraud_alerts"));
     let (_, batches) = table.read(None).unwrap().unwrap();
@@ -881,12 +894,7 @@ fn replay_builds_a_new_version_beside_the_served_one_and_swaps_it_in() {
     );
 
     // Stopped, the project replays in this process from the command line.
-    let pid = server.0.id();
-    Command::new("sh")
-        .args(["-c", &format!("kill -TERM {pid}")])
-        .status()
-        .unwrap();
-    assert!(server.0.wait().unwrap().success());
+    stop(&mut server);
     let out = Command::new(env!("CARGO_BIN_EXE_flowline"))
         .args([
             "replay", ".", "pnl", "--as", "v3", "--diff", "--listen", &addr,

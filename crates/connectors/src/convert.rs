@@ -69,7 +69,7 @@ pub(crate) fn is_string_type(dt: &DataType) -> bool {
     )
 }
 
-fn is_time_type(dt: &DataType) -> bool {
+pub(crate) fn is_time_type(dt: &DataType) -> bool {
     matches!(
         dt,
         DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64

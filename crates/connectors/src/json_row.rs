@@ -26,7 +26,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::convert::{is_nested_type, is_string_type};
-use crate::source::TextBatch;
+use crate::source::{csv_cell, TextBatch};
 
 /// The declared columns as keys of a JSON object; built once per file or log batch.
 pub(crate) struct JsonColumns {
@@ -42,6 +42,11 @@ pub(crate) struct JsonColumns {
     folded: HashMap<String, usize>,
     /// Per column, for the row being decoded: where its value is in the row's text.
     slots: Vec<Option<Slot>>,
+    /// Per column, for the row being decoded: its text when it differs from the raw value (a
+    /// string with escapes, unescaped; an object for a string column, compacted).
+    decoded: Vec<Option<String>>,
+    /// A key lower-cased, reused across keys.
+    fold: String,
 }
 
 #[derive(Clone, Copy)]
@@ -72,6 +77,8 @@ impl JsonColumns {
             exact,
             folded,
             slots: vec![None; names.len()],
+            decoded: vec![None; names.len()],
+            fold: String::new(),
             types: fields.iter().map(|f| f.data_type().clone()).collect(),
             names,
         }
@@ -79,7 +86,7 @@ impl JsonColumns {
 
     /// The column a key names, and whether exactly. `hint` (the column after the previous
     /// key's) is tried first: objects usually list their keys in the declared order.
-    fn column_of(&self, key: &str, hint: usize) -> Option<(usize, bool)> {
+    fn column_of(&mut self, key: &str, hint: usize) -> Option<(usize, bool)> {
         if self.names.get(hint).is_some_and(|n| n == key) {
             return Some((hint, true));
         }
@@ -87,7 +94,10 @@ impl JsonColumns {
             return Some((c, true));
         }
         let folded = if key.bytes().any(|b| b.is_ascii_uppercase()) {
-            self.folded.get(&key.to_ascii_lowercase())
+            self.fold.clear();
+            self.fold.push_str(key);
+            self.fold.make_ascii_lowercase();
+            self.folded.get(&self.fold)
         } else {
             self.folded.get(key)
         };
@@ -105,26 +115,29 @@ impl JsonColumns {
             return;
         }
         // A nested value only fits a string column (as its JSON text) or a ROW / ARRAY column.
+        self.decoded.iter_mut().for_each(|d| *d = None);
         for (c, slot) in self.slots.iter().enumerate() {
             let Some(slot) = slot else { continue };
             let raw = &text[slot.start..slot.end];
             // serde_json checks escapes only when it decodes them: decode the strings that
             // have some (and nested values bound for a string column) before anything of the
             // row is appended, so that `"\ud800"` rejects the row as it always did.
-            let escaped = match raw[0] {
-                b'"' => raw
-                    .contains(&b'\\')
-                    .then(|| serde_json::from_slice::<String>(raw).err()),
+            let decoded = match raw[0] {
+                b'"' if raw.contains(&b'\\') => serde_json::from_slice::<String>(raw).map(Some),
+                // An object or array in a string column: its compact text, as Flink gives.
                 b'{' | b'[' if self.is_string[c] => {
-                    Some(serde_json::from_slice::<Value>(raw).err())
+                    serde_json::from_slice::<Value>(raw).map(|v| Some(v.to_string()))
                 }
-                _ => None,
+                _ => Ok(None),
             };
-            if let Some(Some(e)) = escaped {
-                let detail = format!("column `{}`: {e}", self.names[c]);
-                batch.failures.set(row, RejectReason::InvalidJson, detail);
-                batch.append_nulls();
-                return;
+            match decoded {
+                Ok(d) => self.decoded[c] = d,
+                Err(e) => {
+                    let detail = format!("column `{}`: {e}", self.names[c]);
+                    batch.failures.set(row, RejectReason::InvalidJson, detail);
+                    batch.append_nulls();
+                    return;
+                }
             }
             if matches!(raw[0], b'{' | b'[') && !self.is_string[c] && !self.is_nested[c] {
                 let detail = format!(
@@ -149,34 +162,13 @@ impl JsonColumns {
             };
             // serde_json validated the text, so it is UTF-8 and each value is well formed.
             let raw = std::str::from_utf8(&text[slot.start..slot.end]).unwrap_or_default();
-            match raw.as_bytes()[0] {
-                b'n' => builder.append_null(),
-                b'"' => {
-                    let inner = &raw[1..raw.len() - 1];
-                    let owned;
-                    let s = if inner.contains('\\') {
-                        // Checked above: it decodes.
-                        owned = serde_json::from_str::<String>(raw).unwrap_or_default();
-                        owned.as_str()
-                    } else {
-                        inner
-                    };
-                    if self.is_string[c] {
-                        builder.append_value(s);
-                    } else {
-                        let t = s.trim();
-                        if t.is_empty() {
-                            builder.append_null();
-                        } else {
-                            builder.append_value(t);
-                        }
-                    }
+            match (raw.as_bytes()[0], &self.decoded[c]) {
+                (b'n', _) => builder.append_null(),
+                (b'"', decoded) => {
+                    let s = decoded.as_deref().unwrap_or(&raw[1..raw.len() - 1]);
+                    builder.append_option(csv_cell(s, self.is_string[c], None));
                 }
-                // An object or array in a string column: its compact text, as Flink gives.
-                b'{' | b'[' if self.is_string[c] => match serde_json::from_str::<Value>(raw) {
-                    Ok(v) => builder.append_value(v.to_string()),
-                    Err(_) => builder.append_value(raw),
-                },
+                (_, Some(compact)) => builder.append_value(compact),
                 // true, false, a number as written, or an object / array for a nested column.
                 _ => builder.append_value(raw),
             }

@@ -298,17 +298,17 @@ impl LogSource {
             .collect();
         let mut body = Vec::with_capacity(records.iter().map(|r| r.value.len()).sum());
         let mut batch = TextBatch::new(fields.len(), records.len());
-        let mut json = JsonColumns::new(fields, vec![None; fields.len()]);
+        let mut json = (self.format == LogFormat::Json)
+            .then(|| JsonColumns::new(fields, vec![None; fields.len()]));
         let mut csv_record = csv::ByteRecord::new();
         for record in records {
             let start = body.len();
             body.extend_from_slice(&record.value);
             batch.spans.push((record.offset, start, body.len()));
-            match self.format {
-                LogFormat::Json => json.decode_row(&mut batch, &record.value),
-                LogFormat::Csv => {
-                    self.csv_row(&mut batch, &record.value, &is_string, &mut csv_record)
-                }
+            // JSON topics decode through `json`, built once per call; CSV topics have none.
+            match &mut json {
+                Some(json) => json.decode_row(&mut batch, &record.value),
+                None => self.csv_row(&mut batch, &record.value, &is_string, &mut csv_record),
             }
         }
         batch.finish(&self.converter, &path, &body)

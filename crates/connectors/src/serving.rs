@@ -398,12 +398,7 @@ impl ServingTable {
     /// order (append tables: in the order rows were published). `None` if the table has no
     /// version yet or nothing was ever published to it.
     pub fn read(&self, version: Option<&str>) -> Result<Option<(SchemaRef, Vec<RecordBatch>)>> {
-        Ok(self.scan(version)?.map(|r| (r.schema, r.batches)))
-    }
-
-    /// As [`ServingTable::read`], with the version, key and publish time of the same snapshot.
-    pub fn read_rows(&self, version: Option<&str>) -> Result<Option<VersionRows>> {
-        self.scan(version)
+        Ok(self.read_rows(version)?.map(|r| (r.schema, r.batches)))
     }
 
     /// Reads the rows of a version whose primary key equals `key` (values as text, in key
@@ -413,19 +408,10 @@ impl ServingTable {
         version: Option<&str>,
         key: &[&str],
     ) -> std::result::Result<Option<VersionRows>, ReadError> {
-        let Some((
-            Snapshot {
-                _db,
-                version,
-                path,
-                txn,
-                meta,
-            },
-            schema,
-        )) = self.snapshot(version)?
-        else {
+        let Some((snapshot, schema)) = self.snapshot(version)? else {
             return Ok(None);
         };
+        let (path, meta) = (&snapshot.path, &snapshot.meta);
         if meta.key.is_empty() {
             return Err(ReadError::Request(
                 "the table has no PRIMARY KEY, so it cannot be read by key: read it whole".into(),
@@ -439,7 +425,7 @@ impl ServingTable {
                 key.len()
             )));
         }
-        let positions = key_positions(&schema, &meta.key, &path)?;
+        let positions = key_positions(&schema, &meta.key, path)?;
         let mut columns: Vec<ArrayRef> = vec![];
         for (&i, text) in positions.iter().zip(key) {
             let value: ArrayRef = Arc::new(StringArray::from(vec![*text]));
@@ -464,24 +450,18 @@ impl ServingTable {
             .convert_columns(&columns)
             .map_err(Error::from)?;
         let wanted = key_rows.row(0);
-        let found = match txn.open_table(ROWS) {
+        let found = match snapshot.txn.open_table(ROWS) {
             Ok(rows) => rows
                 .get(wanted.as_ref())
-                .map_err(|e| store_error(&path, e))?
+                .map_err(|e| store_error(path, e))?
                 .map(|v| v.value().to_vec()),
             Err(redb::TableError::TableDoesNotExist(_)) => None,
-            Err(e) => return Err(store_error(&path, e).into()),
+            Err(e) => return Err(store_error(path, e).into()),
         };
         let all: Vec<usize> = (0..schema.fields().len()).collect();
         let conv = converter(&schema, &all)?;
         let batch = decode(&conv, &schema, found.iter().map(Vec::as_slice))?;
-        Ok(Some(VersionRows {
-            version,
-            key: meta.key,
-            updated_ms: meta.updated_ms,
-            schema,
-            batches: vec![batch],
-        }))
+        Ok(Some(snapshot.into_rows(schema, vec![batch])))
     }
 
     /// One committed snapshot of a version (`None`: no such version). Its `meta` is empty
@@ -519,52 +499,37 @@ impl ServingTable {
         Ok(Some((snapshot, schema)))
     }
 
-    fn scan(&self, version: Option<&str>) -> Result<Option<VersionRows>> {
-        let Some((
-            Snapshot {
-                _db,
-                version,
-                path,
-                txn,
-                meta,
-            },
-            schema,
-        )) = self.snapshot(version)?
-        else {
+    /// As [`ServingTable::read`], with the version, key and publish time of the same snapshot.
+    pub fn read_rows(&self, version: Option<&str>) -> Result<Option<VersionRows>> {
+        let Some((snapshot, schema)) = self.snapshot(version)? else {
             return Ok(None);
         };
         let all: Vec<usize> = (0..schema.fields().len()).collect();
         let conv = converter(&schema, &all)?;
         let mut batches = vec![];
-        let done = |batches: Vec<RecordBatch>| {
-            Ok(Some(VersionRows {
-                version,
-                key: meta.key,
-                updated_ms: meta.updated_ms,
-                schema: schema.clone(),
-                batches,
-            }))
-        };
-        let rows = match txn.open_table(ROWS) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => {
-                return done(vec![RecordBatch::new_empty(schema.clone())])
+        let path = &snapshot.path;
+        match snapshot.txn.open_table(ROWS) {
+            Ok(rows) => {
+                let mut chunk: Vec<Vec<u8>> = Vec::with_capacity(READ_BATCH_ROWS);
+                for entry in rows.iter().map_err(|e| store_error(path, e))? {
+                    let (_, value) = entry.map_err(|e| store_error(path, e))?;
+                    chunk.push(value.value().to_vec());
+                    if chunk.len() == READ_BATCH_ROWS {
+                        batches.push(decode(&conv, &schema, chunk.iter().map(Vec::as_slice))?);
+                        chunk.clear();
+                    }
+                }
+                if !chunk.is_empty() {
+                    batches.push(decode(&conv, &schema, chunk.iter().map(Vec::as_slice))?);
+                }
             }
-            Err(e) => return Err(store_error(&path, e)),
-        };
-        let mut chunk: Vec<Vec<u8>> = Vec::with_capacity(READ_BATCH_ROWS);
-        for entry in rows.iter().map_err(|e| store_error(&path, e))? {
-            let (_, value) = entry.map_err(|e| store_error(&path, e))?;
-            chunk.push(value.value().to_vec());
-            if chunk.len() == READ_BATCH_ROWS {
-                batches.push(decode(&conv, &schema, chunk.iter().map(Vec::as_slice))?);
-                chunk.clear();
-            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(store_error(path, e)),
         }
-        if !chunk.is_empty() || batches.is_empty() {
-            batches.push(decode(&conv, &schema, chunk.iter().map(Vec::as_slice))?);
+        if batches.is_empty() {
+            batches.push(RecordBatch::new_empty(schema.clone()));
         }
-        done(batches)
+        Ok(Some(snapshot.into_rows(schema, batches)))
     }
 }
 
@@ -576,6 +541,19 @@ struct Snapshot {
     path: PathBuf,
     txn: redb::ReadTransaction,
     meta: Meta,
+}
+
+impl Snapshot {
+    /// Rows read from this snapshot, with what it says of its version.
+    fn into_rows(self, schema: SchemaRef, batches: Vec<RecordBatch>) -> VersionRows {
+        VersionRows {
+            version: self.version,
+            key: self.meta.key,
+            updated_ms: self.meta.updated_ms,
+            schema,
+            batches,
+        }
+    }
 }
 
 fn check_row_format(format: &Option<String>, path: &Path) -> Result<()> {
@@ -727,17 +705,14 @@ impl TableSink {
                         def.name
                     )));
                 }
-                let is_time = |t: &DataType| {
-                    matches!(
-                        t,
-                        DataType::Timestamp(..) | DataType::Date32 | DataType::Date64
-                    )
-                };
                 let column = match &range.column {
                     Some(c) => stored
                         .fields()
                         .iter()
-                        .position(|f| f.name().eq_ignore_ascii_case(c) && is_time(f.data_type()))
+                        .position(|f| {
+                            f.name().eq_ignore_ascii_case(c)
+                                && crate::convert::is_time_type(f.data_type())
+                        })
                         .ok_or_else(|| {
                             Error::option(
                                 &def.name,
@@ -747,7 +722,7 @@ impl TableSink {
                                     stored
                                         .fields()
                                         .iter()
-                                        .filter(|f| is_time(f.data_type()))
+                                        .filter(|f| crate::convert::is_time_type(f.data_type()))
                                         .map(|f| f.name().as_str())
                                         .collect::<Vec<_>>()
                                         .join(", ")
@@ -757,7 +732,7 @@ impl TableSink {
                     None => stored
                         .fields()
                         .iter()
-                        .position(|f| is_time(f.data_type()))
+                        .position(|f| crate::convert::is_time_type(f.data_type()))
                         .ok_or_else(|| {
                             Error::option(
                                 &def.name,

@@ -416,6 +416,16 @@ pub fn validate_sink_options(def: &TableDef) -> Result<()> {
     Ok(())
 }
 
+/// The error of a corrections run (`--from/--to`) whose pipeline writes a sink that is not a
+/// serving table: only serving tables can replace a time range of their rows.
+pub fn corrections_need_serving_table(sink: &str, connector: &str) -> Error {
+    Error::Plan(format!(
+        "corrections replace a time range of serving tables; sink `{sink}` is a '{connector}' \
+         table: run the corrections from a pipeline whose INSERTs all write serving tables \
+         ('connector' = 'table'), or run without --from/--to"
+    ))
+}
+
 /// Opens the sink of table `def`. `schema` is the schema of the rows the pipeline will write.
 /// `stdout` is where the print sink writes (the runtime passes std::io::stdout(); tests pass a
 /// buffer).
@@ -431,11 +441,10 @@ pub fn open_sink(
 ) -> Result<Box<dyn Sink>> {
     let config = parse_sink(def)?;
     if ctx.slice.is_some() && !matches!(config, SinkConfig::Table) {
-        return Err(Error::Plan(format!(
-            "corrections replace a time range of serving tables; sink `{}` is not one \
-             ('connector' = 'table')",
-            def.name
-        )));
+        return Err(corrections_need_serving_table(
+            &def.name,
+            def.connector().unwrap_or("?"),
+        ));
     }
     match config {
         SinkConfig::Print(format) => {

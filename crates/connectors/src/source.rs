@@ -610,9 +610,9 @@ impl TextBatch {
     }
 }
 
-/// A CSV field as text for its column, or `None` for NULL. For non-string columns surrounding
-/// spaces are ignored and an empty field is NULL; for string columns a field is NULL only when
-/// it equals an explicit `csv.null-literal`.
+/// A text field (a CSV field, a JSON string) as text for its column, or `None` for NULL. For
+/// non-string columns surrounding spaces are ignored and an empty field is NULL; for string
+/// columns a field is NULL only when it equals an explicit `csv.null-literal`.
 pub(crate) fn csv_cell<'a>(
     text: &'a str,
     is_string: bool,

@@ -77,6 +77,14 @@ fn open(def: &TableDef, ctx: &SinkContext) -> Box<dyn Sink> {
     open_sink(def, input_schema(), ctx, Box::new(std::io::sink())).unwrap()
 }
 
+/// The error of a sink that must not open.
+fn refused(def: &TableDef, ctx: &SinkContext) -> String {
+    match open_sink(def, input_schema(), ctx, Box::new(std::io::sink())) {
+        Ok(_) => panic!("the sink opened"),
+        Err(e) => e.to_string(),
+    }
+}
+
 /// The current version's rows as `(user, n)`, in stored order.
 fn contents(base: &Path, version: Option<&str>) -> Vec<(String, i64)> {
     let Some((schema, batches)) = ServingTable::at(base.join("serving/totals"))
@@ -293,15 +301,7 @@ fn wrong_uses_are_errors_that_say_what_to_do() {
     sink.publish(&p).unwrap();
     drop(sink);
     // Another pipeline writing the same version.
-    let err = open_sink(
-        &def,
-        input_schema(),
-        &job_ctx(tmp.path(), "job-b", None),
-        Box::new(std::io::sink()),
-    )
-    .err()
-    .unwrap()
-    .to_string();
+    let err = refused(&def, &job_ctx(tmp.path(), "job-b", None));
     assert!(err.contains("is written by pipeline `job-a`"), "{err}");
     // A batch run of another pipeline would replace the stream's table: refused at open, and
     // the table keeps its rows. A batch run of the writer itself (corrections) is allowed.
@@ -312,15 +312,7 @@ fn wrong_uses_are_errors_that_say_what_to_do() {
         },
         ..run_ctx(tmp.path())
     };
-    let err = open_sink(
-        &def,
-        input_schema(),
-        &batch_of("nightly"),
-        Box::new(std::io::sink()),
-    )
-    .err()
-    .unwrap()
-    .to_string();
+    let err = refused(&def, &batch_of("nightly"));
     assert!(
         err.contains("is written by pipeline `job-a`; pipeline `nightly` cannot write it too"),
         "{err}"
@@ -333,15 +325,7 @@ fn wrong_uses_are_errors_that_say_what_to_do() {
     sink.write(&changes(&[("a", 1, "upsert")])).unwrap();
     sink.commit().unwrap();
     drop(sink);
-    let err = open_sink(
-        &other,
-        input_schema(),
-        &job_ctx(tmp.path(), "job-a", None),
-        Box::new(std::io::sink()),
-    )
-    .err()
-    .unwrap()
-    .to_string();
+    let err = refused(&other, &job_ctx(tmp.path(), "job-a", None));
     assert!(err.contains("is written by pipeline `nightly`"), "{err}");
     // Other columns over existing rows.
     let wider = Arc::new(Schema::new(vec![
@@ -365,36 +349,12 @@ fn wrong_uses_are_errors_that_say_what_to_do() {
     );
     // Options.
     let bad = served(&["user_id"], &[("version", "../v2")]);
-    let err = open_sink(
-        &bad,
-        input_schema(),
-        &run_ctx(tmp.path()),
-        Box::new(std::io::sink()),
-    )
-    .err()
-    .unwrap()
-    .to_string();
+    let err = refused(&bad, &run_ctx(tmp.path()));
     assert!(err.contains("invalid version '../v2'"), "{err}");
     let bad = served(&["user_id"], &[("format", "json")]);
-    let err = open_sink(
-        &bad,
-        input_schema(),
-        &run_ctx(tmp.path()),
-        Box::new(std::io::sink()),
-    )
-    .err()
-    .unwrap()
-    .to_string();
+    let err = refused(&bad, &run_ctx(tmp.path()));
     assert!(err.contains("unknown option `format`"), "{err}");
     let bad = served(&["id"], &[]);
-    let err = open_sink(
-        &bad,
-        input_schema(),
-        &run_ctx(tmp.path()),
-        Box::new(std::io::sink()),
-    )
-    .err()
-    .unwrap()
-    .to_string();
+    let err = refused(&bad, &run_ctx(tmp.path()));
     assert!(err.contains("PRIMARY KEY column `id`"), "{err}");
 }

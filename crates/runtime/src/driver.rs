@@ -324,11 +324,10 @@ impl OpenedPipeline {
             for sink in &sink_names {
                 if let Some(t) = def.table(sink) {
                     if t.connector() != Some("table") {
-                        return Err(Error::Plan(format!(
-                            "corrections replace a time range of serving tables; sink `{sink}` \
-                             is a '{}' table",
-                            t.connector().unwrap_or("?")
-                        )));
+                        return Err(flowline_connectors::sink::corrections_need_serving_table(
+                            sink,
+                            t.connector().unwrap_or("?"),
+                        ));
                     }
                 }
             }
@@ -841,6 +840,7 @@ impl OpenedPipeline {
         manifest::append(&self.manifest_path, &record)?;
         result?;
         flushed?;
+        let operator_state = state.operator_peaks();
         Ok(RunReport {
             run_id,
             mode: self.mode,
@@ -850,7 +850,7 @@ impl OpenedPipeline {
             rejects_path: self.rejects_path.clone(),
             manifest_path: self.manifest_path.clone(),
             record,
-            operator_state: state.operator_state,
+            operator_state,
         })
     }
 
@@ -1347,14 +1347,20 @@ pub(crate) struct RunState {
     pub(crate) watermarks: BTreeMap<String, String>,
     pub(crate) max_event_time: BTreeMap<String, String>,
     pub(crate) peak_state: usize,
-    /// Peak state bytes per stateful operator: (chain, sink, position, operator name).
-    pub(crate) operator_state: BTreeMap<(usize, String, usize, &'static str), usize>,
-    /// The state of each stateful operator when last recorded.
-    pub(crate) current_state: Vec<crate::status::OperatorStatus>,
+    /// Every operator's state when last recorded and its peak (labels built once, like
+    /// `current_rows`).
+    operators: Vec<OperatorState>,
     /// Rows in and out of every operator when last recorded.
     pub(crate) current_rows: Vec<crate::status::OperatorRows>,
     /// Log sources: partition → next offset to read, when the run ended.
     pub(crate) positions: BTreeMap<String, BTreeMap<u32, u64>>,
+}
+
+/// One operator's state bytes: now (in `status`) and at its peak.
+struct OperatorState {
+    status: crate::status::OperatorStatus,
+    name: &'static str,
+    peak: usize,
 }
 
 impl RunState {
@@ -1362,7 +1368,6 @@ impl RunState {
     /// the rows each received and sent. O(operators): operators report their state in O(1).
     pub(crate) fn record_state(&mut self, chains: &[Chain]) {
         let mut total = 0;
-        self.current_state.clear();
         // Labels once; afterwards only the counts change (this runs at every watermark).
         let operators: usize = chains.iter().map(|c| c.ops.len()).sum();
         if self.current_rows.len() != operators {
@@ -1388,32 +1393,63 @@ impl RunState {
             row.rows_in = count.rows_in;
             row.rows_out = count.rows_out;
         }
-        for (c, chain) in chains.iter().enumerate() {
-            for (i, op) in chain.ops.iter().enumerate() {
-                let bytes = op.state_bytes();
-                if bytes > 0 {
-                    self.current_state.push(crate::status::OperatorStatus {
-                        insert: c,
-                        sink: chain.sink.clone(),
-                        position: i,
-                        operator: op.name().to_string(),
-                        state_bytes: bytes as u64,
-                    });
-                    let peak = self
-                        .operator_state
-                        .entry((c, chain.sink.clone(), i, op.name()))
-                        .or_default();
-                    *peak = (*peak).max(bytes);
-                }
-                total += bytes;
-            }
+        if self.operators.len() != operators {
+            self.operators = chains
+                .iter()
+                .enumerate()
+                .flat_map(|(c, chain)| {
+                    chain
+                        .ops
+                        .iter()
+                        .enumerate()
+                        .map(move |(i, op)| OperatorState {
+                            status: crate::status::OperatorStatus {
+                                insert: c,
+                                sink: chain.sink.clone(),
+                                position: i,
+                                operator: op.name().to_string(),
+                                state_bytes: 0,
+                            },
+                            name: op.name(),
+                            peak: 0,
+                        })
+                })
+                .collect();
+        }
+        let ops = chains.iter().flat_map(|c| c.ops.iter());
+        for (o, op) in self.operators.iter_mut().zip(ops) {
+            let bytes = op.state_bytes();
+            o.status.state_bytes = bytes as u64;
+            o.peak = o.peak.max(bytes);
+            total += bytes;
         }
         self.peak_state = self.peak_state.max(total);
     }
 
+    /// The stateful operators' state when last recorded.
+    pub(crate) fn current_state(&self) -> Vec<crate::status::OperatorStatus> {
+        self.operators
+            .iter()
+            .filter(|o| o.status.state_bytes > 0)
+            .map(|o| o.status.clone())
+            .collect()
+    }
+
+    /// Peak state bytes per operator that held any: (chain, sink, position, operator name).
+    fn operator_peaks(&self) -> BTreeMap<(usize, String, usize, &'static str), usize> {
+        self.operators
+            .iter()
+            .filter(|o| o.peak > 0)
+            .map(|o| {
+                let s = &o.status;
+                ((s.insert, s.sink.clone(), s.position, o.name), o.peak)
+            })
+            .collect()
+    }
+
     /// The per-operator peaks as manifest JSON.
     fn operator_state_json(&self) -> Vec<serde_json::Value> {
-        self.operator_state
+        self.operator_peaks()
             .iter()
             .map(|((chain, sink, position, name), bytes)| {
                 json!({"insert": chain, "sink": sink, "operator": name, "position": position, "peak_bytes": bytes})

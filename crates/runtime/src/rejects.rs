@@ -83,6 +83,22 @@ pub fn read_rejects(path: &Path, run_id: Option<&str>) -> Result<Vec<serde_json:
     Ok(all)
 }
 
+/// The last `limit` rejects (oldest first), optionally of one run, and how many there are.
+/// Without a run only the file's end is parsed; the total is then its number of lines.
+pub fn read_last_rejects(
+    path: &Path,
+    run_id: Option<&str>,
+    limit: usize,
+) -> Result<(usize, Vec<serde_json::Value>)> {
+    if run_id.is_none() {
+        let total = crate::rows::count_lines(path)?;
+        return Ok((total, crate::rows::read_json_lines_tail(path, limit)?));
+    }
+    let mut all = read_rejects(path, run_id)?;
+    let total = all.len();
+    Ok((total, all.split_off(total.saturating_sub(limit))))
+}
+
 /// Corrected rejects as sent: a JSON array of rejects, one reject, or JSON lines of them.
 pub fn parse_corrected(text: &str) -> std::result::Result<Vec<serde_json::Value>, String> {
     match serde_json::from_str::<serde_json::Value>(text) {
@@ -179,13 +195,18 @@ pub fn replay_key(reject: &serde_json::Value) -> Option<(String, u64)> {
     ))
 }
 
-/// The rejects replayed according to `ledgers`: [`replay_key`] → when.
+/// The rejects replayed according to `ledgers`: [`replay_key`] → when. Ledger lines hold the
+/// key as [`replay_key`] made it (already canonical).
 pub fn replayed(ledgers: &[PathBuf]) -> Result<BTreeMap<(String, u64), String>> {
     let mut done = BTreeMap::new();
     for path in ledgers {
         for v in crate::rows::read_json_lines(path)? {
-            if let (Some(key), Some(at)) = (replay_key(&v), v["replayed_at"].as_str()) {
-                done.insert(key, at.to_string());
+            if let (Some(file), Some(line), Some(at)) = (
+                v["file"].as_str(),
+                v["line"].as_u64(),
+                v["replayed_at"].as_str(),
+            ) {
+                done.insert((file.to_string(), line), at.to_string());
             }
         }
     }

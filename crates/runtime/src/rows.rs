@@ -121,6 +121,18 @@ pub fn read_json_lines_tail(
     Ok(out.split_off(skip))
 }
 
+/// The number of lines of a file (a last line without its newline counts); a missing file has
+/// none. Reads the bytes without parsing them.
+pub fn count_lines(path: &std::path::Path) -> flowline_core::Result<usize> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(flowline_core::Error::io("read", path, e)),
+    };
+    let newlines = bytes.iter().filter(|&&b| b == b'\n').count();
+    Ok(newlines + usize::from(bytes.last().is_some_and(|&b| b != b'\n')))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -147,6 +159,9 @@ mod tests {
         assert_eq!(ids(1000), (0..300).collect::<Vec<_>>());
         let all = super::read_json_lines(&path).unwrap();
         assert_eq!(all.len(), 300);
+        // The torn last line is a line of the file, not a record.
+        assert_eq!(super::count_lines(&path).unwrap(), 301);
+        assert_eq!(super::count_lines(&dir.path().join("none")).unwrap(), 0);
         assert!(super::read_json_lines_tail(&dir.path().join("none"), 5)
             .unwrap()
             .is_empty());

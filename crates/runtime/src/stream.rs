@@ -881,7 +881,7 @@ impl Job<'_> {
                 bytes,
                 at_ms: now,
             });
-            l.operators.clone_from(&state.current_state);
+            l.operators = state.current_state();
             l.operator_rows.clone_from(&state.current_rows);
         });
     }
