@@ -8,12 +8,12 @@ use std::sync::Arc;
 use arrow::array::timezone::Tz;
 use arrow::array::{
     Array, ArrayRef, BooleanArray, BooleanBuilder, Date32Array, Date64Array, PrimitiveArray,
-    RecordBatch, RecordBatchOptions, StringArray,
+    RecordBatch, RecordBatchOptions, StringArray, StructArray,
 };
-use arrow::buffer::NullBuffer;
+use arrow::buffer::{BooleanBuffer, NullBuffer};
 use arrow::compute::{cast_with_options, CastOptions, FilterBuilder};
 use arrow::datatypes::{
-    ArrowTimestampType, DataType, Date32Type, Date64Type, SchemaRef, TimeUnit,
+    ArrowTimestampType, DataType, Date32Type, Date64Type, Fields, SchemaRef, TimeUnit,
     TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
     TimestampSecondType,
 };
@@ -257,6 +257,11 @@ impl Converter {
         if input.data_type() == target {
             return Ok(Arc::clone(input));
         }
+        if let (DataType::Struct(targets), Some(fields)) =
+            (target, input.as_any().downcast_ref::<StructArray>())
+        {
+            return self.convert_struct(fields, targets);
+        }
         if is_nested_type(target) && input.data_type() == &DataType::Utf8 {
             let strings = input
                 .as_any()
@@ -283,6 +288,42 @@ impl Converter {
             });
         }
         cast_with_options(input, target, &self.cast_options)
+    }
+
+    /// Converts a ROW read field by field (each field text) to the declared field types. A
+    /// row whose field does not convert becomes NULL as a whole (and so a reject).
+    fn convert_struct(
+        &self,
+        input: &StructArray,
+        targets: &Fields,
+    ) -> std::result::Result<ArrayRef, arrow::error::ArrowError> {
+        let mut valid: Option<BooleanBuffer> = input.nulls().map(|n| n.inner().clone());
+        let mut children = Vec::with_capacity(targets.len());
+        for (child, field) in input.columns().iter().zip(targets) {
+            let out = self.convert_column(child, field.data_type())?;
+            if out.logical_null_count() > child.logical_null_count() {
+                // Rows where the field had text but no value: the row is not kept.
+                let had = child.logical_nulls().map(|n| n.inner().clone());
+                let got = out.logical_nulls().map(|n| n.inner().clone());
+                let lost = match (had, got) {
+                    (Some(had), Some(got)) => &had & &!&got,
+                    (None, Some(got)) => !&got,
+                    (_, None) => BooleanBuffer::new_unset(input.len()),
+                };
+                let keep = !&lost;
+                valid = Some(match valid {
+                    Some(v) => &v & &keep,
+                    None => keep,
+                });
+            }
+            children.push(out);
+        }
+        let nulls = valid.map(NullBuffer::new);
+        Ok(Arc::new(StructArray::try_new(
+            targets.clone(),
+            children,
+            nulls,
+        )?))
     }
 
     /// Converts one text value (a partition folder value) to a typed scalar, or `None` when it
@@ -379,15 +420,18 @@ impl Converter {
                         && !is_null(&in_nulls, row)
                         && !failures.is_failed(row)
                     {
-                        let value = render_value(input, row);
-                        failures.set(
-                            row,
-                            reason,
-                            format!(
-                                "column `{}`: cannot convert '{value}' to {target}",
+                        let detail = match struct_field_failure(input, &out, row) {
+                            Some((name, value, target)) => format!(
+                                "column `{}.{name}`: cannot convert '{value}' to {target}",
                                 field.name()
                             ),
-                        );
+                            None => format!(
+                                "column `{}`: cannot convert '{}' to {target}",
+                                field.name(),
+                                render_value(input, row)
+                            ),
+                        };
+                        failures.set(row, reason, detail);
                     }
                 }
             }
@@ -482,6 +526,30 @@ impl Converter {
 
 fn is_null(nulls: &Option<NullBuffer>, row: usize) -> bool {
     nulls.as_ref().is_some_and(|n| n.is_null(row))
+}
+
+/// For a ROW read field by field whose `row` did not convert: the first field that had text
+/// but no value, that text, and the field's type.
+fn struct_field_failure(
+    input: &ArrayRef,
+    out: &ArrayRef,
+    row: usize,
+) -> Option<(String, String, DataType)> {
+    let input = input.as_any().downcast_ref::<StructArray>()?;
+    let out = out.as_any().downcast_ref::<StructArray>()?;
+    let DataType::Struct(fields) = out.data_type() else {
+        return None;
+    };
+    (0..fields.len()).find_map(|i| {
+        let (text, value) = (input.column(i), out.column(i));
+        (text.is_valid(row) && value.is_null(row)).then(|| {
+            (
+                fields[i].name().clone(),
+                render_value(text, row),
+                fields[i].data_type().clone(),
+            )
+        })
+    })
 }
 
 /// Renders one value of `array` for a reject's detail.

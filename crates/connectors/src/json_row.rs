@@ -8,16 +8,21 @@
 //! - a missing key reads the column's partition value (files in Hive folders) or NULL;
 //! - numbers are kept as written (`1.50` stays `1.50`), booleans as `true`/`false`;
 //! - a string is unescaped; for a non-string column it is trimmed and an empty one is NULL;
-//! - an object or array fits only a ROW or ARRAY column (decoded later from its text) or a
-//!   string column (its compact text); any other column rejects the row (`bad_value`), before
-//!   anything of the row is appended;
-//! - text that is not one JSON object rejects the row (`invalid_json`) with serde's message.
+//! - a ROW column of nullable scalar fields is read field by field, by these same rules, into
+//!   one text column per field (`StructText`; converted to the field types later, a field that
+//!   does not convert rejecting its row and naming `row.field`); a ROW with nested fields and
+//!   an ARRAY are kept as their JSON text and decoded later;
+//! - an object or array fits only a ROW or ARRAY column or a string column (its compact text);
+//!   any other column rejects the row (`bad_value`), before anything of the row is appended;
+//! - text that is not UTF-8 or not one JSON object rejects the row (`invalid_json`) with the
+//!   reason. The text is checked for UTF-8 once, then parsed as `str`.
 //!
 //! Invariant: every call appends exactly one value (or NULL) to every builder of the batch.
 
 use std::collections::HashMap;
 use std::fmt;
 
+use arrow::array::StringBuilder;
 use arrow::datatypes::{DataType, Fields};
 use flowline_core::RejectReason;
 use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
@@ -26,14 +31,19 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::convert::{is_nested_type, is_string_type};
-use crate::source::{csv_cell, TextBatch};
+use crate::source::{csv_cell, StructText, TextBatch};
 
 /// The declared columns as keys of a JSON object; built once per file or log batch.
 pub(crate) struct JsonColumns {
     names: Vec<String>,
+    /// Per column: its name in messages (`person.name` for a ROW's field).
+    labels: Vec<String>,
     types: Vec<DataType>,
     is_string: Vec<bool>,
     is_nested: Vec<bool>,
+    /// Per column: for a ROW of nullable scalar fields, its fields as keys of the nested
+    /// object, read straight into a `StructText` (no text detour through a JSON decoder).
+    rows: Vec<Option<JsonColumns>>,
     /// Per column: the value of a Hive partition folder (`Some(None)`: the folder says NULL),
     /// read when the object lacks the key.
     partitions: Vec<Option<Option<String>>>,
@@ -55,8 +65,19 @@ struct Slot {
     end: usize,
 }
 
+/// Why a row is rejected.
+type Failure = (RejectReason, String);
+
 impl JsonColumns {
     pub(crate) fn new(fields: &Fields, partitions: Vec<Option<Option<String>>>) -> JsonColumns {
+        Self::with_prefix(fields, partitions, "")
+    }
+
+    fn with_prefix(
+        fields: &Fields,
+        partitions: Vec<Option<Option<String>>>,
+        prefix: &str,
+    ) -> JsonColumns {
         let names: Vec<String> = fields.iter().map(|f| f.name().clone()).collect();
         let mut exact = HashMap::with_capacity(names.len());
         let mut folded = HashMap::with_capacity(names.len());
@@ -64,6 +85,7 @@ impl JsonColumns {
             exact.entry(name.clone()).or_insert(c);
             folded.entry(name.to_ascii_lowercase()).or_insert(c);
         }
+        let labels: Vec<String> = names.iter().map(|n| format!("{prefix}{n}")).collect();
         JsonColumns {
             is_string: fields
                 .iter()
@@ -73,6 +95,20 @@ impl JsonColumns {
                 .iter()
                 .map(|f| is_nested_type(f.data_type()))
                 .collect(),
+            rows: fields
+                .iter()
+                .zip(&labels)
+                .map(|(f, label)| match f.data_type() {
+                    DataType::Struct(children) if is_flat_row(children) => {
+                        Some(JsonColumns::with_prefix(
+                            children,
+                            vec![None; children.len()],
+                            &format!("{label}."),
+                        ))
+                    }
+                    _ => None,
+                })
+                .collect(),
             partitions,
             exact,
             folded,
@@ -80,8 +116,28 @@ impl JsonColumns {
             decoded: vec![None; names.len()],
             fold: String::new(),
             types: fields.iter().map(|f| f.data_type().clone()).collect(),
+            labels,
             names,
         }
+    }
+
+    /// An empty batch for these columns (ROW columns read field by field).
+    pub(crate) fn text_batch(&self, capacity: usize) -> TextBatch {
+        let mut batch = TextBatch::new(self.names.len(), capacity);
+        if self.rows.iter().any(Option::is_some) {
+            batch.structs = self
+                .types
+                .iter()
+                .zip(&self.rows)
+                .map(|(t, row)| match (t, row) {
+                    (DataType::Struct(fields), Some(_)) => {
+                        Some(StructText::new(fields, capacity.min(8192)))
+                    }
+                    _ => None,
+                })
+                .collect();
+        }
+        batch
     }
 
     /// The column a key names, and whether exactly. `hint` (the column after the previous
@@ -104,55 +160,105 @@ impl JsonColumns {
         folded.map(|&c| (c, false))
     }
 
-    /// Decodes `text` into the next row of `batch` (whose span the caller has pushed); a row
-    /// that fails is recorded in `batch.failures` and appended as NULLs.
+    /// Decodes `text` into the next row of `batch` (made by `text_batch`, whose span the
+    /// caller has pushed); a row that fails is recorded in `batch.failures` and appended as
+    /// NULLs.
     pub(crate) fn decode_row(&mut self, batch: &mut TextBatch, text: &[u8]) {
         let row = batch.spans.len() - 1;
+        // Validated once here (SIMD), so that serde_json reads it as `str` without checking
+        // every string again.
+        let checked = match simdutf8::basic::from_utf8(text) {
+            Ok(text) => self.check(text).map(|()| text),
+            Err(_) => Err(match std::str::from_utf8(text) {
+                Err(e) => (RejectReason::InvalidJson, format!("invalid UTF-8: {e}")),
+                Ok(_) => (RejectReason::InvalidJson, "invalid UTF-8".to_string()),
+            }),
+        };
+        let text = match checked {
+            Ok(text) => text,
+            Err((reason, detail)) => {
+                batch.failures.set(row, reason, detail);
+                batch.append_nulls();
+                return;
+            }
+        };
+        self.append(text, &mut batch.builders, &mut batch.structs);
+    }
+
+    /// Locates every column's value in the object `text` and checks that each fits its
+    /// column, appending nothing (so a failure leaves no part of the row behind).
+    fn check(&mut self, text: &str) -> Result<(), Failure> {
         self.slots.iter_mut().for_each(|s| *s = None);
-        if let Err((reason, detail)) = self.locate(text) {
-            batch.failures.set(row, reason, detail);
-            batch.append_nulls();
-            return;
-        }
+        self.locate(text)?;
         // A nested value only fits a string column (as its JSON text) or a ROW / ARRAY column.
         self.decoded.iter_mut().for_each(|d| *d = None);
-        for (c, slot) in self.slots.iter().enumerate() {
-            let Some(slot) = slot else { continue };
-            let raw = &text[slot.start..slot.end];
+        for c in 0..self.slots.len() {
+            let Some(slot) = self.slots[c] else { continue };
+            let raw = &text.as_bytes()[slot.start..slot.end];
             // serde_json checks escapes only when it decodes them: decode the strings that
             // have some (and nested values bound for a string column) before anything of the
             // row is appended, so that `"\ud800"` rejects the row as it always did.
             let decoded = match raw[0] {
-                b'"' if raw.contains(&b'\\') => serde_json::from_slice::<String>(raw).map(Some),
+                b'"' if raw.contains(&b'\\') => {
+                    serde_json::from_str::<String>(&text[slot.start..slot.end]).map(Some)
+                }
                 // An object or array in a string column: its compact text, as Flink gives.
                 b'{' | b'[' if self.is_string[c] => {
-                    serde_json::from_slice::<Value>(raw).map(|v| Some(v.to_string()))
+                    serde_json::from_str::<Value>(&text[slot.start..slot.end])
+                        .map(|v| Some(v.to_string()))
                 }
                 _ => Ok(None),
             };
             match decoded {
                 Ok(d) => self.decoded[c] = d,
                 Err(e) => {
-                    let detail = format!("column `{}`: {e}", self.names[c]);
-                    batch.failures.set(row, RejectReason::InvalidJson, detail);
-                    batch.append_nulls();
-                    return;
+                    let detail = format!("column `{}`: {e}", self.labels[c]);
+                    return Err((RejectReason::InvalidJson, detail));
                 }
             }
-            if matches!(raw[0], b'{' | b'[') && !self.is_string[c] && !self.is_nested[c] {
+            let fits = match (raw[0], &mut self.rows[c]) {
+                (b'n', _) => true,
+                (b'{', Some(fields)) => {
+                    fields.check(&text[slot.start..slot.end])?;
+                    true
+                }
+                (_, Some(_)) => false,
+                (b'{' | b'[', None) => self.is_string[c] || self.is_nested[c],
+                _ => true,
+            };
+            if !fits {
                 let detail = format!(
                     "column `{}`: cannot convert {} to {}",
-                    self.names[c],
+                    self.labels[c],
                     String::from_utf8_lossy(raw),
                     self.types[c]
                 );
-                batch.failures.set(row, RejectReason::BadValue, detail);
-                batch.append_nulls();
-                return;
+                return Err((RejectReason::BadValue, detail));
             }
         }
+        Ok(())
+    }
+
+    /// Appends the row `check` located: one value or NULL to every builder.
+    fn append(
+        &self,
+        text: &str,
+        builders: &mut [StringBuilder],
+        structs: &mut [Option<StructText>],
+    ) {
         for (c, slot) in self.slots.iter().enumerate() {
-            let builder = &mut batch.builders[c];
+            let builder = &mut builders[c];
+            if let (Some(Some(row)), Some(fields)) = (structs.get_mut(c), &self.rows[c]) {
+                builder.append_null();
+                match slot {
+                    Some(slot) if text.as_bytes()[slot.start] == b'{' => {
+                        fields.append(&text[slot.start..slot.end], &mut row.children, &mut []);
+                        row.valid.append_non_null();
+                    }
+                    _ => row.append_null(),
+                }
+                continue;
+            }
             let Some(slot) = slot else {
                 match &self.partitions[c] {
                     Some(v) => builder.append_option(v.as_deref()),
@@ -160,8 +266,8 @@ impl JsonColumns {
                 }
                 continue;
             };
-            // serde_json validated the text, so it is UTF-8 and each value is well formed.
-            let raw = std::str::from_utf8(&text[slot.start..slot.end]).unwrap_or_default();
+            // serde_json validated the text: each value is well formed.
+            let raw = &text[slot.start..slot.end];
             match (raw.as_bytes()[0], &self.decoded[c]) {
                 (b'n', _) => builder.append_null(),
                 (b'"', decoded) => {
@@ -176,11 +282,11 @@ impl JsonColumns {
     }
 
     /// Fills `slots` from the object in `text`.
-    fn locate(&mut self, text: &[u8]) -> Result<(), (RejectReason, String)> {
-        let first = text.iter().find(|b| !b.is_ascii_whitespace());
-        if first != Some(&b'{') {
+    fn locate(&mut self, text: &str) -> Result<(), Failure> {
+        let first = text.bytes().find(|b| !b.is_ascii_whitespace());
+        if first != Some(b'{') {
             // Not an object: say what it is (or why it is not JSON at all).
-            return Err(match serde_json::from_slice::<Value>(text) {
+            return Err(match serde_json::from_str::<Value>(text) {
                 Ok(other) => (
                     RejectReason::InvalidJson,
                     format!("expected a JSON object, found {}", json_kind(&other)),
@@ -188,7 +294,7 @@ impl JsonColumns {
                 Err(e) => (RejectReason::InvalidJson, e.to_string()),
             });
         }
-        let mut de = serde_json::Deserializer::from_slice(text);
+        let mut de = serde_json::Deserializer::from_str(text);
         let visitor = ObjectVisitor {
             columns: self,
             base: text.as_ptr() as usize,
@@ -197,6 +303,14 @@ impl JsonColumns {
             .and_then(|()| de.end())
             .map_err(|e| (RejectReason::InvalidJson, e.to_string()))
     }
+}
+
+/// A ROW read field by field: every field nullable (a missing key is NULL) and scalar.
+fn is_flat_row(fields: &Fields) -> bool {
+    !fields.is_empty()
+        && fields
+            .iter()
+            .all(|f| f.is_nullable() && !is_nested_type(f.data_type()))
 }
 
 /// "a number", "an array", ...: what a JSON value is, for error messages.
@@ -297,8 +411,11 @@ impl<'de> Visitor<'de> for KeyVisitor {
 
 #[cfg(test)]
 mod tests {
-    use arrow::array::{Array, StringArray};
+    use std::sync::Arc;
+
+    use arrow::array::{Array, ArrayRef, StringArray};
     use arrow::datatypes::Field;
+    use arrow::util::display::{ArrayFormatter, FormatOptions};
 
     use super::*;
 
@@ -309,7 +426,10 @@ mod tests {
             Field::new("p", DataType::Utf8, true),
             Field::new(
                 "r",
-                DataType::Struct(Fields::from(vec![Field::new("a", DataType::Int64, true)])),
+                DataType::Struct(Fields::from(vec![
+                    Field::new("a", DataType::Int64, true),
+                    Field::new("s", DataType::Utf8, true),
+                ])),
                 true,
             ),
         ])
@@ -323,12 +443,21 @@ mod tests {
         let fields = fields();
         let mut columns =
             JsonColumns::new(&fields, vec![None, None, Some(Some("folder".into())), None]);
-        let mut batch = TextBatch::new(fields.len(), lines.len());
+        let mut batch = columns.text_batch(lines.len());
         for (i, line) in lines.iter().enumerate() {
             batch.spans.push((i as u64 + 1, 0, line.len()));
             columns.decode_row(&mut batch, line.as_bytes());
         }
-        let arrays: Vec<StringArray> = batch.builders.iter_mut().map(|b| b.finish()).collect();
+        let texts: Vec<StringArray> = batch.builders.iter_mut().map(|b| b.finish()).collect();
+        // The ROW column is read field by field: its text column holds only NULLs.
+        assert_eq!(texts[3].null_count(), lines.len());
+        let row_column = batch.structs[3]
+            .as_mut()
+            .expect("r is read by field")
+            .finish();
+        let mut arrays: Vec<ArrayRef> =
+            texts.into_iter().map(|a| Arc::new(a) as ArrayRef).collect();
+        arrays[3] = row_column;
         assert!(
             arrays.iter().all(|a| a.len() == lines.len()),
             "one value per row and column"
@@ -338,7 +467,11 @@ mod tests {
                 Some((reason, detail)) => Err((reason, detail.to_string())),
                 None => Ok(arrays
                     .iter()
-                    .map(|a| (!a.is_null(row)).then(|| a.value(row).to_string()))
+                    .map(|a| {
+                        let text = ArrayFormatter::try_new(a.as_ref(), &FormatOptions::default())
+                            .expect("formats");
+                        (!a.is_null(row)).then(|| text.value(row).to_string())
+                    })
                     .collect()),
             })
             .collect()
@@ -362,7 +495,7 @@ mod tests {
                 Some("1.50"),
                 Some("a\"bé"),
                 Some("folder"),
-                Some(r#"{"a": 7}"#)
+                Some("{a: 7, s: }")
             ])
         );
         // Case-insensitive keys fill their columns; an explicit null is NULL, not the folder.
@@ -422,5 +555,78 @@ mod tests {
         );
         // A good row after bad ones is intact: nothing of a rejected row leaked into it.
         assert_eq!(got[4], row([Some("5"), None, Some("folder"), None]));
+    }
+    #[test]
+    fn rows_are_read_field_by_field() {
+        let got = decode(&[
+            r#"{"id": 1, "r": {"A": " 5 ", "s": "x\"y", "extra": {"deep": [1]}}}"#,
+            r#"{"id": 2, "r": {"s": {"k": 1}, "a": 1, "a": 2}}"#,
+            r#"{"id": 3, "r": null}"#,
+            r#"{"id": 4}"#,
+            r#"{"id": 5, "r": {"a": [1]}}"#,
+            r#"{"id": 6, "r": "text"}"#,
+            r#"{"id": 7, "r": {"s": "\udc00"}}"#,
+            r#"{"id": 8, "r": {}}"#,
+        ]);
+        // Field keys match as top-level keys do; a field's text is trimmed for a non-string
+        // field and unescaped; unknown fields are skipped, whatever they hold.
+        assert_eq!(
+            got[0],
+            row([Some("1"), None, Some("folder"), Some("{a: 5, s: x\"y}")])
+        );
+        // An object in a string field is its compact text; the last exact key wins.
+        assert_eq!(
+            got[1],
+            row([
+                Some("2"),
+                None,
+                Some("folder"),
+                Some(r#"{a: 2, s: {"k":1}}"#)
+            ])
+        );
+        // null or a missing key is a NULL row; an empty object a row of NULL fields.
+        assert_eq!(got[2], row([Some("3"), None, Some("folder"), None]));
+        assert_eq!(got[3], row([Some("4"), None, Some("folder"), None]));
+        assert_eq!(
+            got[7],
+            row([Some("8"), None, Some("folder"), Some("{a: , s: }")])
+        );
+        // What does not fit names the field, or the ROW column.
+        assert_eq!(
+            got[4],
+            Err((
+                RejectReason::BadValue,
+                "column `r.a`: cannot convert [1] to Int64".into()
+            ))
+        );
+        let (reason, detail) = got[5].clone().unwrap_err();
+        assert_eq!(reason, RejectReason::BadValue);
+        assert!(
+            detail.starts_with(r#"column `r`: cannot convert "text" to Struct"#),
+            "{detail}"
+        );
+        let (reason, detail) = got[6].clone().unwrap_err();
+        assert_eq!(reason, RejectReason::InvalidJson);
+        assert!(detail.starts_with("column `r.s`: "), "{detail}");
+    }
+    #[test]
+    fn invalid_utf8_rejects_the_row() {
+        let fields = fields();
+        let mut columns = JsonColumns::new(&fields, vec![None; 4]);
+        let mut batch = columns.text_batch(2);
+        for (i, line) in [&b"{\"id\": 1, \"Name\": \"a\xff\"}"[..], b"{\"id\": 2}"]
+            .iter()
+            .enumerate()
+        {
+            batch.spans.push((i as u64 + 1, 0, line.len()));
+            columns.decode_row(&mut batch, line);
+        }
+        let (reason, detail) = batch.failures.get(0).expect("row 1 rejected");
+        assert_eq!(reason, RejectReason::InvalidJson);
+        assert!(detail.starts_with("invalid UTF-8: "), "{detail}");
+        assert!(batch.failures.get(1).is_none());
+        let ids = batch.builders[0].finish();
+        assert!(ids.is_null(0));
+        assert_eq!(ids.value(1), "2");
     }
 }

@@ -297,9 +297,12 @@ impl LogSource {
             .map(|f| is_string_type(f.data_type()))
             .collect();
         let mut body = Vec::with_capacity(records.iter().map(|r| r.value.len()).sum());
-        let mut batch = TextBatch::new(fields.len(), records.len());
         let mut json = (self.format == LogFormat::Json)
             .then(|| JsonColumns::new(fields, vec![None; fields.len()]));
+        let mut batch = match &json {
+            Some(json) => json.text_batch(records.len()),
+            None => TextBatch::new(fields.len(), records.len()),
+        };
         let mut csv_record = csv::ByteRecord::new();
         for record in records {
             let start = body.len();

@@ -6,8 +6,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, RecordBatch, StringArray, StringBuilder};
-use arrow::datatypes::SchemaRef;
+use arrow::array::{
+    ArrayRef, NullBufferBuilder, RecordBatch, StringArray, StringBuilder, StructArray,
+};
+use arrow::datatypes::{DataType, Field, Fields, SchemaRef};
 use datafusion::scalar::ScalarValue;
 use flowline_core::{Error, Reject, RejectReason, Result, TableDef};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -426,7 +428,7 @@ impl FileSource {
             .collect();
         let mut columns = JsonColumns::new(fields, partitions);
 
-        let mut batch = TextBatch::new(fields.len(), batch_size);
+        let mut batch = columns.text_batch(batch_size);
         let mut offset = 0usize;
         let mut line_no = 0u64;
         let bom = data.starts_with(b"\xEF\xBB\xBF");
@@ -562,9 +564,53 @@ impl FileSource {
 pub(crate) struct TextBatch {
     /// One builder per declared column.
     pub(crate) builders: Vec<StringBuilder>,
+    /// Per declared column (empty when there are none): a ROW column read field by field
+    /// (JSON objects), whose builder in `builders` then holds only NULLs.
+    pub(crate) structs: Vec<Option<StructText>>,
     /// Per row: 1-based line (a log record's offset), byte range of the raw text.
     pub(crate) spans: Vec<(u64, usize, usize)>,
     pub(crate) failures: Failures,
+}
+
+/// A ROW column as text per field, plus which rows hold an object at all.
+pub(crate) struct StructText {
+    /// The ROW's field names, each of type Utf8.
+    pub(crate) fields: Fields,
+    pub(crate) children: Vec<StringBuilder>,
+    pub(crate) valid: NullBufferBuilder,
+}
+
+impl StructText {
+    pub(crate) fn new(fields: &Fields, capacity: usize) -> Self {
+        StructText {
+            fields: fields
+                .iter()
+                .map(|f| Field::new(f.name(), DataType::Utf8, true))
+                .collect(),
+            children: (0..fields.len())
+                .map(|_| StringBuilder::with_capacity(capacity, capacity * 8))
+                .collect(),
+            valid: NullBufferBuilder::new(capacity),
+        }
+    }
+
+    pub(crate) fn append_null(&mut self) {
+        self.children.iter_mut().for_each(|b| b.append_null());
+        self.valid.append_null();
+    }
+
+    pub(crate) fn finish(&mut self) -> ArrayRef {
+        let children = self
+            .children
+            .iter_mut()
+            .map(|b| Arc::new(b.finish()) as ArrayRef)
+            .collect();
+        Arc::new(StructArray::new(
+            self.fields.clone(),
+            children,
+            self.valid.finish(),
+        ))
+    }
 }
 
 impl TextBatch {
@@ -574,6 +620,7 @@ impl TextBatch {
             builders: (0..columns)
                 .map(|_| StringBuilder::with_capacity(capacity, capacity * 8))
                 .collect(),
+            structs: Vec::new(),
             spans: Vec::with_capacity(capacity),
             failures: Failures::default(),
         }
@@ -582,6 +629,9 @@ impl TextBatch {
     pub(crate) fn append_nulls(&mut self) {
         for b in &mut self.builders {
             b.append_null();
+        }
+        for s in self.structs.iter_mut().flatten() {
+            s.append_null();
         }
     }
 
@@ -593,10 +643,17 @@ impl TextBatch {
         body: &[u8],
     ) -> Result<Decoded> {
         let rows = self.spans.len();
+        let mut structs = self.structs.iter_mut();
         let columns = self
             .builders
             .iter_mut()
-            .map(|b| Arc::new(b.finish()) as ArrayRef)
+            .map(|b| {
+                let text = Arc::new(b.finish()) as ArrayRef;
+                match structs.next() {
+                    Some(Some(s)) => s.finish(),
+                    _ => text,
+                }
+            })
             .collect();
         let spans = std::mem::take(&mut self.spans);
         let failures = std::mem::take(&mut self.failures);
