@@ -161,6 +161,7 @@ pub fn pipeline_json(p: &Hosted) -> Value {
         "watermarks": live.watermarks,
         "lag_records": live.total_lag(),
         "lag": live.lag_records,
+        "lag_unknown": live.lag_unknown,
         "throughput_rows_per_s": p.throughput(),
         "rows_read": live.rows_read,
         "rows_written": live.rows_written,

@@ -357,7 +357,7 @@ fn drive(
     loop {
         std::thread::sleep(Duration::from_millis(100));
         let snap = live.snapshot();
-        let lag = (snap.checkpoints > 0).then(|| snap.total_lag());
+        let lag = (snap.checkpoints > 0).then(|| snap.known_lag()).flatten();
         update(hosted, |r| {
             r.rows_read = snap.total_read();
             r.lag_records = lag;
@@ -390,7 +390,7 @@ fn drive(
         r.watermark_ms = snap.watermark();
         r.checkpoints = snap.checkpoints;
         if streaming {
-            r.lag_records = Some(snap.total_lag());
+            r.lag_records = snap.known_lag();
         }
     });
     let from = hosted.active_version();

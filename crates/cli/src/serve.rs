@@ -411,13 +411,8 @@ impl Hosted {
         let now = now_ms();
         let mut checks: Vec<(&'static str, i64, i64, String)> = vec![];
         if let Some(max) = self.spec.alert_lag {
-            let lag = self.live().total_lag() as i64;
-            checks.push((
-                "lag",
-                lag,
-                max as i64,
-                format!("{lag} records behind its logs (threshold {max})"),
-            ));
+            let (lag, message) = lag_check(&self.live(), max);
+            checks.push(("lag", lag, max as i64, message));
         }
         if let Some(max) = self.spec.alert_freshness.or(self.spec.freshness) {
             let max = max.as_millis() as i64;
@@ -1043,9 +1038,44 @@ impl Server {
     }
 }
 
+/// The lag an alert compares with `max`, and what to say. A lag that cannot be read breaches:
+/// nobody can tell the pipeline is keeping up.
+fn lag_check(live: &StatusSnapshot, max: u64) -> (i64, String) {
+    match live.known_lag() {
+        Some(lag) => (
+            lag as i64,
+            format!("{lag} records behind its logs (threshold {max})"),
+        ),
+        None => (
+            i64::MAX,
+            format!(
+                "lag of {} cannot be read (threshold {max})",
+                live.lag_unknown.join(", ")
+            ),
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unreadable_lag_breaches_the_lag_alert() {
+        let mut live = StatusSnapshot::default();
+        live.lag_records.insert("orders".into(), 40);
+        live.lag_records.insert("payments".into(), 2);
+        assert_eq!(
+            lag_check(&live, 100),
+            (42, "42 records behind its logs (threshold 100)".into())
+        );
+        // The other sources being caught up proves nothing about the one that cannot be read.
+        live.lag_unknown.push("clicks".into());
+        assert_eq!(live.known_lag(), None);
+        let (lag, message) = lag_check(&live, 100);
+        assert!(lag > 100, "{lag}");
+        assert_eq!(message, "lag of clicks cannot be read (threshold 100)");
+    }
 
     fn check(value: i64) -> Check {
         Check {

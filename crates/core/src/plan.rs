@@ -282,6 +282,9 @@ pub struct OverSpec {
     pub calls: Vec<(AggregateFunction, Arc<dyn PhysicalExpr>)>,
     /// The input's columns, then one per call.
     pub schema: SchemaRef,
+    /// `table.exec.state.ttl` (ms of event time): a partition's state holds for rows at most
+    /// this long after its newest row; a later row starts the partition afresh.
+    pub state_ttl: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

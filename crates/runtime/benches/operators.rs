@@ -305,6 +305,7 @@ fn bench(c: &mut Criterion) {
                     (AggregateFunction::Sum, col("price", &schema).unwrap()),
                 ],
                 schema: with_calls(&[("n", DataType::Int64), ("total", DataType::Int64)]),
+                state_ttl: None,
             }),
         ),
         (

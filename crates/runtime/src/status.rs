@@ -60,6 +60,9 @@ pub struct StatusSnapshot {
     pub watermarks: BTreeMap<String, i64>,
     /// Log sources: records appended but not read yet, summed over partitions.
     pub lag_records: BTreeMap<String, u64>,
+    /// Log sources whose lag could not be read at the last checkpoint (absent from
+    /// `lag_records`).
+    pub lag_unknown: Vec<String>,
     /// When output was last published (ms since the Unix epoch).
     pub last_publish_ms: Option<i64>,
     pub last_checkpoint: Option<CheckpointStatus>,
@@ -78,8 +81,15 @@ impl StatusSnapshot {
         self.rejects.values().sum()
     }
 
+    /// The lag summed over the sources whose lag is known (see `known_lag`).
     pub fn total_lag(&self) -> u64 {
         self.lag_records.values().sum()
+    }
+
+    /// The lag over every log source, or `None` while some source's lag cannot be read: a
+    /// job is caught up only when every source says so.
+    pub fn known_lag(&self) -> Option<u64> {
+        self.lag_unknown.is_empty().then(|| self.total_lag())
     }
 
     /// The smallest watermark over the sources that have one (`None` before the first).

@@ -867,12 +867,18 @@ impl Job<'_> {
                 }
             }
         }
+        let unknown: Vec<String> = self
+            .lag_unknown
+            .iter()
+            .map(|&s| self.names[s].clone())
+            .collect();
         let now = flowline_log::now_ms();
         self.pipeline.live.update(|l| {
             l.rows_read.clone_from(&state.rows_read);
             l.rows_written.clone_from(&state.rows_written);
             l.rejects.clone_from(bin.counts());
             l.lag_records = lag;
+            l.lag_unknown = unknown;
             l.last_publish_ms = Some(now);
             l.checkpoints += 1;
             l.last_checkpoint = Some(crate::status::CheckpointStatus {

@@ -74,6 +74,7 @@ golden_cases!(
     stream_joins,
     deduplicate,
     deduplicate_ttl,
+    over_ttl,
     aggregates_parquet,
     stateless_functions,
     view_two_sinks,

@@ -1097,6 +1097,7 @@ impl<'a> Lowering<'a> {
             frame,
             calls,
             schema: Arc::new(w.schema.as_arrow().clone()),
+            state_ttl: self.state_ttl,
         }));
         Ok(chain)
     }

@@ -25,11 +25,17 @@
 //!   aggregate per call and partition.
 //! * Bounded frames are recomputed over the kept rows for each result (O(frame) per row), so
 //!   floating-point sums never drift.
+//! * State TTL (`table.exec.state.ttl`, event time): a partition's rows and running aggregates
+//!   count for rows at most `ttl` after its newest row; a row later than that starts the
+//!   partition afresh (as if its state had expired, as in Flink). Rows are taken in time
+//!   order, so this depends only on the rows, and batch, stream and restored runs agree. A
+//!   partition leaves memory once the watermark passes its newest row's time + `ttl` (every row
+//!   still to come would start it afresh).
 //!
 //! Checkpoints: a frame of the [`codec`](crate::codec) (tag `FOVR`, version 1): the layout, the
 //! watermark, then three Arrow IPC streams: the waiting rows, the kept frame rows (partition
 //! key, time, arguments) and the running aggregates (partition key, then value and count per
-//! call).
+//! call, then with a TTL the partition's newest time).
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, VecDeque};
@@ -139,6 +145,8 @@ struct Partition {
     rows: VecDeque<Kept>,
     /// Unbounded frames: the aggregates over every row so far, one per call.
     totals: Vec<Acc>,
+    /// The time of the partition's newest row (its last row for bounded frames).
+    last: i64,
 }
 
 pub struct OverAggregate {
@@ -172,13 +180,16 @@ impl OverAggregate {
                 }
             });
         }
-        let layout = format!(
+        let mut layout = format!(
             "{:?}; input {inputs} columns; partition {}; calls {:?} of {:?}",
             spec.frame,
             spec.partition.len(),
             spec.calls.iter().map(|c| c.0).collect::<Vec<_>>(),
             arg_types
         );
+        if let Some(ttl) = spec.state_ttl {
+            layout.push_str(&format!("; state ttl {ttl} ms"));
+        }
         Ok(OverAggregate {
             waiting: TimeBuffer::new(spec.time.clone(), input_schema(&spec)),
             spec,
@@ -280,6 +291,18 @@ impl OverAggregate {
                 self.kept_bytes = self.kept_bytes.saturating_sub(freed);
             }
         }
+        // State TTL: a partition no row to come can reach is dropped.
+        if let Some(ttl) = self.spec.state_ttl {
+            let mut freed = 0;
+            self.partitions.retain(|k, p| {
+                let keep = p.last.saturating_add(ttl) >= w;
+                if !keep {
+                    freed += partition_bytes(k, p) + p.rows.iter().map(|r| r.2).sum::<usize>();
+                }
+                keep
+            });
+            self.kept_bytes = self.kept_bytes.saturating_sub(freed);
+        }
         Ok(())
     }
 
@@ -341,6 +364,7 @@ impl OverAggregate {
                     let partition = Partition {
                         rows: VecDeque::new(),
                         totals,
+                        last: t,
                     };
                     self.kept_bytes += partition_bytes(key.as_ref(), &partition);
                     self.partitions.insert(key.as_ref().to_vec(), partition);
@@ -349,6 +373,22 @@ impl OverAggregate {
                     .partitions
                     .get_mut(key.as_ref())
                     .ok_or_else(|| Error::Internal("OVER partition vanished".into()))?;
+                // State TTL: rows more than `ttl` before this one no longer count.
+                if self
+                    .spec
+                    .state_ttl
+                    .is_some_and(|ttl| partition.last.saturating_add(ttl) < t)
+                {
+                    let before = partition_bytes(key.as_ref(), partition)
+                        + partition.rows.drain(..).map(|r| r.2).sum::<usize>();
+                    if unbounded {
+                        partition.totals =
+                            self.arg_types.iter().map(Acc::new).collect::<Result<_>>()?;
+                    }
+                    let after = partition_bytes(key.as_ref(), partition);
+                    self.kept_bytes = (self.kept_bytes + after).saturating_sub(before);
+                }
+                partition.last = partition.last.max(t);
                 if unbounded {
                     for ((acc, (function, _)), v) in partition
                         .totals
@@ -446,6 +486,9 @@ impl OverAggregate {
             fields.push(Field::new(format!("value{i}"), t.clone(), true));
             fields.push(Field::new(format!("count{i}"), DataType::Int64, false));
         }
+        if self.spec.state_ttl.is_some() {
+            fields.push(Field::new("last", DataType::Int64, false));
+        }
         Arc::new(Schema::new(fields))
     }
 
@@ -462,6 +505,7 @@ impl OverAggregate {
         let mut total_keys: Vec<&[u8]> = vec![];
         let mut totals: Vec<Vec<ScalarValue>> = vec![vec![]; self.arg_types.len()];
         let mut counts: Vec<Vec<i64>> = vec![vec![]; self.arg_types.len()];
+        let mut lasts: Vec<i64> = vec![];
         for (key, p) in &self.partitions {
             for (t, values, _) in &p.rows {
                 keys.push(key);
@@ -476,6 +520,7 @@ impl OverAggregate {
                     totals[c].push(acc.value.clone());
                     counts[c].push(acc.count);
                 }
+                lasts.push(p.last);
             }
         }
         let scalars = |values: Vec<ScalarValue>, t: &DataType| -> Result<ArrayRef> {
@@ -500,6 +545,9 @@ impl OverAggregate {
         for ((values, count), t) in totals.into_iter().zip(counts).zip(&self.arg_types) {
             columns.push(scalars(values, t)?);
             columns.push(Arc::new(Int64Array::from(count)));
+        }
+        if self.spec.state_ttl.is_some() {
+            columns.push(Arc::new(Int64Array::from(lasts)));
         }
         e.bytes(&batch_to_ipc(&RecordBatch::try_new(
             self.totals_schema(),
@@ -533,6 +581,7 @@ impl OverAggregate {
                 return Err(d.error("kept frame rows are not in time order"));
             }
             p.rows.push_back((times.value(i), values, bytes));
+            p.last = times.value(i);
         }
         let keys = key_column(&totals);
         for i in 0..totals.num_rows() {
@@ -547,7 +596,12 @@ impl OverAggregate {
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
-            partitions.entry(keys.value(i).to_vec()).or_default().totals = accs;
+            let p = partitions.entry(keys.value(i).to_vec()).or_default();
+            p.totals = accs;
+            if self.spec.state_ttl.is_some() {
+                let lasts = totals.column(totals.num_columns() - 1);
+                p.last = lasts.as_primitive::<arrow::datatypes::Int64Type>().value(i);
+            }
         }
         kept_bytes += partitions
             .iter()
@@ -634,6 +688,14 @@ mod tests {
             frame,
             calls,
             schema: Arc::new(Schema::new(fields)),
+            state_ttl: None,
+        }
+    }
+
+    fn ttl_spec(frame: OverFrame, ttl: Option<i64>) -> OverSpec {
+        OverSpec {
+            state_ttl: ttl,
+            ..spec(frame)
         }
     }
 
@@ -767,6 +829,7 @@ mod tests {
         #[test]
         fn batching_watermarks_and_restores_do_not_change_results(
             frame in frames(),
+            ttl in prop::option::of(0i64..30),
             rows in prop::collection::vec((0usize..3, prop::option::weighted(0.9, -5i64..50), 0i64..100), 0..60),
             cuts in prop::collection::vec(0usize..60, 0..6),
             restore_at in 0usize..20,
@@ -778,6 +841,7 @@ mod tests {
             let all: Vec<(&str, Option<i64>, Option<i64>)> =
                 rows.iter().map(|&(k, v, t)| (keys[k], v, Some(t))).collect();
             let whole = [Message::Data(batch(&all)), Message::Watermark(Watermark::MAX)];
+            let spec = |frame| ttl_spec(frame, ttl);
             let (expected, _) = run(&mut OverAggregate::new(spec(frame), "t").unwrap(), &whole);
             prop_assert_eq!(expected.len(), all.len());
 
@@ -809,6 +873,59 @@ mod tests {
             got.extend(rest);
             prop_assert_eq!(got, expected);
         }
+    }
+
+    #[test]
+    fn state_ttl_restarts_idle_partitions_in_event_time() {
+        let rows = [
+            ("a", Some(1), Some(0)),
+            ("b", Some(10), Some(5)),
+            ("a", Some(2), Some(100)),
+            // 201 > 100 + 100: a's earlier rows no longer count.
+            ("a", Some(4), Some(201)),
+            ("a", Some(8), Some(250)),
+        ];
+        let totals = |frame: OverFrame| {
+            let mut op = OverAggregate::new(ttl_spec(frame, Some(100)), "t").unwrap();
+            let (out, _) = run(
+                &mut op,
+                &[
+                    Message::Data(batch(&rows)),
+                    Message::Watermark(Watermark(250)),
+                ],
+            );
+            // Only partition a, whose newest row (250) is within the TTL of the watermark.
+            let keys: Vec<&Vec<u8>> = op.partitions.keys().collect();
+            assert_eq!(keys.len(), 1, "b (newest 5) left memory");
+            out.iter()
+                .map(|r| r.split(',').nth(4).unwrap().to_string())
+                .collect::<Vec<_>>()
+        };
+        let unbounded = OverFrame::Rows {
+            preceding: u64::MAX,
+        };
+        assert_eq!(totals(unbounded), ["1", "10", "3", "4", "12"]);
+        assert_eq!(
+            totals(OverFrame::Rows { preceding: 5 }),
+            ["1", "10", "3", "4", "12"]
+        );
+        // Without the TTL the row at 201 would count every earlier row of a.
+        let mut op = OverAggregate::new(spec(unbounded), "t").unwrap();
+        let (out, _) = run(
+            &mut op,
+            &[
+                Message::Data(batch(&rows)),
+                Message::Watermark(Watermark::MAX),
+            ],
+        );
+        let plain: Vec<&str> = out.iter().map(|r| r.split(',').nth(4).unwrap()).collect();
+        assert_eq!(plain, ["1", "10", "3", "7", "15"]);
+        // A checkpoint without the TTL does not restore into a plan with one.
+        let mut state = vec![];
+        op.snapshot(&mut state).unwrap();
+        let mut other = OverAggregate::new(ttl_spec(unbounded, Some(100)), "t").unwrap();
+        let err = other.restore(&state).unwrap_err().to_string();
+        assert!(err.contains("another plan"), "{err}");
     }
 
     #[test]
