@@ -923,7 +923,6 @@ impl OpenedPipeline {
             // Batch mode over several files, when every INSERT on this source aggregates:
             // each worker aggregates its share of the files, then the states are merged.
             let parallel = self.mode == Mode::Batch
-                && self.time_range.is_none()
                 && !buffer
                 && workers > 1
                 && source.parts() > 1
@@ -1189,6 +1188,9 @@ impl OpenedPipeline {
             .collect();
         let part_count = source.parts();
         let batch_size = self.batch_size;
+        // Corrections: each worker cuts its rows to the source's time range.
+        let cut = self.time_cuts.get(name);
+        let time_column = tracker.column;
         let results: Vec<Result<PartialRun>> = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..workers)
                 .map(|w| {
@@ -1222,18 +1224,19 @@ impl OpenedPipeline {
                             let mut rejects = vec![];
                             source.read_part(index, batch_size, needed, &mut |d| {
                                 rejects.extend(d.rejects);
-                                if d.batch.num_rows() == 0 {
+                                let batch = cut_to_range(cut, d.batch, time_column)?;
+                                if batch.num_rows() == 0 {
                                     return Ok(());
                                 }
-                                run.rows += d.batch.num_rows() as u64;
-                                run.tracker.observe(&d.batch)?;
+                                run.rows += batch.num_rows() as u64;
+                                run.tracker.observe(&batch)?;
                                 for (prefix, aggregate, sink, rows) in parts.iter_mut() {
                                     let mut out = vec![];
                                     feed(
                                         prefix,
                                         aggregate,
                                         rows,
-                                        Message::Data(d.batch.clone()),
+                                        Message::Data(batch.clone()),
                                         &mut out,
                                     )?;
                                     for mut r in out {
@@ -2119,13 +2122,22 @@ impl OpenedPipeline {
         batch: RecordBatch,
         column: Option<usize>,
     ) -> Result<RecordBatch> {
-        match (self.time_cuts.get(name), column) {
-            (Some(range), Some(c)) if batch.num_rows() > 0 => {
-                let keep = range.mask(batch.column(c))?;
-                Ok(arrow::compute::filter_record_batch(&batch, &keep)?)
-            }
-            _ => Ok(batch),
+        cut_to_range(self.time_cuts.get(name), batch, column)
+    }
+}
+
+/// The rows of `batch` whose event time (column `column`) is in `cut`; all rows without one.
+fn cut_to_range(
+    cut: Option<&flowline_connectors::TimeRange>,
+    batch: RecordBatch,
+    column: Option<usize>,
+) -> Result<RecordBatch> {
+    match (cut, column) {
+        (Some(range), Some(c)) if batch.num_rows() > 0 => {
+            let keep = range.mask(batch.column(c))?;
+            Ok(arrow::compute::filter_record_batch(&batch, &keep)?)
         }
+        _ => Ok(batch),
     }
 }
 
