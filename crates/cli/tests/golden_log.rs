@@ -117,6 +117,7 @@ golden_log_cases!(
     stream_joins,
     deduplicate,
     deduplicate_ttl,
+    versioned_view,
     over_ttl,
     aggregates_parquet,
     nested_and_computed,

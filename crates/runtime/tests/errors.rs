@@ -1186,9 +1186,58 @@ async fn temporal_joins_are_checked_before_data_moves() {
             Mode::Batch,
             vec!["needs an equality between the input and the table's key"],
         ),
+        // A view is a versioned table only when it keeps the last row per key by event time.
+        (
+            "INSERT INTO out SELECT o.order_id, r.rate FROM orders o \
+             JOIN first_rates FOR SYSTEM_TIME AS OF o.ordered_at AS r ON o.store_id = r.store_id;"
+                .into(),
+            Mode::Stream,
+            vec![
+                "`first_rates` is a view",
+                "keeps the first row per key",
+                "ORDER BY <event time> DESC",
+            ],
+        ),
+        (
+            "INSERT INTO out SELECT o.order_id, r.rate FROM orders o \
+             JOIN plain_rates FOR SYSTEM_TIME AS OF o.ordered_at AS r ON o.store_id = r.store_id;"
+                .into(),
+            Mode::Batch,
+            vec!["`plain_rates` is a view", "does not keep rank 1"],
+        ),
+        (
+            "INSERT INTO out SELECT o.order_id, r.rate FROM orders o \
+             JOIN high_rates FOR SYSTEM_TIME AS OF o.ordered_at AS r ON o.store_id = r.store_id;"
+                .into(),
+            Mode::Stream,
+            vec!["filters its rows after the ranking", "rate > "],
+        ),
+        (
+            "INSERT INTO out SELECT o.order_id, r.rate FROM timed o \
+             JOIN last_rates FOR SYSTEM_TIME AS OF o.pt AS r ON o.store_id = r.store_id;"
+                .into(),
+            Mode::Batch,
+            vec!["a versioned view joins only AS OF the input's event time"],
+        ),
+        (
+            // The key of a versioned view is its PARTITION BY.
+            "INSERT INTO out SELECT o.order_id, r.rate FROM orders o \
+             JOIN last_rates FOR SYSTEM_TIME AS OF o.ordered_at AS r ON o.amount = r.rate;"
+                .into(),
+            Mode::Stream,
+            vec!["every column of `last_rates`'s PARTITION BY (store_id)"],
+        ),
     ];
+    let views = "CREATE VIEW last_rates AS SELECT store_id, rate, valid_at FROM (SELECT *, \
+         ROW_NUMBER() OVER (PARTITION BY store_id ORDER BY valid_at DESC) AS rn FROM rates) \
+         WHERE rn = 1;\n\
+         CREATE VIEW first_rates AS SELECT store_id, rate, valid_at FROM (SELECT *, \
+         ROW_NUMBER() OVER (PARTITION BY store_id ORDER BY valid_at) AS rn FROM rates) \
+         WHERE rn = 1;\n\
+         CREATE VIEW plain_rates AS SELECT store_id, rate, valid_at FROM rates;\n\
+         CREATE VIEW high_rates AS SELECT * FROM last_rates WHERE rate > 10;\n";
     for (insert, mode, needles) in cases {
-        let pipeline = format!("{ORDERS}{STORES}{RATES}{OUT}{timed}{insert}\n");
+        let pipeline = format!("{ORDERS}{STORES}{RATES}{OUT}{timed}{views}{insert}\n");
         let err = fails(&pipeline, mode).await;
         let line = line_of(&pipeline, "FOR SYSTEM_TIME");
         assert_mentions(&err, &needles);

@@ -74,6 +74,7 @@ golden_cases!(
     stream_joins,
     deduplicate,
     deduplicate_ttl,
+    versioned_view,
     over_ttl,
     aggregates_parquet,
     stateless_functions,

@@ -1369,11 +1369,26 @@ impl<'a> Lowering<'a> {
             }
         };
         let plan_error = |m: String| Error::Plan(format!("line {}: {construct}: {m}", t.line));
-        let Some(table) = self.def.table(&t.table) else {
-            return Err(plan_error(
-                "the versioned side must be a table declared with CREATE TABLE, not a view".into(),
-            ));
+        // A view that keeps the last row per key by event time is that table versioned by the
+        // key (Flink's versioned view): its rows are joined as the table's, without the ranking.
+        let view;
+        let (table, primary_key, j) = match self.def.table(&t.table) {
+            Some(table) => (table, table.primary_key.clone(), j),
+            None => {
+                let (table, key, right) = self.versioned_view(&j.right).map_err(|m| {
+                    plan_error(format!(
+                        "`{}` is a view; {m}. A view is a versioned table when it keeps the last row per key by event time: SELECT ... FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY key ORDER BY <event time> DESC) AS rn FROM <table with a WATERMARK>) WHERE rn = 1",
+                        t.table
+                    ))
+                })?;
+                view = datafusion::logical_expr::Join {
+                    right: Arc::new(right),
+                    ..j.clone()
+                };
+                (table, key, &view)
+            }
         };
+        let is_view = self.def.table(&t.table).is_none();
         let left = self.lower(&j.left)?;
         self.as_of_input.set(Some(t.name.as_str()));
         let right = self.lower(&j.right);
@@ -1394,6 +1409,12 @@ impl<'a> Lowering<'a> {
         }
         let proctime = is_proctime(self.def, &j.left, &t.column);
         let (as_of, pairs, rest) = if proctime {
+            if is_view {
+                return Err(plan_error(format!(
+                    "a lookup join reads a files table as loaded; `{}` is a view (a versioned view joins only AS OF the input's event time)",
+                    t.table
+                )));
+            }
             if table.connector() != Some("files") {
                 return Err(self.unsupported(
                     &format!("a lookup join ({construct}) against `{}`, which is not a files table", table.name),
@@ -1402,7 +1423,7 @@ impl<'a> Lowering<'a> {
             }
             (AsOf::ProcessingTime, pairs, rest)
         } else if self.check_event_time(&j.left, &time, &left, "").is_ok() {
-            let (Some(wm), false) = (&table.watermark, table.primary_key.is_empty()) else {
+            let (Some(wm), false) = (&table.watermark, primary_key.is_empty()) else {
                 return Err(plan_error(format!(
                     "`{}` is not a versioned table: declare its PRIMARY KEY (...) NOT ENFORCED and a WATERMARK, so that each row is a version of its key from its event time on",
                     table.name
@@ -1424,7 +1445,7 @@ impl<'a> Lowering<'a> {
                     Expr::Column(c) => trace_column(&j.right, &c.name)
                         .filter(|(tab, _)| tab == &table.name)
                         .map(|(_, col)| col)
-                        .and_then(|col| table.primary_key.iter().position(|k| *k == col)),
+                        .and_then(|col| primary_key.iter().position(|k| *k == col)),
                     _ => None,
                 };
                 match key_column {
@@ -1432,11 +1453,12 @@ impl<'a> Lowering<'a> {
                     _ => rest.push(l.eq(r)),
                 }
             }
-            if keyed.len() != table.primary_key.len() {
+            if keyed.len() != primary_key.len() {
                 return Err(plan_error(format!(
-                    "the ON must match every column of `{}`'s PRIMARY KEY ({}) with an equality: the versions of a key are what the join looks up",
-                    table.name,
-                    table.primary_key.join(", ")
+                    "the ON must match every column of `{}`'s {} ({}) with an equality: the versions of a key are what the join looks up",
+                    t.table,
+                    if is_view { "PARTITION BY" } else { "PRIMARY KEY" },
+                    primary_key.join(", ")
                 )));
             }
             keyed.sort_by_key(|(k, _, _)| *k);
@@ -1461,6 +1483,130 @@ impl<'a> Lowering<'a> {
         let spec = self.join_spec(j, kind, pairs, None, Some(as_of), &right.source)?;
         // Joined rows keep the left row's time and window: what follows may still window.
         self.attach_join(j, left, right, spec, rest)
+    }
+
+    /// A versioned view (`ROW_NUMBER() OVER (PARTITION BY k ORDER BY ts DESC) = 1` over a table
+    /// with a WATERMARK on `ts`): the table, the key columns (the table's names), and `right`
+    /// with the ranking replaced by a constant 1 (every row is a version of its key from its
+    /// time on; the temporal join picks the one valid at each row's time). `Err`: why not.
+    fn versioned_view(
+        &self,
+        right: &LogicalPlan,
+    ) -> std::result::Result<(&'a flowline_core::TableDef, Vec<String>, LogicalPlan), String> {
+        // Down through aliases and projections to the filter that keeps rank 1 (a filter
+        // above it would drop newest versions, not versions), then on to its ranking.
+        let mut plan = right;
+        let mut rank_one = false;
+        loop {
+            match plan {
+                LogicalPlan::SubqueryAlias(a) => plan = &a.input,
+                LogicalPlan::Projection(p) => plan = &p.input,
+                LogicalPlan::Filter(f) if !rank_one => {
+                    if rank_limit(&f.predicate, &f.input) != Some(1) {
+                        return Err(format!(
+                            "it filters its rows after the ranking (`{}`)",
+                            f.predicate
+                        ));
+                    }
+                    rank_one = true;
+                    plan = &f.input;
+                }
+                LogicalPlan::Window(w) if rank_one => return self.keep_last_view(right, w),
+                _ => return Err("it does not keep rank 1 of a ROW_NUMBER() ranking".into()),
+            }
+        }
+    }
+
+    /// The rest of [`Self::versioned_view`], for its ranking `w`.
+    fn keep_last_view(
+        &self,
+        right: &LogicalPlan,
+        w: &datafusion::logical_expr::Window,
+    ) -> std::result::Result<(&'a flowline_core::TableDef, Vec<String>, LogicalPlan), String> {
+        use datafusion::common::tree_node::{Transformed, TreeNode};
+        let [expr] = w.window_expr.as_slice() else {
+            return Err("it has several OVER functions".into());
+        };
+        let Some(f) = window_function(expr) else {
+            return Err(format!("`{expr}` is not a ranking"));
+        };
+        if !f.fun.name().eq_ignore_ascii_case("row_number") || !f.params.args.is_empty() {
+            return Err(format!("`{expr}` is not ROW_NUMBER()"));
+        }
+        let [order] = f.params.order_by.as_slice() else {
+            return Err("its ROW_NUMBER() is not ordered by exactly one column".into());
+        };
+        if order.asc {
+            return Err("it keeps the first row per key (ORDER BY ... ASC), not the last".into());
+        }
+        let traced = |e: &Expr| match e {
+            Expr::Column(c) => trace_column(&w.input, &c.name),
+            _ => None,
+        };
+        let Some((table_name, time)) = traced(&order.expr) else {
+            return Err(format!("`{}` is not a column of a table", order.expr));
+        };
+        let Some(table) = self.def.table(&table_name) else {
+            return Err(format!("`{table_name}` is not a table"));
+        };
+        if table.watermark.as_ref().map(|w| &w.column) != Some(&time) {
+            return Err(format!(
+                "its ORDER BY `{time}` is not the event time (WATERMARK column) of `{table_name}`"
+            ));
+        }
+        if f.params.partition_by.is_empty() {
+            return Err("its ROW_NUMBER() has no PARTITION BY (the key)".into());
+        }
+        let mut key = vec![];
+        for p in &f.params.partition_by {
+            match traced(p) {
+                Some((t, c)) if t == table_name => key.push(c),
+                _ => {
+                    return Err(format!(
+                        "its PARTITION BY `{p}` is not a column of `{table_name}`"
+                    ))
+                }
+            }
+        }
+        // The ranking becomes a constant 1: the same columns, so everything above still fits.
+        let n = w.input.schema().fields().len();
+        let mut exprs: Vec<Expr> = (0..n)
+            .map(|i| {
+                Expr::Column(datafusion::common::Column::from(
+                    w.input.schema().qualified_field(i),
+                ))
+            })
+            .collect();
+        let rank = w.schema.field(n);
+        exprs.push(
+            Expr::Literal(
+                datafusion::common::ScalarValue::UInt64(Some(1))
+                    .cast_to(rank.data_type())
+                    .map_err(|e| e.to_string())?,
+                None,
+            )
+            .alias(rank.name()),
+        );
+        let constant = LogicalPlan::Projection(
+            datafusion::logical_expr::Projection::try_new_with_schema(
+                exprs,
+                Arc::clone(&w.input),
+                Arc::clone(&w.schema),
+            )
+            .map_err(|e| e.to_string())?,
+        );
+        let target = LogicalPlan::Window(w.clone());
+        let rewritten = right
+            .clone()
+            .transform_up(|node| {
+                Ok(if node == target {
+                    Transformed::yes(constant.clone())
+                } else {
+                    Transformed::no(node)
+                })
+            })
+            .map_err(|e| e.to_string())?;
+        Ok((table, key, rewritten.data))
     }
 
     /// In stream mode, `e` must be the event-time column of the chain's source, unchanged;
