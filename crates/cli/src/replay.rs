@@ -304,7 +304,17 @@ pub async fn start_correction(
     std::thread::Builder::new()
         .name(format!("correct-{name}"))
         .spawn(move || {
-            let result = crate::serve::run_blocking(&hosted.spec.file, options);
+            // The run on a thread of its own, so that this one can report its progress.
+            let file = hosted.spec.file.clone();
+            let job = std::thread::spawn(move || crate::serve::run_blocking(&file, options));
+            while !job.is_finished() {
+                std::thread::sleep(Duration::from_millis(200));
+                let read = live.snapshot().total_read();
+                update(&hosted, |r| r.rows_read = read);
+            }
+            let result = job
+                .join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("the corrections job panicked")));
             let snap = live.snapshot();
             update(&hosted, |r| {
                 r.ended_ms = Some(now_ms());

@@ -1191,6 +1191,9 @@ impl OpenedPipeline {
         // Corrections: each worker cuts its rows to the source's time range.
         let cut = self.time_cuts.get(name);
         let time_column = tracker.column;
+        // Rows read by all workers so far, for watchers (progress bars, the API).
+        let read_so_far = &std::sync::atomic::AtomicU64::new(0);
+        let live = &self.live;
         let results: Vec<Result<PartialRun>> = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..workers)
                 .map(|w| {
@@ -1229,6 +1232,14 @@ impl OpenedPipeline {
                                     return Ok(());
                                 }
                                 run.rows += batch.num_rows() as u64;
+                                let n = batch.num_rows() as u64;
+                                let read = read_so_far
+                                    .fetch_add(n, std::sync::atomic::Ordering::Relaxed)
+                                    + n;
+                                live.update(|l| {
+                                    let seen = l.rows_read.entry(name.to_string()).or_default();
+                                    *seen = (*seen).max(read);
+                                });
                                 run.tracker.observe(&batch)?;
                                 for (prefix, aggregate, sink, rows) in parts.iter_mut() {
                                     let mut out = vec![];
