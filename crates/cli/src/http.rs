@@ -861,7 +861,7 @@ pub fn metrics_text(server: &Server) -> String {
     family(
         "flowline_pipeline_up",
         "gauge",
-        "1 while the pipeline is running or waiting for its next run, 0 when retrying or stopped",
+        "1 while the pipeline is running or waiting for its next run, 0 when retrying, failed (a batch run given up) or stopped",
         &|t| {
             let up = matches!(t.state.status.as_str(), "running" | "waiting");
             one(t, f64::from(u8::from(up)))
@@ -946,6 +946,18 @@ pub fn metrics_text(server: &Server) -> String {
         "gauge",
         "Log records appended but not read yet, per source",
         &|t| each(t, "source", &t.live.lag_records),
+    );
+    family(
+        "flowline_lag_unknown",
+        "gauge",
+        "1 per log source whose lag could not be read at the last checkpoint (absent from flowline_lag_records)",
+        &|t| {
+            t.live
+                .lag_unknown
+                .iter()
+                .map(|n| (format!("{},source=\"{}\"", t.labels, label(n)), 1.0))
+                .collect()
+        },
     );
     family(
         "flowline_freshness_seconds",

@@ -165,13 +165,22 @@ async fn follow_replay(mut get: impl FnMut() -> Result<Value>) -> Result<Value> 
         let state = status["status"].as_str().unwrap_or("?").to_string();
         let read = status["rows_read"].as_u64().unwrap_or(0);
         let lag = status["lag_records"].as_u64();
+        let unknown: Vec<&str> = status["lag_unknown"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|s| s.as_str()).collect())
+            .unwrap_or_default();
         bar.set(
             read,
             lag.map(|l| read + l),
             format!(
-                "{state} into {}: {read} rows{}",
+                "{state} into {}: {read} rows{}{}",
                 status["version"].as_str().unwrap_or("?"),
-                lag.map(|l| format!(", {l} behind")).unwrap_or_default()
+                lag.map(|l| format!(", {l} behind")).unwrap_or_default(),
+                if unknown.is_empty() {
+                    String::new()
+                } else {
+                    format!(", waiting: lag of {} cannot be read", unknown.join(", "))
+                }
             ),
         );
         if !matches!(state.as_str(), "catching-up" | "comparing" | "correcting") {
@@ -268,6 +277,16 @@ pub async fn backfill(
     let token = project.token.clone();
     if let Some(base) = running_server(&project) {
         let status_url = format!("{base}/api/pipelines/{pipeline}");
+        // The server's start: another one means it restarted and lost its queue.
+        let started = || -> Result<serde_json::Value> {
+            let url = format!("{base}/api/project");
+            let reply = client::request("GET", &url, token.as_deref(), None, API_TIMEOUT)?;
+            if reply.status != 200 {
+                return Err(api_error(&reply));
+            }
+            Ok(reply.json()?["started_ms"].clone())
+        };
+        let started_before = started()?;
         // Counted before asking: the first backfilled run may start at once.
         let first = client::request("GET", &status_url, token.as_deref(), None, API_TIMEOUT)?;
         if first.status != 200 {
@@ -296,7 +315,7 @@ pub async fn backfill(
             }
             let p = reply.json()?;
             let (done, failed) = counters(&p);
-            if done < done_before || failed < failed_before {
+            if started()? != started_before || done < done_before || failed < failed_before {
                 bar.finish();
                 anyhow::bail!(
                     "the server at {base} restarted during the backfill; its queue was lost: \

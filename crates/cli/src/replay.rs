@@ -67,8 +67,12 @@ pub struct ReplayStatus {
     pub ended_ms: Option<i64>,
     pub max_lag: u64,
     pub rows_read: u64,
-    /// Records still to read from the logs (known after the first checkpoint).
+    /// Records still to read from the logs (known after the first checkpoint, and while every
+    /// source's lag can be read).
     pub lag_records: Option<u64>,
+    /// Log sources whose lag could not be read at the last checkpoint: the replay waits for
+    /// them before it swaps.
+    pub lag_unknown: Vec<String>,
     pub watermark_ms: Option<i64>,
     pub checkpoints: u64,
     pub error: Option<String>,
@@ -98,6 +102,7 @@ impl ReplayStatus {
             max_lag,
             rows_read: 0,
             lag_records: None,
+            lag_unknown: vec![],
             watermark_ms: None,
             checkpoints: 0,
             error: None,
@@ -304,17 +309,9 @@ pub async fn start_correction(
     std::thread::Builder::new()
         .name(format!("correct-{name}"))
         .spawn(move || {
-            // The run on a thread of its own, so that this one can report its progress.
-            let file = hosted.spec.file.clone();
-            let job = std::thread::spawn(move || crate::serve::run_blocking(&file, options));
-            while !job.is_finished() {
-                std::thread::sleep(Duration::from_millis(200));
-                let read = live.snapshot().total_read();
-                update(&hosted, |r| r.rows_read = read);
-            }
-            let result = job
-                .join()
-                .unwrap_or_else(|_| Err(anyhow::anyhow!("the corrections job panicked")));
+            let result = run_watched(&hosted, options, &live, |snap| {
+                update(&hosted, |r| r.rows_read = snap.total_read())
+            });
             let snap = live.snapshot();
             update(&hosted, |r| {
                 r.ended_ms = Some(now_ms());
@@ -350,6 +347,32 @@ fn update(hosted: &Hosted, f: impl FnOnce(&mut ReplayStatus)) {
     }
 }
 
+/// Runs the job of `options` on a thread of its own; every 100 ms, and once more as it ends,
+/// `tick` sees its live numbers (to report progress, or to set the job's stop flag).
+fn run_watched(
+    hosted: &Hosted,
+    options: RunOptions,
+    live: &LiveStatus,
+    mut tick: impl FnMut(&flowline_runtime::StatusSnapshot),
+) -> Result<flowline_runtime::RunReport> {
+    let file = hosted.spec.file.clone();
+    let job = std::thread::Builder::new()
+        .name(format!("replay-job-{}", hosted.spec.name))
+        .spawn(move || crate::serve::run_blocking(&file, options))
+        .context("cannot start the replay job")?;
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        tick(&live.snapshot());
+        if job.is_finished() {
+            break;
+        }
+    }
+    match job.join() {
+        Ok(result) => result,
+        Err(_) => bail!("the replay job panicked"),
+    }
+}
+
 /// Runs the shadow job until caught up, compares, swaps. Returns the final status.
 fn drive(
     hosted: &Arc<Hosted>,
@@ -359,24 +382,15 @@ fn drive(
     live: Arc<LiveStatus>,
     streaming: bool,
 ) -> Result<&'static str> {
-    let file = hosted.spec.file.clone();
-    let job = std::thread::Builder::new()
-        .name(format!("replay-job-{}", hosted.spec.name))
-        .spawn(move || crate::serve::run_blocking(&file, options))
-        .context("cannot start the replay job")?;
-    loop {
-        std::thread::sleep(Duration::from_millis(100));
-        let snap = live.snapshot();
+    run_watched(hosted, options, &live, |snap| {
         let lag = (snap.checkpoints > 0).then(|| snap.known_lag()).flatten();
         update(hosted, |r| {
             r.rows_read = snap.total_read();
             r.lag_records = lag;
+            r.lag_unknown.clone_from(&snap.lag_unknown);
             r.watermark_ms = snap.watermark();
             r.checkpoints = snap.checkpoints;
         });
-        if job.is_finished() {
-            break;
-        }
         if hosted.stop.load(Ordering::SeqCst) {
             stop.store(true, Ordering::SeqCst);
         }
@@ -384,13 +398,8 @@ fn drive(
             // Caught up: a final checkpoint publishes everything read.
             stop.store(true, Ordering::SeqCst);
         }
-    }
-    match job.join() {
-        Ok(result) => {
-            result.context("the replay job failed")?;
-        }
-        Err(_) => bail!("the replay job panicked"),
-    }
+    })
+    .context("the replay job failed")?;
     if hosted.stop.load(Ordering::SeqCst) {
         return Ok("stopped");
     }

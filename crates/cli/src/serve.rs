@@ -150,7 +150,8 @@ pub struct Alert {
     pub kind: &'static str,
     /// `firing` or `resolved`.
     pub status: &'static str,
-    pub value: i64,
+    /// The lag or age when last checked; `None`: it could not be read (which breaches).
+    pub value: Option<i64>,
     pub threshold: i64,
     pub message: String,
     /// When it started firing.
@@ -174,7 +175,8 @@ pub struct AlertBook {
 /// One threshold checked now.
 struct Check {
     kind: &'static str,
-    value: i64,
+    /// `None`: unknown, a breach.
+    value: Option<i64>,
     threshold: i64,
     message: String,
 }
@@ -191,7 +193,7 @@ impl AlertBook {
             message,
         } = check;
         let at = self.firing.iter().position(|a| a.kind == kind);
-        let event = match (value > threshold, at) {
+        let event = match (value.is_none_or(|v| v > threshold), at) {
             (true, None) => {
                 let since = *self.pending.entry(kind).or_insert(now);
                 if now - since < hold_ms {
@@ -409,7 +411,7 @@ impl Hosted {
     /// started firing or resolved since the last check.
     pub fn check_alerts(&self) -> Vec<Alert> {
         let now = now_ms();
-        let mut checks: Vec<(&'static str, i64, i64, String)> = vec![];
+        let mut checks: Vec<(&'static str, Option<i64>, i64, String)> = vec![];
         if let Some(max) = self.spec.alert_lag {
             let (lag, message) = lag_check(&self.live(), max);
             checks.push(("lag", lag, max as i64, message));
@@ -425,7 +427,7 @@ impl Hosted {
             };
             checks.push((
                 "freshness",
-                age,
+                Some(age),
                 max,
                 format!(
                     "{what} {} ago (threshold {})",
@@ -1040,14 +1042,14 @@ impl Server {
 
 /// The lag an alert compares with `max`, and what to say. A lag that cannot be read breaches:
 /// nobody can tell the pipeline is keeping up.
-fn lag_check(live: &StatusSnapshot, max: u64) -> (i64, String) {
+fn lag_check(live: &StatusSnapshot, max: u64) -> (Option<i64>, String) {
     match live.known_lag() {
         Some(lag) => (
-            lag as i64,
+            Some(lag as i64),
             format!("{lag} records behind its logs (threshold {max})"),
         ),
         None => (
-            i64::MAX,
+            None,
             format!(
                 "lag of {} cannot be read (threshold {max})",
                 live.lag_unknown.join(", ")
@@ -1067,20 +1069,33 @@ mod tests {
         live.lag_records.insert("payments".into(), 2);
         assert_eq!(
             lag_check(&live, 100),
-            (42, "42 records behind its logs (threshold 100)".into())
+            (
+                Some(42),
+                "42 records behind its logs (threshold 100)".into()
+            )
         );
         // The other sources being caught up proves nothing about the one that cannot be read.
         live.lag_unknown.push("clicks".into());
         assert_eq!(live.known_lag(), None);
         let (lag, message) = lag_check(&live, 100);
-        assert!(lag > 100, "{lag}");
+        assert_eq!(lag, None);
         assert_eq!(message, "lag of clicks cannot be read (threshold 100)");
+        // An unknown value breaches: the alert fires, with no value.
+        let mut book = AlertBook::default();
+        let check = Check {
+            kind: "lag",
+            value: lag,
+            threshold: 100,
+            message,
+        };
+        let fired = book.observe("p", check, 0, 0).expect("fires");
+        assert_eq!((fired.status, fired.value), ("firing", None));
     }
 
     fn check(value: i64) -> Check {
         Check {
             kind: "lag",
-            value,
+            value: Some(value),
             threshold: 100,
             message: format!("{value} records behind"),
         }
@@ -1095,7 +1110,8 @@ mod tests {
         assert_eq!((fired.status, fired.since_ms), ("firing", 1_000));
         assert!(book.observe("p", check(170), 2_000, 0).is_none(), "once");
         assert_eq!(
-            book.firing[0].value, 170,
+            book.firing[0].value,
+            Some(170),
             "the firing alert follows the value"
         );
         let resolved = book.observe("p", check(10), 3_000, 0).unwrap();

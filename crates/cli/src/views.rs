@@ -211,8 +211,18 @@ pub fn check(view: &ViewSpec, server: &Server) -> Result<()> {
             writer.spec.plan
         );
     }
-    if server.tables.contains_key(&view.name) {
-        bail!("view {}: a serving table has that name", view.name);
+    // SQL names are case-insensitive here (unquoted names are lower-cased), so `Daily` and
+    // `daily` would clash in every query.
+    if let Some(table) = server
+        .tables
+        .keys()
+        .find(|t| t.eq_ignore_ascii_case(&view.name))
+    {
+        bail!(
+            "view {}: serving table `{table}` has that name (names differ only in case clash \
+             in SQL): rename the view",
+            view.name
+        );
     }
     if !is_query(&view.stream) && !server.tables.contains_key(&view.stream) {
         bail!(
@@ -244,14 +254,16 @@ async fn evaluate_in(ctx: &SessionContext, server: &Server, view: &ViewSpec) -> 
         format!("\"{}\"", view.stream)
     };
     // Read here (not only when the SQL below plans), because a batch table with nothing
-    // published yet leaves the stream side alone; a store that fails fails the view.
-    let has_batch = ctx
-        .catalog("datafusion")
-        .and_then(|c| c.schema("public"))
-        .ok_or_else(|| anyhow!("no serving schema"))?
-        .table(&view.batch)
-        .await?
-        .is_some();
+    // published yet leaves the stream side alone; a store that fails fails the view. Without a
+    // batch run there is no boundary, and the batch side is not read at all.
+    let has_batch = boundary_ms.is_some()
+        && ctx
+            .catalog("datafusion")
+            .and_then(|c| c.schema("public"))
+            .ok_or_else(|| anyhow!("no serving schema"))?
+            .table(&view.batch)
+            .await?
+            .is_some();
     let sql = match (boundary_ms, has_batch) {
         (Some(b), true) => {
             let at = chrono::DateTime::from_timestamp_millis(b)

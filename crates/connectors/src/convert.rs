@@ -420,15 +420,25 @@ impl Converter {
                         && !is_null(&in_nulls, row)
                         && !failures.is_failed(row)
                     {
-                        let detail = match struct_field_failure(input, &out, row) {
-                            Some((name, value, target)) => format!(
-                                "column `{}.{name}`: cannot convert '{value}' to {target}",
-                                field.name()
+                        let (reason, detail) = match struct_field_failure(input, &out, row) {
+                            Some((name, value, target)) => (
+                                if is_time_type(&target) {
+                                    RejectReason::BadTimestamp
+                                } else {
+                                    RejectReason::BadValue
+                                },
+                                format!(
+                                    "column `{}.{name}`: cannot convert '{value}' to {target}",
+                                    field.name()
+                                ),
                             ),
-                            None => format!(
-                                "column `{}`: cannot convert '{}' to {target}",
-                                field.name(),
-                                render_value(input, row)
+                            None => (
+                                reason,
+                                format!(
+                                    "column `{}`: cannot convert '{}' to {target}",
+                                    field.name(),
+                                    render_value(input, row)
+                                ),
                             ),
                         };
                         failures.set(row, reason, detail);
@@ -613,6 +623,7 @@ fn timestamps<T: ArrowTimestampType>(
 mod tests {
     use super::*;
     use arrow::array::{AsArray, Int32Array};
+    use arrow::datatypes::Field;
     use arrow::datatypes::Int32Type;
     use flowline_core::{ColumnDef, WatermarkDef};
     use std::collections::BTreeMap;
@@ -706,6 +717,60 @@ mod tests {
             ]
         );
         assert_eq!(out.rejects[0].raw, "row1");
+    }
+
+    #[test]
+    fn a_row_read_field_by_field_rejects_naming_the_field() {
+        let fields = Fields::from(vec![
+            Field::new("n", DataType::Int64, true),
+            Field::new("at", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+        ]);
+        let d = def(&[("r", DataType::Struct(fields.clone()), true)], None);
+        let conv = Converter::new(&d, None).unwrap();
+        // Rows: good; a bad number; a bad time; a NULL row (not a reject).
+        let text_fields = Fields::from(vec![
+            Field::new("n", DataType::Utf8, true),
+            Field::new("at", DataType::Utf8, true),
+        ]);
+        let input: ArrayRef = Arc::new(StructArray::new(
+            text_fields,
+            vec![
+                strings(&[Some("1"), Some("x"), Some("3"), None]),
+                strings(&[Some("2026-03-17 10:00:00"), None, Some("soon"), None]),
+            ],
+            Some(NullBuffer::from(vec![true, true, true, false])),
+        ));
+        let out = conv
+            .finish(
+                vec![input],
+                4,
+                Failures::default(),
+                Path::new("f"),
+                &mut |r| (r as u64 + 1, format!("row{r}")),
+            )
+            .unwrap();
+        assert_eq!(out.batch.num_rows(), 2);
+        assert_eq!(out.batch.column(0).null_count(), 1);
+        let reasons: Vec<_> = out
+            .rejects
+            .iter()
+            .map(|r| (r.line.unwrap(), r.reason, r.detail.as_str()))
+            .collect();
+        assert_eq!(
+            reasons,
+            vec![
+                (
+                    2,
+                    RejectReason::BadValue,
+                    "column `r.n`: cannot convert 'x' to Int64"
+                ),
+                (
+                    3,
+                    RejectReason::BadTimestamp,
+                    "column `r.at`: cannot convert 'soon' to Timestamp(ms)"
+                ),
+            ]
+        );
     }
 
     #[test]

@@ -10,8 +10,10 @@
 //! - a string is unescaped; for a non-string column it is trimmed and an empty one is NULL;
 //! - a ROW column of nullable scalar fields is read field by field, by these same rules, into
 //!   one text column per field (`StructText`; converted to the field types later, a field that
-//!   does not convert rejecting its row and naming `row.field`); a ROW with nested fields and
-//!   an ARRAY are kept as their JSON text and decoded later;
+//!   does not convert rejecting its row and naming `row.field`); a string holding the object
+//!   (JSON encoded twice) is read the same way. A ROW with nested or NOT NULL fields and an
+//!   ARRAY are kept as their JSON text and decoded later by Arrow's JSON reader (exact field
+//!   names there);
 //! - an object or array fits only a ROW or ARRAY column or a string column (its compact text);
 //!   any other column rejects the row (`bad_value`), before anything of the row is appended;
 //! - text that is not UTF-8 or not one JSON object rejects the row (`invalid_json`) with the
@@ -167,12 +169,9 @@ impl JsonColumns {
         let row = batch.spans.len() - 1;
         // Validated once here (SIMD), so that serde_json reads it as `str` without checking
         // every string again.
-        let checked = match simdutf8::basic::from_utf8(text) {
+        let checked = match simdutf8::compat::from_utf8(text) {
             Ok(text) => self.check(text).map(|()| text),
-            Err(_) => Err(match std::str::from_utf8(text) {
-                Err(e) => (RejectReason::InvalidJson, format!("invalid UTF-8: {e}")),
-                Ok(_) => (RejectReason::InvalidJson, "invalid UTF-8".to_string()),
-            }),
+            Err(e) => Err((RejectReason::InvalidJson, format!("invalid UTF-8: {e}"))),
         };
         let text = match checked {
             Ok(text) => text,
@@ -190,6 +189,11 @@ impl JsonColumns {
     fn check(&mut self, text: &str) -> Result<(), Failure> {
         self.slots.iter_mut().for_each(|s| *s = None);
         self.locate(text)?;
+        self.check_values(text)
+    }
+
+    /// The part of [`Self::check`] after `locate`.
+    fn check_values(&mut self, text: &str) -> Result<(), Failure> {
         // A nested value only fits a string column (as its JSON text) or a ROW / ARRAY column.
         self.decoded.iter_mut().for_each(|d| *d = None);
         for c in 0..self.slots.len() {
@@ -222,6 +226,31 @@ impl JsonColumns {
                     fields.check(&text[slot.start..slot.end])?;
                     true
                 }
+                // A ROW written as a string holding its object (JSON encoded twice), as the
+                // text path reads it: blank or `null` is NULL.
+                (b'"', Some(fields)) => {
+                    let quoted = &text[slot.start + 1..slot.end - 1];
+                    let inner = self.decoded[c].take().unwrap_or_else(|| quoted.to_string());
+                    let inner = inner.trim();
+                    let fits = match inner {
+                        "" | "null" => true,
+                        _ if inner.starts_with('{') => {
+                            fields.slots.iter_mut().for_each(|s| *s = None);
+                            fields.locate(inner).map_err(|(reason, detail)| {
+                                (reason, format!("column `{}`: {detail}", self.labels[c]))
+                            })?;
+                            fields.check_values(inner)?;
+                            true
+                        }
+                        _ => false,
+                    };
+                    self.decoded[c] = Some(if inner == "null" {
+                        String::new()
+                    } else {
+                        inner.to_string()
+                    });
+                    fits
+                }
                 (_, Some(_)) => false,
                 (b'{' | b'[', None) => self.is_string[c] || self.is_nested[c],
                 _ => true,
@@ -230,7 +259,7 @@ impl JsonColumns {
                 let detail = format!(
                     "column `{}`: cannot convert {} to {}",
                     self.labels[c],
-                    String::from_utf8_lossy(raw),
+                    &text[slot.start..slot.end],
                     self.types[c]
                 );
                 return Err((RejectReason::BadValue, detail));
@@ -250,12 +279,20 @@ impl JsonColumns {
             let builder = &mut builders[c];
             if let (Some(Some(row)), Some(fields)) = (structs.get_mut(c), &self.rows[c]) {
                 builder.append_null();
-                match slot {
-                    Some(slot) if text.as_bytes()[slot.start] == b'{' => {
-                        fields.append(&text[slot.start..slot.end], &mut row.children, &mut []);
+                // The object in place, or the one a string held (`check` kept it unescaped).
+                let object = match (slot, &self.decoded[c]) {
+                    (Some(_), Some(inner)) if !inner.is_empty() => Some(inner.as_str()),
+                    (Some(slot), None) if text.as_bytes()[slot.start] == b'{' => {
+                        Some(&text[slot.start..slot.end])
+                    }
+                    _ => None,
+                };
+                match object {
+                    Some(object) => {
+                        fields.append(object, &mut row.children, &mut []);
                         row.valid.append_non_null();
                     }
-                    _ => row.append_null(),
+                    None => row.append_null(),
                 }
                 continue;
             }
@@ -567,6 +604,10 @@ mod tests {
             r#"{"id": 6, "r": "text"}"#,
             r#"{"id": 7, "r": {"s": "\udc00"}}"#,
             r#"{"id": 8, "r": {}}"#,
+            r#"{"id": 9, "r": " {\"a\": 3} "}"#,
+            r#"{"id": 10, "r": " "}"#,
+            r#"{"id": 11, "r": "{\"a\": [1]}"}"#,
+            r#"{"id": 12, "r": "{bad"}"#,
         ]);
         // Field keys match as top-level keys do; a field's text is trimmed for a non-string
         // field and unescaped; unknown fields are skipped, whatever they hold.
@@ -608,6 +649,22 @@ mod tests {
         let (reason, detail) = got[6].clone().unwrap_err();
         assert_eq!(reason, RejectReason::InvalidJson);
         assert!(detail.starts_with("column `r.s`: "), "{detail}");
+        // A string holding the object (JSON encoded twice) reads as the object; blank is NULL.
+        assert_eq!(
+            got[8],
+            row([Some("9"), None, Some("folder"), Some("{a: 3, s: }")])
+        );
+        assert_eq!(got[9], row([Some("10"), None, Some("folder"), None]));
+        assert_eq!(
+            got[10],
+            Err((
+                RejectReason::BadValue,
+                "column `r.a`: cannot convert [1] to Int64".into()
+            ))
+        );
+        let (reason, detail) = got[11].clone().unwrap_err();
+        assert_eq!(reason, RejectReason::InvalidJson);
+        assert!(detail.starts_with("column `r`: "), "{detail}");
     }
     #[test]
     fn invalid_utf8_rejects_the_row() {

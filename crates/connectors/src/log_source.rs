@@ -292,10 +292,14 @@ impl LogSource {
             .unwrap_or_default();
         let schema = Arc::clone(self.converter.schema()); // physical columns: computed ones come after decoding
         let fields = schema.fields();
-        let is_string: Vec<bool> = fields
-            .iter()
-            .map(|f| is_string_type(f.data_type()))
-            .collect();
+        // CSV only: JSON columns know their own.
+        let is_string: Vec<bool> = match self.format {
+            LogFormat::Json => vec![],
+            LogFormat::Csv => fields
+                .iter()
+                .map(|f| is_string_type(f.data_type()))
+                .collect(),
+        };
         let mut body = Vec::with_capacity(records.iter().map(|r| r.value.len()).sum());
         let mut json = (self.format == LogFormat::Json)
             .then(|| JsonColumns::new(fields, vec![None; fields.len()]));

@@ -416,14 +416,22 @@ pub fn validate_sink_options(def: &TableDef) -> Result<()> {
     Ok(())
 }
 
-/// The error of a corrections run (`--from/--to`) whose pipeline writes a sink that is not a
-/// serving table: only serving tables can replace a time range of their rows.
-pub fn corrections_need_serving_table(sink: &str, connector: &str) -> Error {
-    Error::Plan(format!(
-        "corrections replace a time range of serving tables; sink `{sink}` is a '{connector}' \
-         table: run the corrections from a pipeline whose INSERTs all write serving tables \
-         ('connector' = 'table'), or run without --from/--to"
-    ))
+/// A corrections run (`--from/--to`) writes only serving tables: only they can replace a time
+/// range of their rows. Checked when the pipeline opens and again when its sinks do.
+pub fn check_corrections_sink(def: &TableDef) -> Result<()> {
+    if matches!(parse_sink(def)?, SinkConfig::Table) {
+        return Ok(());
+    }
+    let what = match def.connector() {
+        Some(c) => format!("a '{c}' table"),
+        None => "a table without a 'connector' option".to_string(),
+    };
+    Err(Error::Plan(format!(
+        "corrections replace a time range of serving tables; sink `{}` is {what}: run the \
+         corrections from a pipeline whose INSERTs all write serving tables ('connector' = \
+         'table'), or run without --from/--to",
+        def.name
+    )))
 }
 
 /// Opens the sink of table `def`. `schema` is the schema of the rows the pipeline will write.
@@ -440,11 +448,8 @@ pub fn open_sink(
     stdout: Box<dyn std::io::Write + Send>,
 ) -> Result<Box<dyn Sink>> {
     let config = parse_sink(def)?;
-    if ctx.slice.is_some() && !matches!(config, SinkConfig::Table) {
-        return Err(corrections_need_serving_table(
-            &def.name,
-            def.connector().unwrap_or("?"),
-        ));
+    if ctx.slice.is_some() {
+        check_corrections_sink(def)?;
     }
     match config {
         SinkConfig::Print(format) => {

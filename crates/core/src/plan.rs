@@ -369,7 +369,8 @@ pub struct DedupSpec {
     pub keep_last: bool,
     /// The input's columns, then the row number (always 1).
     pub schema: SchemaRef,
-    /// `table.exec.state.ttl` (ms): a key not seen while the watermark advanced this much is
-    /// forgotten (keep-first: its next row is emitted again).
+    /// `table.exec.state.ttl` (ms of event time): a key's kept row counts for rows at most this
+    /// long after it (keep-first: after the key's first row, so a later row is emitted again;
+    /// keep-last: after its newest).
     pub state_ttl: Option<i64>,
 }

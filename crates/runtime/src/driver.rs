@@ -45,6 +45,7 @@ const SETTINGS: &[&str] = &[
     "execution.emit-interval",
     "table.exec.emit.allow-lateness",
     "table.exec.state.ttl",
+    "parallelism.default",
 ];
 
 /// Command-line overrides; each falls back to the file's `SET`, then to a default.
@@ -179,6 +180,8 @@ pub struct OpenedPipeline {
     /// range; a temporal join's versioned table keeps everything before its end (the version
     /// valid at the range's start is older); a lookup dimension is read whole (absent here).
     time_cuts: BTreeMap<String, flowline_connectors::TimeRange>,
+    /// Batch mode over files: threads that decode and aggregate (`parallelism.default`).
+    batch_workers: usize,
 }
 
 /// Parses, plans and runs a pipeline file.
@@ -323,12 +326,7 @@ impl OpenedPipeline {
             }
             for sink in &sink_names {
                 if let Some(t) = def.table(sink) {
-                    if t.connector() != Some("table") {
-                        return Err(flowline_connectors::sink::corrections_need_serving_table(
-                            sink,
-                            t.connector().unwrap_or("?"),
-                        ));
-                    }
+                    flowline_connectors::sink::check_corrections_sink(t)?;
                 }
             }
         }
@@ -395,6 +393,18 @@ impl OpenedPipeline {
                 },
                 None => Duration::from_secs(2),
             },
+        };
+        // Batch mode over files: how many threads decode and aggregate (default: every core).
+        let batch_workers = match def.settings.get("parallelism.default") {
+            Some(n) => n.parse::<usize>().ok().filter(|&n| n > 0).ok_or_else(|| {
+                setting_error(
+                    "parallelism.default",
+                    format!("'{n}' is not a positive number of threads"),
+                )
+            })?,
+            None => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
         };
         let max_records_per_batch = match def.settings.get("execution.max-records-per-batch") {
             Some(n) => n.parse::<u64>().ok().filter(|&n| n > 0).ok_or_else(|| {
@@ -555,9 +565,15 @@ impl OpenedPipeline {
                             other => other,
                         },
                     )?;
+                    // DataFusion computes the exact answer: a state TTL does not apply there.
+                    let ttl = if state_ttl.is_some() {
+                        " ('table.exec.state.ttl' does not apply to it: the answer is exact)"
+                    } else {
+                        ""
+                    };
                     planned.push(Planned::DataFusion {
                         bound: insert,
-                        reason: format!("{construct}: {hint}"),
+                        reason: format!("{construct}: {hint}{ttl}"),
                     })
                 }
                 Err(e) => return Err(e),
@@ -659,6 +675,7 @@ impl OpenedPipeline {
             serving_version: options.serving_version.clone(),
             time_range: options.time_range.clone(),
             time_cuts,
+            batch_workers,
         })
     }
 
@@ -876,9 +893,7 @@ impl OpenedPipeline {
         }
         let mut buffered: BTreeMap<String, Vec<RecordBatch>> = BTreeMap::new();
         let workers = match self.mode {
-            Mode::Batch => std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2),
+            Mode::Batch => self.batch_workers,
             Mode::Stream => 1,
         };
         // Lookup joins' dimension tables first: they are loaded before the rows that join them.
@@ -1236,9 +1251,11 @@ impl OpenedPipeline {
                                 let read = read_so_far
                                     .fetch_add(n, std::sync::atomic::Ordering::Relaxed)
                                     + n;
-                                live.update(|l| {
-                                    let seen = l.rows_read.entry(name.to_string()).or_default();
-                                    *seen = (*seen).max(read);
+                                live.update(|l| match l.rows_read.get_mut(name) {
+                                    Some(seen) => *seen = (*seen).max(read),
+                                    None => {
+                                        l.rows_read.insert(name.to_string(), read);
+                                    }
                                 });
                                 run.tracker.observe(&batch)?;
                                 for (prefix, aggregate, sink, rows) in parts.iter_mut() {
@@ -2460,7 +2477,7 @@ fn describe(node: &Node) -> String {
             }
         ),
         Node::OverAggregate(spec) => format!(
-            "over-aggregate [{}] partition by [{}] order by {} {}",
+            "over-aggregate [{}] partition by [{}] order by {} {}{}",
             spec.calls
                 .iter()
                 .map(|(f, arg)| format!("{f:?}({arg})"))
@@ -2477,6 +2494,12 @@ fn describe(node: &Node) -> String {
                     preceding: u64::MAX,
                 } => "rows unbounded preceding".into(),
                 OverFrame::Rows { preceding } => format!("rows {preceding} preceding"),
+            },
+            match spec.state_ttl {
+                Some(ttl) => format!(
+                    ", a partition restarted {ttl} ms of event time after its newest row"
+                ),
+                None => String::new(),
             }
         ),
         Node::WindowRank(spec) => format!(

@@ -87,9 +87,11 @@ pub fn read_json_lines_tail(
     let mut end = f.metadata().map_err(io)?.len();
     // `tail` holds the bytes after `end`, starting at a line start once more was read.
     let mut tail: Vec<u8> = vec![];
-    let mut out: Vec<serde_json::Value> = vec![];
+    // The lines found, one vector per chunk, last chunk first.
+    let mut found_per_chunk: Vec<Vec<serde_json::Value>> = vec![];
+    let mut found_total = 0;
     const CHUNK: u64 = 64 * 1024;
-    while out.len() < n && end > 0 {
+    while found_total < n && end > 0 {
         let start = end.saturating_sub(CHUNK);
         let mut chunk = vec![0u8; (end - start) as usize];
         f.seek(SeekFrom::Start(start)).map_err(io)?;
@@ -108,29 +110,43 @@ pub fn read_json_lines_tail(
                 }
             }
         };
-        let mut found: Vec<serde_json::Value> = chunk[first_full..]
+        let found: Vec<serde_json::Value> = chunk[first_full..]
             .split(|&b| b == b'\n')
             .filter_map(|line| serde_json::from_slice(line).ok())
             .collect();
-        found.extend(out);
-        out = found;
+        found_total += found.len();
+        found_per_chunk.push(found);
         tail = chunk[..first_full].to_vec();
         end = start;
     }
+    let mut out: Vec<serde_json::Value> = found_per_chunk.into_iter().rev().flatten().collect();
     let skip = out.len().saturating_sub(n);
     Ok(out.split_off(skip))
 }
 
 /// The number of lines of a file (a last line without its newline counts); a missing file has
-/// none. Reads the bytes without parsing them.
+/// none. Streams the bytes through a fixed buffer without parsing them.
 pub fn count_lines(path: &std::path::Path) -> flowline_core::Result<usize> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
+    use std::io::Read;
+    let io = |e| flowline_core::Error::io("read", path, e);
+    let mut f = match std::fs::File::open(path) {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(flowline_core::Error::io("read", path, e)),
+        Err(e) => return Err(io(e)),
     };
-    let newlines = bytes.iter().filter(|&&b| b == b'\n').count();
-    Ok(newlines + usize::from(bytes.last().is_some_and(|&b| b != b'\n')))
+    let mut buf = vec![0u8; 64 * 1024];
+    let (mut lines, mut last) = (0, b'\n');
+    loop {
+        let read = match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(read) => read,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io(e)),
+        };
+        lines += buf[..read].iter().filter(|&&b| b == b'\n').count();
+        last = buf[read - 1];
+    }
+    Ok(lines + usize::from(last != b'\n'))
 }
 
 #[cfg(test)]

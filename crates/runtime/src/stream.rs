@@ -834,21 +834,18 @@ impl Job<'_> {
         let mut lag = BTreeMap::new();
         for (s, source) in self.sources.iter().enumerate() {
             let readers = match self.lag_readers.entry(s) {
-                std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
-                std::collections::btree_map::Entry::Vacant(v) => match source.readers() {
-                    Ok(readers) => v.insert(readers),
-                    Err(e) => {
-                        if self.lag_unknown.insert(s) {
-                            eprintln!("warning: lag of source {} unknown: {e}", self.names[s]);
-                        }
-                        continue;
-                    }
-                },
+                std::collections::btree_map::Entry::Occupied(o) => Ok(o.into_mut()),
+                std::collections::btree_map::Entry::Vacant(v) => source
+                    .readers()
+                    .map(|r| v.insert(r))
+                    .map_err(|e| e.to_string()),
             };
-            let ends: std::result::Result<Vec<u64>, _> = readers
-                .iter_mut()
-                .map(|r| r.offsets().map(|(_, end)| end))
-                .collect();
+            let ends = readers.and_then(|readers| {
+                readers
+                    .iter_mut()
+                    .map(|r| r.offsets().map(|(_, end)| end).map_err(|e| e.to_string()))
+                    .collect::<std::result::Result<Vec<u64>, String>>()
+            });
             match ends {
                 Ok(ends) => {
                     let behind = ends

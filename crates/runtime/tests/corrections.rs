@@ -1,6 +1,7 @@
 //! Corrections (`RunOptions::time_range`): a batch run over the sources' rows in an event-time
 //! range replaces exactly that range of its serving table. Over several files a batch run
-//! aggregates in parallel (one worker per core), and each worker cuts its rows to the range.
+//! aggregates in parallel (two workers here, whatever the machine's cores), and each worker
+//! cuts its rows to the range.
 
 use std::fs;
 use std::path::Path;
@@ -16,7 +17,8 @@ const DAY: i64 = 1_773_619_200_000;
 
 fn pipeline(revenue: &str) -> String {
     format!(
-        "CREATE TABLE orders (store STRING, amount BIGINT, ts TIMESTAMP(3),
+        "SET 'parallelism.default' = '2';
+         CREATE TABLE orders (store STRING, amount BIGINT, ts TIMESTAMP(3),
            WATERMARK FOR ts AS ts - INTERVAL '1' MINUTE)
          WITH ('connector' = 'files', 'path' = 'input', 'format' = 'csv');
          CREATE TABLE hourly (store STRING, window_start TIMESTAMP(3), revenue BIGINT,
@@ -112,4 +114,45 @@ async fn corrections_over_several_files_replace_only_their_range() {
         let expected = if in_range { 20 } else { 10 };
         assert_eq!(*revenue, expected, "{store} {start}: {after:?}");
     }
+}
+
+#[tokio::test]
+async fn corrections_refuse_a_sink_that_is_not_a_serving_table() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir_all(dir.path().join("input")).unwrap();
+    fs::write(
+        dir.path().join("input/part-0.csv"),
+        "store,amount,ts\ns1,1,2026-03-16 00:00:00\n",
+    )
+    .unwrap();
+    let path = dir.path().join("pipeline.sql");
+    let text = pipeline("SUM(amount)").replace(
+        "WITH ('connector' = 'table', 'path' = 'serving/hourly')",
+        "WITH ('connector' = 'files', 'path' = 'out', 'format' = 'csv')",
+    );
+    fs::write(&path, text).unwrap();
+    let err = run_pipeline(
+        &path,
+        RunOptions {
+            mode: Some(Mode::Batch),
+            state_dir: Some(dir.path().join("state")),
+            time_range: Some(TimeRange {
+                from_ms: DAY,
+                to_ms: DAY + HOUR,
+                column: None,
+            }),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("sink `hourly` is a 'files' table")
+            && err.contains("('connector' = 'table')")
+            && err.contains("without --from/--to"),
+        "{err}"
+    );
+    // Refused before data moved: no output.
+    assert!(!dir.path().join("out").exists());
 }

@@ -153,8 +153,9 @@ pub struct LowerOptions {
     /// Update mode: how long (ms) a window's state outlives its end for late rows
     /// (`SET 'table.exec.emit.allow-lateness'`).
     pub allowed_lateness: i64,
-    /// Unbounded state (a GROUP BY without window, a regular join): drop what was not updated
-    /// for this many ms of event time (`SET 'table.exec.state.ttl'`).
+    /// Unbounded state (a GROUP BY without window, a regular join, deduplication keys, OVER
+    /// partitions) is dropped by this many ms of event time (`SET 'table.exec.state.ttl'`;
+    /// what each operator counts from is in its spec).
     pub state_ttl: Option<i64>,
 }
 
@@ -1371,9 +1372,16 @@ impl<'a> Lowering<'a> {
         let plan_error = |m: String| Error::Plan(format!("line {}: {construct}: {m}", t.line));
         // A view that keeps the last row per key by event time is that table versioned by the
         // key (Flink's versioned view): its rows are joined as the table's, without the ranking.
+        let proctime = is_proctime(self.def, &j.left, &t.column);
         let view;
-        let (table, primary_key, j) = match self.def.table(&t.table) {
-            Some(table) => (table, table.primary_key.clone(), j),
+        let (table, primary_key, j, is_view) = match self.def.table(&t.table) {
+            Some(table) => (table, table.primary_key.clone(), j, false),
+            None if proctime => {
+                return Err(plan_error(format!(
+                    "a lookup join reads a files table as loaded; `{}` is a view (a versioned view joins only AS OF the input's event time)",
+                    t.table
+                )));
+            }
             None => {
                 let (table, key, right) = self.versioned_view(&j.right).map_err(|m| {
                     plan_error(format!(
@@ -1385,10 +1393,9 @@ impl<'a> Lowering<'a> {
                     right: Arc::new(right),
                     ..j.clone()
                 };
-                (table, key, &view)
+                (table, key, &view, true)
             }
         };
-        let is_view = self.def.table(&t.table).is_none();
         let left = self.lower(&j.left)?;
         self.as_of_input.set(Some(t.name.as_str()));
         let right = self.lower(&j.right);
@@ -1407,14 +1414,7 @@ impl<'a> Lowering<'a> {
                 "a temporal join needs an equality between the input and the table's key in its ON (`o.currency = r.currency`)".into(),
             ));
         }
-        let proctime = is_proctime(self.def, &j.left, &t.column);
         let (as_of, pairs, rest) = if proctime {
-            if is_view {
-                return Err(plan_error(format!(
-                    "a lookup join reads a files table as loaded; `{}` is a view (a versioned view joins only AS OF the input's event time)",
-                    t.table
-                )));
-            }
             if table.connector() != Some("files") {
                 return Err(self.unsupported(
                     &format!("a lookup join ({construct}) against `{}`, which is not a files table", table.name),
@@ -1431,8 +1431,9 @@ impl<'a> Lowering<'a> {
             };
             let Some(right_time) = column_named(&j.right, &wm.column) else {
                 return Err(plan_error(format!(
-                    "the versioned table's event time `{}` is not among its columns here",
-                    wm.column
+                    "the versioned table's event time `{}` is not among its columns here: select it, unrenamed{}",
+                    wm.column,
+                    if is_view { ", in the view" } else { "" }
                 )));
             };
             self.check_event_time(&j.right, &right_time, &right, "the versioned table's time")?;

@@ -168,7 +168,7 @@ impl Deduplicate {
                         k.row = Some(row);
                     }
                     None => {
-                        self.kept_bytes += size + key.len() + 48;
+                        self.kept_bytes += size + self.key_bytes(&key);
                         if self.spec.state_ttl.is_some() {
                             self.expiry.push(Reverse((t, key.clone())));
                         }
@@ -215,7 +215,7 @@ impl Deduplicate {
                     }
                     Some(_) => continue,
                     None => {
-                        self.kept_bytes += key.len() + 48;
+                        self.kept_bytes += self.key_bytes(&key);
                         if self.spec.state_ttl.is_some() {
                             self.expiry.push(Reverse((t, key.clone())));
                         }
@@ -237,6 +237,16 @@ impl Deduplicate {
         Ok(())
     }
 
+    /// Approximate bytes of a kept key apart from its row: the key, its map entry and, with a
+    /// TTL, its expiry entry (a second copy of the key and its time).
+    fn key_bytes(&self, key: &[u8]) -> usize {
+        let expiry = match self.spec.state_ttl {
+            Some(_) => key.len() + 32,
+            None => 0,
+        };
+        key.len() + 48 + expiry
+    }
+
     /// State TTL: drops the keys whose row is more than the TTL before the watermark (every
     /// row still to come is after the watermark, so none of them could find such a key).
     fn expire(&mut self) {
@@ -256,7 +266,8 @@ impl Deduplicate {
             };
             if due(now) {
                 let k = self.kept.remove(&key).expect("present");
-                self.kept_bytes -= key.len() + 48 + k.row.as_ref().map_or(0, |r| r.as_ref().len());
+                self.kept_bytes -=
+                    self.key_bytes(&key) + k.row.as_ref().map_or(0, |r| r.as_ref().len());
                 self.expired += 1;
             } else {
                 // A newer row of the key since: due later.
@@ -364,7 +375,7 @@ impl Deduplicate {
         };
         for i in 0..kept.num_rows() {
             let row = rows.as_ref().map(|r| r.row(i).owned());
-            bytes += keys.value(i).len() + 48 + row.as_ref().map_or(0, |r| r.as_ref().len());
+            bytes += self.key_bytes(keys.value(i)) + row.as_ref().map_or(0, |r| r.as_ref().len());
             map.insert(
                 keys.value(i).to_vec(),
                 KeptRow {

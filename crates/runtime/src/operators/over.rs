@@ -37,8 +37,8 @@
 //! key, time, arguments) and the running aggregates (partition key, then value and count per
 //! call, then with a TTL the partition's newest time).
 
-use std::cmp::Ordering;
-use std::collections::{BTreeMap, VecDeque};
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, BinaryArray, Int64Array, RecordBatch};
@@ -147,6 +147,9 @@ struct Partition {
     totals: Vec<Acc>,
     /// The time of the partition's newest row (its last row for bounded frames).
     last: i64,
+    /// State TTL: the time of the partition's entry in the expiry heap (an entry with another
+    /// time is left over from an earlier partition of the key, and is dropped).
+    queued_at: i64,
 }
 
 pub struct OverAggregate {
@@ -155,6 +158,9 @@ pub struct OverAggregate {
     /// Rows waiting for the watermark to pass their time.
     waiting: TimeBuffer,
     partitions: BTreeMap<Vec<u8>, Partition>,
+    /// State TTL: one (time, key) entry per partition, earliest first, checked when the
+    /// watermark passes time + TTL (the partition may have had newer rows since).
+    expiry: BinaryHeap<Reverse<(i64, Vec<u8>)>>,
     /// Bytes of the kept frame rows and of the partitions themselves, kept up to date.
     kept_bytes: usize,
     watermark: Watermark,
@@ -195,6 +201,7 @@ impl OverAggregate {
             spec,
             table_name: table_name.to_string(),
             partitions: BTreeMap::new(),
+            expiry: BinaryHeap::new(),
             kept_bytes: 0,
             watermark: Watermark::MIN,
             arg_types,
@@ -293,15 +300,34 @@ impl OverAggregate {
         }
         // State TTL: a partition no row to come can reach is dropped.
         if let Some(ttl) = self.spec.state_ttl {
-            let mut freed = 0;
-            self.partitions.retain(|k, p| {
-                let keep = p.last.saturating_add(ttl) >= w;
-                if !keep {
-                    freed += partition_bytes(k, p) + p.rows.iter().map(|r| r.2).sum::<usize>();
+            let due = |time: i64| time.saturating_add(ttl) < w;
+            while self
+                .expiry
+                .peek()
+                .is_some_and(|Reverse((time, _))| due(*time))
+            {
+                let Reverse((time, key)) = self.expiry.pop().expect("peeked");
+                let entry = key.len() + 32;
+                let Some(p) = self
+                    .partitions
+                    .get_mut(&key)
+                    .filter(|p| p.queued_at == time)
+                else {
+                    // Left over from a partition dropped since.
+                    self.kept_bytes = self.kept_bytes.saturating_sub(entry);
+                    continue;
+                };
+                if due(p.last) {
+                    let freed =
+                        partition_bytes(&key, p) + p.rows.iter().map(|r| r.2).sum::<usize>();
+                    self.kept_bytes = self.kept_bytes.saturating_sub(freed + entry);
+                    self.partitions.remove(&key);
+                } else {
+                    // Newer rows since: due later.
+                    p.queued_at = p.last;
+                    self.expiry.push(Reverse((p.last, key)));
                 }
-                keep
-            });
-            self.kept_bytes = self.kept_bytes.saturating_sub(freed);
+            }
         }
         Ok(())
     }
@@ -365,8 +391,13 @@ impl OverAggregate {
                         rows: VecDeque::new(),
                         totals,
                         last: t,
+                        queued_at: t,
                     };
                     self.kept_bytes += partition_bytes(key.as_ref(), &partition);
+                    if self.spec.state_ttl.is_some() {
+                        self.kept_bytes += key.as_ref().len() + 32;
+                        self.expiry.push(Reverse((t, key.as_ref().to_vec())));
+                    }
                     self.partitions.insert(key.as_ref().to_vec(), partition);
                 }
                 let partition = self
@@ -608,6 +639,14 @@ impl OverAggregate {
             .map(|(k, p)| partition_bytes(k, p))
             .sum::<usize>();
         self.waiting.replace(waiting)?;
+        self.expiry = BinaryHeap::new();
+        if self.spec.state_ttl.is_some() {
+            for (key, p) in partitions.iter_mut() {
+                p.queued_at = p.last;
+                kept_bytes += key.len() + 32;
+                self.expiry.push(Reverse((p.last, key.clone())));
+            }
+        }
         self.partitions = partitions;
         self.kept_bytes = kept_bytes;
         self.watermark = watermark;
