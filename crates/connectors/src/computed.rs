@@ -17,6 +17,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use flowline_core::{ComputedExpr, Error, RejectReason, Result, TableDef};
 
 use crate::convert::Failures;
+use crate::needed::Needed;
 
 enum Kind {
     Expr(Arc<dyn PhysicalExpr>),
@@ -115,6 +116,18 @@ impl ComputedColumns {
             layout,
             output: Arc::new(Schema::new(out_fields)),
         }))
+    }
+
+    /// What converting a batch reads of the physical columns when the pipeline reads `needed`
+    /// of the declared ones: those, and whatever the computed columns' expressions read.
+    pub(crate) fn physical_needed(&self, needed: &Needed) -> Needed {
+        let mut physical = needed.remap(self.layout.len(), |i| self.layout[i].ok());
+        for column in &self.columns {
+            if let Kind::Expr(e) = &column.kind {
+                physical.add_expr(e);
+            }
+        }
+        physical
     }
 
     /// Every column, physical and computed, in declared order.

@@ -23,6 +23,7 @@ use datafusion::scalar::ScalarValue;
 use flowline_core::{Error, Reject, RejectReason, Result, TableDef};
 
 use crate::computed::ComputedColumns;
+use crate::needed::Needed;
 use crate::source::Decoded;
 
 /// Why one row failed before or during conversion.
@@ -240,6 +241,15 @@ impl Converter {
     /// The columns of every decoded batch: physical and computed, in declared order.
     pub(crate) fn output_schema(&self) -> &SchemaRef {
         &self.output
+    }
+
+    /// What decoding reads of the physical columns when the pipeline reads `needed` of the
+    /// declared ones (computed columns read physical ones).
+    pub(crate) fn physical_needed(&self, needed: &Needed) -> Needed {
+        match &self.computed {
+            Some(computed) => computed.physical_needed(needed),
+            None => needed.clone(),
+        }
     }
 
     /// Whether the table has computed columns (which may read any physical column).

@@ -50,6 +50,7 @@ mod hive;
 mod json_row;
 mod log_sink;
 pub mod log_source;
+mod needed;
 pub mod nexmark;
 pub mod nexmark_source;
 mod options;
@@ -65,4 +66,5 @@ pub use sink::{
     open_sink, validate_sink_options, Prepared, PreparedFile, PreparedPartition, Sink, SinkCommit,
     SinkContext, SinkMode, TimeRange, WrittenFile,
 };
+pub use needed::Needed;
 pub use source::{BoundedSource, Decoded, FileSource, SourceFile};

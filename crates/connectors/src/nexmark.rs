@@ -496,6 +496,16 @@ pub struct NexmarkGenerator {
     events_for_in_flight_auctions: u64,
     seed_key: u64,
     channels: &'static ChannelTable,
+    /// Per kind (person, auction, bid): leave `extra` empty, because nothing reads it.
+    empty_extra: [bool; 3],
+}
+
+/// Which kinds' `extra` padding a reader does not need ([`NexmarkGenerator::leave_extra_empty`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UnreadExtra {
+    pub person: bool,
+    pub auction: bool,
+    pub bid: bool,
 }
 
 impl NexmarkGenerator {
@@ -517,7 +527,15 @@ impl NexmarkGenerator {
             events_for_in_flight_auctions,
             channels: channel_table(),
             config,
+            empty_extra: [false; 3],
         })
+    }
+
+    /// Leaves the `extra` padding of these kinds empty: generating it is a large share of the
+    /// generator's work, and queries rarely read it. Every other value is unchanged, because
+    /// `extra` is the last value drawn for an event.
+    pub fn leave_extra_empty(&mut self, unread: UnreadExtra) {
+        self.empty_extra = [unread.person, unread.auction, unread.bid];
     }
 
     /// Moves to stream position `position` (forwards or backwards).
@@ -644,9 +662,11 @@ impl NexmarkGenerator {
         let state_len = c.state.push(state.as_bytes());
 
         c.date_time.push(ts);
-        let current = 8 + name_len + email_len + card_len + city_len + state_len;
-        let len = extra_len(rng, current, self.config.avg_person_byte_size as usize);
-        push_letters(rng, len, &mut c.extra.data);
+        if !self.empty_extra[0] {
+            let current = 8 + name_len + email_len + card_len + city_len + state_len;
+            let len = extra_len(rng, current, self.config.avg_person_byte_size as usize);
+            push_letters(rng, len, &mut c.extra.data);
+        }
         c.extra.end_value();
     }
 
@@ -689,9 +709,11 @@ impl NexmarkGenerator {
         let desc_len = c.description.end_value();
         c.reserve.push(initial_bid + next_price(rng));
 
-        let current = 8 + name_len + desc_len + 8 + 8 + 8 + 8 + 8;
-        let len = extra_len(rng, current, cfg.avg_auction_byte_size as usize);
-        push_letters(rng, len, &mut c.extra.data);
+        if !self.empty_extra[1] {
+            let current = 8 + name_len + desc_len + 8 + 8 + 8 + 8 + 8;
+            let len = extra_len(rng, current, cfg.avg_auction_byte_size as usize);
+            push_letters(rng, len, &mut c.extra.data);
+        }
         c.extra.end_value();
     }
 
@@ -724,8 +746,10 @@ impl NexmarkGenerator {
         c.url.push_slot(&channel.url, channel.url_len);
         c.date_time.push(ts);
 
-        let len = extra_len(rng, 8 + 8 + 8 + 8, cfg.avg_bid_byte_size as usize);
-        push_letters(rng, len, &mut c.extra.data);
+        if !self.empty_extra[2] {
+            let len = extra_len(rng, 8 + 8 + 8 + 8, cfg.avg_bid_byte_size as usize);
+            push_letters(rng, len, &mut c.extra.data);
+        }
         c.extra.end_value();
     }
 

@@ -22,7 +22,9 @@ use flowline_core::{Error, Result, TableDef};
 use serde_json::json;
 
 use crate::convert::{Converter, Failures};
-use crate::nexmark::{nested_schema, NexmarkConfig, NexmarkGenerator, DEFAULT_BASE_TIME_MS};
+use crate::nexmark::{
+    nested_schema, NexmarkConfig, NexmarkGenerator, UnreadExtra, DEFAULT_BASE_TIME_MS,
+};
 use crate::options;
 use crate::source::{BoundedSource, Decoded};
 
@@ -119,7 +121,7 @@ impl BoundedSource for NexmarkSource {
         &self,
         index: usize,
         batch_size: usize,
-        _needed: Option<&[bool]>,
+        needed: Option<&crate::Needed>,
         emit: &mut dyn FnMut(Decoded) -> Result<()>,
     ) -> Result<()> {
         let start = index as u64 * PART_EVENTS;
@@ -137,6 +139,20 @@ impl BoundedSource for NexmarkSource {
         let mut generator =
             NexmarkGenerator::at(config, start).map_err(|e| Error::Internal(e.to_string()))?;
         let declared = self.converter.schema();
+        if let Some(needed) = needed {
+            // What converting reads (computed columns such as `dateTime` read ROW fields too).
+            let physical = self.converter.physical_needed(needed);
+            let unread = |column: &str| {
+                declared
+                    .index_of(column)
+                    .map_or(true, |i| !physical.reads_field(i, "extra"))
+            };
+            generator.leave_extra_empty(UnreadExtra {
+                person: unread("person"),
+                auction: unread("auction"),
+                bid: unread("bid"),
+            });
+        }
         while let Some(batch) = generator.next_batch(batch_size) {
             let first = generator.position() - batch.num_rows() as u64;
             let rows = batch.num_rows();
@@ -359,6 +375,8 @@ fn parse_base_time(text: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Needed;
+    use arrow::array::RecordBatch;
     use flowline_core::ColumnDef;
     use std::collections::BTreeMap;
 
@@ -408,6 +426,67 @@ mod tests {
                 .unwrap();
         }
         assert!(reference.next_batch(1).is_none(), "every event was read");
+    }
+
+    #[test]
+    fn extra_padding_nobody_reads_is_left_empty() {
+        use arrow::array::{Array, AsArray, StructArray};
+        let mut table = def(&[("connector", "nexmark"), ("events.num", "3000")]);
+        // Nexmark's `dateTime AS CASE ...`: it reads a field of every ROW, never `extra`.
+        table.computed.push(flowline_core::ComputedColumn {
+            name: "dateTime".into(),
+            expr: flowline_core::ComputedExpr::Sql(
+                "CASE WHEN event_type = 0 THEN person.\"dateTime\" \
+                 WHEN event_type = 1 THEN auction.\"dateTime\" ELSE bid.\"dateTime\" END"
+                    .into(),
+            ),
+            position: 4,
+        });
+        let source = NexmarkSource::open(&table).unwrap();
+        let schema = source.schema();
+        let at = |name: &str| schema.index_of(name).unwrap();
+        // Reads bid.price and the whole person; auction only through `dateTime`.
+        let mut needed = Needed::none(schema.fields().len());
+        needed.add_field(at("bid"), "price");
+        needed.add_column(at("person"));
+        needed.add_column(at("dateTime"));
+        let read = |needed: Option<&Needed>| {
+            let mut batches = vec![];
+            source
+                .read_part(0, 1000, needed, &mut |d| {
+                    batches.push(d.batch);
+                    Ok(())
+                })
+                .unwrap();
+            arrow::compute::concat_batches(&schema, &batches).unwrap()
+        };
+        let (all, some) = (read(None), read(Some(&needed)));
+        let extra_bytes = |batch: &RecordBatch, column: &str| {
+            let row = batch.column(at(column)).as_any().downcast_ref::<StructArray>().unwrap();
+            row.column_by_name("extra").unwrap().as_string::<i32>().values().len()
+        };
+        assert!(extra_bytes(&all, "bid") > 100_000 && extra_bytes(&all, "auction") > 10_000);
+        assert_eq!(extra_bytes(&some, "bid"), 0);
+        assert_eq!(extra_bytes(&some, "auction"), 0);
+        assert_eq!(extra_bytes(&some, "person"), extra_bytes(&all, "person"));
+        // Every other value is the same: `extra` is the last value drawn for an event.
+        for (i, field) in schema.fields().iter().enumerate() {
+            match all.column(i).as_any().downcast_ref::<StructArray>() {
+                Some(row) => {
+                    let other = some.column(i).as_any().downcast_ref::<StructArray>().unwrap();
+                    assert_eq!(row.nulls(), other.nulls(), "{}", field.name());
+                    for name in row.column_names().into_iter().filter(|n| *n != "extra") {
+                        assert_eq!(
+                            row.column_by_name(name),
+                            other.column_by_name(name),
+                            "{}.{name}",
+                            field.name()
+                        );
+                    }
+                }
+                None => assert_eq!(all.column(i), some.column(i), "{}", field.name()),
+            }
+        }
     }
 
     #[test]

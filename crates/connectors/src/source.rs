@@ -18,6 +18,7 @@ use parquet::arrow::ProjectionMask;
 use crate::convert::{is_string_type, text_convertible, Converter, Failures};
 use crate::hive;
 use crate::json_row::JsonColumns;
+use crate::needed::Needed;
 use crate::options::{self, FileFormat};
 
 /// The options a file source accepts.
@@ -72,13 +73,13 @@ pub trait BoundedSource: Send + Sync {
     fn parts(&self) -> usize;
 
     /// Decodes part `index` into batches of at most `batch_size` rows, reading only the
-    /// columns flagged in `needed` where the format allows (`None`: all); rows that fail go to
+    /// columns (and `ROW` fields) in `needed` where the format allows (`None`: all); rows that fail go to
     /// [`Decoded::rejects`]. Stops early and returns the error if `emit` fails.
     fn read_part(
         &self,
         index: usize,
         batch_size: usize,
-        needed: Option<&[bool]>,
+        needed: Option<&Needed>,
         emit: &mut dyn FnMut(Decoded) -> Result<()>,
     ) -> Result<()>;
 
@@ -99,7 +100,7 @@ impl BoundedSource for FileSource {
         &self,
         index: usize,
         batch_size: usize,
-        needed: Option<&[bool]>,
+        needed: Option<&Needed>,
         emit: &mut dyn FnMut(Decoded) -> Result<()>,
     ) -> Result<()> {
         self.read_file_projected(index, batch_size, needed, emit)
@@ -218,15 +219,15 @@ impl FileSource {
         self.read_file_projected(index, batch_size, None, emit)
     }
 
-    /// Like [`read_file`](Self::read_file), reading only the declared columns whose flag in
-    /// `needed` is true. Parquet does not decode the others; they arrive as NULLs, unless the
+    /// Like [`read_file`](Self::read_file), reading only the declared columns `needed`
+    /// reads. Parquet does not decode the others; they arrive as NULLs, unless the
     /// column is `NOT NULL`, which is always read. CSV and JSON lines still convert every
     /// column, so which rows are rejected never depends on the query.
     pub fn read_file_projected(
         &self,
         index: usize,
         batch_size: usize,
-        needed: Option<&[bool]>,
+        needed: Option<&Needed>,
         emit: &mut dyn FnMut(Decoded) -> Result<()>,
     ) -> Result<()> {
         let file = self.files.get(index).ok_or_else(|| {
@@ -468,7 +469,7 @@ impl FileSource {
         &self,
         file: &SourceFile,
         batch_size: usize,
-        needed: Option<&[bool]>,
+        needed: Option<&Needed>,
         emit: &mut dyn FnMut(Decoded) -> Result<()>,
     ) -> Result<()> {
         let input_error = |e: &dyn std::fmt::Display| Error::Input {
@@ -490,7 +491,7 @@ impl FileSource {
         let mut roots = Vec::new();
         for (i, field) in schema.fields().iter().enumerate() {
             let name = field.name();
-            if field.is_nullable() && needed.is_some_and(|n| !n.get(i).copied().unwrap_or(true)) {
+            if field.is_nullable() && needed.is_some_and(|n| !n.reads(i)) {
                 sources.push(ColumnSource::Skipped);
                 continue;
             }

@@ -360,6 +360,48 @@ impl ScalarUDFImpl for RegexpExtract {
         Ok(DataType::Utf8)
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        // The usual call: a literal regex and group. The regex compiles once per thread, not
+        // per batch, and neither literal is repeated into a column.
+        let literal_group = match args.args.get(2) {
+            None => Some(Some(1)),
+            Some(ColumnarValue::Scalar(g)) if g.data_type().is_integer() => {
+                Some(match g.cast_to(&DataType::Int64)? {
+                    ScalarValue::Int64(g) => g,
+                    _ => None,
+                })
+            }
+            Some(_) => None,
+        };
+        if let (Some(group), ColumnarValue::Scalar(pattern)) = (literal_group, &args.args[1]) {
+            let text = utf8(&args.args[0].to_array(args.number_rows)?)?;
+            let text = text.as_string::<i32>();
+            let pattern = match pattern.cast_to(&DataType::Utf8)? {
+                ScalarValue::Utf8(p) => p,
+                other => return exec_err!("REGEXP_EXTRACT regex of type {}", other.data_type()),
+            };
+            let (Some(group), Some(pattern)) = (group, pattern) else {
+                return Ok(ColumnarValue::Array(arrow::array::new_null_array(
+                    &DataType::Utf8,
+                    args.number_rows,
+                )));
+            };
+            let re = cached_regex(&pattern)?;
+            let mut locations = re.capture_locations();
+            let mut out = StringBuilder::with_capacity(text.len(), text.len() * 8);
+            for row in 0..text.len() {
+                if text.is_null(row) {
+                    out.append_null();
+                    continue;
+                }
+                let s = text.value(row);
+                let value = usize::try_from(group).ok().and_then(|g| {
+                    re.captures_read(&mut locations, s)?;
+                    locations.get(g).map(|(a, b)| &s[a..b])
+                });
+                out.append_option(value);
+            }
+            return Ok(ColumnarValue::Array(Arc::new(out.finish())));
+        }
         let columns = arrays(&args)?;
         let text = utf8(&columns[0])?;
         let text = text.as_string::<i32>();
@@ -387,13 +429,9 @@ impl ScalarUDFImpl for RegexpExtract {
             };
             let pattern = regexes.value(row);
             if cached.as_ref().is_none_or(|(p, _, _)| p != pattern) {
-                match regex::Regex::new(pattern) {
-                    Ok(r) => {
-                        let locations = r.capture_locations();
-                        cached = Some((pattern.to_string(), r, locations));
-                    }
-                    Err(e) => return exec_err!("REGEXP_EXTRACT regex '{pattern}': {e}"),
-                }
+                let r = cached_regex(pattern)?;
+                let locations = r.capture_locations();
+                cached = Some((pattern.to_string(), r, locations));
             }
             let (_, re, locations) = cached.as_mut().expect("set above");
             let s = text.value(row);
@@ -406,6 +444,37 @@ impl ScalarUDFImpl for RegexpExtract {
         }
         Ok(ColumnarValue::Array(Arc::new(out.finish())))
     }
+}
+
+/// How many compiled regexes each thread keeps.
+const REGEX_CACHE_SIZE: usize = 16;
+
+thread_local! {
+    /// The regexes this thread compiled last, newest at the end: a pipeline calls
+    /// REGEXP_EXTRACT once per batch with the same few patterns.
+    static REGEX_CACHE: std::cell::RefCell<Vec<(String, regex::Regex)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `pattern` compiled, from this thread's cache when it was compiled before.
+fn cached_regex(pattern: &str) -> Result<regex::Regex> {
+    REGEX_CACHE.with_borrow_mut(|cache| {
+        if let Some(at) = cache.iter().position(|(p, _)| p == pattern) {
+            let entry = cache.remove(at);
+            let re = entry.1.clone();
+            cache.push(entry);
+            return Ok(re);
+        }
+        let re = match regex::Regex::new(pattern) {
+            Ok(re) => re,
+            Err(e) => return exec_err!("REGEXP_EXTRACT regex '{pattern}': {e}"),
+        };
+        if cache.len() == REGEX_CACHE_SIZE {
+            cache.remove(0);
+        }
+        cache.push((pattern.to_string(), re.clone()));
+        Ok(re)
+    })
 }
 
 // ------------------------------------------------------------------------- SPLIT_INDEX
@@ -705,6 +774,31 @@ mod tests {
             ["42"]
         );
         assert_eq!(eval("SELECT regexp_extract('abc', 'x(y)')").await, ["NULL"]);
+        // Over a column: literal regex and group (compiled once per thread), a NULL regex or
+        // group, and regexes and groups that vary per row.
+        let rows = "(VALUES ('k=1&v=2', 'v=([0-9])', 1), ('v=7', '(k)=', 1), (NULL, 'x', 1), \
+                    ('k=3', NULL, 1), ('k=4', 'k=([0-9])', NULL), ('k=5', 'k=([0-9])', 0)) \
+                    AS t(s, p, g)";
+        assert_eq!(
+            eval(&format!("SELECT regexp_extract(s, 'v=([0-9])') FROM {rows}")).await,
+            ["2", "7", "NULL", "NULL", "NULL", "NULL"]
+        );
+        assert_eq!(
+            eval(&format!("SELECT regexp_extract(s, 'k=([0-9])', 0) FROM {rows}")).await,
+            ["k=1", "NULL", "NULL", "k=3", "k=4", "k=5"]
+        );
+        assert_eq!(
+            eval(&format!("SELECT regexp_extract(s, CAST(NULL AS VARCHAR)) FROM {rows}")).await,
+            ["NULL"; 6]
+        );
+        assert_eq!(
+            eval(&format!("SELECT regexp_extract(s, p, g) FROM {rows}")).await,
+            ["2", "NULL", "NULL", "NULL", "NULL", "k=5"]
+        );
+        assert_eq!(
+            eval(&format!("SELECT regexp_extract(s, 'k=([0-9])', g) FROM {rows}")).await,
+            ["1", "NULL", "NULL", "3", "NULL", "k=5"]
+        );
         assert_eq!(
             eval("SELECT regexp_extract('a1b22', '[0-9]+', 0)").await,
             ["1"]

@@ -13,8 +13,8 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::datasource::empty::EmptyTable;
 use flowline_connectors::sink::{SinkContext, SinkMode};
 use flowline_connectors::{
-    open_sink, validate_sink_options, BoundedSource, Decoded, FileSource, LogSource, NexmarkSource,
-    Sink, SinkCommit,
+    open_sink, validate_sink_options, BoundedSource, Decoded, FileSource, LogSource, Needed,
+    NexmarkSource, Sink, SinkCommit,
 };
 use flowline_core::plan::{AsOf, InsertPlan, JoinKind, Node, OutputMode, OverFrame, WindowKind};
 use flowline_core::{Error, Message, Operator, Output, Result, TableDef, Watermark};
@@ -920,17 +920,14 @@ impl OpenedPipeline {
                 None
             } else {
                 let width = source.schema().fields().len();
-                let mut needed = vec![false; width];
+                let mut needed = Needed::none(width);
                 if let Some(c) = tracker.column {
-                    needed[c] = true;
+                    needed.add_column(c);
                 }
                 for chain in chains.iter().filter(|c| c.reads(name)) {
                     match &chain.used_columns {
-                        Some(used) => used
-                            .iter()
-                            .filter(|&&i| i < width)
-                            .for_each(|&i| needed[i] = true),
-                        None => needed.iter_mut().for_each(|n| *n = true),
+                        Some(used) => needed.merge(used),
+                        None => needed = Needed::all(width),
                     }
                 }
                 Some(needed)
@@ -1181,7 +1178,7 @@ impl OpenedPipeline {
         name: &str,
         source: &Arc<dyn BoundedSource>,
         table: &TableDef,
-        needed: Option<Vec<bool>>,
+        needed: Option<Needed>,
         workers: usize,
         chains: &mut [Chain],
         bin: &mut RejectBin,
@@ -1213,7 +1210,7 @@ impl OpenedPipeline {
             let handles: Vec<_> = (0..workers)
                 .map(|w| {
                     let (plans, needed, source, name) =
-                        (&plans, needed.as_deref(), source.clone(), name);
+                        (&plans, needed.as_ref(), source.clone(), name);
                     scope.spawn(move || -> Result<PartialRun> {
                         let mut parts = vec![];
                         for (nodes, k, sink) in plans {
@@ -1659,7 +1656,7 @@ pub(crate) struct Chain {
     /// Position of the window aggregate among `nodes`, if any.
     aggregate_at: Option<usize>,
     /// Source columns the chain reads (`None`: all).
-    used_columns: Option<BTreeSet<usize>>,
+    used_columns: Option<Needed>,
     pub(crate) source: String,
     /// A join's right input: its source; its operators are `ops[right_at..]`, and feed the
     /// join at `ops[join_at]` (the left input's and the join's and what follows are
@@ -2045,35 +2042,29 @@ pub(crate) fn dimension_check_interval(table: &TableDef) -> Result<Duration> {
     }
 }
 
-/// The source columns an INSERT's chain reads, or `None` when it passes every column through.
-fn used_columns(plan: &InsertPlan) -> Option<BTreeSet<usize>> {
-    use datafusion::physical_expr::utils::collect_columns;
-    use datafusion::physical_expr::PhysicalExpr;
+/// The source columns (and ROW fields) an INSERT's chain reads, or `None` when it passes every
+/// column through.
+fn used_columns(plan: &InsertPlan) -> Option<Needed> {
     if plan.right.is_some() {
         // Both inputs' columns: read every column of both sources.
         return None;
     }
-    let mut used = BTreeSet::new();
-    let add = |e: &Arc<dyn PhysicalExpr>, used: &mut BTreeSet<usize>| {
-        used.extend(collect_columns(e).iter().map(|c| c.index()));
-    };
+    let mut used = Needed::none(0);
     for node in &plan.nodes {
         match node {
-            Node::Filter { predicate } => add(predicate, &mut used),
+            Node::Filter { predicate } => used.add_expr(predicate),
             // Appends the window columns after the source's: source indices stay valid.
-            Node::WindowAssign(spec) => {
-                used.insert(spec.time_column);
-            }
+            Node::WindowAssign(spec) => used.add_column(spec.time_column),
             Node::Project { exprs, .. } => {
-                exprs.iter().for_each(|e| add(e, &mut used));
+                exprs.iter().for_each(|e| used.add_expr(e));
                 return Some(used);
             }
             Node::WindowAggregate(spec) | Node::RetractAggregate(spec) => {
-                spec.group_exprs.iter().for_each(|e| add(e, &mut used));
+                spec.group_exprs.iter().for_each(|e| used.add_expr(e));
                 for call in &spec.calls {
-                    add(&call.arg, &mut used);
+                    used.add_expr(&call.arg);
                     if let Some(f) = &call.filter {
-                        add(f, &mut used);
+                        used.add_expr(f);
                     }
                 }
                 return Some(used);

@@ -7,7 +7,7 @@ use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use flowline_connectors::{BoundedSource, Decoded};
+use flowline_connectors::{BoundedSource, Decoded, Needed};
 use flowline_core::{Error, Result};
 
 enum Item {
@@ -24,12 +24,12 @@ pub struct SourceReader {
 }
 
 impl SourceReader {
-    /// `needed`: the declared columns the pipeline uses (`None`: all of them).
+    /// `needed`: the declared columns (and ROW fields) the pipeline uses (`None`: all of them).
     pub fn start(
         source: Arc<dyn BoundedSource>,
         batch_size: usize,
         workers: usize,
-        needed: Option<Vec<bool>>,
+        needed: Option<Needed>,
     ) -> SourceReader {
         let needed = needed.map(Arc::new);
         let files = source.parts();
@@ -43,7 +43,7 @@ impl SourceReader {
             let needed = needed.clone();
             threads.push(std::thread::spawn(move || {
                 for index in (w..files).step_by(workers) {
-                    let needed = needed.as_deref().map(Vec::as_slice);
+                    let needed = needed.as_deref();
                     let result = source.read_part(index, batch_size, needed, &mut |d| {
                         tx.send(Item::Batch(d))
                             .map_err(|_| Error::Internal("reader stopped".into()))

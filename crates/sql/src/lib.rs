@@ -16,6 +16,7 @@ pub mod bind;
 mod group_window;
 pub mod lower;
 pub mod parse;
+mod stateless;
 mod types;
 
 pub use bind::{bind, new_session, BoundInsert, TvfBinder, WINDOW_COLUMNS};

@@ -227,6 +227,11 @@ pub fn lower_insert(
             )),
             other => other,
         })?;
+    let mut chain = chain;
+    crate::stateless::optimize(&mut chain.nodes)?;
+    if let Some(right) = &mut chain.right {
+        crate::stateless::optimize(&mut right.nodes)?;
+    }
     let deletes = chain
         .nodes
         .iter()
