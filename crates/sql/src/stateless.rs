@@ -10,7 +10,8 @@
 //!
 //! Invariants: the chain's output (its last node's schema and values) is unchanged, and only
 //! runs of filters and projections are rewritten, so every other node sees the same columns at
-//! the same indices.
+//! the same indices. A projection that feeds a window is never pruned: a late row is rejected
+//! there with every column, so it can be corrected and replayed.
 
 use std::any::Any;
 use std::collections::BTreeSet;
