@@ -61,10 +61,10 @@ pub mod source;
 
 pub use json_row::json_kind;
 pub use log_source::{LogSource, Startup};
+pub use needed::Needed;
 pub use nexmark_source::NexmarkSource;
 pub use sink::{
     open_sink, validate_sink_options, Prepared, PreparedFile, PreparedPartition, Sink, SinkCommit,
     SinkContext, SinkMode, TimeRange, WrittenFile,
 };
-pub use needed::Needed;
 pub use source::{BoundedSource, Decoded, FileSource, SourceFile};

@@ -137,10 +137,13 @@ fn field_access(expr: &Arc<dyn PhysicalExpr>) -> Option<(usize, &str)> {
         return None;
     };
     let column = (base.as_ref() as &dyn Any).downcast_ref::<Column>()?;
-    match (name.as_ref() as &dyn Any).downcast_ref::<Literal>()?.value() {
-        ScalarValue::Utf8(Some(n)) | ScalarValue::LargeUtf8(Some(n)) | ScalarValue::Utf8View(Some(n)) => {
-            Some((column.index(), n.as_str()))
-        }
+    match (name.as_ref() as &dyn Any)
+        .downcast_ref::<Literal>()?
+        .value()
+    {
+        ScalarValue::Utf8(Some(n))
+        | ScalarValue::LargeUtf8(Some(n))
+        | ScalarValue::Utf8View(Some(n)) => Some((column.index(), n.as_str())),
         _ => None,
     }
 }
@@ -171,7 +174,10 @@ mod tests {
             Field::new("person", row, true),
         ]);
         let mut needed = Needed::none(3);
-        needed.add_expr(&planned("CASE WHEN kind = 2 THEN bid.price * 2 END", &schema));
+        needed.add_expr(&planned(
+            "CASE WHEN kind = 2 THEN bid.price * 2 END",
+            &schema,
+        ));
         assert!(needed.reads(0) && needed.reads(1) && !needed.reads(2));
         assert!(needed.reads_field(1, "price"));
         assert!(!needed.reads_field(1, "extra"));

@@ -462,8 +462,16 @@ mod tests {
         };
         let (all, some) = (read(None), read(Some(&needed)));
         let extra_bytes = |batch: &RecordBatch, column: &str| {
-            let row = batch.column(at(column)).as_any().downcast_ref::<StructArray>().unwrap();
-            row.column_by_name("extra").unwrap().as_string::<i32>().values().len()
+            let row = batch
+                .column(at(column))
+                .as_any()
+                .downcast_ref::<StructArray>()
+                .unwrap();
+            row.column_by_name("extra")
+                .unwrap()
+                .as_string::<i32>()
+                .values()
+                .len()
         };
         assert!(extra_bytes(&all, "bid") > 100_000 && extra_bytes(&all, "auction") > 10_000);
         assert_eq!(extra_bytes(&some, "bid"), 0);
@@ -473,7 +481,11 @@ mod tests {
         for (i, field) in schema.fields().iter().enumerate() {
             match all.column(i).as_any().downcast_ref::<StructArray>() {
                 Some(row) => {
-                    let other = some.column(i).as_any().downcast_ref::<StructArray>().unwrap();
+                    let other = some
+                        .column(i)
+                        .as_any()
+                        .downcast_ref::<StructArray>()
+                        .unwrap();
                     assert_eq!(row.nulls(), other.nulls(), "{}", field.name());
                     for name in row.column_names().into_iter().filter(|n| *n != "extra") {
                         assert_eq!(

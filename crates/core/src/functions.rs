@@ -780,15 +780,24 @@ mod tests {
                     ('k=3', NULL, 1), ('k=4', 'k=([0-9])', NULL), ('k=5', 'k=([0-9])', 0)) \
                     AS t(s, p, g)";
         assert_eq!(
-            eval(&format!("SELECT regexp_extract(s, 'v=([0-9])') FROM {rows}")).await,
+            eval(&format!(
+                "SELECT regexp_extract(s, 'v=([0-9])') FROM {rows}"
+            ))
+            .await,
             ["2", "7", "NULL", "NULL", "NULL", "NULL"]
         );
         assert_eq!(
-            eval(&format!("SELECT regexp_extract(s, 'k=([0-9])', 0) FROM {rows}")).await,
+            eval(&format!(
+                "SELECT regexp_extract(s, 'k=([0-9])', 0) FROM {rows}"
+            ))
+            .await,
             ["k=1", "NULL", "NULL", "k=3", "k=4", "k=5"]
         );
         assert_eq!(
-            eval(&format!("SELECT regexp_extract(s, CAST(NULL AS VARCHAR)) FROM {rows}")).await,
+            eval(&format!(
+                "SELECT regexp_extract(s, CAST(NULL AS VARCHAR)) FROM {rows}"
+            ))
+            .await,
             ["NULL"; 6]
         );
         assert_eq!(
@@ -796,7 +805,10 @@ mod tests {
             ["2", "NULL", "NULL", "NULL", "NULL", "k=5"]
         );
         assert_eq!(
-            eval(&format!("SELECT regexp_extract(s, 'k=([0-9])', g) FROM {rows}")).await,
+            eval(&format!(
+                "SELECT regexp_extract(s, 'k=([0-9])', g) FROM {rows}"
+            ))
+            .await,
             ["1", "NULL", "NULL", "3", "NULL", "k=5"]
         );
         assert_eq!(

@@ -123,7 +123,10 @@ fn project_before_filter(nodes: &mut Vec<Node>) {
                 Node::Filter {
                     predicate: Arc::new(Column::new("__filter", n)),
                 },
-                Node::Project { exprs: columns, schema },
+                Node::Project {
+                    exprs: columns,
+                    schema,
+                },
             ],
         );
         at += 3;
@@ -214,8 +217,15 @@ mod tests {
     fn run(nodes: &[Node], batch: RecordBatch) -> RecordBatch {
         nodes.iter().fold(batch, |b, node| match node {
             Node::Filter { predicate } => {
-                let mask = predicate.evaluate(&b).unwrap().into_array(b.num_rows()).unwrap();
-                let mask = mask.as_any().downcast_ref::<arrow::array::BooleanArray>().unwrap();
+                let mask = predicate
+                    .evaluate(&b)
+                    .unwrap()
+                    .into_array(b.num_rows())
+                    .unwrap();
+                let mask = mask
+                    .as_any()
+                    .downcast_ref::<arrow::array::BooleanArray>()
+                    .unwrap();
                 arrow::compute::filter_record_batch(&b, mask).unwrap()
             }
             Node::Project { exprs, schema } => {
@@ -276,7 +286,11 @@ mod tests {
                 Node::Filter { predicate } => format!("filter {predicate}"),
                 Node::Project { exprs, .. } => format!(
                     "project {}",
-                    exprs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", ")
+                    exprs
+                        .iter()
+                        .map(|e| e.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
                 _ => unreachable!(),
             })

@@ -84,12 +84,17 @@ impl Groups {
     }
 }
 
+/// One group's key in the row format.
+type GroupKey = smallvec::SmallVec<[u8; 24]>;
+
 /// Group bookkeeping, indexed by group id.
 #[derive(Default)]
 struct Groups {
     hashes: Vec<u64>,
     window: Vec<i64>,
-    keys: Vec<Box<[u8]>>,
+    /// Row-format keys; most (integers, short strings) fit inline, with no allocation per
+    /// group and no pointer to follow when probing.
+    keys: Vec<GroupKey>,
     free: Vec<u32>,
     /// Bytes of the live keys, kept up to date so state size is O(1) to report.
     key_bytes: usize,
@@ -1544,13 +1549,13 @@ fn find_or_insert(
                 Some(id) => {
                     groups.hashes[id as usize] = hash;
                     groups.window[id as usize] = window;
-                    groups.keys[id as usize] = key.into();
+                    groups.keys[id as usize] = GroupKey::from_slice(key);
                     id
                 }
                 None => {
                     groups.hashes.push(hash);
                     groups.window.push(window);
-                    groups.keys.push(key.into());
+                    groups.keys.push(GroupKey::from_slice(key));
                     (groups.hashes.len() - 1) as u32
                 }
             };
