@@ -51,7 +51,7 @@ pub fn router(server: Shared) -> Router {
         .route("/api/pipelines/{name}/backfill", post(backfill))
         .route(
             "/api/pipelines/{name}/replay",
-            post(replay_start).get(replay_status),
+            post(replay_start).get(replay_status).delete(replay_cancel),
         )
         .route("/api/tables", get(tables))
         .route("/api/tables/{name}", get(table))
@@ -447,6 +447,12 @@ fn replay_response(started: anyhow::Result<crate::replay::ReplayStatus>) -> Resp
         }
         Err(e) => error(StatusCode::BAD_REQUEST, format!("{e:#}")),
     }
+}
+
+/// Cancels the running replay (not corrections): 202 with its status, which ends `cancelled`;
+/// 409 when none is running.
+async fn replay_cancel(Pipeline(p): Pipeline) -> Response {
+    replay_response(crate::replay::cancel(&p))
 }
 
 /// The pipeline's last replay.

@@ -263,10 +263,14 @@ enum Command {
         #[arg(
             long = "as",
             value_name = "VERSION",
-            required_unless_present = "from",
-            conflicts_with = "from"
+            required_unless_present_any = ["from", "cancel"],
+            conflicts_with_all = ["from", "cancel"]
         )]
         version: Option<String>,
+        /// Cancel the running replay (asks the running server): the shadow job stops and its
+        /// version is deleted; nothing is swapped.
+        #[arg(long, conflicts_with = "from")]
+        cancel: bool,
         /// Corrections: the start of the event-time range (2026-03-17, RFC 3339, or ms).
         #[arg(long, requires = "to")]
         from: Option<String>,
@@ -421,8 +425,10 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
             max_lag,
             diff,
             listen,
+            cancel,
         } => {
             let what = match (version, from, to) {
+                _ if cancel => project_cmd::ReplayWhat::Cancel,
                 (Some(version), _, _) => project_cmd::ReplayWhat::Version(replay::ReplayRequest {
                     version,
                     max_lag,

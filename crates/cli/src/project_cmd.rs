@@ -74,9 +74,11 @@ pub enum ReplayWhat {
         to: String,
         column: Option<String>,
     },
+    /// Cancel the running replay.
+    Cancel,
 }
 
-/// `flowline replay PROJECT PIPELINE --as VERSION` or `--from T --to T`.
+/// `flowline replay PROJECT PIPELINE --as VERSION`, `--from T --to T` or `--cancel`.
 pub async fn replay(
     path: &Path,
     pipeline: &str,
@@ -85,10 +87,13 @@ pub async fn replay(
 ) -> Result<ExitCode> {
     let project = load(path, listen)?;
     let token = project.token.clone();
+    if let ReplayWhat::Cancel = what {
+        return cancel_replay(&project, pipeline).await;
+    }
     let time =
         |what: &str, t: &str| crate::http::parse_time(t).map_err(|e| anyhow!("--{what}: {e}"));
     let range = match &what {
-        ReplayWhat::Version(_) => None,
+        ReplayWhat::Version(_) | ReplayWhat::Cancel => None,
         ReplayWhat::Range { from, to, column } => Some(flowline_connectors::TimeRange {
             from_ms: time("from", from)?,
             to_ms: time("to", to)?,
@@ -155,6 +160,37 @@ pub async fn replay(
             ExitCode::FAILURE
         },
     )
+}
+
+/// Asks the running server to cancel the pipeline's replay, and follows it until it ends.
+async fn cancel_replay(project: &Project, pipeline: &str) -> Result<ExitCode> {
+    let token = project.token.clone();
+    let Some(base) = running_server(project) else {
+        bail!(
+            "no server answers at {}: a replay runs inside `flowline serve` (or inside the \
+             `flowline replay` that started it: stop that one with Ctrl-C)",
+            project.listen
+        );
+    };
+    let url = format!("{base}/api/pipelines/{pipeline}/replay");
+    let reply = client::request("DELETE", &url, token.as_deref(), None, API_TIMEOUT)?;
+    if reply.status != 202 {
+        return Err(api_error(&reply));
+    }
+    let status = follow_replay(|| {
+        let reply = client::request("GET", &url, token.as_deref(), None, API_TIMEOUT)?;
+        if reply.status != 200 {
+            return Err(api_error(&reply));
+        }
+        reply.json()
+    })
+    .await?;
+    print_replay(&status);
+    Ok(if status["status"] == "cancelled" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Polls a replay's status with a progress bar until it ends; returns the last status.

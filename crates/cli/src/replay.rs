@@ -15,7 +15,10 @@
 //! input, so the rerun's rows outside the range are dropped: give a range aligned to the windows.
 //!
 //! Started by `POST /api/pipelines/{name}/replay?as=v2` or `flowline replay PROJECT PIPELINE --as
-//! v2` (which asks a running server, or runs the replay itself when none is running).
+//! v2` (which asks a running server, or runs the replay itself when none is running); cancelled
+//! by `DELETE` on the same path or `flowline replay PROJECT PIPELINE --cancel`: the shadow job
+//! stops, and its version and state are deleted (a cancel that comes as the swap happens is too
+//! late: the status then says `swapped`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -58,7 +61,8 @@ pub struct ReplayStatus {
     pub version: String,
     /// The version served when the replay started.
     pub from_version: String,
-    /// catching-up, comparing, swapped, failed, stopped; for corrections: correcting, corrected
+    /// catching-up, comparing, swapped, cancelled, failed, stopped; for corrections:
+    /// correcting, corrected
     pub status: String,
     /// Corrections: the event-time range `[from, to)` rerun (ms since the Unix epoch).
     pub range: Option<(i64, i64)>,
@@ -79,6 +83,9 @@ pub struct ReplayStatus {
     pub diff: Option<Vec<TableDiff>>,
     #[serde(skip)]
     pub stop: Arc<AtomicBool>,
+    /// Set by a cancel request: the shadow job stops and its version is deleted, unswapped.
+    #[serde(skip)]
+    pub cancel: Arc<AtomicBool>,
 }
 
 impl ReplayStatus {
@@ -108,6 +115,7 @@ impl ReplayStatus {
             error: None,
             diff: None,
             stop,
+            cancel: Arc::new(AtomicBool::new(false)),
         };
         if let Ok(mut last) = hosted.replay.lock() {
             *last = Some(r.clone());
@@ -238,6 +246,8 @@ pub async fn start(hosted: &Arc<Hosted>, request: ReplayRequest) -> Result<Repla
             old_sinks.join(", ")
         );
     }
+    // The shadow's own state (checkpoints, rejects): deleted with it if the replay is cancelled.
+    let shadow_state = opened.state_dir.clone();
     drop(opened);
     let status = ReplayStatus::begin(
         hosted,
@@ -246,11 +256,20 @@ pub async fn start(hosted: &Arc<Hosted>, request: ReplayRequest) -> Result<Repla
         request.max_lag,
         stop.clone(),
     );
+    let cancel = status.cancel.clone();
     let hosted = hosted.clone();
     std::thread::Builder::new()
         .name(format!("replay-{name}"))
         .spawn(move || {
-            let outcome = drive(&hosted, &request, options, stop, live, streaming);
+            let job = Job {
+                options,
+                stop,
+                cancel,
+                live,
+                streaming,
+                shadow_state,
+            };
+            let outcome = drive(&hosted, &request, job);
             update(&hosted, |r| {
                 r.ended_ms = Some(now_ms());
                 match outcome {
@@ -373,16 +392,61 @@ fn run_watched(
     }
 }
 
-/// Runs the shadow job until caught up, compares, swaps. Returns the final status.
-fn drive(
-    hosted: &Arc<Hosted>,
-    request: &ReplayRequest,
+/// Cancels the pipeline's running replay: its shadow job stops at its next checkpoint (a batch
+/// run first ends), and the shadow version and its state are deleted; nothing is swapped.
+/// Corrections cannot be cancelled (each replaces its range as its run commits).
+pub fn cancel(hosted: &Hosted) -> Result<ReplayStatus> {
+    let name = &hosted.spec.name;
+    let mut last = hosted
+        .replay
+        .lock()
+        .map_err(|_| anyhow::anyhow!("replay status poisoned"))?;
+    let Some(r) = last.as_mut().filter(|r| r.running()) else {
+        return Err(Conflict(format!("pipeline {name} has no replay running")).into());
+    };
+    if r.range.is_some() {
+        return Err(Conflict(format!(
+            "pipeline {name} is running corrections, which cannot be cancelled: they replace \
+             their range as the run commits"
+        ))
+        .into());
+    }
+    r.cancel.store(true, Ordering::SeqCst);
+    Ok(r.clone())
+}
+
+/// A replay's shadow job and what controls it.
+struct Job {
     options: RunOptions,
     stop: Arc<AtomicBool>,
+    cancel: Arc<AtomicBool>,
     live: Arc<LiveStatus>,
     streaming: bool,
-) -> Result<&'static str> {
-    run_watched(hosted, options, &live, |snap| {
+    /// The shadow version's state folder.
+    shadow_state: std::path::PathBuf,
+}
+
+/// Deletes a cancelled replay's shadow version and state.
+fn discard(hosted: &Hosted, version: &str, job: &Job) -> Result<&'static str> {
+    for (name, table) in &hosted.serving {
+        table
+            .discard(version)
+            .with_context(|| format!("deleting version {version} of serving table {name}"))?;
+    }
+    match std::fs::remove_dir_all(&job.shadow_state) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(e).with_context(|| format!("deleting {}", job.shadow_state.display()))
+        }
+    }
+    Ok("cancelled")
+}
+
+/// Runs the shadow job until caught up, compares, swaps. Returns the final status.
+fn drive(hosted: &Arc<Hosted>, request: &ReplayRequest, job: Job) -> Result<&'static str> {
+    let (stop, streaming) = (&job.stop, job.streaming);
+    run_watched(hosted, job.options.clone(), &job.live, |snap| {
         let lag = (snap.checkpoints > 0).then(|| snap.known_lag()).flatten();
         update(hosted, |r| {
             r.rows_read = snap.total_read();
@@ -391,7 +455,7 @@ fn drive(
             r.watermark_ms = snap.watermark();
             r.checkpoints = snap.checkpoints;
         });
-        if hosted.stop.load(Ordering::SeqCst) {
+        if hosted.stop.load(Ordering::SeqCst) || job.cancel.load(Ordering::SeqCst) {
             stop.store(true, Ordering::SeqCst);
         }
         if streaming && lag.is_some_and(|l| l <= request.max_lag) {
@@ -400,10 +464,13 @@ fn drive(
         }
     })
     .context("the replay job failed")?;
+    if job.cancel.load(Ordering::SeqCst) {
+        return discard(hosted, &request.version, &job);
+    }
     if hosted.stop.load(Ordering::SeqCst) {
         return Ok("stopped");
     }
-    let snap = live.snapshot();
+    let snap = job.live.snapshot();
     update(hosted, |r| {
         r.rows_read = snap.total_read();
         r.watermark_ms = snap.watermark();
@@ -429,6 +496,9 @@ fn drive(
             reports.push(diff(name, table, &from, &request.version, closed_until)?);
         }
         update(hosted, |r| r.diff = Some(reports));
+    }
+    if job.cancel.load(Ordering::SeqCst) {
+        return discard(hosted, &request.version, &job);
     }
     for (name, table) in &hosted.serving {
         table

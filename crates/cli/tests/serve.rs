@@ -744,6 +744,34 @@ fn replay_builds_a_new_version_beside_the_served_one_and_swaps_it_in() {
         good.replace("tx_last_minute >= 4", "tx_last_minute >= 3"),
     )
     .unwrap();
+
+    // A replay cancelled while it catches up: nothing is swapped, and its version and state are
+    // deleted, so the name can be used again.
+    let cancel = |addr: &str| {
+        request(
+            addr,
+            "DELETE",
+            "/api/pipelines/fraud/replay",
+            Some(TOKEN),
+            "",
+        )
+    };
+    assert_eq!(cancel(&addr).status, 409, "nothing is replaying yet");
+    let r = post(&addr, "/api/pipelines/fraud/replay?as=v2&max_lag=0", "");
+    assert_eq!(r.status, 202, "{}", r.text());
+    let r = cancel(&addr);
+    assert_eq!(r.status, 202, "{}", r.text());
+    let cancelled = wait(60, "the replay to be cancelled", || {
+        let r = get(&addr, "/api/pipelines/fraud/replay").json();
+        (!matches!(r["status"].as_str(), Some("catching-up" | "comparing"))).then_some(r)
+    });
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    assert!(!dir.join("serving/fraud_alerts/v2.redb").exists());
+    assert!(!dir.join(".flowline/fraud/versions/v2").exists());
+    assert_eq!(get(&addr, "/api/pipelines/fraud").json()["version"], "v1");
+    let r = cancel(&addr);
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(r.text().contains("no replay running"), "{}", r.text());
     let r = post(
         &addr,
         "/api/pipelines/fraud/replay?as=v2&max_lag=50&diff=true",
@@ -758,6 +786,8 @@ fn replay_builds_a_new_version_beside_the_served_one_and_swaps_it_in() {
         (r["status"] == "swapped").then_some(r)
     });
     assert_eq!(done["from_version"], "v1");
+    // The state the cancelled replay would have left is where this one's is.
+    assert!(dir.join(".flowline/fraud/versions/v2").is_dir());
     let diff = &done["diff"][0];
     assert_eq!(diff["table"], "fraud_alerts", "{done}");
     // Every v1 alert is a v2 alert; v2 adds the three-a-minute ones.

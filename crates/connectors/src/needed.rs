@@ -2,9 +2,11 @@
 //! fields. Sources skip what is not read where their format allows (Parquet leaves unread
 //! columns undecoded; the Nexmark generator leaves unread `extra` padding empty).
 //!
-//! Invariant: a column or field counts as read unless every expression that mentions it was
+//! Invariants: a column or field counts as read unless every expression that mentions it was
 //! shown not to: any use other than `col.field` (a `get_field` with a literal name) reads the
-//! whole column, and a source given no [`Needed`] reads everything.
+//! whole column, and a source given no [`Needed`] reads everything. Where an operator may reject
+//! a source row whole (a window over the source itself: late rows), every field of every ROW
+//! counts as read ([`Needed::keep_row_fields`]), so the reject shows the row as it came.
 
 use std::any::Any;
 use std::collections::BTreeSet;
@@ -27,6 +29,8 @@ enum ColumnUse {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Needed {
     columns: Vec<ColumnUse>,
+    /// Every field of every ROW counts as read.
+    whole_rows: bool,
 }
 
 impl Needed {
@@ -34,6 +38,7 @@ impl Needed {
     pub fn none(width: usize) -> Needed {
         Needed {
             columns: vec![ColumnUse::Unread; width],
+            whole_rows: false,
         }
     }
 
@@ -41,6 +46,7 @@ impl Needed {
     pub fn all(width: usize) -> Needed {
         Needed {
             columns: vec![ColumnUse::Whole; width],
+            whole_rows: true,
         }
     }
 
@@ -84,8 +90,15 @@ impl Needed {
         }
     }
 
+    /// Rows may be rejected whole before anything drops a field: every field of every ROW
+    /// counts as read (columns not read at all still do not).
+    pub fn keep_row_fields(&mut self) {
+        self.whole_rows = true;
+    }
+
     /// Everything `other` reads too.
     pub fn merge(&mut self, other: &Needed) {
+        self.whole_rows |= other.whole_rows;
         for (i, c) in other.columns.iter().enumerate() {
             match c {
                 ColumnUse::Unread => {}
@@ -98,6 +111,7 @@ impl Needed {
     /// The uses of columns `0..width` moved to `to(i)` (dropped where `None`).
     pub(crate) fn remap(&self, width: usize, to: impl Fn(usize) -> Option<usize>) -> Needed {
         let mut out = Needed::none(0);
+        out.whole_rows = self.whole_rows;
         for i in 0..width {
             let Some(j) = to(i) else { continue };
             match self.columns.get(i).unwrap_or(&ColumnUse::Whole) {
@@ -118,6 +132,9 @@ impl Needed {
 
     /// Whether field `name` of column `i` is read.
     pub fn reads_field(&self, i: usize, name: &str) -> bool {
+        if self.whole_rows {
+            return true;
+        }
         match self.columns.get(i) {
             Some(ColumnUse::Unread) => false,
             Some(ColumnUse::Fields(fields)) => fields.contains(name),
@@ -195,5 +212,15 @@ mod tests {
         needed.add_column(7);
         assert!(needed.reads(7) && !needed.reads(5) && needed.reads(9));
         assert!(Needed::all(1).reads_field(0, "x"));
+
+        // Rows rejected whole keep every field, of every ROW.
+        let mut kept = Needed::none(3);
+        kept.add_field(1, "price");
+        let mut other = Needed::none(3);
+        other.keep_row_fields();
+        kept.merge(&other);
+        assert!(kept.reads_field(1, "extra") && kept.reads_field(2, "extra"));
+        assert!(!kept.reads(2));
+        assert!(kept.remap(3, Some).reads_field(1, "extra"));
     }
 }

@@ -17,7 +17,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, SchemaRef};
 use flowline_core::{Error, Result, TableDef};
 use serde_json::json;
 
@@ -142,10 +142,27 @@ impl BoundedSource for NexmarkSource {
         if let Some(needed) = needed {
             // What converting reads (computed columns such as `dateTime` read ROW fields too).
             let physical = self.converter.physical_needed(needed);
+            let generated = nested_schema();
+            // Declared ROW fields take the generated ones by position, whatever their names.
             let unread = |column: &str| {
-                declared
-                    .index_of(column)
-                    .map_or(true, |i| !physical.reads_field(i, "extra"))
+                let Ok(i) = declared.index_of(column) else {
+                    return true;
+                };
+                let (Ok(g), DataType::Struct(fields)) = (
+                    generated.field_with_name(column),
+                    declared.field(i).data_type(),
+                ) else {
+                    return false;
+                };
+                let DataType::Struct(generated_fields) = g.data_type() else {
+                    return false;
+                };
+                match generated_fields.iter().position(|f| f.name() == "extra") {
+                    Some(at) if fields.len() == generated_fields.len() => {
+                        !physical.reads_field(i, fields[at].name())
+                    }
+                    _ => false,
+                }
             };
             generator.leave_extra_empty(UnreadExtra {
                 person: unread("person"),
@@ -499,6 +516,45 @@ mod tests {
                 None => assert_eq!(all.column(i), some.column(i), "{}", field.name()),
             }
         }
+
+        // Declared fields take the generated ones by position: a renamed `extra` that is read
+        // is generated.
+        let mut renamed = def(&[("connector", "nexmark"), ("events.num", "3000")]);
+        for c in &mut renamed.columns {
+            if let DataType::Struct(fields) = &c.data_type {
+                let fields: Vec<_> = fields
+                    .iter()
+                    .map(|f| match f.name().as_str() {
+                        "extra" => f.as_ref().clone().with_name("padding"),
+                        _ => f.as_ref().clone(),
+                    })
+                    .collect();
+                c.data_type = DataType::Struct(fields.into());
+            }
+        }
+        let source = NexmarkSource::open(&renamed).unwrap();
+        let bid = source.schema().index_of("bid").unwrap();
+        let mut needed = Needed::none(source.schema().fields().len());
+        needed.add_field(bid, "padding");
+        let mut padding = 0;
+        source
+            .read_part(0, 1000, Some(&needed), &mut |d| {
+                let row = d
+                    .batch
+                    .column(bid)
+                    .as_any()
+                    .downcast_ref::<StructArray>()
+                    .unwrap();
+                padding += row
+                    .column_by_name("padding")
+                    .unwrap()
+                    .as_string::<i32>()
+                    .values()
+                    .len();
+                Ok(())
+            })
+            .unwrap();
+        assert!(padding > 100_000, "{padding}");
     }
 
     #[test]

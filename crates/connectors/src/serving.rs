@@ -353,6 +353,24 @@ impl ServingTable {
         crate::sink::sync_dir(&self.dir)
     }
 
+    /// Deletes `version` (a cancelled replay's shadow), unless readers see it. Deleting a
+    /// version that is not on disk is not an error.
+    pub fn discard(&self, version: &str) -> Result<()> {
+        check_version_name(version).map_err(|m| store_error(&self.dir, m))?;
+        if self.current()?.as_deref() == Some(version) {
+            return Err(store_error(
+                &self.dir,
+                format!("version '{version}' is the one readers see; it cannot be deleted"),
+            ));
+        }
+        let path = self.version_path(version);
+        match fs::remove_file(&path) {
+            Ok(()) => crate::sink::sync_dir(&self.dir),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("delete", &path, e)),
+        }
+    }
+
     fn open_version(&self, version: Option<&str>) -> Result<Option<(String, Arc<Database>)>> {
         let version = match version {
             Some(v) => v.to_string(),

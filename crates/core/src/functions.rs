@@ -365,10 +365,10 @@ impl ScalarUDFImpl for RegexpExtract {
         let literal_group = match args.args.get(2) {
             None => Some(Some(1)),
             Some(ColumnarValue::Scalar(g)) if g.data_type().is_integer() => {
-                Some(match g.cast_to(&DataType::Int64)? {
-                    ScalarValue::Int64(g) => g,
-                    _ => None,
-                })
+                // As the general path: a group that does not fit an Int64 is NULL.
+                let g = arrow::compute::cast(&g.to_array()?, &DataType::Int64)?;
+                let g = g.as_primitive::<arrow::datatypes::Int64Type>();
+                Some((!g.is_null(0)).then(|| g.value(0)))
             }
             Some(_) => None,
         };
@@ -385,17 +385,25 @@ impl ScalarUDFImpl for RegexpExtract {
                     args.number_rows,
                 )));
             };
-            let re = cached_regex(&pattern)?;
-            let mut locations = re.capture_locations();
+            // Compiled at the first row that needs it, as in the general path.
+            let mut compiled: Option<(regex::Regex, regex::CaptureLocations)> = None;
             let mut out = StringBuilder::with_capacity(text.len(), text.len() * 8);
             for row in 0..text.len() {
                 if text.is_null(row) {
                     out.append_null();
                     continue;
                 }
+                let (re, locations) = match &mut compiled {
+                    Some(c) => c,
+                    None => {
+                        let re = cached_regex(&pattern)?;
+                        let locations = re.capture_locations();
+                        compiled.insert((re, locations))
+                    }
+                };
                 let s = text.value(row);
                 let value = usize::try_from(group).ok().and_then(|g| {
-                    re.captures_read(&mut locations, s)?;
+                    re.captures_read(locations, s)?;
                     locations.get(g).map(|(a, b)| &s[a..b])
                 });
                 out.append_option(value);

@@ -2067,6 +2067,8 @@ fn used_columns(plan: &InsertPlan) -> Option<Needed> {
                         used.add_expr(f);
                     }
                 }
+                // Its late rows are rejected as they came from the source: with every field.
+                used.keep_row_fields();
                 return Some(used);
             }
             // Passes every column on to what follows.

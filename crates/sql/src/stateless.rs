@@ -10,8 +10,13 @@
 //!
 //! Invariants: the chain's output (its last node's schema and values) is unchanged, and only
 //! runs of filters and projections are rewritten, so every other node sees the same columns at
-//! the same indices. A projection that feeds a window is never pruned: a late row is rejected
-//! there with every column, so it can be corrected and replayed.
+//! the same indices. Only a projection followed by filters and then another projection is
+//! pruned, never one that feeds a window or any other operator: those reject late rows with
+//! every column of their input, and the reject shows the row as the query saw it.
+//!
+//! Parquet sources do not decode columns a pipeline never reads (see `Needed`), so a bad value
+//! in a view column the query drops no longer rejects its row there; CSV and JSON convert every
+//! column, so their rejects never depend on the query.
 
 use std::any::Any;
 use std::collections::BTreeSet;
@@ -133,7 +138,8 @@ fn project_before_filter(nodes: &mut Vec<Node>) {
     }
 }
 
-/// A column, a literal, or a field of either: evaluating it copies no values.
+/// A column, a literal, or a field of a column: cheap to evaluate on rows the filter then drops
+/// (a field of a ROW is its child array, shared; a literal is one value repeated).
 fn names_a_value(expr: &Arc<dyn PhysicalExpr>) -> bool {
     let any = expr.as_ref() as &dyn Any;
     if any.is::<Column>() || any.is::<Literal>() {

@@ -593,7 +593,9 @@ impl Operator for WindowAggregate {
         } else {
             0
         };
-        self.groups.key_bytes + groups * (8 + 8 + 16 + 4) + accs + ttl
+        // Per group: hash, window, the inline key, the table slot; `key_bytes` adds every
+        // key's length (an upper bound of the heap bytes of keys too long to stay inline).
+        self.groups.key_bytes + groups * (8 + 8 + std::mem::size_of::<GroupKey>() + 4) + accs + ttl
     }
 
     /// Writes the watermark and the live groups (see the module documentation for the layout).
