@@ -159,7 +159,8 @@ pub fn pipeline_json(p: &Hosted) -> Value {
         },
         "watermark_ms": live.watermark(),
         "watermarks": live.watermarks,
-        "lag_records": live.total_lag(),
+        // null while some source's lag cannot be read (not 0: that would say caught up).
+        "lag_records": live.known_lag(),
         "lag": live.lag_records,
         "lag_unknown": live.lag_unknown,
         "throughput_rows_per_s": p.throughput(),

@@ -252,8 +252,9 @@ enum Command {
     },
     /// Kappa replay: run the pipeline's SQL (as it is now) from the start of its logs into a new
     /// version of its serving tables, then swap it in once caught up (`--as v2`); or rerun a
-    /// time range and replace that range of the served tables (`--from ... --to ...`). Asks the
-    /// project's running `flowline serve`, or does the work itself when none is running.
+    /// time range and replace that range of the served tables (`--from ... --to ...`); or cancel
+    /// the running replay (`--cancel`). Asks the project's running `flowline serve`, or does the
+    /// work itself when none is running.
     Replay {
         /// The project folder (holding flowline.toml) or the project file.
         project: PathBuf,
@@ -269,7 +270,7 @@ enum Command {
         version: Option<String>,
         /// Cancel the running replay (asks the running server): the shadow job stops and its
         /// version is deleted; nothing is swapped.
-        #[arg(long, conflicts_with = "from")]
+        #[arg(long, conflicts_with_all = ["from", "diff", "max_lag"])]
         cancel: bool,
         /// Corrections: the start of the event-time range (2026-03-17, RFC 3339, or ms).
         #[arg(long, requires = "to")]
@@ -435,7 +436,7 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
                     diff,
                 }),
                 (None, Some(from), Some(to)) => project_cmd::ReplayWhat::Range { from, to, column },
-                _ => anyhow::bail!("give --as VERSION, or --from and --to"),
+                _ => anyhow::bail!("give --as VERSION, --from and --to, or --cancel"),
             };
             return project_cmd::replay(&project, &pipeline, what, listen).await;
         }

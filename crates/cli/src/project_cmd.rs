@@ -167,8 +167,11 @@ async fn cancel_replay(project: &Project, pipeline: &str) -> Result<ExitCode> {
     let token = project.token.clone();
     let Some(base) = running_server(project) else {
         bail!(
-            "no server answers at {}: a replay runs inside `flowline serve` (or inside the \
-             `flowline replay` that started it: stop that one with Ctrl-C)",
+            "no server answers at {}, so no replay runs that could be cancelled: a replay runs \
+             inside `flowline serve`, or inside the `flowline replay` that started it (Ctrl-C \
+             stops that one but keeps its half-built version: replay into another version name, \
+             or delete that version's file under serving/<table>/ and its state under \
+             .flowline/<pipeline>/versions/)",
             project.listen
         );
     };
@@ -369,7 +372,11 @@ pub async fn backfill(
             }
             let (done, failed) = (done - done_before, failed - failed_before);
             bar.set(done + failed, Some(total), "runs".into());
-            if done + failed >= total {
+            // The counters are the pipeline's, not this request's: runs of a backfill queued
+            // earlier count too, so it is over only once nothing is queued or running.
+            let idle = p["backfill_queued"].as_u64() == Some(0)
+                && !matches!(p["status"].as_str(), Some("running" | "retrying"));
+            if done + failed >= total && idle {
                 bar.finish();
                 eprintln!(
                     "backfill of {pipeline}: {total} runs, {failed} given up after failing {} \

@@ -376,9 +376,9 @@ fn run_watched(
 ) -> Result<flowline_runtime::RunReport> {
     let file = hosted.spec.file.clone();
     let job = std::thread::Builder::new()
-        .name(format!("replay-job-{}", hosted.spec.name))
+        .name(format!("watched-job-{}", hosted.spec.name))
         .spawn(move || crate::serve::run_blocking(&file, options))
-        .context("cannot start the replay job")?;
+        .context("cannot start the replay or corrections job")?;
     loop {
         std::thread::sleep(Duration::from_millis(100));
         tick(&live.snapshot());
@@ -388,7 +388,7 @@ fn run_watched(
     }
     match job.join() {
         Ok(result) => result,
-        Err(_) => bail!("the replay job panicked"),
+        Err(_) => bail!("the replay or corrections job panicked"),
     }
 }
 
@@ -404,14 +404,16 @@ pub fn cancel(hosted: &Hosted) -> Result<ReplayStatus> {
     let Some(r) = last.as_mut().filter(|r| r.running()) else {
         return Err(Conflict(format!("pipeline {name} has no replay running")).into());
     };
-    if r.range.is_some() {
+    if r.status == "correcting" {
         return Err(Conflict(format!(
             "pipeline {name} is running corrections, which cannot be cancelled: they replace \
-             their range as the run commits"
+             their range as the run commits; wait for them to end, then run corrections again \
+             with the fixed logic"
         ))
         .into());
     }
     r.cancel.store(true, Ordering::SeqCst);
+    r.stop.store(true, Ordering::SeqCst);
     Ok(r.clone())
 }
 
@@ -426,12 +428,20 @@ struct Job {
     shadow_state: std::path::PathBuf,
 }
 
-/// Deletes a cancelled replay's shadow version and state.
+/// Deletes a cancelled replay's shadow version and its state folder. A replay into the version
+/// the SQL declares keeps its state in the pipeline's own folder (manifest, rejects, other
+/// versions): that folder is never deleted, only the version's tables.
 fn discard(hosted: &Hosted, version: &str, job: &Job) -> Result<&'static str> {
     for (name, table) in &hosted.serving {
         table
             .discard(version)
             .with_context(|| format!("deleting version {version} of serving table {name}"))?;
+    }
+    let own_folder = job
+        .shadow_state
+        .ends_with(std::path::Path::new("versions").join(version));
+    if !own_folder {
+        return Ok("cancelled");
     }
     match std::fs::remove_dir_all(&job.shadow_state) {
         Ok(()) => {}
@@ -446,7 +456,7 @@ fn discard(hosted: &Hosted, version: &str, job: &Job) -> Result<&'static str> {
 /// Runs the shadow job until caught up, compares, swaps. Returns the final status.
 fn drive(hosted: &Arc<Hosted>, request: &ReplayRequest, job: Job) -> Result<&'static str> {
     let (stop, streaming) = (&job.stop, job.streaming);
-    run_watched(hosted, job.options.clone(), &job.live, |snap| {
+    let outcome = run_watched(hosted, job.options.clone(), &job.live, |snap| {
         let lag = (snap.checkpoints > 0).then(|| snap.known_lag()).flatten();
         update(hosted, |r| {
             r.rows_read = snap.total_read();
@@ -455,18 +465,19 @@ fn drive(hosted: &Arc<Hosted>, request: &ReplayRequest, job: Job) -> Result<&'st
             r.watermark_ms = snap.watermark();
             r.checkpoints = snap.checkpoints;
         });
-        if hosted.stop.load(Ordering::SeqCst) || job.cancel.load(Ordering::SeqCst) {
+        if hosted.stop.load(Ordering::SeqCst) {
             stop.store(true, Ordering::SeqCst);
         }
         if streaming && lag.is_some_and(|l| l <= request.max_lag) {
             // Caught up: a final checkpoint publishes everything read.
             stop.store(true, Ordering::SeqCst);
         }
-    })
-    .context("the replay job failed")?;
+    });
+    // A cancelled replay is deleted even when its job failed, so its version can be built again.
     if job.cancel.load(Ordering::SeqCst) {
         return discard(hosted, &request.version, &job);
     }
+    outcome.context("the replay job failed")?;
     if hosted.stop.load(Ordering::SeqCst) {
         return Ok("stopped");
     }

@@ -252,11 +252,6 @@ impl Converter {
         }
     }
 
-    /// Whether the table has computed columns (which may read any physical column).
-    pub(crate) fn has_computed(&self) -> bool {
-        self.computed.is_some()
-    }
-
     /// Converts one column to `target`. Values that do not convert become NULL; the caller
     /// finds them by comparing nulls. Errors only when the conversion is not possible at all.
     fn convert_column(
@@ -270,7 +265,11 @@ impl Converter {
         if let (DataType::Struct(targets), Some(fields)) =
             (target, input.as_any().downcast_ref::<StructArray>())
         {
-            return self.convert_struct(fields, targets);
+            // A ROW read field by field has the declared fields, by name and in order; any
+            // other (a Parquet ROW, say) is cast, which matches fields by name.
+            if same_field_names(fields.fields(), targets) {
+                return self.convert_struct(fields, targets);
+            }
         }
         if is_nested_type(target) && input.data_type() == &DataType::Utf8 {
             let strings = input
@@ -300,8 +299,9 @@ impl Converter {
         cast_with_options(input, target, &self.cast_options)
     }
 
-    /// Converts a ROW read field by field (each field text) to the declared field types. A
-    /// row whose field does not convert becomes NULL as a whole (and so a reject).
+    /// Converts a ROW whose fields are the declared ones (by name, in order; read field by
+    /// field, each field text) to the declared field types. A row whose field does not convert
+    /// becomes NULL as a whole (and so a reject).
     fn convert_struct(
         &self,
         input: &StructArray,
@@ -560,6 +560,10 @@ fn struct_field_failure(
     let DataType::Struct(fields) = out.data_type() else {
         return None;
     };
+    // Only a ROW read field by field pairs its fields with the declared ones by position.
+    if !same_field_names(input.fields(), fields) {
+        return None;
+    }
     (0..fields.len()).find_map(|i| {
         let (text, value) = (input.column(i), out.column(i));
         (text.is_valid(row) && value.is_null(row)).then(|| {
@@ -570,6 +574,11 @@ fn struct_field_failure(
             )
         })
     })
+}
+
+/// Whether two ROW types have the same field names in the same order.
+fn same_field_names(a: &Fields, b: &Fields) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(a, b)| a.name() == b.name())
 }
 
 /// Renders one value of `array` for a reject's detail.
@@ -634,7 +643,7 @@ mod tests {
     use super::*;
     use arrow::array::{AsArray, Int32Array};
     use arrow::datatypes::Field;
-    use arrow::datatypes::Int32Type;
+    use arrow::datatypes::{Int32Type, Int64Type};
     use flowline_core::{ColumnDef, WatermarkDef};
     use std::collections::BTreeMap;
 
@@ -780,6 +789,53 @@ mod tests {
                     "column `r.at`: cannot convert 'soon' to Timestamp(ms)"
                 ),
             ]
+        );
+    }
+
+    #[test]
+    fn a_typed_row_in_another_field_order_converts_by_name() {
+        // A Parquet ROW may list its fields in another order than the declaration.
+        let declared = Fields::from(vec![
+            Field::new("a", DataType::Int64, true),
+            Field::new("b", DataType::Int64, true),
+        ]);
+        let d = def(&[("r", DataType::Struct(declared), true)], None);
+        let conv = Converter::new(&d, None).unwrap();
+        let input: ArrayRef = Arc::new(StructArray::new(
+            Fields::from(vec![
+                Field::new("b", DataType::Int32, true),
+                Field::new("a", DataType::Int32, true),
+            ]),
+            vec![
+                Arc::new(Int32Array::from(vec![20, 21])),
+                Arc::new(Int32Array::from(vec![10, 11])),
+            ],
+            None,
+        ));
+        let out = conv
+            .finish(
+                vec![input],
+                2,
+                Failures::default(),
+                Path::new("f"),
+                &mut |r| (r as u64 + 1, format!("row{r}")),
+            )
+            .unwrap();
+        assert!(out.rejects.is_empty());
+        let row = out.batch.column(0).as_struct();
+        assert_eq!(
+            row.column_by_name("a")
+                .unwrap()
+                .as_primitive::<Int64Type>()
+                .values(),
+            &[10, 11]
+        );
+        assert_eq!(
+            row.column_by_name("b")
+                .unwrap()
+                .as_primitive::<Int64Type>()
+                .values(),
+            &[20, 21]
         );
     }
 

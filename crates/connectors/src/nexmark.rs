@@ -496,8 +496,8 @@ pub struct NexmarkGenerator {
     events_for_in_flight_auctions: u64,
     seed_key: u64,
     channels: &'static ChannelTable,
-    /// Per kind (person, auction, bid): leave `extra` empty, because nothing reads it.
-    empty_extra: [bool; 3],
+    /// The kinds whose `extra` is left empty, because nothing reads it.
+    unread_extra: UnreadExtra,
 }
 
 /// Which kinds' `extra` padding a reader does not need ([`NexmarkGenerator::leave_extra_empty`]).
@@ -527,7 +527,7 @@ impl NexmarkGenerator {
             events_for_in_flight_auctions,
             channels: channel_table(),
             config,
-            empty_extra: [false; 3],
+            unread_extra: UnreadExtra::default(),
         })
     }
 
@@ -535,7 +535,7 @@ impl NexmarkGenerator {
     /// generator's work, and queries rarely read it. Every other value is unchanged, because
     /// `extra` is the last value drawn for an event.
     pub fn leave_extra_empty(&mut self, unread: UnreadExtra) {
-        self.empty_extra = [unread.person, unread.auction, unread.bid];
+        self.unread_extra = unread;
     }
 
     /// Moves to stream position `position` (forwards or backwards).
@@ -662,7 +662,7 @@ impl NexmarkGenerator {
         let state_len = c.state.push(state.as_bytes());
 
         c.date_time.push(ts);
-        if !self.empty_extra[0] {
+        if !self.unread_extra.person {
             let current = 8 + name_len + email_len + card_len + city_len + state_len;
             let len = extra_len(rng, current, self.config.avg_person_byte_size as usize);
             push_letters(rng, len, &mut c.extra.data);
@@ -709,7 +709,7 @@ impl NexmarkGenerator {
         let desc_len = c.description.end_value();
         c.reserve.push(initial_bid + next_price(rng));
 
-        if !self.empty_extra[1] {
+        if !self.unread_extra.auction {
             let current = 8 + name_len + desc_len + 8 + 8 + 8 + 8 + 8;
             let len = extra_len(rng, current, cfg.avg_auction_byte_size as usize);
             push_letters(rng, len, &mut c.extra.data);
@@ -746,7 +746,7 @@ impl NexmarkGenerator {
         c.url.push_slot(&channel.url, channel.url_len);
         c.date_time.push(ts);
 
-        if !self.empty_extra[2] {
+        if !self.unread_extra.bid {
             let len = extra_len(rng, 8 + 8 + 8 + 8, cfg.avg_bid_byte_size as usize);
             push_letters(rng, len, &mut c.extra.data);
         }

@@ -360,7 +360,7 @@ impl ServingTable {
         if self.current()?.as_deref() == Some(version) {
             return Err(store_error(
                 &self.dir,
-                format!("version '{version}' is the one readers see; it cannot be deleted"),
+                format!("version '{version}' is the one readers see; it cannot be deleted (swap another version in first)"),
             ));
         }
         let path = self.version_path(version);

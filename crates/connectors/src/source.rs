@@ -241,11 +241,12 @@ impl FileSource {
         match self.format {
             FileFormat::Csv => self.read_csv(file, batch_size, emit),
             FileFormat::Json => self.read_json(file, batch_size, emit),
-            // Computed columns may read any physical column: read them all.
-            FileFormat::Parquet if self.converter.has_computed() => {
-                self.read_parquet(file, batch_size, None, emit)
+            // `needed` names declared columns; Parquet decodes physical ones, including those
+            // that computed columns read.
+            FileFormat::Parquet => {
+                let physical = needed.map(|n| self.converter.physical_needed(n));
+                self.read_parquet(file, batch_size, physical.as_ref(), emit)
             }
-            FileFormat::Parquet => self.read_parquet(file, batch_size, needed, emit),
         }
     }
 

@@ -386,7 +386,7 @@ impl ScalarUDFImpl for RegexpExtract {
                 )));
             };
             // Compiled at the first row that needs it, as in the general path.
-            let mut compiled: Option<(regex::Regex, regex::CaptureLocations)> = None;
+            let mut compiled: Option<(std::rc::Rc<regex::Regex>, regex::CaptureLocations)> = None;
             let mut out = StringBuilder::with_capacity(text.len(), text.len() * 8);
             for row in 0..text.len() {
                 if text.is_null(row) {
@@ -423,7 +423,7 @@ impl ScalarUDFImpl for RegexpExtract {
             .as_ref()
             .map(|g| g.as_primitive::<arrow::datatypes::Int64Type>());
         let mut out = StringBuilder::with_capacity(text.len(), text.len() * 8);
-        let mut cached: Option<(String, regex::Regex, regex::CaptureLocations)> = None;
+        let mut cached: Option<(String, std::rc::Rc<regex::Regex>, regex::CaptureLocations)> = None;
         for row in 0..text.len() {
             let group = match groups {
                 Some(g) if g.is_null(row) => None,
@@ -459,28 +459,29 @@ const REGEX_CACHE_SIZE: usize = 16;
 
 thread_local! {
     /// The regexes this thread compiled last, newest at the end: a pipeline calls
-    /// REGEXP_EXTRACT once per batch with the same few patterns.
-    static REGEX_CACHE: std::cell::RefCell<Vec<(String, regex::Regex)>> =
+    /// REGEXP_EXTRACT once per batch with the same few patterns. Shared, not cloned: a cloned
+    /// `Regex` starts with empty search caches.
+    static REGEX_CACHE: std::cell::RefCell<Vec<(String, std::rc::Rc<regex::Regex>)>> =
         const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// `pattern` compiled, from this thread's cache when it was compiled before.
-fn cached_regex(pattern: &str) -> Result<regex::Regex> {
+fn cached_regex(pattern: &str) -> Result<std::rc::Rc<regex::Regex>> {
     REGEX_CACHE.with_borrow_mut(|cache| {
         if let Some(at) = cache.iter().position(|(p, _)| p == pattern) {
             let entry = cache.remove(at);
-            let re = entry.1.clone();
+            let re = std::rc::Rc::clone(&entry.1);
             cache.push(entry);
             return Ok(re);
         }
         let re = match regex::Regex::new(pattern) {
-            Ok(re) => re,
+            Ok(re) => std::rc::Rc::new(re),
             Err(e) => return exec_err!("REGEXP_EXTRACT regex '{pattern}': {e}"),
         };
         if cache.len() == REGEX_CACHE_SIZE {
             cache.remove(0);
         }
-        cache.push((pattern.to_string(), re.clone()));
+        cache.push((pattern.to_string(), std::rc::Rc::clone(&re)));
         Ok(re)
     })
 }

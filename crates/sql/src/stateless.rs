@@ -4,7 +4,7 @@
 //!   drops the unused ones (a view's `SELECT bid.extra AS extra` that the query never reads). The
 //!   source then learns that the column or `ROW` field is unread (`Needed`), and nothing copies it.
 //! * **Projecting before filtering.** `filter p → project e`, where `e` only names columns and
-//!   `ROW` fields, becomes `project e, p → filter on p → project e`: naming a column costs
+//!   `ROW` fields (at least one field), becomes `project e, p → filter on p → project e`: naming a column costs
 //!   nothing, and the filter then copies the few projected columns instead of every input column
 //!   (every field of every `ROW`).
 //!
@@ -94,7 +94,8 @@ fn project_before_filter(nodes: &mut Vec<Node>) {
     while at + 1 < nodes.len() {
         let fits = matches!(
             (&nodes[at], &nodes[at + 1]),
-            (Node::Filter { .. }, Node::Project { exprs, .. }) if exprs.iter().all(names_a_value)
+            (Node::Filter { .. }, Node::Project { exprs, .. })
+                if exprs.iter().all(names_a_value) && exprs.iter().any(is_field_access)
         );
         if !fits {
             at += 1;
@@ -136,6 +137,13 @@ fn project_before_filter(nodes: &mut Vec<Node>) {
         );
         at += 3;
     }
+}
+
+/// `col.field`: a filter before it would copy every field of the ROW.
+fn is_field_access(expr: &Arc<dyn PhysicalExpr>) -> bool {
+    (expr.as_ref() as &dyn Any)
+        .downcast_ref::<ScalarFunctionExpr>()
+        .is_some_and(|f| f.name() == "get_field")
 }
 
 /// A column, a literal, or a field of a column: cheap to evaluate on rows the filter then drops
