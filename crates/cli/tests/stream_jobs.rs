@@ -1088,6 +1088,23 @@ fn a_plain_group_by_streams_updates_that_upsert_to_the_exact_totals_through_kill
     while upserted(&dir.join("out")).0 != want && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
+    let (late, _) = upserted(&dir.join("out"));
+    if late != want {
+        // Say what the last job said (once seen on a loaded CI machine: one produced batch
+        // short after 120 s).
+        let exited = child.try_wait().unwrap();
+        let _ = child.kill();
+        child.wait().unwrap();
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            use std::io::Read;
+            let _ = e.read_to_string(&mut err);
+        }
+        panic!(
+            "the job did not reach the exact totals in 120 s (had it exited: {exited:?}):\n got {late:?}\nwant \
+             {want:?}\nits stderr:\n{err}"
+        );
+    }
     // Give the last restart time to install its signal handlers.
     std::thread::sleep(Duration::from_millis(600));
     terminate(&mut child);
