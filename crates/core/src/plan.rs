@@ -33,6 +33,32 @@ pub struct InsertPlan {
 pub struct JoinInput {
     pub source: String,
     pub nodes: Vec<Node>,
+    /// How many of the first `nodes` equal the left input's first nodes, over the same source
+    /// (a self-join such as Nexmark q5, whose both sides count the same HOP windows). They run
+    /// once: their output feeds both the left input's next node and `nodes[shared..]`.
+    pub shared: usize,
+}
+
+impl JoinInput {
+    /// How many leading nodes a right input over `source` with `nodes` has in common with the
+    /// left input `left_nodes` over `left_source` (before its join): equal nodes compute equal
+    /// rows from the same input, so they can run once.
+    pub fn common_prefix(
+        left_source: &str,
+        left_nodes: &[Node],
+        source: &str,
+        nodes: &[Node],
+    ) -> usize {
+        if left_source != source {
+            return 0;
+        }
+        left_nodes
+            .iter()
+            .take_while(|n| !matches!(n, Node::Join(_)))
+            .zip(nodes)
+            .take_while(|(l, r)| l == r)
+            .count()
+    }
 }
 
 /// How an aggregate's results reach its sink.
@@ -69,7 +95,7 @@ impl std::str::FromStr for OutputMode {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Node {
     /// Keep rows for which the predicate is true.
     Filter { predicate: Arc<dyn PhysicalExpr> },
@@ -167,7 +193,7 @@ impl WindowKind {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct WindowSpec {
     pub kind: WindowKind,
     /// Index of the event-time column in the input.
@@ -209,7 +235,7 @@ pub struct WindowColumns {
 }
 
 /// `GROUP BY [window_start, window_end,] keys...` with aggregate calls.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AggregateSpec {
     /// Group expressions in `GROUP BY` order (including the window columns).
     pub group_exprs: Vec<Arc<dyn PhysicalExpr>>,
@@ -308,7 +334,7 @@ pub struct JoinTime {
 }
 
 /// A join (see [`Node::Join`]).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct JoinSpec {
     pub kind: JoinKind,
     /// Equal-key pairs (left expression, right expression); NULL keys never match.
@@ -330,7 +356,7 @@ pub struct JoinSpec {
 }
 
 /// The version of the right table a temporal join (`JOIN t FOR SYSTEM_TIME AS OF x`) joins.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum AsOf {
     /// `x` is a processing-time attribute (`PROCTIME()`): a *lookup join*. The right input is a
     /// bounded dimension table, loaded whole before the left rows and reloaded when it
@@ -348,7 +374,7 @@ pub enum AsOf {
 }
 
 /// A Top-N over a whole input (see [`Node::TopN`]).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TopNSpec {
     pub partition: Vec<Arc<dyn PhysicalExpr>>,
     pub order: Vec<datafusion::physical_expr::PhysicalSortExpr>,
@@ -373,4 +399,104 @@ pub struct DedupSpec {
     /// long after it (keep-first: after the key's first row, so a later row is emitted again;
     /// keep-last: after its newest).
     pub state_ttl: Option<i64>,
+}
+
+/// Whether two expressions compute the same (the derived `PartialEq` cannot compare a bare
+/// `Arc<dyn PhysicalExpr>` field).
+fn same(a: &Arc<dyn PhysicalExpr>, b: &Arc<dyn PhysicalExpr>) -> bool {
+    a.as_ref() == b.as_ref()
+}
+
+// Each impl destructures `self`, so that a new field cannot be left out of the comparison.
+impl PartialEq for AggregateCall {
+    fn eq(&self, o: &Self) -> bool {
+        let AggregateCall {
+            function,
+            arg,
+            distinct,
+            filter,
+        } = self;
+        *function == o.function
+            && same(arg, &o.arg)
+            && *distinct == o.distinct
+            && *filter == o.filter
+    }
+}
+
+impl PartialEq for RankSpec {
+    fn eq(&self, o: &Self) -> bool {
+        let RankSpec {
+            function,
+            partition,
+            order,
+            window_column,
+            end_offset,
+            limit,
+            schema,
+        } = self;
+        *function == o.function
+            && *partition == o.partition
+            && *order == o.order
+            && same(window_column, &o.window_column)
+            && *end_offset == o.end_offset
+            && *limit == o.limit
+            && *schema == o.schema
+    }
+}
+
+impl PartialEq for OverSpec {
+    fn eq(&self, o: &Self) -> bool {
+        let OverSpec {
+            partition,
+            time,
+            frame,
+            calls,
+            schema,
+            state_ttl,
+        } = self;
+        *partition == o.partition
+            && same(time, &o.time)
+            && *frame == o.frame
+            && calls.len() == o.calls.len()
+            && calls
+                .iter()
+                .zip(&o.calls)
+                .all(|((f, a), (g, b))| f == g && same(a, b))
+            && *schema == o.schema
+            && *state_ttl == o.state_ttl
+    }
+}
+
+impl PartialEq for JoinTime {
+    fn eq(&self, o: &Self) -> bool {
+        let JoinTime {
+            left,
+            right,
+            lower,
+            upper,
+            window_end,
+        } = self;
+        same(left, &o.left)
+            && same(right, &o.right)
+            && *lower == o.lower
+            && *upper == o.upper
+            && *window_end == o.window_end
+    }
+}
+
+impl PartialEq for DedupSpec {
+    fn eq(&self, o: &Self) -> bool {
+        let DedupSpec {
+            partition,
+            time,
+            keep_last,
+            schema,
+            state_ttl,
+        } = self;
+        *partition == o.partition
+            && same(time, &o.time)
+            && *keep_last == o.keep_last
+            && *schema == o.schema
+            && *state_ttl == o.state_ttl
+    }
 }

@@ -697,7 +697,13 @@ impl OpenedPipeline {
                     for node in &plan.nodes {
                         if let (Node::Join(_), Some(right)) = (node, &plan.right) {
                             s += &format!("  right input: source {}\n", right.source);
-                            for n in &right.nodes {
+                            if right.shared > 0 {
+                                s += &match right.shared {
+                                    1 => "    → the first operator above (run once for both inputs)\n".to_string(),
+                                    n => format!("    → the first {n} operators above (run once for both inputs)\n"),
+                                };
+                            }
+                            for n in &right.nodes[right.shared..] {
                                 s += &format!("    → {}\n", describe(n));
                             }
                         }
@@ -925,8 +931,8 @@ impl OpenedPipeline {
                     needed.add_column(c);
                 }
                 for chain in chains.iter().filter(|c| c.reads(name)) {
-                    match &chain.used_columns {
-                        Some(used) => needed.merge(used),
+                    match chain.used_columns(name) {
+                        Some(used) => needed.merge(&used),
                         None => needed = Needed::all(width),
                     }
                 }
@@ -1134,8 +1140,9 @@ impl OpenedPipeline {
                     .map(|n| operators::build(n, &plan.source))
                     .collect::<Result<Vec<_>>>()?;
                 let right_at = ops.len();
+                let shared = plan.right.as_ref().map_or(0, |r| r.shared);
                 if let Some(right) = &plan.right {
-                    for n in &right.nodes {
+                    for n in &right.nodes[shared..] {
                         ops.push(operators::build(n, &right.source)?);
                     }
                 }
@@ -1150,11 +1157,13 @@ impl OpenedPipeline {
                             |n| matches!(n, Node::WindowAggregate(s) if !operators::is_session(s)),
                         )
                         .filter(|_| plan.right.is_none()),
-                    used_columns: used_columns(plan),
+                    used_columns: used_columns(&plan.nodes),
+                    right_used_columns: plan.right.as_ref().and_then(|r| used_columns(&r.nodes)),
                     source: plan.source.clone(),
                     right_source: plan.right.as_ref().map(|r| r.source.clone()),
                     join_at: plan.nodes.iter().position(|n| matches!(n, Node::Join(_))),
                     right_at,
+                    shared,
                     sink: self
                         .def
                         .table(&plan.sink)
@@ -1655,8 +1664,10 @@ pub(crate) struct Chain {
     nodes: Vec<Node>,
     /// Position of the window aggregate among `nodes`, if any.
     aggregate_at: Option<usize>,
-    /// Source columns the chain reads (`None`: all).
+    /// Columns of `source` the chain reads (`None`: all).
     used_columns: Option<Needed>,
+    /// Columns of `right_source` the chain reads (`None`: all).
+    right_used_columns: Option<Needed>,
     pub(crate) source: String,
     /// A join's right input: its source; its operators are `ops[right_at..]`, and feed the
     /// join at `ops[join_at]` (the left input's and the join's and what follows are
@@ -1664,6 +1675,10 @@ pub(crate) struct Chain {
     pub(crate) right_source: Option<String>,
     join_at: Option<usize>,
     right_at: usize,
+    /// A self-join's common nodes ([`flowline_core::plan::JoinInput::shared`]): `ops[..shared]`
+    /// run once, and each message they send goes to `ops[shared]` and to `ops[right_at]` (or
+    /// straight into the join, if the right input has no operators of its own).
+    shared: usize,
     pub(crate) sink: String,
     pub(crate) ops: Vec<Box<dyn Operator>>,
     /// Rows each operator of `ops` received and sent (data and retractions), in order.
@@ -1699,6 +1714,22 @@ impl Chain {
         self.source == name || self.right_source.as_deref() == Some(name)
     }
 
+    /// The columns of source `name` the chain reads (`None`: all of them).
+    fn used_columns(&self, name: &str) -> Option<Needed> {
+        let left = (self.source == name).then_some(&self.used_columns);
+        let right =
+            (self.right_source.as_deref() == Some(name)).then_some(&self.right_used_columns);
+        match (left, right) {
+            (Some(Some(l)), Some(Some(r))) => {
+                let mut both = l.clone();
+                both.merge(r);
+                Some(both)
+            }
+            (Some(Some(one)), None) | (None, Some(Some(one))) => Some(one.clone()),
+            _ => None,
+        }
+    }
+
     /// Pushes a message of source `name` into every input it feeds (both, for a self-join).
     pub(crate) fn push_from(
         &mut self,
@@ -1708,6 +1739,10 @@ impl Chain {
         bin: &mut RejectBin,
     ) -> Result<()> {
         if self.right_source.as_deref() == Some(name) {
+            if self.shared > 0 {
+                // Both inputs read `name`; the shared operators pass it on to both.
+                return self.push(message, sinks, bin);
+            }
             if self.source == name {
                 self.push(message.clone(), sinks, bin)?;
             }
@@ -1745,15 +1780,67 @@ impl Chain {
         let slot = sinks
             .get_mut(&self.sink)
             .ok_or_else(|| Error::Internal(format!("no sink {}", self.sink)))?;
-        let (ops, rows) = (
-            &mut self.ops[..self.right_at],
-            &mut self.rows[..self.right_at],
-        );
-        push(ops, rows, message, slot, bin).map_err(|e| match e {
+        let pushed = if self.shared > 0 {
+            self.push_shared(message, slot, bin)
+        } else {
+            push(
+                &mut self.ops[..self.right_at],
+                &mut self.rows[..self.right_at],
+                message,
+                slot,
+                bin,
+            )
+        };
+        pushed.map_err(|e| match e {
             // Name the INSERT whose expressions failed (division by zero, overflow, ...).
             Error::Execution(m) => Error::Execution(format!("INSERT INTO {}: {m}", self.sink)),
             other => other,
         })
+    }
+
+    /// Runs `message` through the shared operators `ops[..shared]`, then passes each message
+    /// they send to the left input's next operator first and to the right input's next.
+    fn push_shared(
+        &mut self,
+        message: Message,
+        sink: &mut SinkSlot,
+        bin: &mut RejectBin,
+    ) -> Result<()> {
+        let join_at = self
+            .join_at
+            .ok_or_else(|| Error::Internal("shared operators without a join".into()))?;
+        let mut messages = vec![message];
+        for (op, count) in self.ops[..self.shared].iter_mut().zip(&mut self.rows) {
+            let mut next = Vec::with_capacity(messages.len());
+            for m in messages {
+                let mut out = Output::default();
+                let rows = rows_of(&m);
+                op.process(m, &mut out)?;
+                count.count(rows, &out);
+                write_rejects(&mut out, sink, bin)?;
+                next.append(&mut out.messages);
+            }
+            messages = next;
+        }
+        let (main, right) = self.ops.split_at_mut(self.right_at);
+        let (main_rows, right_rows) = self.rows.split_at_mut(self.right_at);
+        for m in messages {
+            push(
+                &mut main[self.shared..],
+                &mut main_rows[self.shared..],
+                m.clone(),
+                sink,
+                bin,
+            )?;
+            push_right(
+                (&mut *right, &mut *right_rows),
+                (&mut main[join_at..], &mut main_rows[join_at..]),
+                m,
+                sink,
+                bin,
+            )?;
+        }
+        Ok(())
     }
 
     /// The dimension table this chain's lookup join reads, if it has one.
@@ -2042,15 +2129,11 @@ pub(crate) fn dimension_check_interval(table: &TableDef) -> Result<Duration> {
     }
 }
 
-/// The source columns (and ROW fields) an INSERT's chain reads, or `None` when it passes every
-/// column through.
-fn used_columns(plan: &InsertPlan) -> Option<Needed> {
-    if plan.right.is_some() {
-        // Both inputs' columns: read every column of both sources.
-        return None;
-    }
+/// The source columns (and ROW fields) the chain of `nodes` reads from its source (a join's
+/// left or right input), or `None` when it passes every column through.
+fn used_columns(nodes: &[Node]) -> Option<Needed> {
     let mut used = Needed::none(0);
-    for node in &plan.nodes {
+    for node in nodes {
         match node {
             Node::Filter { predicate } => used.add_expr(predicate),
             // Appends the window columns after the source's: source indices stay valid.

@@ -231,6 +231,8 @@ pub fn lower_insert(
     crate::stateless::optimize(&mut chain.nodes)?;
     if let Some(right) = &mut chain.right {
         crate::stateless::optimize(&mut right.nodes)?;
+        right.shared =
+            JoinInput::common_prefix(&chain.source, &chain.nodes, &right.source, &right.nodes);
     }
     let deletes = chain
         .nodes
@@ -1307,6 +1309,7 @@ impl<'a> Lowering<'a> {
         chain.right = Some(JoinInput {
             source: right.source,
             nodes: right.nodes,
+            shared: 0,
         });
         let join_plan = LogicalPlan::Join(j.clone());
         if let Some(predicate) = datafusion::logical_expr::utils::conjunction(rest) {
