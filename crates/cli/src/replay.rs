@@ -511,11 +511,19 @@ fn drive(hosted: &Arc<Hosted>, request: &ReplayRequest, job: Job) -> Result<&'st
     if job.cancel.load(Ordering::SeqCst) {
         return discard(hosted, &request.version, &job);
     }
-    for (name, table) in &hosted.serving {
-        table
-            .swap(&request.version)
-            .with_context(|| format!("swapping serving table {name} to {}", request.version))?;
-    }
+    let tables: Vec<&serving::ServingTable> = hosted.serving.iter().map(|(_, t)| t).collect();
+    serving::swap_together(&tables, &request.version, &hosted.swap_intent).with_context(|| {
+        format!(
+            "swapping serving tables {} to {}",
+            hosted
+                .serving
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            request.version
+        )
+    })?;
     if let Ok(mut v) = hosted.version.lock() {
         *v = (request.version != hosted.declared_version).then(|| request.version.clone());
     }

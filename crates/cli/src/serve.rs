@@ -117,6 +117,9 @@ pub struct Hosted {
     /// Scheduled times to run, oldest first.
     pub backfill: Mutex<VecDeque<i64>>,
     pub manifest_path: PathBuf,
+    /// Records a replay's swap of several serving tables until it is complete
+    /// ([`serving::swap_together`]); an unfinished one is completed when the project opens.
+    pub swap_intent: PathBuf,
     rejects_path: PathBuf,
     /// The rejects file is the default one in the state folder (so a version has its own).
     rejects_in_state_dir: bool,
@@ -899,6 +902,14 @@ impl Server {
             }
             let declared_version =
                 declared_version.unwrap_or_else(|| serving::DEFAULT_VERSION.to_string());
+            // A replay's swap that the process stopped in the middle of is completed first.
+            let swap_intent = opened.state_dir.join("swap.json");
+            if let Some(v) = serving::finish_swap(&swap_intent)? {
+                eprintln!(
+                    "pipeline {}: completed the swap of its serving tables to {v} that was interrupted",
+                    spec.name
+                );
+            }
             // After a replay's swap, the pipeline goes on writing the version readers see.
             let version = match own_tables.first() {
                 Some((_, t)) => t.current()?.filter(|v| *v != declared_version),
@@ -927,6 +938,7 @@ impl Server {
                 wake: AtomicBool::new(false),
                 backfill: Mutex::new(VecDeque::new()),
                 manifest_path: opened.manifest_path.clone(),
+                swap_intent,
                 rejects_in_state_dir: opened.rejects_path == default_rejects,
                 rejects_path: opened.rejects_path.clone(),
                 reads_logs,

@@ -26,7 +26,7 @@ use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::SessionContext;
-use flowline_connectors::serving::ServingTable;
+use flowline_connectors::serving::{self, ServingTable};
 use flowline_runtime::manifest;
 
 use crate::project::ViewSpec;
@@ -92,7 +92,11 @@ fn tables_context(server: &Server) -> Result<SessionContext> {
 
 fn serving_context(tables: BTreeMap<String, ServingTable>) -> Result<SessionContext> {
     let ctx = SessionContext::new();
+    // The version of every table is fixed now, in one step against replays' swaps: a query
+    // over several tables of a pipeline reads them all before its swap or all after it.
+    let versions = serving::current_versions(&tables.values().collect::<Vec<_>>())?;
     let schema = ServingSchema {
+        versions: tables.keys().cloned().zip(versions).collect(),
         tables,
         loaded: Mutex::default(),
     };
@@ -109,6 +113,8 @@ fn serving_context(tables: BTreeMap<String, ServingTable>) -> Result<SessionCont
 #[derive(Debug)]
 struct ServingSchema {
     tables: BTreeMap<String, ServingTable>,
+    /// The version of each table the context reads (`None`: none on disk when it was made).
+    versions: BTreeMap<String, Option<String>>,
     /// Tables read so far and views registered, by name.
     loaded: Mutex<HashMap<String, Arc<dyn TableProvider>>>,
 }
@@ -155,7 +161,8 @@ impl SchemaProvider for ServingSchema {
             return Ok(Some(Arc::clone(table)));
         }
         let (name, table) = (name.clone(), table.clone());
-        let read = tokio::task::spawn_blocking(move || table.read(None))
+        let version = self.versions.get(&name).cloned().flatten();
+        let read = tokio::task::spawn_blocking(move || table.read(version.as_deref()))
             .await
             .map_err(|e| DataFusionError::External(Box::new(e)))?
             .map_err(|e| DataFusionError::External(Box::new(e)))?;

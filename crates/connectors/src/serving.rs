@@ -39,7 +39,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 
 use arrow::array::{ArrayRef, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Schema, SchemaRef};
@@ -331,8 +331,22 @@ impl ServingTable {
         }
     }
 
-    /// Makes `version` the one readers see, atomically (write aside, rename).
+    /// Makes `version` the one readers see, atomically (write aside, rename). A pipeline with
+    /// several tables swaps them with [`swap_together`].
     pub fn swap(&self, version: &str) -> Result<()> {
+        self.check_swappable(version)?;
+        let tmp = self.dir.join(".CURRENT.tmp");
+        fs::write(&tmp, format!("{version}\n")).map_err(|e| Error::io("write", &tmp, e))?;
+        if let Ok(f) = fs::File::open(&tmp) {
+            let _ = f.sync_all();
+        }
+        let path = self.dir.join("CURRENT");
+        fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &tmp, e))?;
+        crate::sink::sync_dir(&self.dir)
+    }
+
+    /// Whether `version` can be swapped in: a valid name, on disk.
+    fn check_swappable(&self, version: &str) -> Result<()> {
         check_version_name(version).map_err(|m| store_error(&self.dir, m))?;
         if !self.version_path(version).exists() {
             return Err(store_error(
@@ -343,14 +357,7 @@ impl ServingTable {
                 ),
             ));
         }
-        let tmp = self.dir.join(".CURRENT.tmp");
-        fs::write(&tmp, format!("{version}\n")).map_err(|e| Error::io("write", &tmp, e))?;
-        if let Ok(f) = fs::File::open(&tmp) {
-            let _ = f.sync_all();
-        }
-        let path = self.dir.join("CURRENT");
-        fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &tmp, e))?;
-        crate::sink::sync_dir(&self.dir)
+        Ok(())
     }
 
     /// Deletes `version` (a cancelled replay's shadow), unless readers see it. Deleting a
@@ -1008,6 +1015,88 @@ impl TableSink {
 }
 
 /// Whether two schemas have the same column names and types, in order.
+/// Orders [`swap_together`] against [`current_versions`] in this process: a swap renames every
+/// table's `CURRENT` while holding the write side, a reader resolves its tables' versions while
+/// holding the read side.
+static SWAP_GATE: RwLock<()> = RwLock::new(());
+
+/// The versions readers see of `tables` (as [`ServingTable::current`]), all from before or all
+/// from after any [`swap_together`] of this process: a query over several tables of one
+/// pipeline never mixes an old version of one with the new version of another.
+pub fn current_versions(tables: &[&ServingTable]) -> Result<Vec<Option<String>>> {
+    let _gate = SWAP_GATE.read().unwrap_or_else(|e| e.into_inner());
+    tables.iter().map(|t| t.current()).collect()
+}
+
+/// Swaps `tables` (a pipeline's serving tables, after its replay) to `version` together:
+///
+/// * every table must hold the version, else none is swapped;
+/// * readers of this process that resolve versions with [`current_versions`] see all tables
+///   swapped or none;
+/// * the file `intent` (in the pipeline's state) records the swap until every table is done:
+///   if the process stops in the middle, [`finish_swap`] completes it when the pipeline is
+///   opened again, so the tables never stay on different versions.
+pub fn swap_together(tables: &[&ServingTable], version: &str, intent: &Path) -> Result<()> {
+    for table in tables {
+        table.check_swappable(version)?;
+    }
+    let record = serde_json::json!({
+        "version": version,
+        "tables": tables.iter().map(|t| t.dir.display().to_string()).collect::<Vec<_>>(),
+    });
+    let dir = intent.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
+    let tmp = intent.with_extension("tmp");
+    fs::write(&tmp, record.to_string()).map_err(|e| Error::io("write", &tmp, e))?;
+    if let Ok(f) = fs::File::open(&tmp) {
+        let _ = f.sync_all();
+    }
+    fs::rename(&tmp, intent).map_err(|e| Error::io("rename", &tmp, e))?;
+    crate::sink::sync_dir(dir)?;
+    {
+        let _gate = SWAP_GATE.write().unwrap_or_else(|e| e.into_inner());
+        for table in tables {
+            table.swap(version)?;
+        }
+    }
+    fs::remove_file(intent).map_err(|e| Error::io("delete", intent, e))?;
+    crate::sink::sync_dir(dir)
+}
+
+/// Completes a [`swap_together`] that did not finish (the process stopped in the middle):
+/// swaps every table it lists to its version and deletes `intent`. Returns the version, or
+/// `None` when there is no unfinished swap.
+pub fn finish_swap(intent: &Path) -> Result<Option<String>> {
+    let text = match fs::read_to_string(intent) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("read", intent, e)),
+    };
+    let bad = |what: &str| {
+        store_error(
+            intent,
+            format!("an unfinished swap's record is damaged ({what}); delete the file once every serving table's CURRENT names the version readers should see"),
+        )
+    };
+    let record: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(&e.to_string()))?;
+    let version = record["version"]
+        .as_str()
+        .ok_or_else(|| bad("no version"))?;
+    let dirs = record["tables"]
+        .as_array()
+        .ok_or_else(|| bad("no tables"))?;
+    let tables = dirs
+        .iter()
+        .map(|d| {
+            d.as_str()
+                .map(ServingTable::at)
+                .ok_or_else(|| bad("a table is not a path"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    swap_together(&tables.iter().collect::<Vec<_>>(), version, intent)?;
+    Ok(Some(version.to_string()))
+}
+
 pub fn same_columns(a: &Schema, b: &Schema) -> bool {
     a.fields().len() == b.fields().len()
         && a.fields()

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use common::table;
-use flowline_connectors::serving::{ReadError, ServingTable, CHANGE_TYPE};
+use flowline_connectors::serving::{self, ReadError, ServingTable, CHANGE_TYPE};
 use flowline_connectors::{open_sink, Prepared, Sink, SinkContext, SinkMode};
 use flowline_core::TableDef;
 
@@ -256,6 +256,76 @@ fn a_new_version_is_built_beside_the_current_one_and_swapped_in() {
     assert_eq!(contents(tmp.path(), None), pairs(&[("a", 10), ("b", 20)]));
     let err = table.swap("v9").unwrap_err().to_string();
     assert!(err.contains("no version 'v9'"), "{err}");
+}
+
+/// A pipeline's serving tables swap together: a version one of them lacks swaps none, a reader
+/// resolving their versions never sees them apart while swaps run, and a swap that stopped after
+/// its first table is completed by `finish_swap`.
+#[test]
+fn a_pipelines_tables_swap_together() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = [tmp.path().join("serving/a"), tmp.path().join("serving/b")];
+    for dir in &dirs {
+        std::fs::create_dir_all(dir).unwrap();
+        for v in ["v1", "v2"] {
+            std::fs::write(dir.join(format!("{v}.redb")), b"").unwrap();
+        }
+    }
+    let (a, b) = (ServingTable::at(&dirs[0]), ServingTable::at(&dirs[1]));
+    let intent = tmp.path().join("state/swap.json");
+    serving::swap_together(&[&a, &b], "v1", &intent).unwrap();
+    assert!(!intent.exists(), "a finished swap leaves no record");
+
+    // v3 exists for a only: nothing is swapped.
+    std::fs::write(dirs[0].join("v3.redb"), b"").unwrap();
+    let err = serving::swap_together(&[&a, &b], "v3", &intent)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no version 'v3'"), "{err}");
+    let both = |v: &str| vec![Some(v.to_string()), Some(v.to_string())];
+    assert_eq!(serving::current_versions(&[&a, &b]).unwrap(), both("v1"));
+    assert!(!intent.exists());
+
+    // Readers see both tables on one version while swaps go back and forth.
+    std::thread::scope(|s| {
+        let swaps = s.spawn(|| {
+            for i in 0..100 {
+                let v = if i % 2 == 0 { "v2" } else { "v1" };
+                serving::swap_together(&[&a, &b], v, &intent).unwrap();
+            }
+        });
+        let mut reads = 0;
+        while !swaps.is_finished() || reads == 0 {
+            let seen = serving::current_versions(&[&a, &b]).unwrap();
+            assert_eq!(
+                seen[0], seen[1],
+                "tables seen on different versions after {reads} reads"
+            );
+            reads += 1;
+        }
+        swaps.join().unwrap();
+    });
+    assert_eq!(serving::current_versions(&[&a, &b]).unwrap(), both("v1"));
+
+    // The swap to v2 fails at b (its CURRENT cannot be replaced), after a was swapped.
+    std::fs::remove_file(dirs[1].join("CURRENT")).unwrap();
+    std::fs::create_dir_all(dirs[1].join("CURRENT/blocked")).unwrap();
+    assert!(serving::swap_together(&[&a, &b], "v2", &intent).is_err());
+    assert_eq!(a.current().unwrap().as_deref(), Some("v2"));
+    assert!(intent.exists(), "the unfinished swap is recorded");
+    // Once b can be written again, opening the pipeline completes the swap.
+    std::fs::remove_dir_all(dirs[1].join("CURRENT")).unwrap();
+    assert_eq!(
+        serving::finish_swap(&intent).unwrap().as_deref(),
+        Some("v2")
+    );
+    assert_eq!(serving::current_versions(&[&a, &b]).unwrap(), both("v2"));
+    assert!(!intent.exists());
+    assert_eq!(
+        serving::finish_swap(&intent).unwrap(),
+        None,
+        "nothing left to finish"
+    );
 }
 
 #[test]
