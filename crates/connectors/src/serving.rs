@@ -335,14 +335,7 @@ impl ServingTable {
     /// several tables swaps them with [`swap_together`].
     pub fn swap(&self, version: &str) -> Result<()> {
         self.check_swappable(version)?;
-        let tmp = self.dir.join(".CURRENT.tmp");
-        fs::write(&tmp, format!("{version}\n")).map_err(|e| Error::io("write", &tmp, e))?;
-        if let Ok(f) = fs::File::open(&tmp) {
-            let _ = f.sync_all();
-        }
-        let path = self.dir.join("CURRENT");
-        fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &tmp, e))?;
-        crate::sink::sync_dir(&self.dir)
+        replace_file(&self.dir.join("CURRENT"), format!("{version}\n").as_bytes())
     }
 
     /// Whether `version` can be swapped in: a valid name, on disk.
@@ -962,26 +955,36 @@ impl TableSink {
             }
         }
         let mut table = txn.open_table(ROWS).map_err(|e| self.err(e))?;
-        let existing: Vec<(Vec<u8>, Vec<u8>)> = table
-            .iter()
-            .map_err(|e| self.err(e))?
-            .map(|entry| {
-                entry
-                    .map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
-                    .map_err(|e| self.err(e))
-            })
-            .collect::<Result<_>>()?;
-        if !existing.is_empty() {
+        // The rows are scanned a chunk at a time; only the keys of rows inside the range are
+        // kept (to remove them after the scan), not the table.
+        let keys_inside = |chunk: &mut Vec<(Vec<u8>, Vec<u8>)>, keys: &mut Vec<Vec<u8>>| {
             let parser = self.rows.parser();
             let columns = self
                 .rows
-                .convert_rows(existing.iter().map(|(_, row)| parser.parse(row)))?;
+                .convert_rows(chunk.iter().map(|(_, row)| parser.parse(row)))?;
             let inside = range.mask(&columns[*column])?;
-            for (i, (key, _)) in existing.iter().enumerate() {
+            for (i, (key, _)) in chunk.drain(..).enumerate() {
                 if inside.value(i) {
-                    table.remove(key.as_slice()).map_err(|e| self.err(e))?;
+                    keys.push(key);
                 }
             }
+            Ok::<_, Error>(())
+        };
+        let mut inside_keys: Vec<Vec<u8>> = vec![];
+        let mut chunk: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(READ_BATCH_ROWS);
+        let entries = table.iter().map_err(|e| self.err(e))?;
+        for entry in entries {
+            let (k, v) = entry.map_err(|e| self.err(e))?;
+            chunk.push((k.value().to_vec(), v.value().to_vec()));
+            if chunk.len() == READ_BATCH_ROWS {
+                keys_inside(&mut chunk, &mut inside_keys)?;
+            }
+        }
+        if !chunk.is_empty() {
+            keys_inside(&mut chunk, &mut inside_keys)?;
+        }
+        for key in &inside_keys {
+            table.remove(key.as_slice()).map_err(|e| self.err(e))?;
         }
         // Only the run's rows inside the range: others come from a part of their input.
         let generation = meta.generation + 1;
@@ -1015,6 +1018,21 @@ impl TableSink {
 }
 
 /// Whether two schemas have the same column names and types, in order.
+/// Writes `path` atomically and durably: written aside, synced, renamed over it, folder synced.
+fn replace_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    fs::write(&tmp, bytes).map_err(|e| Error::io("write", &tmp, e))?;
+    if let Ok(f) = fs::File::open(&tmp) {
+        let _ = f.sync_all();
+    }
+    fs::rename(&tmp, path).map_err(|e| Error::io("rename", &tmp, e))?;
+    crate::sink::sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
 /// Orders [`swap_together`] against [`current_versions`] in this process: a swap renames every
 /// table's `CURRENT` while holding the write side, a reader resolves its tables' versions while
 /// holding the read side.
@@ -1046,13 +1064,7 @@ pub fn swap_together(tables: &[&ServingTable], version: &str, intent: &Path) -> 
     });
     let dir = intent.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
-    let tmp = intent.with_extension("tmp");
-    fs::write(&tmp, record.to_string()).map_err(|e| Error::io("write", &tmp, e))?;
-    if let Ok(f) = fs::File::open(&tmp) {
-        let _ = f.sync_all();
-    }
-    fs::rename(&tmp, intent).map_err(|e| Error::io("rename", &tmp, e))?;
-    crate::sink::sync_dir(dir)?;
+    replace_file(intent, record.to_string().as_bytes())?;
     {
         let _gate = SWAP_GATE.write().unwrap_or_else(|e| e.into_inner());
         for table in tables {
