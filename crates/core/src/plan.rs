@@ -383,6 +383,9 @@ pub struct TopNSpec {
     pub output: OutputMode,
     /// The input's columns, then the row number.
     pub schema: SchemaRef,
+    /// Update mode, `table.exec.state.ttl` (ms): a partition whose top did not change while the
+    /// watermark advanced this many ms is dropped; `None`: partitions are kept forever.
+    pub state_ttl: Option<i64>,
 }
 
 /// Deduplication (see [`Node::Deduplicate`]).

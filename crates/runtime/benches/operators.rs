@@ -332,6 +332,7 @@ fn bench(c: &mut Criterion) {
                 limit: 3,
                 output: OutputMode::Update,
                 schema: with_calls(&[("rn", DataType::UInt64)]),
+                state_ttl: None,
             }),
         ),
     ];

@@ -2497,11 +2497,15 @@ fn describe(node: &Node) -> String {
             }
         ),
         Node::TopN(spec) => format!(
-            "top-{} partition by [{}] order by [{}] ({} mode)",
+            "top-{} partition by [{}] order by [{}] ({} mode{})",
             spec.limit,
             list(&spec.partition),
             list(&spec.order),
-            spec.output
+            spec.output,
+            match spec.state_ttl {
+                Some(ttl) => format!(", a partition dropped when its top did not change for {ttl} ms of watermark"),
+                None => String::new(),
+            }
         ),
         Node::Deduplicate(spec) => format!(
             "deduplicate partition by [{}]: keep the {} row by {}{}",

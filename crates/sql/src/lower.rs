@@ -974,6 +974,8 @@ impl<'a> Lowering<'a> {
             limit,
             output,
             schema: Arc::new(w.schema.as_arrow().clone()),
+            // A batch run's watermark moves only at the end: nothing would expire.
+            state_ttl: self.state_ttl.filter(|_| output == OutputMode::Update),
         }));
         Ok(chain)
     }

@@ -9,15 +9,21 @@
 //! (partition, row number) ends with exactly the batch answer. In append mode (batch) the
 //! whole top `n` of every partition is emitted once, at the end of input.
 //!
+//! State TTL (`table.exec.state.ttl`, update mode): a partition whose top did not change while
+//! the watermark advanced more than the TTL past the watermark of its last change is dropped,
+//! after its unemitted changes are emitted. A later row of its key starts a new top: its ranks
+//! overwrite the old ones from rank 1 (ranks it does not fill keep their old rows downstream).
+//! The clock is the watermark, so restores and replays expire the same partitions.
+//!
 //! Invariants: results depend only on the rows and their arrival order, never on batch sizes
 //! or tick timing; partitions are emitted in key order; state is at most `n` rows per partition.
 //!
 //! Checkpoints: a frame of the [`codec`](crate::codec) (tag `FTPN`, version 1): the layout,
-//! the next arrival number, then one Arrow IPC stream of the kept rows (partition by
-//! partition, best first) with their arrival number and whether they changed since the last
-//! emission.
+//! the next arrival number, with a TTL the watermark, then one Arrow IPC stream of the kept rows
+//! (partition by partition, best first) with their arrival number, whether they changed since
+//! the last emission and, with a TTL, the watermark of their partition's last change.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, UInt64Array};
@@ -45,6 +51,9 @@ struct Partition {
     entries: Vec<Entry>,
     /// The first rank (0-based) that changed since the partition was last emitted.
     changed_from: Option<usize>,
+    /// State TTL: the watermark under which its top last changed (`i64::MIN`: before the first
+    /// watermark; `None`: not yet).
+    touched: Option<i64>,
 }
 
 pub struct TopN {
@@ -61,6 +70,11 @@ pub struct TopN {
     ended: bool,
     bytes: usize,
     layout: String,
+    /// The last watermark received (`i64::MIN` before the first).
+    watermark: i64,
+    /// State TTL: (watermark of a change, partition), oldest first; an entry is stale when the
+    /// partition changed again later (its `touched` is newer) or is gone.
+    expiry: VecDeque<(i64, Vec<u8>)>,
 }
 
 impl TopN {
@@ -83,9 +97,13 @@ impl TopN {
             })
             .collect::<Result<Vec<_>>>()?;
         let layout = format!(
-            "top {}; {}; keys {:?}; order {:?}; input {:?}",
+            "top {}; {}{}; keys {:?}; order {:?}; input {:?}",
             spec.limit,
             spec.output,
+            match spec.state_ttl {
+                Some(ttl) => format!(", state ttl {ttl} ms"),
+                None => String::new(),
+            },
             key_types,
             spec.order
                 .iter()
@@ -113,6 +131,8 @@ impl TopN {
             ended: false,
             bytes: 0,
             layout,
+            watermark: i64::MIN,
+            expiry: VecDeque::new(),
         })
     }
 
@@ -191,6 +211,67 @@ impl TopN {
                 self.dirty.insert(key.to_vec());
             }
             part.changed_from = Some(part.changed_from.map_or(at, |c| c.min(at)));
+            if self.spec.state_ttl.is_some() && part.touched != Some(self.watermark) {
+                part.touched = Some(self.watermark);
+                self.expiry.push_back((self.watermark, key.to_vec()));
+            }
+        }
+        Ok(())
+    }
+
+    /// State TTL: drops the partitions whose top did not change while the watermark advanced
+    /// more than the TTL, emitting their unemitted changes first. Changes before the first
+    /// watermark count as made under it. Nothing expires at the end of input.
+    fn expire(&mut self, first: bool, out: &mut Output) -> Result<()> {
+        let Some(ttl) = self.spec.state_ttl else {
+            return Ok(());
+        };
+        let wm = self.watermark;
+        if first {
+            for entry in self.expiry.iter_mut().take_while(|e| e.0 == i64::MIN) {
+                entry.0 = wm;
+                if let Some(part) = self.partitions.get_mut(&entry.1) {
+                    if part.touched == Some(i64::MIN) {
+                        part.touched = Some(wm);
+                    }
+                }
+            }
+        }
+        if wm == i64::MAX {
+            return Ok(());
+        }
+        let mut gone = vec![];
+        while let Some((stamp, _)) = self.expiry.front() {
+            if stamp.saturating_add(ttl) >= wm {
+                break;
+            }
+            let Some((stamp, key)) = self.expiry.pop_front() else {
+                break;
+            };
+            if self
+                .partitions
+                .get(&key)
+                .is_some_and(|p| p.touched == Some(stamp))
+            {
+                gone.push(key);
+            }
+        }
+        if gone.is_empty() {
+            return Ok(());
+        }
+        gone.sort();
+        let dirty: Vec<Vec<u8>> = gone
+            .iter()
+            .filter(|k| self.dirty.remove(*k))
+            .cloned()
+            .collect();
+        self.emit_partitions(dirty, false, out)?;
+        for key in gone {
+            if let Some(part) = self.partitions.remove(&key) {
+                for e in &part.entries {
+                    self.bytes = self.bytes.saturating_sub(entry_size(&e.order, &e.row));
+                }
+            }
         }
         Ok(())
     }
@@ -205,6 +286,11 @@ impl TopN {
         } else {
             std::mem::take(&mut self.dirty).into_iter().collect()
         };
+        self.emit_partitions(keys, all, out)
+    }
+
+    /// Emits the changed ranks of the partitions `keys` (in key order; `all`: every rank).
+    fn emit_partitions(&mut self, keys: Vec<Vec<u8>>, all: bool, out: &mut Output) -> Result<()> {
         let mut ranges = vec![];
         for key in keys {
             let Some(part) = self.partitions.get_mut(&key) else {
@@ -251,19 +337,23 @@ impl TopN {
             .collect();
         fields.push(Field::new("seq", DataType::Int64, false));
         fields.push(Field::new("changed", DataType::Boolean, false));
+        if self.spec.state_ttl.is_some() {
+            fields.push(Field::new("touched", DataType::Int64, true));
+        }
         Arc::new(Schema::new(fields))
     }
 
     fn write_state(&self, out: &mut Vec<u8>) -> Result<()> {
         let mut keys: Vec<&Vec<u8>> = self.partitions.keys().collect();
         keys.sort();
-        let (mut rows, mut seqs, mut changed) = (vec![], vec![], vec![]);
+        let (mut rows, mut seqs, mut changed, mut touched) = (vec![], vec![], vec![], vec![]);
         for key in keys {
             let part = &self.partitions[key];
             for (i, e) in part.entries.iter().enumerate() {
                 rows.push(e.row.row());
                 seqs.push(e.seq as i64);
                 changed.push(part.changed_from.is_some_and(|c| i >= c));
+                touched.push(part.touched);
             }
         }
         let mut columns = if rows.is_empty() {
@@ -277,11 +367,17 @@ impl TopN {
         };
         columns.push(Arc::new(Int64Array::from(seqs)));
         columns.push(Arc::new(BooleanArray::from(changed)));
+        if self.spec.state_ttl.is_some() {
+            columns.push(Arc::new(Int64Array::from(touched)));
+        }
         let batch = RecordBatch::try_new(self.state_schema(), columns)?;
         let mut e = Encoder::new(out);
         let frame = e.begin_frame(MAGIC, VERSION);
         e.bytes(self.layout.as_bytes())?;
         e.u64(self.next_seq);
+        if self.spec.state_ttl.is_some() {
+            e.i64(self.watermark);
+        }
         e.bytes(&batch_to_ipc(&batch)?)?;
         e.end_frame(frame);
         Ok(())
@@ -291,6 +387,8 @@ impl TopN {
         let mut d = Decoder::new(state, CHECKPOINT).frame(MAGIC, VERSION)?;
         d.expect_layout(&self.layout)?;
         let next_seq = d.u64()?;
+        let ttl = self.spec.state_ttl.is_some();
+        let watermark = if ttl { d.i64()? } else { i64::MIN };
         let kept = batch_from_ipc(d.bytes()?, CHECKPOINT, &self.state_schema())?;
         d.finish()?;
         let width = self.input.fields().len();
@@ -302,12 +400,19 @@ impl TopN {
             .column(width)
             .as_primitive::<arrow::datatypes::Int64Type>();
         let changed = kept.column(width + 1).as_boolean();
+        let touched = ttl.then(|| {
+            kept.column(width + 2)
+                .as_primitive::<arrow::datatypes::Int64Type>()
+        });
         let mut partitions: HashMap<Vec<u8>, Partition> = HashMap::new();
         let mut dirty = BTreeSet::new();
         let mut bytes = 0;
         for i in 0..kept.num_rows() {
             let key = Self::key_of(&keys, i);
             let part = partitions.entry(key.clone()).or_default();
+            if let Some(t) = touched {
+                part.touched = t.is_valid(i).then(|| t.value(i));
+            }
             if changed.value(i) {
                 part.changed_from.get_or_insert(part.entries.len());
                 dirty.insert(key);
@@ -323,10 +428,17 @@ impl TopN {
                 return Err(d_error("a partition holds more rows than the limit"));
             }
         }
+        let mut expiry: Vec<(i64, Vec<u8>)> = partitions
+            .iter()
+            .filter_map(|(k, p)| Some((p.touched?, k.clone())))
+            .collect();
+        expiry.sort();
+        self.expiry = expiry.into();
         self.partitions = partitions;
         self.dirty = dirty;
         self.next_seq = next_seq;
         self.bytes = bytes;
+        self.watermark = watermark;
         Ok(())
     }
 }
@@ -344,6 +456,9 @@ impl Operator for TopN {
         match message {
             Message::Data(batch) => self.on_batch(batch)?,
             Message::Watermark(w) => {
+                let first = self.watermark == i64::MIN;
+                self.watermark = w.0;
+                self.expire(first, out)?;
                 // Watermarks are monotone: the maximum comes once.
                 if w == Watermark::MAX && !self.ended {
                     self.ended = true;
@@ -414,6 +529,7 @@ mod tests {
             limit,
             output,
             schema: Arc::new(Schema::new(fields)),
+            state_ttl: None,
         }
     }
 
@@ -545,5 +661,75 @@ mod tests {
             let mut other = TopN::new(spec(limit + 1, OutputMode::Update, partitioned)).unwrap();
             prop_assert!(other.restore(&blob).is_err());
         }
+    }
+
+    /// With a TTL, a partition whose top did not change while the watermark advanced more than
+    /// the TTL is dropped, its unemitted change emitted first; a later row of its key starts a
+    /// new top at rank 1; a checkpoint keeps when each partition last changed.
+    #[test]
+    fn state_ttl_drops_partitions_whose_top_did_not_change() {
+        let mut s = spec(2, OutputMode::Update, true);
+        s.state_ttl = Some(100);
+        let mut op = TopN::new(s.clone()).unwrap();
+        let mut got = Upserted::new();
+        let wm = |t: i64| Message::Watermark(Watermark(t));
+        run(
+            &mut op,
+            &[
+                // Before the first watermark: counts as changed under it (1000).
+                batch(&[(0, (Some("a"), Some(10)))]),
+                wm(1000),
+                batch(&[(1, (Some("b"), Some(5)))]),
+                Message::EmitUpdates,
+                wm(1050),
+                // a's top changes under 1050, b's does not; c arrives and is not emitted
+                // before it expires.
+                batch(&[(2, (Some("a"), Some(20))), (3, (Some("c"), Some(7)))]),
+            ],
+            &mut got,
+            true,
+        );
+        let bytes_before = op.state_bytes();
+        assert_eq!(op.partitions.len(), 3);
+        // Watermark 1101: b (changed under 1000) is idle for 101 ms > 100 and dropped; a and c
+        // (changed under 1050) stay.
+        run(&mut op, &[wm(1101)], &mut got, true);
+        assert_eq!(op.partitions.len(), 2, "b dropped");
+        assert!(op.state_bytes() < bytes_before);
+        // A checkpoint keeps the watermark and when each partition changed.
+        let mut state = vec![];
+        op.snapshot(&mut state).unwrap();
+        let mut restored = TopN::new(s).unwrap();
+        restored.restore(&state).unwrap();
+        // 1151: a and c expire; c's unemitted row comes out first.
+        let mut after = got.clone();
+        run(&mut op, &[wm(1151)], &mut got, true);
+        run(&mut restored, &[wm(1151)], &mut after, true);
+        assert_eq!(got, after, "the restored operator expires the same way");
+        assert!(op.partitions.is_empty());
+        assert_eq!(op.state_bytes(), 0);
+        assert_eq!(got.get(&(Some("c".into()), 1)), Some(&(Some(7), 3)));
+        // a's rank 2 is a's old 10; a new row of a starts a new top: rank 1 only.
+        run(
+            &mut op,
+            &[batch(&[(4, (Some("a"), Some(1)))]), Message::EmitUpdates],
+            &mut got,
+            true,
+        );
+        assert_eq!(got.get(&(Some("a".into()), 1)), Some(&(Some(1), 4)));
+        assert_eq!(got.get(&(Some("a".into()), 2)), Some(&(Some(10), 0)));
+        // Without a TTL nothing is dropped.
+        let mut keep = TopN::new(spec(2, OutputMode::Update, true)).unwrap();
+        run(
+            &mut keep,
+            &[
+                batch(&[(0, (Some("a"), Some(10)))]),
+                wm(1000),
+                wm(1_000_000),
+            ],
+            &mut Upserted::new(),
+            true,
+        );
+        assert_eq!(keep.partitions.len(), 1);
     }
 }
