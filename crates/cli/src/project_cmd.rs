@@ -222,7 +222,7 @@ async fn follow_replay(mut get: impl FnMut() -> Result<Value>) -> Result<Value> 
                 }
             ),
         );
-        if !matches!(state.as_str(), "catching-up" | "comparing" | "correcting") {
+        if !crate::replay::is_running(&state) {
             bar.finish();
             return Ok(status);
         }

@@ -17,8 +17,8 @@
 //! Started by `POST /api/pipelines/{name}/replay?as=v2` or `flowline replay PROJECT PIPELINE --as
 //! v2` (which asks a running server, or runs the replay itself when none is running); cancelled
 //! by `DELETE` on the same path or `flowline replay PROJECT PIPELINE --cancel`: the shadow job
-//! stops, and its version and state are deleted (a cancel that comes as the swap happens is too
-//! late: the status then says `swapped`).
+//! stops, and its version and state are deleted. Once the replay's status is `swapping` a
+//! cancel is refused as too late: every accepted cancel ends `cancelled`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -61,7 +61,7 @@ pub struct ReplayStatus {
     pub version: String,
     /// The version served when the replay started.
     pub from_version: String,
-    /// catching-up, comparing, swapped, cancelled, failed, stopped; for corrections:
+    /// catching-up, comparing, swapping, swapped, cancelled, failed, stopped; for corrections:
     /// correcting, corrected
     pub status: String,
     /// Corrections: the event-time range `[from, to)` rerun (ms since the Unix epoch).
@@ -124,11 +124,16 @@ impl ReplayStatus {
     }
 
     pub fn running(&self) -> bool {
-        matches!(
-            self.status.as_str(),
-            "catching-up" | "comparing" | "correcting"
-        )
+        is_running(&self.status)
     }
+}
+
+/// Whether a replay with this status is still under way.
+pub fn is_running(status: &str) -> bool {
+    matches!(
+        status,
+        "catching-up" | "comparing" | "swapping" | "correcting"
+    )
 }
 
 /// A request that conflicts with the pipeline's state (a replay running, a version that
@@ -249,6 +254,20 @@ pub async fn start(hosted: &Arc<Hosted>, request: ReplayRequest) -> Result<Repla
     // The shadow's own state (checkpoints, rejects): deleted with it if the replay is cancelled.
     let shadow_state = opened.state_dir.clone();
     drop(opened);
+    // A replay reads from offset 0: checkpoints already there (of an earlier build of this
+    // version, or the pipeline's own when it replays into the version its SQL declares) would
+    // resume it from where they stopped instead.
+    let checkpoints = shadow_state.join("checkpoints");
+    if std::fs::read_dir(&checkpoints).is_ok_and(|mut d| d.next().is_some()) {
+        return Err(Conflict(format!(
+            "version {} of pipeline {name} would start from the checkpoints in `{}`, not from \
+             offset 0: replay into a new version name (e.g. --as v{})",
+            request.version,
+            checkpoints.display(),
+            next_version_number(&from_version)
+        ))
+        .into());
+    }
     let status = ReplayStatus::begin(
         hosted,
         request.version.clone(),
@@ -366,7 +385,7 @@ fn update(hosted: &Hosted, f: impl FnOnce(&mut ReplayStatus)) {
     }
 }
 
-/// Runs the job of `options` on a thread of its own; every 100 ms, and once more as it ends,
+/// Runs the job of `options` on a thread of its own; about every 100 ms while it runs,
 /// `tick` sees its live numbers (to report progress, or to set the job's stop flag).
 fn run_watched(
     hosted: &Hosted,
@@ -409,6 +428,14 @@ pub fn cancel(hosted: &Hosted) -> Result<ReplayStatus> {
             "pipeline {name} is running corrections, which cannot be cancelled: they replace \
              their range as the run commits; wait for them to end, then run corrections again \
              with the fixed logic"
+        ))
+        .into());
+    }
+    if r.status == "swapping" {
+        return Err(Conflict(format!(
+            "pipeline {name}'s replay is swapping its version {} in: too late to cancel; to go \
+             back, replay the previous logic into another version",
+            r.version
         ))
         .into());
     }
@@ -508,7 +535,19 @@ fn drive(hosted: &Arc<Hosted>, request: &ReplayRequest, job: Job) -> Result<&'st
         }
         update(hosted, |r| r.diff = Some(reports));
     }
-    if job.cancel.load(Ordering::SeqCst) {
+    // Checked and recorded under the status lock that `cancel` takes: a cancel either comes
+    // before this (and the replay is discarded) or is refused as too late.
+    let cancelled = match hosted.replay.lock() {
+        Ok(mut r) => match r.as_mut() {
+            Some(r) if !job.cancel.load(Ordering::SeqCst) => {
+                r.status = "swapping".into();
+                false
+            }
+            _ => true,
+        },
+        Err(_) => bail!("replay status poisoned"),
+    };
+    if cancelled {
         return discard(hosted, &request.version, &job);
     }
     let tables: Vec<&serving::ServingTable> = hosted.serving.iter().map(|(_, t)| t).collect();

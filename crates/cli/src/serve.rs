@@ -141,7 +141,8 @@ pub struct Sample {
     pub rejects: u64,
     /// Rows read per second since the previous sample.
     pub rows_per_s: f64,
-    pub lag_records: u64,
+    /// `None` while some source's lag is unknown (as the pipeline's `lag_records`).
+    pub lag_records: Option<u64>,
     pub freshness_ms: Option<i64>,
 }
 
@@ -347,7 +348,7 @@ impl Hosted {
                 rows_written: live.rows_written.values().sum(),
                 rejects: live.total_rejects(),
                 rows_per_s,
-                lag_records: live.total_lag(),
+                lag_records: live.known_lag(),
                 freshness_ms,
             });
             while h.len() > HISTORY {
@@ -903,8 +904,9 @@ impl Server {
             let declared_version =
                 declared_version.unwrap_or_else(|| serving::DEFAULT_VERSION.to_string());
             // A replay's swap that the process stopped in the middle of is completed first.
-            let swap_intent = opened.state_dir.join("swap.json");
-            if let Some(v) = serving::finish_swap(&swap_intent)? {
+            let swap_intent = opened.state_dir.join("swapping");
+            let own: Vec<&serving::ServingTable> = own_tables.iter().map(|(_, t)| t).collect();
+            if let Some(v) = serving::finish_swap(&own, &swap_intent)? {
                 eprintln!(
                     "pipeline {}: completed the swap of its serving tables to {v} that was interrupted",
                     spec.name

@@ -85,19 +85,21 @@ fn tables_context(server: &Server) -> Result<SessionContext> {
         server
             .tables
             .iter()
-            .map(|(name, entry)| (name.clone(), entry.table.clone()))
+            .map(|(name, entry)| (name.clone(), (entry.table.clone(), entry.pipeline.clone())))
             .collect(),
     )
 }
 
-fn serving_context(tables: BTreeMap<String, ServingTable>) -> Result<SessionContext> {
+/// A context over `tables` (name → table and the pipeline writing it).
+fn serving_context(tables: BTreeMap<String, (ServingTable, String)>) -> Result<SessionContext> {
     let ctx = SessionContext::new();
-    // The version of every table is fixed now, in one step against replays' swaps: a query
-    // over several tables of a pipeline reads them all before its swap or all after it.
-    let versions = serving::current_versions(&tables.values().collect::<Vec<_>>())?;
     let schema = ServingSchema {
-        versions: tables.keys().cloned().zip(versions).collect(),
-        tables,
+        pipelines: tables
+            .iter()
+            .map(|(n, (_, p))| (n.clone(), p.clone()))
+            .collect(),
+        tables: tables.into_iter().map(|(n, (t, _))| (n, t)).collect(),
+        versions: Mutex::default(),
         loaded: Mutex::default(),
     };
     let catalog = ctx
@@ -113,8 +115,12 @@ fn serving_context(tables: BTreeMap<String, ServingTable>) -> Result<SessionCont
 #[derive(Debug)]
 struct ServingSchema {
     tables: BTreeMap<String, ServingTable>,
-    /// The version of each table the context reads (`None`: none on disk when it was made).
-    versions: BTreeMap<String, Option<String>>,
+    /// The pipeline writing each table.
+    pipelines: BTreeMap<String, String>,
+    /// The version the context reads of each table of the pipelines it has read from (`None`:
+    /// none on disk), fixed for all tables of a pipeline at once, in one step against its
+    /// replays' swaps: a query over several of them reads them all before a swap or all after.
+    versions: Mutex<HashMap<String, Option<String>>>,
     /// Tables read so far and views registered, by name.
     loaded: Mutex<HashMap<String, Arc<dyn TableProvider>>>,
 }
@@ -122,6 +128,27 @@ struct ServingSchema {
 impl ServingSchema {
     fn loaded(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<dyn TableProvider>>> {
         self.loaded.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The version of table `name` this context reads; the first table of a pipeline fixes
+    /// the versions of all its tables (a few small file reads).
+    fn version_of(&self, name: &str) -> DfResult<Option<String>> {
+        let mut versions = self.versions.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = versions.get(name) {
+            return Ok(v.clone());
+        }
+        let pipeline = self.pipelines.get(name);
+        let group: Vec<(&String, &ServingTable)> = self
+            .tables
+            .iter()
+            .filter(|(n, _)| self.pipelines.get(*n) == pipeline)
+            .collect();
+        let found = serving::current_versions(&group.iter().map(|(_, t)| *t).collect::<Vec<_>>())
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        for ((n, _), v) in group.into_iter().zip(found) {
+            versions.insert(n.clone(), v);
+        }
+        Ok(versions.get(name).cloned().flatten())
     }
 
     /// The serving table a name means: its exact name, else the one table whose name differs
@@ -161,7 +188,7 @@ impl SchemaProvider for ServingSchema {
             return Ok(Some(Arc::clone(table)));
         }
         let (name, table) = (name.clone(), table.clone());
-        let version = self.versions.get(&name).cloned().flatten();
+        let version = self.version_of(&name)?;
         let read = tokio::task::spawn_blocking(move || table.read(version.as_deref()))
             .await
             .map_err(|e| DataFusionError::External(Box::new(e)))?
@@ -379,10 +406,13 @@ mod tests {
         std::fs::write(broken.join("v1.redb"), b"not a redb file").unwrap();
         let tables = BTreeMap::from([
             // Pipelines keep the case written; DataFusion lower-cases unquoted names.
-            ("Broken".to_string(), ServingTable::at(&broken)),
+            (
+                "Broken".to_string(),
+                (ServingTable::at(&broken), "a".to_string()),
+            ),
             (
                 "empty".to_string(),
-                ServingTable::at(dir.path().join("empty")),
+                (ServingTable::at(dir.path().join("empty")), "b".to_string()),
             ),
         ]);
         let ctx = serving_context(tables).unwrap();

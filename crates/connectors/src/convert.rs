@@ -70,6 +70,15 @@ pub(crate) fn is_string_type(dt: &DataType) -> bool {
     )
 }
 
+/// Why a value that does not convert to `target` is rejected.
+fn reason_for(target: &DataType) -> RejectReason {
+    if is_time_type(target) {
+        RejectReason::BadTimestamp
+    } else {
+        RejectReason::BadValue
+    }
+}
+
 pub(crate) fn is_time_type(dt: &DataType) -> bool {
     matches!(
         dt,
@@ -265,10 +274,8 @@ impl Converter {
         if let (DataType::Struct(targets), Some(fields)) =
             (target, input.as_any().downcast_ref::<StructArray>())
         {
-            // A ROW read field by field has the declared fields, by name and in order; any
-            // other (a Parquet ROW, say) is cast, which matches fields by name.
-            if same_field_names(fields.fields(), targets) {
-                return self.convert_struct(fields, targets);
+            if let Some(sources) = row_field_sources(fields.fields(), targets) {
+                return self.convert_struct(fields, &sources, targets);
             }
         }
         if is_nested_type(target) && input.data_type() == &DataType::Utf8 {
@@ -305,11 +312,13 @@ impl Converter {
     fn convert_struct(
         &self,
         input: &StructArray,
+        sources: &[usize],
         targets: &Fields,
     ) -> std::result::Result<ArrayRef, arrow::error::ArrowError> {
         let mut valid: Option<BooleanBuffer> = input.nulls().map(|n| n.inner().clone());
         let mut children = Vec::with_capacity(targets.len());
-        for (child, field) in input.columns().iter().zip(targets) {
+        for (&source, field) in sources.iter().zip(targets) {
+            let child = input.column(source);
             let out = self.convert_column(child, field.data_type())?;
             if out.logical_null_count() > child.logical_null_count() {
                 // Rows where the field had text but no value: the row is not kept.
@@ -420,11 +429,7 @@ impl Converter {
             if out.logical_null_count() > input.logical_null_count() {
                 let in_nulls = input.logical_nulls();
                 let out_nulls = out.logical_nulls();
-                let reason = if is_time_type(target) {
-                    RejectReason::BadTimestamp
-                } else {
-                    RejectReason::BadValue
-                };
+                let reason = reason_for(target);
                 for row in 0..rows {
                     if is_null(&out_nulls, row)
                         && !is_null(&in_nulls, row)
@@ -432,11 +437,7 @@ impl Converter {
                     {
                         let (reason, detail) = match struct_field_failure(input, &out, row) {
                             Some((name, value, target)) => (
-                                if is_time_type(&target) {
-                                    RejectReason::BadTimestamp
-                                } else {
-                                    RejectReason::BadValue
-                                },
+                                reason_for(&target),
                                 format!(
                                     "column `{}.{name}`: cannot convert '{value}' to {target}",
                                     field.name()
@@ -560,12 +561,9 @@ fn struct_field_failure(
     let DataType::Struct(fields) = out.data_type() else {
         return None;
     };
-    // Only a ROW read field by field pairs its fields with the declared ones by position.
-    if !same_field_names(input.fields(), fields) {
-        return None;
-    }
+    let sources = row_field_sources(input.fields(), fields)?;
     (0..fields.len()).find_map(|i| {
-        let (text, value) = (input.column(i), out.column(i));
+        let (text, value) = (input.column(sources[i]), out.column(i));
         (text.is_valid(row) && value.is_null(row)).then(|| {
             (
                 fields[i].name().clone(),
@@ -576,9 +574,16 @@ fn struct_field_failure(
     })
 }
 
-/// Whether two ROW types have the same field names in the same order.
-fn same_field_names(a: &Fields, b: &Fields) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(a, b)| a.name() == b.name())
+/// Which field of an input ROW (`input`) each declared field takes: the one of the same name
+/// when every declared name is there (a Parquet ROW in another field order), else the one at the
+/// same position when both have as many fields (declared names differ from the data's); `None`
+/// otherwise.
+pub(crate) fn row_field_sources(input: &Fields, declared: &Fields) -> Option<Vec<usize>> {
+    let by_name: Option<Vec<usize>> = declared
+        .iter()
+        .map(|d| input.iter().position(|f| f.name() == d.name()))
+        .collect();
+    by_name.or_else(|| (input.len() == declared.len()).then(|| (0..declared.len()).collect()))
 }
 
 /// Renders one value of `array` for a reject's detail.
@@ -789,6 +794,52 @@ mod tests {
                     "column `r.at`: cannot convert 'soon' to Timestamp(ms)"
                 ),
             ]
+        );
+    }
+
+    #[test]
+    fn a_row_in_another_field_order_rejects_a_field_that_does_not_fit() {
+        // Matched by name, each field is converted on its own: a value that does not fit its
+        // declared type rejects the row, naming the field (not a silent NULL field).
+        let declared = Fields::from(vec![
+            Field::new("a", DataType::Int8, true),
+            Field::new("b", DataType::Int64, true),
+        ]);
+        let d = def(&[("r", DataType::Struct(declared), true)], None);
+        let conv = Converter::new(&d, None).unwrap();
+        let input: ArrayRef = Arc::new(StructArray::new(
+            Fields::from(vec![
+                Field::new("b", DataType::Int32, true),
+                Field::new("a", DataType::Int32, true),
+            ]),
+            vec![
+                Arc::new(Int32Array::from(vec![20, 21])),
+                Arc::new(Int32Array::from(vec![10, 300])),
+            ],
+            None,
+        ));
+        let out = conv
+            .finish(
+                vec![input],
+                2,
+                Failures::default(),
+                Path::new("f"),
+                &mut |r| (r as u64 + 1, format!("row{r}")),
+            )
+            .unwrap();
+        assert_eq!(out.batch.num_rows(), 1);
+        let reasons: Vec<_> = out
+            .rejects
+            .iter()
+            .map(|r| (r.line.unwrap(), r.reason, r.detail.as_str()))
+            .collect();
+        assert_eq!(
+            reasons,
+            vec![(
+                2,
+                RejectReason::BadValue,
+                "column `r.a`: cannot convert '300' to Int8"
+            )]
         );
     }
 

@@ -143,7 +143,8 @@ impl BoundedSource for NexmarkSource {
             // What converting reads (computed columns such as `dateTime` read ROW fields too).
             let physical = self.converter.physical_needed(needed);
             let generated = nested_schema();
-            // Declared ROW fields take the generated ones by position, whatever their names.
+            // Declared ROW fields take the generated ones as conversion does (by name, else by
+            // position): `extra` is left empty when no declared field that takes it is read.
             let unread = |column: &str| {
                 let Ok(i) = declared.index_of(column) else {
                     return true;
@@ -157,12 +158,17 @@ impl BoundedSource for NexmarkSource {
                 let DataType::Struct(generated_fields) = g.data_type() else {
                     return false;
                 };
-                match generated_fields.iter().position(|f| f.name() == "extra") {
-                    Some(at) if fields.len() == generated_fields.len() => {
-                        !physical.reads_field(i, fields[at].name())
-                    }
-                    _ => false,
-                }
+                let (Some(extra), Some(sources)) = (
+                    generated_fields.iter().position(|f| f.name() == "extra"),
+                    crate::convert::row_field_sources(generated_fields, fields),
+                ) else {
+                    return false;
+                };
+                sources
+                    .iter()
+                    .zip(fields.iter())
+                    .filter(|(&s, _)| s == extra)
+                    .all(|(_, f)| !physical.reads_field(i, f.name()))
             };
             generator.leave_extra_empty(UnreadExtra {
                 person: unread("person"),

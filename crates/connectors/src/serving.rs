@@ -1017,9 +1017,15 @@ impl TableSink {
     }
 }
 
-/// Whether two schemas have the same column names and types, in order.
 /// Writes `path` atomically and durably: written aside, synced, renamed over it, folder synced.
 fn replace_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = write_aside(path, bytes)?;
+    fs::rename(&tmp, path).map_err(|e| Error::io("rename", &tmp, e))?;
+    crate::sink::sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// Writes and syncs what is to replace `path`, beside it (`.<name>.tmp`); returns that file.
+fn write_aside(path: &Path, bytes: &[u8]) -> Result<PathBuf> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy())
@@ -1029,8 +1035,7 @@ fn replace_file(path: &Path, bytes: &[u8]) -> Result<()> {
     if let Ok(f) = fs::File::open(&tmp) {
         let _ = f.sync_all();
     }
-    fs::rename(&tmp, path).map_err(|e| Error::io("rename", &tmp, e))?;
-    crate::sink::sync_dir(path.parent().unwrap_or(Path::new(".")))
+    Ok(tmp)
 }
 
 /// Orders [`swap_together`] against [`current_versions`] in this process: a swap renames every
@@ -1050,65 +1055,68 @@ pub fn current_versions(tables: &[&ServingTable]) -> Result<Vec<Option<String>>>
 ///
 /// * every table must hold the version, else none is swapped;
 /// * readers of this process that resolve versions with [`current_versions`] see all tables
-///   swapped or none;
-/// * the file `intent` (in the pipeline's state) records the swap until every table is done:
+///   swapped or none (the new `CURRENT` files are written and synced before, so only the
+///   renames happen under the gate);
+/// * the file `intent` (in the pipeline's state) names the version until every table is done:
 ///   if the process stops in the middle, [`finish_swap`] completes it when the pipeline is
 ///   opened again, so the tables never stay on different versions.
 pub fn swap_together(tables: &[&ServingTable], version: &str, intent: &Path) -> Result<()> {
     for table in tables {
         table.check_swappable(version)?;
     }
-    let record = serde_json::json!({
-        "version": version,
-        "tables": tables.iter().map(|t| t.dir.display().to_string()).collect::<Vec<_>>(),
-    });
     let dir = intent.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
-    replace_file(intent, record.to_string().as_bytes())?;
+    replace_file(intent, format!("{version}\n").as_bytes())?;
+    let staged = tables
+        .iter()
+        .map(|t| {
+            Ok((
+                t,
+                write_aside(&t.dir.join("CURRENT"), format!("{version}\n").as_bytes())?,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
     {
         let _gate = SWAP_GATE.write().unwrap_or_else(|e| e.into_inner());
-        for table in tables {
-            table.swap(version)?;
+        for (table, tmp) in &staged {
+            fs::rename(tmp, table.dir.join("CURRENT")).map_err(|e| {
+                store_error(
+                    &table.dir,
+                    format!("swapping to version '{version}' failed ({e}); `{}` records the swap, which is completed when the pipeline is opened again (restart `flowline serve` once the folder can be written)", intent.display()),
+                )
+            })?;
         }
     }
-    fs::remove_file(intent).map_err(|e| Error::io("delete", intent, e))?;
+    for (table, _) in &staged {
+        crate::sink::sync_dir(&table.dir)?;
+    }
+    match fs::remove_file(intent) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io("delete", intent, e)),
+    }
     crate::sink::sync_dir(dir)
 }
 
-/// Completes a [`swap_together`] that did not finish (the process stopped in the middle):
-/// swaps every table it lists to its version and deletes `intent`. Returns the version, or
-/// `None` when there is no unfinished swap.
-pub fn finish_swap(intent: &Path) -> Result<Option<String>> {
-    let text = match fs::read_to_string(intent) {
-        Ok(t) => t,
+/// Completes a [`swap_together`] of `tables` (the pipeline's serving tables) that did not
+/// finish because the process stopped in the middle, and deletes `intent`. Returns the version,
+/// or `None` when there is no unfinished swap.
+pub fn finish_swap(tables: &[&ServingTable], intent: &Path) -> Result<Option<String>> {
+    let version = match fs::read_to_string(intent) {
+        Ok(t) => t.trim().to_string(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io("read", intent, e)),
     };
-    let bad = |what: &str| {
+    swap_together(tables, &version, intent).map_err(|e| {
         store_error(
             intent,
-            format!("an unfinished swap's record is damaged ({what}); delete the file once every serving table's CURRENT names the version readers should see"),
+            format!("an interrupted swap to version '{version}' could not be completed: {e}; once every serving table's CURRENT names the version readers should see, delete this file"),
         )
-    };
-    let record: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(&e.to_string()))?;
-    let version = record["version"]
-        .as_str()
-        .ok_or_else(|| bad("no version"))?;
-    let dirs = record["tables"]
-        .as_array()
-        .ok_or_else(|| bad("no tables"))?;
-    let tables = dirs
-        .iter()
-        .map(|d| {
-            d.as_str()
-                .map(ServingTable::at)
-                .ok_or_else(|| bad("a table is not a path"))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    swap_together(&tables.iter().collect::<Vec<_>>(), version, intent)?;
-    Ok(Some(version.to_string()))
+    })?;
+    Ok(Some(version))
 }
 
+/// Whether two schemas have the same column names and types, in order.
 pub fn same_columns(a: &Schema, b: &Schema) -> bool {
     a.fields().len() == b.fields().len()
         && a.fields()

@@ -272,7 +272,7 @@ fn a_pipelines_tables_swap_together() {
         }
     }
     let (a, b) = (ServingTable::at(&dirs[0]), ServingTable::at(&dirs[1]));
-    let intent = tmp.path().join("state/swap.json");
+    let intent = tmp.path().join("state/swapping");
     serving::swap_together(&[&a, &b], "v1", &intent).unwrap();
     assert!(!intent.exists(), "a finished swap leaves no record");
 
@@ -310,19 +310,25 @@ fn a_pipelines_tables_swap_together() {
     // The swap to v2 fails at b (its CURRENT cannot be replaced), after a was swapped.
     std::fs::remove_file(dirs[1].join("CURRENT")).unwrap();
     std::fs::create_dir_all(dirs[1].join("CURRENT/blocked")).unwrap();
-    assert!(serving::swap_together(&[&a, &b], "v2", &intent).is_err());
+    let err = serving::swap_together(&[&a, &b], "v2", &intent)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("completed when the pipeline is opened again"),
+        "{err}"
+    );
     assert_eq!(a.current().unwrap().as_deref(), Some("v2"));
     assert!(intent.exists(), "the unfinished swap is recorded");
     // Once b can be written again, opening the pipeline completes the swap.
     std::fs::remove_dir_all(dirs[1].join("CURRENT")).unwrap();
     assert_eq!(
-        serving::finish_swap(&intent).unwrap().as_deref(),
+        serving::finish_swap(&[&a, &b], &intent).unwrap().as_deref(),
         Some("v2")
     );
     assert_eq!(serving::current_versions(&[&a, &b]).unwrap(), both("v2"));
     assert!(!intent.exists());
     assert_eq!(
-        serving::finish_swap(&intent).unwrap(),
+        serving::finish_swap(&[&a, &b], &intent).unwrap(),
         None,
         "nothing left to finish"
     );

@@ -33,29 +33,22 @@ pub struct InsertPlan {
 pub struct JoinInput {
     pub source: String,
     pub nodes: Vec<Node>,
-    /// How many of the first `nodes` equal the left input's first nodes, over the same source
-    /// (a self-join such as Nexmark q5, whose both sides count the same HOP windows). They run
-    /// once: their output feeds both the left input's next node and `nodes[shared..]`.
-    pub shared: usize,
 }
 
-impl JoinInput {
-    /// How many leading nodes a right input over `source` with `nodes` has in common with the
-    /// left input `left_nodes` over `left_source` (before its join): equal nodes compute equal
-    /// rows from the same input, so they can run once.
-    pub fn common_prefix(
-        left_source: &str,
-        left_nodes: &[Node],
-        source: &str,
-        nodes: &[Node],
-    ) -> usize {
-        if left_source != source {
+impl InsertPlan {
+    /// How many leading nodes of the join's right input equal the left input's (before its
+    /// join), over the same source: a self-join such as Nexmark q5, whose both sides count the
+    /// same HOP windows. Equal nodes compute equal rows from the same input, so they run once
+    /// and their output feeds both the left input's next node and the right input's. (Also
+    /// for nodes with a volatile function such as `random()`: both inputs then see one draw.)
+    pub fn shared_prefix(&self) -> usize {
+        let Some(right) = self.right.as_ref().filter(|r| r.source == self.source) else {
             return 0;
-        }
-        left_nodes
+        };
+        self.nodes
             .iter()
             .take_while(|n| !matches!(n, Node::Join(_)))
-            .zip(nodes)
+            .zip(&right.nodes)
             .take_while(|(l, r)| l == r)
             .count()
     }

@@ -697,13 +697,14 @@ impl OpenedPipeline {
                     for node in &plan.nodes {
                         if let (Node::Join(_), Some(right)) = (node, &plan.right) {
                             s += &format!("  right input: source {}\n", right.source);
-                            if right.shared > 0 {
-                                s += &match right.shared {
+                            let shared = plan.shared_prefix();
+                            if shared > 0 {
+                                s += &match shared {
                                     1 => "    → the first operator above (run once for both inputs)\n".to_string(),
                                     n => format!("    → the first {n} operators above (run once for both inputs)\n"),
                                 };
                             }
-                            for n in &right.nodes[right.shared..] {
+                            for n in &right.nodes[shared..] {
                                 s += &format!("    → {}\n", describe(n));
                             }
                         }
@@ -1140,7 +1141,7 @@ impl OpenedPipeline {
                     .map(|n| operators::build(n, &plan.source))
                     .collect::<Result<Vec<_>>>()?;
                 let right_at = ops.len();
-                let shared = plan.right.as_ref().map_or(0, |r| r.shared);
+                let shared = plan.shared_prefix();
                 if let Some(right) = &plan.right {
                     for n in &right.nodes[shared..] {
                         ops.push(operators::build(n, &right.source)?);
@@ -1675,9 +1676,9 @@ pub(crate) struct Chain {
     pub(crate) right_source: Option<String>,
     join_at: Option<usize>,
     right_at: usize,
-    /// A self-join's common nodes ([`flowline_core::plan::JoinInput::shared`]): `ops[..shared]`
-    /// run once, and each message they send goes to `ops[shared]` and to `ops[right_at]` (or
-    /// straight into the join, if the right input has no operators of its own).
+    /// A self-join's common nodes ([`InsertPlan::shared_prefix`]): `ops[..shared]` run once,
+    /// and each message they send goes to `ops[shared]` and to `ops[right_at]` (or straight into
+    /// the join, if the right input has no operators of its own).
     shared: usize,
     pub(crate) sink: String,
     pub(crate) ops: Vec<Box<dyn Operator>>,
@@ -1738,39 +1739,22 @@ impl Chain {
         sinks: &mut BTreeMap<String, SinkSlot>,
         bin: &mut RejectBin,
     ) -> Result<()> {
-        if self.right_source.as_deref() == Some(name) {
-            if self.shared > 0 {
-                // Both inputs read `name`; the shared operators pass it on to both.
-                return self.push(message, sinks, bin);
-            }
-            if self.source == name {
-                self.push(message.clone(), sinks, bin)?;
-            }
-            let join_at = self
-                .join_at
-                .ok_or_else(|| Error::Internal("a right input without a join".into()))?;
-            let slot = sinks
-                .get_mut(&self.sink)
-                .ok_or_else(|| Error::Internal(format!("no sink {}", self.sink)))?;
-            let (main, right) = self.ops.split_at_mut(self.right_at);
-            let (main_rows, right_rows) = self.rows.split_at_mut(self.right_at);
-            let (join_and_rest, rows_after) = (&mut main[join_at..], &mut main_rows[join_at..]);
-            push_right(
-                (right, right_rows),
-                (join_and_rest, rows_after),
-                message,
-                slot,
-                bin,
-            )
-            .map_err(|e| match e {
-                Error::Execution(m) => Error::Execution(format!("INSERT INTO {}: {m}", self.sink)),
-                other => other,
-            })
-        } else {
-            self.push(message, sinks, bin)
+        let (left, right) = (
+            self.source == name,
+            self.right_source.as_deref() == Some(name),
+        );
+        if !right {
+            return self.push(message, sinks, bin);
         }
+        let slot = sinks
+            .get_mut(&self.sink)
+            .ok_or_else(|| Error::Internal(format!("no sink {}", self.sink)))?;
+        self.push_right_input(message, left, slot, bin)
+            .map_err(|e| self.name_insert(e))
     }
 
+    /// Pushes a message into the left input (control messages such as
+    /// [`Message::EmitUpdates`] too: they pass the left operators, the shared ones included).
     pub(crate) fn push(
         &mut self,
         message: Message,
@@ -1780,58 +1764,59 @@ impl Chain {
         let slot = sinks
             .get_mut(&self.sink)
             .ok_or_else(|| Error::Internal(format!("no sink {}", self.sink)))?;
-        let pushed = if self.shared > 0 {
-            self.push_shared(message, slot, bin)
-        } else {
-            push(
-                &mut self.ops[..self.right_at],
-                &mut self.rows[..self.right_at],
-                message,
-                slot,
-                bin,
-            )
-        };
-        pushed.map_err(|e| match e {
-            // Name the INSERT whose expressions failed (division by zero, overflow, ...).
-            Error::Execution(m) => Error::Execution(format!("INSERT INTO {}: {m}", self.sink)),
-            other => other,
-        })
+        push(
+            &mut self.ops[..self.right_at],
+            &mut self.rows[..self.right_at],
+            message,
+            slot,
+            bin,
+        )
+        .map_err(|e| self.name_insert(e))
     }
 
-    /// Runs `message` through the shared operators `ops[..shared]`, then passes each message
-    /// they send to the left input's next operator first and to the right input's next.
-    fn push_shared(
+    /// Names the INSERT whose expressions failed (division by zero, overflow, ...).
+    fn name_insert(&self, e: Error) -> Error {
+        match e {
+            Error::Execution(m) => Error::Execution(format!("INSERT INTO {}: {m}", self.sink)),
+            other => other,
+        }
+    }
+
+    /// Pushes a message of the right input's source into the right input, and into the left
+    /// one too when it reads the same source (`both`): then the shared operators
+    /// `ops[..shared]` run once (none: the whole message goes left first) and each message they
+    /// send goes to the left input's next operator first, then to the right input's.
+    fn push_right_input(
         &mut self,
         message: Message,
+        both: bool,
         sink: &mut SinkSlot,
         bin: &mut RejectBin,
     ) -> Result<()> {
         let join_at = self
             .join_at
-            .ok_or_else(|| Error::Internal("shared operators without a join".into()))?;
+            .ok_or_else(|| Error::Internal("a right input without a join".into()))?;
+        let shared = if both { self.shared } else { 0 };
         let mut messages = vec![message];
-        for (op, count) in self.ops[..self.shared].iter_mut().zip(&mut self.rows) {
+        for (op, count) in self.ops[..shared].iter_mut().zip(&mut self.rows) {
             let mut next = Vec::with_capacity(messages.len());
             for m in messages {
-                let mut out = Output::default();
-                let rows = rows_of(&m);
-                op.process(m, &mut out)?;
-                count.count(rows, &out);
-                write_rejects(&mut out, sink, bin)?;
-                next.append(&mut out.messages);
+                next.extend(step(op.as_mut(), count, m, false, sink, bin)?);
             }
             messages = next;
         }
         let (main, right) = self.ops.split_at_mut(self.right_at);
         let (main_rows, right_rows) = self.rows.split_at_mut(self.right_at);
         for m in messages {
-            push(
-                &mut main[self.shared..],
-                &mut main_rows[self.shared..],
-                m.clone(),
-                sink,
-                bin,
-            )?;
+            if both {
+                push(
+                    &mut main[shared..],
+                    &mut main_rows[shared..],
+                    m.clone(),
+                    sink,
+                    bin,
+                )?;
+            }
             push_right(
                 (&mut *right, &mut *right_rows),
                 (&mut main[join_at..], &mut main_rows[join_at..]),
@@ -1902,14 +1887,9 @@ fn push_right(
     sink: &mut SinkSlot,
     bin: &mut RejectBin,
 ) -> Result<()> {
-    let mut out = Output::default();
-    let rows = rows_of(&message);
     match (right.split_first_mut(), right_rows.split_first_mut()) {
         (Some((op, rest)), Some((count, rest_rows))) => {
-            op.process(message, &mut out)?;
-            count.count(rows, &out);
-            write_rejects(&mut out, sink, bin)?;
-            for m in out.messages {
+            for m in step(op.as_mut(), count, message, false, sink, bin)? {
                 push_right((rest, rest_rows), (join_and_rest, rows_after), m, sink, bin)?;
             }
         }
@@ -1920,10 +1900,7 @@ fn push_right(
             ) else {
                 return Err(Error::Internal("no join for a right input".into()));
             };
-            join.process_right(message, &mut out)?;
-            count.count(rows, &out);
-            write_rejects(&mut out, sink, bin)?;
-            for m in out.messages {
+            for m in step(join.as_mut(), count, message, true, sink, bin)? {
                 push(after, after_rows, m, sink, bin)?;
             }
         }
@@ -1934,6 +1911,28 @@ fn push_right(
         }
     }
     Ok(())
+}
+
+/// Runs one operator on `message` (as a join's right input if `right`), counts its rows, writes
+/// its rejects; returns what it sends on.
+fn step(
+    op: &mut dyn Operator,
+    count: &mut RowsInOut,
+    message: Message,
+    right: bool,
+    sink: &mut SinkSlot,
+    bin: &mut RejectBin,
+) -> Result<Vec<Message>> {
+    let mut out = Output::default();
+    let rows = rows_of(&message);
+    if right {
+        op.process_right(message, &mut out)?;
+    } else {
+        op.process(message, &mut out)?;
+    }
+    count.count(rows, &out);
+    write_rejects(&mut out, sink, bin)?;
+    Ok(out.messages)
 }
 
 /// Writes an operator's rejects, naming the sink of its INSERT.
@@ -1960,12 +1959,7 @@ fn push(
             }
         },
         (Some((op, rest)), Some((count, rest_rows))) => {
-            let mut out = Output::default();
-            let rows = rows_of(&message);
-            op.process(message, &mut out)?;
-            count.count(rows, &out);
-            write_rejects(&mut out, sink, bin)?;
-            for m in out.messages {
+            for m in step(op.as_mut(), count, message, false, sink, bin)? {
                 push(rest, rest_rows, m, sink, bin)?;
             }
             Ok(())

@@ -125,8 +125,9 @@ pub fn read_json_lines_tail(
 }
 
 /// The number of complete lines of a file (a last line without its newline is still being
-/// written, and the readers above skip it too); a missing file has none. Streams the bytes
-/// through a fixed buffer without parsing them.
+/// written and is not counted; the readers above return it if it is already whole JSON, so a
+/// count taken during a write can be one below what they read); a missing file has none.
+/// Streams the bytes through a fixed buffer without parsing them.
 pub fn count_lines(path: &std::path::Path) -> flowline_core::Result<usize> {
     use std::io::Read;
     let io = |e| flowline_core::Error::io("read", path, e);

@@ -383,7 +383,8 @@ fn mismatch(dir: &std::path::Path, old: &str, new: &str) -> Error {
          aggregates, source positions) cannot be restored into this one. First difference:{diff}\n\
          To keep the old results and run the new logic from the start of the sources, use a new \
          state directory (`--state-dir` or SET 'state.dir'); to continue the old logic, run the \
-         pipeline as it was.",
+         pipeline as it was (with the Flowline version that took the checkpoint, if the SQL did \
+         not change: a newer one may plan the same SQL differently).",
         dir.display()
     ))
 }

@@ -169,10 +169,4 @@ async fn inputs_that_differ_share_only_their_common_start() {
         assert_eq!(rows, EXPECTED, "{mode}");
         assert!(rejects.is_empty(), "{mode}: {rejects:?}");
     }
-    let dir = case(&q5(""), BIDS);
-    for mode in [Mode::Batch, Mode::Stream] {
-        let (rows, rejects) = run(dir.path(), mode).await;
-        assert_eq!(rows, EXPECTED, "{mode}");
-        assert!(rejects.is_empty(), "{mode}: {rejects:?}");
-    }
 }

@@ -203,7 +203,7 @@ pub fn lower_insert(
         }
         Ok(chain)
     });
-    let chain = chain
+    let mut chain = chain
         .and_then(|mut chain| match chain.key_lost.take() {
             Some(lost) => Err(lost),
             None => Ok(chain),
@@ -227,12 +227,9 @@ pub fn lower_insert(
             )),
             other => other,
         })?;
-    let mut chain = chain;
     crate::stateless::optimize(&mut chain.nodes)?;
     if let Some(right) = &mut chain.right {
         crate::stateless::optimize(&mut right.nodes)?;
-        right.shared =
-            JoinInput::common_prefix(&chain.source, &chain.nodes, &right.source, &right.nodes);
     }
     let deletes = chain
         .nodes
@@ -974,7 +971,8 @@ impl<'a> Lowering<'a> {
             limit,
             output,
             schema: Arc::new(w.schema.as_arrow().clone()),
-            // A batch run's watermark moves only at the end: nothing would expire.
+            // Update mode only: a batch run's watermark moves only at the end, so nothing would
+            // expire (and its append-mode result is exact).
             state_ttl: self.state_ttl.filter(|_| output == OutputMode::Update),
         }));
         Ok(chain)
@@ -1311,7 +1309,6 @@ impl<'a> Lowering<'a> {
         chain.right = Some(JoinInput {
             source: right.source,
             nodes: right.nodes,
-            shared: 0,
         });
         let join_plan = LogicalPlan::Join(j.clone());
         if let Some(predicate) = datafusion::logical_expr::utils::conjunction(rest) {

@@ -23,7 +23,8 @@
 //! (partition by partition, best first) with their arrival number, whether they changed since
 //! the last emission and, with a TTL, the watermark of their partition's last change.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, UInt64Array};
@@ -52,8 +53,8 @@ struct Partition {
     /// The first rank (0-based) that changed since the partition was last emitted.
     changed_from: Option<usize>,
     /// State TTL: the watermark under which its top last changed (`i64::MIN`: before the first
-    /// watermark; `None`: not yet).
-    touched: Option<i64>,
+    /// watermark).
+    touched: i64,
 }
 
 pub struct TopN {
@@ -72,9 +73,12 @@ pub struct TopN {
     layout: String,
     /// The last watermark received (`i64::MIN` before the first).
     watermark: i64,
-    /// State TTL: (watermark of a change, partition), oldest first; an entry is stale when the
-    /// partition changed again later (its `touched` is newer) or is gone.
-    expiry: VecDeque<(i64, Vec<u8>)>,
+    /// State TTL: one entry per partition, (a watermark at or before its last change, key),
+    /// earliest first. When an entry comes due, the partition is dropped if its top has not
+    /// changed since; otherwise the entry is put back at its last change.
+    expiry: BinaryHeap<Reverse<(i64, Vec<u8>)>>,
+    /// Bytes the `expiry` entries hold.
+    expiry_bytes: usize,
 }
 
 impl TopN {
@@ -132,7 +136,8 @@ impl TopN {
             bytes: 0,
             layout,
             watermark: i64::MIN,
-            expiry: VecDeque::new(),
+            expiry: BinaryHeap::new(),
+            expiry_bytes: 0,
         })
     }
 
@@ -184,7 +189,17 @@ impl TopN {
             let seq = self.next_seq;
             self.next_seq += 1;
             if !self.partitions.contains_key(key) {
-                self.partitions.insert(key.to_vec(), Partition::default());
+                self.partitions.insert(
+                    key.to_vec(),
+                    Partition {
+                        touched: self.watermark,
+                        ..Partition::default()
+                    },
+                );
+                if self.spec.state_ttl.is_some() {
+                    self.expiry.push(Reverse((self.watermark, key.to_vec())));
+                    self.expiry_bytes += expiry_entry_size(key);
+                }
             }
             let Some(part) = self.partitions.get_mut(key) else {
                 continue;
@@ -211,10 +226,7 @@ impl TopN {
                 self.dirty.insert(key.to_vec());
             }
             part.changed_from = Some(part.changed_from.map_or(at, |c| c.min(at)));
-            if self.spec.state_ttl.is_some() && part.touched != Some(self.watermark) {
-                part.touched = Some(self.watermark);
-                self.expiry.push_back((self.watermark, key.to_vec()));
-            }
+            part.touched = self.watermark;
         }
         Ok(())
     }
@@ -227,33 +239,34 @@ impl TopN {
             return Ok(());
         };
         let wm = self.watermark;
-        if first {
-            for entry in self.expiry.iter_mut().take_while(|e| e.0 == i64::MIN) {
-                entry.0 = wm;
-                if let Some(part) = self.partitions.get_mut(&entry.1) {
-                    if part.touched == Some(i64::MIN) {
-                        part.touched = Some(wm);
-                    }
-                }
-            }
-        }
         if wm == i64::MAX {
             return Ok(());
         }
+        if first {
+            // Their entries (at i64::MIN) come due now and are put back at this watermark.
+            for part in self.partitions.values_mut() {
+                if part.touched == i64::MIN {
+                    part.touched = wm;
+                }
+            }
+        }
         let mut gone = vec![];
-        while let Some((stamp, _)) = self.expiry.front() {
+        while let Some(Reverse((stamp, _))) = self.expiry.peek() {
             if stamp.saturating_add(ttl) >= wm {
                 break;
             }
-            let Some((stamp, key)) = self.expiry.pop_front() else {
+            let Some(Reverse((_, key))) = self.expiry.pop() else {
                 break;
             };
-            if self
-                .partitions
-                .get(&key)
-                .is_some_and(|p| p.touched == Some(stamp))
-            {
-                gone.push(key);
+            match self.partitions.get(&key).map(|p| p.touched) {
+                Some(t) if t.saturating_add(ttl) >= wm => self.expiry.push(Reverse((t, key))),
+                Some(_) => {
+                    self.expiry_bytes = self.expiry_bytes.saturating_sub(expiry_entry_size(&key));
+                    gone.push(key);
+                }
+                None => {
+                    self.expiry_bytes = self.expiry_bytes.saturating_sub(expiry_entry_size(&key));
+                }
             }
         }
         if gone.is_empty() {
@@ -338,7 +351,7 @@ impl TopN {
         fields.push(Field::new("seq", DataType::Int64, false));
         fields.push(Field::new("changed", DataType::Boolean, false));
         if self.spec.state_ttl.is_some() {
-            fields.push(Field::new("touched", DataType::Int64, true));
+            fields.push(Field::new("touched", DataType::Int64, false));
         }
         Arc::new(Schema::new(fields))
     }
@@ -346,6 +359,7 @@ impl TopN {
     fn write_state(&self, out: &mut Vec<u8>) -> Result<()> {
         let mut keys: Vec<&Vec<u8>> = self.partitions.keys().collect();
         keys.sort();
+        let ttl = self.spec.state_ttl.is_some();
         let (mut rows, mut seqs, mut changed, mut touched) = (vec![], vec![], vec![], vec![]);
         for key in keys {
             let part = &self.partitions[key];
@@ -353,7 +367,9 @@ impl TopN {
                 rows.push(e.row.row());
                 seqs.push(e.seq as i64);
                 changed.push(part.changed_from.is_some_and(|c| i >= c));
-                touched.push(part.touched);
+                if ttl {
+                    touched.push(part.touched);
+                }
             }
         }
         let mut columns = if rows.is_empty() {
@@ -411,7 +427,7 @@ impl TopN {
             let key = Self::key_of(&keys, i);
             let part = partitions.entry(key.clone()).or_default();
             if let Some(t) = touched {
-                part.touched = t.is_valid(i).then(|| t.value(i));
+                part.touched = t.value(i);
             }
             if changed.value(i) {
                 part.changed_from.get_or_insert(part.entries.len());
@@ -428,12 +444,14 @@ impl TopN {
                 return Err(d_error("a partition holds more rows than the limit"));
             }
         }
-        let mut expiry: Vec<(i64, Vec<u8>)> = partitions
-            .iter()
-            .filter_map(|(k, p)| Some((p.touched?, k.clone())))
-            .collect();
-        expiry.sort();
-        self.expiry = expiry.into();
+        self.expiry = BinaryHeap::new();
+        self.expiry_bytes = 0;
+        if ttl {
+            for (key, part) in &partitions {
+                self.expiry.push(Reverse((part.touched, key.clone())));
+                self.expiry_bytes += expiry_entry_size(key);
+            }
+        }
         self.partitions = partitions;
         self.dirty = dirty;
         self.next_seq = next_seq;
@@ -445,6 +463,11 @@ impl TopN {
 
 fn d_error(m: &str) -> Error {
     Error::Internal(format!("{CHECKPOINT}: {m}"))
+}
+
+/// Bytes of a TTL entry of the partition `key`.
+fn expiry_entry_size(key: &[u8]) -> usize {
+    key.len() + 32
 }
 
 fn entry_size(order: &OwnedRow, row: &OwnedRow) -> usize {
@@ -483,7 +506,7 @@ impl Operator for TopN {
     }
 
     fn state_bytes(&self) -> usize {
-        self.bytes
+        self.bytes + self.expiry_bytes
     }
 
     fn snapshot(&self, out: &mut Vec<u8>) -> Result<()> {
